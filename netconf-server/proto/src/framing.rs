@@ -1,0 +1,435 @@
+//! RFC 6242 message framing: end-of-message (`]]>]]>`) for the hello and
+//! base:1.0 peers, chunked framing once both sides announced base:1.1.
+//!
+//! The decoder is a pure state machine over bytes: feed it what the transport
+//! delivered, in any split, and take complete messages out.
+
+use thiserror::Error;
+
+/// End-of-message delimiter of RFC 6242 section 4.3.
+pub const EOM: &[u8] = b"]]>]]>";
+/// RFC 6242 section 4.2: chunk-size is at most 4294967295.
+pub const MAX_CHUNK_SIZE_RFC: u64 = 4_294_967_295;
+/// Bytes kept of an oversized message, enough to find its message-id.
+pub const OVERSIZE_HEAD: usize = 4096;
+
+/// Which framing is in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    EndOfMessage,
+    Chunked,
+}
+
+/// Size limits; the defaults suit a device agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message accepted; larger ones are discarded and reported.
+    pub max_message: usize,
+    /// Largest single chunk accepted (chunked framing).
+    pub max_chunk: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_message: 64 * 1024 * 1024, max_chunk: 64 * 1024 * 1024 }
+    }
+}
+
+/// Fatal framing errors: the stream cannot be resynchronised, so the session
+/// must end (after telling the peer, where possible).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FramingError {
+    #[error("bad chunk header: {0}")]
+    BadChunkHeader(String),
+    #[error("chunk of {size} bytes exceeds the limit of {max}")]
+    ChunkTooLarge { size: u64, max: u64 },
+}
+
+/// One decoded unit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete message.
+    Message(Vec<u8>),
+    /// A message larger than the limit, discarded; `head` keeps its first
+    /// bytes so the caller can still name the message-id in its error.
+    Oversized { head: Vec<u8>, size: usize },
+}
+
+#[derive(Debug)]
+enum ChunkState {
+    /// Expecting `\n#` then a size or `#` (end of message).
+    Header,
+    /// Inside a chunk with this many bytes left.
+    Data(u64),
+}
+
+/// Incremental RFC 6242 decoder.
+#[derive(Debug)]
+pub struct Decoder {
+    framing: Framing,
+    limits: Limits,
+    /// Bytes received and not yet consumed.
+    input: Vec<u8>,
+    /// EOM framing: how far `input` was already searched for the delimiter.
+    scanned: usize,
+    /// Chunked framing: the message assembled so far.
+    message: Vec<u8>,
+    /// Size of the current message, also when it is being discarded.
+    message_size: usize,
+    discarding: bool,
+    chunk: ChunkState,
+}
+
+impl Decoder {
+    pub fn new(limits: Limits) -> Self {
+        Decoder {
+            framing: Framing::EndOfMessage,
+            limits,
+            input: Vec::new(),
+            scanned: 0,
+            message: Vec::new(),
+            message_size: 0,
+            discarding: false,
+            chunk: ChunkState::Header,
+        }
+    }
+
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Switches framing after the hello exchange. Bytes already received
+    /// after the hello are decoded with the new framing.
+    pub fn set_framing(&mut self, framing: Framing) {
+        self.framing = framing;
+        self.scanned = 0;
+    }
+
+    /// Appends bytes received from the transport.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// Bytes held but not yet decoded into a message.
+    pub fn buffered(&self) -> usize {
+        self.input.len() + self.message.len()
+    }
+
+    /// Takes the next complete frame, if the buffered bytes hold one.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FramingError> {
+        match self.framing {
+            Framing::EndOfMessage => Ok(self.next_eom()),
+            Framing::Chunked => self.next_chunked(),
+        }
+    }
+
+    fn next_eom(&mut self) -> Option<Frame> {
+        let start = self.scanned.saturating_sub(EOM.len() - 1);
+        let found = find(&self.input[start..], EOM).map(|i| i + start);
+        match found {
+            Some(end) => {
+                let rest = self.input.split_off(end + EOM.len());
+                let mut message = std::mem::replace(&mut self.input, rest);
+                message.truncate(end);
+                self.scanned = 0;
+                let size = self.message_size + message.len();
+                let discarding = std::mem::take(&mut self.discarding);
+                self.message_size = 0;
+                if discarding || size > self.limits.max_message {
+                    let mut head = std::mem::take(&mut self.message);
+                    if head.is_empty() {
+                        head = message;
+                        head.truncate(OVERSIZE_HEAD);
+                    }
+                    return Some(Frame::Oversized { head, size });
+                }
+                Some(Frame::Message(message))
+            }
+            None => {
+                // Over the limit without a delimiter: keep only the head and a
+                // tail long enough to hold a split delimiter.
+                if self.message_size + self.input.len() > self.limits.max_message {
+                    if !self.discarding {
+                        self.discarding = true;
+                        self.message = self.input[..self.input.len().min(OVERSIZE_HEAD)].to_vec();
+                    }
+                    let keep = EOM.len() - 1;
+                    let drop = self.input.len().saturating_sub(keep);
+                    self.message_size += drop;
+                    self.input.drain(..drop);
+                }
+                self.scanned = self.input.len();
+                None
+            }
+        }
+    }
+
+    fn next_chunked(&mut self) -> Result<Option<Frame>, FramingError> {
+        let mut pos = 0;
+        let result = loop {
+            match self.chunk {
+                ChunkState::Header => {
+                    let avail = &self.input[pos..];
+                    if avail.len() < 3 {
+                        break None;
+                    }
+                    if avail[0] != b'\n' || avail[1] != b'#' {
+                        return Err(FramingError::BadChunkHeader(describe(&avail[..avail.len().min(12)])));
+                    }
+                    if avail[2] == b'#' {
+                        if avail.len() < 4 {
+                            break None;
+                        }
+                        if avail[3] != b'\n' {
+                            return Err(FramingError::BadChunkHeader(describe(&avail[..4])));
+                        }
+                        pos += 4;
+                        if self.message_size == 0 {
+                            return Err(FramingError::BadChunkHeader("end-of-chunks before any chunk".into()));
+                        }
+                        let size = std::mem::take(&mut self.message_size);
+                        let message = std::mem::take(&mut self.message);
+                        break Some(if std::mem::take(&mut self.discarding) {
+                            Frame::Oversized { head: message, size }
+                        } else {
+                            Frame::Message(message)
+                        });
+                    }
+                    // chunk-size = 1-9 followed by up to 9 more digits, then LF.
+                    let digits = &avail[2..];
+                    let Some(nl) = digits.iter().take(11).position(|&b| b == b'\n') else {
+                        if digits.len() > 10 {
+                            return Err(FramingError::BadChunkHeader(describe(&avail[..avail.len().min(14)])));
+                        }
+                        if let Some(bad) = digits.iter().find(|b| !b.is_ascii_digit()) {
+                            return Err(FramingError::BadChunkHeader(format!("unexpected byte 0x{bad:02x} in chunk size")));
+                        }
+                        break None;
+                    };
+                    let size_text = &digits[..nl];
+                    if size_text.is_empty() || size_text[0] == b'0' || !size_text.iter().all(u8::is_ascii_digit) {
+                        return Err(FramingError::BadChunkHeader(describe(&avail[..(nl + 3).min(avail.len())])));
+                    }
+                    let size: u64 = std::str::from_utf8(size_text)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .filter(|s| *s <= MAX_CHUNK_SIZE_RFC)
+                        .ok_or_else(|| FramingError::BadChunkHeader(describe(size_text)))?;
+                    if size > self.limits.max_chunk {
+                        return Err(FramingError::ChunkTooLarge { size, max: self.limits.max_chunk });
+                    }
+                    pos += 2 + nl + 1;
+                    self.chunk = ChunkState::Data(size);
+                }
+                ChunkState::Data(left) => {
+                    let avail = &self.input[pos..];
+                    if avail.is_empty() {
+                        break None;
+                    }
+                    let take = (left.min(avail.len() as u64)) as usize;
+                    let new_size = self.message_size + take;
+                    if new_size > self.limits.max_message && !self.discarding {
+                        self.discarding = true;
+                        self.message.truncate(OVERSIZE_HEAD);
+                    }
+                    if !self.discarding {
+                        self.message.extend_from_slice(&avail[..take]);
+                    } else if self.message.len() < OVERSIZE_HEAD {
+                        let room = OVERSIZE_HEAD - self.message.len();
+                        self.message.extend_from_slice(&avail[..take.min(room)]);
+                    }
+                    self.message_size = new_size;
+                    pos += take;
+                    let left = left - take as u64;
+                    self.chunk = if left == 0 { ChunkState::Header } else { ChunkState::Data(left) };
+                }
+            }
+        };
+        self.input.drain(..pos);
+        Ok(result)
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn describe(bytes: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(bytes))
+}
+
+/// Frames one outgoing message.
+pub fn encode(message: &[u8], framing: Framing) -> Vec<u8> {
+    match framing {
+        Framing::EndOfMessage => {
+            let mut out = Vec::with_capacity(message.len() + EOM.len());
+            out.extend_from_slice(message);
+            out.extend_from_slice(EOM);
+            out
+        }
+        Framing::Chunked => {
+            let mut out = Vec::with_capacity(message.len() + 32);
+            // One chunk per message; chunk-size has no practical limit.
+            if !message.is_empty() {
+                out.extend_from_slice(format!("\n#{}\n", message.len()).as_bytes());
+                out.extend_from_slice(message);
+            }
+            out.extend_from_slice(b"\n##\n");
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(dec: &mut Decoder) -> Result<Vec<Frame>, FramingError> {
+        let mut out = Vec::new();
+        while let Some(f) = dec.next_frame()? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    fn chunked() -> Decoder {
+        let mut d = Decoder::new(Limits::default());
+        d.set_framing(Framing::Chunked);
+        d
+    }
+
+    #[test]
+    fn eom_single_message() {
+        let mut d = Decoder::new(Limits::default());
+        d.push(b"<hello/>]]>]]>");
+        assert_eq!(decode_all(&mut d).unwrap(), vec![Frame::Message(b"<hello/>".to_vec())]);
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn eom_delimiter_split_across_every_byte() {
+        let input = b"<a/>]]>]]><b/>]]>]]>";
+        let mut d = Decoder::new(Limits::default());
+        let mut got = Vec::new();
+        for b in input {
+            d.push(&[*b]);
+            got.extend(decode_all(&mut d).unwrap());
+        }
+        assert_eq!(got, vec![Frame::Message(b"<a/>".to_vec()), Frame::Message(b"<b/>".to_vec())]);
+    }
+
+    #[test]
+    fn eom_coalesced_messages_then_switch_to_chunked() {
+        let mut d = Decoder::new(Limits::default());
+        d.push(b"<hello/>]]>]]>\n#4\n<a/>\n##\n");
+        assert_eq!(d.next_frame().unwrap(), Some(Frame::Message(b"<hello/>".to_vec())));
+        d.set_framing(Framing::Chunked);
+        assert_eq!(d.next_frame().unwrap(), Some(Frame::Message(b"<a/>".to_vec())));
+        assert_eq!(d.next_frame().unwrap(), None);
+    }
+
+    #[test]
+    fn chunked_rfc6242_example() {
+        // RFC 6242 section 4.2 example, two chunks.
+        let mut d = chunked();
+        d.push(b"\n#4\n<rpc\n#18\n message-id=\"102\"\n\n##\n");
+        assert_eq!(decode_all(&mut d).unwrap(), vec![Frame::Message(b"<rpc message-id=\"102\"\n".to_vec())]);
+    }
+
+    #[test]
+    fn chunked_one_byte_at_a_time_with_one_byte_chunks() {
+        let mut wire = Vec::new();
+        for b in b"<rpc/>" {
+            wire.extend_from_slice(b"\n#1\n");
+            wire.push(*b);
+        }
+        wire.extend_from_slice(b"\n##\n");
+        let mut d = chunked();
+        let mut got = Vec::new();
+        for b in &wire {
+            d.push(&[*b]);
+            got.extend(decode_all(&mut d).unwrap());
+        }
+        assert_eq!(got, vec![Frame::Message(b"<rpc/>".to_vec())]);
+    }
+
+    #[test]
+    fn chunked_bad_headers_are_fatal() {
+        for bad in [&b"\n#0\nx\n##\n"[..], b"\n#01\nx", b"\n#x\n", b"#4\n<a/>", b"\n#-1\n", b"\n##\n", b"\n##x", b"\n#12345678901\n", b"\n#4294967296\n"] {
+            let mut d = chunked();
+            d.push(bad);
+            assert!(
+                matches!(d.next_frame(), Err(FramingError::BadChunkHeader(_))),
+                "{:?} should be a bad header",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_partial_header_waits() {
+        let mut d = chunked();
+        d.push(b"\n#11");
+        assert_eq!(d.next_frame().unwrap(), None);
+        d.push(b"\n<rpc></rpc>\n##");
+        assert_eq!(d.next_frame().unwrap(), None);
+        d.push(b"\n");
+        assert_eq!(d.next_frame().unwrap(), Some(Frame::Message(b"<rpc></rpc>".to_vec())));
+    }
+
+    #[test]
+    fn chunk_over_limit_is_fatal() {
+        let mut d = Decoder::new(Limits { max_message: 100, max_chunk: 10 });
+        d.set_framing(Framing::Chunked);
+        d.push(b"\n#11\n");
+        assert_eq!(d.next_frame(), Err(FramingError::ChunkTooLarge { size: 11, max: 10 }));
+    }
+
+    #[test]
+    fn chunked_oversized_message_is_discarded_and_stream_continues() {
+        let mut d = Decoder::new(Limits { max_message: 16, max_chunk: 16 });
+        d.set_framing(Framing::Chunked);
+        d.push(b"\n#10\n<rpc messa\n#10\nge-id=\"7\" \n#10\n/>........\n##\n\n#4\n<a/>\n##\n");
+        let frames = decode_all(&mut d).unwrap();
+        assert_eq!(frames.len(), 2);
+        match &frames[0] {
+            Frame::Oversized { head, size } => {
+                assert_eq!(*size, 30);
+                assert!(head.starts_with(b"<rpc messa"));
+            }
+            other => panic!("expected oversized, got {other:?}"),
+        }
+        assert_eq!(frames[1], Frame::Message(b"<a/>".to_vec()));
+    }
+
+    #[test]
+    fn eom_oversized_message_is_discarded_and_stream_continues() {
+        let mut d = Decoder::new(Limits { max_message: 8, max_chunk: 8 });
+        let mut got = Vec::new();
+        for part in [&b"<rpc message-id=\"9\">"[..], b"xxxxxxxxxxxxxxxxxxxxxxxxx", b"</rpc>]]>", b"]]><a/>]]>]]>"] {
+            d.push(part);
+            got.extend(decode_all(&mut d).unwrap());
+        }
+        assert_eq!(got.len(), 2);
+        match &got[0] {
+            Frame::Oversized { head, size } => {
+                assert!(head.starts_with(b"<rpc message-id=\"9\">"));
+                assert!(*size > 8);
+            }
+            other => panic!("expected oversized, got {other:?}"),
+        }
+        assert_eq!(got[1], Frame::Message(b"<a/>".to_vec()));
+        assert!(d.buffered() < 16);
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        for framing in [Framing::EndOfMessage, Framing::Chunked] {
+            let mut d = Decoder::new(Limits::default());
+            d.set_framing(framing);
+            d.push(&encode(b"<rpc-reply/>", framing));
+            assert_eq!(d.next_frame().unwrap(), Some(Frame::Message(b"<rpc-reply/>".to_vec())));
+        }
+        assert_eq!(encode(b"<a/>", Framing::Chunked), b"\n#4\n<a/>\n##\n");
+    }
+}

@@ -1,0 +1,156 @@
+//! The YANG modules of Layer 4.5, embedded in the binary, and the libyang
+//! context built from them.
+//!
+//! `yang/*.yang` are the single source of truth for the device model; the
+//! IETF modules under `yang/ietf/` are the published RFC modules the NETCONF
+//! server implements. Nothing is read from disk at run time.
+
+use std::sync::OnceLock;
+
+use yang3::context::{Context, ContextFlags, EmbeddedModuleKey, EmbeddedModules};
+
+pub use yang3;
+
+/// One embedded YANG module.
+#[derive(Debug, Clone, Copy)]
+pub struct YangModule {
+    pub name: &'static str,
+    pub revision: &'static str,
+    /// Full module text, served by `get-schema`.
+    pub text: &'static str,
+    /// Whether the server implements it (as opposed to import-only).
+    pub implemented: bool,
+    /// Features enabled for this module.
+    pub features: &'static [&'static str],
+}
+
+macro_rules! module {
+    ($name:literal, $rev:literal, $path:literal, $implemented:expr, $features:expr) => {
+        YangModule {
+            name: $name,
+            revision: $rev,
+            text: include_str!($path),
+            implemented: $implemented,
+            features: $features,
+        }
+    };
+}
+
+/// Every module the agent loads, in load order.
+pub const MODULES: &[YangModule] = &[
+    module!(
+        "ietf-netconf",
+        "2011-06-01",
+        "../ietf/ietf-netconf@2011-06-01.yang",
+        true,
+        &["writable-running", "candidate", "confirmed-commit", "rollback-on-error", "validate", "startup", "xpath"]
+    ),
+    module!(
+        "ietf-netconf-with-defaults",
+        "2011-06-01",
+        "../ietf/ietf-netconf-with-defaults@2011-06-01.yang",
+        true,
+        &[]
+    ),
+    module!(
+        "ietf-netconf-acm",
+        "2018-02-14",
+        "../ietf/ietf-netconf-acm@2018-02-14.yang",
+        true,
+        &[]
+    ),
+    module!(
+        "ietf-netconf-monitoring",
+        "2010-10-04",
+        "../ietf/ietf-netconf-monitoring@2010-10-04.yang",
+        true,
+        &[]
+    ),
+    module!(
+        "ietf-netconf-notifications",
+        "2012-02-06",
+        "../ietf/ietf-netconf-notifications@2012-02-06.yang",
+        true,
+        &[]
+    ),
+    module!(
+        "layer45-customization",
+        "2026-11-22",
+        "../layer45-customization@2026-11-22.yang",
+        true,
+        &[]
+    ),
+];
+
+/// Namespace of the device model.
+pub const L45_NAMESPACE: &str = "urn:layer45:params:xml:ns:yang:layer45-customization";
+/// Module name of the device model.
+pub const L45_MODULE: &str = "layer45-customization";
+
+#[derive(Debug, thiserror::Error)]
+pub enum YangError {
+    #[error("libyang context: {0}")]
+    Context(String),
+    #[error("loading YANG module {name}: {message}")]
+    Load { name: String, message: String },
+}
+
+/// Finds an embedded module by name and optional revision.
+pub fn find_module(name: &str, revision: Option<&str>) -> Option<&'static YangModule> {
+    MODULES
+        .iter()
+        .find(|m| m.name == name && revision.is_none_or(|r| r.is_empty() || r == m.revision))
+}
+
+fn build_context() -> Result<Context, YangError> {
+    let mut ctx = Context::new(ContextFlags::NO_YANGLIBRARY)
+        .map_err(|e| YangError::Context(e.to_string()))?;
+    let mut embedded = EmbeddedModules::new();
+    for m in MODULES {
+        embedded.insert(EmbeddedModuleKey::new(m.name, Some(m.revision), None, None), m.text);
+    }
+    // libyang keeps a pointer to the map for the context's lifetime, which is
+    // the whole process.
+    let embedded: &'static EmbeddedModules = Box::leak(Box::new(embedded));
+    ctx.set_embedded_modules(embedded);
+    for m in MODULES {
+        let features: Vec<&str> = m.features.to_vec();
+        ctx.load_module(m.name, Some(m.revision), &features)
+            .map_err(|e| YangError::Load { name: m.name.to_string(), message: e.to_string() })?;
+    }
+    // ietf-yang-library is internal to libyang; make it implemented so its
+    // state data can be produced and served.
+    ctx.load_module("ietf-yang-library", None, &[])
+        .map_err(|e| YangError::Load { name: "ietf-yang-library".into(), message: e.to_string() })?;
+    Ok(ctx)
+}
+
+static CONTEXT: OnceLock<Result<Context, YangError>> = OnceLock::new();
+
+/// The process-wide libyang context with every module loaded. Built once;
+/// `'static` because every data tree borrows it.
+pub fn context() -> Result<&'static Context, &'static YangError> {
+    CONTEXT.get_or_init(build_context).as_ref()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_module_loads() {
+        let ctx = context().expect("context builds");
+        for m in MODULES {
+            let module = ctx.get_module(m.name, Some(m.revision)).expect("module loaded");
+            assert!(module.is_implemented(), "{} implemented", m.name);
+        }
+        assert!(ctx.get_module_latest("ietf-yang-library").is_some());
+    }
+
+    #[test]
+    fn find_module_matches_revision() {
+        assert!(find_module(L45_MODULE, None).is_some());
+        assert!(find_module(L45_MODULE, Some("2026-11-22")).is_some());
+        assert!(find_module(L45_MODULE, Some("1999-01-01")).is_none());
+    }
+}
