@@ -103,7 +103,7 @@ pub fn find_module(name: &str, revision: Option<&str>) -> Option<&'static YangMo
 }
 
 fn build_context() -> Result<Context, YangError> {
-    let mut ctx = Context::new(ContextFlags::NO_YANGLIBRARY)
+    let mut ctx = Context::new(ContextFlags::empty())
         .map_err(|e| YangError::Context(e.to_string()))?;
     let mut embedded = EmbeddedModules::new();
     for m in MODULES {
@@ -118,10 +118,6 @@ fn build_context() -> Result<Context, YangError> {
         ctx.load_module(m.name, Some(m.revision), &features)
             .map_err(|e| YangError::Load { name: m.name.to_string(), message: e.to_string() })?;
     }
-    // ietf-yang-library is internal to libyang; make it implemented so its
-    // state data can be produced and served.
-    ctx.load_module("ietf-yang-library", None, &[])
-        .map_err(|e| YangError::Load { name: "ietf-yang-library".into(), message: e.to_string() })?;
     Ok(ctx)
 }
 
