@@ -74,6 +74,13 @@ pub const MODULES: &[YangModule] = &[
         &[]
     ),
     module!(
+        "layer45-netconf-edit",
+        "2026-11-22",
+        "../layer45-netconf-edit@2026-11-22.yang",
+        true,
+        &[]
+    ),
+    module!(
         "layer45-customization",
         "2026-11-22",
         "../layer45-customization@2026-11-22.yang",
@@ -84,6 +91,10 @@ pub const MODULES: &[YangModule] = &[
 
 /// Namespace of the device model.
 pub const L45_NAMESPACE: &str = "urn:layer45:params:xml:ns:yang:layer45-customization";
+/// Namespace of the agent-internal edit annotation module.
+pub const EDIT_NAMESPACE: &str = "urn:layer45:params:xml:ns:yang:layer45-netconf-edit";
+/// Modules loaded for the agent's own use and not advertised to clients.
+pub const INTERNAL_MODULES: &[&str] = &["layer45-netconf-edit"];
 /// Module name of the device model.
 pub const L45_MODULE: &str = "layer45-customization";
 

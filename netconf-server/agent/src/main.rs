@@ -1,1 +1,149 @@
-fn main() {}
+//! `l45-agent`: the Layer 4.5 device agent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use l45_agent::agent::{Agent, AgentOptions};
+use l45_agent::ssh::{self, AuthConfig, SshServer};
+use l45_tap_control::RecordingTap;
+use russh::server::Server as _;
+
+/// Layer 4.5 device agent: serves the layer45-customization YANG model over
+/// NETCONF (RFC 6241) on SSH (RFC 6242) and turns committed changes of
+/// /l45:customizations into calls into the tap.
+///
+/// State (host keys, running.xml, startup.xml) lives in --state-dir and
+/// survives restarts. On first start the running configuration gets a NACM
+/// policy in which the --admin users may do everything and every other
+/// user may read (without module keys) and run `report`.
+#[derive(Parser, Debug)]
+#[command(name = "l45-agent", version)]
+struct Args {
+    /// Address and port to listen on for NETCONF over SSH.
+    #[arg(long, default_value = "127.0.0.1:8830")]
+    listen: SocketAddr,
+    /// Directory for host keys and persisted datastores (created if absent).
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// OpenSSH authorized_keys file; `USER:FILE` limits its keys to USER.
+    /// May be repeated.
+    #[arg(long = "authorized-keys", value_name = "[USER:]FILE")]
+    authorized_keys: Vec<String>,
+    /// User name for password login (labs only; with --password-file).
+    #[arg(long, requires = "password_file")]
+    user: Option<String>,
+    /// File whose first line is the password for --user.
+    #[arg(long, requires = "user")]
+    password_file: Option<PathBuf>,
+    /// User put in the NACM admin group on first start (repeatable;
+    /// default: --user, or "admin").
+    #[arg(long = "admin")]
+    admins: Vec<String>,
+    /// Most concurrent NETCONF sessions; more are refused.
+    #[arg(long, default_value_t = 64)]
+    max_sessions: usize,
+    /// Largest NETCONF message accepted, in bytes; larger ones get a
+    /// `too-big` rpc-error and the session goes on.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    max_message_size: usize,
+    /// Seconds a client has to send its hello.
+    #[arg(long, default_value_t = 30)]
+    hello_timeout: u64,
+    /// Tap backend. `recording` keeps modules in memory with no data path
+    /// (tests, benchmarks, dry runs).
+    #[arg(long, default_value = "recording", value_parser = ["recording"])]
+    tap: String,
+    /// Most modules the recording tap accepts (default: unlimited).
+    #[arg(long)]
+    tap_capacity: Option<usize>,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut auth = AuthConfig::default();
+    for spec in &args.authorized_keys {
+        let (user, file) = match spec.split_once(':') {
+            Some((u, f)) if !u.is_empty() && !u.contains('/') => (Some(u.to_string()), f),
+            _ => (None, spec.as_str()),
+        };
+        let n = auth.add_authorized_keys(user, std::path::Path::new(file))?;
+        tracing::info!(file, keys = n, "authorized keys loaded");
+    }
+    if let (Some(user), Some(file)) = (&args.user, &args.password_file) {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let password = text.lines().next().unwrap_or("").to_string();
+        if password.is_empty() {
+            bail!("{} holds an empty password", file.display());
+        }
+        auth.password = Some((user.clone(), password));
+    }
+    if auth.keys.is_empty() && auth.password.is_none() {
+        bail!("nobody could log in: give --authorized-keys, or --user with --password-file");
+    }
+    let admins = if args.admins.is_empty() { vec![args.user.clone().unwrap_or_else(|| "admin".into())] } else { args.admins.clone() };
+    std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let host_keys = ssh::load_or_create_host_keys(&args.state_dir)?;
+    let fingerprint = host_keys[0].public_key().fingerprint(russh::keys::HashAlg::Sha256);
+    let tap = Arc::new(RecordingTap::new(args.tap_capacity, false));
+    let opts = AgentOptions {
+        state_dir: args.state_dir.clone(),
+        max_sessions: args.max_sessions,
+        limits: l45_netconf_proto::Limits { max_message: args.max_message_size, max_chunk: args.max_message_size as u64 },
+        admins,
+        hello_timeout: Duration::from_secs(args.hello_timeout),
+    };
+    let agent = Agent::new(opts, tap, tokio::runtime::Handle::current())?;
+    let config = russh::server::Config {
+        keys: host_keys,
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::from_millis(0)),
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    // One line on stdout that scripts can wait for.
+    println!("l45-agent listening on {local} host-key {fingerprint} tap {}", args.tap);
+    let mut server = SshServer { agent, auth: Arc::new(auth) };
+    let running = server.run_on_socket(Arc::new(config), &listener);
+    let handle = running.handle();
+    tokio::select! {
+        r = running => r.context("SSH server")?,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            handle.shutdown("agent shutting down".into());
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

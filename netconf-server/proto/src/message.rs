@@ -111,6 +111,15 @@ pub enum Incoming {
 /// Parses a message that should be an `<rpc>`; never fails, every problem
 /// becomes the `rpc-error` to send back.
 pub fn parse_rpc(bytes: Vec<u8>) -> Incoming {
+    // XML 1.0 forbids NUL; rejecting it here also keeps it away from C
+    // libraries further on.
+    if bytes.contains(&0) {
+        let echo_attrs = message_id_from_head(&bytes).map(|id| vec![("message-id".to_string(), id)]).unwrap_or_default();
+        return Incoming::Invalid {
+            echo_attrs,
+            error: RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage).message("message contains a NUL byte"),
+        };
+    }
     let root = match xml::parse(&bytes) {
         Ok(root) => root,
         Err(e) => {

@@ -1,0 +1,11 @@
+//! The Layer 4.5 device agent: a NETCONF-over-SSH server for the
+//! `layer45-customization` model that drives a tap backend.
+
+pub mod agent;
+pub mod edit;
+pub mod filter;
+pub mod nacm;
+pub mod session;
+pub mod ssh;
+pub mod tapbridge;
+pub mod yangerr;
