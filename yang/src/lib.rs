@@ -4,6 +4,10 @@
 //! `yang/*.yang` are the single source of truth for the device model; the
 //! IETF modules under `yang/ietf/` are the published RFC modules the NETCONF
 //! server implements. Nothing is read from disk at run time.
+//!
+//! This crate is also the libyang FFI boundary: where the `yang3` bindings
+//! misbehave, the fix lives here, in `unsafe` code with its reasoning.
+#![allow(unsafe_code)]
 
 use std::sync::OnceLock;
 
@@ -43,7 +47,15 @@ pub const MODULES: &[YangModule] = &[
         "2011-06-01",
         "../ietf/ietf-netconf@2011-06-01.yang",
         true,
-        &["writable-running", "candidate", "confirmed-commit", "rollback-on-error", "validate", "startup", "xpath"]
+        &[
+            "writable-running",
+            "candidate",
+            "confirmed-commit",
+            "rollback-on-error",
+            "validate",
+            "startup",
+            "xpath"
+        ]
     ),
     module!(
         "ietf-netconf-with-defaults",
@@ -114,11 +126,14 @@ pub fn find_module(name: &str, revision: Option<&str>) -> Option<&'static YangMo
 }
 
 fn build_context() -> Result<Context, YangError> {
-    let mut ctx = Context::new(ContextFlags::empty())
-        .map_err(|e| YangError::Context(e.to_string()))?;
+    let mut ctx =
+        Context::new(ContextFlags::empty()).map_err(|e| YangError::Context(e.to_string()))?;
     let mut embedded = EmbeddedModules::new();
     for m in MODULES {
-        embedded.insert(EmbeddedModuleKey::new(m.name, Some(m.revision), None, None), m.text);
+        embedded.insert(
+            EmbeddedModuleKey::new(m.name, Some(m.revision), None, None),
+            m.text,
+        );
     }
     // libyang keeps a pointer to the map for the context's lifetime, which is
     // the whole process.
@@ -127,9 +142,56 @@ fn build_context() -> Result<Context, YangError> {
     for m in MODULES {
         let features: Vec<&str> = m.features.to_vec();
         ctx.load_module(m.name, Some(m.revision), &features)
-            .map_err(|e| YangError::Load { name: m.name.to_string(), message: e.to_string() })?;
+            .map_err(|e| YangError::Load {
+                name: m.name.to_string(),
+                message: e.to_string(),
+            })?;
     }
     Ok(ctx)
+}
+
+extern "C" {
+    fn free(ptr: *mut std::ffi::c_void);
+}
+
+/// Prints a data tree (with siblings) as XML. Unlike `yang3`'s
+/// `print_string`, an output that libyang leaves empty (a tree of only
+/// implicit default nodes) is an empty string, not a NULL dereference.
+pub fn print_xml(
+    tree: &yang3::data::DataTree<'_>,
+    flags: yang3::data::DataPrinterFlags,
+) -> Result<String, yang3::Error> {
+    use yang3::data::Data as _;
+    let Some(first) = tree.reference() else {
+        return Ok(String::new());
+    };
+    let mut out: *mut std::ffi::c_char = std::ptr::null_mut();
+    let flags = flags | yang3::data::DataPrinterFlags::WITH_SIBLINGS;
+    // SAFETY: `first.raw()` is a node of `tree`, alive for this call;
+    // lyd_print_mem only reads the tree and stores a malloc'ed string (or
+    // nothing) in `out`.
+    let ret = unsafe {
+        yang3::ffi::lyd_print_mem(
+            &mut out,
+            first.raw(),
+            yang3::ffi::LYD_FORMAT::LYD_XML,
+            flags.bits(),
+        )
+    };
+    if ret != yang3::ffi::LY_ERR::LY_SUCCESS {
+        return Err(yang3::Error::new(tree.context()));
+    }
+    if out.is_null() {
+        return Ok(String::new());
+    }
+    // SAFETY: libyang returned a NUL-terminated string it allocated with
+    // malloc; it is copied before being freed exactly once.
+    let text = unsafe { std::ffi::CStr::from_ptr(out) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: see above; `out` is not used after this.
+    unsafe { free(out.cast()) };
+    Ok(text)
 }
 
 static CONTEXT: OnceLock<Result<Context, YangError>> = OnceLock::new();
@@ -148,7 +210,9 @@ mod tests {
     fn every_embedded_module_loads() {
         let ctx = context().expect("context builds");
         for m in MODULES {
-            let module = ctx.get_module(m.name, Some(m.revision)).expect("module loaded");
+            let module = ctx
+                .get_module(m.name, Some(m.revision))
+                .expect("module loaded");
             assert!(module.is_implemented(), "{} implemented", m.name);
         }
         assert!(ctx.get_module_latest("ietf-yang-library").is_some());

@@ -15,7 +15,9 @@ use l45_netconf_proto::{ErrorTag, ErrorType, RpcError, BASE_NS};
 use l45_tap_control::{Change, TapControl, TapError, Transaction};
 use tokio::sync::{broadcast, watch};
 use yang3::context::Context;
-use yang3::data::{Data, DataFormat, DataParserFlags, DataPrinterFlags, DataTree, DataValidationFlags};
+use yang3::data::{
+    Data, DataFormat, DataParserFlags, DataPrinterFlags, DataTree, DataValidationFlags,
+};
 
 use crate::edit::{self, EditOp, Touched};
 use crate::filter;
@@ -150,7 +152,10 @@ pub enum AgentError {
     #[error("libyang context: {0}")]
     Yang(String),
     #[error("state directory {path}: {source}")]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("stored configuration {path} is invalid: {message}")]
     BadStore { path: PathBuf, message: String },
     #[error("tap refused the stored configuration: {0}")]
@@ -173,7 +178,10 @@ fn yerr(ctx: &Context) -> impl Fn(yang3::Error) -> Vec<RpcError> + '_ {
 
 /// RFC 3339 time in UTC with seconds, as yang:date-and-time.
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -187,14 +195,16 @@ pub fn rfc3339(t: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
 }
 
 fn print_xml(tree: &DataTree<'static>, flags: DataPrinterFlags) -> Result<String, yang3::Error> {
-    if tree.reference().is_none() {
-        return Ok(String::new());
-    }
-    tree.print_string(DataFormat::XML, flags | DataPrinterFlags::WITH_SIBLINGS | DataPrinterFlags::SHRINK)
+    l45_yang::print_xml(tree, flags | DataPrinterFlags::SHRINK)
 }
 
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -215,9 +225,16 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 impl Agent {
     /// Loads the stored datastores (or bootstraps a new device), hands the
     /// running configuration to the tap and returns the agent.
-    pub fn new(opts: AgentOptions, tap: Arc<dyn TapControl>, runtime: tokio::runtime::Handle) -> Result<Arc<Agent>, AgentError> {
+    pub fn new(
+        opts: AgentOptions,
+        tap: Arc<dyn TapControl>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Arc<Agent>, AgentError> {
         let ctx = l45_yang::context().map_err(|e| AgentError::Yang(e.to_string()))?;
-        std::fs::create_dir_all(&opts.state_dir).map_err(|source| AgentError::StateDir { path: opts.state_dir.clone(), source })?;
+        std::fs::create_dir_all(&opts.state_dir).map_err(|source| AgentError::StateDir {
+            path: opts.state_dir.clone(),
+            source,
+        })?;
         let running_path = opts.state_dir.join("running.xml");
         let startup_path = opts.state_dir.join("startup.xml");
         let load = |path: &Path| -> Result<Option<DataTree<'static>>, AgentError> {
@@ -226,15 +243,31 @@ impl Agent {
                     let mut tree = if text.trim().is_empty() {
                         DataTree::new(ctx)
                     } else {
-                        DataTree::parse_string(ctx, &text, DataFormat::XML, DataParserFlags::STRICT | DataParserFlags::NO_STATE, DataValidationFlags::NO_STATE)
-                            .map_err(|e| AgentError::BadStore { path: path.to_path_buf(), message: e.to_string() })?
+                        DataTree::parse_string(
+                            ctx,
+                            &text,
+                            DataFormat::XML,
+                            DataParserFlags::STRICT | DataParserFlags::NO_STATE,
+                            DataValidationFlags::NO_STATE,
+                        )
+                        .map_err(|e| AgentError::BadStore {
+                            path: path.to_path_buf(),
+                            message: e.to_string(),
+                        })?
                     };
-                    tree.validate(DataValidationFlags::NO_STATE)
-                        .map_err(|e| AgentError::BadStore { path: path.to_path_buf(), message: e.to_string() })?;
+                    tree.validate(DataValidationFlags::NO_STATE).map_err(|e| {
+                        AgentError::BadStore {
+                            path: path.to_path_buf(),
+                            message: e.to_string(),
+                        }
+                    })?;
                     Ok(Some(tree))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(source) => Err(AgentError::StateDir { path: path.to_path_buf(), source }),
+                Err(source) => Err(AgentError::StateDir {
+                    path: path.to_path_buf(),
+                    source,
+                }),
             }
         };
         let startup = load(&startup_path)?;
@@ -251,16 +284,21 @@ impl Agent {
                         DataValidationFlags::NO_STATE,
                     )
                     .map_err(|e| AgentError::Yang(e.to_string()))?;
-                    t.validate(DataValidationFlags::NO_STATE).map_err(|e| AgentError::Yang(e.to_string()))?;
+                    t.validate(DataValidationFlags::NO_STATE)
+                        .map_err(|e| AgentError::Yang(e.to_string()))?;
                     t
                 }
             },
         };
         let startup = match startup {
             Some(s) => s,
-            None => running.duplicate().map_err(|e| AgentError::Yang(e.to_string()))?,
+            None => running
+                .duplicate()
+                .map_err(|e| AgentError::Yang(e.to_string()))?,
         };
-        let candidate = running.duplicate().map_err(|e| AgentError::Yang(e.to_string()))?;
+        let candidate = running
+            .duplicate()
+            .map_err(|e| AgentError::Yang(e.to_string()))?;
         // The tap starts empty: register everything configured.
         let txn = tapbridge::transaction(&DataTree::new(ctx), &running, None);
         tap.prepare(&txn)?;
@@ -268,7 +306,12 @@ impl Agent {
         let (events, _) = broadcast::channel(1024);
         let agent = Arc::new(Agent {
             ctx,
-            stores: RwLock::new(Stores { running, candidate, startup, candidate_dirty: false }),
+            stores: RwLock::new(Stores {
+                running,
+                candidate,
+                startup,
+                candidate_dirty: false,
+            }),
             write_lock: Mutex::new(()),
             locks: Mutex::new(BTreeMap::new()),
             sessions: Mutex::new(BTreeMap::new()),
@@ -282,8 +325,18 @@ impl Agent {
             runtime,
             opts,
         });
-        agent.persist(Datastore::Running).map_err(|e| AgentError::BadStore { path: running_path, message: format!("{e:?}") })?;
-        agent.persist(Datastore::Startup).map_err(|e| AgentError::BadStore { path: startup_path, message: format!("{e:?}") })?;
+        agent
+            .persist(Datastore::Running)
+            .map_err(|e| AgentError::BadStore {
+                path: running_path,
+                message: format!("{e:?}"),
+            })?;
+        agent
+            .persist(Datastore::Startup)
+            .map_err(|e| AgentError::BadStore {
+                path: startup_path,
+                message: format!("{e:?}"),
+            })?;
         Ok(agent)
     }
 
@@ -304,11 +357,16 @@ impl Agent {
     }
 
     fn emit(&self, xml: String) {
-        let _ = self.events.send(Event { time: SystemTime::now(), xml });
+        let _ = self.events.send(Event {
+            time: SystemTime::now(),
+            xml,
+        });
     }
 
     pub fn count_notification(&self) {
-        self.counters.out_notifications.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .out_notifications
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_bad_hello(&self) {
@@ -318,10 +376,16 @@ impl Agent {
     // ===== sessions =====
 
     /// Registers a session, or refuses it when the limit is reached.
-    pub fn open_session(&self, username: &str, source_host: Option<String>) -> Option<(SessionInfo, watch::Receiver<bool>)> {
+    pub fn open_session(
+        &self,
+        username: &str,
+        source_host: Option<String>,
+    ) -> Option<(SessionInfo, watch::Receiver<bool>)> {
         let mut sessions = Self::guard(&self.sessions);
         if sessions.len() >= self.opts.max_sessions {
-            self.counters.dropped_sessions.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .dropped_sessions
+                .fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
@@ -369,9 +433,15 @@ impl Agent {
                 }
             }
         }
-        let pending = Self::guard(&self.confirmed).as_ref().map(|c| c.session_id == id && c.persist.is_none()).unwrap_or(false);
+        let pending = Self::guard(&self.confirmed)
+            .as_ref()
+            .map(|c| c.session_id == id && c.persist.is_none())
+            .unwrap_or(false);
         if pending {
-            tracing::info!(session_id = id, "session with a pending confirmed commit ended; rolling back");
+            tracing::info!(
+                session_id = id,
+                "session with a pending confirmed commit ended; rolling back"
+            );
             let _ = self.rollback_confirmed(None);
         }
     }
@@ -426,11 +496,21 @@ impl Agent {
             Err(errors) => {
                 self.counters.out_rpc_errors.fetch_add(1, Ordering::Relaxed);
                 session.out_rpc_errors.fetch_add(1, Ordering::Relaxed);
-                if errors.iter().any(|e| matches!(e.tag, ErrorTag::UnknownElement | ErrorTag::UnknownNamespace | ErrorTag::OperationNotSupported) && e.error_type == ErrorType::Protocol) {
+                if errors.iter().any(|e| {
+                    matches!(
+                        e.tag,
+                        ErrorTag::UnknownElement
+                            | ErrorTag::UnknownNamespace
+                            | ErrorTag::OperationNotSupported
+                    ) && e.error_type == ErrorType::Protocol
+                }) {
                     self.counters.in_bad_rpcs.fetch_add(1, Ordering::Relaxed);
                     session.in_bad_rpcs.fetch_add(1, Ordering::Relaxed);
                 }
-                (message::error_reply(&rpc.echo_attrs, &errors), After::Continue)
+                (
+                    message::error_reply(&rpc.echo_attrs, &errors),
+                    After::Continue,
+                )
             }
         }
     }
@@ -455,9 +535,13 @@ impl Agent {
             _ => "",
         };
         if !module.is_empty() {
-            let default_deny = module == "ietf-netconf" && matches!(op.name.as_str(), "kill-session" | "delete-config");
+            let default_deny = module == "ietf-netconf"
+                && matches!(op.name.as_str(), "kill-session" | "delete-config");
             if !nacm.may_exec(&s.username, module, &op.name, default_deny) {
-                return Err(vec![app_err(ErrorTag::AccessDenied, format!("user '{}' may not run {}", s.username, op.name))]);
+                return Err(vec![app_err(
+                    ErrorTag::AccessDenied,
+                    format!("user '{}' may not run {}", s.username, op.name),
+                )]);
             }
         }
         match (ns, op.name.as_str()) {
@@ -477,15 +561,25 @@ impl Agent {
             (MONITORING_NS, "get-schema") => self.op_get_schema(rpc),
             (NOTIFICATION_NS, "create-subscription") => self.op_create_subscription(rpc),
             (l45_yang::L45_NAMESPACE, _) => self.op_l45(s, rpc),
-            (BASE_NS, other) => Err(vec![rpc_err(ErrorTag::OperationNotSupported, format!("operation {other} is not supported"))
-                .info("bad-element", other)]),
+            (BASE_NS, other) => Err(vec![rpc_err(
+                ErrorTag::OperationNotSupported,
+                format!("operation {other} is not supported"),
+            )
+            .info("bad-element", other)]),
             (_, other) => {
                 if self.ctx.get_module_latest_ns(ns).is_some() {
-                    Err(vec![rpc_err(ErrorTag::OperationNotSupported, format!("operation {other} is not supported")).info("bad-element", other)])
+                    Err(vec![rpc_err(
+                        ErrorTag::OperationNotSupported,
+                        format!("operation {other} is not supported"),
+                    )
+                    .info("bad-element", other)])
                 } else {
-                    Err(vec![rpc_err(ErrorTag::UnknownNamespace, format!("unknown namespace {ns:?} of operation {other}"))
-                        .info("bad-element", other)
-                        .info("bad-namespace", ns)])
+                    Err(vec![rpc_err(
+                        ErrorTag::UnknownNamespace,
+                        format!("unknown namespace {ns:?} of operation {other}"),
+                    )
+                    .info("bad-element", other)
+                    .info("bad-namespace", ns)])
                 }
             }
         }
@@ -495,43 +589,73 @@ impl Agent {
 
     fn datastore_param(op: &Element, which: &str) -> Result<Datastore, Vec<RpcError>> {
         let el = op.child(BASE_NS, which).ok_or_else(|| {
-            vec![rpc_err(ErrorTag::MissingElement, format!("<{which}> is missing")).info("bad-element", which)]
+            vec![
+                rpc_err(ErrorTag::MissingElement, format!("<{which}> is missing"))
+                    .info("bad-element", which),
+            ]
         })?;
         let Some(ds) = el.children.first() else {
-            return Err(vec![rpc_err(ErrorTag::MissingElement, format!("<{which}> names no datastore")).info("bad-element", which)]);
+            return Err(vec![rpc_err(
+                ErrorTag::MissingElement,
+                format!("<{which}> names no datastore"),
+            )
+            .info("bad-element", which)]);
         };
         if ds.ns.as_deref() != Some(BASE_NS) {
-            return Err(vec![rpc_err(ErrorTag::UnknownNamespace, "datastore in an unknown namespace").info("bad-element", &ds.name)]);
+            return Err(vec![rpc_err(
+                ErrorTag::UnknownNamespace,
+                "datastore in an unknown namespace",
+            )
+            .info("bad-element", &ds.name)]);
         }
         match ds.name.as_str() {
             "running" => Ok(Datastore::Running),
             "candidate" => Ok(Datastore::Candidate),
             "startup" => Ok(Datastore::Startup),
-            "url" => Err(vec![rpc_err(ErrorTag::OperationNotSupported, "the :url capability is not supported").info("bad-element", "url")]),
-            other => Err(vec![rpc_err(ErrorTag::BadElement, format!("unknown datastore {other}")).info("bad-element", other)]),
+            "url" => Err(vec![rpc_err(
+                ErrorTag::OperationNotSupported,
+                "the :url capability is not supported",
+            )
+            .info("bad-element", "url")]),
+            other => Err(vec![rpc_err(
+                ErrorTag::BadElement,
+                format!("unknown datastore {other}"),
+            )
+            .info("bad-element", other)]),
         }
     }
 
     fn check_lock(&self, ds: Datastore, s: &SessionInfo) -> Result<(), Vec<RpcError>> {
         if let Some(owner) = Self::guard(&self.locks).get(ds.name()) {
             if *owner != s.id {
-                return Err(vec![RpcError::new(ErrorType::Protocol, ErrorTag::LockDenied)
-                    .message(format!("{} is locked by session {owner}", ds.name()))
-                    .info("session-id", &owner.to_string())]);
+                return Err(vec![RpcError::new(
+                    ErrorType::Protocol,
+                    ErrorTag::LockDenied,
+                )
+                .message(format!("{} is locked by session {owner}", ds.name()))
+                .info("session-id", &owner.to_string())]);
             }
         }
         Ok(())
     }
 
     fn print_flags(op: &Element) -> Result<DataPrinterFlags, Vec<RpcError>> {
-        let Some(wd) = op.child(WITH_DEFAULTS_NS, "with-defaults") else { return Ok(DataPrinterFlags::WD_EXPLICIT) };
+        let Some(wd) = op.child(WITH_DEFAULTS_NS, "with-defaults") else {
+            return Ok(DataPrinterFlags::WD_EXPLICIT);
+        };
         Ok(match wd.trimmed_text() {
             "report-all" => DataPrinterFlags::WD_ALL,
-            "report-all-tagged" => DataPrinterFlags::from_bits_retain(yang3::ffi::LYD_PRINT_WD_ALL_TAG),
+            "report-all-tagged" => {
+                DataPrinterFlags::from_bits_retain(yang3::ffi::LYD_PRINT_WD_ALL_TAG)
+            }
             "trim" => DataPrinterFlags::WD_TRIM,
             "explicit" => DataPrinterFlags::WD_EXPLICIT,
             other => {
-                return Err(vec![app_err(ErrorTag::InvalidValue, format!("unknown with-defaults mode {other}")).info("bad-element", "with-defaults")])
+                return Err(vec![app_err(
+                    ErrorTag::InvalidValue,
+                    format!("unknown with-defaults mode {other}"),
+                )
+                .info("bad-element", "with-defaults")])
             }
         })
     }
@@ -539,7 +663,10 @@ impl Agent {
     /// Removes what NACM hides from `user` in a reply tree.
     fn nacm_read_filter(&self, tree: &mut DataTree<'static>, user: &str, nacm: &Nacm) {
         let tops: Vec<(String, String)> = match tree.reference() {
-            Some(first) => first.inclusive_siblings().map(|n| (n.path(), n.schema().module().name().to_string())).collect(),
+            Some(first) => first
+                .inclusive_siblings()
+                .map(|n| (n.path(), n.schema().module().name().to_string()))
+                .collect(),
             None => return,
         };
         for (path, module) in tops {
@@ -560,11 +687,23 @@ impl Agent {
 
     // ===== get / get-config =====
 
-    fn op_get(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc, nacm: &Nacm, with_state: bool) -> Reply {
+    fn op_get(
+        self: &Arc<Self>,
+        s: &SessionInfo,
+        rpc: &Rpc,
+        nacm: &Nacm,
+        with_state: bool,
+    ) -> Reply {
         let op = &rpc.operation;
-        let ds = if with_state { Datastore::Running } else { Self::datastore_param(op, "source")? };
+        let ds = if with_state {
+            Datastore::Running
+        } else {
+            Self::datastore_param(op, "source")?
+        };
         let flags = Self::print_flags(op)?;
-        let filter = filter::parse_filter(self.ctx, op.child(BASE_NS, "filter"), &rpc.op_child_scope()).map_err(|e| vec![e])?;
+        let filter =
+            filter::parse_filter(self.ctx, op.child(BASE_NS, "filter"), &rpc.op_child_scope())
+                .map_err(|e| vec![e])?;
         let mut tree = {
             let stores = self.stores();
             if with_state {
@@ -614,16 +753,36 @@ impl Agent {
             };
             tree.new_path(&format!("{p}/protocol"), Some(proto), false)?;
             if let Some(a) = sock.source {
-                tree.new_path(&format!("{p}/source-address"), Some(&a.ip().to_string()), false)?;
-                tree.new_path(&format!("{p}/source-port"), Some(&a.port().to_string()), false)?;
+                tree.new_path(
+                    &format!("{p}/source-address"),
+                    Some(&a.ip().to_string()),
+                    false,
+                )?;
+                tree.new_path(
+                    &format!("{p}/source-port"),
+                    Some(&a.port().to_string()),
+                    false,
+                )?;
             }
             if let Some(a) = sock.destination {
-                tree.new_path(&format!("{p}/destination-address"), Some(&a.ip().to_string()), false)?;
-                tree.new_path(&format!("{p}/destination-port"), Some(&a.port().to_string()), false)?;
+                tree.new_path(
+                    &format!("{p}/destination-address"),
+                    Some(&a.ip().to_string()),
+                    false,
+                )?;
+                tree.new_path(
+                    &format!("{p}/destination-port"),
+                    Some(&a.port().to_string()),
+                    false,
+                )?;
             }
             tree.new_path(&format!("{p}/pid"), Some(&sock.pid.to_string()), false)?;
             tree.new_path(&format!("{p}/thread-name"), Some(&sock.thread_name), false)?;
-            tree.new_path(&format!("{p}/process-name"), Some(&sock.process_name), false)?;
+            tree.new_path(
+                &format!("{p}/process-name"),
+                Some(&sock.process_name),
+                false,
+            )?;
             for id in &sock.modules {
                 tree.new_path(&format!("{p}/module[.='{id}']"), None, false)?;
             }
@@ -636,44 +795,86 @@ impl Agent {
     fn add_monitoring(&self, tree: &mut DataTree<'static>) -> Result<(), yang3::Error> {
         let base = "/ietf-netconf-monitoring:netconf-state";
         for cap in self.capabilities() {
-            let quoted = if cap.contains('\'') { format!("\"{cap}\"") } else { format!("'{cap}'") };
-            tree.new_path(&format!("{base}/capabilities/capability[.={quoted}]"), None, false)?;
+            let quoted = if cap.contains('\'') {
+                format!("\"{cap}\"")
+            } else {
+                format!("'{cap}'")
+            };
+            tree.new_path(
+                &format!("{base}/capabilities/capability[.={quoted}]"),
+                None,
+                false,
+            )?;
         }
         let locks = Self::guard(&self.locks).clone();
         for ds in ["running", "candidate", "startup"] {
             let p = format!("{base}/datastores/datastore[name='{ds}']");
             tree.new_path(&p, None, false)?;
             if let Some(owner) = locks.get(ds) {
-                tree.new_path(&format!("{p}/locks/global-lock/locked-by-session"), Some(&owner.to_string()), false)?;
-                tree.new_path(&format!("{p}/locks/global-lock/locked-time"), Some(&rfc3339(SystemTime::now())), false)?;
+                tree.new_path(
+                    &format!("{p}/locks/global-lock/locked-by-session"),
+                    Some(&owner.to_string()),
+                    false,
+                )?;
+                tree.new_path(
+                    &format!("{p}/locks/global-lock/locked-time"),
+                    Some(&rfc3339(SystemTime::now())),
+                    false,
+                )?;
             }
         }
-        for m in l45_yang::MODULES.iter().filter(|m| !l45_yang::INTERNAL_MODULES.contains(&m.name)) {
-            let p = format!("{base}/schemas/schema[identifier='{}'][version='{}'][format='yang']", m.name, m.revision);
-            let namespace = self.ctx.get_module_latest(m.name).map(|x| x.namespace().to_string()).unwrap_or_default();
+        for m in l45_yang::MODULES
+            .iter()
+            .filter(|m| !l45_yang::INTERNAL_MODULES.contains(&m.name))
+        {
+            let p = format!(
+                "{base}/schemas/schema[identifier='{}'][version='{}'][format='yang']",
+                m.name, m.revision
+            );
+            let namespace = self
+                .ctx
+                .get_module_latest(m.name)
+                .map(|x| x.namespace().to_string())
+                .unwrap_or_default();
             tree.new_path(&format!("{p}/namespace"), Some(&namespace), false)?;
             tree.new_path(&format!("{p}/location"), Some("NETCONF"), false)?;
         }
         let sessions: Vec<SessionInfo> = Self::guard(&self.sessions).values().cloned().collect();
         for si in sessions {
             let p = format!("{base}/sessions/session[session-id='{}']", si.id);
-            tree.new_path(&format!("{p}/transport"), Some("ietf-netconf-monitoring:netconf-ssh"), false)?;
+            tree.new_path(
+                &format!("{p}/transport"),
+                Some("ietf-netconf-monitoring:netconf-ssh"),
+                false,
+            )?;
             tree.new_path(&format!("{p}/username"), Some(&si.username), false)?;
             if let Some(h) = &si.source_host {
                 let _ = tree.new_path(&format!("{p}/source-host"), Some(h), false);
             }
-            tree.new_path(&format!("{p}/login-time"), Some(&rfc3339(si.login_time)), false)?;
+            tree.new_path(
+                &format!("{p}/login-time"),
+                Some(&rfc3339(si.login_time)),
+                false,
+            )?;
             for (leaf, v) in [
                 ("in-rpcs", &si.in_rpcs),
                 ("in-bad-rpcs", &si.in_bad_rpcs),
                 ("out-rpc-errors", &si.out_rpc_errors),
                 ("out-notifications", &si.out_notifications),
             ] {
-                tree.new_path(&format!("{p}/{leaf}"), Some(&v.load(Ordering::Relaxed).to_string()), false)?;
+                tree.new_path(
+                    &format!("{p}/{leaf}"),
+                    Some(&v.load(Ordering::Relaxed).to_string()),
+                    false,
+                )?;
             }
         }
         let c = &self.counters;
-        tree.new_path(&format!("{base}/statistics/netconf-start-time"), Some(&rfc3339(self.started)), false)?;
+        tree.new_path(
+            &format!("{base}/statistics/netconf-start-time"),
+            Some(&rfc3339(self.started)),
+            false,
+        )?;
         for (leaf, v) in [
             ("in-bad-hellos", &c.in_bad_hellos),
             ("in-sessions", &c.in_sessions),
@@ -683,7 +884,11 @@ impl Agent {
             ("out-rpc-errors", &c.out_rpc_errors),
             ("out-notifications", &c.out_notifications),
         ] {
-            tree.new_path(&format!("{base}/statistics/{leaf}"), Some(&v.load(Ordering::Relaxed).to_string()), false)?;
+            tree.new_path(
+                &format!("{base}/statistics/{leaf}"),
+                Some(&v.load(Ordering::Relaxed).to_string()),
+                false,
+            )?;
         }
         Ok(())
     }
@@ -709,18 +914,37 @@ impl Agent {
                     }
                 }
             } else {
-                let p = format!("{set}/import-only-module[name='{}'][revision='{rev}']", m.name());
+                let p = format!(
+                    "{set}/import-only-module[name='{}'][revision='{rev}']",
+                    m.name()
+                );
                 tree.new_path(&format!("{p}/namespace"), Some(m.namespace()), false)?;
             }
             let lp = format!("{legacy}/module[name='{}'][revision='{rev}']", m.name());
             tree.new_path(&format!("{lp}/namespace"), Some(m.namespace()), false)?;
-            tree.new_path(&format!("{lp}/conformance-type"), Some(if m.is_implemented() { "implement" } else { "import" }), false)?;
+            tree.new_path(
+                &format!("{lp}/conformance-type"),
+                Some(if m.is_implemented() {
+                    "implement"
+                } else {
+                    "import"
+                }),
+                false,
+            )?;
         }
         let content_id = self.ctx.get_module_set_id().to_string();
         tree.new_path(&format!("{legacy}/module-set-id"), Some(&content_id), false)?;
-        tree.new_path(&format!("{lib}/schema[name='complete']/module-set[.='complete']"), None, false)?;
+        tree.new_path(
+            &format!("{lib}/schema[name='complete']/module-set[.='complete']"),
+            None,
+            false,
+        )?;
         for ds in ["running", "candidate", "startup", "operational"] {
-            tree.new_path(&format!("{lib}/datastore[name='ietf-datastores:{ds}']/schema"), Some("complete"), false)?;
+            tree.new_path(
+                &format!("{lib}/datastore[name='ietf-datastores:{ds}']/schema"),
+                Some("complete"),
+                false,
+            )?;
         }
         tree.new_path(&format!("{lib}/content-id"), Some(&content_id), false)?;
         Ok(())
@@ -728,20 +952,34 @@ impl Agent {
 
     // ===== edit-config and friends =====
 
-    fn check_write_access(&self, s: &SessionInfo, nacm: &Nacm, edit: &DataTree<'static>) -> Result<(), Vec<RpcError>> {
+    fn check_write_access(
+        &self,
+        s: &SessionInfo,
+        nacm: &Nacm,
+        edit: &DataTree<'static>,
+    ) -> Result<(), Vec<RpcError>> {
         if let Some(first) = edit.reference() {
             for top in first.inclusive_siblings() {
                 let module = top.schema().module().name().to_string();
                 if !nacm.may(&s.username, &module, Access::Write, false) {
-                    return Err(vec![app_err(ErrorTag::AccessDenied, format!("user '{}' may not write {module} data", s.username))
-                        .path(crate::yangerr::xml_error_path(self.ctx, &top.path()))]);
+                    return Err(vec![app_err(
+                        ErrorTag::AccessDenied,
+                        format!("user '{}' may not write {module} data", s.username),
+                    )
+                    .path(crate::yangerr::xml_error_path(self.ctx, &top.path()))]);
                 }
             }
         }
-        if edit.find_xpath("/layer45-customization:customizations/module/security/key").map(|mut s| s.next().is_some()).unwrap_or(false)
+        if edit
+            .find_xpath("/layer45-customization:customizations/module/security/key")
+            .map(|mut s| s.next().is_some())
+            .unwrap_or(false)
             && !nacm.may(&s.username, l45_yang::L45_MODULE, Access::Write, true)
         {
-            return Err(vec![app_err(ErrorTag::AccessDenied, "module keys need an explicit NACM permit")]);
+            return Err(vec![app_err(
+                ErrorTag::AccessDenied,
+                "module keys need an explicit NACM permit",
+            )]);
         }
         Ok(())
     }
@@ -750,44 +988,99 @@ impl Agent {
         let op = &rpc.operation;
         let target = Self::datastore_param(op, "target")?;
         if target == Datastore::Startup {
-            return Err(vec![rpc_err(ErrorTag::OperationNotSupported, "edit-config on startup is not supported; use copy-config")]);
+            return Err(vec![rpc_err(
+                ErrorTag::OperationNotSupported,
+                "edit-config on startup is not supported; use copy-config",
+            )]);
         }
-        let default_op = match op.child(BASE_NS, "default-operation").map(|e| e.trimmed_text()) {
+        let default_op = match op
+            .child(BASE_NS, "default-operation")
+            .map(|e| e.trimmed_text())
+        {
             None | Some("merge") => EditOp::Merge,
             Some("replace") => EditOp::Replace,
             Some("none") => EditOp::None,
-            Some(other) => return Err(vec![rpc_err(ErrorTag::InvalidValue, format!("bad default-operation {other}")).info("bad-element", "default-operation")]),
+            Some(other) => {
+                return Err(vec![rpc_err(
+                    ErrorTag::InvalidValue,
+                    format!("bad default-operation {other}"),
+                )
+                .info("bad-element", "default-operation")])
+            }
         };
-        let test_option = op.child(BASE_NS, "test-option").map(|e| e.trimmed_text().to_string()).unwrap_or_else(|| "test-then-set".into());
+        let test_option = op
+            .child(BASE_NS, "test-option")
+            .map(|e| e.trimmed_text().to_string())
+            .unwrap_or_else(|| "test-then-set".into());
         if !matches!(test_option.as_str(), "test-then-set" | "set" | "test-only") {
-            return Err(vec![rpc_err(ErrorTag::InvalidValue, format!("bad test-option {test_option}")).info("bad-element", "test-option")]);
+            return Err(vec![rpc_err(
+                ErrorTag::InvalidValue,
+                format!("bad test-option {test_option}"),
+            )
+            .info("bad-element", "test-option")]);
         }
-        let error_option = op.child(BASE_NS, "error-option").map(|e| e.trimmed_text().to_string()).unwrap_or_else(|| "stop-on-error".into());
+        let error_option = op
+            .child(BASE_NS, "error-option")
+            .map(|e| e.trimmed_text().to_string())
+            .unwrap_or_else(|| "stop-on-error".into());
         let continue_on_error = match error_option.as_str() {
             "stop-on-error" | "rollback-on-error" => false,
             "continue-on-error" => true,
-            other => return Err(vec![rpc_err(ErrorTag::InvalidValue, format!("bad error-option {other}")).info("bad-element", "error-option")]),
+            other => {
+                return Err(vec![rpc_err(
+                    ErrorTag::InvalidValue,
+                    format!("bad error-option {other}"),
+                )
+                .info("bad-element", "error-option")])
+            }
         };
         let config = match op.child(BASE_NS, "config") {
             Some(c) => c,
             None if op.child(BASE_NS, "url").is_some() => {
-                return Err(vec![rpc_err(ErrorTag::OperationNotSupported, "the :url capability is not supported")])
+                return Err(vec![rpc_err(
+                    ErrorTag::OperationNotSupported,
+                    "the :url capability is not supported",
+                )])
             }
-            None => return Err(vec![rpc_err(ErrorTag::MissingElement, "<config> is missing").info("bad-element", "config")]),
+            None => {
+                return Err(vec![rpc_err(
+                    ErrorTag::MissingElement,
+                    "<config> is missing",
+                )
+                .info("bad-element", "config")])
+            }
         };
-        let xml = edit::config_xml(config, &rpc.source, &rpc.op_child_scope()).map_err(|e| vec![e])?;
+        let xml =
+            edit::config_xml(config, &rpc.source, &rpc.op_child_scope()).map_err(|e| vec![e])?;
         let edit_tree = edit::parse_config(self.ctx, &xml).map_err(|e| vec![e])?;
         self.check_write_access(s, nacm, &edit_tree)?;
 
         let _w = Self::guard(&self.write_lock);
         self.check_lock(target, s)?;
-        let mut new_tree = self.stores().get(target).duplicate().map_err(yerr(self.ctx))?;
-        let (touched, errors) = edit::apply(self.ctx, &mut new_tree, &edit_tree, default_op, continue_on_error).map_err(|e| vec![e])?;
+        let mut new_tree = self
+            .stores()
+            .get(target)
+            .duplicate()
+            .map_err(yerr(self.ctx))?;
+        let (touched, errors) = edit::apply(
+            self.ctx,
+            &mut new_tree,
+            &edit_tree,
+            default_op,
+            continue_on_error,
+        )
+        .map_err(|e| vec![e])?;
         if test_option != "set" {
-            new_tree.validate(DataValidationFlags::NO_STATE).map_err(yerr(self.ctx))?;
+            new_tree
+                .validate(DataValidationFlags::NO_STATE)
+                .map_err(yerr(self.ctx))?;
         }
         if test_option == "test-only" {
-            return if errors.is_empty() { Ok(("<ok/>".into(), After::Continue)) } else { Err(errors) };
+            return if errors.is_empty() {
+                Ok(("<ok/>".into(), After::Continue))
+            } else {
+                Err(errors)
+            };
         }
         match target {
             Datastore::Running => self.commit_running(s, new_tree, &touched, Datastore::Running)?,
@@ -807,7 +1100,13 @@ impl Agent {
 
     /// The one path by which running changes: tap prepare → persist → tap
     /// apply → swap, with notifications. Call with `write_lock` held.
-    fn commit_running(&self, s: &SessionInfo, new_tree: DataTree<'static>, touched: &[Touched], source: Datastore) -> Result<(), Vec<RpcError>> {
+    fn commit_running(
+        &self,
+        s: &SessionInfo,
+        new_tree: DataTree<'static>,
+        touched: &[Touched],
+        source: Datastore,
+    ) -> Result<(), Vec<RpcError>> {
         let txn = {
             let stores = self.stores();
             tapbridge::transaction(&stores.running, &new_tree, tapbridge::touched_ids(touched))
@@ -820,9 +1119,13 @@ impl Agent {
                 return Err(vec![to_rpc_error(self.ctx, &e)]);
             }
         };
-        if let Err(e) = write_atomically(&self.opts.state_dir.join("running.xml"), text.as_bytes()) {
+        if let Err(e) = write_atomically(&self.opts.state_dir.join("running.xml"), text.as_bytes())
+        {
             self.tap.abort(&txn);
-            return Err(vec![app_err(ErrorTag::OperationFailed, format!("could not persist running: {e}"))]);
+            return Err(vec![app_err(
+                ErrorTag::OperationFailed,
+                format!("could not persist running: {e}"),
+            )]);
         }
         self.tap.apply(&txn);
         {
@@ -848,12 +1151,19 @@ impl Agent {
         // Large edits are summarised by their first entries.
         for t in touched.iter().take(100) {
             let p = crate::yangerr::xml_error_path(self.ctx, &t.path);
-            let decls: String = p.namespaces.iter().map(|(pre, uri)| format!(" xmlns:{pre}=\"{uri}\"")).collect();
+            let decls: String = p
+                .namespaces
+                .iter()
+                .map(|(pre, uri)| format!(" xmlns:{pre}=\"{uri}\""))
+                .collect();
             let op = match t.op {
                 EditOp::None => "merge",
                 other => other.as_str(),
             };
-            xml.push_str(&format!("<edit><target{decls}>{}</target><operation>{op}</operation></edit>", escape_text(&p.xpath)));
+            xml.push_str(&format!(
+                "<edit><target{decls}>{}</target><operation>{op}</operation></edit>",
+                escape_text(&p.xpath)
+            ));
         }
         xml.push_str("</netconf-config-change>");
         self.emit(xml);
@@ -881,33 +1191,51 @@ impl Agent {
             Datastore::Startup => "startup.xml",
             Datastore::Candidate => return Ok(()),
         };
-        let text = print_xml(self.stores().get(ds), DataPrinterFlags::WD_EXPLICIT).map_err(yerr(self.ctx))?;
-        write_atomically(&self.opts.state_dir.join(file), text.as_bytes())
-            .map_err(|e| vec![app_err(ErrorTag::OperationFailed, format!("could not persist {}: {e}", ds.name()))])
+        let text = print_xml(self.stores().get(ds), DataPrinterFlags::WD_EXPLICIT)
+            .map_err(yerr(self.ctx))?;
+        write_atomically(&self.opts.state_dir.join(file), text.as_bytes()).map_err(|e| {
+            vec![app_err(
+                ErrorTag::OperationFailed,
+                format!("could not persist {}: {e}", ds.name()),
+            )]
+        })
     }
 
     fn op_copy_config(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc, nacm: &Nacm) -> Reply {
         let op = &rpc.operation;
         let target = Self::datastore_param(op, "target")?;
-        let source_el = op.child(BASE_NS, "source").ok_or_else(|| vec![rpc_err(ErrorTag::MissingElement, "<source> is missing").info("bad-element", "source")])?;
+        let source_el = op.child(BASE_NS, "source").ok_or_else(|| {
+            vec![rpc_err(ErrorTag::MissingElement, "<source> is missing")
+                .info("bad-element", "source")]
+        })?;
         let new_tree = match source_el.child(BASE_NS, "config") {
             Some(config) => {
                 let scope = source_el.scope_for_children(&rpc.op_child_scope());
                 let xml = edit::config_xml(config, &rpc.source, &scope).map_err(|e| vec![e])?;
                 if xml.contains("l45nc:operation") {
-                    return Err(vec![rpc_err(ErrorTag::BadAttribute, "copy-config content may not carry operation attributes")]);
+                    return Err(vec![rpc_err(
+                        ErrorTag::BadAttribute,
+                        "copy-config content may not carry operation attributes",
+                    )]);
                 }
                 let mut t = edit::parse_config(self.ctx, &xml).map_err(|e| vec![e])?;
                 self.check_write_access(s, nacm, &t)?;
-                t.validate(DataValidationFlags::NO_STATE).map_err(yerr(self.ctx))?;
+                t.validate(DataValidationFlags::NO_STATE)
+                    .map_err(yerr(self.ctx))?;
                 t
             }
             None => {
                 let source = Self::datastore_param(op, "source")?;
                 if source == target {
-                    return Err(vec![rpc_err(ErrorTag::InvalidValue, "source and target are the same datastore")]);
+                    return Err(vec![rpc_err(
+                        ErrorTag::InvalidValue,
+                        "source and target are the same datastore",
+                    )]);
                 }
-                self.stores().get(source).duplicate().map_err(yerr(self.ctx))?
+                self.stores()
+                    .get(source)
+                    .duplicate()
+                    .map_err(yerr(self.ctx))?
             }
         };
         if !nacm.may(&s.username, "*", Access::Write, false) && target != Datastore::Startup {
@@ -917,7 +1245,10 @@ impl Agent {
         self.check_lock(target, s)?;
         match target {
             Datastore::Running => {
-                let touched = [Touched { path: tapbridge::CUSTOMIZATIONS.to_string(), op: EditOp::Replace }];
+                let touched = [Touched {
+                    path: tapbridge::CUSTOMIZATIONS.to_string(),
+                    op: EditOp::Replace,
+                }];
                 self.commit_running(s, new_tree, &touched, Datastore::Running)?;
             }
             Datastore::Candidate => {
@@ -938,7 +1269,10 @@ impl Agent {
         let _w = Self::guard(&self.write_lock);
         self.check_lock(target, s)?;
         match target {
-            Datastore::Running => Err(vec![rpc_err(ErrorTag::OperationNotSupported, "running cannot be deleted")]),
+            Datastore::Running => Err(vec![rpc_err(
+                ErrorTag::OperationNotSupported,
+                "running cannot be deleted",
+            )]),
             Datastore::Candidate => {
                 let mut stores = self.stores_mut();
                 stores.candidate = stores.running.duplicate().map_err(yerr(self.ctx))?;
@@ -959,14 +1293,23 @@ impl Agent {
         let owner = locks.get(target.name()).copied();
         if lock {
             if let Some(owner) = owner {
-                return Err(vec![RpcError::new(ErrorType::Protocol, ErrorTag::LockDenied)
-                    .message(format!("{} is already locked by session {owner}", target.name()))
-                    .info("session-id", &owner.to_string())]);
+                return Err(vec![RpcError::new(
+                    ErrorType::Protocol,
+                    ErrorTag::LockDenied,
+                )
+                .message(format!(
+                    "{} is already locked by session {owner}",
+                    target.name()
+                ))
+                .info("session-id", &owner.to_string())]);
             }
             if target == Datastore::Candidate && self.stores().candidate_dirty {
-                return Err(vec![RpcError::new(ErrorType::Protocol, ErrorTag::LockDenied)
-                    .message("candidate has uncommitted changes")
-                    .info("session-id", "0")]);
+                return Err(vec![RpcError::new(
+                    ErrorType::Protocol,
+                    ErrorTag::LockDenied,
+                )
+                .message("candidate has uncommitted changes")
+                .info("session-id", "0")]);
             }
             locks.insert(target.name(), s.id);
         } else {
@@ -975,23 +1318,41 @@ impl Agent {
                     locks.remove(target.name());
                 }
                 Some(o) => {
-                    return Err(vec![RpcError::new(ErrorType::Protocol, ErrorTag::LockDenied)
-                        .message(format!("{} is locked by session {o}", target.name()))
-                        .info("session-id", &o.to_string())])
+                    return Err(vec![RpcError::new(
+                        ErrorType::Protocol,
+                        ErrorTag::LockDenied,
+                    )
+                    .message(format!("{} is locked by session {o}", target.name()))
+                    .info("session-id", &o.to_string())])
                 }
-                None => return Err(vec![rpc_err(ErrorTag::OperationFailed, format!("{} is not locked", target.name()))]),
+                None => {
+                    return Err(vec![rpc_err(
+                        ErrorTag::OperationFailed,
+                        format!("{} is not locked", target.name()),
+                    )])
+                }
             }
         }
         Ok(("<ok/>".into(), After::Continue))
     }
 
     fn op_kill_session(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
-        let text = rpc.operation.child(BASE_NS, "session-id").map(|e| e.trimmed_text().to_string());
+        let text = rpc
+            .operation
+            .child(BASE_NS, "session-id")
+            .map(|e| e.trimmed_text().to_string());
         let Some(id) = text.as_deref().and_then(|t| t.parse::<u32>().ok()) else {
-            return Err(vec![rpc_err(ErrorTag::MissingElement, "kill-session needs a session-id").info("bad-element", "session-id")]);
+            return Err(vec![rpc_err(
+                ErrorTag::MissingElement,
+                "kill-session needs a session-id",
+            )
+            .info("bad-element", "session-id")]);
         };
         if id == s.id {
-            return Err(vec![rpc_err(ErrorTag::InvalidValue, "a session cannot kill itself; use close-session")]);
+            return Err(vec![rpc_err(
+                ErrorTag::InvalidValue,
+                "a session cannot kill itself; use close-session",
+            )]);
         }
         let target = Self::guard(&self.sessions).get(&id).cloned();
         match target {
@@ -1001,22 +1362,33 @@ impl Agent {
                 self.close_session(id);
                 Ok(("<ok/>".into(), After::Continue))
             }
-            None => Err(vec![app_err(ErrorTag::InvalidValue, format!("no session {id}")).info("bad-element", "session-id")]),
+            None => Err(vec![app_err(
+                ErrorTag::InvalidValue,
+                format!("no session {id}"),
+            )
+            .info("bad-element", "session-id")]),
         }
     }
 
     fn op_validate(self: &Arc<Self>, rpc: &Rpc) -> Reply {
         let op = &rpc.operation;
-        let source_el = op.child(BASE_NS, "source").ok_or_else(|| vec![rpc_err(ErrorTag::MissingElement, "<source> is missing")])?;
+        let source_el = op
+            .child(BASE_NS, "source")
+            .ok_or_else(|| vec![rpc_err(ErrorTag::MissingElement, "<source> is missing")])?;
         let mut tree = match source_el.child(BASE_NS, "config") {
             Some(config) => {
                 let scope = source_el.scope_for_children(&rpc.op_child_scope());
                 let xml = edit::config_xml(config, &rpc.source, &scope).map_err(|e| vec![e])?;
                 edit::parse_config(self.ctx, &xml).map_err(|e| vec![e])?
             }
-            None => self.stores().get(Self::datastore_param(op, "source")?).duplicate().map_err(yerr(self.ctx))?,
+            None => self
+                .stores()
+                .get(Self::datastore_param(op, "source")?)
+                .duplicate()
+                .map_err(yerr(self.ctx))?,
         };
-        tree.validate(DataValidationFlags::NO_STATE).map_err(yerr(self.ctx))?;
+        tree.validate(DataValidationFlags::NO_STATE)
+            .map_err(yerr(self.ctx))?;
         Ok(("<ok/>".into(), After::Continue))
     }
 
@@ -1026,13 +1398,26 @@ impl Agent {
         let op = &rpc.operation;
         let confirmed = op.child(BASE_NS, "confirmed").is_some();
         let timeout = match op.child(BASE_NS, "confirm-timeout") {
-            Some(t) => t.trimmed_text().parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(|| {
-                vec![rpc_err(ErrorTag::InvalidValue, "confirm-timeout must be a positive number of seconds").info("bad-element", "confirm-timeout")]
-            })?,
+            Some(t) => t
+                .trimmed_text()
+                .parse::<u32>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| {
+                    vec![rpc_err(
+                        ErrorTag::InvalidValue,
+                        "confirm-timeout must be a positive number of seconds",
+                    )
+                    .info("bad-element", "confirm-timeout")]
+                })?,
             None => 600,
         };
-        let persist = op.child(BASE_NS, "persist").map(|e| e.trimmed_text().to_string());
-        let persist_id = op.child(BASE_NS, "persist-id").map(|e| e.trimmed_text().to_string());
+        let persist = op
+            .child(BASE_NS, "persist")
+            .map(|e| e.trimmed_text().to_string());
+        let persist_id = op
+            .child(BASE_NS, "persist-id")
+            .map(|e| e.trimmed_text().to_string());
 
         let _w = Self::guard(&self.write_lock);
         self.check_lock(Datastore::Running, s)?;
@@ -1047,19 +1432,30 @@ impl Agent {
                     (None, _) => p.session_id == s.id,
                 };
                 if !allowed {
-                    return Err(vec![app_err(ErrorTag::InUse, "a confirmed commit of another session is pending")]);
+                    return Err(vec![app_err(
+                        ErrorTag::InUse,
+                        "a confirmed commit of another session is pending",
+                    )]);
                 }
             } else if persist_id.is_some() {
-                return Err(vec![app_err(ErrorTag::InvalidValue, "no confirmed commit with that persist-id is pending").info("bad-element", "persist-id")]);
+                return Err(vec![app_err(
+                    ErrorTag::InvalidValue,
+                    "no confirmed commit with that persist-id is pending",
+                )
+                .info("bad-element", "persist-id")]);
             }
         }
         let (candidate, backup) = {
             let stores = self.stores();
             let mut c = stores.candidate.duplicate().map_err(yerr(self.ctx))?;
-            c.validate(DataValidationFlags::NO_STATE).map_err(yerr(self.ctx))?;
+            c.validate(DataValidationFlags::NO_STATE)
+                .map_err(yerr(self.ctx))?;
             (c, stores.running.duplicate().map_err(yerr(self.ctx))?)
         };
-        let touched = [Touched { path: tapbridge::CUSTOMIZATIONS.to_string(), op: EditOp::Replace }];
+        let touched = [Touched {
+            path: tapbridge::CUSTOMIZATIONS.to_string(),
+            op: EditOp::Replace,
+        }];
         self.commit_running(s, candidate, &touched, Datastore::Candidate)?;
         self.stores_mut().candidate_dirty = false;
         let mut pending = Self::guard(&self.confirmed);
@@ -1072,12 +1468,21 @@ impl Agent {
                         p.persist = persist;
                     }
                 }
-                None => *pending = Some(ConfirmedCommit { backup, session_id: s.id, persist, generation }),
+                None => {
+                    *pending = Some(ConfirmedCommit {
+                        backup,
+                        session_id: s.id,
+                        persist,
+                        generation,
+                    })
+                }
             }
             let agent = Arc::clone(self);
             self.runtime.spawn(async move {
                 tokio::time::sleep(Duration::from_secs(timeout as u64)).await;
-                let _ = tokio::task::spawn_blocking(move || agent.rollback_confirmed(Some(generation))).await;
+                let _ =
+                    tokio::task::spawn_blocking(move || agent.rollback_confirmed(Some(generation)))
+                        .await;
             });
             tracing::info!(session_id = s.id, timeout, "confirmed commit pending");
         } else if pending.take().is_some() {
@@ -1113,8 +1518,13 @@ impl Agent {
             out_rpc_errors: Arc::default(),
             out_notifications: Arc::default(),
         };
-        let touched = [Touched { path: tapbridge::CUSTOMIZATIONS.to_string(), op: EditOp::Replace }];
-        tracing::warn!("confirmed commit not confirmed; restoring the previous running configuration");
+        let touched = [Touched {
+            path: tapbridge::CUSTOMIZATIONS.to_string(),
+            op: EditOp::Replace,
+        }];
+        tracing::warn!(
+            "confirmed commit not confirmed; restoring the previous running configuration"
+        );
         self.commit_running(&system, backup, &touched, Datastore::Running)?;
         let mut stores = self.stores_mut();
         if let Ok(c) = stores.running.duplicate() {
@@ -1125,11 +1535,17 @@ impl Agent {
     }
 
     fn op_cancel_commit(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
-        let persist_id = rpc.operation.child(BASE_NS, "persist-id").map(|e| e.trimmed_text().to_string());
+        let persist_id = rpc
+            .operation
+            .child(BASE_NS, "persist-id")
+            .map(|e| e.trimmed_text().to_string());
         {
             let pending = Self::guard(&self.confirmed);
             let Some(p) = pending.as_ref() else {
-                return Err(vec![app_err(ErrorTag::OperationFailed, "no confirmed commit is pending")]);
+                return Err(vec![app_err(
+                    ErrorTag::OperationFailed,
+                    "no confirmed commit is pending",
+                )]);
             };
             let allowed = match (&p.persist, &persist_id) {
                 (Some(e), Some(g)) => e == g,
@@ -1137,7 +1553,10 @@ impl Agent {
                 _ => false,
             };
             if !allowed {
-                return Err(vec![app_err(ErrorTag::InvalidValue, "this session may not cancel the pending confirmed commit")]);
+                return Err(vec![app_err(
+                    ErrorTag::InvalidValue,
+                    "this session may not cancel the pending confirmed commit",
+                )]);
             }
         }
         self.rollback_confirmed(None)?;
@@ -1157,14 +1576,26 @@ impl Agent {
 
     fn op_get_schema(self: &Arc<Self>, rpc: &Rpc) -> Reply {
         let op = &rpc.operation;
-        let id = op.child(MONITORING_NS, "identifier").map(|e| e.trimmed_text().to_string()).ok_or_else(|| {
-            vec![rpc_err(ErrorTag::MissingElement, "get-schema needs an identifier").info("bad-element", "identifier")]
-        })?;
-        let version = op.child(MONITORING_NS, "version").map(|e| e.trimmed_text().to_string());
+        let id = op
+            .child(MONITORING_NS, "identifier")
+            .map(|e| e.trimmed_text().to_string())
+            .ok_or_else(|| {
+                vec![
+                    rpc_err(ErrorTag::MissingElement, "get-schema needs an identifier")
+                        .info("bad-element", "identifier"),
+                ]
+            })?;
+        let version = op
+            .child(MONITORING_NS, "version")
+            .map(|e| e.trimmed_text().to_string());
         if let Some(format) = op.child(MONITORING_NS, "format") {
             let f = format.trimmed_text();
             if !(f == "yang" || f.ends_with(":yang")) {
-                return Err(vec![app_err(ErrorTag::InvalidValue, format!("schema format {f} is not available")).info("bad-element", "format")]);
+                return Err(vec![app_err(
+                    ErrorTag::InvalidValue,
+                    format!("schema format {f} is not available"),
+                )
+                .info("bad-element", "format")]);
             }
         }
         let module = l45_yang::find_module(&id, version.as_deref())
@@ -1176,21 +1607,42 @@ impl Agent {
                     Some(v) if !v.is_empty() => self.ctx.get_module(&id, Some(v)),
                     _ => self.ctx.get_module_latest(&id),
                 }?;
-                m.print_string(yang3::schema::SchemaOutputFormat::YANG, yang3::schema::SchemaPrinterFlags::empty()).ok()
+                m.print_string(
+                    yang3::schema::SchemaOutputFormat::YANG,
+                    yang3::schema::SchemaPrinterFlags::empty(),
+                )
+                .ok()
             })
-            .ok_or_else(|| vec![app_err(ErrorTag::InvalidValue, format!("no schema {id}")).info("bad-element", "identifier")])?;
-        Ok((format!("<data xmlns=\"{MONITORING_NS}\">{}</data>", escape_text(&module)), After::Continue))
+            .ok_or_else(|| {
+                vec![app_err(ErrorTag::InvalidValue, format!("no schema {id}"))
+                    .info("bad-element", "identifier")]
+            })?;
+        Ok((
+            format!(
+                "<data xmlns=\"{MONITORING_NS}\">{}</data>",
+                escape_text(&module)
+            ),
+            After::Continue,
+        ))
     }
 
     fn op_create_subscription(self: &Arc<Self>, rpc: &Rpc) -> Reply {
         let op = &rpc.operation;
         if let Some(stream) = op.child(NOTIFICATION_NS, "stream") {
             if stream.trimmed_text() != "NETCONF" {
-                return Err(vec![app_err(ErrorTag::InvalidValue, format!("no stream {}", stream.trimmed_text())).info("bad-element", "stream")]);
+                return Err(vec![app_err(
+                    ErrorTag::InvalidValue,
+                    format!("no stream {}", stream.trimmed_text()),
+                )
+                .info("bad-element", "stream")]);
             }
         }
         if op.child(NOTIFICATION_NS, "startTime").is_some() {
-            return Err(vec![app_err(ErrorTag::OperationNotSupported, "notification replay is not supported").info("bad-element", "startTime")]);
+            return Err(vec![app_err(
+                ErrorTag::OperationNotSupported,
+                "notification replay is not supported",
+            )
+            .info("bad-element", "startTime")]);
         }
         Ok(("<ok/>".into(), After::Subscribe))
     }
@@ -1198,30 +1650,46 @@ impl Agent {
     // ===== layer45-customization RPCs =====
 
     fn op_l45(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
-        let tree = yang3::data::DataTreeOwningRef::parse_netconf_rpc_op(self.ctx, &rpc.source).map_err(|e| {
-            let mut err = to_rpc_error(self.ctx, &e);
-            err.error_type = ErrorType::Protocol;
-            vec![err]
-        })?;
+        let tree = yang3::data::DataTreeOwningRef::parse_netconf_rpc_op(self.ctx, &rpc.source)
+            .map_err(|e| {
+                let mut err = to_rpc_error(self.ctx, &e);
+                err.error_type = ErrorType::Protocol;
+                vec![err]
+            })?;
         let name = rpc.operation.name.as_str();
         let leaf = |leaf: &str| -> Option<String> {
-            tree.find_path(&format!("/layer45-customization:{name}/{leaf}")).ok().and_then(|n| n.value_canonical())
+            tree.find_path(&format!("/layer45-customization:{name}/{leaf}"))
+                .ok()
+                .and_then(|n| n.value_canonical())
         };
         let id = || -> Result<u32, Vec<RpcError>> {
-            leaf("id").and_then(|v| v.parse().ok()).ok_or_else(|| vec![rpc_err(ErrorTag::MissingElement, "id is missing").info("bad-element", "id")])
+            leaf("id").and_then(|v| v.parse().ok()).ok_or_else(|| {
+                vec![rpc_err(ErrorTag::MissingElement, "id is missing").info("bad-element", "id")]
+            })
         };
         let b64 = base64::engine::general_purpose::STANDARD;
         let ns = l45_yang::L45_NAMESPACE;
         match name {
             "report" => {
                 let mut out = format!("");
-                let known: std::collections::BTreeSet<u32> = tapbridge::all_ids(&self.stores().running);
+                let known: std::collections::BTreeSet<u32> =
+                    tapbridge::all_ids(&self.stores().running);
                 let configs: BTreeMap<u32, bool> = {
                     let stores = self.stores();
-                    known.iter().filter_map(|id| tapbridge::module_config(&stores.running, *id).map(|m| (*id, m.activated))).collect()
+                    known
+                        .iter()
+                        .filter_map(|id| {
+                            tapbridge::module_config(&stores.running, *id)
+                                .map(|m| (*id, m.activated))
+                        })
+                        .collect()
                 };
                 for st in self.tap.module_stats() {
-                    out.push_str(&format!("<module xmlns=\"{ns}\"><id>{}</id><state>{}</state>", st.id, st.state.as_str()));
+                    out.push_str(&format!(
+                        "<module xmlns=\"{ns}\"><id>{}</id><state>{}</state>",
+                        st.id,
+                        st.state.as_str()
+                    ));
                     if let Some(a) = configs.get(&st.id) {
                         out.push_str(&format!("<activated>{a}</activated>"));
                     }
@@ -1242,17 +1710,28 @@ impl Agent {
                 let path = format!("{}/module[id='{id}']", tapbridge::CUSTOMIZATIONS);
                 let mut new_tree = self.stores().running.duplicate().map_err(yerr(self.ctx))?;
                 if new_tree.find_path(&path).is_err() {
-                    return Err(vec![app_err(ErrorTag::DataMissing, format!("no module {id}")).path(crate::yangerr::xml_error_path(self.ctx, &path))]);
+                    return Err(vec![app_err(
+                        ErrorTag::DataMissing,
+                        format!("no module {id}"),
+                    )
+                    .path(crate::yangerr::xml_error_path(self.ctx, &path))]);
                 }
                 new_tree.remove(&path).map_err(yerr(self.ctx))?;
-                let touched = [Touched { path, op: EditOp::Delete }];
+                let touched = [Touched {
+                    path,
+                    op: EditOp::Delete,
+                }];
                 self.commit_running(s, new_tree, &touched, Datastore::Running)?;
                 Ok(("<ok/>".into(), After::Continue))
             }
             "challenge" => {
                 let id = id()?;
-                let nonce = leaf("nonce").and_then(|v| b64.decode(v).ok()).unwrap_or_default();
-                let ct = leaf("ciphertext").and_then(|v| b64.decode(v).ok()).unwrap_or_default();
+                let nonce = leaf("nonce")
+                    .and_then(|v| b64.decode(v).ok())
+                    .unwrap_or_default();
+                let ct = leaf("ciphertext")
+                    .and_then(|v| b64.decode(v).ok())
+                    .unwrap_or_default();
                 let answer = self.tap.challenge(id, &nonce, &ct).map_err(|e| {
                     self.emit(format!("<security-check-failed xmlns=\"{ns}\"><id>{id}</id><reason>{}</reason></security-check-failed>", escape_text(&e.to_string())));
                     vec![tap_error(&e)]
@@ -1268,12 +1747,19 @@ impl Agent {
             }
             "install-module" => {
                 let id = id()?;
-                let image = leaf("image").and_then(|v| b64.decode(v).ok()).unwrap_or_default();
+                let image = leaf("image")
+                    .and_then(|v| b64.decode(v).ok())
+                    .unwrap_or_default();
                 let digest = leaf("sha256").unwrap_or_default();
-                self.tap.install(id, &image, &digest).map_err(|e| vec![tap_error(&e)])?;
+                self.tap
+                    .install(id, &image, &digest)
+                    .map_err(|e| vec![tap_error(&e)])?;
                 Ok(("<ok/>".into(), After::Continue))
             }
-            other => Err(vec![rpc_err(ErrorTag::OperationNotSupported, format!("operation {other} is not supported"))]),
+            other => Err(vec![rpc_err(
+                ErrorTag::OperationNotSupported,
+                format!("operation {other} is not supported"),
+            )]),
         }
     }
 }
@@ -1296,7 +1782,13 @@ mod tests {
     #[test]
     fn rfc3339_known_dates() {
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_305_600)), "2026-11-22T00:00:00Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_305_600)),
+            "2026-11-22T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
     }
 }

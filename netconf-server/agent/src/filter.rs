@@ -19,9 +19,18 @@ pub enum Filter {
 }
 
 /// Reads the `<filter>` child of an operation, if any.
-pub fn parse_filter(ctx: &Context, filter: Option<&Element>, scope: &[NsDecl]) -> Result<Filter, RpcError> {
-    let Some(filter) = filter else { return Ok(Filter::All) };
-    let kind = filter.attr(None, "type").or_else(|| filter.attr(Some(BASE_NS), "type")).unwrap_or("subtree");
+pub fn parse_filter(
+    ctx: &Context,
+    filter: Option<&Element>,
+    scope: &[NsDecl],
+) -> Result<Filter, RpcError> {
+    let Some(filter) = filter else {
+        return Ok(Filter::All);
+    };
+    let kind = filter
+        .attr(None, "type")
+        .or_else(|| filter.attr(Some(BASE_NS), "type"))
+        .unwrap_or("subtree");
     match kind {
         "subtree" => {
             let mut out = Vec::new();
@@ -31,12 +40,15 @@ pub fn parse_filter(ctx: &Context, filter: Option<&Element>, scope: &[NsDecl]) -
             Ok(Filter::XPaths(out))
         }
         "xpath" => {
-            let select = filter.attr(None, "select").or_else(|| filter.attr(Some(BASE_NS), "select")).ok_or_else(|| {
-                RpcError::new(ErrorType::Protocol, ErrorTag::MissingAttribute)
-                    .message("an xpath filter needs a select attribute")
-                    .info("bad-attribute", "select")
-                    .info("bad-element", "filter")
-            })?;
+            let select = filter
+                .attr(None, "select")
+                .or_else(|| filter.attr(Some(BASE_NS), "select"))
+                .ok_or_else(|| {
+                    RpcError::new(ErrorType::Protocol, ErrorTag::MissingAttribute)
+                        .message("an xpath filter needs a select attribute")
+                        .info("bad-attribute", "select")
+                        .info("bad-element", "filter")
+                })?;
             let scope = filter.scope_for_children(scope);
             Ok(Filter::XPaths(vec![translate_xpath(ctx, select, &scope)?]))
         }
@@ -55,9 +67,20 @@ fn quote(value: &str) -> String {
     }
 }
 
-fn subtree(ctx: &Context, el: &Element, parent: &str, parent_module: Option<&str>, out: &mut Vec<String>) {
+fn subtree(
+    ctx: &Context,
+    el: &Element,
+    parent: &str,
+    parent_module: Option<&str>,
+    out: &mut Vec<String>,
+) {
     // An element in a namespace no module has cannot match anything.
-    let Some(module) = el.ns.as_deref().and_then(|ns| ctx.get_module_latest_ns(ns)).map(|m| m.name().to_string()) else {
+    let Some(module) = el
+        .ns
+        .as_deref()
+        .and_then(|ns| ctx.get_module_latest_ns(ns))
+        .map(|m| m.name().to_string())
+    else {
         return;
     };
     let step = |name: &str, m: &str, parent_m: Option<&str>| {
@@ -68,8 +91,10 @@ fn subtree(ctx: &Context, el: &Element, parent: &str, parent_module: Option<&str
         }
     };
     let mut path = format!("{parent}/{}", step(&el.name, &module, parent_module));
-    let (content, others): (Vec<&Element>, Vec<&Element>) =
-        el.children.iter().partition(|c| c.children.is_empty() && !c.trimmed_text().is_empty());
+    let (content, others): (Vec<&Element>, Vec<&Element>) = el
+        .children
+        .iter()
+        .partition(|c| c.children.is_empty() && !c.trimmed_text().is_empty());
     if el.children.is_empty() && !el.trimmed_text().is_empty() {
         // A content-match node at the top: the leaf with that value.
         out.push(format!("{path}[.={}]", quote(el.trimmed_text())));
@@ -77,7 +102,9 @@ fn subtree(ctx: &Context, el: &Element, parent: &str, parent_module: Option<&str
     }
     let mut content_paths = Vec::new();
     for c in &content {
-        let Some(cm) = c.ns.as_deref().and_then(|ns| ctx.get_module_latest_ns(ns)) else { return };
+        let Some(cm) = c.ns.as_deref().and_then(|ns| ctx.get_module_latest_ns(ns)) else {
+            return;
+        };
         let name = step(&c.name, cm.name(), Some(&module));
         path.push_str(&format!("[{name}={}]", quote(c.trimmed_text())));
         content_paths.push(name);
@@ -103,27 +130,43 @@ pub fn translate_xpath(ctx: &Context, select: &str, scope: &[NsDecl]) -> Result<
     while i < chars.len() {
         let c = chars[i];
         if c == '\'' || c == '"' {
-            let end = chars[i + 1..].iter().position(|&x| x == c).map(|p| p + i + 1).unwrap_or(chars.len() - 1);
+            let end = chars[i + 1..]
+                .iter()
+                .position(|&x| x == c)
+                .map(|p| p + i + 1)
+                .unwrap_or(chars.len() - 1);
             out.extend(&chars[i..=end]);
             i = end + 1;
             continue;
         }
         if c.is_alphabetic() || c == '_' {
             let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '-' | '.')) {
+            while i < chars.len()
+                && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '-' | '.'))
+            {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
             let is_prefix = i + 1 < chars.len() && chars[i] == ':' && chars[i + 1] != ':';
             if is_prefix {
-                let uri = scope.iter().rev().find(|(p, _)| p.as_deref() == Some(word.as_str())).map(|(_, u)| u.as_str());
-                let module = uri.and_then(|u| ctx.get_module_latest_ns(u)).map(|m| m.name().to_string());
+                let uri = scope
+                    .iter()
+                    .rev()
+                    .find(|(p, _)| p.as_deref() == Some(word.as_str()))
+                    .map(|(_, u)| u.as_str());
+                let module = uri
+                    .and_then(|u| ctx.get_module_latest_ns(u))
+                    .map(|m| m.name().to_string());
                 match module {
                     Some(m) => out.push_str(&m),
                     None => {
-                        return Err(RpcError::new(ErrorType::Application, ErrorTag::InvalidValue)
-                            .message(format!("XPath prefix '{word}' is not bound to a known namespace"))
-                            .info("bad-element", "filter"))
+                        return Err(
+                            RpcError::new(ErrorType::Application, ErrorTag::InvalidValue)
+                                .message(format!(
+                                    "XPath prefix '{word}' is not bound to a known namespace"
+                                ))
+                                .info("bad-element", "filter"),
+                        )
                     }
                 }
             } else {
@@ -138,9 +181,17 @@ pub fn translate_xpath(ctx: &Context, select: &str, scope: &[NsDecl]) -> Result<
 }
 
 /// Copies what `filter` selects from `tree` into a new tree.
-pub fn select(ctx: &'static Context, tree: &DataTree<'static>, filter: &Filter) -> Result<DataTree<'static>, RpcError> {
+pub fn select(
+    ctx: &'static Context,
+    tree: &DataTree<'static>,
+    filter: &Filter,
+) -> Result<DataTree<'static>, RpcError> {
     let paths = match filter {
-        Filter::All => return tree.duplicate().map_err(|e| crate::yangerr::to_rpc_error(ctx, &e)),
+        Filter::All => {
+            return tree
+                .duplicate()
+                .map_err(|e| crate::yangerr::to_rpc_error(ctx, &e))
+        }
         Filter::XPaths(paths) => paths,
     };
     let mut result = DataTree::new(ctx);
@@ -154,8 +205,12 @@ pub fn select(ctx: &'static Context, tree: &DataTree<'static>, filter: &Filter) 
                 .info("bad-element", "filter")
         })?;
         for node in set {
-            let dup = node.duplicate(true).map_err(|e| crate::yangerr::to_rpc_error(ctx, &e))?;
-            result.merge(&dup).map_err(|e| crate::yangerr::to_rpc_error(ctx, &e))?;
+            let dup = node
+                .duplicate(true)
+                .map_err(|e| crate::yangerr::to_rpc_error(ctx, &e))?;
+            result
+                .merge(&dup)
+                .map_err(|e| crate::yangerr::to_rpc_error(ctx, &e))?;
         }
     }
     Ok(result)
@@ -183,8 +238,12 @@ mod tests {
             Filter::XPaths(vec!["/layer45-customization:customizations".into()])
         );
         assert_eq!(
-            filter(&format!("<customizations xmlns=\"{ns}\"><module><id>5</id></module></customizations>")),
-            Filter::XPaths(vec!["/layer45-customization:customizations/module[id='5']".into()])
+            filter(&format!(
+                "<customizations xmlns=\"{ns}\"><module><id>5</id></module></customizations>"
+            )),
+            Filter::XPaths(vec![
+                "/layer45-customization:customizations/module[id='5']".into()
+            ])
         );
         assert_eq!(
             filter(&format!("<customizations xmlns=\"{ns}\"><module><id>5</id><priority/></module></customizations>")),
@@ -193,7 +252,10 @@ mod tests {
                 "/layer45-customization:customizations/module[id='5']/priority".into()
             ])
         );
-        assert_eq!(filter("<unknown xmlns=\"urn:nothing\"/>"), Filter::XPaths(vec![]));
+        assert_eq!(
+            filter("<unknown xmlns=\"urn:nothing\"/>"),
+            Filter::XPaths(vec![])
+        );
     }
 
     #[test]
@@ -202,6 +264,9 @@ mod tests {
         let t = translate_xpath(ctx(), "/x:customizations/x:module[x:name='a:b']", &scope).unwrap();
         assert_eq!(t, "/layer45-customization:customizations/layer45-customization:module[layer45-customization:name='a:b']");
         assert!(translate_xpath(ctx(), "/y:customizations", &scope).is_err());
-        assert_eq!(translate_xpath(ctx(), "child::x:customizations", &scope).unwrap(), "child::layer45-customization:customizations");
+        assert_eq!(
+            translate_xpath(ctx(), "child::x:customizations", &scope).unwrap(),
+            "child::layer45-customization:customizations"
+        );
     }
 }

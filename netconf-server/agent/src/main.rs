@@ -67,14 +67,19 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if args.log_format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(args))
 }
 
@@ -89,7 +94,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(file, keys = n, "authorized keys loaded");
     }
     if let (Some(user), Some(file)) = (&args.user, &args.password_file) {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         let password = text.lines().next().unwrap_or("").to_string();
         if password.is_empty() {
             bail!("{} holds an empty password", file.display());
@@ -99,15 +105,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if auth.keys.is_empty() && auth.password.is_none() {
         bail!("nobody could log in: give --authorized-keys, or --user with --password-file");
     }
-    let admins = if args.admins.is_empty() { vec![args.user.clone().unwrap_or_else(|| "admin".into())] } else { args.admins.clone() };
-    std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let admins = if args.admins.is_empty() {
+        vec![args.user.clone().unwrap_or_else(|| "admin".into())]
+    } else {
+        args.admins.clone()
+    };
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating {}", args.state_dir.display()))?;
     let host_keys = ssh::load_or_create_host_keys(&args.state_dir)?;
-    let fingerprint = host_keys[0].public_key().fingerprint(russh::keys::HashAlg::Sha256);
+    let fingerprint = host_keys[0]
+        .public_key()
+        .fingerprint(russh::keys::HashAlg::Sha256);
     let tap = Arc::new(RecordingTap::new(args.tap_capacity, false));
     let opts = AgentOptions {
         state_dir: args.state_dir.clone(),
         max_sessions: args.max_sessions,
-        limits: l45_netconf_proto::Limits { max_message: args.max_message_size, max_chunk: args.max_message_size as u64 },
+        limits: l45_netconf_proto::Limits {
+            max_message: args.max_message_size,
+            max_chunk: args.max_message_size as u64,
+        },
         admins,
         hello_timeout: Duration::from_secs(args.hello_timeout),
     };
@@ -120,11 +136,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         keepalive_interval: Some(Duration::from_secs(30)),
         ..Default::default()
     };
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
     // One line on stdout that scripts can wait for.
-    println!("l45-agent listening on {local} host-key {fingerprint} tap {}", args.tap);
-    let mut server = SshServer { agent, auth: Arc::new(auth) };
+    println!(
+        "l45-agent listening on {local} host-key {fingerprint} tap {}",
+        args.tap
+    );
+    let mut server = SshServer {
+        agent,
+        auth: Arc::new(auth),
+    };
     let running = server.run_on_socket(Arc::new(config), &listener);
     let handle = running.handle();
     tokio::select! {

@@ -61,7 +61,9 @@ impl Nacm {
             groups: Vec::new(),
             rule_lists: Vec::new(),
         };
-        let Ok(root) = tree.find_path(NACM_PATH) else { return nacm };
+        let Ok(root) = tree.find_path(NACM_PATH) else {
+            return nacm;
+        };
         for child in root.children() {
             let v = child.value_canonical().unwrap_or_default();
             match child.schema().name() {
@@ -84,12 +86,19 @@ impl Nacm {
                     }
                 }
                 "rule-list" => {
-                    let mut list = RuleList { groups: Vec::new(), rules: Vec::new() };
+                    let mut list = RuleList {
+                        groups: Vec::new(),
+                        rules: Vec::new(),
+                    };
                     for item in child.children() {
                         match item.schema().name() {
                             "group" => list.groups.push(item.value_canonical().unwrap_or_default()),
                             "rule" => {
-                                let mut rule = Rule { module: "*".into(), ops: "*".into(), ..Rule::default() };
+                                let mut rule = Rule {
+                                    module: "*".into(),
+                                    ops: "*".into(),
+                                    ..Rule::default()
+                                };
                                 for f in item.traverse().skip(1) {
                                     let v = f.value_canonical().unwrap_or_default();
                                     match f.schema().name() {
@@ -115,10 +124,21 @@ impl Nacm {
     }
 
     fn user_groups(&self, user: &str) -> Vec<&str> {
-        self.groups.iter().filter(|(_, users)| users.iter().any(|u| u == user)).map(|(g, _)| g.as_str()).collect()
+        self.groups
+            .iter()
+            .filter(|(_, users)| users.iter().any(|u| u == user))
+            .map(|(g, _)| g.as_str())
+            .collect()
     }
 
-    fn search(&self, user: &str, module: &str, rpc: Option<&str>, access: Access, path: Option<&str>) -> Decision {
+    fn search(
+        &self,
+        user: &str,
+        module: &str,
+        rpc: Option<&str>,
+        access: Access,
+        path: Option<&str>,
+    ) -> Decision {
         let groups = self.user_groups(user);
         let op = match access {
             Access::Read => "read",
@@ -126,7 +146,11 @@ impl Nacm {
             Access::Exec => "exec",
         };
         for list in &self.rule_lists {
-            if !list.groups.iter().any(|g| g == "*" || groups.contains(&g.as_str())) {
+            if !list
+                .groups
+                .iter()
+                .any(|g| g == "*" || groups.contains(&g.as_str()))
+            {
                 continue;
             }
             for rule in &list.rules {
@@ -134,7 +158,9 @@ impl Nacm {
                     continue;
                 }
                 let ops_ok = rule.ops == "*"
-                    || rule.ops.split_whitespace().any(|o| o == op || (access == Access::Write && matches!(o, "create" | "delete")));
+                    || rule.ops.split_whitespace().any(|o| {
+                        o == op || (access == Access::Write && matches!(o, "create" | "delete"))
+                    });
                 if !ops_ok {
                     continue;
                 }
@@ -149,7 +175,11 @@ impl Nacm {
                         _ => continue,
                     }
                 }
-                return if rule.permit { Decision::Permit } else { Decision::Deny };
+                return if rule.permit {
+                    Decision::Permit
+                } else {
+                    Decision::Deny
+                };
             }
         }
         Decision::NoMatch
@@ -193,7 +223,15 @@ impl Nacm {
 /// anything; everyone else may read (but not keys) and run `report`, and
 /// nothing else that changes the device.
 pub fn bootstrap_xml(admins: &[String]) -> String {
-    let users: String = admins.iter().map(|u| format!("<user-name>{}</user-name>", l45_netconf_proto::xml::escape_text(u))).collect();
+    let users: String = admins
+        .iter()
+        .map(|u| {
+            format!(
+                "<user-name>{}</user-name>",
+                l45_netconf_proto::xml::escape_text(u)
+            )
+        })
+        .collect();
     format!(
         r#"<nacm xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-acm">
   <enable-nacm>true</enable-nacm>

@@ -11,8 +11,13 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::agent::{After, Agent};
 
-async fn send<W: AsyncWrite + Unpin>(w: &mut W, framing: Framing, msg: &str) -> std::io::Result<()> {
-    w.write_all(&framing::encode(msg.as_bytes(), framing)).await?;
+async fn send<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    framing: Framing,
+    msg: &str,
+) -> std::io::Result<()> {
+    w.write_all(&framing::encode(msg.as_bytes(), framing))
+        .await?;
     w.flush().await
 }
 

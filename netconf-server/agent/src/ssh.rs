@@ -28,25 +28,41 @@ pub enum KeyError {
     #[error("{path}: {message}")]
     Io { path: String, message: String },
     #[error("{path} line {line}: not an OpenSSH public key: {message}")]
-    BadKey { path: String, line: usize, message: String },
+    BadKey {
+        path: String,
+        line: usize,
+        message: String,
+    },
 }
 
 impl AuthConfig {
     fn key_allowed(&self, user: &str, key: &PublicKey) -> bool {
-        self.keys.iter().any(|(u, k)| u.as_deref().is_none_or(|u| u == user) && k.key_data() == key.key_data())
+        self.keys
+            .iter()
+            .any(|(u, k)| u.as_deref().is_none_or(|u| u == user) && k.key_data() == key.key_data())
     }
 
     /// Reads an authorized_keys file; `user` restricts its keys.
-    pub fn add_authorized_keys(&mut self, user: Option<String>, path: &Path) -> Result<usize, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io { path: path.display().to_string(), message: e.to_string() })?;
+    pub fn add_authorized_keys(
+        &mut self,
+        user: Option<String>,
+        path: &Path,
+    ) -> Result<usize, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         let mut n = 0;
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let key = PublicKey::from_openssh(line)
-                .map_err(|e| KeyError::BadKey { path: path.display().to_string(), line: i + 1, message: e.to_string() })?;
+            let key = PublicKey::from_openssh(line).map_err(|e| KeyError::BadKey {
+                path: path.display().to_string(),
+                line: i + 1,
+                message: e.to_string(),
+            })?;
             self.keys.push((user.clone(), key));
             n += 1;
         }
@@ -58,21 +74,30 @@ impl AuthConfig {
 /// start: Ed25519, and RSA for clients built on older libssh2.
 pub fn load_or_create_host_keys(dir: &Path) -> Result<Vec<PrivateKey>, KeyError> {
     let mut keys = Vec::new();
-    for (file, alg) in [("ssh_host_ed25519_key", Algorithm::Ed25519), ("ssh_host_rsa_key", Algorithm::Rsa { hash: None })] {
+    for (file, alg) in [
+        ("ssh_host_ed25519_key", Algorithm::Ed25519),
+        ("ssh_host_rsa_key", Algorithm::Rsa { hash: None }),
+    ] {
         let path = dir.join(file);
-        let io = |e: &dyn std::fmt::Display| KeyError::Io { path: path.display().to_string(), message: e.to_string() };
+        let io = |e: &dyn std::fmt::Display| KeyError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
         let key = if path.exists() {
             PrivateKey::read_openssh_file(&path).map_err(|e| io(&e))?
         } else {
             let key = if alg == Algorithm::Ed25519 {
                 PrivateKey::random(&mut rand::rng(), alg).map_err(|e| io(&e))?
             } else {
-                let rsa = russh::keys::ssh_key::private::RsaKeypair::random(&mut rand::rng(), 3072).map_err(|e| io(&e))?;
+                let rsa = russh::keys::ssh_key::private::RsaKeypair::random(&mut rand::rng(), 3072)
+                    .map_err(|e| io(&e))?;
                 PrivateKey::from(rsa)
             };
-            key.write_openssh_file(&path, russh::keys::ssh_key::LineEnding::LF).map_err(|e| io(&e))?;
+            key.write_openssh_file(&path, russh::keys::ssh_key::LineEnding::LF)
+                .map_err(|e| io(&e))?;
             let public = key.public_key().to_openssh().map_err(|e| io(&e))?;
-            std::fs::write(path.with_extension("pub"), format!("{public}\n")).map_err(|e| io(&e))?;
+            std::fs::write(path.with_extension("pub"), format!("{public}\n"))
+                .map_err(|e| io(&e))?;
             key
         };
         keys.push(key);
@@ -90,7 +115,13 @@ impl russh::server::Server for SshServer {
     type Handler = SshHandler;
 
     fn new_client(&mut self, peer: Option<SocketAddr>) -> SshHandler {
-        SshHandler { agent: Arc::clone(&self.agent), auth: Arc::clone(&self.auth), peer, user: None, channels: HashMap::new() }
+        SshHandler {
+            agent: Arc::clone(&self.agent),
+            auth: Arc::clone(&self.auth),
+            peer,
+            user: None,
+            channels: HashMap::new(),
+        }
     }
 }
 
@@ -105,11 +136,23 @@ pub struct SshHandler {
 impl russh::server::Handler for SshHandler {
     type Error = russh::Error;
 
-    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
-        Ok(if self.auth.key_allowed(user, offer.public_key) { Auth::Accept } else { Auth::reject() })
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(if self.auth.key_allowed(user, offer.public_key) {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
     }
 
-    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
         if self.auth.key_allowed(user, key.public_key) {
             info!(user, peer = ?self.peer, method = "publickey", "authenticated");
             self.user = Some(user.to_string());
@@ -145,8 +188,17 @@ impl russh::server::Handler for SshHandler {
         Ok(())
     }
 
-    async fn subsystem_request(&mut self, channel_id: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
-        let (Some(channel), Some(user), true) = (self.channels.remove(&channel_id), self.user.clone(), name == "netconf") else {
+    async fn subsystem_request(
+        &mut self,
+        channel_id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(channel), Some(user), true) = (
+            self.channels.remove(&channel_id),
+            self.user.clone(),
+            name == "netconf",
+        ) else {
             session.channel_failure(channel_id)?;
             return Ok(());
         };

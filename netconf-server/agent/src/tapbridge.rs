@@ -19,7 +19,9 @@ fn module_path(id: u32) -> String {
 pub fn touched_ids(touched: &[Touched]) -> Option<BTreeSet<u32>> {
     let mut ids = BTreeSet::new();
     for t in touched {
-        let Some(rest) = t.path.strip_prefix(CUSTOMIZATIONS) else { continue };
+        let Some(rest) = t.path.strip_prefix(CUSTOMIZATIONS) else {
+            continue;
+        };
         if rest.is_empty() {
             return None;
         }
@@ -45,7 +47,12 @@ pub fn all_ids(tree: &DataTree<'static>) -> BTreeSet<u32> {
             if module.schema().name() != "module" {
                 continue;
             }
-            if let Some(id) = module.list_keys().next().and_then(|k| k.value_canonical()).and_then(|v| v.parse().ok()) {
+            if let Some(id) = module
+                .list_keys()
+                .next()
+                .and_then(|k| k.value_canonical())
+                .and_then(|v| v.parse().ok())
+            {
                 ids.insert(id);
             }
         }
@@ -84,7 +91,13 @@ fn read_module(node: &DataNodeRef<'_>, id: u32) -> ModuleConfig {
             "priority" => m.priority = value.parse().unwrap_or(100),
             "activated" => m.activated = value == "true",
             "deprecated" => m.deprecated = value == "true",
-            "attach" => m.attach = if value == "immediate" { Attach::Immediate } else { Attach::NewSockets },
+            "attach" => {
+                m.attach = if value == "immediate" {
+                    Attach::Immediate
+                } else {
+                    Attach::NewSockets
+                }
+            }
             "match" => {
                 for leaf in child.children() {
                     let v = leaf.value_canonical().unwrap_or_default();
@@ -111,7 +124,9 @@ fn read_module(node: &DataNodeRef<'_>, id: u32) -> ModuleConfig {
                 for leaf in child.children() {
                     if leaf.schema().name() == "key" {
                         let text = leaf.value_canonical().unwrap_or_default();
-                        m.key = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok();
+                        m.key = base64::engine::general_purpose::STANDARD
+                            .decode(text.trim())
+                            .ok();
                     }
                 }
             }
@@ -132,7 +147,11 @@ fn read_module(node: &DataNodeRef<'_>, id: u32) -> ModuleConfig {
 
 /// The tap changes that turn `old` into `new`, looking only at `ids` (all
 /// ids when `None`).
-pub fn transaction(old: &DataTree<'static>, new: &DataTree<'static>, ids: Option<BTreeSet<u32>>) -> Transaction {
+pub fn transaction(
+    old: &DataTree<'static>,
+    new: &DataTree<'static>,
+    ids: Option<BTreeSet<u32>>,
+) -> Transaction {
     let ids = ids.unwrap_or_else(|| {
         let mut all = all_ids(old);
         all.extend(all_ids(new));
@@ -157,9 +176,15 @@ mod tests {
 
     #[test]
     fn touched_ids_from_paths() {
-        let t = |p: &str| Touched { path: p.to_string(), op: EditOp::Merge };
+        let t = |p: &str| Touched {
+            path: p.to_string(),
+            op: EditOp::Merge,
+        };
         assert_eq!(
-            touched_ids(&[t("/layer45-customization:customizations/module[id='4']/priority"), t("/ietf-netconf-acm:nacm")]),
+            touched_ids(&[
+                t("/layer45-customization:customizations/module[id='4']/priority"),
+                t("/ietf-netconf-acm:nacm")
+            ]),
             Some([4].into_iter().collect())
         );
         assert_eq!(touched_ids(&[t(CUSTOMIZATIONS)]), None);

@@ -7,7 +7,10 @@ use yang3::context::Context;
 
 /// Maps a libyang error to the closest RFC 6241 error-tag.
 pub fn to_rpc_error(ctx: &Context, e: &yang3::Error) -> RpcError {
-    let message = e.msg.clone().unwrap_or_else(|| "validation failed".to_string());
+    let message = e
+        .msg
+        .clone()
+        .unwrap_or_else(|| "validation failed".to_string());
     let tag = classify(&message, e.apptag.as_deref());
     let mut err = RpcError::new(ErrorType::Application, tag).message(message);
     if let Some(app) = &e.apptag {
@@ -27,11 +30,17 @@ fn classify(message: &str, apptag: Option<&str>) -> ErrorTag {
         Some("missing-choice" | "instance-required") => return ErrorTag::DataMissing,
         _ => {}
     }
-    if message.contains("Mandatory node") || message.contains("missing its key") || message.contains("Missing key") {
+    if message.contains("Mandatory node")
+        || message.contains("missing its key")
+        || message.contains("Missing key")
+    {
         ErrorTag::MissingElement
     } else if message.contains("No module with namespace") || message.contains("No module named") {
         ErrorTag::UnknownNamespace
-    } else if message.contains("not found") || message.contains("Unknown element") || message.contains("unknown element") {
+    } else if message.contains("not found")
+        || message.contains("Unknown element")
+        || message.contains("unknown element")
+    {
         ErrorTag::UnknownElement
     } else if message.contains("Duplicate instance") {
         ErrorTag::OperationFailed
@@ -70,7 +79,9 @@ pub fn xml_error_path(ctx: &Context, json_path: &str) -> ErrorPath {
         }
         if c.is_alphabetic() || c == '_' {
             let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '-' | '.' | ':')) {
+            while i < chars.len()
+                && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '-' | '.' | ':'))
+            {
                 i += 1;
             }
             let token: String = chars[start..i].iter().collect();
@@ -102,7 +113,10 @@ pub fn xml_error_path(ctx: &Context, json_path: &str) -> ErrorPath {
         out.push(c);
         i += 1;
     }
-    ErrorPath { xpath: out, namespaces }
+    ErrorPath {
+        xpath: out,
+        namespaces,
+    }
 }
 
 #[cfg(test)]
@@ -112,17 +126,41 @@ mod tests {
     #[test]
     fn json_path_gets_xml_prefixes() {
         let ctx = l45_yang::context().expect("context");
-        let p = xml_error_path(ctx, "/layer45-customization:customizations/module[id='5']/priority");
-        assert_eq!(p.xpath, "/l45:customizations/l45:module[l45:id='5']/l45:priority");
-        assert_eq!(p.namespaces, vec![("l45".to_string(), l45_yang::L45_NAMESPACE.to_string())]);
-        let q = xml_error_path(ctx, "/layer45-customization:customizations/module[name='a:b c']");
+        let p = xml_error_path(
+            ctx,
+            "/layer45-customization:customizations/module[id='5']/priority",
+        );
+        assert_eq!(
+            p.xpath,
+            "/l45:customizations/l45:module[l45:id='5']/l45:priority"
+        );
+        assert_eq!(
+            p.namespaces,
+            vec![("l45".to_string(), l45_yang::L45_NAMESPACE.to_string())]
+        );
+        let q = xml_error_path(
+            ctx,
+            "/layer45-customization:customizations/module[name='a:b c']",
+        );
         assert_eq!(q.xpath, "/l45:customizations/l45:module[l45:name='a:b c']");
     }
 
     #[test]
     fn classification() {
-        assert_eq!(classify("Mandatory node \"name\" instance does not exist.", None), ErrorTag::MissingElement);
-        assert_eq!(classify("Value \"70000\" is out of type uint16 min/max bounds.", None), ErrorTag::InvalidValue);
-        assert_eq!(classify("x", Some("data-not-unique")), ErrorTag::OperationFailed);
+        assert_eq!(
+            classify("Mandatory node \"name\" instance does not exist.", None),
+            ErrorTag::MissingElement
+        );
+        assert_eq!(
+            classify(
+                "Value \"70000\" is out of type uint16 min/max bounds.",
+                None
+            ),
+            ErrorTag::InvalidValue
+        );
+        assert_eq!(
+            classify("x", Some("data-not-unique")),
+            ErrorTag::OperationFailed
+        );
     }
 }

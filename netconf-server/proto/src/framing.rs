@@ -31,7 +31,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message: 64 * 1024 * 1024, max_chunk: 64 * 1024 * 1024 }
+        Limits {
+            max_message: 64 * 1024 * 1024,
+            max_chunk: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -174,7 +177,9 @@ impl Decoder {
                         break None;
                     }
                     if avail[0] != b'\n' || avail[1] != b'#' {
-                        return Err(FramingError::BadChunkHeader(describe(&avail[..avail.len().min(12)])));
+                        return Err(FramingError::BadChunkHeader(describe(
+                            &avail[..avail.len().min(12)],
+                        )));
                     }
                     if avail[2] == b'#' {
                         if avail.len() < 4 {
@@ -185,12 +190,17 @@ impl Decoder {
                         }
                         pos += 4;
                         if self.message_size == 0 {
-                            return Err(FramingError::BadChunkHeader("end-of-chunks before any chunk".into()));
+                            return Err(FramingError::BadChunkHeader(
+                                "end-of-chunks before any chunk".into(),
+                            ));
                         }
                         let size = std::mem::take(&mut self.message_size);
                         let message = std::mem::take(&mut self.message);
                         break Some(if std::mem::take(&mut self.discarding) {
-                            Frame::Oversized { head: message, size }
+                            Frame::Oversized {
+                                head: message,
+                                size,
+                            }
                         } else {
                             Frame::Message(message)
                         });
@@ -199,16 +209,25 @@ impl Decoder {
                     let digits = &avail[2..];
                     let Some(nl) = digits.iter().take(11).position(|&b| b == b'\n') else {
                         if digits.len() > 10 {
-                            return Err(FramingError::BadChunkHeader(describe(&avail[..avail.len().min(14)])));
+                            return Err(FramingError::BadChunkHeader(describe(
+                                &avail[..avail.len().min(14)],
+                            )));
                         }
                         if let Some(bad) = digits.iter().find(|b| !b.is_ascii_digit()) {
-                            return Err(FramingError::BadChunkHeader(format!("unexpected byte 0x{bad:02x} in chunk size")));
+                            return Err(FramingError::BadChunkHeader(format!(
+                                "unexpected byte 0x{bad:02x} in chunk size"
+                            )));
                         }
                         break None;
                     };
                     let size_text = &digits[..nl];
-                    if size_text.is_empty() || size_text[0] == b'0' || !size_text.iter().all(u8::is_ascii_digit) {
-                        return Err(FramingError::BadChunkHeader(describe(&avail[..(nl + 3).min(avail.len())])));
+                    if size_text.is_empty()
+                        || size_text[0] == b'0'
+                        || !size_text.iter().all(u8::is_ascii_digit)
+                    {
+                        return Err(FramingError::BadChunkHeader(describe(
+                            &avail[..(nl + 3).min(avail.len())],
+                        )));
                     }
                     let size: u64 = std::str::from_utf8(size_text)
                         .ok()
@@ -216,7 +235,10 @@ impl Decoder {
                         .filter(|s| *s <= MAX_CHUNK_SIZE_RFC)
                         .ok_or_else(|| FramingError::BadChunkHeader(describe(size_text)))?;
                     if size > self.limits.max_chunk {
-                        return Err(FramingError::ChunkTooLarge { size, max: self.limits.max_chunk });
+                        return Err(FramingError::ChunkTooLarge {
+                            size,
+                            max: self.limits.max_chunk,
+                        });
                     }
                     pos += 2 + nl + 1;
                     self.chunk = ChunkState::Data(size);
@@ -241,7 +263,11 @@ impl Decoder {
                     self.message_size = new_size;
                     pos += take;
                     let left = left - take as u64;
-                    self.chunk = if left == 0 { ChunkState::Header } else { ChunkState::Data(left) };
+                    self.chunk = if left == 0 {
+                        ChunkState::Header
+                    } else {
+                        ChunkState::Data(left)
+                    };
                 }
             }
         };
@@ -302,7 +328,10 @@ mod tests {
     fn eom_single_message() {
         let mut d = Decoder::new(Limits::default());
         d.push(b"<hello/>]]>]]>");
-        assert_eq!(decode_all(&mut d).unwrap(), vec![Frame::Message(b"<hello/>".to_vec())]);
+        assert_eq!(
+            decode_all(&mut d).unwrap(),
+            vec![Frame::Message(b"<hello/>".to_vec())]
+        );
         assert_eq!(d.buffered(), 0);
     }
 
@@ -315,16 +344,28 @@ mod tests {
             d.push(&[*b]);
             got.extend(decode_all(&mut d).unwrap());
         }
-        assert_eq!(got, vec![Frame::Message(b"<a/>".to_vec()), Frame::Message(b"<b/>".to_vec())]);
+        assert_eq!(
+            got,
+            vec![
+                Frame::Message(b"<a/>".to_vec()),
+                Frame::Message(b"<b/>".to_vec())
+            ]
+        );
     }
 
     #[test]
     fn eom_coalesced_messages_then_switch_to_chunked() {
         let mut d = Decoder::new(Limits::default());
         d.push(b"<hello/>]]>]]>\n#4\n<a/>\n##\n");
-        assert_eq!(d.next_frame().unwrap(), Some(Frame::Message(b"<hello/>".to_vec())));
+        assert_eq!(
+            d.next_frame().unwrap(),
+            Some(Frame::Message(b"<hello/>".to_vec()))
+        );
         d.set_framing(Framing::Chunked);
-        assert_eq!(d.next_frame().unwrap(), Some(Frame::Message(b"<a/>".to_vec())));
+        assert_eq!(
+            d.next_frame().unwrap(),
+            Some(Frame::Message(b"<a/>".to_vec()))
+        );
         assert_eq!(d.next_frame().unwrap(), None);
     }
 
@@ -333,7 +374,10 @@ mod tests {
         // RFC 6242 section 4.2 example, two chunks.
         let mut d = chunked();
         d.push(b"\n#4\n<rpc\n#18\n message-id=\"102\"\n\n##\n");
-        assert_eq!(decode_all(&mut d).unwrap(), vec![Frame::Message(b"<rpc message-id=\"102\"\n".to_vec())]);
+        assert_eq!(
+            decode_all(&mut d).unwrap(),
+            vec![Frame::Message(b"<rpc message-id=\"102\"\n".to_vec())]
+        );
     }
 
     #[test]
@@ -355,7 +399,17 @@ mod tests {
 
     #[test]
     fn chunked_bad_headers_are_fatal() {
-        for bad in [&b"\n#0\nx\n##\n"[..], b"\n#01\nx", b"\n#x\n", b"#4\n<a/>", b"\n#-1\n", b"\n##\n", b"\n##x", b"\n#12345678901\n", b"\n#4294967296\n"] {
+        for bad in [
+            &b"\n#0\nx\n##\n"[..],
+            b"\n#01\nx",
+            b"\n#x\n",
+            b"#4\n<a/>",
+            b"\n#-1\n",
+            b"\n##\n",
+            b"\n##x",
+            b"\n#12345678901\n",
+            b"\n#4294967296\n",
+        ] {
             let mut d = chunked();
             d.push(bad);
             assert!(
@@ -374,20 +428,32 @@ mod tests {
         d.push(b"\n<rpc></rpc>\n##");
         assert_eq!(d.next_frame().unwrap(), None);
         d.push(b"\n");
-        assert_eq!(d.next_frame().unwrap(), Some(Frame::Message(b"<rpc></rpc>".to_vec())));
+        assert_eq!(
+            d.next_frame().unwrap(),
+            Some(Frame::Message(b"<rpc></rpc>".to_vec()))
+        );
     }
 
     #[test]
     fn chunk_over_limit_is_fatal() {
-        let mut d = Decoder::new(Limits { max_message: 100, max_chunk: 10 });
+        let mut d = Decoder::new(Limits {
+            max_message: 100,
+            max_chunk: 10,
+        });
         d.set_framing(Framing::Chunked);
         d.push(b"\n#11\n");
-        assert_eq!(d.next_frame(), Err(FramingError::ChunkTooLarge { size: 11, max: 10 }));
+        assert_eq!(
+            d.next_frame(),
+            Err(FramingError::ChunkTooLarge { size: 11, max: 10 })
+        );
     }
 
     #[test]
     fn chunked_oversized_message_is_discarded_and_stream_continues() {
-        let mut d = Decoder::new(Limits { max_message: 16, max_chunk: 16 });
+        let mut d = Decoder::new(Limits {
+            max_message: 16,
+            max_chunk: 16,
+        });
         d.set_framing(Framing::Chunked);
         d.push(b"\n#10\n<rpc messa\n#10\nge-id=\"7\" \n#10\n/>........\n##\n\n#4\n<a/>\n##\n");
         let frames = decode_all(&mut d).unwrap();
@@ -404,9 +470,17 @@ mod tests {
 
     #[test]
     fn eom_oversized_message_is_discarded_and_stream_continues() {
-        let mut d = Decoder::new(Limits { max_message: 8, max_chunk: 8 });
+        let mut d = Decoder::new(Limits {
+            max_message: 8,
+            max_chunk: 8,
+        });
         let mut got = Vec::new();
-        for part in [&b"<rpc message-id=\"9\">"[..], b"xxxxxxxxxxxxxxxxxxxxxxxxx", b"</rpc>]]>", b"]]><a/>]]>]]>"] {
+        for part in [
+            &b"<rpc message-id=\"9\">"[..],
+            b"xxxxxxxxxxxxxxxxxxxxxxxxx",
+            b"</rpc>]]>",
+            b"]]><a/>]]>]]>",
+        ] {
             d.push(part);
             got.extend(decode_all(&mut d).unwrap());
         }
@@ -428,7 +502,10 @@ mod tests {
             let mut d = Decoder::new(Limits::default());
             d.set_framing(framing);
             d.push(&encode(b"<rpc-reply/>", framing));
-            assert_eq!(d.next_frame().unwrap(), Some(Frame::Message(b"<rpc-reply/>".to_vec())));
+            assert_eq!(
+                d.next_frame().unwrap(),
+                Some(Frame::Message(b"<rpc-reply/>".to_vec()))
+            );
         }
         assert_eq!(encode(b"<a/>", Framing::Chunked), b"\n#4\n<a/>\n##\n");
     }

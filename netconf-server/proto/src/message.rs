@@ -51,14 +51,24 @@ impl Hello {
                     .collect()
             })
             .unwrap_or_default();
-        if !capabilities.iter().any(|c| c == CAP_BASE_10 || c == CAP_BASE_11) {
+        if !capabilities
+            .iter()
+            .any(|c| c == CAP_BASE_10 || c == CAP_BASE_11)
+        {
             return Err(HelloError::NoBase);
         }
         let session_id = match root.child(BASE_NS, "session-id") {
-            Some(s) => Some(s.trimmed_text().parse().map_err(|_| HelloError::BadSessionId(s.text.clone()))?),
+            Some(s) => Some(
+                s.trimmed_text()
+                    .parse()
+                    .map_err(|_| HelloError::BadSessionId(s.text.clone()))?,
+            ),
             None => None,
         };
-        Ok(Hello { capabilities, session_id })
+        Ok(Hello {
+            capabilities,
+            session_id,
+        })
     }
 
     pub fn to_xml(&self) -> String {
@@ -105,7 +115,10 @@ pub enum Incoming {
     Rpc(Rpc),
     /// Well-formed but unusable; reply with this error. `message_id` and the
     /// echo attributes are filled in where the envelope allowed.
-    Invalid { echo_attrs: Vec<(String, String)>, error: RpcError },
+    Invalid {
+        echo_attrs: Vec<(String, String)>,
+        error: RpcError,
+    },
 }
 
 /// Parses a message that should be an `<rpc>`; never fails, every problem
@@ -114,19 +127,25 @@ pub fn parse_rpc(bytes: Vec<u8>) -> Incoming {
     // XML 1.0 forbids NUL; rejecting it here also keeps it away from C
     // libraries further on.
     if bytes.contains(&0) {
-        let echo_attrs = message_id_from_head(&bytes).map(|id| vec![("message-id".to_string(), id)]).unwrap_or_default();
+        let echo_attrs = message_id_from_head(&bytes)
+            .map(|id| vec![("message-id".to_string(), id)])
+            .unwrap_or_default();
         return Incoming::Invalid {
             echo_attrs,
-            error: RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage).message("message contains a NUL byte"),
+            error: RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage)
+                .message("message contains a NUL byte"),
         };
     }
     let root = match xml::parse(&bytes) {
         Ok(root) => root,
         Err(e) => {
-            let echo_attrs = message_id_from_head(&bytes).map(|id| vec![("message-id".to_string(), id)]).unwrap_or_default();
+            let echo_attrs = message_id_from_head(&bytes)
+                .map(|id| vec![("message-id".to_string(), id)])
+                .unwrap_or_default();
             return Incoming::Invalid {
                 echo_attrs,
-                error: RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage).message(e.to_string()),
+                error: RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage)
+                    .message(e.to_string()),
             };
         }
     };
@@ -134,7 +153,11 @@ pub fn parse_rpc(bytes: Vec<u8>) -> Incoming {
         .attrs
         .iter()
         .map(|a| (a.qname.clone(), a.value.clone()))
-        .chain(root.ns_decls.iter().filter_map(|(p, uri)| p.as_ref().map(|p| (format!("xmlns:{p}"), uri.clone()))))
+        .chain(
+            root.ns_decls
+                .iter()
+                .filter_map(|(p, uri)| p.as_ref().map(|p| (format!("xmlns:{p}"), uri.clone()))),
+        )
         .collect();
     if !root.is(BASE_NS, "rpc") {
         let error = if root.name == "rpc" {
@@ -163,14 +186,22 @@ pub fn parse_rpc(bytes: Vec<u8>) -> Incoming {
     let mut root = root;
     if root.children.len() != 1 {
         let error = if root.children.is_empty() {
-            RpcError::new(ErrorType::Rpc, ErrorTag::MissingElement).message("<rpc> holds no operation")
+            RpcError::new(ErrorType::Rpc, ErrorTag::MissingElement)
+                .message("<rpc> holds no operation")
         } else {
-            RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage).message("<rpc> holds more than one operation")
+            RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage)
+                .message("<rpc> holds more than one operation")
         };
         return Incoming::Invalid { echo_attrs, error };
     }
     let operation = root.children.remove(0);
-    Incoming::Rpc(Rpc { message_id, echo_attrs, scope, operation, source: bytes })
+    Incoming::Rpc(Rpc {
+        message_id,
+        echo_attrs,
+        scope,
+        operation,
+        source: bytes,
+    })
 }
 
 /// Finds `message-id="…"` in the first bytes of a message that could not be
@@ -179,10 +210,16 @@ pub fn message_id_from_head(bytes: &[u8]) -> Option<String> {
     let head = &bytes[..bytes.len().min(crate::framing::OVERSIZE_HEAD)];
     let text = String::from_utf8_lossy(head);
     let rpc_at = text.find("rpc")?;
-    let tag_end = text[rpc_at..].find('>').map(|i| i + rpc_at).unwrap_or(text.len());
+    let tag_end = text[rpc_at..]
+        .find('>')
+        .map(|i| i + rpc_at)
+        .unwrap_or(text.len());
     let tag = &text[rpc_at..tag_end];
     let at = tag.find("message-id")?;
-    let rest = tag[at + "message-id".len()..].trim_start().strip_prefix('=')?.trim_start();
+    let rest = tag[at + "message-id".len()..]
+        .trim_start()
+        .strip_prefix('=')?
+        .trim_start();
     let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
     let value = &rest[1..];
     let end = value.find(quote)?;
@@ -316,7 +353,14 @@ pub struct RpcError {
 
 impl RpcError {
     pub fn new(error_type: ErrorType, tag: ErrorTag) -> Self {
-        RpcError { error_type, tag, app_tag: None, path: None, message: None, info: Vec::new() }
+        RpcError {
+            error_type,
+            tag,
+            app_tag: None,
+            path: None,
+            message: None,
+            info: Vec::new(),
+        }
     }
 
     pub fn message(mut self, message: impl Into<String>) -> Self {
@@ -345,7 +389,11 @@ impl RpcError {
         let _ = write!(out, "<error-tag>{}</error-tag>", self.tag.as_str());
         out.push_str("<error-severity>error</error-severity>");
         if let Some(app_tag) = &self.app_tag {
-            let _ = write!(out, "<error-app-tag>{}</error-app-tag>", escape_text(app_tag));
+            let _ = write!(
+                out,
+                "<error-app-tag>{}</error-app-tag>",
+                escape_text(app_tag)
+            );
         }
         if let Some(path) = &self.path {
             out.push_str("<error-path");
@@ -355,7 +403,11 @@ impl RpcError {
             let _ = write!(out, ">{}</error-path>", escape_text(&path.xpath));
         }
         if let Some(message) = &self.message {
-            let _ = write!(out, "<error-message xml:lang=\"en\">{}</error-message>", escape_text(message));
+            let _ = write!(
+                out,
+                "<error-message xml:lang=\"en\">{}</error-message>",
+                escape_text(message)
+            );
         }
         if !self.info.is_empty() {
             out.push_str("<error-info>");
@@ -375,7 +427,10 @@ mod tests {
 
     #[test]
     fn hello_round_trip_and_base11() {
-        let hello = Hello { capabilities: vec![CAP_BASE_10.into(), CAP_BASE_11.into()], session_id: Some(7) };
+        let hello = Hello {
+            capabilities: vec![CAP_BASE_10.into(), CAP_BASE_11.into()],
+            session_id: Some(7),
+        };
         let parsed = Hello::parse(hello.to_xml().as_bytes()).unwrap();
         assert_eq!(parsed, hello);
         assert!(parsed.supports_base_11());
@@ -386,13 +441,20 @@ mod tests {
         let xml = format!("<hello xmlns=\"{BASE_NS}\"><capabilities><capability>urn:x</capability></capabilities></hello>");
         assert_eq!(Hello::parse(xml.as_bytes()), Err(HelloError::NoBase));
         let wrong_ns = "<hello xmlns=\"urn:other\"><capabilities/></hello>";
-        assert!(matches!(Hello::parse(wrong_ns.as_bytes()), Err(HelloError::NotHello(_))));
+        assert!(matches!(
+            Hello::parse(wrong_ns.as_bytes()),
+            Err(HelloError::NotHello(_))
+        ));
     }
 
     #[test]
     fn prefixed_rpc_is_parsed_by_namespace() {
-        let msg = format!(r#"<nc:rpc xmlns:nc="{BASE_NS}" message-id="101" xmlns:ex="urn:ex" ex:user="a"><nc:get/></nc:rpc>"#);
-        let Incoming::Rpc(rpc) = parse_rpc(msg.into_bytes()) else { panic!("rpc expected") };
+        let msg = format!(
+            r#"<nc:rpc xmlns:nc="{BASE_NS}" message-id="101" xmlns:ex="urn:ex" ex:user="a"><nc:get/></nc:rpc>"#
+        );
+        let Incoming::Rpc(rpc) = parse_rpc(msg.into_bytes()) else {
+            panic!("rpc expected")
+        };
         assert_eq!(rpc.message_id.as_deref(), Some("101"));
         assert!(rpc.operation.is(BASE_NS, "get"));
         let reply = ok_reply(&rpc.echo_attrs);
@@ -404,7 +466,8 @@ mod tests {
 
     #[test]
     fn rpc_in_wrong_namespace_is_unknown_namespace() {
-        let Incoming::Invalid { echo_attrs, error } = parse_rpc(br#"<rpc xmlns="urn:wrong" message-id="5"><get/></rpc>"#.to_vec())
+        let Incoming::Invalid { echo_attrs, error } =
+            parse_rpc(br#"<rpc xmlns="urn:wrong" message-id="5"><get/></rpc>"#.to_vec())
         else {
             panic!("invalid expected")
         };
@@ -415,21 +478,31 @@ mod tests {
     #[test]
     fn missing_message_id_is_missing_attribute() {
         let msg = format!(r#"<rpc xmlns="{BASE_NS}"><get/></rpc>"#);
-        let Incoming::Invalid { error, .. } = parse_rpc(msg.into_bytes()) else { panic!() };
+        let Incoming::Invalid { error, .. } = parse_rpc(msg.into_bytes()) else {
+            panic!()
+        };
         assert_eq!(error.tag, ErrorTag::MissingAttribute);
     }
 
     #[test]
     fn truncated_xml_is_malformed_and_keeps_message_id() {
         let msg = format!(r#"<rpc xmlns="{BASE_NS}" message-id="42"><get-config><source>"#);
-        let Incoming::Invalid { echo_attrs, error } = parse_rpc(msg.into_bytes()) else { panic!() };
+        let Incoming::Invalid { echo_attrs, error } = parse_rpc(msg.into_bytes()) else {
+            panic!()
+        };
         assert_eq!(error.tag, ErrorTag::MalformedMessage);
-        assert_eq!(echo_attrs, vec![("message-id".to_string(), "42".to_string())]);
+        assert_eq!(
+            echo_attrs,
+            vec![("message-id".to_string(), "42".to_string())]
+        );
     }
 
     #[test]
     fn garbage_is_malformed() {
-        let Incoming::Invalid { error, echo_attrs } = parse_rpc(vec![0, 159, 146, 150, b'<', b'<']) else { panic!() };
+        let Incoming::Invalid { error, echo_attrs } = parse_rpc(vec![0, 159, 146, 150, b'<', b'<'])
+        else {
+            panic!()
+        };
         assert_eq!(error.tag, ErrorTag::MalformedMessage);
         assert!(echo_attrs.is_empty());
     }
@@ -437,17 +510,27 @@ mod tests {
     #[test]
     fn empty_and_double_operations_are_errors() {
         let msg = format!(r#"<rpc xmlns="{BASE_NS}" message-id="1"></rpc>"#);
-        let Incoming::Invalid { error, .. } = parse_rpc(msg.into_bytes()) else { panic!() };
+        let Incoming::Invalid { error, .. } = parse_rpc(msg.into_bytes()) else {
+            panic!()
+        };
         assert_eq!(error.tag, ErrorTag::MissingElement);
         let msg = format!(r#"<rpc xmlns="{BASE_NS}" message-id="1"><get/><get/></rpc>"#);
-        let Incoming::Invalid { error, .. } = parse_rpc(msg.into_bytes()) else { panic!() };
+        let Incoming::Invalid { error, .. } = parse_rpc(msg.into_bytes()) else {
+            panic!()
+        };
         assert_eq!(error.tag, ErrorTag::MalformedMessage);
     }
 
     #[test]
     fn message_id_from_head_variants() {
-        assert_eq!(message_id_from_head(br#"<rpc message-id = '7' xmlns="x">"#).as_deref(), Some("7"));
-        assert_eq!(message_id_from_head(br#"<nc:rpc xmlns:nc="x" message-id="a b">"#).as_deref(), Some("a b"));
+        assert_eq!(
+            message_id_from_head(br#"<rpc message-id = '7' xmlns="x">"#).as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            message_id_from_head(br#"<nc:rpc xmlns:nc="x" message-id="a b">"#).as_deref(),
+            Some("a b")
+        );
         assert_eq!(message_id_from_head(b"<rpc><message-id>").as_deref(), None);
         assert_eq!(message_id_from_head(b"garbage").as_deref(), None);
     }
@@ -455,7 +538,10 @@ mod tests {
     #[test]
     fn rpc_error_xml_matches_rfc6241_shape() {
         let e = RpcError::new(ErrorType::Application, ErrorTag::InvalidValue)
-            .path(ErrorPath { xpath: "/l45:customizations/l45:module[l45:id='1']/l45:priority".into(), namespaces: vec![("l45".into(), "urn:l45".into())] })
+            .path(ErrorPath {
+                xpath: "/l45:customizations/l45:module[l45:id='1']/l45:priority".into(),
+                namespaces: vec![("l45".into(), "urn:l45".into())],
+            })
             .message("value out of range <70000>")
             .info("bad-element", "priority");
         let xml = e.to_xml();

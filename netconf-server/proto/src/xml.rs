@@ -58,7 +58,10 @@ impl Element {
     }
 
     pub fn attr(&self, ns: Option<&str>, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|a| a.name == name && a.ns.as_deref() == ns).map(|a| a.value.as_str())
+        self.attrs
+            .iter()
+            .find(|a| a.name == name && a.ns.as_deref() == ns)
+            .map(|a| a.value.as_str())
     }
 
     pub fn trimmed_text(&self) -> &str {
@@ -112,7 +115,10 @@ pub fn parse(source: &[u8]) -> Result<Element, XmlError> {
     reader.config_mut().check_comments = true;
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Element> = None;
-    let base_scope: Vec<NsDecl> = vec![(Some("xml".to_string()), "http://www.w3.org/XML/1998/namespace".to_string())];
+    let base_scope: Vec<NsDecl> = vec![(
+        Some("xml".to_string()),
+        "http://www.w3.org/XML/1998/namespace".to_string(),
+    )];
     loop {
         let start_pos = reader.buffer_position() as usize;
         let event = reader.read_event().map_err(|e| XmlError {
@@ -120,7 +126,10 @@ pub fn parse(source: &[u8]) -> Result<Element, XmlError> {
             message: e.to_string(),
         })?;
         let end_pos = reader.buffer_position() as usize;
-        let err = |message: String| XmlError { position: start_pos as u64, message };
+        let err = |message: String| XmlError {
+            position: start_pos as u64,
+            message,
+        };
         match event {
             Event::Start(start) | Event::Empty(start) if root.is_some() => {
                 let _ = start;
@@ -131,8 +140,12 @@ pub fn parse(source: &[u8]) -> Result<Element, XmlError> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(err(format!("elements nested deeper than {MAX_DEPTH}")));
                 }
-                let parent_scope = stack.last().map(|f| f.scope.as_slice()).unwrap_or(&base_scope);
-                let (element, scope) = open_element(start, parent_scope, start_pos, end_pos).map_err(err)?;
+                let parent_scope = stack
+                    .last()
+                    .map(|f| f.scope.as_slice())
+                    .unwrap_or(&base_scope);
+                let (element, scope) =
+                    open_element(start, parent_scope, start_pos, end_pos).map_err(err)?;
                 if is_empty {
                     match stack.last_mut() {
                         Some(parent) => parent.element.children.push(element),
@@ -210,13 +223,20 @@ fn open_element(
     start_pos: usize,
     end_pos: usize,
 ) -> Result<(Element, Vec<NsDecl>), String> {
-    let qname = std::str::from_utf8(start.name().as_ref()).map_err(|e| e.to_string())?.to_string();
+    let qname = std::str::from_utf8(start.name().as_ref())
+        .map_err(|e| e.to_string())?
+        .to_string();
     let mut ns_decls = Vec::new();
     let mut raw_attrs = Vec::new();
     for attr in start.attributes().with_checks(true) {
         let attr = attr.map_err(|e| e.to_string())?;
-        let key = std::str::from_utf8(attr.key.as_ref()).map_err(|e| e.to_string())?.to_string();
-        let value = attr.unescape_value().map_err(|e| e.to_string())?.into_owned();
+        let key = std::str::from_utf8(attr.key.as_ref())
+            .map_err(|e| e.to_string())?
+            .to_string();
+        let value = attr
+            .unescape_value()
+            .map_err(|e| e.to_string())?
+            .into_owned();
         if key == "xmlns" {
             ns_decls.push((None, value));
         } else if let Some(prefix) = key.strip_prefix("xmlns:") {
@@ -234,11 +254,17 @@ fn open_element(
         scope.push(decl.clone());
     }
     let lookup = |prefix: Option<&str>| -> Option<String> {
-        scope.iter().rev().find(|(p, _)| p.as_deref() == prefix).map(|(_, uri)| uri.clone()).filter(|u| !u.is_empty())
+        scope
+            .iter()
+            .rev()
+            .find(|(p, _)| p.as_deref() == prefix)
+            .map(|(_, uri)| uri.clone())
+            .filter(|u| !u.is_empty())
     };
     let (ns, name) = match qname.split_once(':') {
         Some((prefix, local)) => {
-            let ns = lookup(Some(prefix)).ok_or_else(|| format!("undeclared namespace prefix '{prefix}'"))?;
+            let ns = lookup(Some(prefix))
+                .ok_or_else(|| format!("undeclared namespace prefix '{prefix}'"))?;
             (Some(ns), local.to_string())
         }
         None => (lookup(None), qname.clone()),
@@ -247,13 +273,19 @@ fn open_element(
     for (key, value) in raw_attrs {
         let (ns, name) = match key.split_once(':') {
             Some((prefix, local)) => {
-                let ns = lookup(Some(prefix)).ok_or_else(|| format!("undeclared namespace prefix '{prefix}'"))?;
+                let ns = lookup(Some(prefix))
+                    .ok_or_else(|| format!("undeclared namespace prefix '{prefix}'"))?;
                 (Some(ns), local.to_string())
             }
             // Unprefixed attributes are in no namespace.
             None => (None, key.clone()),
         };
-        attrs.push(Attribute { ns, name, qname: key, value });
+        attrs.push(Attribute {
+            ns,
+            name,
+            qname: key,
+            value,
+        });
     }
     let element = Element {
         ns,
@@ -309,7 +341,11 @@ mod tests {
         assert_eq!(root.attr(None, "message-id"), Some("1"));
         let op = &root.children[0];
         assert!(op.is("urn:b", "get-config"));
-        assert!(op.child("urn:b", "source").unwrap().child("urn:b", "running").is_some());
+        assert!(op
+            .child("urn:b", "source")
+            .unwrap()
+            .child("urn:b", "running")
+            .is_some());
     }
 
     #[test]
@@ -332,7 +368,11 @@ mod tests {
             b"<a b='1' b='2'/>",
             b"text",
         ] {
-            assert!(parse(bad).is_err(), "{:?} should fail", String::from_utf8_lossy(bad));
+            assert!(
+                parse(bad).is_err(),
+                "{:?} should fail",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -355,7 +395,10 @@ mod tests {
         let scope = config.scope_for_children(&scope);
         let top = &config.children[0];
         let xml = top.standalone_xml(src, &scope);
-        assert_eq!(xml, r#"<l:top xmlns="urn:b" xmlns:l="urn:l"><l:x>1</l:x></l:top>"#);
+        assert_eq!(
+            xml,
+            r#"<l:top xmlns="urn:b" xmlns:l="urn:l"><l:x>1</l:x></l:top>"#
+        );
         let reparsed = parse(xml.as_bytes()).unwrap();
         assert!(reparsed.is("urn:l", "top"));
     }

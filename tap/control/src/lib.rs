@@ -62,7 +62,10 @@ pub struct ModuleConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Register(ModuleConfig),
-    Update { old: ModuleConfig, new: ModuleConfig },
+    Update {
+        old: ModuleConfig,
+        new: ModuleConfig,
+    },
     Unregister(ModuleConfig),
 }
 
@@ -193,7 +196,12 @@ pub trait TapControl: Send + Sync {
     /// Sockets the tap has matched.
     fn sockets(&self) -> Vec<SocketInfo>;
     /// Relays a challenge to module `id` and returns its answer.
-    fn challenge(&self, id: u32, nonce: &[u8], ciphertext: &[u8]) -> Result<ChallengeAnswer, TapError>;
+    fn challenge(
+        &self,
+        id: u32,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<ChallengeAnswer, TapError>;
     /// Stores module code that is not built in.
     fn install(&self, id: u32, image: &[u8], sha256_hex: &str) -> Result<(), TapError>;
 }
@@ -230,7 +238,11 @@ struct RecordingInner {
 
 impl RecordingTap {
     pub fn new(capacity: Option<usize>, keep_log: bool) -> Self {
-        RecordingTap { inner: Mutex::default(), capacity, keep_log }
+        RecordingTap {
+            inner: Mutex::default(),
+            capacity,
+            keep_log,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RecordingInner> {
@@ -264,7 +276,10 @@ impl TapControl for RecordingTap {
             match change {
                 Change::Register(m) => {
                     if inner.modules.contains_key(&m.id) {
-                        return Err(TapError::Refused { id: m.id, reason: "already registered".into() });
+                        return Err(TapError::Refused {
+                            id: m.id,
+                            reason: "already registered".into(),
+                        });
                     }
                     count += 1;
                 }
@@ -274,7 +289,9 @@ impl TapControl for RecordingTap {
         }
         if let Some(cap) = self.capacity {
             if count > cap as isize {
-                return Err(TapError::ResourceExhausted(format!("the tap holds at most {cap} modules")));
+                return Err(TapError::ResourceExhausted(format!(
+                    "the tap holds at most {cap} modules"
+                )));
             }
         }
         Ok(())
@@ -308,7 +325,16 @@ impl TapControl for RecordingTap {
         self.lock()
             .modules
             .values()
-            .map(|m| ModuleStats::idle(m.id, if m.deprecated { ModuleState::Deprecated } else { ModuleState::Registered }))
+            .map(|m| {
+                ModuleStats::idle(
+                    m.id,
+                    if m.deprecated {
+                        ModuleState::Deprecated
+                    } else {
+                        ModuleState::Registered
+                    },
+                )
+            })
             .collect()
     }
 
@@ -316,15 +342,24 @@ impl TapControl for RecordingTap {
         Vec::new()
     }
 
-    fn challenge(&self, id: u32, _nonce: &[u8], _ciphertext: &[u8]) -> Result<ChallengeAnswer, TapError> {
+    fn challenge(
+        &self,
+        id: u32,
+        _nonce: &[u8],
+        _ciphertext: &[u8],
+    ) -> Result<ChallengeAnswer, TapError> {
         if !self.lock().modules.contains_key(&id) {
             return Err(TapError::UnknownModule(id));
         }
-        Err(TapError::Unsupported("challenge-response (the recording tap runs no module code)"))
+        Err(TapError::Unsupported(
+            "challenge-response (the recording tap runs no module code)",
+        ))
     }
 
     fn install(&self, id: u32, _image: &[u8], sha256_hex: &str) -> Result<(), TapError> {
-        self.lock().installed.insert(id, sha256_hex.to_ascii_lowercase());
+        self.lock()
+            .installed
+            .insert(id, sha256_hex.to_ascii_lowercase());
         Ok(())
     }
 }
@@ -351,17 +386,29 @@ mod tests {
     #[test]
     fn prepare_over_capacity_fails_and_changes_nothing() {
         let tap = RecordingTap::new(Some(1), true);
-        let one = Transaction { changes: vec![Change::Register(module(1))] };
+        let one = Transaction {
+            changes: vec![Change::Register(module(1))],
+        };
         tap.prepare(&one).unwrap();
         tap.apply(&one);
-        let two = Transaction { changes: vec![Change::Register(module(2))] };
-        assert!(matches!(tap.prepare(&two), Err(TapError::ResourceExhausted(_))));
+        let two = Transaction {
+            changes: vec![Change::Register(module(2))],
+        };
+        assert!(matches!(
+            tap.prepare(&two),
+            Err(TapError::ResourceExhausted(_))
+        ));
         assert_eq!(tap.modules().len(), 1);
         // Replacing within capacity is fine.
-        let swap = Transaction { changes: vec![Change::Unregister(module(1)), Change::Register(module(2))] };
+        let swap = Transaction {
+            changes: vec![Change::Unregister(module(1)), Change::Register(module(2))],
+        };
         tap.prepare(&swap).unwrap();
         tap.apply(&swap);
-        assert_eq!(tap.modules().iter().map(|m| m.id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            tap.modules().iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![2]
+        );
         assert_eq!(tap.log().len(), 5);
     }
 
@@ -369,11 +416,15 @@ mod tests {
     fn stats_follow_deprecation() {
         let tap = RecordingTap::new(None, false);
         let mut m = module(3);
-        tap.apply(&Transaction { changes: vec![Change::Register(m.clone())] });
+        tap.apply(&Transaction {
+            changes: vec![Change::Register(m.clone())],
+        });
         assert_eq!(tap.module_stats()[0].state, ModuleState::Registered);
         let old = m.clone();
         m.deprecated = true;
-        tap.apply(&Transaction { changes: vec![Change::Update { old, new: m }] });
+        tap.apply(&Transaction {
+            changes: vec![Change::Update { old, new: m }],
+        });
         assert_eq!(tap.module_stats()[0].state, ModuleState::Deprecated);
         assert!(tap.log().is_empty());
     }

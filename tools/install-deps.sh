@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need on a fresh Debian machine that
+# has the Rust toolchain, gcc, Python and git. Idempotent; quiet when all is
+# there already.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS=(cmake libpcre2-dev libyang2-tools netconfd yangcli openssh-client)
+missing=()
+for p in "${DEBS[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+VENV=${L45_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "== creating Python venv $VENV"
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r tools/requirements.txt
