@@ -11,7 +11,7 @@ passed=0; failed=0
 
 echo "== cargo test"
 if cargo test --workspace --quiet 2>&1 | tee /tmp/l45-cargo-test.log; then :; else failed=$((failed+1)); fi
-p=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' /tmp/l45-cargo-test.log | awk '{s+=$4; f+=$6} END {print s+0, f+0}')
+p=$( (grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' /tmp/l45-cargo-test.log || true) | awk '{s+=$4; f+=$6} END {print s+0, f+0}')
 passed=$((passed + ${p% *})); failed=$((failed + ${p#* }))
 
 echo "== YANG: yanglint and pyang --strict"
@@ -26,10 +26,11 @@ done
 echo "== interop (release agent)"
 cargo build --release -p l45-agent --quiet
 if L45_AGENT="$PWD/target/release/l45-agent" "$VENV/bin/python" -m pytest -q tests/interop 2>&1 | tee /tmp/l45-interop.log; then :; fi
-ip=$(grep -Eo '[0-9]+ passed' /tmp/l45-interop.log | tail -1 | awk '{print $1}'); ip=${ip:-0}
-if=$(grep -Eo '[0-9]+ (failed|error)' /tmp/l45-interop.log | awk '{s+=$1} END {print s+0}')
-if [ "$ip" = 0 ] && [ "$if" = 0 ]; then if=1; fi
-passed=$((passed+ip)); failed=$((failed+if))
+ipass=$( (grep -Eo '[0-9]+ passed' /tmp/l45-interop.log || true) | tail -1 | awk '{print $1+0}'); ipass=${ipass:-0}
+ifail=$( (grep -Eo '[0-9]+ (failed|error)' /tmp/l45-interop.log || true) | awk '{s+=$1} END {print s+0}')
+# A run that reports nothing (crash, collection error) counts as a failure.
+if [ "$ipass" = 0 ] && [ "$ifail" = 0 ]; then ifail=1; fi
+passed=$((passed+ipass)); failed=$((failed+ifail))
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
