@@ -389,3 +389,18 @@ def test_yangcli(agent):
                           f"--password={agent.password}", "--batch-mode", "--run-command=xget /customizations"],
                          capture_output=True, text=True, timeout=120)
     assert "name yuma" in out.stdout, out.stdout[-2000:]
+
+
+def test_parameters_must_fit_the_kind(agent):
+    def cfg(mid, kind, params):
+        return (f'<config xmlns="{BASE}"><customizations xmlns="{NS}" xmlns:l45="{NS}"><module><id>{mid}</id><name>p</name>'
+                f"<kind>l45:{kind}</kind><parameters>{params}</parameters></module></customizations></config>")
+    with agent.connect() as m:
+        m.edit_config(target="running", config=cfg(80, "stream-tag", "<stream-tag><interval>500</interval></stream-tag>"))
+        with pytest.raises(RPCError) as e:
+            m.edit_config(target="running", config=cfg(81, "rate-limit", "<stream-tag><interval>500</interval></stream-tag>"))
+        assert e.value.tag == "invalid-value"
+        assert ids(m.get_config("running", filter=SUBTREE)) == [80]
+        with pytest.raises(RPCError) as e:
+            m.edit_config(target="running", config=cfg(82, "stream-tag", "<stream-tag><interval>3</interval></stream-tag>"))
+        assert e.value.tag == "invalid-value"

@@ -1111,6 +1111,19 @@ impl Agent {
             let stores = self.stores();
             tapbridge::transaction(&stores.running, &new_tree, tapbridge::touched_ids(touched))
         };
+        if let Err((id, kind, case)) = tapbridge::check_parameters(&new_tree, &txn) {
+            return Err(vec![app_err(
+                ErrorTag::InvalidValue,
+                format!("module {id} of kind {kind} cannot take {case} parameters"),
+            )
+            .path(crate::yangerr::xml_error_path(
+                self.ctx,
+                &format!(
+                    "{}/module[id='{id}']/parameters/{case}",
+                    tapbridge::CUSTOMIZATIONS
+                ),
+            ))]);
+        }
         self.tap.prepare(&txn).map_err(|e| vec![tap_error(&e)])?;
         let text = match print_xml(&new_tree, DataPrinterFlags::WD_EXPLICIT) {
             Ok(t) => t,

@@ -145,6 +145,45 @@ fn read_module(node: &DataNodeRef<'_>, id: u32) -> ModuleConfig {
     m
 }
 
+/// The `parameters` case a module kind takes.
+pub fn parameters_case(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "dns-front-tag" | "dns-middle-tag" | "dns-end-tag" => "dns-tag",
+        "dns-compression" => "dns-compression",
+        "dns-clearance-filter" => "clearance",
+        "stream-tag" => "stream-tag",
+        "rate-limit" => "rate-limit",
+        "app-id-tag" => "app-id-tag",
+        "installed-binary" => "installed",
+        _ => return None,
+    })
+}
+
+/// Checks that every registered or updated module's parameters fit its
+/// kind (the YANG choice cannot tie the case to the kind leaf). Returns the
+/// offending module id, kind and case.
+pub fn check_parameters(
+    tree: &DataTree<'static>,
+    txn: &Transaction,
+) -> Result<(), (u32, String, String)> {
+    for change in &txn.changes {
+        let m = match change {
+            Change::Register(m) | Change::Update { new: m, .. } => m,
+            Change::Unregister(_) => continue,
+        };
+        let Ok(params) = tree.find_path(&format!("{}/parameters", module_path(m.id))) else {
+            continue;
+        };
+        for case in params.children() {
+            let name = case.schema().name().to_string();
+            if parameters_case(&m.kind) != Some(name.as_str()) {
+                return Err((m.id, m.kind.clone(), name));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The tap changes that turn `old` into `new`, looking only at `ids` (all
 /// ids when `None`).
 pub fn transaction(
