@@ -134,7 +134,7 @@ def test_lock_contention_between_sessions(agent):
         with pytest.raises(RPCError) as e:
             b.lock("running")
         assert e.value.tag == "lock-denied"
-        assert str(a.session_id) in e.value.xml.decode() if isinstance(e.value.xml, bytes) else str(a.session_id) in str(e.value.info)
+        assert f"<session-id>{a.session_id}</session-id>" in str(e.value.info)
         with pytest.raises(RPCError) as e:
             b.edit_config(target="running", config=module_xml(12))
         assert e.value.tag == "lock-denied"

@@ -1684,7 +1684,7 @@ impl Agent {
         let ns = l45_yang::L45_NAMESPACE;
         match name {
             "report" => {
-                let mut out = format!("");
+                let mut out = String::new();
                 let known: std::collections::BTreeSet<u32> =
                     tapbridge::all_ids(&self.stores().running);
                 let configs: BTreeMap<u32, bool> = {
