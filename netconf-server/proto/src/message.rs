@@ -127,27 +127,11 @@ pub fn parse_rpc(bytes: Vec<u8>) -> Incoming {
     // XML 1.0 forbids NUL; rejecting it here also keeps it away from C
     // libraries further on.
     if bytes.contains(&0) {
-        let echo_attrs = message_id_from_head(&bytes)
-            .map(|id| vec![("message-id".to_string(), id)])
-            .unwrap_or_default();
-        return Incoming::Invalid {
-            echo_attrs,
-            error: RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage)
-                .message("message contains a NUL byte"),
-        };
+        return malformed(&bytes, "message contains a NUL byte".to_string());
     }
     let root = match xml::parse(&bytes) {
         Ok(root) => root,
-        Err(e) => {
-            let echo_attrs = message_id_from_head(&bytes)
-                .map(|id| vec![("message-id".to_string(), id)])
-                .unwrap_or_default();
-            return Incoming::Invalid {
-                echo_attrs,
-                error: RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage)
-                    .message(e.to_string()),
-            };
-        }
+        Err(e) => return malformed(&bytes, e.to_string()),
     };
     let echo_attrs: Vec<(String, String)> = root
         .attrs
@@ -202,6 +186,18 @@ pub fn parse_rpc(bytes: Vec<u8>) -> Incoming {
         operation,
         source: bytes,
     })
+}
+
+/// A `malformed-message` error that still names the message-id when the
+/// head of the message shows one.
+fn malformed(bytes: &[u8], message: String) -> Incoming {
+    let echo_attrs = message_id_from_head(bytes)
+        .map(|id| vec![("message-id".to_string(), id)])
+        .unwrap_or_default();
+    Incoming::Invalid {
+        echo_attrs,
+        error: RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage).message(message),
+    }
 }
 
 /// Finds `message-id="…"` in the first bytes of a message that could not be
