@@ -1,0 +1,559 @@
+//! Layer 4.5 customization modules: the API every module implements and the
+//! built-in catalogue.
+//!
+//! `core` only, no allocation: Linux 6.12's Rust has no `alloc`, and the same
+//! sources must build into the kernel tap. The tap owns every buffer: it hands
+//! a module the input bytes, an output buffer at least
+//! [`Instance::send_capacity`] / [`Instance::recv_capacity`] long, and a
+//! fixed-size [`SocketState`] per (socket, module). A module never blocks,
+//! allocates or opens sockets; a delay is a verdict the tap carries out.
+//!
+//! Chains: the tap runs the modules attached to a socket in priority order.
+//! The first one that recognises the traffic customizes it; one that does not
+//! answers [`SendVerdict::NotMine`] / [`RecvVerdict::NotMine`] and the next
+//! one is tried. Every module that changes bytes recognises its own signature
+//! on receive, which is what lets rotation fall through from an old module to
+//! a new one on a live flow.
+#![no_std]
+
+mod appid;
+mod dns;
+mod rate;
+pub mod security;
+mod stream;
+
+pub use security::{ChallengeError, CHALLENGE_LEN, NONCE_LEN, TAG_LEN};
+
+/// Which end of the conversation the socket is. Clients initiate (TCP
+/// `connect`, UDP first operation a send); servers accept (TCP `accept`, UDP
+/// first operation a receive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+/// Byte stream (TCP) or datagrams (UDP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Stream,
+    Datagram,
+}
+
+/// What a module may know about the socket and the calling thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub role: Role,
+    pub transport: Transport,
+    /// Name of the calling thread (Linux `comm` of the TID).
+    pub thread_name: &'a [u8],
+    /// Name of the process (Linux `comm` of the TGID).
+    pub process_name: &'a [u8],
+}
+
+/// Outcome of a module's `send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendVerdict {
+    /// The first `n` bytes of the output buffer replace the input.
+    Customized(usize),
+    /// Not for this module: try the next one.
+    NotMine,
+    /// Send the original bytes; stop the chain.
+    PassThrough,
+    /// Swallow the message: the application is told it was sent.
+    Drop,
+    /// Wait this many milliseconds, then send the original bytes.
+    Delay(u32),
+}
+
+/// Outcome of a module's `recv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvVerdict {
+    /// The first `n` bytes of the output buffer replace the input. On a
+    /// stream, every input byte is consumed (kept in the socket state if the
+    /// module needs more to decide) and `n` may be 0.
+    Customized(usize),
+    /// Not for this module: try the next one.
+    NotMine,
+    /// Deliver the original bytes; stop the chain.
+    PassThrough,
+    /// Discard the message (datagrams only).
+    Drop,
+}
+
+/// The module kinds built in, one per YANG identity derived from
+/// `l45:module-kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    DnsFrontTag,
+    DnsMiddleTag,
+    DnsEndTag,
+    DnsCompression,
+    DnsClearanceFilter,
+    StreamTag,
+    RateLimit,
+    AppIdTag,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::DnsFrontTag,
+        Kind::DnsMiddleTag,
+        Kind::DnsEndTag,
+        Kind::DnsCompression,
+        Kind::DnsClearanceFilter,
+        Kind::StreamTag,
+        Kind::RateLimit,
+        Kind::AppIdTag,
+    ];
+
+    /// The YANG identity name (without prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::DnsFrontTag => "dns-front-tag",
+            Kind::DnsMiddleTag => "dns-middle-tag",
+            Kind::DnsEndTag => "dns-end-tag",
+            Kind::DnsCompression => "dns-compression",
+            Kind::DnsClearanceFilter => "dns-clearance-filter",
+            Kind::StreamTag => "stream-tag",
+            Kind::RateLimit => "rate-limit",
+            Kind::AppIdTag => "app-id-tag",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Small stable number used in shared memory and netlink.
+    pub fn code(self) -> u16 {
+        match self {
+            Kind::DnsFrontTag => 1,
+            Kind::DnsMiddleTag => 2,
+            Kind::DnsEndTag => 3,
+            Kind::DnsCompression => 4,
+            Kind::DnsClearanceFilter => 5,
+            Kind::StreamTag => 6,
+            Kind::RateLimit => 7,
+            Kind::AppIdTag => 8,
+        }
+    }
+
+    pub fn from_code(code: u16) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.code() == code)
+    }
+}
+
+/// Longest tag, label or code a module carries (YANG `tag-text` is 1..64).
+pub const MAX_TAG: usize = 64;
+
+/// A short byte string held inline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Tag {
+    len: u8,
+    bytes: [u8; MAX_TAG],
+}
+
+impl Tag {
+    pub fn new(bytes: &[u8]) -> Option<Tag> {
+        if bytes.is_empty() || bytes.len() > MAX_TAG {
+            return None;
+        }
+        let mut tag = Tag {
+            len: bytes.len() as u8,
+            bytes: [0; MAX_TAG],
+        };
+        tag.bytes[..bytes.len()].copy_from_slice(bytes);
+        Some(tag)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl core::fmt::Debug for Tag {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Tag({:?})", core::str::from_utf8(self.as_bytes()).unwrap_or("<bytes>"))
+    }
+}
+
+/// Where a DNS tag goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagPosition {
+    /// Before the 12-byte header.
+    Front,
+    /// After the header, before the question.
+    Middle,
+    /// After the last record.
+    End,
+}
+
+/// Parsed, validated parameters of one module instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Params {
+    DnsTag { position: TagPosition, tag: Tag },
+    DnsCompression { recursion_desired: bool },
+    DnsClearance { code: Tag },
+    StreamTag { interval: u32, tag: Tag },
+    RateLimit { delay_ms: u32 },
+    AppIdTag { label: Tag, use_thread_name: bool },
+}
+
+/// Defaults, as in the YANG model (`yang/layer45-customization*.yang`); a
+/// test in the agent's tap backend checks they agree.
+pub mod defaults {
+    pub const DNS_TAG: &[u8] = b"XTAGXdig";
+    pub const RECURSION_DESIRED: bool = true;
+    pub const STREAM_INTERVAL: u32 = 1000;
+    pub const STREAM_TAG: &[u8] = b"XTAGTAGTAGTAGTAGTAGTAGTAGTAGTAGX";
+    pub const RATE_DELAY_MS: u32 = 100;
+    pub const APP_ID_LABEL: &[u8] = b"l45";
+    pub const USE_THREAD_NAME: bool = false;
+}
+
+/// Why parameters were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamError {
+    UnknownKind,
+    /// A parameter this kind does not have.
+    UnknownParameter,
+    /// A parameter value that does not parse or is out of range.
+    BadValue(&'static str),
+    /// A parameter the kind cannot do without.
+    Missing(&'static str),
+}
+
+impl core::fmt::Display for ParamError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ParamError::UnknownKind => f.write_str("unknown module kind"),
+            ParamError::UnknownParameter => f.write_str("parameter not known to this kind"),
+            ParamError::BadValue(p) => write!(f, "bad value for parameter {p}"),
+            ParamError::Missing(p) => write!(f, "parameter {p} is required"),
+        }
+    }
+}
+
+fn parse_bool(v: &str, name: &'static str) -> Result<bool, ParamError> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ParamError::BadValue(name)),
+    }
+}
+
+impl Params {
+    /// Builds the parameters of `kind` from (leaf name, value) pairs as the
+    /// YANG model names them; absent leaves take the model's defaults.
+    pub fn parse<'a>(
+        kind: Kind,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Params, ParamError> {
+        let mut params = match kind {
+            Kind::DnsFrontTag | Kind::DnsMiddleTag | Kind::DnsEndTag => Params::DnsTag {
+                position: match kind {
+                    Kind::DnsFrontTag => TagPosition::Front,
+                    Kind::DnsMiddleTag => TagPosition::Middle,
+                    _ => TagPosition::End,
+                },
+                tag: Tag::new(defaults::DNS_TAG).ok_or(ParamError::BadValue("tag"))?,
+            },
+            Kind::DnsCompression => Params::DnsCompression {
+                recursion_desired: defaults::RECURSION_DESIRED,
+            },
+            Kind::DnsClearanceFilter => Params::DnsClearance {
+                code: Tag::new(b"-").ok_or(ParamError::BadValue("code"))?,
+            },
+            Kind::StreamTag => Params::StreamTag {
+                interval: defaults::STREAM_INTERVAL,
+                tag: Tag::new(defaults::STREAM_TAG).ok_or(ParamError::BadValue("tag"))?,
+            },
+            Kind::RateLimit => Params::RateLimit {
+                delay_ms: defaults::RATE_DELAY_MS,
+            },
+            Kind::AppIdTag => Params::AppIdTag {
+                label: Tag::new(defaults::APP_ID_LABEL).ok_or(ParamError::BadValue("label"))?,
+                use_thread_name: defaults::USE_THREAD_NAME,
+            },
+        };
+        let mut have_code = false;
+        for (name, value) in pairs {
+            match (&mut params, name) {
+                (Params::DnsTag { tag, .. }, "tag") => {
+                    *tag = Tag::new(value.as_bytes()).ok_or(ParamError::BadValue("tag"))?
+                }
+                (Params::DnsCompression { recursion_desired }, "recursion-desired") => {
+                    *recursion_desired = parse_bool(value, "recursion-desired")?
+                }
+                (Params::DnsClearance { code }, "code") => {
+                    if value.len() != security::CLEARANCE_LEN {
+                        return Err(ParamError::BadValue("code"));
+                    }
+                    *code = Tag::new(value.as_bytes()).ok_or(ParamError::BadValue("code"))?;
+                    have_code = true;
+                }
+                (Params::StreamTag { interval, .. }, "interval") => {
+                    let n: u32 = value.parse().map_err(|_| ParamError::BadValue("interval"))?;
+                    if n < 16 {
+                        return Err(ParamError::BadValue("interval"));
+                    }
+                    *interval = n;
+                }
+                (Params::StreamTag { tag, .. }, "tag") => {
+                    *tag = Tag::new(value.as_bytes()).ok_or(ParamError::BadValue("tag"))?
+                }
+                (Params::RateLimit { delay_ms }, "delay") => {
+                    let n: u32 = value.parse().map_err(|_| ParamError::BadValue("delay"))?;
+                    if n > 60_000 {
+                        return Err(ParamError::BadValue("delay"));
+                    }
+                    *delay_ms = n;
+                }
+                (Params::AppIdTag { label, .. }, "label") => {
+                    *label = Tag::new(value.as_bytes()).ok_or(ParamError::BadValue("label"))?
+                }
+                (Params::AppIdTag { use_thread_name, .. }, "use-thread-name") => {
+                    *use_thread_name = parse_bool(value, "use-thread-name")?
+                }
+                _ => return Err(ParamError::UnknownParameter),
+            }
+        }
+        if kind == Kind::DnsClearanceFilter && !have_code {
+            return Err(ParamError::Missing("code"));
+        }
+        Ok(params)
+    }
+}
+
+/// Per (socket, module) state the tap keeps for a module. Fixed size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketState {
+    /// Stream tag, sending side: payload bytes since the last tag.
+    pub sent_since_tag: u32,
+    /// Receiving side: recognition of the first tag (see [`Recognition`]).
+    pub recognition: Recognition,
+    /// Receiving side: bytes of the current tag still to strip (0 = in
+    /// payload).
+    pub tag_left: u8,
+    /// Receiving side: payload bytes until the next tag.
+    pub until_tag: u32,
+    /// Bytes held while recognising a signature at the start of a stream.
+    pub held_len: u8,
+    pub held: [u8; MAX_TAG + 2],
+    /// The stream prefix (app-id tag) was sent already.
+    pub prefix_sent: bool,
+}
+
+impl Default for SocketState {
+    fn default() -> Self {
+        SocketState {
+            sent_since_tag: 0,
+            recognition: Recognition::Unknown,
+            tag_left: 0,
+            until_tag: 0,
+            held_len: 0,
+            held: [0; MAX_TAG + 2],
+            prefix_sent: false,
+        }
+    }
+}
+
+/// Whether a stream module has recognised its signature on this socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Recognition {
+    #[default]
+    Unknown,
+    Mine,
+    NotMine,
+}
+
+/// One configured module: identity, kind and parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instance {
+    pub id: u32,
+    pub kind: Kind,
+    pub params: Params,
+}
+
+impl Instance {
+    pub fn new<'a>(
+        id: u32,
+        kind: Kind,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Instance, ParamError> {
+        Ok(Instance {
+            id,
+            kind,
+            params: Params::parse(kind, pairs)?,
+        })
+    }
+
+    /// Output space `send` needs for `input_len` input bytes.
+    pub fn send_capacity(&self, input_len: usize) -> usize {
+        match self.params {
+            Params::DnsTag { tag, .. } => input_len + tag.len(),
+            Params::DnsClearance { code } => input_len + code.len(),
+            Params::DnsCompression { .. } => input_len,
+            Params::StreamTag { interval, tag } => {
+                input_len + (input_len / interval as usize + 2) * tag.len()
+            }
+            Params::RateLimit { .. } => 0,
+            Params::AppIdTag { .. } => input_len + appid::MAX_PREFIX,
+        }
+    }
+
+    /// Output space `recv` needs for `input_len` input bytes.
+    pub fn recv_capacity(&self, input_len: usize) -> usize {
+        match self.params {
+            // The rebuilt header is longer than the compressed one.
+            Params::DnsCompression { .. } => input_len + dns::HEADER_LEN,
+            // Bytes held during recognition may be released with the input.
+            Params::StreamTag { .. } | Params::AppIdTag { .. } => input_len + MAX_TAG + 2,
+            _ => input_len,
+        }
+    }
+
+    /// Whether a receiving server must drop what no module of its chain
+    /// recognised (front and middle tag, clearance filter: the spec says the
+    /// server drops untagged queries).
+    pub fn required_on_recv(&self, ctx: &Ctx<'_>) -> bool {
+        ctx.role == Role::Server
+            && ctx.transport == Transport::Datagram
+            && matches!(
+                self.params,
+                Params::DnsTag {
+                    position: TagPosition::Front | TagPosition::Middle,
+                    ..
+                } | Params::DnsClearance { .. }
+            )
+    }
+
+    /// Customizes one outgoing message (datagram) or stream chunk.
+    pub fn send(
+        &self,
+        state: &mut SocketState,
+        ctx: &Ctx<'_>,
+        input: &[u8],
+        out: &mut [u8],
+    ) -> SendVerdict {
+        match self.params {
+            Params::DnsTag { position, tag } => dns::tag_send(position, &tag, ctx, input, out),
+            Params::DnsClearance { code } => {
+                dns::tag_send(TagPosition::Front, &code, ctx, input, out)
+            }
+            Params::DnsCompression { .. } => dns::compress_send(ctx, input, out),
+            Params::StreamTag { interval, tag } => {
+                stream::send(interval, &tag, state, ctx, input, out)
+            }
+            Params::RateLimit { delay_ms } => rate::send(delay_ms),
+            Params::AppIdTag {
+                label,
+                use_thread_name,
+            } => appid::send(&label, use_thread_name, state, ctx, input, out),
+        }
+    }
+
+    /// Customizes one incoming message (datagram) or stream chunk.
+    pub fn recv(
+        &self,
+        state: &mut SocketState,
+        ctx: &Ctx<'_>,
+        input: &[u8],
+        out: &mut [u8],
+    ) -> RecvVerdict {
+        match self.params {
+            Params::DnsTag { position, tag } => dns::tag_recv(position, &tag, ctx, input, out),
+            Params::DnsClearance { code } => {
+                dns::tag_recv(TagPosition::Front, &code, ctx, input, out)
+            }
+            Params::DnsCompression { recursion_desired } => {
+                dns::compress_recv(recursion_desired, ctx, input, out)
+            }
+            Params::StreamTag { interval, tag } => {
+                stream::recv(interval, &tag, state, ctx, input, out)
+            }
+            Params::RateLimit { .. } => RecvVerdict::NotMine,
+            Params::AppIdTag { .. } => appid::recv(state, ctx, input, out),
+        }
+    }
+
+    /// End of stream: returns how many held bytes (kept while recognising a
+    /// signature) were written to `out`; they are application data.
+    pub fn recv_eof(&self, state: &mut SocketState, out: &mut [u8]) -> usize {
+        stream::release_held(state, out)
+    }
+}
+
+/// Copies `parts` one after another into `out`; `None` if it does not fit.
+fn concat(out: &mut [u8], parts: &[&[u8]]) -> Option<usize> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total > out.len() {
+        return None;
+    }
+    let mut at = 0;
+    for p in parts {
+        out[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_names_and_codes() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_name(k.name()), Some(k));
+            assert_eq!(Kind::from_code(k.code()), Some(k));
+        }
+        assert_eq!(Kind::from_name("dns-tag"), None);
+        assert_eq!(Kind::from_code(0), None);
+    }
+
+    #[test]
+    fn parameters_take_defaults_and_refuse_bad_values() {
+        let p = Params::parse(Kind::StreamTag, []).unwrap();
+        assert_eq!(
+            p,
+            Params::StreamTag {
+                interval: 1000,
+                tag: Tag::new(defaults::STREAM_TAG).unwrap()
+            }
+        );
+        assert_eq!(
+            Params::parse(Kind::StreamTag, [("interval", "15")]),
+            Err(ParamError::BadValue("interval"))
+        );
+        assert_eq!(
+            Params::parse(Kind::RateLimit, [("tag", "x")]),
+            Err(ParamError::UnknownParameter)
+        );
+        assert_eq!(
+            Params::parse(Kind::DnsClearanceFilter, []),
+            Err(ParamError::Missing("code"))
+        );
+        assert_eq!(
+            Params::parse(Kind::DnsClearanceFilter, [("code", "short")]),
+            Err(ParamError::BadValue("code"))
+        );
+        assert_eq!(
+            Params::parse(Kind::DnsFrontTag, [("tag", "")]),
+            Err(ParamError::BadValue("tag"))
+        );
+        assert_eq!(
+            Params::parse(Kind::AppIdTag, [("use-thread-name", "yes")]),
+            Err(ParamError::BadValue("use-thread-name"))
+        );
+    }
+}
