@@ -1,0 +1,435 @@
+//! The tap engine: which modules a socket gets, and running its chain.
+//!
+//! No I/O and no libc: the preload library (and tests) hand it a view of the
+//! socket and the bytes; it answers what to put on the wire or hand to the
+//! application. Semantics (dissertation ch. 2–5):
+//! - a socket is matched once, at first sight; wildcards everywhere;
+//! - its chain is sorted by priority (lower first, then id); the first
+//!   activated module that recognises the traffic customizes it, "not mine"
+//!   tries the next; deactivated modules stay attached but pass through;
+//! - deprecated modules attach to no new socket; live sockets keep them;
+//! - modules with `attach = immediate` are matched against live sockets when
+//!   they appear; a module that disappears from the table (revoke) leaves
+//!   every chain at the next call.
+
+use std::net::{IpAddr, SocketAddr};
+
+use l45_modules::{Ctx, Instance, Kind, RecvVerdict, Role, SendVerdict, SocketState, Transport};
+use l45_tap_shm::{flags, name_bytes, AddrMatch, ModuleSlot, MAX_CHAIN, NAME_LEN, PROTO_ANY, PROTO_TCP, PROTO_UDP};
+
+/// What the tap knows about a socket when it matches it.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketView<'a> {
+    /// `PROTO_TCP` or `PROTO_UDP`.
+    pub protocol: u8,
+    pub role: Role,
+    /// Our end (the rule's "source").
+    pub local: Option<SocketAddr>,
+    /// The peer (the rule's "destination").
+    pub remote: Option<SocketAddr>,
+    pub thread_name: &'a [u8],
+    pub process_name: &'a [u8],
+}
+
+impl SocketView<'_> {
+    pub fn transport(&self) -> Transport {
+        if self.protocol == PROTO_TCP {
+            Transport::Stream
+        } else {
+            Transport::Datagram
+        }
+    }
+
+    pub fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            role: self.role,
+            transport: self.transport(),
+            thread_name: self.thread_name,
+            process_name: self.process_name,
+        }
+    }
+}
+
+/// Socket selection of one module; every part optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub protocol: u8,
+    pub source: AddrMatch,
+    pub destination: AddrMatch,
+    pub source_port: Option<u16>,
+    pub destination_port: Option<u16>,
+    pub thread_name: [u8; NAME_LEN],
+    pub process_name: [u8; NAME_LEN],
+}
+
+fn addr_matches(m: &AddrMatch, addr: Option<SocketAddr>, unspecified_matches: bool) -> bool {
+    if m.family == 0 {
+        return true;
+    }
+    let Some(addr) = addr else { return false };
+    let ip = match addr.ip() {
+        // An IPv4-mapped IPv6 address matches IPv4 rules.
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    };
+    if ip.is_unspecified() {
+        // A socket bound to the wildcard address serves every local address.
+        return unspecified_matches;
+    }
+    let (bytes, family): (&[u8], u8) = match &ip {
+        IpAddr::V4(v4) => (&v4.octets()[..], 4),
+        IpAddr::V6(v6) => (&v6.octets()[..], 6),
+    };
+    if family != m.family {
+        return false;
+    }
+    prefix_equal(bytes, &m.addr[..bytes.len()], m.prefix as usize)
+}
+
+fn prefix_equal(a: &[u8], b: &[u8], bits: usize) -> bool {
+    let bits = bits.min(a.len() * 8);
+    let full = bits / 8;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    let rest = bits % 8;
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    a[full] & mask == b[full] & mask
+}
+
+impl Rule {
+    pub fn from_slot(s: &ModuleSlot) -> Rule {
+        Rule {
+            protocol: s.protocol,
+            source: s.source,
+            destination: s.destination,
+            source_port: s.has(flags::HAS_SRC_PORT).then_some(s.source_port),
+            destination_port: s.has(flags::HAS_DST_PORT).then_some(s.destination_port),
+            thread_name: s.thread_name,
+            process_name: s.process_name,
+        }
+    }
+
+    pub fn matches(&self, v: &SocketView<'_>) -> bool {
+        if self.protocol != PROTO_ANY && self.protocol != v.protocol {
+            return false;
+        }
+        let thread = name_bytes(&self.thread_name);
+        if !thread.is_empty() && thread != v.thread_name {
+            return false;
+        }
+        let process = name_bytes(&self.process_name);
+        if !process.is_empty() && process != v.process_name {
+            return false;
+        }
+        if let Some(p) = self.source_port {
+            if v.local.map(|a| a.port()) != Some(p) {
+                return false;
+            }
+        }
+        if let Some(p) = self.destination_port {
+            if v.remote.map(|a| a.port()) != Some(p) {
+                return false;
+            }
+        }
+        addr_matches(&self.source, v.local, true) && addr_matches(&self.destination, v.remote, false)
+    }
+}
+
+/// One module of the current configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleSpec {
+    pub slot: usize,
+    pub id: u32,
+    pub revision: u32,
+    pub priority: u16,
+    pub activated: bool,
+    pub deprecated: bool,
+    pub immediate: bool,
+    pub rule: Rule,
+    pub instance: Instance,
+}
+
+/// A parsed snapshot of the module table.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub generation: u64,
+    pub modules: Vec<ModuleSpec>,
+    /// Table entries the engine could not use (unknown kind, bad parameters).
+    pub rejected: Vec<u32>,
+}
+
+impl Config {
+    pub fn from_slots(generation: u64, slots: &[ModuleSlot]) -> Config {
+        let mut c = Config {
+            generation,
+            ..Config::default()
+        };
+        for (slot, s) in slots.iter().enumerate() {
+            if !s.used() {
+                continue;
+            }
+            let instance = Kind::from_code(s.kind)
+                .ok_or(())
+                .and_then(|k| Instance::new(s.id, k, s.param_pairs()).map_err(|_| ()));
+            match instance {
+                Ok(instance) => c.modules.push(ModuleSpec {
+                    slot,
+                    id: s.id,
+                    revision: s.revision,
+                    priority: s.priority,
+                    activated: s.has(flags::ACTIVATED),
+                    deprecated: s.has(flags::DEPRECATED),
+                    immediate: s.has(flags::IMMEDIATE),
+                    rule: Rule::from_slot(s),
+                    instance,
+                }),
+                Err(()) => c.rejected.push(s.id),
+            }
+        }
+        c
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.modules.is_empty()
+    }
+
+    fn get(&self, id: u32) -> Option<&ModuleSpec> {
+        self.modules.iter().find(|m| m.id == id)
+    }
+}
+
+/// A module attached to one socket, with its per-socket state.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub slot: usize,
+    pub id: u32,
+    pub revision: u32,
+    pub priority: u16,
+    pub activated: bool,
+    pub instance: Instance,
+    pub state: SocketState,
+}
+
+impl Attached {
+    fn new(m: &ModuleSpec) -> Attached {
+        Attached {
+            slot: m.slot,
+            id: m.id,
+            revision: m.revision,
+            priority: m.priority,
+            activated: m.activated,
+            instance: m.instance,
+            state: SocketState::default(),
+        }
+    }
+}
+
+/// Modules that joined or left a chain (for socket counts).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ChainChange {
+    pub added: Vec<(usize, u32)>,
+    pub removed: Vec<(usize, u32)>,
+}
+
+impl ChainChange {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// Result of running the send chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Send the application's bytes.
+    Original,
+    /// Send the first `len` bytes of the output buffer; `by` is the chain
+    /// index of the module that customized.
+    Customized { len: usize, by: usize },
+    /// Tell the application it was sent; send nothing.
+    Drop { by: usize },
+}
+
+/// Result of running the receive chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvOutcome {
+    Original,
+    Customized { len: usize, by: usize },
+    Drop { by: usize },
+}
+
+/// The ordered modules of one socket.
+#[derive(Debug, Clone, Default)]
+pub struct Chain {
+    pub entries: Vec<Attached>,
+    pub generation: u64,
+}
+
+impl Chain {
+    /// Matching at first sight: every non-deprecated module whose rule fits.
+    pub fn first_sight(config: &Config, view: &SocketView<'_>) -> Chain {
+        let mut chain = Chain {
+            entries: Vec::new(),
+            generation: config.generation,
+        };
+        for m in &config.modules {
+            if !m.deprecated && m.rule.matches(view) {
+                chain.entries.push(Attached::new(m));
+            }
+        }
+        chain.sort_and_cap();
+        chain
+    }
+
+    fn sort_and_cap(&mut self) -> Vec<(usize, u32)> {
+        self.entries.sort_by_key(|a| (a.priority, a.id));
+        if self.entries.len() > MAX_CHAIN {
+            return self
+                .entries
+                .drain(MAX_CHAIN..)
+                .map(|a| (a.slot, a.id))
+                .collect();
+        }
+        Vec::new()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Brings the chain up to a new configuration: revoked modules leave,
+    /// priority/activation/parameter changes apply, immediate modules join.
+    pub fn refresh(&mut self, config: &Config, view: &SocketView<'_>) -> ChainChange {
+        let mut change = ChainChange::default();
+        self.entries.retain_mut(|a| match config.get(a.id) {
+            Some(m) if m.slot == a.slot => {
+                a.priority = m.priority;
+                a.activated = m.activated;
+                if m.revision != a.revision {
+                    if m.instance.kind != a.instance.kind {
+                        a.state = SocketState::default();
+                    }
+                    a.instance = m.instance;
+                    a.revision = m.revision;
+                }
+                true
+            }
+            _ => {
+                change.removed.push((a.slot, a.id));
+                false
+            }
+        });
+        for m in &config.modules {
+            if m.immediate
+                && !m.deprecated
+                && !self.entries.iter().any(|a| a.id == m.id)
+                && m.rule.matches(view)
+            {
+                self.entries.push(Attached::new(m));
+                change.added.push((m.slot, m.id));
+            }
+        }
+        let dropped = self.sort_and_cap();
+        change.added.retain(|x| !dropped.contains(x));
+        self.generation = config.generation;
+        change
+    }
+
+    /// The delay a send waits for (the first activated rate limit) and the
+    /// chain index of that module. The caller sleeps outside any lock.
+    pub fn send_delay(&self) -> Option<(u32, usize)> {
+        self.entries.iter().enumerate().find_map(|(i, a)| match a.instance.params {
+            l45_modules::Params::RateLimit { delay_ms } if a.activated && delay_ms > 0 => {
+                Some((delay_ms, i))
+            }
+            _ => None,
+        })
+    }
+
+    /// Runs the send chain over `input`; customized bytes land in `out`.
+    pub fn send(&mut self, ctx: &Ctx<'_>, input: &[u8], out: &mut Vec<u8>) -> SendOutcome {
+        for (i, a) in self.entries.iter_mut().enumerate() {
+            if !a.activated {
+                continue;
+            }
+            let cap = a.instance.send_capacity(input.len());
+            if out.len() < cap {
+                out.resize(cap, 0);
+            }
+            match a.instance.send(&mut a.state, ctx, input, &mut out[..cap]) {
+                SendVerdict::NotMine | SendVerdict::Delay(_) => continue,
+                SendVerdict::PassThrough => return SendOutcome::Original,
+                SendVerdict::Drop => return SendOutcome::Drop { by: i },
+                SendVerdict::Customized(len) => return SendOutcome::Customized { len, by: i },
+            }
+        }
+        SendOutcome::Original
+    }
+
+    /// Runs the receive chain over `input`; customized bytes land in `out`.
+    pub fn recv(&mut self, ctx: &Ctx<'_>, input: &[u8], out: &mut Vec<u8>) -> RecvOutcome {
+        for (i, a) in self.entries.iter_mut().enumerate() {
+            if !a.activated {
+                continue;
+            }
+            let cap = a.instance.recv_capacity(input.len());
+            if out.len() < cap {
+                out.resize(cap, 0);
+            }
+            match a.instance.recv(&mut a.state, ctx, input, &mut out[..cap]) {
+                RecvVerdict::NotMine => continue,
+                RecvVerdict::PassThrough => return RecvOutcome::Original,
+                RecvVerdict::Drop => return RecvOutcome::Drop { by: i },
+                RecvVerdict::Customized(len) => return RecvOutcome::Customized { len, by: i },
+            }
+        }
+        // Nobody recognised it: a server whose module insists drops it.
+        match self
+            .entries
+            .iter()
+            .position(|a| a.activated && a.instance.required_on_recv(ctx))
+        {
+            Some(by) => RecvOutcome::Drop { by },
+            None => RecvOutcome::Original,
+        }
+    }
+
+    /// End of stream: bytes modules held while recognising are data.
+    pub fn recv_eof(&mut self, out: &mut Vec<u8>) -> usize {
+        let mut total = 0;
+        for a in self.entries.iter_mut() {
+            if out.len() < total + 80 {
+                out.resize(total + 80, 0);
+            }
+            total += a.instance.recv_eof(&mut a.state, &mut out[total..]);
+        }
+        total
+    }
+
+    /// Attached ids in chain order, 0-terminated, for the socket table.
+    pub fn ids(&self) -> [u32; MAX_CHAIN] {
+        let mut ids = [0; MAX_CHAIN];
+        for (i, a) in self.entries.iter().take(MAX_CHAIN).enumerate() {
+            ids[i] = a.id;
+        }
+        ids
+    }
+}
+
+/// Protocol number of a socket type, for views.
+pub fn protocol_of(stream: bool) -> u8 {
+    if stream {
+        PROTO_TCP
+    } else {
+        PROTO_UDP
+    }
+}
+
+#[cfg(test)]
+mod tests;

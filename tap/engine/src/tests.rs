@@ -1,0 +1,234 @@
+use super::*;
+use l45_tap_shm::{set_name, ModuleSlot, MAX_MODULES};
+
+fn slot(id: u32, kind: Kind, priority: u16, extra: u32) -> ModuleSlot {
+    ModuleSlot {
+        flags: flags::USED | flags::ACTIVATED | extra,
+        id,
+        kind: kind.code(),
+        priority,
+        revision: 1,
+        ..ModuleSlot::default()
+    }
+}
+
+fn view<'a>(protocol: u8, role: Role, local: &str, remote: &str) -> SocketView<'a> {
+    SocketView {
+        protocol,
+        role,
+        local: local.parse().ok(),
+        remote: remote.parse().ok(),
+        thread_name: b"isc-net-0000",
+        process_name: b"dig",
+    }
+}
+
+fn config(slots: &[ModuleSlot]) -> Config {
+    let mut table = [ModuleSlot::default(); MAX_MODULES];
+    table[..slots.len()].copy_from_slice(slots);
+    Config::from_slots(2, &table)
+}
+
+fn addr(family: u8, prefix: u8, a: &[u8]) -> AddrMatch {
+    let mut m = AddrMatch {
+        family,
+        prefix,
+        ..AddrMatch::default()
+    };
+    m.addr[..a.len()].copy_from_slice(a);
+    m
+}
+
+#[test]
+fn rules_match_wildcards_prefixes_ports_and_names() {
+    let client = view(PROTO_UDP, Role::Client, "127.0.0.1:40000", "127.0.0.1:53");
+    let mut s = slot(1, Kind::DnsFrontTag, 10, 0);
+    assert!(Rule::from_slot(&s).matches(&client), "all wildcards");
+    s.protocol = PROTO_TCP;
+    assert!(!Rule::from_slot(&s).matches(&client));
+    s.protocol = PROTO_UDP;
+    s.flags |= flags::HAS_DST_PORT;
+    s.destination_port = 53;
+    assert!(Rule::from_slot(&s).matches(&client));
+    s.destination_port = 54;
+    assert!(!Rule::from_slot(&s).matches(&client));
+    s.destination_port = 53;
+    s.destination = addr(4, 8, &[127, 9, 9, 9]);
+    assert!(Rule::from_slot(&s).matches(&client), "127/8 prefix");
+    s.destination = addr(4, 32, &[127, 0, 0, 2]);
+    assert!(!Rule::from_slot(&s).matches(&client));
+    s.destination = addr(6, 128, &[0; 16]);
+    assert!(!Rule::from_slot(&s).matches(&client), "v6 rule, v4 socket");
+    s.destination = AddrMatch::default();
+    assert!(set_name(&mut s.process_name, "dig"));
+    assert!(Rule::from_slot(&s).matches(&client));
+    assert!(set_name(&mut s.thread_name, "isc-net-0001"));
+    assert!(!Rule::from_slot(&s).matches(&client));
+    assert!(set_name(&mut s.thread_name, "isc-net-0000"));
+    assert!(Rule::from_slot(&s).matches(&client));
+
+    // IPv6 prefixes, and v4-mapped addresses against v4 rules.
+    let v6 = view(PROTO_TCP, Role::Client, "[2001:db8::5]:1000", "[2001:db8:1::1]:443");
+    let mut s = slot(2, Kind::StreamTag, 1, 0);
+    let mut net = [0u8; 16];
+    net[..6].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 1]);
+    s.destination = addr(6, 48, &net);
+    assert!(Rule::from_slot(&s).matches(&v6));
+    s.destination = addr(6, 64, &[0x20, 0x01, 0x0d, 0xb8, 0, 2]);
+    assert!(!Rule::from_slot(&s).matches(&v6));
+    let mapped = view(PROTO_TCP, Role::Client, "[::ffff:10.0.0.1]:5", "[::ffff:10.1.2.3]:80");
+    s.destination = addr(4, 16, &[10, 1]);
+    assert!(Rule::from_slot(&s).matches(&mapped));
+
+    // A server bound to 0.0.0.0 matches a source-address rule; an unknown
+    // peer never matches a destination rule.
+    let server = view(PROTO_UDP, Role::Server, "0.0.0.0:53", "");
+    let mut s = slot(3, Kind::DnsFrontTag, 1, flags::HAS_SRC_PORT);
+    s.source_port = 53;
+    s.source = addr(4, 32, &[127, 0, 0, 1]);
+    assert!(Rule::from_slot(&s).matches(&server));
+    s.destination = addr(4, 8, &[127]);
+    assert!(!Rule::from_slot(&s).matches(&server));
+}
+
+#[test]
+fn first_sight_skips_deprecated_and_sorts_by_priority() {
+    let c = config(&[
+        slot(5, Kind::DnsEndTag, 30, 0),
+        slot(6, Kind::DnsFrontTag, 10, 0),
+        slot(7, Kind::DnsMiddleTag, 20, flags::DEPRECATED),
+        slot(8, Kind::DnsCompression, 10, 0),
+    ]);
+    let chain = Chain::first_sight(&c, &view(PROTO_UDP, Role::Client, "127.0.0.1:1", "127.0.0.1:53"));
+    let ids: Vec<u32> = chain.entries.iter().map(|a| a.id).collect();
+    assert_eq!(ids, vec![6, 8, 5], "priority, then id; deprecated left out");
+}
+
+#[test]
+fn unknown_kinds_and_bad_parameters_are_rejected_not_fatal() {
+    let mut bad = slot(9, Kind::StreamTag, 1, 0);
+    assert!(bad.set_params([("interval", "3")]));
+    let mut unknown = slot(10, Kind::StreamTag, 1, 0);
+    unknown.kind = 999;
+    let c = config(&[bad, unknown, slot(11, Kind::RateLimit, 1, 0)]);
+    assert_eq!(c.rejected, vec![9, 10]);
+    assert_eq!(c.modules.len(), 1);
+}
+
+#[test]
+fn refresh_revokes_updates_and_attaches_immediate_modules() {
+    let v = view(PROTO_UDP, Role::Server, "127.0.0.1:53", "127.0.0.1:4000");
+    let c1 = config(&[slot(1, Kind::DnsFrontTag, 10, 0)]);
+    let mut chain = Chain::first_sight(&c1, &v);
+    assert_eq!(chain.ids()[..2], [1, 0]);
+
+    // A new module without immediate attach does not join live sockets.
+    let c2 = config(&[slot(1, Kind::DnsFrontTag, 10, 0), slot(2, Kind::DnsCompression, 20, 0)]);
+    assert!(chain.refresh(&c2, &v).is_empty());
+    assert_eq!(chain.ids()[..2], [1, 0]);
+
+    // With immediate attach it does; deprecated immediate modules do not.
+    let c3 = config(&[
+        slot(1, Kind::DnsFrontTag, 10, 0),
+        slot(2, Kind::DnsCompression, 20, flags::IMMEDIATE),
+        slot(3, Kind::DnsEndTag, 20, flags::IMMEDIATE | flags::DEPRECATED),
+    ]);
+    let change = chain.refresh(&c3, &v);
+    assert_eq!(change.added, vec![(1, 2)]);
+    assert_eq!(chain.ids()[..3], [1, 2, 0]);
+
+    // Priority change reorders; deactivation is kept per entry.
+    let mut raised = slot(2, Kind::DnsCompression, 5, flags::IMMEDIATE);
+    raised.revision = 2;
+    let mut off = slot(1, Kind::DnsFrontTag, 10, 0);
+    off.flags &= !flags::ACTIVATED;
+    let c4 = config(&[off, raised]);
+    assert!(chain.refresh(&c4, &v).is_empty());
+    assert_eq!(chain.ids()[..2], [2, 1]);
+    assert!(!chain.entries[1].activated);
+
+    // Revoke: gone from the table, gone from the chain.
+    let c5 = config(&[ModuleSlot::default(), raised]);
+    let change = chain.refresh(&c5, &v);
+    assert_eq!(change.removed, vec![(0, 1)]);
+    assert_eq!(chain.ids()[..2], [2, 0]);
+}
+
+const QUERY: &[u8] = &[
+    0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1,
+];
+
+#[test]
+fn rotation_front_tag_to_compression_never_fails_a_query() {
+    // Figure 5.3: M2 (compression) deployed at lower precedence with
+    // immediate attach on both ends, raised on the receiver first, then on
+    // the sender; then M1 (front tag) revoked. Every query on the way is
+    // answered with the original bytes on the server.
+    let front = slot(1, Kind::DnsFrontTag, 10, 0);
+    let comp = |prio| slot(2, Kind::DnsCompression, prio, flags::IMMEDIATE);
+    let client_view = view(PROTO_UDP, Role::Client, "127.0.0.1:4000", "127.0.0.1:53");
+    let server_view = view(PROTO_UDP, Role::Server, "127.0.0.1:53", "127.0.0.1:4000");
+    let steps: [(Vec<ModuleSlot>, Vec<ModuleSlot>); 5] = [
+        (vec![front], vec![front]),
+        (vec![front, comp(20)], vec![front, comp(20)]),
+        (vec![front, comp(20)], vec![front, comp(5)]), // receiver first
+        (vec![front, comp(5)], vec![front, comp(5)]),  // then sender
+        (vec![comp(5)], vec![comp(5)]),                // old module revoked
+    ];
+    let mut client = Chain::default();
+    let mut server = Chain::default();
+    for (n, (c, s)) in steps.iter().enumerate() {
+        let mut cc = config(c);
+        let mut sc = config(s);
+        cc.generation = n as u64;
+        sc.generation = n as u64;
+        if n == 0 {
+            client = Chain::first_sight(&cc, &client_view);
+            server = Chain::first_sight(&sc, &server_view);
+        } else {
+            client.refresh(&cc, &client_view);
+            server.refresh(&sc, &server_view);
+        }
+        let mut wire = Vec::new();
+        let sent = match client.send(&client_view.ctx(), QUERY, &mut wire) {
+            SendOutcome::Customized { len, .. } => wire[..len].to_vec(),
+            SendOutcome::Original => QUERY.to_vec(),
+            SendOutcome::Drop { .. } => panic!("step {n}: client dropped"),
+        };
+        let mut out = Vec::new();
+        let got = match server.recv(&server_view.ctx(), &sent, &mut out) {
+            RecvOutcome::Customized { len, .. } => out[..len].to_vec(),
+            RecvOutcome::Original => sent.clone(),
+            RecvOutcome::Drop { .. } => panic!("step {n}: server dropped {sent:?}"),
+        };
+        assert_eq!(got, QUERY, "step {n}");
+    }
+    // Sender switched before the receiver would have failed: the server
+    // still requires the front tag and does not know compression yet.
+    let mut server = Chain::first_sight(&config(&[front]), &server_view);
+    let mut client = Chain::first_sight(&config(&[comp(5)]), &client_view);
+    let mut wire = Vec::new();
+    let SendOutcome::Customized { len, .. } = client.send(&client_view.ctx(), QUERY, &mut wire) else {
+        panic!()
+    };
+    let mut out = Vec::new();
+    assert_eq!(
+        server.recv(&server_view.ctx(), &wire[..len], &mut out),
+        RecvOutcome::Drop { by: 0 }
+    );
+}
+
+#[test]
+fn deactivated_modules_pass_through_and_rate_limit_delays() {
+    let mut rate = slot(1, Kind::RateLimit, 1, 0);
+    assert!(rate.set_params([("delay", "250")]));
+    let v = view(PROTO_TCP, Role::Client, "127.0.0.1:4000", "127.0.0.1:80");
+    let mut chain = Chain::first_sight(&config(&[rate]), &v);
+    assert_eq!(chain.send_delay(), Some((250, 0)));
+    let mut out = Vec::new();
+    assert_eq!(chain.send(&v.ctx(), b"GET /", &mut out), SendOutcome::Original);
+    rate.flags &= !flags::ACTIVATED;
+    chain.refresh(&config(&[rate]), &v);
+    assert_eq!(chain.send_delay(), None);
+    assert_eq!(chain.ids()[0], 1, "still attached");
+}
