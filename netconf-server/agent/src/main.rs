@@ -9,7 +9,8 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 use l45_agent::agent::{Agent, AgentOptions};
 use l45_agent::ssh::{self, AuthConfig, SshServer};
-use l45_tap_control::RecordingTap;
+use l45_tap_control::{RecordingTap, TapControl};
+use l45_tap_userspace::UserspaceTap;
 use russh::server::Server as _;
 
 /// Layer 4.5 device agent: serves the layer45-customization YANG model over
@@ -53,10 +54,16 @@ struct Args {
     /// Seconds a client has to send its hello.
     #[arg(long, default_value_t = 30)]
     hello_timeout: u64,
-    /// Tap backend. `recording` keeps modules in memory with no data path
-    /// (tests, benchmarks, dry runs).
-    #[arg(long, default_value = "recording", value_parser = ["recording"])]
+    /// Tap backend. `userspace` drives the preload library
+    /// (libl45tap.so) through the shared-memory file --tap-shm; `recording`
+    /// keeps modules in memory with no data path (tests, benchmarks, dry
+    /// runs).
+    #[arg(long, default_value = "recording", value_parser = ["recording", "userspace"])]
     tap: String,
+    /// Control file of the user-space tap; tapped processes find it through
+    /// the L45_TAP_SHM environment variable (same default).
+    #[arg(long, default_value = l45_tap_shm::DEFAULT_PATH)]
+    tap_shm: PathBuf,
     /// Most modules the recording tap accepts (default: unlimited).
     #[arg(long)]
     tap_capacity: Option<usize>,
@@ -116,7 +123,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let fingerprint = host_keys[0]
         .public_key()
         .fingerprint(russh::keys::HashAlg::Sha256);
-    let tap = Arc::new(RecordingTap::new(args.tap_capacity, false));
+    let tap: Arc<dyn TapControl> = match args.tap.as_str() {
+        "userspace" => {
+            let tap = UserspaceTap::new(&args.tap_shm)
+                .with_context(|| format!("user-space tap at {}", args.tap_shm.display()))?;
+            tracing::info!(path = tap.path(), "user-space tap control area ready");
+            Arc::new(tap)
+        }
+        _ => Arc::new(RecordingTap::new(args.tap_capacity, false)),
+    };
     let opts = AgentOptions {
         state_dir: args.state_dir.clone(),
         max_sessions: args.max_sessions,

@@ -504,7 +504,7 @@ impl ShmWriter {
 
     fn begin_write(&self) {
         let g = self.header().generation.load(Ordering::Relaxed);
-        let next = if g % 2 == 0 { g + 1 } else { g + 2 };
+        let next = if g.is_multiple_of(2) { g + 1 } else { g + 2 };
         self.header().generation.store(next, Ordering::Relaxed);
         fence(Ordering::Release);
     }

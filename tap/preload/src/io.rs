@@ -1,0 +1,397 @@
+//! The data path: sending and receiving through a socket's module chain.
+//!
+//! Locking rule: a socket's mutex is held only while the chain runs over
+//! bytes already in memory. Every call that may block (the real send/recv, a
+//! rate-limit delay) happens with no lock held.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::Ordering;
+
+use l45_modules::Role;
+use l45_tap_engine::{RecvOutcome, SendOutcome};
+use libc::{c_int, ssize_t};
+
+use crate::process;
+use crate::sock::{self, Sock};
+
+thread_local! {
+    static IN_TAP: Cell<bool> = const { Cell::new(false) };
+    static BUFS: RefCell<Bufs> = const { RefCell::new(Bufs { wire: Vec::new(), out: Vec::new() }) };
+}
+
+struct Bufs {
+    wire: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// Marks the thread as inside the tap; `None` if it already is (our own
+/// libc calls must go straight through).
+pub struct Guard(());
+
+impl Guard {
+    pub fn enter() -> Option<Guard> {
+        IN_TAP.with(|g| {
+            if g.get() {
+                None
+            } else {
+                g.set(true);
+                Some(Guard(()))
+            }
+        })
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        IN_TAP.with(|g| g.set(false));
+    }
+}
+
+/// Largest datagram (UDP over IPv6 jumbograms aside).
+const MAX_DATAGRAM: usize = 65536;
+
+fn errno() -> c_int {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: errno location of the calling thread.
+    unsafe { *libc::__errno_location() = e };
+}
+
+fn nonblocking(fd: c_int, flags: c_int) -> bool {
+    if flags & libc::MSG_DONTWAIT != 0 {
+        return true;
+    }
+    // SAFETY: F_GETFL takes no argument.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    fl >= 0 && fl & libc::O_NONBLOCK != 0
+}
+
+fn credit(slot: usize, id: u32, sent: bool, bytes: usize) {
+    if let Some(st) = process::stats(slot, id) {
+        if sent {
+            st.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+            st.messages_sent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            st.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+            st.messages_received.fetch_add(1, Ordering::Relaxed);
+        }
+        st.active_ts_ns.store(process::now_ns(), Ordering::Relaxed);
+    }
+}
+
+fn credit_drop(slot: usize, id: u32) {
+    if let Some(st) = process::stats(slot, id) {
+        st.dropped.fetch_add(1, Ordering::Relaxed);
+        st.active_ts_ns.store(process::now_ns(), Ordering::Relaxed);
+    }
+}
+
+/// Writes all of `bytes` with `send_wire`; returns how many were written
+/// and the errno that stopped it early.
+fn send_all(bytes: &[u8], send_wire: &mut dyn FnMut(&[u8]) -> ssize_t) -> (usize, Option<c_int>) {
+    let mut done = 0;
+    while done < bytes.len() {
+        let r = send_wire(&bytes[done..]);
+        if r < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return (done, Some(e));
+        }
+        done += r as usize;
+    }
+    (done, None)
+}
+
+/// Sends `data` (the application's bytes) on `fd`. `None`: the socket is
+/// not tapped or nothing customizes it; the caller makes the original call.
+/// `dest` is the explicit destination of a `sendto`/`sendmsg`, if any.
+pub fn send(
+    fd: c_int,
+    data: &[u8],
+    _flags: c_int,
+    dest: Option<std::net::SocketAddr>,
+    send_wire: &mut dyn FnMut(&[u8]) -> ssize_t,
+) -> Option<ssize_t> {
+    let cell = sock::lookup(fd)?;
+    let _guard = Guard::enter()?;
+    let mut g = sock::lock(cell);
+    let s = g.as_mut()?;
+    if !s.matched && !s.stream && s.remote.is_none() {
+        s.remote = dest;
+    }
+    sock::sync(fd, s, Role::Client);
+    if s.chain.is_empty() && s.pending.is_empty() {
+        return None;
+    }
+    // Rate limit: wait without the lock.
+    if let Some((ms, by)) = s.chain.send_delay() {
+        let (slot, id) = (s.chain.entries[by].slot, s.chain.entries[by].id);
+        drop(g);
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
+        credit(slot, id, true, data.len());
+        g = sock::lock(cell);
+    }
+    let s = g.as_mut()?;
+    // Bytes a non-blocking send could not hand over earlier go first.
+    if !s.pending.is_empty() {
+        let pending = std::mem::take(&mut s.pending);
+        drop(g);
+        let (done, err) = send_all(&pending, send_wire);
+        g = sock::lock(cell);
+        let s = g.as_mut()?;
+        if err.is_some() {
+            let mut rest = pending[done..].to_vec();
+            rest.extend_from_slice(&s.pending);
+            s.pending = rest;
+            set_errno(err.unwrap_or(libc::EAGAIN));
+            return Some(-1);
+        }
+    }
+    let s = g.as_mut()?;
+    let vd = s.view_data();
+    let view = vd.view();
+    let ctx = view.ctx();
+    let stream = s.stream;
+    let step = BUFS.with(|b| {
+        let mut b = b.borrow_mut();
+        let b = &mut *b;
+        match s.chain.send(&ctx, data, &mut b.out) {
+            SendOutcome::Original => None,
+            SendOutcome::Drop { by } => Some((None, s.chain.entries[by].slot, s.chain.entries[by].id)),
+            SendOutcome::Customized { len, by } => {
+                b.wire.clear();
+                b.wire.extend_from_slice(&b.out[..len]);
+                Some((Some(len), s.chain.entries[by].slot, s.chain.entries[by].id))
+            }
+        }
+    });
+    drop(g);
+    let (len, slot, id) = step?;
+    let Some(_) = len else {
+        credit_drop(slot, id);
+        return Some(data.len() as ssize_t);
+    };
+    credit(slot, id, true, data.len());
+    BUFS.with(|b| {
+        let b = b.borrow();
+        if !stream {
+            let r = send_wire(&b.wire);
+            return Some(if r < 0 { r } else { data.len() as ssize_t });
+        }
+        let (done, err) = send_all(&b.wire, send_wire);
+        match err {
+            None => Some(data.len() as ssize_t),
+            Some(e) if (e == libc::EAGAIN || e == libc::EWOULDBLOCK) || done > 0 => {
+                // The module has taken the bytes: keep the rest for the next
+                // send; the application sees a full send.
+                let mut g = sock::lock(cell);
+                if let Some(s) = g.as_mut() {
+                    s.pending.extend_from_slice(&b.wire[done..]);
+                }
+                Some(data.len() as ssize_t)
+            }
+            Some(e) => {
+                set_errno(e);
+                Some(-1)
+            }
+        }
+    })
+}
+
+/// What a real receive returned.
+pub struct Received {
+    pub n: ssize_t,
+    /// Source of a datagram, if the call reports it.
+    pub from: Option<std::net::SocketAddr>,
+}
+
+/// Receives into `app` through the chain. `recv_wire` does the real call
+/// into the buffer it is given (filling the caller's address/control
+/// buffers itself). `None`: untapped, the caller makes the original call.
+/// On success returns (bytes delivered, bytes the datagram really had).
+pub fn recv(
+    fd: c_int,
+    app: &mut [u8],
+    flags: c_int,
+    recv_wire: &mut dyn FnMut(&mut [u8], c_int) -> Received,
+) -> Option<(ssize_t, usize)> {
+    let cell = sock::lookup(fd)?;
+    let _guard = Guard::enter()?;
+    let peek = flags & libc::MSG_PEEK != 0;
+    let waitall = flags & libc::MSG_WAITALL != 0;
+    let mut delivered = 0usize;
+    loop {
+        let mut g = sock::lock(cell);
+        let s = g.as_mut()?;
+        if s.stream || s.matched {
+            sock::sync(fd, s, Role::Server);
+        }
+        if !s.held.is_empty() {
+            delivered += s.take_held(&mut app[delivered..], peek);
+            if !waitall || delivered == app.len() || peek {
+                return Some((delivered as ssize_t, delivered));
+            }
+        }
+        if s.matched && s.chain.is_empty() {
+            if delivered > 0 {
+                // Finish a MSG_WAITALL read without the chain.
+                drop(g);
+                let r = recv_wire(&mut app[delivered..], flags);
+                return Some(if r.n < 0 { (delivered as ssize_t, delivered) } else {
+                    let t = delivered + r.n as usize;
+                    (t as ssize_t, t)
+                });
+            }
+            return None;
+        }
+        if !s.stream && peek {
+            return None; // datagram peeks see the wire form (documented)
+        }
+        if process::shm().is_none() {
+            s.matched = true;
+            return None;
+        }
+        let stream = s.stream;
+        drop(g);
+
+        let result = BUFS.with(|b| {
+            let mut b = b.borrow_mut();
+            let b = &mut *b;
+            let want = if stream { app.len() - delivered } else { MAX_DATAGRAM };
+            if b.wire.len() < want {
+                b.wire.resize(want, 0);
+            }
+            let r = recv_wire(&mut b.wire[..want], flags & !libc::MSG_PEEK);
+            if r.n < 0 {
+                return Err(errno());
+            }
+            let n = r.n as usize;
+            let mut g = sock::lock(cell);
+            let Some(s) = g.as_mut() else { return Err(libc::EBADF) };
+            if !s.matched {
+                if s.remote.is_none() {
+                    s.remote = r.from;
+                }
+                sock::sync(fd, s, Role::Server);
+            }
+            let vd = s.view_data();
+            let view = vd.view();
+            let ctx = view.ctx();
+            let (bytes, by): (&[u8], Option<usize>) = if stream && n == 0 {
+                let k = s.chain.recv_eof(&mut b.out);
+                (&b.out[..k], None)
+            } else {
+                match s.chain.recv(&ctx, &b.wire[..n], &mut b.out) {
+                    RecvOutcome::Original => (&b.wire[..n], None),
+                    RecvOutcome::Customized { len, by } => (&b.out[..len], Some(by)),
+                    RecvOutcome::Drop { by } => {
+                        credit_drop(s.chain.entries[by].slot, s.chain.entries[by].id);
+                        return Ok(Step::Dropped);
+                    }
+                }
+            };
+            if let Some(by) = by {
+                credit(s.chain.entries[by].slot, s.chain.entries[by].id, false, n);
+            }
+            if stream && n == 0 && bytes.is_empty() {
+                return Ok(Step::Eof);
+            }
+            let room = &mut app[delivered..];
+            let k = room.len().min(bytes.len());
+            room[..k].copy_from_slice(&bytes[..k]);
+            if stream {
+                if bytes.len() > k || peek {
+                    let mut keep = if peek { bytes[..k].to_vec() } else { Vec::new() };
+                    keep.extend_from_slice(&bytes[k..]);
+                    let mut all = s.held.clone();
+                    all.extend_from_slice(&keep);
+                    s.set_held(&all);
+                }
+                Ok(Step::Got(k, k))
+            } else {
+                Ok(Step::Got(k, bytes.len()))
+            }
+        });
+        match result {
+            Err(e) => {
+                if delivered > 0 {
+                    return Some((delivered as ssize_t, delivered));
+                }
+                set_errno(e);
+                return Some((-1, 0));
+            }
+            Ok(Step::Eof) => return Some((delivered as ssize_t, delivered)),
+            Ok(Step::Got(k, full)) => {
+                delivered += k;
+                if !stream {
+                    return Some((delivered as ssize_t, full));
+                }
+                if k == 0 || (waitall && delivered < app.len() && !peek) {
+                    // Only tag bytes arrived (or MSG_WAITALL wants more).
+                    if k == 0 && nonblocking(fd, flags) && delivered == 0 {
+                        set_errno(libc::EAGAIN);
+                        return Some((-1, 0));
+                    }
+                    if delivered > 0 && !waitall {
+                        return Some((delivered as ssize_t, delivered));
+                    }
+                    continue;
+                }
+                return Some((delivered as ssize_t, delivered));
+            }
+            Ok(Step::Dropped) => {
+                if nonblocking(fd, flags) {
+                    set_errno(libc::EAGAIN);
+                    return Some((-1, 0));
+                }
+                continue;
+            }
+        }
+    }
+}
+
+enum Step {
+    Got(usize, usize),
+    Eof,
+    Dropped,
+}
+
+/// TCP connect or accept, or UDP connect: record the role and peer, and
+/// match TCP sockets now (first sight).
+pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
+    let Some(cell) = sock::lookup(fd) else { return };
+    let Some(_guard) = Guard::enter() else { return };
+    let mut g = sock::lock(cell);
+    let Some(s) = g.as_mut() else { return };
+    s.role = Some(role);
+    if peer.is_some() {
+        s.remote = peer;
+    }
+    if s.stream {
+        sock::sync(fd, s, role);
+    }
+}
+
+/// `close`: detach the socket (best-effort flush of pending bytes first).
+pub fn closing(fd: c_int) {
+    let Some(_guard) = Guard::enter() else { return };
+    if let Some(cell) = sock::lookup(fd) {
+        let pending = {
+            let mut g = sock::lock(cell);
+            g.as_mut().map(|s: &mut Sock| std::mem::take(&mut s.pending)).unwrap_or_default()
+        };
+        if !pending.is_empty() {
+            let mut send_wire = |b: &[u8]| {
+                // SAFETY: sending from a live buffer on a descriptor the
+                // application is closing (still open here).
+                unsafe { crate::real::send(fd, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) }
+            };
+            let _ = send_all(&pending, &mut send_wire);
+        }
+    }
+    sock::forget(fd);
+}

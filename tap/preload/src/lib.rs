@@ -1,0 +1,546 @@
+//! `libl45tap.so`: the user-space Layer 4.5 tap, loaded with `LD_PRELOAD`.
+//!
+//! It interposes the libc socket calls (`send*`, `recv*`, `read`/`write` on
+//! sockets, `connect`, `accept*`, `close`, raw `syscall(SYS_sendmmsg…)`,
+//! readiness calls and `FIONREAD`) and runs matching sockets' module chains.
+//! The agent configures it through the shared-memory control area
+//! (`l45-tap-shm`); there is no IPC on the data path. Descriptors that are not
+//! IPv4/IPv6 TCP/UDP sockets cost one atomic load per call.
+//!
+//! Limits (see `docs/user-space-tap.md`): static binaries, io_uring,
+//! `sendfile`/`splice`, raw `syscall` numbers other than the socket ones,
+//! setuid programs (the loader ignores `LD_PRELOAD`), datagram `MSG_PEEK`
+//! (sees wire bytes).
+#![allow(unsafe_code)] // an FFI interposition layer; every block has a SAFETY note
+#![allow(clippy::missing_safety_doc)] // the C signatures are the contract
+
+mod io;
+mod process;
+mod readiness;
+mod real;
+mod sock;
+
+use l45_modules::Role;
+use libc::{c_int, c_long, c_uint, c_ulong, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+use crate::io::Received;
+use crate::sock::sockaddr_to_std;
+
+/// Runs `f` over the bytes of an iovec array, copying only when there is more
+/// than one element.
+unsafe fn gather<R>(iov: *const libc::iovec, n: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+    if iov.is_null() || n == 0 {
+        return f(&[]);
+    }
+    // SAFETY: the caller's msghdr promises `n` valid iovecs.
+    let iovs = unsafe { std::slice::from_raw_parts(iov, n) };
+    if n == 1 {
+        let v = &iovs[0];
+        if v.iov_base.is_null() {
+            return f(&[]);
+        }
+        // SAFETY: one iovec of iov_len readable bytes.
+        return f(unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) });
+    }
+    let mut buf = Vec::new();
+    for v in iovs {
+        if !v.iov_base.is_null() {
+            // SAFETY: as above, per element.
+            buf.extend_from_slice(unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) });
+        }
+    }
+    f(&buf)
+}
+
+/// Copies `data` into an iovec array; returns bytes copied.
+unsafe fn scatter(iov: *const libc::iovec, n: usize, data: &[u8]) -> usize {
+    if iov.is_null() {
+        return 0;
+    }
+    // SAFETY: the caller's msghdr promises `n` valid, writable iovecs.
+    let iovs = unsafe { std::slice::from_raw_parts(iov, n) };
+    let mut at = 0;
+    for v in iovs {
+        if at == data.len() {
+            break;
+        }
+        if v.iov_base.is_null() {
+            continue;
+        }
+        let k = v.iov_len.min(data.len() - at);
+        // SAFETY: writable iovec of at least k bytes.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr().add(at), v.iov_base.cast::<u8>(), k) };
+        at += k;
+    }
+    at
+}
+
+fn iov_total(iov: *const libc::iovec, n: usize) -> usize {
+    if iov.is_null() {
+        return 0;
+    }
+    // SAFETY: as in `scatter`.
+    unsafe { std::slice::from_raw_parts(iov, n) }
+        .iter()
+        .map(|v| v.iov_len)
+        .sum()
+}
+
+// ===== socket lifecycle =====
+
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    // SAFETY: passthrough.
+    let fd = unsafe { real::socket(domain, ty, protocol) };
+    if fd >= 0 {
+        sock::forget(fd);
+    }
+    fd
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: passthrough.
+    let r = unsafe { real::connect(fd, addr, len) };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    if r == 0 || e == Some(libc::EINPROGRESS) {
+        io::established(fd, Role::Client, sockaddr_to_std(addr, len));
+        // SAFETY: restore the errno connect left for the caller.
+        unsafe { *libc::__errno_location() = e.unwrap_or(0) };
+    }
+    r
+}
+
+unsafe fn accepted(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) {
+    if fd < 0 {
+        return;
+    }
+    sock::forget(fd);
+    let peer = if addr.is_null() || len.is_null() {
+        None
+    } else {
+        // SAFETY: the kernel filled `*len` bytes of `addr`.
+        sockaddr_to_std(addr, unsafe { *len })
+    };
+    io::established(fd, Role::Server, peer);
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: passthrough, then our bookkeeping on the new descriptor.
+    unsafe {
+        let r = real::accept(fd, addr, len);
+        accepted(r, addr, len);
+        r
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+    // SAFETY: as in `accept`.
+    unsafe {
+        let r = real::accept4(fd, addr, len, flags);
+        accepted(r, addr, len);
+        r
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    io::closing(fd);
+    // SAFETY: passthrough.
+    unsafe { real::close(fd) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if old != new {
+        io::closing(new);
+    }
+    // SAFETY: passthrough.
+    unsafe { real::dup2(old, new) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    io::closing(new);
+    // SAFETY: passthrough.
+    unsafe { real::dup3(old, new, flags) }
+}
+
+// ===== sending =====
+
+fn send_plain(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, dest: *const sockaddr, alen: socklen_t) -> Option<ssize_t> {
+    if buf.is_null() && len > 0 {
+        return None;
+    }
+    let data: &[u8] = if len == 0 {
+        &[]
+    } else {
+        // SAFETY: the application passes `len` readable bytes at `buf`.
+        unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
+    };
+    let mut wire = |b: &[u8]| {
+        // SAFETY: sending our own buffer with the caller's flags/address.
+        unsafe { real::sendto(fd, b.as_ptr().cast(), b.len(), flags, dest, alen) }
+    };
+    io::send(fd, data, flags, sockaddr_to_std(dest, alen), &mut wire)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    match send_plain(fd, buf, len, flags, std::ptr::null(), 0) {
+        Some(r) => r,
+        // SAFETY: passthrough.
+        None => unsafe { real::send(fd, buf, len, flags) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t {
+    match send_plain(fd, buf, len, flags, addr, alen) {
+        Some(r) => r,
+        // SAFETY: passthrough.
+        None => unsafe { real::sendto(fd, buf, len, flags, addr, alen) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+    if sock::lookup(fd).is_some() {
+        if let Some(r) = send_plain(fd, buf, len, 0, std::ptr::null(), 0) {
+            return r;
+        }
+    }
+    // SAFETY: passthrough.
+    unsafe { real::write(fd, buf, len) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
+    if n > 0 && sock::lookup(fd).is_some() {
+        // SAFETY: the caller passes `n` valid iovecs.
+        let r = unsafe {
+            gather(iov, n as usize, |data| {
+                let mut wire = |b: &[u8]| real::send(fd, b.as_ptr().cast(), b.len(), 0);
+                io::send(fd, data, 0, None, &mut wire)
+            })
+        };
+        if let Some(r) = r {
+            return r;
+        }
+    }
+    // SAFETY: passthrough.
+    unsafe { real::writev(fd, iov, n) }
+}
+
+unsafe fn sendmsg_tapped(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<ssize_t> {
+    if msg.is_null() {
+        return None;
+    }
+    // SAFETY: the application's msghdr.
+    let m = unsafe { &*msg };
+    let dest = sockaddr_to_std(m.msg_name.cast(), m.msg_namelen);
+    // SAFETY: iovecs described by the msghdr.
+    unsafe {
+        gather(m.msg_iov, m.msg_iovlen, |data| {
+            let mut wire = |b: &[u8]| {
+                let mut iov = libc::iovec {
+                    iov_base: b.as_ptr() as *mut c_void,
+                    iov_len: b.len(),
+                };
+                let mut copy = *m;
+                copy.msg_iov = &mut iov;
+                copy.msg_iovlen = 1;
+                real::sendmsg(fd, &copy, flags)
+            };
+            io::send(fd, data, flags, dest, &mut wire)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: pointers from the application, checked inside.
+    match unsafe { sendmsg_tapped(fd, msg, flags) } {
+        Some(r) => r,
+        // SAFETY: passthrough.
+        None => unsafe { real::sendmsg(fd, msg, flags) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendmmsg(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
+    if vec.is_null() || vlen == 0 || sock::lookup(fd).is_none() {
+        // SAFETY: passthrough.
+        return unsafe { real::sendmmsg(fd, vec, vlen, flags) };
+    }
+    let mut sent = 0;
+    for i in 0..vlen as usize {
+        // SAFETY: `vlen` entries at `vec`.
+        let entry = unsafe { &mut *vec.add(i) };
+        // SAFETY: one message, as `sendmsg` would get it.
+        let r = match unsafe { sendmsg_tapped(fd, &entry.msg_hdr, flags) } {
+            Some(r) => r,
+            // SAFETY: passthrough for this message.
+            None => unsafe { real::sendmsg(fd, &entry.msg_hdr, flags) },
+        };
+        if r < 0 {
+            return if sent > 0 { sent } else { -1 };
+        }
+        entry.msg_len = r as c_uint;
+        sent += 1;
+    }
+    sent
+}
+
+// ===== receiving =====
+
+fn recv_plain(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> Option<ssize_t> {
+    if buf.is_null() && len > 0 {
+        return None;
+    }
+    let app: &mut [u8] = if len == 0 {
+        &mut []
+    } else {
+        // SAFETY: the application passes `len` writable bytes at `buf`.
+        unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
+    };
+    let mut wire = |b: &mut [u8], fl: c_int| {
+        // SAFETY: receiving into our buffer; address out-params are the
+        // caller's, filled by the kernel.
+        let n = unsafe { real::recvfrom(fd, b.as_mut_ptr().cast(), b.len(), fl, addr, alen) };
+        let from = if n >= 0 && !addr.is_null() && !alen.is_null() {
+            // SAFETY: filled by the kernel above.
+            sockaddr_to_std(addr, unsafe { *alen })
+        } else {
+            None
+        };
+        Received { n, from }
+    };
+    let (n, full) = io::recv(fd, app, flags, &mut wire)?;
+    Some(if flags & libc::MSG_TRUNC != 0 && n >= 0 { full as ssize_t } else { n })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    match recv_plain(fd, buf, len, flags, std::ptr::null_mut(), std::ptr::null_mut()) {
+        Some(r) => r,
+        // SAFETY: passthrough.
+        None => unsafe { real::recv(fd, buf, len, flags) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t {
+    match recv_plain(fd, buf, len, flags, addr, alen) {
+        Some(r) => r,
+        // SAFETY: passthrough.
+        None => unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
+    if sock::lookup(fd).is_some() {
+        if let Some(r) = recv_plain(fd, buf, len, 0, std::ptr::null_mut(), std::ptr::null_mut()) {
+            return r;
+        }
+    }
+    // SAFETY: passthrough.
+    unsafe { real::read(fd, buf, len) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
+    if n > 0 && sock::lookup(fd).is_some() {
+        let total = iov_total(iov, n as usize);
+        let mut tmp = vec![0u8; total];
+        let r = recv_plain(fd, tmp.as_mut_ptr().cast(), total, 0, std::ptr::null_mut(), std::ptr::null_mut());
+        if let Some(r) = r {
+            if r > 0 {
+                // SAFETY: the caller's writable iovecs.
+                unsafe { scatter(iov, n as usize, &tmp[..r as usize]) };
+            }
+            return r;
+        }
+    }
+    // SAFETY: passthrough.
+    unsafe { real::readv(fd, iov, n) }
+}
+
+unsafe fn recvmsg_tapped(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<ssize_t> {
+    if msg.is_null() {
+        return None;
+    }
+    // SAFETY: the application's msghdr.
+    let m = unsafe { &mut *msg };
+    let total = iov_total(m.msg_iov, m.msg_iovlen);
+    let mut tmp = vec![0u8; total];
+    let mut out_flags = 0;
+    let (n, full) = {
+        let mut wire = |b: &mut [u8], fl: c_int| {
+            let mut iov = libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            };
+            let mut copy = *m;
+            copy.msg_iov = &mut iov;
+            copy.msg_iovlen = 1;
+            // SAFETY: our iovec; name/control buffers are the caller's.
+            let n = unsafe { real::recvmsg(fd, &mut copy, fl) };
+            m.msg_namelen = copy.msg_namelen;
+            m.msg_controllen = copy.msg_controllen;
+            out_flags = copy.msg_flags;
+            let from = if n >= 0 { sockaddr_to_std(m.msg_name.cast(), m.msg_namelen) } else { None };
+            Received { n, from }
+        };
+        io::recv(fd, &mut tmp, flags, &mut wire)?
+    };
+    if n > 0 {
+        // SAFETY: the caller's writable iovecs.
+        unsafe { scatter(m.msg_iov, m.msg_iovlen, &tmp[..n as usize]) };
+    }
+    m.msg_flags = out_flags & !libc::MSG_TRUNC;
+    if full > n.max(0) as usize {
+        m.msg_flags |= libc::MSG_TRUNC;
+    }
+    Some(if flags & libc::MSG_TRUNC != 0 && n >= 0 { full as ssize_t } else { n })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if sock::lookup(fd).is_some() {
+        // SAFETY: pointers from the application, checked inside.
+        if let Some(r) = unsafe { recvmsg_tapped(fd, msg, flags) } {
+            return r;
+        }
+    }
+    // SAFETY: passthrough.
+    unsafe { real::recvmsg(fd, msg, flags) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvmmsg(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int {
+    if vec.is_null() || vlen == 0 || sock::lookup(fd).is_none() {
+        // SAFETY: passthrough.
+        return unsafe { real::recvmmsg(fd, vec, vlen, flags, timeout) };
+    }
+    let mut got = 0;
+    for i in 0..vlen as usize {
+        // After the first message, take only what is already there.
+        let fl = if i == 0 { flags & !libc::MSG_WAITFORONE } else { (flags & !libc::MSG_WAITFORONE) | libc::MSG_DONTWAIT };
+        // SAFETY: `vlen` entries at `vec`.
+        let entry = unsafe { &mut *vec.add(i) };
+        // SAFETY: one message, as `recvmsg` would get it.
+        let r = match unsafe { recvmsg_tapped(fd, &mut entry.msg_hdr, fl) } {
+            Some(r) => r,
+            // SAFETY: passthrough for this message.
+            None => unsafe { real::recvmsg(fd, &mut entry.msg_hdr, fl) },
+        };
+        if r < 0 {
+            return if got > 0 { got } else { -1 };
+        }
+        entry.msg_len = r as c_uint;
+        got += 1;
+    }
+    got
+}
+
+// ===== fortified variants (_FORTIFY_SOURCE builds call these) =====
+
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t) -> ssize_t {
+    if len > buflen {
+        std::process::abort();
+    }
+    // SAFETY: same contract as read.
+    unsafe { read(fd, buf, len) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t {
+    if len > buflen {
+        std::process::abort();
+    }
+    // SAFETY: same contract as recv.
+    unsafe { recv(fd, buf, len, flags) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t {
+    if len > buflen {
+        std::process::abort();
+    }
+    // SAFETY: same contract as recvfrom.
+    unsafe { recvfrom(fd, buf, len, flags, addr, alen) }
+}
+
+// ===== variadic entry points =====
+//
+// `syscall(long, ...)` and `ioctl(int, unsigned long, ...)` are variadic,
+// which stable Rust cannot define. On x86-64 and AArch64 a variadic callee
+// finds its arguments exactly where a fixed-arity function with the same
+// (integer) parameters would, so a naked trampoline that jumps to a
+// fixed-arity function is exact. Other architectures are not supported.
+
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn syscall() {
+    core::arch::naked_asm!("jmp {}", sym l45_syscall)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn ioctl() {
+    core::arch::naked_asm!("jmp {}", sym l45_ioctl)
+}
+
+#[cfg(target_arch = "aarch64")]
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn syscall() {
+    core::arch::naked_asm!("b {}", sym l45_syscall)
+}
+
+#[cfg(target_arch = "aarch64")]
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn ioctl() {
+    core::arch::naked_asm!("b {}", sym l45_ioctl)
+}
+
+unsafe extern "C" fn l45_syscall(n: c_long, a1: c_long, a2: c_long, a3: c_long, a4: c_long, a5: c_long, a6: c_long) -> c_long {
+    // SAFETY: for the socket calls, the arguments are those of the libc
+    // function of the same name; everything else goes to glibc unchanged.
+    unsafe {
+        match n {
+            libc::SYS_sendmmsg => sendmmsg(a1 as c_int, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int) as c_long,
+            libc::SYS_recvmmsg => recvmmsg(a1 as c_int, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int, a5 as *mut libc::timespec) as c_long,
+            libc::SYS_sendmsg => sendmsg(a1 as c_int, a2 as *const msghdr, a3 as c_int) as c_long,
+            libc::SYS_recvmsg => recvmsg(a1 as c_int, a2 as *mut msghdr, a3 as c_int) as c_long,
+            libc::SYS_sendto => sendto(a1 as c_int, a2 as *const c_void, a3 as size_t, a4 as c_int, a5 as *const sockaddr, a6 as socklen_t) as c_long,
+            libc::SYS_recvfrom => recvfrom(a1 as c_int, a2 as *mut c_void, a3 as size_t, a4 as c_int, a5 as *mut sockaddr, a6 as *mut socklen_t) as c_long,
+            libc::SYS_close => {
+                io::closing(a1 as c_int);
+                real::syscall(n, a1, a2, a3, a4, a5, a6)
+            }
+            _ => real::syscall(n, a1, a2, a3, a4, a5, a6),
+        }
+    }
+}
+
+unsafe extern "C" fn l45_ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
+    // SAFETY: passthrough.
+    let r = unsafe { real::ioctl(fd, request, arg) };
+    if r == 0 && request == libc::FIONREAD as c_ulong && !arg.is_null() {
+        let held = sock::held_len(fd);
+        if held > 0 {
+            // SAFETY: FIONREAD's argument is an int the kernel just wrote.
+            unsafe { *(arg.cast::<c_int>()) += held as c_int };
+        }
+    }
+    r
+}

@@ -1,0 +1,95 @@
+//! Per-process state: the mapped control area and the parsed module table.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use l45_tap_engine::Config;
+use l45_tap_shm::{ShmReader, StatsSlot, DEFAULT_PATH, NAME_LEN, PATH_ENV};
+
+static SHM: OnceLock<ShmReader> = OnceLock::new();
+/// Last time (s since the epoch) opening the control area failed.
+static LAST_TRY: AtomicU64 = AtomicU64::new(0);
+static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
+static PROCESS_NAME: OnceLock<([u8; NAME_LEN], usize)> = OnceLock::new();
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// The control area, once it exists. Until the agent has created it, the
+/// tap passes everything through and retries at most once a second.
+pub fn shm() -> Option<&'static ShmReader> {
+    if let Some(s) = SHM.get() {
+        return Some(s);
+    }
+    let now = now_s();
+    let last = LAST_TRY.load(Ordering::Relaxed);
+    if last != 0 && now.saturating_sub(last) < 1 {
+        return None;
+    }
+    LAST_TRY.store(now.max(1), Ordering::Relaxed);
+    let path = std::env::var_os(PATH_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+    match ShmReader::open(&path) {
+        Ok(r) => {
+            let _ = SHM.set(r);
+            SHM.get()
+        }
+        Err(_) => None,
+    }
+}
+
+/// The parsed module table of generation `generation` (parsed once per
+/// process per generation).
+pub fn config(shm: &ShmReader, generation: u64) -> Arc<Config> {
+    let mut cached = CONFIG.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = cached.as_ref() {
+        if c.generation == generation {
+            return c.clone();
+        }
+    }
+    let (g, slots) = shm.snapshot();
+    let c = Arc::new(Config::from_slots(g, &slots));
+    *cached = Some(c.clone());
+    c
+}
+
+pub fn stats(slot: usize, id: u32) -> Option<&'static StatsSlot> {
+    let s = SHM.get()?.stats(slot)?;
+    (s.id.load(Ordering::Acquire) == id).then_some(s)
+}
+
+/// The process name (comm of the thread-group leader).
+pub fn process_name() -> &'static [u8] {
+    let (name, len) = PROCESS_NAME.get_or_init(|| {
+        let mut name = [0u8; NAME_LEN];
+        let text = std::fs::read("/proc/self/comm").unwrap_or_default();
+        let text = text.strip_suffix(b"\n").unwrap_or(&text);
+        let len = text.len().min(NAME_LEN - 1);
+        name[..len].copy_from_slice(&text[..len]);
+        (name, len)
+    });
+    &name[..*len]
+}
+
+/// The calling thread's name.
+pub fn thread_name() -> ([u8; NAME_LEN], usize) {
+    let mut name = [0u8; NAME_LEN];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes (NUL included) to `name`.
+    unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+    let len = name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+    (name, len)
+}

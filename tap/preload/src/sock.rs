@@ -1,0 +1,384 @@
+//! The per-descriptor table: which descriptors are IPv4/IPv6 TCP/UDP sockets,
+//! and for each such socket its role, addresses, module chain and buffers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use l45_modules::Role;
+use l45_tap_engine::{protocol_of, Chain, ChainChange, SocketView};
+use l45_tap_shm::{SockAddr, SocketRecord, NAME_LEN};
+use libc::{c_int, sockaddr, socklen_t};
+
+use crate::process;
+
+pub const MAX_FD: usize = 65536;
+
+const UNKNOWN: u8 = 0;
+const OTHER: u8 = 1;
+const INET: u8 = 2;
+
+static STATE: [AtomicU8; MAX_FD] = [const { AtomicU8::new(UNKNOWN) }; MAX_FD];
+static CELLS: [AtomicPtr<Mutex<Option<Sock>>>; MAX_FD] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_FD];
+/// Sockets holding received bytes the application has not read yet; while
+/// 0, readiness calls go straight to libc.
+pub static HELD_SOCKETS: AtomicUsize = AtomicUsize::new(0);
+
+/// One IPv4/IPv6 TCP or UDP socket.
+#[derive(Debug)]
+pub struct Sock {
+    pub stream: bool,
+    pub role: Option<Role>,
+    /// First sight happened (matching is done once).
+    pub matched: bool,
+    pub chain: Chain,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub thread_name: [u8; NAME_LEN],
+    pub thread_name_len: usize,
+    /// Slot in the shared socket table while modules are attached.
+    pub table_slot: Option<usize>,
+    /// Received application bytes not yet handed over.
+    pub held: Vec<u8>,
+    /// Customized bytes not yet accepted by the kernel (non-blocking sends).
+    pub pending: Vec<u8>,
+}
+
+impl Sock {
+    fn new(stream: bool) -> Sock {
+        Sock {
+            stream,
+            role: None,
+            matched: false,
+            chain: Chain::default(),
+            local: None,
+            remote: None,
+            thread_name: [0; NAME_LEN],
+            thread_name_len: 0,
+            table_slot: None,
+            held: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// A copy of what matching needs, so the chain can be borrowed mutably
+    /// while a view exists.
+    pub fn view_data(&self) -> ViewData {
+        ViewData {
+            protocol: protocol_of(self.stream),
+            role: self.role.unwrap_or(Role::Client),
+            local: self.local,
+            remote: self.remote,
+            thread_name: self.thread_name,
+            thread_name_len: self.thread_name_len,
+        }
+    }
+
+    /// Keeps `HELD_SOCKETS` in step when `held` changes from/to empty.
+    pub fn set_held(&mut self, bytes: &[u8]) {
+        let was = !self.held.is_empty();
+        self.held.clear();
+        self.held.extend_from_slice(bytes);
+        let is = !self.held.is_empty();
+        if was != is {
+            if is {
+                HELD_SOCKETS.fetch_add(1, Ordering::Relaxed);
+            } else {
+                HELD_SOCKETS.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes up to `n` held bytes.
+    pub fn take_held(&mut self, out: &mut [u8], peek: bool) -> usize {
+        let n = out.len().min(self.held.len());
+        out[..n].copy_from_slice(&self.held[..n]);
+        if !peek {
+            self.held.drain(..n);
+            if self.held.is_empty() {
+                HELD_SOCKETS.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        n
+    }
+}
+
+/// Owned socket facts; `view()` lends them to the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewData {
+    protocol: u8,
+    role: Role,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+    thread_name: [u8; NAME_LEN],
+    thread_name_len: usize,
+}
+
+impl ViewData {
+    pub fn view(&self) -> SocketView<'_> {
+        SocketView {
+            protocol: self.protocol,
+            role: self.role,
+            local: self.local,
+            remote: self.remote,
+            thread_name: &self.thread_name[..self.thread_name_len],
+            process_name: process::process_name(),
+        }
+    }
+}
+
+pub type Cell = Mutex<Option<Sock>>;
+
+fn cell(fd: usize) -> &'static Cell {
+    let p = CELLS[fd].load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: cells are leaked boxes, never freed (one per descriptor
+        // number), so the reference is valid for the process lifetime.
+        return unsafe { &*p };
+    }
+    let fresh = Box::into_raw(Box::new(Mutex::new(None)));
+    match CELLS[fd].compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: we just published our own leaked box.
+        Ok(_) => unsafe { &*fresh },
+        Err(existing) => {
+            // SAFETY: `fresh` was never shared; `existing` is a leaked box.
+            unsafe {
+                drop(Box::from_raw(fresh));
+                &*existing
+            }
+        }
+    }
+}
+
+pub fn lock(c: &'static Cell) -> MutexGuard<'static, Option<Sock>> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn index(fd: c_int) -> Option<usize> {
+    usize::try_from(fd).ok().filter(|&i| i < MAX_FD)
+}
+
+fn sockopt(fd: c_int, opt: c_int) -> Option<c_int> {
+    let mut v: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `v`.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut v as *mut c_int).cast(), &mut len) };
+    (r == 0).then_some(v)
+}
+
+/// The socket behind `fd` if it is one we tap (IPv4/IPv6 TCP or UDP). The
+/// common case — a descriptor already known not to be one — is one load.
+pub fn lookup(fd: c_int) -> Option<&'static Cell> {
+    let i = index(fd)?;
+    match STATE[i].load(Ordering::Acquire) {
+        OTHER => None,
+        INET => Some(cell(i)),
+        _ => classify(fd, i),
+    }
+}
+
+fn classify(fd: c_int, i: usize) -> Option<&'static Cell> {
+    let domain = sockopt(fd, libc::SO_DOMAIN);
+    let ty = sockopt(fd, libc::SO_TYPE);
+    let proto = sockopt(fd, libc::SO_PROTOCOL);
+    let stream = match (domain, ty, proto) {
+        (Some(libc::AF_INET | libc::AF_INET6), Some(libc::SOCK_STREAM), Some(libc::IPPROTO_TCP)) => true,
+        (Some(libc::AF_INET | libc::AF_INET6), Some(libc::SOCK_DGRAM), Some(libc::IPPROTO_UDP)) => false,
+        _ => {
+            STATE[i].store(OTHER, Ordering::Release);
+            return None;
+        }
+    };
+    let c = cell(i);
+    let mut g = lock(c);
+    if g.is_none() {
+        *g = Some(Sock::new(stream));
+    }
+    drop(g);
+    STATE[i].store(INET, Ordering::Release);
+    Some(c)
+}
+
+/// A new descriptor number (socket, accept, dup): forget what we knew.
+pub fn forget(fd: c_int) {
+    let Some(i) = index(fd) else { return };
+    if STATE[i].load(Ordering::Acquire) == INET {
+        let mut g = lock(cell(i));
+        if let Some(s) = g.as_mut() {
+            detach_all(s);
+        }
+        *g = None;
+    }
+    STATE[i].store(UNKNOWN, Ordering::Release);
+}
+
+pub fn sockaddr_to_std(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
+    if addr.is_null() {
+        return None;
+    }
+    // SAFETY: the caller passes a sockaddr of `len` bytes; we read the family
+    // first and then only the size that family needs, checked against len.
+    unsafe {
+        match c_int::from((*addr).sa_family) {
+            libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
+                let a = &*(addr.cast::<libc::sockaddr_in>());
+                Some(SocketAddr::from((
+                    std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                )))
+            }
+            libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
+                let a = &*(addr.cast::<libc::sockaddr_in6>());
+                Some(SocketAddr::from((
+                    std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn name_of(fd: c_int, peer: bool) -> Option<SocketAddr> {
+    // SAFETY: zeroed sockaddr_storage is a valid out-buffer of the given size.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    let p = (&mut ss as *mut libc::sockaddr_storage).cast::<sockaddr>();
+    // SAFETY: the kernel writes at most `len` bytes.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    };
+    if r != 0 {
+        return None;
+    }
+    sockaddr_to_std(p, len)
+}
+
+/// Brings `s` up to date with the control area: matching at first sight,
+/// then refreshing its chain whenever the generation moves. `role` is what
+/// the current call says about this end if nothing said it before.
+pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
+    if s.role.is_none() {
+        s.role = Some(role);
+    }
+    let Some(shm) = process::shm() else {
+        s.matched = true;
+        return;
+    };
+    let generation = shm.generation();
+    if s.matched && generation == s.chain.generation {
+        return;
+    }
+    if generation % 2 == 1 {
+        return; // agent mid-write: keep the current chain for this call
+    }
+    let config = process::config(shm, generation);
+    let change = if !s.matched {
+        s.matched = true;
+        if s.local.is_none() {
+            s.local = name_of(fd, false);
+        }
+        if s.remote.is_none() {
+            s.remote = name_of(fd, true);
+        }
+        let (name, len) = process::thread_name();
+        s.thread_name = name;
+        s.thread_name_len = len;
+        let vd = s.view_data();
+        s.chain = Chain::first_sight(&config, &vd.view());
+        ChainChange {
+            added: s.chain.entries.iter().map(|a| (a.slot, a.id)).collect(),
+            removed: Vec::new(),
+        }
+    } else {
+        if s.remote.is_none() {
+            s.remote = name_of(fd, true);
+        }
+        let vd = s.view_data();
+        s.chain.refresh(&config, &vd.view())
+    };
+    if !change.is_empty() {
+        for (slot, id) in &change.added {
+            if let Some(st) = process::stats(*slot, *id) {
+                st.sockets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for (slot, id) in &change.removed {
+            if let Some(st) = process::stats(*slot, *id) {
+                st.sockets.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        publish(fd, s);
+    }
+}
+
+fn pid() -> u32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() as u32 }
+}
+
+/// Publishes (or withdraws) the socket in the shared socket table.
+fn publish(fd: c_int, s: &mut Sock) {
+    let Some(shm) = process::shm() else { return };
+    let me = pid();
+    if s.chain.is_empty() {
+        if let Some(i) = s.table_slot.take() {
+            shm.release_socket(i, me);
+        }
+        return;
+    }
+    if s.table_slot.is_none() {
+        s.table_slot = shm.claim_socket(me, (me as usize).wrapping_mul(31).wrapping_add(fd as usize));
+    }
+    let Some(i) = s.table_slot else { return };
+    let mut process_name = [0u8; NAME_LEN];
+    let p = process::process_name();
+    process_name[..p.len()].copy_from_slice(p);
+    let record = SocketRecord {
+        fd,
+        protocol: protocol_of(s.stream),
+        role: match s.role {
+            Some(Role::Client) => 1,
+            Some(Role::Server) => 2,
+            None => 0,
+        },
+        _pad: [0; 2],
+        local: s.local.as_ref().map(SockAddr::from_std).unwrap_or_default(),
+        remote: s.remote.as_ref().map(SockAddr::from_std).unwrap_or_default(),
+        thread_name: s.thread_name,
+        process_name,
+        modules: s.chain.ids(),
+    };
+    shm.write_socket(i, me, &record);
+}
+
+/// The socket is going away: detach every module.
+pub fn detach_all(s: &mut Sock) {
+    for a in &s.chain.entries {
+        if let Some(st) = process::stats(a.slot, a.id) {
+            st.sockets.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    s.chain.entries.clear();
+    if let (Some(shm), Some(i)) = (process::shm(), s.table_slot.take()) {
+        shm.release_socket(i, pid());
+    }
+    if !s.held.is_empty() {
+        s.held.clear();
+        HELD_SOCKETS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Descriptors with held bytes (for readiness calls).
+pub fn held_len(fd: c_int) -> usize {
+    let Some(i) = index(fd) else { return 0 };
+    if STATE[i].load(Ordering::Acquire) != INET {
+        return 0;
+    }
+    lock(cell(i)).as_ref().map(|s| s.held.len()).unwrap_or(0)
+}

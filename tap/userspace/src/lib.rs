@@ -1,0 +1,342 @@
+//! The agent's backend for the user-space tap: every committed transaction
+//! becomes one new module table in the shared-memory control area, which
+//! every tapped process (running ones included) picks up on its next socket
+//! call. Statistics and tapped sockets are read back from the same area.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use l45_modules::{security, Instance, Kind};
+use l45_tap_control::{
+    Attach, Change, ChallengeAnswer, ModuleConfig, ModuleState, ModuleStats, Protocol, SocketInfo,
+    TapControl, TapError, Transaction,
+};
+use l45_tap_shm::{
+    flags, set_name, AddrMatch, ModuleSlot, ShmError, ShmWriter, MAX_MODULES, PROTO_ANY, PROTO_TCP,
+    PROTO_UDP,
+};
+
+pub struct UserspaceTap {
+    shm: ShmWriter,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Applied modules by id, with their table slot.
+    modules: BTreeMap<u32, (usize, ModuleConfig)>,
+    /// Table prepared by the last successful `prepare`.
+    prepared: Option<Prepared>,
+    revision: u32,
+}
+
+struct Prepared {
+    table: Box<[ModuleSlot; MAX_MODULES]>,
+    modules: BTreeMap<u32, (usize, ModuleConfig)>,
+    revision: u32,
+}
+
+/// Why a module cannot go into the table.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SlotError {
+    #[error("kind {0} is not built into the user-space tap")]
+    UnknownKind(String),
+    #[error("parameters: {0}")]
+    Parameters(String),
+    #[error("{0} is not an IP address or prefix")]
+    Address(String),
+    #[error("name {0:?} is longer than 15 bytes")]
+    Name(String),
+    #[error("parameters do not fit the tap's table entry")]
+    TooLong,
+    #[error("security key must be 32 bytes")]
+    Key,
+}
+
+fn addr_match(text: &str) -> Result<AddrMatch, SlotError> {
+    let bad = || SlotError::Address(text.to_string());
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
+        None => (text, None),
+    };
+    // YANG ip-address may carry a zone ("fe80::1%eth0"); matching ignores it.
+    let addr = addr.split('%').next().unwrap_or(addr);
+    let ip: IpAddr = addr.parse().map_err(|_| bad())?;
+    let mut m = AddrMatch::default();
+    match ip {
+        IpAddr::V4(v4) => {
+            m.family = 4;
+            m.prefix = prefix.unwrap_or(32);
+            m.addr[..4].copy_from_slice(&v4.octets());
+            if m.prefix > 32 {
+                return Err(bad());
+            }
+        }
+        IpAddr::V6(v6) => {
+            m.family = 6;
+            m.prefix = prefix.unwrap_or(128);
+            m.addr = v6.octets();
+            if m.prefix > 128 {
+                return Err(bad());
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// The table entry for one module.
+pub fn module_slot(m: &ModuleConfig, revision: u32) -> Result<ModuleSlot, SlotError> {
+    let kind = Kind::from_name(&m.kind).ok_or_else(|| SlotError::UnknownKind(m.kind.clone()))?;
+    let pairs = || m.parameters.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    Instance::new(m.id, kind, pairs()).map_err(|e| SlotError::Parameters(e.to_string()))?;
+    let mut s = ModuleSlot {
+        flags: flags::USED,
+        id: m.id,
+        kind: kind.code(),
+        priority: m.priority,
+        revision,
+        ..ModuleSlot::default()
+    };
+    if m.activated {
+        s.flags |= flags::ACTIVATED;
+    }
+    if m.deprecated {
+        s.flags |= flags::DEPRECATED;
+    }
+    if m.attach == Attach::Immediate {
+        s.flags |= flags::IMMEDIATE;
+    }
+    s.protocol = match m.matching.protocol {
+        Some(Protocol::Tcp) => PROTO_TCP,
+        Some(Protocol::Udp) => PROTO_UDP,
+        Some(Protocol::Any) | None => PROTO_ANY,
+    };
+    if let Some(a) = &m.matching.source_address {
+        s.source = addr_match(a)?;
+    }
+    if let Some(a) = &m.matching.destination_address {
+        s.destination = addr_match(a)?;
+    }
+    if let Some(p) = m.matching.source_port {
+        s.flags |= flags::HAS_SRC_PORT;
+        s.source_port = p;
+    }
+    if let Some(p) = m.matching.destination_port {
+        s.flags |= flags::HAS_DST_PORT;
+        s.destination_port = p;
+    }
+    for (field, name) in [
+        (&mut s.thread_name, &m.matching.thread_name),
+        (&mut s.process_name, &m.matching.process_name),
+    ] {
+        if let Some(n) = name {
+            if !set_name(field, n) {
+                return Err(SlotError::Name(n.clone()));
+            }
+        }
+    }
+    if !s.set_params(pairs()) {
+        return Err(SlotError::TooLong);
+    }
+    if let Some(k) = &m.key {
+        s.key = k.as_slice().try_into().map_err(|_| SlotError::Key)?;
+        s.flags |= flags::HAS_KEY;
+    }
+    Ok(s)
+}
+
+impl UserspaceTap {
+    /// Creates (or takes over) the control area at `path`.
+    pub fn new(path: &Path) -> Result<UserspaceTap, ShmError> {
+        Ok(UserspaceTap {
+            shm: ShmWriter::create(path)?,
+            inner: Mutex::default(),
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        self.shm.path()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn to_system_time(ns: u64) -> Option<SystemTime> {
+    (ns != 0).then(|| UNIX_EPOCH + Duration::from_nanos(ns))
+}
+
+impl TapControl for UserspaceTap {
+    fn name(&self) -> &'static str {
+        "userspace"
+    }
+
+    fn prepare(&self, txn: &Transaction) -> Result<(), TapError> {
+        let mut inner = self.lock();
+        let mut modules = inner.modules.clone();
+        let mut revision = inner.revision;
+        for change in &txn.changes {
+            match change {
+                Change::Unregister(m) => {
+                    modules.remove(&m.id);
+                }
+                Change::Register(m) | Change::Update { new: m, .. } => {
+                    let slot = match modules.get(&m.id) {
+                        Some((slot, _)) => *slot,
+                        None => (0..MAX_MODULES)
+                            .find(|s| !modules.values().any(|(used, _)| used == s))
+                            .ok_or_else(|| {
+                                TapError::ResourceExhausted(format!(
+                                    "the user-space tap holds at most {MAX_MODULES} modules"
+                                ))
+                            })?,
+                    };
+                    modules.insert(m.id, (slot, m.clone()));
+                }
+            }
+        }
+        let mut table = Box::new([ModuleSlot::default(); MAX_MODULES]);
+        let current: BTreeMap<u32, ModuleSlot> = self
+            .shm
+            .modules()
+            .into_iter()
+            .filter(|s| s.used())
+            .map(|s| (s.id, s))
+            .collect();
+        for (id, (slot, m)) in &modules {
+            let unchanged = inner.modules.get(id).is_some_and(|(_, old)| old == m);
+            let entry = match current.get(id) {
+                Some(s) if unchanged => *s,
+                _ => {
+                    revision = revision.wrapping_add(1);
+                    module_slot(m, revision).map_err(|e| TapError::Refused {
+                        id: *id,
+                        reason: e.to_string(),
+                    })?
+                }
+            };
+            table[*slot] = entry;
+        }
+        inner.prepared = Some(Prepared {
+            table,
+            modules,
+            revision,
+        });
+        Ok(())
+    }
+
+    fn apply(&self, _txn: &Transaction) {
+        let mut inner = self.lock();
+        if let Some(p) = inner.prepared.take() {
+            self.shm.publish(&p.table);
+            inner.modules = p.modules;
+            inner.revision = p.revision;
+            tracing::info!(generation = self.shm.generation(), modules = inner.modules.len(), "user-space tap table published");
+        }
+    }
+
+    fn abort(&self, _txn: &Transaction) {
+        self.lock().prepared = None;
+    }
+
+    fn module_stats(&self) -> Vec<ModuleStats> {
+        let inner = self.lock();
+        inner
+            .modules
+            .values()
+            .map(|(slot, m)| {
+                let Some(st) = self.shm.stats(*slot).filter(|s| s.id.load(Ordering::Acquire) == m.id)
+                else {
+                    return ModuleStats::idle(m.id, ModuleState::Registered);
+                };
+                let sockets = st.sockets.load(Ordering::Relaxed);
+                let active_ts = to_system_time(st.active_ts_ns.load(Ordering::Relaxed));
+                let state = if m.deprecated {
+                    ModuleState::Deprecated
+                } else if sockets > 0 || active_ts.is_some() {
+                    ModuleState::Active
+                } else {
+                    ModuleState::Registered
+                };
+                ModuleStats {
+                    id: m.id,
+                    state,
+                    active_ts,
+                    socket_count: sockets,
+                    bytes_sent: st.bytes_sent.load(Ordering::Relaxed),
+                    bytes_received: st.bytes_received.load(Ordering::Relaxed),
+                    messages_sent: st.messages_sent.load(Ordering::Relaxed),
+                    messages_received: st.messages_received.load(Ordering::Relaxed),
+                    errors: st.errors.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    fn sockets(&self) -> Vec<SocketInfo> {
+        self.shm
+            .sockets()
+            .into_iter()
+            .map(|(pid, r)| SocketInfo {
+                id: (u64::from(pid) << 32) | u64::from(r.fd as u32),
+                protocol: match r.protocol {
+                    PROTO_TCP => Protocol::Tcp,
+                    PROTO_UDP => Protocol::Udp,
+                    _ => Protocol::Any,
+                },
+                source: r.local.to_std(),
+                destination: r.remote.to_std(),
+                pid,
+                thread_name: String::from_utf8_lossy(l45_tap_shm::name_bytes(&r.thread_name)).into_owned(),
+                process_name: String::from_utf8_lossy(l45_tap_shm::name_bytes(&r.process_name)).into_owned(),
+                modules: r.modules.iter().copied().take_while(|&id| id != 0).collect(),
+            })
+            .collect()
+    }
+
+    fn challenge(&self, id: u32, nonce: &[u8], ciphertext: &[u8]) -> Result<ChallengeAnswer, TapError> {
+        // The key the tap holds for the module (the table entry), not the
+        // agent's configuration: the answer proves what the tap runs.
+        let slot = self
+            .shm
+            .modules()
+            .into_iter()
+            .find(|s| s.used() && s.id == id)
+            .ok_or(TapError::UnknownModule(id))?;
+        if !slot.has(flags::HAS_KEY) {
+            return Err(TapError::Refused {
+                id,
+                reason: "module has no security key".into(),
+            });
+        }
+        let mut fresh = [0u8; security::NONCE_LEN];
+        fill_random(&mut fresh).map_err(|e| TapError::Backend(format!("no randomness: {e}")))?;
+        let answer = security::respond(&slot.key, id, nonce, ciphertext, &fresh).map_err(|e| TapError::Refused {
+            id,
+            reason: format!("challenge failed: {e}"),
+        })?;
+        Ok(ChallengeAnswer {
+            nonce: fresh.to_vec(),
+            ciphertext: answer.to_vec(),
+        })
+    }
+
+    fn install(&self, _id: u32, _image: &[u8], _sha256_hex: &str) -> Result<(), TapError> {
+        Err(TapError::Unsupported(
+            "installing module images (the user-space tap runs the built-in kinds)",
+        ))
+    }
+}
+
+fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
+#[cfg(test)]
+mod tests;
