@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(cmake libpcre2-dev libyang2-tools netconfd yangcli openssh-client)
+# Tap tests: real DNS, HTTP(S) and capture tools.
+DEBS=(cmake libpcre2-dev libyang2-tools netconfd yangcli openssh-client
+      dnsmasq-base bind9-dnsutils curl openssl tcpdump tshark)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

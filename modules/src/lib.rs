@@ -24,6 +24,13 @@ mod stream;
 
 pub use security::{ChallengeError, CHALLENGE_LEN, NONCE_LEN, TAG_LEN};
 
+/// Wire-format constants, for inverse modules (dissectors) and tests.
+pub mod wire {
+    pub use crate::appid::{MAGIC as APP_ID_MAGIC, MAX_PREFIX as APP_ID_MAX_PREFIX};
+    pub use crate::dns::{COMPRESSED_MARKER, HEADER_LEN as DNS_HEADER_LEN};
+    pub use crate::security::CLEARANCE_LEN;
+}
+
 /// Which end of the conversation the socket is. Clients initiate (TCP
 /// `connect`, UDP first operation a send); servers accept (TCP `accept`, UDP
 /// first operation a receive).
