@@ -4,9 +4,14 @@ driven by ncclient over SSH on loopback (recording tap backend).
 Usage: .venv/bin/python tools/bench_agent.py [N ...]   (default 10000 100000)
 
 Prints seconds per step and the agent's RSS (VmRSS, VmHWM from /proc).
-The issue's reference server (yuma123 netconfd) is not measured yet: it
-needs an OpenSSH sshd with its netconf subsystem, which this script does not
-set up.
+
+In the same run it measures, with the same steps and client:
+- L45_AGENT_BASELINE (optional): an older l45-agent binary, for before/after;
+- yuma123 netconfd (the issue's reference), reached as usual through an
+  OpenSSH sshd started here on a free loopback port (own host key and
+  config, `Subsystem netconf /usr/sbin/netconf-subsystem`) and netconfd
+  started with --superuser and a module path holding our model. RSS is
+  netconfd's. Set L45_BENCH_NETCONFD=0 to skip it.
 """
 import os
 import pathlib
@@ -44,30 +49,88 @@ def timed(f):
     return time.perf_counter() - t, r
 
 
-def run(n):
-    d = pathlib.Path(tempfile.mkdtemp())
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "k")], check=True)
-    p = subprocess.Popen([AGENT, "--listen", "127.0.0.1:0", "--state-dir", str(d / "s"), "--authorized-keys", f"admin:{d}/k.pub",
-                          "--max-message-size", str(512 << 20)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = p.stdout.readline()
-    port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
-    idle = rss(p.pid)
-    with manager.connect(host="127.0.0.1", port=port, username="admin", key_filename=str(d / "k"), hostkey_verify=False,
-                         allow_agent=False, look_for_keys=False, timeout=600) as m:
+def steps(label, n, connect, pid):
+    idle = rss(pid)
+    with connect() as m:
         xml = load_xml(n)
         t_load, _ = timed(lambda: m.edit_config(target="running", config=xml))
         t_get, r = timed(lambda: m.get_config("running"))
-        assert r.data_xml.count("<module>") == n
+        assert r.data_xml.count("<module>") == n, label
         small = load_xml(1, start=n // 2)
         t_small, _ = timed(lambda: m.edit_config(target="running", config=small))
-        peak = rss(p.pid)
+        peak = rss(pid)
         t_del, _ = timed(lambda: m.edit_config(target="running", config=f'<config xmlns="{BASE}"><customizations xmlns="{NS}" xmlns:nc="{BASE}" nc:operation="remove"/></config>'))
-        after = rss(p.pid)
+        time.sleep(0.5)
+        after = rss(pid)
+    print(f"{label:<10} N={n:>7}: load {t_load:.3f} s, get-config {t_get:.3f} s, small edit {t_small * 1000:.1f} ms, "
+          f"delete-all {t_del:.3f} s; RSS idle {idle['VmRSS']} MB, peak {peak['VmHWM']} MB, after delete {after['VmRSS']} MB", flush=True)
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_netconfd(n):
+    d = pathlib.Path(tempfile.mkdtemp())
+    mods = d / "modules"
+    mods.mkdir()
+    # Only our model: netconfd brings its own ietf-* modules.
+    for f in (ROOT / "yang").glob("layer45-customization@*.yang"):
+        (mods / (f.name.split("@")[0] + ".yang")).write_text(f.read_text())  # yuma looks up NAME.yang
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "hostkey")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "k")], check=True)
+    (d / "authorized_keys").write_text((d / "k.pub").read_text())
+    port = free_port()
+    user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n"
+        f"AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+        f"PermitRootLogin prohibit-password\nSubsystem netconf /usr/sbin/netconf-subsystem\n")
+    os.makedirs("/run/sshd", exist_ok=True)
+    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], stderr=open(d / "sshd.log", "w"))
+    ncd = subprocess.Popen(["/usr/sbin/netconfd", f"--superuser={user}", f"--modpath={mods}:/usr/share/yuma/modules",
+                            "--module=layer45-customization", "--no-startup", f"--log-level={os.environ.get('L45_NETCONFD_LOG', 'warn')}", f"--log={d}/netconfd.log"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if os.path.exists("/tmp/ncxserver.sock"):
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        steps("netconfd", n, lambda: manager.connect(host="127.0.0.1", port=port, username=user, key_filename=str(d / "k"),
+                                                     hostkey_verify=False, allow_agent=False, look_for_keys=False, timeout=600), ncd.pid)
+    finally:
+        for p in (ncd, sshd):
+            p.terminate()
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def run(n, agent=AGENT, label="l45-agent"):
+    d = pathlib.Path(tempfile.mkdtemp())
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "k")], check=True)
+    p = subprocess.Popen([agent, "--listen", "127.0.0.1:0", "--state-dir", str(d / "s"), "--authorized-keys", f"admin:{d}/k.pub",
+                          "--max-message-size", str(512 << 20)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = p.stdout.readline()
+    port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+    steps(label, n, lambda: manager.connect(host="127.0.0.1", port=port, username="admin", key_filename=str(d / "k"),
+                                            hostkey_verify=False, allow_agent=False, look_for_keys=False, timeout=600), p.pid)
     p.terminate()
     p.wait()
-    print(f"N={n:>7}: load {t_load:.3f} s, get-config {t_get:.3f} s, small edit {t_small * 1000:.1f} ms, "
-          f"delete-all {t_del:.3f} s; RSS idle {idle['VmRSS']} MB, peak {peak['VmHWM']} MB, after delete {after['VmRSS']} MB")
 
 
 for n in [int(a) for a in sys.argv[1:]] or [10000, 100000]:
+    if os.environ.get("L45_AGENT_BASELINE"):
+        run(n, os.environ["L45_AGENT_BASELINE"], "baseline")
     run(n)
+    if os.environ.get("L45_BENCH_NETCONFD", "1") != "0":
+        try:
+            run_netconfd(n)
+        except Exception as e:  # report, keep the other figures
+            print(f"netconfd   N={n:>7}: failed: {e!r}", flush=True)

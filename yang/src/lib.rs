@@ -194,6 +194,98 @@ pub fn print_xml(
     Ok(text)
 }
 
+
+/// A compiled schema leaf of the process-wide context, usable from any
+/// thread: its value checks go straight to libyang's type plugins.
+#[derive(Debug, Clone, Copy)]
+pub struct StaticLeaf(*const yang3::ffi::lysc_node);
+
+// SAFETY: the pointer is a compiled schema node of the `'static` context,
+// which is never modified after `context()` built it; libyang reads
+// compiled schema nodes without locking from any thread.
+unsafe impl Send for StaticLeaf {}
+// SAFETY: as for Send; `StaticLeaf` gives only read access.
+unsafe impl Sync for StaticLeaf {}
+
+impl StaticLeaf {
+    /// Wraps a leaf or leaf-list of the static context.
+    pub fn new(node: &yang3::schema::SchemaNode<'static>) -> Self {
+        StaticLeaf(node.as_raw())
+    }
+
+    /// Checks `value` (JSON encoding: identities as `module:name`) against
+    /// the leaf's type exactly as libyang does when it parses data, and
+    /// returns its canonical form. `None` when libyang refuses it (or needs
+    /// a data tree to decide, as leafrefs do).
+    pub fn canonical(&self, value: &str) -> Option<String> {
+        let mut canon: *const std::ffi::c_char = std::ptr::null();
+        // SAFETY: `self.0` is a live compiled leaf (see the Send impl);
+        // `value` is valid for `value.len()` bytes and need not be
+        // NUL-terminated; a NULL ctx makes libyang log nothing; `canon`
+        // receives a dictionary string we release below.
+        let ret = unsafe {
+            yang3::ffi::lyd_value_validate(
+                std::ptr::null(),
+                self.0,
+                value.as_ptr().cast(),
+                value.len(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                &mut canon,
+            )
+        };
+        if ret != yang3::ffi::LY_ERR::LY_SUCCESS || canon.is_null() {
+            return None;
+        }
+        // SAFETY: libyang returned a NUL-terminated dictionary string.
+        let text = unsafe { std::ffi::CStr::from_ptr(canon) }
+            .to_str()
+            .ok()
+            .map(str::to_owned);
+        // SAFETY: `canon` was inserted into the dictionary of the leaf's
+        // context for us (one reference); it is released once and not used
+        // afterwards.
+        unsafe {
+            let ctx = (*(*self.0).module).ctx;
+            yang3::ffi::lydict_remove(ctx, canon);
+        }
+        text
+    }
+}
+
+/// Prints one data node and its subtree (no siblings) as XML.
+pub fn print_node_xml(
+    node: &yang3::data::DataNodeRef<'_>,
+    flags: yang3::data::DataPrinterFlags,
+) -> Result<String, yang3::Error> {
+    use yang3::data::Data as _;
+    let mut out: *mut std::ffi::c_char = std::ptr::null_mut();
+    let flags = flags - yang3::data::DataPrinterFlags::WITH_SIBLINGS;
+    // SAFETY: `node.raw()` is alive for this call; lyd_print_mem only
+    // reads the tree and stores a malloc'ed string (or nothing) in `out`.
+    let ret = unsafe {
+        yang3::ffi::lyd_print_mem(
+            &mut out,
+            node.raw(),
+            yang3::ffi::LYD_FORMAT::LYD_XML,
+            flags.bits(),
+        )
+    };
+    if ret != yang3::ffi::LY_ERR::LY_SUCCESS {
+        return Err(yang3::Error::new(node.context()));
+    }
+    if out.is_null() {
+        return Ok(String::new());
+    }
+    // SAFETY: NUL-terminated malloc'ed string, copied before the one free.
+    let text = unsafe { std::ffi::CStr::from_ptr(out) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: `out` is not used after this.
+    unsafe { free(out.cast()) };
+    Ok(text)
+}
+
 static CONTEXT: OnceLock<Result<Context, YangError>> = OnceLock::new();
 
 /// The process-wide libyang context with every module loaded. Built once;

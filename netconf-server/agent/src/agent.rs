@@ -22,6 +22,8 @@ use yang3::data::{
 use crate::edit::{self, EditOp, Touched};
 use crate::filter;
 use crate::nacm::{self, Access, Nacm};
+use crate::persist::Journal;
+use crate::store::{self, Delta, Ds, Slots};
 use crate::tapbridge;
 use crate::yangerr::to_rpc_error;
 
@@ -61,25 +63,35 @@ impl Datastore {
 }
 
 struct Stores {
-    running: DataTree<'static>,
-    candidate: DataTree<'static>,
-    startup: DataTree<'static>,
+    running: Ds,
+    /// `None`: candidate is running (shared, nothing copied). Becomes its
+    /// own datastore (entries still shared) on its first edit.
+    candidate: Option<Ds>,
+    startup: Ds,
     /// Candidate differs from running by edits not yet committed.
     candidate_dirty: bool,
+    /// An edit with test-option `set` put unvalidated data in candidate.
+    candidate_unvalidated: bool,
 }
 
 impl Stores {
-    fn get(&self, ds: Datastore) -> &DataTree<'static> {
+    fn get(&self, ds: Datastore) -> &Ds {
         match ds {
             Datastore::Running => &self.running,
-            Datastore::Candidate => &self.candidate,
+            Datastore::Candidate => self.candidate.as_ref().unwrap_or(&self.running),
             Datastore::Startup => &self.startup,
         }
+    }
+
+    fn reset_candidate(&mut self) {
+        self.candidate = None;
+        self.candidate_dirty = false;
+        self.candidate_unvalidated = false;
     }
 }
 
 struct ConfirmedCommit {
-    backup: DataTree<'static>,
+    backup: Ds,
     session_id: u32,
     persist: Option<String>,
     /// Bumped on every (re)arm so a stale timer does nothing.
@@ -141,6 +153,8 @@ pub struct Agent {
     confirmed: Mutex<Option<ConfirmedCommit>>,
     confirmed_generation: AtomicU64,
     tap: Arc<dyn TapControl>,
+    /// running.xml and its journal; used with `write_lock` held.
+    journal: Mutex<Journal>,
     events: broadcast::Sender<Event>,
     counters: Counters,
     started: SystemTime,
@@ -207,6 +221,153 @@ fn print_xml(tree: &DataTree<'static>, flags: DataPrinterFlags) -> Result<String
     l45_yang::print_xml(tree, flags | DataPrinterFlags::SHRINK)
 }
 
+/// Reads a stored datastore: the module entries through the native
+/// parser, the rest through libyang; falls back to libyang for all of it.
+fn load_ds(ctx: &'static Context, text: &str) -> Result<Ds, String> {
+    if text.trim().is_empty() {
+        return Ok(Ds::new(ctx));
+    }
+    let schema = store::schema()?;
+    let wrapped = format!("<config xmlns=\"{BASE_NS}\">{text}</config>");
+    if let Ok(root) = l45_netconf_proto::xml::parse(wrapped.as_bytes()) {
+        let (cust, others): (Vec<Element>, Vec<Element>) = root
+            .children
+            .iter()
+            .cloned()
+            .partition(|c| c.is(l45_yang::L45_NAMESPACE, "customizations"));
+        let all = store::WriteAccess {
+            module: true,
+            keys: true,
+        };
+        let modules = if cust.is_empty() {
+            Some(store::ModuleMap::new())
+        } else {
+            store::fast_edit(schema, &store::ModuleMap::new(), &cust, &[], EditOp::Merge, all).map(
+                |(d, _)| {
+                    let mut m = store::ModuleMap::new();
+                    d.apply_to(&mut m);
+                    m
+                },
+            )
+        };
+        if let Some(modules) = modules {
+            let scope = root.scope_for_children(&[]);
+            let rest_xml: String = others
+                .iter()
+                .map(|o| o.standalone_xml(wrapped.as_bytes(), &scope))
+                .collect();
+            let mut rest = if rest_xml.is_empty() {
+                DataTree::new(ctx)
+            } else {
+                DataTree::parse_string(
+                    ctx,
+                    &rest_xml,
+                    DataFormat::XML,
+                    DataParserFlags::STRICT | DataParserFlags::NO_STATE,
+                    DataValidationFlags::NO_STATE,
+                )
+                .map_err(|e| e.to_string())?
+            };
+            rest.validate(DataValidationFlags::NO_STATE)
+                .map_err(|e| e.to_string())?;
+            return Ok(Ds { rest, modules });
+        }
+    }
+    let mut tree = DataTree::parse_string(
+        ctx,
+        text,
+        DataFormat::XML,
+        DataParserFlags::STRICT | DataParserFlags::NO_STATE,
+        DataValidationFlags::NO_STATE,
+    )
+    .map_err(|e| e.to_string())?;
+    tree.validate(DataValidationFlags::NO_STATE)
+        .map_err(|e| e.to_string())?;
+    Ds::from_tree(&tree).map_err(|e| e.to_string())
+}
+
+/// The tap changes of a delta on `current`, checking that parameters fit
+/// the kind; `Err((id, kind, case))` otherwise.
+fn delta_transaction(
+    schema: &store::ListSchema,
+    current: &store::ModuleMap,
+    delta: &Delta,
+) -> Result<Transaction, (u32, String, String)> {
+    let mut ids: std::collections::BTreeSet<u32> = delta.changes.keys().copied().collect();
+    if delta.clear {
+        ids.extend(current.keys().copied());
+    }
+    let slots = |e: &store::Entry| Slots::parse(schema, e).ok();
+    let mut changes = Vec::new();
+    for id in ids {
+        let old = current.get(&id);
+        let new = delta.after(id, old);
+        if let (Some(o), Some(n)) = (old, new) {
+            if Arc::ptr_eq(o, n) {
+                continue;
+            }
+        }
+        let new_slots = match (new, delta.parsed.get(&id)) {
+            (None, _) => None,
+            (Some(_), Some(p)) => Some(p.clone()),
+            (Some(n), None) => slots(n),
+        };
+        let old_cfg = old.and_then(slots).map(|s| s.module_config(schema));
+        let new_cfg = new_slots.as_ref().map(|s| s.module_config(schema));
+        if let (Some(s), Some(m)) = (&new_slots, &new_cfg) {
+            if let Some(case) = s.parameters_case(schema) {
+                if tapbridge::parameters_case(&m.kind) != Some(case) {
+                    return Err((id, m.kind.clone(), case.to_string()));
+                }
+            }
+        }
+        match (old_cfg, new_cfg) {
+            (None, Some(n)) => changes.push(Change::Register(n)),
+            (Some(o), None) => changes.push(Change::Unregister(o)),
+            (Some(o), Some(n)) if o != n => changes.push(Change::Update { old: o, new: n }),
+            _ => {}
+        }
+    }
+    Ok(Transaction { changes })
+}
+
+type EditOutcome = (
+    Delta,
+    Option<DataTree<'static>>,
+    Vec<Touched>,
+    Vec<RpcError>,
+);
+
+/// Module ids a parsed edit names; `None` when it may touch any entry
+/// (an operation on the list's container, a default `replace`, a module
+/// without a usable key).
+fn edit_entry_ids(
+    edit_tree: &DataTree<'static>,
+    default_op: EditOp,
+) -> Option<std::collections::BTreeSet<u32>> {
+    let mut ids = std::collections::BTreeSet::new();
+    let Ok(cust) = edit_tree.find_path(tapbridge::CUSTOMIZATIONS) else {
+        return Some(ids);
+    };
+    if default_op == EditOp::Replace
+        || edit::node_op(&cust).is_some_and(|op| !matches!(op, EditOp::Merge))
+    {
+        return None;
+    }
+    for m in cust.children() {
+        if m.schema().name() != "module" {
+            return None;
+        }
+        let id = m
+            .list_keys()
+            .next()
+            .and_then(|k| k.value_canonical())
+            .and_then(|v| v.parse().ok())?;
+        ids.insert(id);
+    }
+    Some(ids)
+}
+
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
@@ -237,32 +398,15 @@ impl Agent {
         })?;
         let running_path = opts.state_dir.join("running.xml");
         let startup_path = opts.state_dir.join("startup.xml");
-        let load = |path: &Path| -> Result<Option<DataTree<'static>>, AgentError> {
+        let schema = store::schema().map_err(AgentError::Yang)?;
+        let load = |path: &Path| -> Result<Option<Ds>, AgentError> {
             match std::fs::read_to_string(path) {
-                Ok(text) => {
-                    let mut tree = if text.trim().is_empty() {
-                        DataTree::new(ctx)
-                    } else {
-                        DataTree::parse_string(
-                            ctx,
-                            &text,
-                            DataFormat::XML,
-                            DataParserFlags::STRICT | DataParserFlags::NO_STATE,
-                            DataValidationFlags::NO_STATE,
-                        )
-                        .map_err(|e| AgentError::BadStore {
-                            path: path.to_path_buf(),
-                            message: e.to_string(),
-                        })?
-                    };
-                    tree.validate(DataValidationFlags::NO_STATE).map_err(|e| {
-                        AgentError::BadStore {
-                            path: path.to_path_buf(),
-                            message: e.to_string(),
-                        }
-                    })?;
-                    Ok(Some(tree))
-                }
+                Ok(text) => load_ds(ctx, &text)
+                    .map(Some)
+                    .map_err(|message| AgentError::BadStore {
+                        path: path.to_path_buf(),
+                        message,
+                    }),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(source) => Err(AgentError::StateDir {
                     path: path.to_path_buf(),
@@ -270,11 +414,29 @@ impl Agent {
                 }),
             }
         };
+        let mut journal = Journal::new(&opts.state_dir);
         let startup = load(&startup_path)?;
         let running = match load(&running_path)? {
-            Some(r) => r,
+            Some(mut r) => {
+                let records = journal.replay().map_err(|source| AgentError::StateDir {
+                    path: running_path.clone(),
+                    source,
+                })?;
+                for rec in records {
+                    let id_of = |e: &store::Entry| Slots::parse(schema, e).ok().map(|s| s.id);
+                    if let Some(rest) = crate::persist::apply_replay(&mut r.modules, id_of, rec) {
+                        r.rest = load_ds(ctx, &rest)
+                            .map_err(|message| AgentError::BadStore {
+                                path: running_path.clone(),
+                                message,
+                            })?
+                            .rest;
+                    }
+                }
+                r
+            }
             None => match &startup {
-                Some(s) => s.duplicate().map_err(|e| AgentError::Yang(e.to_string()))?,
+                Some(s) => s.share().map_err(|e| AgentError::Yang(e.to_string()))?,
                 None => {
                     let mut t = DataTree::parse_string(
                         ctx,
@@ -286,31 +448,54 @@ impl Agent {
                     .map_err(|e| AgentError::Yang(e.to_string()))?;
                     t.validate(DataValidationFlags::NO_STATE)
                         .map_err(|e| AgentError::Yang(e.to_string()))?;
-                    t
+                    Ds {
+                        rest: t,
+                        modules: store::ModuleMap::new(),
+                    }
                 }
             },
         };
         let startup = match startup {
             Some(s) => s,
             None => running
-                .duplicate()
+                .share()
                 .map_err(|e| AgentError::Yang(e.to_string()))?,
         };
-        let candidate = running
-            .duplicate()
-            .map_err(|e| AgentError::Yang(e.to_string()))?;
         // The tap starts empty: register everything configured.
-        let txn = tapbridge::transaction(&DataTree::new(ctx), &running, None);
+        let all = Delta {
+            clear: false,
+            changes: running
+                .modules
+                .iter()
+                .map(|(id, e)| (*id, Some(e.clone())))
+                .collect(),
+            parsed: BTreeMap::new(),
+        };
+        let txn = delta_transaction(schema, &store::ModuleMap::new(), &all).map_err(
+            |(id, kind, case)| AgentError::BadStore {
+                path: running_path.clone(),
+                message: format!("module {id} of kind {kind} cannot take {case} parameters"),
+            },
+        )?;
+        drop(all);
         tap.prepare(&txn)?;
         tap.apply(&txn);
+        // Start from a compact snapshot and an empty journal.
+        journal
+            .write_snapshot(&running.rest, running.modules.values())
+            .map_err(|source| AgentError::StateDir {
+                path: running_path.clone(),
+                source,
+            })?;
         let (events, _) = broadcast::channel(1024);
         let agent = Arc::new(Agent {
             ctx,
             stores: RwLock::new(Stores {
                 running,
-                candidate,
+                candidate: None,
                 startup,
                 candidate_dirty: false,
+                candidate_unvalidated: false,
             }),
             write_lock: Mutex::new(()),
             locks: Mutex::new(BTreeMap::new()),
@@ -319,18 +504,13 @@ impl Agent {
             confirmed: Mutex::new(None),
             confirmed_generation: AtomicU64::new(0),
             tap,
+            journal: Mutex::new(journal),
             events,
             counters: Counters::default(),
             started: SystemTime::now(),
             runtime,
             opts,
         });
-        agent
-            .persist(Datastore::Running)
-            .map_err(|e| AgentError::BadStore {
-                path: running_path,
-                message: format!("{e:?}"),
-            })?;
         agent
             .persist(Datastore::Startup)
             .map_err(|e| AgentError::BadStore {
@@ -427,10 +607,7 @@ impl Agent {
             let _w = Self::guard(&self.write_lock);
             let mut stores = self.stores_mut();
             if stores.candidate_dirty {
-                if let Ok(c) = stores.running.duplicate() {
-                    stores.candidate = c;
-                    stores.candidate_dirty = false;
-                }
+                stores.reset_candidate();
             }
         }
         let pending = Self::guard(&self.confirmed)
@@ -526,7 +703,7 @@ impl Agent {
     fn dispatch(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
         let op = &rpc.operation;
         let ns = op.ns.as_deref().unwrap_or("");
-        let nacm = Nacm::from_running(&self.stores().running);
+        let nacm = Nacm::from_running(&self.stores().running.rest);
         let module = match ns {
             BASE_NS => "ietf-netconf",
             MONITORING_NS => "ietf-netconf-monitoring",
@@ -704,15 +881,43 @@ impl Agent {
         let filter =
             filter::parse_filter(self.ctx, op.child(BASE_NS, "filter"), &rpc.op_child_scope())
                 .map_err(|e| vec![e])?;
-        let mut tree = {
+        // Fast path: explicit mode, no filter or just `<customizations/>`:
+        // the entries are copied out as stored.
+        let whole = filter == filter::Filter::All;
+        let only_customizations = filter
+            == filter::Filter::XPaths(vec![tapbridge::CUSTOMIZATIONS.to_string()]);
+        if !with_state && flags.bits() == DataPrinterFlags::WD_EXPLICIT.bits() && (whole || only_customizations)
+        {
             let stores = self.stores();
+            let store = stores.get(ds);
+            let mut rest_xml = String::new();
+            if whole {
+                let mut rest = store.rest.duplicate().map_err(yerr(self.ctx))?;
+                self.nacm_read_filter(&mut rest, &s.username, nacm);
+                rest_xml = print_xml(&rest, flags).map_err(yerr(self.ctx))?;
+            }
+            let size: usize = store.modules.values().map(|e| e.len()).sum();
+            let mut body = String::with_capacity(size + rest_xml.len() + 128);
+            body.push_str("<data>");
+            body.push_str(&rest_xml);
+            if nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, false) {
+                let keys = nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, true);
+                let _ = Ds::write_customizations(&store.modules, keys, &mut body);
+            }
+            body.push_str("</data>");
+            return Ok((body, After::Continue));
+        }
+        let mut tree = {
+            let full = {
+                let stores = self.stores();
+                stores.get(ds).to_tree(self.ctx).map_err(yerr(self.ctx))?
+            };
             if with_state {
-                let mut full = stores.running.duplicate().map_err(yerr(self.ctx))?;
-                drop(stores);
+                let mut full = full;
                 self.add_state(&mut full).map_err(yerr(self.ctx))?;
                 filter::select(self.ctx, &full, &filter).map_err(|e| vec![e])?
             } else {
-                filter::select(self.ctx, stores.get(ds), &filter).map_err(|e| vec![e])?
+                filter::select(self.ctx, &full, &filter).map_err(|e| vec![e])?
             }
         };
         self.nacm_read_filter(&mut tree, &s.username, nacm);
@@ -1050,18 +1255,111 @@ impl Agent {
                 .info("bad-element", "config")])
             }
         };
+        let _w = Self::guard(&self.write_lock);
+        // Fast path: the module list natively, validating only what the
+        // edit touches. It reports no errors: anything it is unsure of goes
+        // to the general path below, which produces them.
+        let access = store::WriteAccess {
+            module: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Write, false),
+            keys: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Write, true),
+        };
+        let fast = match (continue_on_error, store::schema()) {
+            (false, Ok(schema)) => {
+                let stores = self.stores();
+                let scope = config.scope_for_children(&rpc.op_child_scope());
+                store::fast_edit(
+                    schema,
+                    &stores.get(target).modules,
+                    &config.children,
+                    &scope,
+                    default_op,
+                    access,
+                )
+            }
+            _ => None,
+        };
+        let (delta, rest, touched, errors) = match fast {
+            Some((delta, touched)) => {
+                self.check_lock(target, s)?;
+                (delta, None, touched, Vec::new())
+            }
+            None => self.general_edit(
+                s,
+                nacm,
+                rpc,
+                config,
+                target,
+                default_op,
+                continue_on_error,
+                &test_option,
+            )?,
+        };
+        if test_option == "test-only" {
+            return if errors.is_empty() {
+                Ok(("<ok/>".into(), After::Continue))
+            } else {
+                Err(errors)
+            };
+        }
+        match target {
+            Datastore::Running => {
+                self.commit_running(s, delta, rest, &touched, Datastore::Running)?
+            }
+            Datastore::Candidate => {
+                let mut guard = self.stores_mut();
+                let stores = &mut *guard;
+                if stores.candidate.is_none() {
+                    stores.candidate = Some(stores.running.share().map_err(yerr(self.ctx))?);
+                }
+                if let Some(c) = stores.candidate.as_mut() {
+                    if let Some(rest) = rest {
+                        c.rest = rest;
+                    }
+                    delta.apply_to(&mut c.modules);
+                }
+                stores.candidate_dirty = true;
+                stores.candidate_unvalidated |= test_option == "set";
+            }
+            Datastore::Startup => {}
+        }
+        if errors.is_empty() {
+            Ok(("<ok/>".into(), After::Continue))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// edit-config by libyang, as before the native store: the edit is
+    /// applied to a tree of the non-module data plus only the entries the
+    /// edit names (every entry when it works on the whole list), which is
+    /// then validated. Returns the result as a delta.
+    #[allow(clippy::too_many_arguments)]
+    fn general_edit(
+        &self,
+        s: &SessionInfo,
+        nacm: &Nacm,
+        rpc: &Rpc,
+        config: &Element,
+        target: Datastore,
+        default_op: EditOp,
+        continue_on_error: bool,
+        test_option: &str,
+    ) -> Result<EditOutcome, Vec<RpcError>> {
         let xml =
             edit::config_xml(config, &rpc.source, &rpc.op_child_scope()).map_err(|e| vec![e])?;
         let edit_tree = edit::parse_config(self.ctx, &xml).map_err(|e| vec![e])?;
         self.check_write_access(s, nacm, &edit_tree)?;
-
-        let _w = Self::guard(&self.write_lock);
         self.check_lock(target, s)?;
-        let mut new_tree = self
-            .stores()
-            .get(target)
-            .duplicate()
-            .map_err(yerr(self.ctx))?;
+        let ids = edit_entry_ids(&edit_tree, default_op);
+        let mut new_tree = {
+            let stores = self.stores();
+            let ds = stores.get(target);
+            match &ids {
+                Some(ids) => ds.tree_of(self.ctx, ids.iter().filter_map(|i| ds.modules.get(i))),
+                None => ds.to_tree(self.ctx),
+            }
+            .map_err(yerr(self.ctx))?
+        };
         let (touched, errors) = edit::apply(
             self.ctx,
             &mut new_tree,
@@ -1075,65 +1373,62 @@ impl Agent {
                 .validate(DataValidationFlags::NO_STATE)
                 .map_err(yerr(self.ctx))?;
         }
-        if test_option == "test-only" {
-            return if errors.is_empty() {
-                Ok(("<ok/>".into(), After::Continue))
-            } else {
-                Err(errors)
-            };
-        }
-        match target {
-            Datastore::Running => self.commit_running(s, new_tree, &touched, Datastore::Running)?,
-            Datastore::Candidate => {
-                let mut stores = self.stores_mut();
-                stores.candidate = new_tree;
-                stores.candidate_dirty = true;
+        let entries = store::entries_of(&new_tree).map_err(yerr(self.ctx))?;
+        let mut delta = Delta::default();
+        match ids {
+            None => {
+                delta.clear = true;
+                delta.changes = entries.into_iter().map(|(id, e)| (id, Some(e))).collect();
             }
-            Datastore::Startup => {}
+            Some(ids) => {
+                for id in ids {
+                    delta.changes.insert(id, entries.get(&id).cloned());
+                }
+                for (id, e) in entries {
+                    delta.changes.entry(id).or_insert(Some(e));
+                }
+            }
         }
-        if errors.is_empty() {
-            Ok(("<ok/>".into(), After::Continue))
-        } else {
-            Err(errors)
+        let mut rest = new_tree;
+        if rest.find_path(tapbridge::CUSTOMIZATIONS).is_ok() {
+            rest.remove(tapbridge::CUSTOMIZATIONS)
+                .map_err(yerr(self.ctx))?;
         }
+        Ok((delta, Some(rest), touched, errors))
     }
 
     /// The one path by which running changes: tap prepare → persist → tap
     /// apply → swap, with notifications. Call with `write_lock` held.
+    /// `rest` replaces the non-module data when given.
     fn commit_running(
         &self,
         s: &SessionInfo,
-        new_tree: DataTree<'static>,
+        delta: Delta,
+        rest: Option<DataTree<'static>>,
         touched: &[Touched],
         source: Datastore,
     ) -> Result<(), Vec<RpcError>> {
+        let schema = store::schema()
+            .map_err(|e| vec![app_err(ErrorTag::OperationFailed, e)])?;
         let txn = {
             let stores = self.stores();
-            tapbridge::transaction(&stores.running, &new_tree, tapbridge::touched_ids(touched))
+            delta_transaction(schema, &stores.running.modules, &delta)
         };
-        if let Err((id, kind, case)) = tapbridge::check_parameters(&new_tree, &txn) {
-            return Err(vec![app_err(
-                ErrorTag::InvalidValue,
-                format!("module {id} of kind {kind} cannot take {case} parameters"),
-            )
-            .path(crate::yangerr::xml_error_path(
-                self.ctx,
-                &format!(
-                    "{}/module[id='{id}']/parameters/{case}",
-                    tapbridge::CUSTOMIZATIONS
-                ),
-            ))]);
-        }
-        self.tap.prepare(&txn).map_err(|e| vec![tap_error(&e)])?;
-        let text = match print_xml(&new_tree, DataPrinterFlags::WD_EXPLICIT) {
+        let txn = match txn {
             Ok(t) => t,
-            Err(e) => {
-                self.tap.abort(&txn);
-                return Err(vec![to_rpc_error(self.ctx, &e)]);
+            Err((id, kind, case)) => {
+                return Err(vec![app_err(
+                    ErrorTag::InvalidValue,
+                    format!("module {id} of kind {kind} cannot take {case} parameters"),
+                )
+                .path(crate::yangerr::xml_error_path(
+                    self.ctx,
+                    &format!("{}/parameters/{case}", store::module_path(id)),
+                ))])
             }
         };
-        if let Err(e) = write_atomically(&self.opts.state_dir.join("running.xml"), text.as_bytes())
-        {
+        self.tap.prepare(&txn).map_err(|e| vec![tap_error(&e)])?;
+        if let Err(e) = self.persist_running(&delta, rest.as_ref()) {
             self.tap.abort(&txn);
             return Err(vec![app_err(
                 ErrorTag::OperationFailed,
@@ -1141,18 +1436,56 @@ impl Agent {
             )]);
         }
         self.tap.apply(&txn);
+        let removed = delta.clear || delta.changes.values().filter(|v| v.is_none()).count() >= 1000;
         {
             let mut stores = self.stores_mut();
-            stores.running = new_tree;
-            if !stores.candidate_dirty {
-                if let Ok(c) = stores.running.duplicate() {
-                    stores.candidate = c;
-                }
+            if let Some(rest) = rest {
+                stores.running.rest = rest;
             }
+            delta.apply_to(&mut stores.running.modules);
+            if !stores.candidate_dirty {
+                stores.candidate = None;
+            }
+        }
+        if removed {
+            crate::memtrim::release();
         }
         tracing::info!(session_id = s.id, user = %s.username, changes = txn.changes.len(), source = source.name(), "running configuration changed");
         self.notify_config_change(s, touched, &txn);
         Ok(())
+    }
+
+    /// Makes a running change durable before it is applied: a journal
+    /// record, or a new snapshot when the change is large.
+    fn persist_running(
+        &self,
+        delta: &Delta,
+        rest: Option<&DataTree<'static>>,
+    ) -> std::io::Result<()> {
+        let mut journal = Self::guard(&self.journal);
+        let stores = self.stores();
+        let running = &stores.running;
+        if journal.wants_snapshot(delta.changes.len(), running.modules.len(), delta.clear) {
+            let rest = rest.unwrap_or(&running.rest);
+            let mut next = if delta.clear {
+                store::ModuleMap::new()
+            } else {
+                running.modules.clone()
+            };
+            for (id, v) in &delta.changes {
+                match v {
+                    Some(e) => {
+                        next.insert(*id, e.clone());
+                    }
+                    None => {
+                        next.remove(id);
+                    }
+                }
+            }
+            journal.write_snapshot(rest, next.values())
+        } else {
+            journal.append(delta, rest)
+        }
     }
 
     fn notify_config_change(&self, s: &SessionInfo, touched: &[Touched], txn: &Transaction) {
@@ -1204,8 +1537,7 @@ impl Agent {
             Datastore::Startup => "startup.xml",
             Datastore::Candidate => return Ok(()),
         };
-        let text = print_xml(self.stores().get(ds), DataPrinterFlags::WD_EXPLICIT)
-            .map_err(yerr(self.ctx))?;
+        let text = self.stores().get(ds).to_xml().map_err(yerr(self.ctx))?;
         write_atomically(&self.opts.state_dir.join(file), text.as_bytes()).map_err(|e| {
             vec![app_err(
                 ErrorTag::OperationFailed,
@@ -1235,7 +1567,7 @@ impl Agent {
                 self.check_write_access(s, nacm, &t)?;
                 t.validate(DataValidationFlags::NO_STATE)
                     .map_err(yerr(self.ctx))?;
-                t
+                Ds::from_tree(&t).map_err(yerr(self.ctx))?
             }
             None => {
                 let source = Self::datastore_param(op, "source")?;
@@ -1247,12 +1579,13 @@ impl Agent {
                 }
                 self.stores()
                     .get(source)
-                    .duplicate()
+                    .share()
                     .map_err(yerr(self.ctx))?
             }
         };
         if !nacm.may(&s.username, "*", Access::Write, false) && target != Datastore::Startup {
-            self.check_write_access(s, nacm, &new_tree)?;
+            let tree = new_tree.to_tree(self.ctx).map_err(yerr(self.ctx))?;
+            self.check_write_access(s, nacm, &tree)?;
         }
         let _w = Self::guard(&self.write_lock);
         self.check_lock(target, s)?;
@@ -1262,11 +1595,12 @@ impl Agent {
                     path: tapbridge::CUSTOMIZATIONS.to_string(),
                     op: EditOp::Replace,
                 }];
-                self.commit_running(s, new_tree, &touched, Datastore::Running)?;
+                let delta = Delta::between(&self.stores().running.modules, &new_tree.modules);
+                self.commit_running(s, delta, Some(new_tree.rest), &touched, Datastore::Running)?;
             }
             Datastore::Candidate => {
                 let mut stores = self.stores_mut();
-                stores.candidate = new_tree;
+                stores.candidate = Some(new_tree);
                 stores.candidate_dirty = true;
             }
             Datastore::Startup => {
@@ -1287,13 +1621,11 @@ impl Agent {
                 "running cannot be deleted",
             )]),
             Datastore::Candidate => {
-                let mut stores = self.stores_mut();
-                stores.candidate = stores.running.duplicate().map_err(yerr(self.ctx))?;
-                stores.candidate_dirty = false;
+                self.stores_mut().reset_candidate();
                 Ok(("<ok/>".into(), After::Continue))
             }
             Datastore::Startup => {
-                self.stores_mut().startup = DataTree::new(self.ctx);
+                self.stores_mut().startup = Ds::new(self.ctx);
                 self.persist(Datastore::Startup)?;
                 Ok(("<ok/>".into(), After::Continue))
             }
@@ -1397,7 +1729,7 @@ impl Agent {
             None => self
                 .stores()
                 .get(Self::datastore_param(op, "source")?)
-                .duplicate()
+                .to_tree(self.ctx)
                 .map_err(yerr(self.ctx))?,
         };
         tree.validate(DataValidationFlags::NO_STATE)
@@ -1458,19 +1790,24 @@ impl Agent {
                 .info("bad-element", "persist-id")]);
             }
         }
-        let (candidate, backup) = {
+        let (delta, rest, backup) = {
             let stores = self.stores();
-            let mut c = stores.candidate.duplicate().map_err(yerr(self.ctx))?;
-            c.validate(DataValidationFlags::NO_STATE)
-                .map_err(yerr(self.ctx))?;
-            (c, stores.running.duplicate().map_err(yerr(self.ctx))?)
+            let c = stores.get(Datastore::Candidate);
+            if stores.candidate_unvalidated {
+                c.to_tree(self.ctx).map_err(yerr(self.ctx))?;
+            }
+            (
+                Delta::between(&stores.running.modules, &c.modules),
+                c.rest.duplicate().map_err(yerr(self.ctx))?,
+                stores.running.share().map_err(yerr(self.ctx))?,
+            )
         };
         let touched = [Touched {
             path: tapbridge::CUSTOMIZATIONS.to_string(),
             op: EditOp::Replace,
         }];
-        self.commit_running(s, candidate, &touched, Datastore::Candidate)?;
-        self.stores_mut().candidate_dirty = false;
+        self.commit_running(s, delta, Some(rest), &touched, Datastore::Candidate)?;
+        self.stores_mut().reset_candidate();
         let mut pending = Self::guard(&self.confirmed);
         if confirmed {
             let generation = self.confirmed_generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -1538,12 +1875,9 @@ impl Agent {
         tracing::warn!(
             "confirmed commit not confirmed; restoring the previous running configuration"
         );
-        self.commit_running(&system, backup, &touched, Datastore::Running)?;
-        let mut stores = self.stores_mut();
-        if let Ok(c) = stores.running.duplicate() {
-            stores.candidate = c;
-            stores.candidate_dirty = false;
-        }
+        let delta = Delta::between(&self.stores().running.modules, &backup.modules);
+        self.commit_running(&system, delta, Some(backup.rest), &touched, Datastore::Running)?;
+        self.stores_mut().reset_candidate();
         Ok(())
     }
 
@@ -1579,9 +1913,7 @@ impl Agent {
     fn op_discard(self: &Arc<Self>, s: &SessionInfo) -> Reply {
         let _w = Self::guard(&self.write_lock);
         self.check_lock(Datastore::Candidate, s)?;
-        let mut stores = self.stores_mut();
-        stores.candidate = stores.running.duplicate().map_err(yerr(self.ctx))?;
-        stores.candidate_dirty = false;
+        self.stores_mut().reset_candidate();
         Ok(("<ok/>".into(), After::Continue))
     }
 
@@ -1685,19 +2017,22 @@ impl Agent {
         match name {
             "report" => {
                 let mut out = String::new();
-                let known: std::collections::BTreeSet<u32> =
-                    tapbridge::all_ids(&self.stores().running);
-                let configs: BTreeMap<u32, bool> = {
-                    let stores = self.stores();
-                    known
-                        .iter()
-                        .filter_map(|id| {
-                            tapbridge::module_config(&stores.running, *id)
-                                .map(|m| (*id, m.activated))
-                        })
-                        .collect()
+                let stats = self.tap.module_stats();
+                let configs: BTreeMap<u32, bool> = match store::schema() {
+                    Ok(schema) => {
+                        let stores = self.stores();
+                        stats
+                            .iter()
+                            .filter_map(|st| {
+                                let e = stores.running.modules.get(&st.id)?;
+                                let slots = Slots::parse(schema, e).ok()?;
+                                Some((st.id, slots.module_config(schema).activated))
+                            })
+                            .collect()
+                    }
+                    Err(_) => BTreeMap::new(),
                 };
-                for st in self.tap.module_stats() {
+                for st in stats {
                     out.push_str(&format!(
                         "<module xmlns=\"{ns}\"><id>{}</id><state>{}</state>",
                         st.id,
@@ -1720,21 +2055,21 @@ impl Agent {
                 let id = id()?;
                 let _w = Self::guard(&self.write_lock);
                 self.check_lock(Datastore::Running, s)?;
-                let path = format!("{}/module[id='{id}']", tapbridge::CUSTOMIZATIONS);
-                let mut new_tree = self.stores().running.duplicate().map_err(yerr(self.ctx))?;
-                if new_tree.find_path(&path).is_err() {
+                let path = store::module_path(id);
+                if !self.stores().running.modules.contains_key(&id) {
                     return Err(vec![app_err(
                         ErrorTag::DataMissing,
                         format!("no module {id}"),
                     )
                     .path(crate::yangerr::xml_error_path(self.ctx, &path))]);
                 }
-                new_tree.remove(&path).map_err(yerr(self.ctx))?;
+                let mut delta = Delta::default();
+                delta.changes.insert(id, None);
                 let touched = [Touched {
                     path,
                     op: EditOp::Delete,
                 }];
-                self.commit_running(s, new_tree, &touched, Datastore::Running)?;
+                self.commit_running(s, delta, None, &touched, Datastore::Running)?;
                 Ok(("<ok/>".into(), After::Continue))
             }
             "challenge" => {

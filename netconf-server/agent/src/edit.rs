@@ -171,7 +171,7 @@ pub fn parse_config(ctx: &'static Context, xml: &str) -> Result<DataTree<'static
     })
 }
 
-fn node_op(node: &DataNodeRef<'_>) -> Option<EditOp> {
+pub fn node_op(node: &DataNodeRef<'_>) -> Option<EditOp> {
     node.meta()
         .find(|m| m.name() == "operation")
         .and_then(|m| EditOp::parse(m.value()))

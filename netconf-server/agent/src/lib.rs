@@ -4,8 +4,12 @@
 pub mod agent;
 pub mod edit;
 pub mod filter;
+#[allow(unsafe_code)]
+mod memtrim;
 pub mod nacm;
+pub mod persist;
 pub mod session;
 pub mod ssh;
+pub mod store;
 pub mod tapbridge;
 pub mod yangerr;
