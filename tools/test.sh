@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, then runs the Rust unit
-# tests, the YANG checks (yanglint, pyang --strict) and the interop tests
-# against the real agent with ncclient, netconf-console2, yangcli and
-# OpenSSH. Ends with one "N passed, N failed" line.
+# tests, the YANG checks (yanglint, pyang --strict), the interop tests
+# against the real agent (ncclient, netconf-console2, yangcli, OpenSSH) and
+# the user-space tap tests with real programs (dig, dnsmasq, curl, python
+# http.server, openssl, tcpdump, tshark). Ends with one "N passed, N failed"
+# line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
@@ -23,14 +25,21 @@ for f in yang/*.yang; do
   fi
 done
 
-echo "== interop (release agent)"
-cargo build --release -p l45-agent --quiet
-if L45_AGENT="$PWD/target/release/l45-agent" "$VENV/bin/python" -m pytest -q tests/interop 2>&1 | tee /tmp/l45-interop.log; then :; fi
-ipass=$( (grep -Eo '[0-9]+ passed' /tmp/l45-interop.log || true) | tail -1 | awk '{print $1+0}'); ipass=${ipass:-0}
-ifail=$( (grep -Eo '[0-9]+ (failed|error)' /tmp/l45-interop.log || true) | awk '{s+=$1} END {print s+0}')
-# A run that reports nothing (crash, collection error) counts as a failure.
-if [ "$ipass" = 0 ] && [ "$ifail" = 0 ]; then ifail=1; fi
-passed=$((passed+ipass)); failed=$((failed+ifail))
+echo "== interop and tap tests (release agent, preload library, real programs)"
+cargo build --release -p l45-agent -p l45-tap-preload --quiet
+export L45_AGENT="$PWD/target/release/l45-agent" L45_PRELOAD="$PWD/target/release/libl45tap.so"
+# One pytest run per folder: each has its own conftest helpers.
+for suite in tests/*/; do
+  [ -n "$(ls "$suite"test_*.py 2>/dev/null)" ] || continue
+  log=/tmp/l45-pytest-$(basename "$suite").log
+  echo "-- $suite"
+  if "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$suite" 2>&1 | tee "$log"; then :; fi
+  ipass=$( (grep -Eo '[0-9]+ passed' "$log" || true) | tail -1 | awk '{print $1+0}'); ipass=${ipass:-0}
+  ifail=$( (grep -Eo '[0-9]+ (failed|error)' "$log" || true) | awk '{s+=$1} END {print s+0}')
+  # A run that reports nothing (crash, collection error) counts as a failure.
+  if [ "$ipass" = 0 ] && [ "$ifail" = 0 ]; then ifail=1; fi
+  passed=$((passed+ipass)); failed=$((failed+ifail))
+done
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
