@@ -1,7 +1,7 @@
 """dig → dnsmasq through the user-space tap, configured by edit-config."""
 import pytest
 
-from conftest import (Capture, Dnsmasq, dig, module, plain_dns_answers, wait_for)
+from taplab import (Capture, Dnsmasq, dig, module, plain_dns_answers, wait_for)
 
 TAG = "XTAGXdig"
 CODE = "0123456789abcdefghijklmnopqrstuv"

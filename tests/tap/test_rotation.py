@@ -6,7 +6,7 @@ module revoked — without a single failed query."""
 import threading
 import time
 
-from conftest import Dnsmasq, dig, module, wait_for
+from taplab import Dnsmasq, dig, module, wait_for
 
 FRONT = "<dns-tag><tag>XTAGXdig</tag></dns-tag>"
 COMP = "<dns-compression><recursion-desired>true</recursion-desired></dns-compression>"

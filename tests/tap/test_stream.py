@@ -9,15 +9,17 @@ import time
 
 import pytest
 
-from conftest import free_port, module, wait_for
+from taplab import free_port, module, wait_for
 
 TAG = b"XTAGTAGTAGTAGTAGTAGTAGTAGTAGTAGX"
 
 TLS_SERVER = r"""
 import functools, http.server, ssl, sys
 port, directory, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
-handler.log_message = lambda *a: None
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+handler = functools.partial(Quiet, directory=directory)
 httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
@@ -29,8 +31,10 @@ httpd.serve_forever()
 PLAIN_SERVER = r"""
 import functools, http.server, sys
 port, directory = int(sys.argv[1]), sys.argv[2]
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
-handler.log_message = lambda *a: None
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+handler = functools.partial(Quiet, directory=directory)
 httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
 print("ready", flush=True)
 httpd.serve_forever()

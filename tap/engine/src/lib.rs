@@ -372,16 +372,34 @@ impl Chain {
         SendOutcome::Original
     }
 
+    /// Most bytes any module of the chain may add on receive (its output
+    /// for `n` input bytes fits in `n + recv_growth()`).
+    pub fn recv_growth(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|a| a.instance.recv_capacity(0))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Runs the receive chain over `input`; customized bytes land in `out`.
     pub fn recv(&mut self, ctx: &Ctx<'_>, input: &[u8], out: &mut Vec<u8>) -> RecvOutcome {
+        let cap = input.len() + self.recv_growth();
+        if out.len() < cap {
+            out.resize(cap, 0);
+        }
+        self.recv_slice(ctx, input, &mut out[..cap])
+    }
+
+    /// As [`Chain::recv`], into a caller's buffer of at least
+    /// `input.len() + recv_growth()` bytes (e.g. the application's own, which
+    /// saves a copy).
+    pub fn recv_slice(&mut self, ctx: &Ctx<'_>, input: &[u8], out: &mut [u8]) -> RecvOutcome {
         for (i, a) in self.entries.iter_mut().enumerate() {
             if !a.activated {
                 continue;
             }
-            let cap = a.instance.recv_capacity(input.len());
-            if out.len() < cap {
-                out.resize(cap, 0);
-            }
+            let cap = a.instance.recv_capacity(input.len()).min(out.len());
             match a.instance.recv(&mut a.state, ctx, input, &mut out[..cap]) {
                 RecvVerdict::NotMine => continue,
                 RecvVerdict::PassThrough => return RecvOutcome::Original,

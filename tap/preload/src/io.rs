@@ -156,33 +156,29 @@ pub fn send(
     let view = vd.view();
     let ctx = view.ctx();
     let stream = s.stream;
-    let step = BUFS.with(|b| {
+    // One borrow of the thread's buffers: the chain writes into `out`, the
+    // socket lock is released, and the bytes go to the kernel from there.
+    BUFS.with(move |b| {
         let mut b = b.borrow_mut();
         let b = &mut *b;
-        match s.chain.send(&ctx, data, &mut b.out) {
-            SendOutcome::Original => None,
-            SendOutcome::Drop { by } => Some((None, s.chain.entries[by].slot, s.chain.entries[by].id)),
-            SendOutcome::Customized { len, by } => {
-                b.wire.clear();
-                b.wire.extend_from_slice(&b.out[..len]);
-                Some((Some(len), s.chain.entries[by].slot, s.chain.entries[by].id))
-            }
-        }
-    });
-    drop(g);
-    let (len, slot, id) = step?;
-    let Some(_) = len else {
-        credit_drop(slot, id);
-        return Some(data.len() as ssize_t);
-    };
-    credit(slot, id, true, data.len());
-    BUFS.with(|b| {
-        let b = b.borrow();
+        let s = g.as_mut()?;
+        let (len, slot, id) = match s.chain.send(&ctx, data, &mut b.out) {
+            SendOutcome::Original => return None,
+            SendOutcome::Drop { by } => (None, s.chain.entries[by].slot, s.chain.entries[by].id),
+            SendOutcome::Customized { len, by } => (Some(len), s.chain.entries[by].slot, s.chain.entries[by].id),
+        };
+        drop(g);
+        let Some(len) = len else {
+            credit_drop(slot, id);
+            return Some(data.len() as ssize_t);
+        };
+        credit(slot, id, true, data.len());
+        let wire = &b.out[..len];
         if !stream {
-            let r = send_wire(&b.wire);
+            let r = send_wire(wire);
             return Some(if r < 0 { r } else { data.len() as ssize_t });
         }
-        let (done, err) = send_all(&b.wire, send_wire);
+        let (done, err) = send_all(wire, send_wire);
         match err {
             None => Some(data.len() as ssize_t),
             Some(e) if (e == libc::EAGAIN || e == libc::EWOULDBLOCK) || done > 0 => {
@@ -190,7 +186,7 @@ pub fn send(
                 // send; the application sees a full send.
                 let mut g = sock::lock(cell);
                 if let Some(s) = g.as_mut() {
-                    s.pending.extend_from_slice(&b.wire[done..]);
+                    s.pending.extend_from_slice(&wire[done..]);
                 }
                 Some(data.len() as ssize_t)
             }
@@ -256,12 +252,19 @@ pub fn recv(
             return None;
         }
         let stream = s.stream;
+        let growth = s.chain.recv_growth();
         drop(g);
 
         let result = BUFS.with(|b| {
             let mut b = b.borrow_mut();
             let b = &mut *b;
-            let want = if stream { app.len() - delivered } else { MAX_DATAGRAM };
+            let mut want = if stream { app.len() - delivered } else { MAX_DATAGRAM };
+            // Large stream reads: read a little less than asked so the chain
+            // can write straight into the application's buffer.
+            let direct = stream && !peek && want > 4 * growth && growth > 0;
+            if direct {
+                want -= growth;
+            }
             if b.wire.len() < want {
                 b.wire.resize(want, 0);
             }
@@ -281,6 +284,24 @@ pub fn recv(
             let vd = s.view_data();
             let view = vd.view();
             let ctx = view.ctx();
+            if direct && n > 0 && s.chain.recv_growth() <= growth {
+                let room = &mut app[delivered..];
+                let k = match s.chain.recv_slice(&ctx, &b.wire[..n], room) {
+                    RecvOutcome::Original => {
+                        room[..n].copy_from_slice(&b.wire[..n]);
+                        n
+                    }
+                    RecvOutcome::Customized { len, by } => {
+                        credit(s.chain.entries[by].slot, s.chain.entries[by].id, false, n);
+                        len
+                    }
+                    RecvOutcome::Drop { by } => {
+                        credit_drop(s.chain.entries[by].slot, s.chain.entries[by].id);
+                        0
+                    }
+                };
+                return Ok(Step::Got(k, k));
+            }
             let (bytes, by): (&[u8], Option<usize>) = if stream && n == 0 {
                 let k = s.chain.recv_eof(&mut b.out);
                 (&b.out[..k], None)

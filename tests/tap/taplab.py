@@ -1,0 +1,249 @@
+"""Helpers for the user-space tap tests and benchmarks: real agents with the userspace tap
+backend, real programs (dnsmasq, dig, python http.server, curl, openssl)
+under LD_PRELOAD, and tcpdump captures. Every process started here is
+stopped by its fixture, also when a test fails."""
+import os
+import pathlib
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+AGENT = os.environ.get("L45_AGENT", str(ROOT / "target" / "release" / "l45-agent"))
+PRELOAD = os.environ.get("L45_PRELOAD", str(ROOT / "target" / "release" / "libl45tap.so"))
+NS = "urn:layer45:params:xml:ns:yang:layer45-customization"
+BASE = "urn:ietf:params:xml:ns:netconf:base:1.0"
+ANSWER = "10.1.2.3"
+NAME = "example.test"
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_udp_tcp_port():
+    """A port free for both UDP and TCP (dnsmasq binds both)."""
+    for _ in range(50):
+        p = free_port(socket.SOCK_DGRAM)
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+def wait_for(cond, timeout=10.0, what="condition"):
+    """Polls a condition that has no event to wait on, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def module(mid, kind, priority=100, match="", params="", extra=""):
+    return (f"<module><id>{mid}</id><name>m{mid}</name><kind>l45:{kind}</kind>"
+            f"<priority>{priority}</priority>{extra}<match>{match}</match>"
+            f"<parameters>{params}</parameters></module>")
+
+
+class TapAgent:
+    """An l45-agent driving the user-space tap through its own control file."""
+
+    def __init__(self, workdir):
+        self.dir = pathlib.Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.shm = self.dir / "tap.shm"
+        self.key = self.dir / "key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
+        self.port = free_port()
+        self.log = open(self.dir / "agent.log", "ab")
+        self.proc = subprocess.Popen(
+            [AGENT, "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.dir / "state"),
+             "--authorized-keys", f"admin:{self.key}.pub", "--tap", "userspace", "--tap-shm", str(self.shm)],
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        assert "listening on" in line and "tap userspace" in line, f"agent did not start: {line!r}"
+        from ncclient import manager
+        self.nc = manager.connect(host="127.0.0.1", port=self.port, username="admin",
+                                  key_filename=str(self.key), hostkey_verify=False,
+                                  allow_agent=False, look_for_keys=False, timeout=60)
+
+    def env(self):
+        return {**os.environ, "LD_PRELOAD": PRELOAD, "L45_TAP_SHM": str(self.shm)}
+
+    def edit(self, *modules, op=None):
+        attr = f' xmlns:nc="{BASE}" nc:operation="{op}"' if op else ""
+        body = "".join(modules)
+        self.nc.edit_config(target="running", config=(
+            f'<config xmlns="{BASE}"><customizations xmlns="{NS}" xmlns:l45="{NS}"{attr}>'
+            f"{body}</customizations></config>"))
+
+    def set_leaf(self, mid, leaf, value):
+        self.nc.edit_config(target="running", config=(
+            f'<config xmlns="{BASE}"><customizations xmlns="{NS}"><module><id>{mid}</id>'
+            f"<{leaf}>{value}</{leaf}></module></customizations></config>"))
+
+    def revoke(self, mid):
+        self.nc.dispatch(_xml(f'<revoke-module xmlns="{NS}"><id>{mid}</id></revoke-module>'))
+
+    def state(self):
+        """Per-module state and the socket list, from <get>."""
+        from lxml import etree
+        data = self.nc.get(filter=("subtree", f'<customizations xmlns="{NS}"/>')).data_ele
+        n = {"l": NS}
+        mods = {}
+        for m in data.findall(".//l:module", n):
+            st = m.find("l:state", n)
+            if st is None:
+                continue
+            mods[int(m.findtext("l:id", namespaces=n))] = {
+                c.tag.split("}")[1]: c.text for c in st}
+        socks = []
+        for s in data.findall(".//l:socket", n):
+            socks.append({
+                "process": s.findtext("l:process-name", namespaces=n),
+                "modules": [int(x.text) for x in s.findall("l:module", n)],
+                "protocol": s.findtext("l:protocol", namespaces=n),
+            })
+        return mods, socks
+
+    def stop(self):
+        try:
+            self.nc.close_session()
+        except Exception:
+            pass
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def _xml(text):
+    from lxml import etree
+    return etree.fromstring(text)
+
+
+def dns_query(qid=0x1234, name=NAME):
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\x00\x00\x01\x00\x01"
+
+
+def plain_dns_answers(port, timeout=0.5):
+    """One query from an untapped socket; True if answered with ANSWER."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(dns_query(), ("127.0.0.1", port))
+        try:
+            data, _ = s.recvfrom(4096)
+        except socket.timeout:
+            return False
+        return bytes(map(int, ANSWER.split("."))) in data
+
+
+def udp_port_bound(port):
+    suffix = f":{port:04X}"
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        if any(line.split()[1].endswith(suffix) for line in lines if len(line.split()) > 1):
+            return True
+    return False
+
+
+class Dnsmasq:
+    def __init__(self, workdir, env=None):
+        self.dir = pathlib.Path(workdir)
+        self.port = free_udp_tcp_port()
+        conf = self.dir / "dnsmasq.conf"
+        conf.write_text(
+            f"port={self.port}\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\n"
+            f"cache-size=0\naddress=/{NAME}/{ANSWER}\n")
+        self.log = open(self.dir / "dnsmasq.log", "ab")
+        self.proc = subprocess.Popen(
+            ["dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
+             f"--pid-file={self.dir / 'dnsmasq.pid'}", "--log-facility=-", "--log-queries"],
+            stdout=self.log, stderr=self.log, env=env or os.environ.copy())
+        # dnsmasq prints nothing on readiness: poll until its UDP port is
+        # bound (no traffic, so its socket's first sight is the test's).
+        wait_for(lambda: self.proc.poll() is not None or udp_port_bound(self.port),
+                 what="dnsmasq to bind")
+        assert self.proc.poll() is None, "dnsmasq exited"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def dig(port, env=None, extra=(), timeout=3):
+    """Runs dig once; returns (answered, stdout)."""
+    p = subprocess.run(["dig", f"@127.0.0.1", "-p", str(port), NAME, "+tries=1", f"+time={timeout}", *extra],
+                       capture_output=True, text=True, env=env or os.environ.copy())
+    return (f"\t{ANSWER}" in p.stdout and "status: NOERROR" in p.stdout), p.stdout
+
+
+class Capture:
+    """tcpdump on loopback, started before traffic and stopped after."""
+
+    def __init__(self, path, bpf):
+        self.path = path
+        self.proc = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "--immediate-mode", "-n", "-w", str(path), bpf],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()  # "listening on lo, ..." once the capture runs
+        assert "listening on" in line, f"tcpdump did not start: {line!r}"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=10)
+        return udp_tcp_payloads(self.path)
+
+
+def udp_tcp_payloads(path):
+    """(proto, sport, dport, payload) of every IPv4 packet in a pcap file."""
+    data = pathlib.Path(path).read_bytes()
+    if len(data) < 24:
+        return []
+    magic = struct.unpack("<I", data[:4])[0]
+    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    linktype = struct.unpack(endian + "I", data[20:24])[0]
+    out, at = [], 24
+    while at + 16 <= len(data):
+        _, _, incl, _ = struct.unpack(endian + "IIII", data[at:at + 16])
+        pkt = data[at + 16:at + 16 + incl]
+        at += 16 + incl
+        off = 14 if linktype == 1 else 16 if linktype == 113 else 0
+        ip = pkt[off:]
+        if len(ip) < 20 or ip[0] >> 4 != 4:
+            continue
+        ihl = (ip[0] & 15) * 4
+        proto = ip[9]
+        l4 = ip[ihl:]
+        if proto == 17 and len(l4) >= 8:
+            sport, dport = struct.unpack("!HH", l4[:4])
+            out.append(("udp", sport, dport, l4[8:]))
+        elif proto == 6 and len(l4) >= 20:
+            sport, dport = struct.unpack("!HH", l4[:4])
+            doff = (l4[12] >> 4) * 4
+            out.append(("tcp", sport, dport, l4[doff:]))
+    return out
+
+

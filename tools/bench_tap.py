@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""User-space tap overhead, as ratios against a baseline measured in the
+same run (interleaved trials, medians).
+
+  DNS:  N sequential queries, dig (batch file) → dnsmasq (cache off):
+        baseline (no tap) · tapped, no module · DNS front tag
+  HTTP: one M-byte transfer, python http.server → curl:
+        baseline · tapped, no module · stream tag every 1000 bytes
+
+Usage: .venv/bin/python tools/bench_tap.py [--queries 1000] [--mbytes 1024] [--trials 3] [--dig-batch]
+Needs target/release/l45-agent and libl45tap.so (cargo build --release).
+"""
+import argparse
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "tap"))
+import taplab  # noqa: E402
+from taplab import Dnsmasq, TapAgent, free_port, module  # noqa: E402
+
+HTTP_SERVER = r"""
+import functools, http.server, sys
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+handler = functools.partial(Quiet, directory=sys.argv[2])
+httpd = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler)
+print("ready", flush=True)
+httpd.serve_forever()
+"""
+
+
+def timed(args, env):
+    t0 = time.perf_counter()
+    p = subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"{args[0]} failed: {p.stderr.strip()}")
+    return dt
+
+
+def dig_run(port, env, batch, queries, per_process):
+    if not per_process:
+        return timed(["dig", "@127.0.0.1", "-p", str(port), "-f", str(batch)], env)
+    t0 = time.perf_counter()
+    for _ in range(queries):
+        p = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "example.test", "+tries=1", "+time=2", "+short"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if p.returncode != 0 or "10.1.2.3" not in p.stdout:
+            raise SystemExit(f"dig failed: {p.stdout}{p.stderr}")
+    return time.perf_counter() - t0
+
+
+def dns_bench(work, agent, queries, trials, per_process):
+    plain = os.environ.copy()
+    tapped = agent.env()
+    batch = work / "batch"
+    # +tries=1 +time=2: a lost query would show as a 2 s stall, not hide.
+    batch.write_text("".join(f"example.test A +tries=1 +time=2 +short\n" for _ in range(queries)))
+    results = {}
+    servers = {}
+    for name, env in (("baseline", plain), ("tapped", tapped), ("front tag", tapped)):
+        d = work / name.replace(" ", "-")
+        d.mkdir()
+        servers[name] = Dnsmasq(d, env=env)
+    port_ft = servers["front tag"].port
+    agent.edit(
+        module(1, "dns-front-tag", 10,
+               f"<protocol>udp</protocol><destination-port>{port_ft}</destination-port><process-name>dig</process-name>"),
+        module(2, "dns-front-tag", 10, f"<protocol>udp</protocol><source-port>{port_ft}</source-port>"))
+    try:
+        for name in servers:
+            results[name] = []
+        for _ in range(trials):
+            for name, env in (("baseline", plain), ("tapped", tapped), ("front tag", tapped)):
+                port = servers[name].port
+                results[name].append(dig_run(port, env, batch, queries, per_process))
+        # Every tagged query reached dnsmasq tagged and was stripped there.
+        mods, _ = agent.state()
+        assert int(mods[2]["messages-received"]) >= queries * trials, mods
+    finally:
+        for s in servers.values():
+            s.stop()
+    return results
+
+
+def http_bench(work, agent, mbytes, trials):
+    www = work / "www"
+    www.mkdir()
+    size = mbytes * 1024 * 1024
+    with open(www / "f", "wb") as f:
+        block = os.urandom(1 << 20)
+        for _ in range(mbytes):
+            f.write(block)
+    plain = os.environ.copy()
+    tapped = agent.env()
+    servers = {}
+    for name, env in (("baseline", plain), ("tapped", tapped), ("stream tag", tapped)):
+        port = free_port()
+        p = subprocess.Popen([sys.executable, "-c", HTTP_SERVER, str(port), str(www)], env=env,
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        servers[name] = (port, p)
+    port_st = servers["stream tag"][0]
+    agent.edit(
+        module(3, "stream-tag", 10, f"<protocol>tcp</protocol><source-port>{port_st}</source-port>",
+               "<stream-tag><interval>1000</interval></stream-tag>"),
+        module(4, "stream-tag", 10,
+               f"<protocol>tcp</protocol><destination-port>{port_st}</destination-port><process-name>curl</process-name>",
+               "<stream-tag><interval>1000</interval></stream-tag>"))
+    results = {name: [] for name in servers}
+    try:
+        for _ in range(trials):
+            for name, env in (("baseline", plain), ("tapped", tapped), ("stream tag", tapped)):
+                port = servers[name][0]
+                out = work / "out"
+                results[name].append(timed(["curl", "-sS", "-o", str(out), f"http://127.0.0.1:{port}/f"], env))
+                assert out.stat().st_size == size, f"{name}: got {out.stat().st_size} bytes"
+        mods, _ = agent.state()
+        assert int(mods[4]["bytes-received"]) >= size * trials, mods
+    finally:
+        for _, p in servers.values():
+            p.terminate()
+            p.wait()
+    return results
+
+
+def report(title, results):
+    base = statistics.median(results["baseline"])
+    print(f"\n{title}")
+    print(f"{'configuration':<14} {'median s':>9} {'min s':>8} {'ratio':>7}")
+    for name, times in results.items():
+        med = statistics.median(times)
+        print(f"{name:<14} {med:9.3f} {min(times):8.3f} {med / base:7.3f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--mbytes", type=int, default=1024)
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--dig-batch", action="store_true",
+                    help="one dig process for all queries (dig -f) instead of one dig per query")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = pathlib.Path(tmp)
+        agent = TapAgent(work / "agent")
+        try:
+            dns = dns_bench(work, agent, args.queries, args.trials, not args.dig_batch)
+            http = http_bench(work, agent, args.mbytes, args.trials)
+        finally:
+            agent.stop()
+    mode = "one dig -f" if args.dig_batch else "one dig per query"
+    report(f"DNS: {args.queries} sequential queries dig → dnsmasq ({mode}), {args.trials} trials", dns)
+    report(f"HTTP: {args.mbytes} MiB python http.server → curl, {args.trials} trials", http)
+
+
+if __name__ == "__main__":
+    main()
