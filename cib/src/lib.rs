@@ -1,0 +1,1 @@
+//! The customization information base (CIB). Being built (issue 4).

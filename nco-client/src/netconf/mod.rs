@@ -1,0 +1,1 @@
+//! NETCONF client over SSH. Being built (issue 4).
