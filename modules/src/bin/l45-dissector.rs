@@ -19,7 +19,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use l45_modules::wire::{APP_ID_MAGIC, APP_ID_MAX_PREFIX, CLEARANCE_LEN, COMPRESSED_MARKER, DNS_HEADER_LEN};
+use l45_modules::wire::{
+    APP_ID_MAGIC, APP_ID_MAX_PREFIX, CLEARANCE_LEN, COMPRESSED_MARKER, DNS_HEADER_LEN,
+};
 use l45_modules::{Kind, Params, TagPosition};
 
 /// Clearance code used by `--all`, which has no instance to take one from
@@ -39,8 +41,14 @@ struct CliError(String);
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     Help,
-    One { kind: Kind, params: Params, ports: Vec<u16> },
-    All { dir: String },
+    One {
+        kind: Kind,
+        params: Params,
+        ports: Vec<u16>,
+    },
+    All {
+        dir: String,
+    },
 }
 
 fn parse_args(args: &[String]) -> Result<Command, CliError> {
@@ -52,14 +60,19 @@ fn parse_args(args: &[String]) -> Result<Command, CliError> {
         "--all" => {
             return match args {
                 [_, dir] if !dir.starts_with('-') => Ok(Command::All { dir: dir.clone() }),
-                _ => Err(CliError(format!("--all takes exactly one directory\n{USAGE}"))),
+                _ => Err(CliError(format!(
+                    "--all takes exactly one directory\n{USAGE}"
+                ))),
             }
         }
         _ => {}
     }
     let kind = Kind::from_name(first).ok_or_else(|| {
         let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        CliError(format!("unknown module kind '{first}' (known: {})", known.join(", ")))
+        CliError(format!(
+            "unknown module kind '{first}' (known: {})",
+            known.join(", ")
+        ))
     })?;
     let mut pairs: Vec<(&str, &str)> = Vec::new();
     let mut ports = Vec::new();
@@ -87,7 +100,11 @@ fn parse_args(args: &[String]) -> Result<Command, CliError> {
         CliError(format!(
             "{}: {e} (parameters given: {})",
             kind.name(),
-            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
         ))
     })?;
     if kind == Kind::RateLimit && !ports.is_empty() {
@@ -97,7 +114,11 @@ fn parse_args(args: &[String]) -> Result<Command, CliError> {
     }
     ports.sort_unstable();
     ports.dedup();
-    Ok(Command::One { kind, params, ports })
+    Ok(Command::One {
+        kind,
+        params,
+        ports,
+    })
 }
 
 fn parse_port(value: &str) -> Result<u16, CliError> {
@@ -139,7 +160,11 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             Ok(())
         }
-        Command::One { kind, params, ports } => {
+        Command::One {
+            kind,
+            params,
+            ports,
+        } => {
             print!("{}", generate(kind, &params, &ports));
             Ok(())
         }
@@ -231,7 +256,11 @@ pub fn generate(kind: Kind, params: &Params, ports: &[u16]) -> String {
             };
             vars.push(("POSITION", lua_str(pos.as_bytes())));
             vars.push(("TITLE", format!("DNS {title}")));
-            (DNS_TAG_LUA, format!("tag = {}", lua_str(tag.as_bytes())), &["udp"])
+            (
+                DNS_TAG_LUA,
+                format!("tag = {}", lua_str(tag.as_bytes())),
+                &["udp"],
+            )
         }
         Params::DnsClearance { code } => {
             vars.push(("TAG", lua_str(code.as_bytes())));
@@ -240,7 +269,10 @@ pub fn generate(kind: Kind, params: &Params, ports: &[u16]) -> String {
             vars.push(("CLEARANCE_LEN", CLEARANCE_LEN.to_string()));
             (
                 DNS_TAG_LUA,
-                format!("code = {} (secret: treat this file like the code)", lua_str(code.as_bytes())),
+                format!(
+                    "code = {} (secret: treat this file like the code)",
+                    lua_str(code.as_bytes())
+                ),
                 &["udp"],
             )
         }
@@ -248,7 +280,11 @@ pub fn generate(kind: Kind, params: &Params, ports: &[u16]) -> String {
             vars.push(("MARKER", format!("0x{COMPRESSED_MARKER:02X}")));
             vars.push(("RD", recursion_desired.to_string()));
             vars.push(("TITLE", "DNS compression".to_string()));
-            (DNS_COMPRESSION_LUA, format!("recursion-desired = {recursion_desired}"), &["udp"])
+            (
+                DNS_COMPRESSION_LUA,
+                format!("recursion-desired = {recursion_desired}"),
+                &["udp"],
+            )
         }
         Params::StreamTag { interval, tag } => {
             vars.push(("TAG", lua_str(tag.as_bytes())));
@@ -265,15 +301,24 @@ pub fn generate(kind: Kind, params: &Params, ports: &[u16]) -> String {
             vars.push(("TITLE", "rate limit".to_string()));
             (RATE_LIMIT_LUA, format!("delay = {delay_ms} ms"), &[])
         }
-        Params::AppIdTag { label, use_thread_name } => {
+        Params::AppIdTag {
+            label,
+            use_thread_name,
+        } => {
             vars.push(("MAGIC", lua_str(APP_ID_MAGIC)));
             vars.push(("LABEL", lua_str(label.as_bytes())));
             vars.push(("MAX_BODY", (APP_ID_MAX_PREFIX - 5).to_string()));
-            vars.push(("NAME_SOURCE", if use_thread_name { "thread" } else { "process" }.to_string()));
+            vars.push((
+                "NAME_SOURCE",
+                if use_thread_name { "thread" } else { "process" }.to_string(),
+            ));
             vars.push(("TITLE", "application-id tag".to_string()));
             (
                 APP_ID_LUA,
-                format!("label = {}, use-thread-name = {use_thread_name}", lua_str(label.as_bytes())),
+                format!(
+                    "label = {}, use-thread-name = {use_thread_name}",
+                    lua_str(label.as_bytes())
+                ),
                 &["udp", "tcp"],
             )
         }
@@ -703,7 +748,11 @@ mod tests {
 
     fn one(list: &[&str]) -> String {
         match parse_args(&args(list)) {
-            Ok(Command::One { kind, params, ports }) => generate(kind, &params, &ports),
+            Ok(Command::One {
+                kind,
+                params,
+                ports,
+            }) => generate(kind, &params, &ports),
             other => panic!("{list:?}: {other:?}"),
         }
     }
@@ -730,10 +779,17 @@ mod tests {
         for kind in Kind::ALL {
             let params = default_params(kind).expect("defaults");
             let lua = generate(kind, &params, &[]);
-            assert!(lua.contains(&format!("Proto(\"{}\"", proto_name(kind))), "{kind:?}");
+            assert!(
+                lua.contains(&format!("Proto(\"{}\"", proto_name(kind))),
+                "{kind:?}"
+            );
             assert!(!lua.contains('@'), "{kind:?}: unfilled placeholder");
         }
-        let lua = generate(Kind::DnsClearanceFilter, &default_params(Kind::DnsClearanceFilter).expect("code"), &[]);
+        let lua = generate(
+            Kind::DnsClearanceFilter,
+            &default_params(Kind::DnsClearanceFilter).expect("code"),
+            &[],
+        );
         assert!(lua.contains(&lua_str(EXAMPLE_CLEARANCE_CODE.as_bytes())));
     }
 
@@ -752,7 +808,10 @@ mod tests {
         assert!(lua.contains("local LABEL = \"blue\""));
         assert!(lua.contains("local MAGIC = \"XTAG\""));
         assert!(lua.contains("l45_app_id.name") && lua.contains("l45_app_id.label"));
-        assert!(lua.contains("register_heuristic(\"udp\"") && lua.contains("register_heuristic(\"tcp\""));
+        assert!(
+            lua.contains("register_heuristic(\"udp\"")
+                && lua.contains("register_heuristic(\"tcp\"")
+        );
         assert!(lua.contains("local MAX_BODY = 80"));
 
         let lua = one(&["dns-compression", "recursion-desired=false"]);
@@ -786,7 +845,9 @@ mod tests {
         assert!(err(&["stream-tag", "interval=x"]).contains("bad value for parameter interval"));
         assert!(err(&["rate-limit", "tag=x"]).contains("parameter not known to this kind"));
         assert!(err(&["dns-clearance-filter"]).contains("parameter code is required"));
-        assert!(err(&["dns-clearance-filter", "code=short"]).contains("bad value for parameter code"));
+        assert!(
+            err(&["dns-clearance-filter", "code=short"]).contains("bad value for parameter code")
+        );
         assert!(err(&["dns-tag"]).contains("unknown module kind 'dns-tag'"));
         assert!(err(&["dns-front-tag", "XTAG"]).contains("not a parameter"));
         assert!(err(&["dns-front-tag", "--port"]).contains("--port needs"));
@@ -799,7 +860,14 @@ mod tests {
         assert!(err(&["--all", "a", "b"]).contains("--all takes exactly one directory"));
         // Kind names are exact, and ports are deduplicated.
         assert!(parse_args(&args(&["DNS-FRONT-TAG"])).is_err());
-        match parse_args(&args(&["app-id-tag", "--port", "9", "--port=9", "--port", "7"])) {
+        match parse_args(&args(&[
+            "app-id-tag",
+            "--port",
+            "9",
+            "--port=9",
+            "--port",
+            "7",
+        ])) {
             Ok(Command::One { ports, .. }) => assert_eq!(ports, vec![7, 9]),
             other => panic!("{other:?}"),
         }
@@ -811,7 +879,8 @@ mod tests {
         let written = write_all(dir.to_str().expect("utf-8 temp dir")).expect("write");
         assert_eq!(written.len(), Kind::ALL.len());
         for kind in Kind::ALL {
-            let text = std::fs::read_to_string(dir.join(format!("{}.lua", kind.name()))).expect("read");
+            let text =
+                std::fs::read_to_string(dir.join(format!("{}.lua", kind.name()))).expect("read");
             assert!(text.contains(proto_name(kind)));
         }
         let _ = std::fs::remove_dir_all(&dir);
