@@ -543,6 +543,27 @@ impl Agent {
         });
     }
 
+    /// Emits `deprecated-module-idle` once for every deprecated module the
+    /// tap reports attached to no socket (the NCO then revokes it). `announced`
+    /// carries what was already announced between calls; a module that gains
+    /// sockets again (or is revoked) is forgotten so it can be announced anew.
+    pub fn announce_idle_deprecated(&self, announced: &mut std::collections::BTreeSet<u32>) {
+        let mut idle = std::collections::BTreeSet::new();
+        for st in self.tap.module_stats() {
+            if st.state == l45_tap_control::ModuleState::Deprecated && st.socket_count == 0 {
+                idle.insert(st.id);
+                if !announced.contains(&st.id) {
+                    self.emit(format!(
+                        "<deprecated-module-idle xmlns=\"{}\"><id>{}</id></deprecated-module-idle>",
+                        l45_yang::L45_NAMESPACE,
+                        st.id
+                    ));
+                }
+            }
+        }
+        *announced = idle;
+    }
+
     pub fn count_notification(&self) {
         self.counters
             .out_notifications

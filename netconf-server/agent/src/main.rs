@@ -143,6 +143,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         hello_timeout: Duration::from_secs(args.hello_timeout),
     };
     let agent = Agent::new(opts, tap, tokio::runtime::Handle::current())?;
+    {
+        // Deprecated modules going idle are announced within a second.
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let mut announced = std::collections::BTreeSet::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let agent = agent.clone();
+                let mut set = std::mem::take(&mut announced);
+                announced = tokio::task::spawn_blocking(move || {
+                    agent.announce_idle_deprecated(&mut set);
+                    set
+                })
+                .await
+                .unwrap_or_default();
+            }
+        });
+    }
     let config = russh::server::Config {
         keys: host_keys,
         auth_rejection_time: Duration::from_millis(300),
