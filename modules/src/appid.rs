@@ -51,7 +51,7 @@ pub fn recv(state: &mut SocketState, ctx: &Ctx<'_>, input: &[u8], out: &mut [u8]
                 return RecvVerdict::NotMine;
             }
             let end = 5 + input[4] as usize;
-            if input.len() < end || end - 5 > MAX_PREFIX - 5 {
+            if input.len() < end || !(2..=MAX_PREFIX - 5).contains(&(end - 5)) {
                 return RecvVerdict::NotMine;
             }
             let rest = &input[end..];
@@ -77,7 +77,13 @@ fn recv_stream(state: &mut SocketState, input: &[u8], out: &mut [u8]) -> RecvVer
     if state.recognition == Recognition::Unknown {
         while at < input.len() && state.held_len < 5 {
             let b = input[at];
-            let ok = state.held_len >= 4 || b == MAGIC[state.held_len as usize];
+            // The length byte must announce a prefix this module could have
+            // written (name ≤ 15, ':' and label ≤ 64), like the datagram check.
+            let ok = if state.held_len < 4 {
+                b == MAGIC[state.held_len as usize]
+            } else {
+                (2..=MAX_PREFIX - 5).contains(&(b as usize))
+            };
             if !ok {
                 state.recognition = Recognition::NotMine;
                 let held = crate::stream::release_held(state, out);
@@ -184,5 +190,13 @@ mod tests {
         assert_eq!(m.recv(&mut rx, &s, b"XT", &mut out), RecvVerdict::Customized(0));
         assert_eq!(m.recv(&mut rx, &s, b"Y", &mut out), RecvVerdict::Customized(3));
         assert_eq!(&out[..3], b"XTY");
+        // "XTAGT…" (the stream tag's default tag) announces 84 bytes: more
+        // than any app-id prefix, so it is not one.
+        let mut rx = SocketState::default();
+        assert_eq!(
+            m.recv(&mut rx, &s, b"XTAGTAGTAG", &mut out),
+            RecvVerdict::Customized(10)
+        );
+        assert_eq!(&out[..10], b"XTAGTAGTAG");
     }
 }

@@ -216,7 +216,7 @@ pub enum Params {
 }
 
 /// Defaults, as in the YANG model (`yang/layer45-customization*.yang`); a
-/// test in the agent's tap backend checks they agree.
+/// test in the `l45-yang` crate checks they agree.
 pub mod defaults {
     pub const DNS_TAG: &[u8] = b"XTAGXdig";
     pub const RECURSION_DESIRED: bool = true;
@@ -248,6 +248,15 @@ impl core::fmt::Display for ParamError {
             ParamError::Missing(p) => write!(f, "parameter {p} is required"),
         }
     }
+}
+
+/// A tag, label or code as YANG's `tag-text` allows it: 1–64 printable
+/// ASCII characters.
+fn text_tag(v: &str, name: &'static str) -> Result<Tag, ParamError> {
+    if !v.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Err(ParamError::BadValue(name));
+    }
+    Tag::new(v.as_bytes()).ok_or(ParamError::BadValue(name))
 }
 
 fn parse_bool(v: &str, name: &'static str) -> Result<bool, ParamError> {
@@ -295,9 +304,7 @@ impl Params {
         let mut have_code = false;
         for (name, value) in pairs {
             match (&mut params, name) {
-                (Params::DnsTag { tag, .. }, "tag") => {
-                    *tag = Tag::new(value.as_bytes()).ok_or(ParamError::BadValue("tag"))?
-                }
+                (Params::DnsTag { tag, .. }, "tag") => *tag = text_tag(value, "tag")?,
                 (Params::DnsCompression { recursion_desired }, "recursion-desired") => {
                     *recursion_desired = parse_bool(value, "recursion-desired")?
                 }
@@ -305,7 +312,7 @@ impl Params {
                     if value.len() != security::CLEARANCE_LEN {
                         return Err(ParamError::BadValue("code"));
                     }
-                    *code = Tag::new(value.as_bytes()).ok_or(ParamError::BadValue("code"))?;
+                    *code = text_tag(value, "code")?;
                     have_code = true;
                 }
                 (Params::StreamTag { interval, .. }, "interval") => {
@@ -315,9 +322,7 @@ impl Params {
                     }
                     *interval = n;
                 }
-                (Params::StreamTag { tag, .. }, "tag") => {
-                    *tag = Tag::new(value.as_bytes()).ok_or(ParamError::BadValue("tag"))?
-                }
+                (Params::StreamTag { tag, .. }, "tag") => *tag = text_tag(value, "tag")?,
                 (Params::RateLimit { delay_ms }, "delay") => {
                     let n: u32 = value.parse().map_err(|_| ParamError::BadValue("delay"))?;
                     if n > 60_000 {
@@ -325,9 +330,7 @@ impl Params {
                     }
                     *delay_ms = n;
                 }
-                (Params::AppIdTag { label, .. }, "label") => {
-                    *label = Tag::new(value.as_bytes()).ok_or(ParamError::BadValue("label"))?
-                }
+                (Params::AppIdTag { label, .. }, "label") => *label = text_tag(value, "label")?,
                 (Params::AppIdTag { use_thread_name, .. }, "use-thread-name") => {
                     *use_thread_name = parse_bool(value, "use-thread-name")?
                 }
@@ -556,6 +559,14 @@ mod tests {
         );
         assert_eq!(
             Params::parse(Kind::DnsFrontTag, [("tag", "")]),
+            Err(ParamError::BadValue("tag"))
+        );
+        assert_eq!(
+            Params::parse(Kind::DnsFrontTag, [("tag", "tab\there")]),
+            Err(ParamError::BadValue("tag"))
+        );
+        assert_eq!(
+            Params::parse(Kind::StreamTag, [("tag", "ünï")]),
             Err(ParamError::BadValue("tag"))
         );
         assert_eq!(
