@@ -26,7 +26,8 @@ for f in yang/*.yang; do
 done
 
 echo "== interop and tap tests (release agent, preload library, real programs)"
-cargo build --release -p l45-agent -p l45-tap-preload -p l45-modules --bins --quiet
+cargo build --release -p l45-agent -p l45-tap-preload --quiet
+cargo build --release -p l45-modules --bin l45-dissector --quiet
 export L45_AGENT="$PWD/target/release/l45-agent" L45_PRELOAD="$PWD/target/release/libl45tap.so" \
        L45_DISSECTOR="$PWD/target/release/l45-dissector"
 # One pytest run per folder: each has its own conftest helpers.
