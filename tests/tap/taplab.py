@@ -74,9 +74,18 @@ class TapAgent:
         line = self.proc.stdout.readline()
         assert "listening on" in line and "tap userspace" in line, f"agent did not start: {line!r}"
         from ncclient import manager
+        self.extra_sessions = []
         self.nc = manager.connect(host="127.0.0.1", port=self.port, username="admin",
                                   key_filename=str(self.key), hostkey_verify=False,
                                   allow_agent=False, look_for_keys=False, timeout=60)
+
+    def second_session(self):
+        from ncclient import manager
+        m = manager.connect(host="127.0.0.1", port=self.port, username="admin",
+                            key_filename=str(self.key), hostkey_verify=False,
+                            allow_agent=False, look_for_keys=False, timeout=60)
+        self.extra_sessions.append(m)
+        return m
 
     def env(self):
         return {**os.environ, "LD_PRELOAD": PRELOAD, "L45_TAP_SHM": str(self.shm)}
@@ -118,10 +127,11 @@ class TapAgent:
         return mods, socks
 
     def stop(self):
-        try:
-            self.nc.close_session()
-        except Exception:
-            pass
+        for m in [self.nc, *self.extra_sessions]:
+            try:
+                m.close_session()
+            except Exception:
+                pass
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -185,6 +185,8 @@ def test_deprecate_keeps_live_transfer_but_not_new_connections(tap, procs, tmp_p
     out = tmp_path / "long.out"
     dl = _start_slow_download(f"http://127.0.0.1:{srv.port}/long", out, tap.env())
     procs.append(dl)
+    sub = tap.second_session()
+    sub.create_subscription()
     wait_for(lambda: out.exists() and out.stat().st_size > 2 * 1024 * 1024, 30, "download to start")
     tap.set_leaf(1, "deprecated", "true")
     tap.set_leaf(2, "deprecated", "true")
@@ -198,6 +200,14 @@ def test_deprecate_keeps_live_transfer_but_not_new_connections(tap, procs, tmp_p
     assert dl.wait(timeout=120) == 0, dl.stderr.read()
     assert sha256(out) == digest
     wait_for(lambda: tap.state()[0][1]["socket-count"] == "0", 10, "deprecated module to go idle")
+    # The agent tells subscribers (the NCO revokes on this).
+    idle = set()
+    while len(idle) < 2:
+        n = sub.take_notification(timeout=10)
+        assert n is not None, f"no deprecated-module-idle notification (got {idle})"
+        if "deprecated-module-idle" in n.notification_xml:
+            idle.add(int(n.notification_xml.split("<id>")[1].split("<")[0]))
+    assert idle == {1, 2}
 
 
 def test_revoke_mid_transfer_leaves_applications_working(tap, procs, tmp_path, files):
