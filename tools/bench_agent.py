@@ -14,6 +14,7 @@ In the same run it measures, with the same steps and client:
   netconfd's. Set L45_BENCH_NETCONFD=0 to skip it.
 """
 import os
+import re
 import pathlib
 import subprocess
 import sys
@@ -49,21 +50,73 @@ def timed(f):
     return time.perf_counter() - t, r
 
 
-def steps(label, n, connect, pid):
+class ServerLog:
+    """The agent's per-rpc debug timings (`rpc handled` lines), if it logs."""
+
+    def __init__(self, path=None):
+        self.path, self.pos = path, 0
+
+    def take(self):
+        if not self.path:
+            return []
+        with open(self.path) as f:
+            f.seek(self.pos)
+            text = f.read()
+            self.pos = f.tell()
+        out = []
+        for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines():
+            if "rpc handled" in line:
+                out.append({k: v for k, v in re.findall(r"(\w+)=([\w.-]+)", line)})
+        return out
+
+    def split(self, step):
+        """recv/parse/handle/send of the step's rpc, in ms."""
+        recs = [r for r in self.take() if r.get("op") in ("edit-config", "get-config")]
+        if not recs:
+            return ""
+        r = recs[-1]
+        f = {k: float(r.get(k + "_ms", "nan")) for k in ("recv", "parse", "handle", "send")}
+        server = f["parse"] + f["handle"] + f["send"]
+        return (f"  {step:<11} server {server:8.1f} ms (recv {f['recv']:.1f}, parse {f['parse']:.1f}, "
+                f"handle {f['handle']:.1f}, send {f['send']:.1f}; in {int(r.get('bytes_in', 0)) / 1e6:.2f} MB, "
+                f"out {int(r.get('bytes_out', 0)) / 1e6:.2f} MB)")
+
+
+def steps(label, n, connect, pid, log=ServerLog()):
     idle = rss(pid)
+    log.take()
     with connect() as m:
         xml = load_xml(n)
+        split = []
         t_load, _ = timed(lambda: m.edit_config(target="running", config=xml))
+        split.append(log.split("load"))
         t_get, r = timed(lambda: m.get_config("running"))
+        split.append(log.split("get-config"))
         assert r.data_xml.count("<module>") == n, label
         small = load_xml(1, start=n // 2)
         t_small, _ = timed(lambda: m.edit_config(target="running", config=small))
+        split.append(log.split("small edit"))
+        # ncclient's session loop polls its send queue every TICK (0.1 s):
+        # one request waits 0-100 ms before it is sent, depending on when
+        # the loop last went to sleep. Repeat the small edit to see the
+        # spread and the time when that wait is short.
+        smalls = []
+        for i in range(10):
+            t, _ = timed(lambda: m.edit_config(target="running", config=load_xml(1, start=n // 2 + 1 + i)))
+            smalls.append(t)
+            log.take()
         peak = rss(pid)
         t_del, _ = timed(lambda: m.edit_config(target="running", config=f'<config xmlns="{BASE}"><customizations xmlns="{NS}" xmlns:nc="{BASE}" nc:operation="remove"/></config>'))
+        split.append(log.split("delete all"))
         time.sleep(0.5)
         after = rss(pid)
+    smalls.sort()
     print(f"{label:<10} N={n:>7}: load {t_load:.3f} s, get-config {t_get:.3f} s, small edit {t_small * 1000:.1f} ms, "
-          f"delete-all {t_del:.3f} s; RSS idle {idle['VmRSS']} MB, peak {peak['VmHWM']} MB, after delete {after['VmRSS']} MB", flush=True)
+          f"delete-all {t_del:.3f} s; RSS idle {idle['VmRSS']} MB, peak {peak['VmHWM']} MB, after delete {after['VmRSS']} MB; "
+          f"10 more small edits: min {smalls[0] * 1000:.1f} ms, median {smalls[5] * 1000:.1f} ms, max {smalls[-1] * 1000:.1f} ms", flush=True)
+    for line in split:
+        if line:
+            print(line, flush=True)
 
 
 def free_port():
@@ -77,7 +130,10 @@ def run_netconfd(n):
     d = pathlib.Path(tempfile.mkdtemp())
     mods = d / "modules"
     mods.mkdir()
-    # Only our model: netconfd brings its own ietf-* modules.
+    # Our model as NAME.yang; its imports come from yang/ietf (the revisions
+    # it was written against; without them on the module path netconfd
+    # 2.13 reports "Load module 'layer45-customization' failed (module not
+    # found)"), then netconfd's own modules.
     for f in (ROOT / "yang").glob("layer45-customization@*.yang"):
         (mods / (f.name.split("@")[0] + ".yang")).write_text(f.read_text())  # yuma looks up NAME.yang
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "hostkey")], check=True)
@@ -91,7 +147,7 @@ def run_netconfd(n):
         f"PermitRootLogin prohibit-password\nSubsystem netconf /usr/sbin/netconf-subsystem\n")
     os.makedirs("/run/sshd", exist_ok=True)
     sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], stderr=open(d / "sshd.log", "w"))
-    ncd = subprocess.Popen(["/usr/sbin/netconfd", f"--superuser={user}", f"--modpath={mods}:/usr/share/yuma/modules",
+    ncd = subprocess.Popen(["/usr/sbin/netconfd", f"--superuser={user}", f"--modpath={mods}:{ROOT / 'yang' / 'ietf'}:/usr/share/yuma/modules",
                             "--module=layer45-customization", "--no-startup", f"--log-level={os.environ.get('L45_NETCONFD_LOG', 'warn')}", f"--log={d}/netconfd.log"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -115,22 +171,31 @@ def run_netconfd(n):
 def run(n, agent=AGENT, label="l45-agent"):
     d = pathlib.Path(tempfile.mkdtemp())
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "k")], check=True)
+    # The agent's debug log carries per-rpc server timings (session.rs).
+    log = d / "agent.log"
+    env = dict(os.environ, NO_COLOR="1", RUST_LOG=os.environ.get("L45_BENCH_RUST_LOG", "info,l45_agent::session=debug,l45_agent::agent=debug"))
     p = subprocess.Popen([agent, "--listen", "127.0.0.1:0", "--state-dir", str(d / "s"), "--authorized-keys", f"admin:{d}/k.pub",
-                          "--max-message-size", str(512 << 20)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                          "--max-message-size", str(512 << 20)], stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, env=env)
     line = p.stdout.readline()
     port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
     steps(label, n, lambda: manager.connect(host="127.0.0.1", port=port, username="admin", key_filename=str(d / "k"),
-                                            hostkey_verify=False, allow_agent=False, look_for_keys=False, timeout=600), p.pid)
+                                            hostkey_verify=False, allow_agent=False, look_for_keys=False, timeout=600), p.pid,
+          ServerLog(log))
     p.terminate()
     p.wait()
 
 
-for n in [int(a) for a in sys.argv[1:]] or [10000, 100000]:
-    if os.environ.get("L45_AGENT_BASELINE"):
-        run(n, os.environ["L45_AGENT_BASELINE"], "baseline")
-    run(n)
-    if os.environ.get("L45_BENCH_NETCONFD", "1") != "0":
-        try:
-            run_netconfd(n)
-        except Exception as e:  # report, keep the other figures
-            print(f"netconfd   N={n:>7}: failed: {e!r}", flush=True)
+def main():
+    for n in [int(a) for a in sys.argv[1:]] or [10000, 100000]:
+        if os.environ.get("L45_AGENT_BASELINE"):
+            run(n, os.environ["L45_AGENT_BASELINE"], "baseline")
+        run(n)
+        if os.environ.get("L45_BENCH_NETCONFD", "1") != "0":
+            try:
+                run_netconfd(n)
+            except Exception as e:  # report, keep the other figures
+                print(f"netconfd   N={n:>7}: failed: {e!r}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

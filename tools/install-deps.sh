@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 # Tap tests: real DNS, HTTP(S) and capture tools.
 DEBS=(cmake libpcre2-dev libyang2-tools netconfd yangcli openssh-client
-      dnsmasq-base bind9-dnsutils curl openssl tcpdump tshark)
+      dnsmasq-base bind9-dnsutils curl openssl tcpdump tshark
+      # benchmark only (tools/bench_agent.py): sshd in front of netconfd
+      openssh-server)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -229,7 +229,8 @@ fn load_ds(ctx: &'static Context, text: &str) -> Result<Ds, String> {
     }
     let schema = store::schema()?;
     let wrapped = format!("<config xmlns=\"{BASE_NS}\">{text}</config>");
-    if let Ok(root) = l45_netconf_proto::xml::parse(wrapped.as_bytes()) {
+    // Top-level elements lazy: the module list is read one entry at a time.
+    if let Ok(root) = l45_netconf_proto::xml::parse_lazy(wrapped.as_bytes(), &[(BASE_NS, "config")]) {
         let (cust, others): (Vec<Element>, Vec<Element>) = root
             .children
             .iter()
@@ -242,7 +243,8 @@ fn load_ds(ctx: &'static Context, text: &str) -> Result<Ds, String> {
         let modules = if cust.is_empty() {
             Some(store::ModuleMap::new())
         } else {
-            store::fast_edit(schema, &store::ModuleMap::new(), &cust, &[], EditOp::Merge, all).map(
+            let scope = root.scope_for_children(&[]);
+            store::fast_edit(schema, &store::ModuleMap::new(), wrapped.as_bytes(), &cust, &scope, EditOp::Merge, all).map(
                 |(d, _)| {
                     let mut m = store::ModuleMap::new();
                     d.apply_to(&mut m);
@@ -291,14 +293,15 @@ fn load_ds(ctx: &'static Context, text: &str) -> Result<Ds, String> {
 fn delta_transaction(
     schema: &store::ListSchema,
     current: &store::ModuleMap,
-    delta: &Delta,
+    delta: &mut Delta,
 ) -> Result<Transaction, (u32, String, String)> {
     let mut ids: std::collections::BTreeSet<u32> = delta.changes.keys().copied().collect();
     if delta.clear {
         ids.extend(current.keys().copied());
     }
     let slots = |e: &store::Entry| Slots::parse(schema, e).ok();
-    let mut changes = Vec::new();
+    let mut parsed = std::mem::take(&mut delta.parsed);
+    let mut changes = Vec::with_capacity(ids.len());
     for id in ids {
         let old = current.get(&id);
         let new = delta.after(id, old);
@@ -307,15 +310,17 @@ fn delta_transaction(
                 continue;
             }
         }
-        let new_slots = match (new, delta.parsed.get(&id)) {
-            (None, _) => None,
-            (Some(_), Some(p)) => Some(p.clone()),
-            (Some(n), None) => slots(n),
+        let (new_cfg, new_case) = match (new, parsed.remove(&id)) {
+            (None, _) => (None, None),
+            (Some(_), Some(p)) => (Some(p.config), p.case),
+            (Some(n), None) => match slots(n) {
+                Some(s) => (Some(s.module_config(schema)), s.parameters_case_index(schema)),
+                None => (None, None),
+            },
         };
         let old_cfg = old.and_then(slots).map(|s| s.module_config(schema));
-        let new_cfg = new_slots.as_ref().map(|s| s.module_config(schema));
-        if let (Some(s), Some(m)) = (&new_slots, &new_cfg) {
-            if let Some(case) = s.parameters_case(schema) {
+        if let (Some(c), Some(m)) = (new_case, &new_cfg) {
+            if let Some(case) = schema.cases[c].2.as_deref() {
                 if tapbridge::parameters_case(&m.kind) != Some(case) {
                     return Err((id, m.kind.clone(), case.to_string()));
                 }
@@ -462,7 +467,7 @@ impl Agent {
                 .map_err(|e| AgentError::Yang(e.to_string()))?,
         };
         // The tap starts empty: register everything configured.
-        let all = Delta {
+        let mut all = Delta {
             clear: false,
             changes: running
                 .modules
@@ -471,7 +476,7 @@ impl Agent {
                 .collect(),
             parsed: BTreeMap::new(),
         };
-        let txn = delta_transaction(schema, &store::ModuleMap::new(), &all).map_err(
+        let txn = delta_transaction(schema, &store::ModuleMap::new(), &mut all).map_err(
             |(id, kind, case)| AgentError::BadStore {
                 path: running_path.clone(),
                 message: format!("module {id} of kind {kind} cannot take {case} parameters"),
@@ -1284,6 +1289,7 @@ impl Agent {
             module: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Write, false),
             keys: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Write, true),
         };
+        let t0 = std::time::Instant::now();
         let fast = match (continue_on_error, store::schema()) {
             (false, Ok(schema)) => {
                 let stores = self.stores();
@@ -1291,6 +1297,7 @@ impl Agent {
                 store::fast_edit(
                     schema,
                     &stores.get(target).modules,
+                    &rpc.source,
                     &config.children,
                     &scope,
                     default_op,
@@ -1299,6 +1306,7 @@ impl Agent {
             }
             _ => None,
         };
+        tracing::debug!(fast = fast.is_some(), ms = t0.elapsed().as_secs_f64() * 1e3, "edit-config: fast path");
         let (delta, rest, touched, errors) = match fast {
             Some((delta, touched)) => {
                 self.check_lock(target, s)?;
@@ -1366,6 +1374,20 @@ impl Agent {
         continue_on_error: bool,
         test_option: &str,
     ) -> Result<EditOutcome, Vec<RpcError>> {
+        // The data arrived lazy (see message::parse_rpc): build it whole.
+        let full;
+        let (rpc, config) = if rpc.has_lazy() {
+            full = rpc.full().ok_or_else(|| {
+                vec![rpc_err(ErrorTag::MalformedMessage, "message no longer parses")]
+            })?;
+            let config = full.operation.child(BASE_NS, "config").ok_or_else(|| {
+                vec![rpc_err(ErrorTag::MissingElement, "<config> is missing")
+                    .info("bad-element", "config")]
+            })?;
+            (&full, config)
+        } else {
+            (rpc, config)
+        };
         let xml =
             edit::config_xml(config, &rpc.source, &rpc.op_child_scope()).map_err(|e| vec![e])?;
         let edit_tree = edit::parse_config(self.ctx, &xml).map_err(|e| vec![e])?;
@@ -1431,9 +1453,12 @@ impl Agent {
     ) -> Result<(), Vec<RpcError>> {
         let schema = store::schema()
             .map_err(|e| vec![app_err(ErrorTag::OperationFailed, e)])?;
+        let t0 = std::time::Instant::now();
+        let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
+        let mut delta = delta;
         let txn = {
             let stores = self.stores();
-            delta_transaction(schema, &stores.running.modules, &delta)
+            delta_transaction(schema, &stores.running.modules, &mut delta)
         };
         let txn = match txn {
             Ok(t) => t,
@@ -1448,7 +1473,11 @@ impl Agent {
                 ))])
             }
         };
+        let txn_ms = ms(t0);
+        let t = std::time::Instant::now();
         self.tap.prepare(&txn).map_err(|e| vec![tap_error(&e)])?;
+        let prepare_ms = ms(t);
+        let t = std::time::Instant::now();
         if let Err(e) = self.persist_running(&delta, rest.as_ref()) {
             self.tap.abort(&txn);
             return Err(vec![app_err(
@@ -1456,7 +1485,11 @@ impl Agent {
                 format!("could not persist running: {e}"),
             )]);
         }
+        let persist_ms = ms(t);
+        let t = std::time::Instant::now();
         self.tap.apply(&txn);
+        let apply_ms = ms(t);
+        let t = std::time::Instant::now();
         let removed = delta.clear || delta.changes.values().filter(|v| v.is_none()).count() >= 1000;
         {
             let mut stores = self.stores_mut();
@@ -1468,11 +1501,18 @@ impl Agent {
                 stores.candidate = None;
             }
         }
+        let swap_ms = ms(t);
+        tracing::info!(session_id = s.id, user = %s.username, changes = txn.changes.len(), source = source.name(), "running configuration changed");
+        self.notify_config_change(s, touched, &txn);
+        // Trim only once the transaction (the tap's view of every changed
+        // entry) is gone too.
+        drop(txn);
+        let t = std::time::Instant::now();
         if removed {
             crate::memtrim::release();
         }
-        tracing::info!(session_id = s.id, user = %s.username, changes = txn.changes.len(), source = source.name(), "running configuration changed");
-        self.notify_config_change(s, touched, &txn);
+        let trim_ms = ms(t);
+        tracing::debug!(txn_ms, prepare_ms, persist_ms, apply_ms, swap_ms, trim_ms, "commit_running timings");
         Ok(())
     }
 
@@ -1516,7 +1556,7 @@ impl Agent {
             s.id
         );
         // Large edits are summarised by their first entries.
-        for t in touched.iter().take(100) {
+        for t in touched.iter().take(store::TOUCHED_MAX) {
             let p = crate::yangerr::xml_error_path(self.ctx, &t.path);
             let decls: String = p
                 .namespaces

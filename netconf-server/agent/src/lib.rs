@@ -5,7 +5,7 @@ pub mod agent;
 pub mod edit;
 pub mod filter;
 #[allow(unsafe_code)]
-mod memtrim;
+pub mod memtrim;
 pub mod nacm;
 pub mod persist;
 pub mod session;

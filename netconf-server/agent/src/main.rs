@@ -73,6 +73,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    l45_agent::memtrim::configure();
     let args = Args::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());

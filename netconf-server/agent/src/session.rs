@@ -16,8 +16,11 @@ async fn send<W: AsyncWrite + Unpin>(
     framing: Framing,
     msg: &str,
 ) -> std::io::Result<()> {
-    w.write_all(&framing::encode(msg.as_bytes(), framing))
-        .await?;
+    // In parts: a large reply is neither copied whole for framing nor sent
+    // as one chunk the peer must buffer before decoding.
+    for part in framing::encode_parts(msg.as_bytes(), framing, framing::SEND_PART) {
+        w.write_all(&part).await?;
+    }
     w.flush().await
 }
 
@@ -45,6 +48,9 @@ where
         let mut got_hello = false;
         let mut events: Option<tokio::sync::broadcast::Receiver<crate::agent::Event>> = None;
         let mut buf = vec![0u8; 64 * 1024];
+        // When the first byte of the message being received arrived (for the
+        // debug timings of each rpc).
+        let mut msg_started: Option<std::time::Instant> = None;
         let hello_deadline = tokio::time::Instant::now() + agent.opts.hello_timeout;
         'outer: loop {
             tokio::select! {
@@ -53,6 +59,7 @@ where
                         Ok(0) | Err(_) => break 'outer,
                         Ok(n) => n,
                     };
+                    msg_started.get_or_insert_with(std::time::Instant::now);
                     decoder.push(&buf[..n]);
                     loop {
                         let frame = match decoder.next_frame() {
@@ -65,6 +72,9 @@ where
                                 break 'outer;
                             }
                         };
+                        let received = std::time::Instant::now();
+                        let recv_ms = msg_started.map(|t| received.duration_since(t).as_secs_f64() * 1e3).unwrap_or(0.0);
+                        msg_started = (decoder.buffered() > 0).then_some(received);
                         if !got_hello {
                             let bytes = match &frame { Frame::Message(m) => m.as_slice(), Frame::Oversized { head, .. } => head.as_slice() };
                             match Hello::parse(bytes) {
@@ -101,6 +111,7 @@ where
                             }
                             Frame::Message(m) => m,
                         };
+                        let bytes_in = rpc.len();
                         let rpc = match message::parse_rpc(rpc) {
                             Incoming::Rpc(rpc) => rpc,
                             Incoming::Invalid { echo_attrs, error } => {
@@ -112,6 +123,7 @@ where
                         };
                         let op = rpc.operation.name.clone();
                         let started = std::time::Instant::now();
+                        let parse_ms = started.duration_since(received).as_secs_f64() * 1e3;
                         let (a, s) = (Arc::clone(&agent), info.clone());
                         let result = tokio::task::spawn_blocking(move || a.handle(&s, &rpc)).await;
                         let (reply, after) = match result {
@@ -122,8 +134,15 @@ where
                                 (message::error_reply(&[], &[err]), After::Continue)
                             }
                         };
-                        debug!(op = %op, elapsed_ms = started.elapsed().as_millis() as u64, "rpc handled");
+                        let handled = std::time::Instant::now();
+                        let handle_ms = handled.duration_since(started).as_secs_f64() * 1e3;
                         if send(&mut writer, framing, &reply).await.is_err() { break 'outer; }
+                        let send_ms = handled.elapsed().as_secs_f64() * 1e3;
+                        // recv: first byte to complete frame (mostly the client
+                        // sending); parse: XML envelope; handle: the operation
+                        // with its reply text; send: framing and writing into
+                        // the SSH channel (flow control included).
+                        debug!(op = %op, bytes_in, bytes_out = reply.len(), recv_ms, parse_ms, handle_ms, send_ms, "rpc handled");
                         match after {
                             After::Continue => {}
                             After::Close => break 'outer,

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use l45_netconf_proto::message::BASE_NS;
-use l45_netconf_proto::xml::{escape_text, Element, NsDecl};
+use l45_netconf_proto::xml::{escape_text_cow, Element, NsDecl};
 use l45_tap_control::{Attach, MatchRules, ModuleConfig, Protocol};
 use l45_yang::StaticLeaf;
 use yang3::context::Context;
@@ -72,7 +72,8 @@ pub struct ListSchema {
     /// (choice name, case name, the case's data container name).
     pub cases: Vec<(String, String, Option<String>)>,
     l45_module: String,
-    cache: Mutex<HashMap<(usize, String), Option<String>>>,
+    /// Leaf index → checked value → printed value (small domains only).
+    cache: Mutex<HashMap<usize, HashMap<String, Option<String>>>>,
 }
 
 fn walk(
@@ -201,12 +202,15 @@ impl ListSchema {
             return check();
         }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = cache.get(&(idx, json_value.to_string())) {
+        if let Some(v) = cache.get(&idx).and_then(|m| m.get(json_value)) {
             return v.clone();
         }
         let v = check();
-        if cache.len() < 4096 {
-            cache.insert((idx, json_value.to_string()), v.clone());
+        if cache.values().map(HashMap::len).sum::<usize>() < 4096 {
+            cache
+                .entry(idx)
+                .or_default()
+                .insert(json_value.to_string(), v.clone());
         }
         v
     }
@@ -278,7 +282,11 @@ impl Slots {
     /// The value in effect: explicit, or the default where libyang would
     /// instantiate one (outside cases, or in the active case).
     pub fn effective<'a>(&'a self, schema: &'a ListSchema, name: &str) -> Option<&'a str> {
-        let cases = self.active_cases(schema);
+        self.effective_in(schema, &self.active_cases(schema), name)
+    }
+
+    /// [`Slots::effective`] with the active cases already known.
+    fn effective_in<'a>(&'a self, schema: &'a ListSchema, cases: &[usize], name: &str) -> Option<&'a str> {
         schema
             .leaves
             .iter()
@@ -324,7 +332,7 @@ impl Slots {
             out.push('<');
             out.push_str(&leaf.name);
             out.push('>');
-            out.push_str(&escape_text(value));
+            out.push_str(&escape_text_cow(value));
             out.push_str("</");
             out.push_str(&leaf.name);
             out.push('>');
@@ -385,9 +393,9 @@ impl Slots {
     /// The tap's view of the entry (what `tapbridge` read from libyang
     /// nodes, defaults included).
     pub fn module_config(&self, schema: &ListSchema) -> ModuleConfig {
-        let get = |n: &str| self.effective(schema, n);
-        let mut parameters = BTreeMap::new();
         let cases = self.active_cases(schema);
+        let get = |n: &str| self.effective_in(schema, &cases, n);
+        let mut parameters = BTreeMap::new();
         for (leaf, v) in schema.leaves.iter().zip(&self.values) {
             if leaf.parents.first().map(String::as_str) != Some("parameters") {
                 continue;
@@ -443,9 +451,16 @@ impl Slots {
 
     /// The data container of the case the parameters are in, if any.
     pub fn parameters_case<'s>(&self, schema: &'s ListSchema) -> Option<&'s str> {
+        self.parameters_case_index(schema)
+            .and_then(|c| schema.cases[c].2.as_deref())
+    }
+
+    /// Index in `schema.cases` of the case the parameters are in, if any.
+    pub fn parameters_case_index(&self, schema: &ListSchema) -> Option<usize> {
         self.active_cases(schema)
             .first()
-            .and_then(|c| schema.cases[*c].2.as_deref())
+            .copied()
+            .filter(|c| schema.cases[*c].2.is_some())
     }
 }
 
@@ -603,8 +618,27 @@ pub struct Delta {
     pub clear: bool,
     /// id → new entry, or `None` to remove it.
     pub changes: BTreeMap<u32, Option<Entry>>,
-    /// New entries' parsed form, to skip re-parsing them for the tap.
-    pub parsed: BTreeMap<u32, Slots>,
+    /// New entries' tap view, to skip re-parsing them for the tap (taken
+    /// out, not copied, when the transaction is built).
+    pub parsed: BTreeMap<u32, Parsed>,
+}
+
+/// What the tap needs of a new entry.
+#[derive(Debug)]
+pub struct Parsed {
+    pub config: ModuleConfig,
+    /// Index in `ListSchema::cases` of the parameters' case, if any.
+    pub case: Option<usize>,
+}
+
+/// Most `Touched` an edit reports (notifications summarise large edits by
+/// their first entries).
+pub const TOUCHED_MAX: usize = 100;
+
+fn touch(touched: &mut Vec<Touched>, t: impl FnOnce() -> Touched) {
+    if touched.len() < TOUCHED_MAX {
+        touched.push(t());
+    }
 }
 
 impl Delta {
@@ -690,7 +724,7 @@ fn read_leaves(
         if c.ns.as_deref() != Some(L45) || !c.attrs.is_empty() {
             return None;
         }
-        let scope = c.scope_for_children(scope);
+        let scope = c.scope_cow(scope);
         if let Some(i) = schema.leaf_index(parents, &c.name) {
             if !c.children.is_empty() || seen[i] {
                 return None;
@@ -739,9 +773,13 @@ pub struct WriteAccess {
 
 /// Applies an edit whose `<config>` holds only `customizations` natively.
 /// `None` means: use the general path (which also produces every error).
+/// `config_children` may be lazy (see `xml::parse_lazy`); their content is
+/// then read from `source` one module at a time.
+#[allow(clippy::too_many_arguments)]
 pub fn fast_edit(
     schema: &ListSchema,
     current: &ModuleMap,
+    source: &[u8],
     config_children: &[Element],
     scope: &[NsDecl],
     default_op: EditOp,
@@ -753,21 +791,26 @@ pub fn fast_edit(
     if !cust.is(L45, "customizations") || !access.module {
         return None;
     }
+    let parent_scope = scope;
     let scope = cust.scope_for_children(scope);
     let attr = op_attr(cust).ok()?;
     let cop = attr.unwrap_or(default_op);
-    let any_ops = attr.is_some() || has_op_below(cust);
+    let (no_children, attrs_below) = match cust.lazy {
+        Some(l) => (l.children == 0, l.attributes_below),
+        None => (cust.children.is_empty(), has_op_below(cust)),
+    };
+    let any_ops = attr.is_some() || attrs_below;
     let mut delta = Delta::default();
     let mut touched = Vec::new();
     // Container-level operations.
     let inherited = match cop {
         EditOp::Delete | EditOp::Remove => {
-            if !cust.children.is_empty() || (cop == EditOp::Delete && current.is_empty()) {
+            if !no_children || (cop == EditOp::Delete && current.is_empty()) {
                 return None;
             }
             delta.clear = true;
             if !current.is_empty() {
-                touched.push(Touched {
+                touch(&mut touched, || Touched {
                     path: CUSTOMIZATIONS.into(),
                     op: cop,
                 });
@@ -776,11 +819,11 @@ pub fn fast_edit(
         }
         EditOp::Create if !current.is_empty() => return None,
         EditOp::Create | EditOp::Replace => {
-            if has_op_below(cust) {
+            if attrs_below {
                 return None;
             }
             delta.clear = cop == EditOp::Replace;
-            touched.push(Touched {
+            touch(&mut touched, || Touched {
                 path: CUSTOMIZATIONS.into(),
                 op: cop,
             });
@@ -790,14 +833,14 @@ pub fn fast_edit(
             if !any_ops {
                 if cop == EditOp::None {
                     // Nothing is created or changed; values still get checked.
-                } else if cust.children.is_empty() {
-                    touched.push(Touched {
+                } else if no_children {
+                    touch(&mut touched, || Touched {
                         path: CUSTOMIZATIONS.into(),
                         op: EditOp::Merge,
                     });
                 }
             } else if cop == EditOp::Merge && current.is_empty() {
-                touched.push(Touched {
+                touch(&mut touched, || Touched {
                     path: CUSTOMIZATIONS.into(),
                     op: EditOp::Create,
                 });
@@ -807,12 +850,12 @@ pub fn fast_edit(
     };
     let plain_merge = !any_ops && cop == EditOp::Merge;
     let mut seen_ids = std::collections::HashSet::new();
-    for m in &cust.children {
+    let mut one = |m: &Element| -> Option<()> {
         if !m.is(L45, "module") {
             return None;
         }
         let mop = op_attr(m).ok()?.unwrap_or(inherited);
-        let scope = m.scope_for_children(&scope);
+        let scope = m.scope_cow(&scope);
         let id_el = m.children.first().filter(|c| c.is(L45, "id"))?;
         if !id_el.attrs.is_empty() || !id_el.children.is_empty() {
             return None;
@@ -837,26 +880,26 @@ pub fn fast_edit(
         } else {
             current.get(&id)
         };
-        let path = module_path(id);
+        let path = || module_path(id);
         let new_slots = match mop {
-            EditOp::None => continue,
+            EditOp::None => return Some(()),
             EditOp::Delete | EditOp::Remove => {
                 if existing.is_none() {
                     if mop == EditOp::Delete {
                         return None;
                     }
-                    continue;
+                    return Some(());
                 }
                 delta.changes.insert(id, None);
-                touched.push(Touched { path, op: mop });
-                continue;
+                touch(&mut touched, || Touched { path: path(), op: mop });
+                return Some(());
             }
             EditOp::Create if existing.is_some() => return None,
             EditOp::Create | EditOp::Replace => {
                 // Children of a created or replaced container are inserted
                 // with it and not reported one by one (as before).
                 if !matches!(cop, EditOp::Create | EditOp::Replace) {
-                    touched.push(Touched { path, op: mop });
+                    touch(&mut touched, || Touched { path: path(), op: mop });
                 }
                 slots
             }
@@ -866,30 +909,32 @@ pub fn fast_edit(
                     None => Slots::empty(schema, id),
                 };
                 if plain_merge {
-                    touched.push(Touched {
-                        path: path.clone(),
+                    touch(&mut touched, || Touched {
+                        path: path(),
                         op: EditOp::Merge,
                     });
                 } else if existing.is_none() {
-                    touched.push(Touched {
-                        path: path.clone(),
+                    touch(&mut touched, || Touched {
+                        path: path(),
                         op: EditOp::Create,
                     });
                 }
                 for (i, v) in slots.values.into_iter().enumerate() {
                     if let Some(v) = v {
                         if !plain_merge {
-                            let l = &schema.leaves[i];
-                            let mut p = path.clone();
-                            for c in &l.parents {
+                            touch(&mut touched, || {
+                                let l = &schema.leaves[i];
+                                let mut p = path();
+                                for c in &l.parents {
+                                    p.push('/');
+                                    p.push_str(c);
+                                }
                                 p.push('/');
-                                p.push_str(c);
-                            }
-                            p.push('/');
-                            p.push_str(&l.name);
-                            touched.push(Touched {
-                                path: p,
-                                op: EditOp::Merge,
+                                p.push_str(&l.name);
+                                Touched {
+                                    path: p,
+                                    op: EditOp::Merge,
+                                }
                             });
                         }
                         base.values[i] = Some(v);
@@ -913,8 +958,27 @@ pub fn fast_edit(
             }
         }
         let xml: Entry = Arc::from(new_slots.to_xml(schema, true));
-        delta.parsed.insert(id, new_slots);
+        let parsed = Parsed {
+            config: new_slots.module_config(schema),
+            case: new_slots.parameters_case_index(schema),
+        };
+        delta.parsed.insert(id, parsed);
         delta.changes.insert(id, Some(xml));
+        Some(())
+    };
+    if cust.lazy.is_some() {
+        let mut ok = true;
+        let read = l45_netconf_proto::xml::for_each_child(source, cust, parent_scope, |m| {
+            ok = one(m).is_some();
+            ok
+        });
+        if read.is_err() || !ok {
+            return None;
+        }
+    } else {
+        for m in &cust.children {
+            one(m)?;
+        }
     }
     Some((delta, touched))
 }
@@ -974,7 +1038,7 @@ mod tests {
         ] {
             let el = config(&body);
             let (delta, _) =
-                fast_edit(s, &ModuleMap::new(), &el.children, &[], EditOp::Merge, ALL).expect("fast");
+                fast_edit(s, &ModuleMap::new(), b"", &el.children, &[], EditOp::Merge, ALL).expect("fast");
             let mut map = ModuleMap::new();
             delta.apply_to(&mut map);
             let mut native = String::new();
@@ -1007,13 +1071,13 @@ mod tests {
         ] {
             let el = config(body);
             assert!(
-                fast_edit(s, &current, &el.children, &[], EditOp::Merge, ALL).is_none(),
+                fast_edit(s, &current, b"", &el.children, &[], EditOp::Merge, ALL).is_none(),
                 "{body}"
             );
         }
         let key = config(RICH);
         let no_keys = WriteAccess { module: true, keys: false };
-        assert!(fast_edit(s, &current, &key.children, &[], EditOp::Merge, no_keys).is_none());
+        assert!(fast_edit(s, &current, b"", &key.children, &[], EditOp::Merge, no_keys).is_none());
     }
 
     #[test]
@@ -1023,13 +1087,13 @@ mod tests {
         current.insert(1, Arc::from("<module><id>1</id><name>m</name><kind>dns-front-tag</kind></module>"));
         let before = current.clone();
         let el = config("<module><id>1</id><priority>7</priority></module>");
-        let (delta, touched) = fast_edit(s, &current, &el.children, &[], EditOp::Merge, ALL).unwrap();
+        let (delta, touched) = fast_edit(s, &current, b"", &el.children, &[], EditOp::Merge, ALL).unwrap();
         assert_eq!(current, before, "the edit changes nothing until applied");
         assert_eq!(touched[0].path, module_path(1));
         delta.apply_to(&mut current);
         assert_eq!(&*current[&1], "<module><id>1</id><name>m</name><kind>dns-front-tag</kind><priority>7</priority></module>");
         let del = config("<module nc:operation=\"delete\"><id>1</id></module>");
-        let (delta, _) = fast_edit(s, &current, &del.children, &[], EditOp::Merge, ALL).unwrap();
+        let (delta, _) = fast_edit(s, &current, b"", &del.children, &[], EditOp::Merge, ALL).unwrap();
         delta.apply_to(&mut current);
         assert!(current.is_empty());
     }

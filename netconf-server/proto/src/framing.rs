@@ -306,6 +306,46 @@ pub fn encode(message: &[u8], framing: Framing) -> Vec<u8> {
     }
 }
 
+/// Most message bytes per buffer (and per chunk) that [`encode_parts`]
+/// produces. Peers decode a long sequence of small chunks as they arrive
+/// (one 10 MB chunk costs ncclient a second of re-scanning its buffer).
+pub const SEND_PART: usize = 64 * 1024;
+
+/// Frames one outgoing message as a sequence of buffers, each holding at most
+/// `max_part` bytes of the message (and, with chunked framing, one whole
+/// chunk), so a large reply is never copied whole.
+pub fn encode_parts(
+    message: &[u8],
+    framing: Framing,
+    max_part: usize,
+) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let max_part = max_part.max(1);
+    let count = message.len().div_ceil(max_part).max(1);
+    (0..count).map(move |i| {
+        let piece = &message[(i * max_part).min(message.len())..((i + 1) * max_part).min(message.len())];
+        let last = i + 1 == count;
+        let mut out = Vec::with_capacity(piece.len() + 32);
+        match framing {
+            Framing::EndOfMessage => {
+                out.extend_from_slice(piece);
+                if last {
+                    out.extend_from_slice(EOM);
+                }
+            }
+            Framing::Chunked => {
+                if !piece.is_empty() {
+                    out.extend_from_slice(format!("\n#{}\n", piece.len()).as_bytes());
+                    out.extend_from_slice(piece);
+                }
+                if last {
+                    out.extend_from_slice(b"\n##\n");
+                }
+            }
+        }
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,5 +548,31 @@ mod tests {
             );
         }
         assert_eq!(encode(b"<a/>", Framing::Chunked), b"\n#4\n<a/>\n##\n");
+    }
+
+    #[test]
+    fn encode_parts_splits_and_round_trips() {
+        let msg: Vec<u8> = (0..1000u32).flat_map(|i| i.to_le_bytes()).collect();
+        for framing in [Framing::EndOfMessage, Framing::Chunked] {
+            for max in [1, 7, 999, 4000, 5000] {
+                let parts: Vec<Vec<u8>> = encode_parts(&msg, framing, max).collect();
+                assert!(parts.iter().all(|p| p.len() <= max + 32));
+                let wire = parts.concat();
+                if max >= msg.len() {
+                    assert_eq!(wire, encode(&msg, framing));
+                }
+                if framing == Framing::EndOfMessage {
+                    // (binary test data never holds the delimiter)
+                    assert_eq!(&wire[..msg.len()], &msg[..]);
+                    continue;
+                }
+                let mut d = Decoder::new(Limits::default());
+                d.set_framing(framing);
+                d.push(&wire);
+                assert_eq!(d.next_frame().unwrap(), Some(Frame::Message(msg.clone())));
+                assert_eq!(d.buffered(), 0);
+            }
+            assert_eq!(encode_parts(b"", framing, 10).collect::<Vec<_>>().concat(), encode(b"", framing));
+        }
     }
 }

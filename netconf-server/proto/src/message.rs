@@ -102,7 +102,36 @@ pub struct Rpc {
     pub source: Vec<u8>,
 }
 
+/// Path of the element whose children [`parse_rpc`] keeps lazy.
+const EDIT_CONFIG_DATA: &[(&str, &str)] =
+    &[(BASE_NS, "rpc"), (BASE_NS, "edit-config"), (BASE_NS, "config")];
+
 impl Rpc {
+    /// Whether the operation holds lazy elements (see [`parse_rpc`]).
+    pub fn has_lazy(&self) -> bool {
+        fn any(e: &Element) -> bool {
+            e.lazy.is_some() || e.children.iter().any(any)
+        }
+        any(&self.operation)
+    }
+
+    /// The same rpc with every element fully built. `None` only if the
+    /// message no longer parses (it did when it arrived).
+    pub fn full(&self) -> Option<Rpc> {
+        let root = xml::parse(&self.source).ok()?;
+        let mut root = root;
+        if root.children.len() != 1 {
+            return None;
+        }
+        Some(Rpc {
+            message_id: self.message_id.clone(),
+            echo_attrs: self.echo_attrs.clone(),
+            scope: self.scope.clone(),
+            operation: root.children.remove(0),
+            source: self.source.clone(),
+        })
+    }
+
     /// Declarations in scope at the operation element's children.
     pub fn op_child_scope(&self) -> Vec<NsDecl> {
         self.operation.scope_for_children(&self.scope)
@@ -129,7 +158,10 @@ pub fn parse_rpc(bytes: Vec<u8>) -> Incoming {
     if bytes.contains(&0) {
         return malformed(&bytes, "message contains a NUL byte".to_string());
     }
-    let root = match xml::parse(&bytes) {
+    // The data of an edit-config is kept unparsed (checked, with a summary)
+    // so a large edit is never held as an element tree: the agent reads
+    // it with `xml::for_each_child`, or calls `Rpc::full` for the tree.
+    let root = match xml::parse_lazy(&bytes, EDIT_CONFIG_DATA) {
         Ok(root) => root,
         Err(e) => return malformed(&bytes, e.to_string()),
     };
@@ -469,6 +501,27 @@ mod tests {
         };
         assert_eq!(error.tag, ErrorTag::UnknownNamespace);
         assert!(echo_attrs.contains(&("message-id".into(), "5".into())));
+    }
+
+    #[test]
+    fn edit_config_data_is_lazy_and_full_rebuilds_it() {
+        let msg = format!(
+            r#"<rpc xmlns="{BASE_NS}" message-id="1"><edit-config><target><running/></target><config><top xmlns="urn:t"><x>1</x></top></config></edit-config></rpc>"#
+        );
+        let Incoming::Rpc(rpc) = parse_rpc(msg.clone().into_bytes()) else {
+            panic!()
+        };
+        assert!(rpc.has_lazy());
+        let config = rpc.operation.child(BASE_NS, "config").unwrap();
+        assert!(config.lazy.is_none() && config.children[0].lazy.is_some());
+        assert!(rpc.operation.child(BASE_NS, "target").unwrap().children[0].lazy.is_none());
+        let full = rpc.full().unwrap();
+        assert!(!full.has_lazy());
+        assert_eq!(full.operation, xml::parse(msg.as_bytes()).unwrap().children[0]);
+        // Other operations are built whole.
+        let msg = format!(r#"<rpc xmlns="{BASE_NS}" message-id="1"><get-config><source><running/></source><filter><top xmlns="urn:t"/></filter></get-config></rpc>"#);
+        let Incoming::Rpc(rpc) = parse_rpc(msg.into_bytes()) else { panic!() };
+        assert!(!rpc.has_lazy());
     }
 
     #[test]

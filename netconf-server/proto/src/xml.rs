@@ -45,6 +45,9 @@ pub struct Element {
     pub span: Range<usize>,
     /// Offset just after the element name in its start tag.
     pub name_end: usize,
+    /// Set when the element was kept without its content (see
+    /// [`parse_lazy`]): `children` and `text` are then empty.
+    pub lazy: Option<Lazy>,
 }
 
 impl Element {
@@ -79,6 +82,16 @@ impl Element {
         scope
     }
 
+    /// Like [`Element::scope_for_children`], without copying when the
+    /// element declares nothing (the usual case).
+    pub fn scope_cow<'a>(&self, parent_scope: &'a [NsDecl]) -> std::borrow::Cow<'a, [NsDecl]> {
+        if self.ns_decls.is_empty() {
+            std::borrow::Cow::Borrowed(parent_scope)
+        } else {
+            std::borrow::Cow::Owned(self.scope_for_children(parent_scope))
+        }
+    }
+
     /// The element's source text, with every declaration in `scope` that the
     /// element does not itself redeclare added to its start tag, so the text
     /// parses on its own.
@@ -101,203 +114,378 @@ impl Element {
     }
 }
 
+/// What a lazy element (see [`parse_lazy`]) holds instead of its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lazy {
+    /// Number of child elements.
+    pub children: usize,
+    /// Whether any element below carries an attribute (namespace
+    /// declarations aside).
+    pub attributes_below: bool,
+}
+
 struct Frame {
-    element: Element,
-    /// Declarations visible inside this element.
-    scope: Vec<NsDecl>,
+    /// `None` inside a lazy element: checked, not kept.
+    element: Option<Element>,
+    /// Length of the declaration stack before this element's declarations.
+    decl_mark: usize,
 }
 
 /// Parses one XML document (a single root element, optional XML declaration,
 /// comments and processing instructions around it).
 pub fn parse(source: &[u8]) -> Result<Element, XmlError> {
-    let mut reader = Reader::from_reader(source);
-    reader.config_mut().check_end_names = true;
-    reader.config_mut().check_comments = true;
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut root: Option<Element> = None;
-    let base_scope: Vec<NsDecl> = vec![(
+    parse_lazy(source, &[])
+}
+
+/// Like [`parse`], but the children of the elements at `lazy_below` (a path
+/// of (namespace, name) from the root) are kept without their content: their
+/// subtrees are checked exactly as [`parse`] checks them (so a document
+/// fails the same way), but only their name, attributes, declarations, span
+/// and a [`Lazy`] summary remain. Read them with [`for_each_child`].
+pub fn parse_lazy(source: &[u8], lazy_below: &[(&str, &str)]) -> Result<Element, XmlError> {
+    let mut root = None;
+    Parser::new(source, 0, Vec::new()).run(lazy_below, &mut |depth, element| {
+        if depth == 0 {
+            root = Some(element);
+        }
+        true
+    })?;
+    // (run only returns Ok after the root element ended)
+    root.ok_or_else(|| XmlError {
+        position: 0,
+        message: "no root element".into(),
+    })
+}
+
+/// Calls `f` with each child element of `element` (fully built), one at a
+/// time, parsing `element`'s span of `source` again; `scope` is the
+/// declarations in scope at `element`'s parent. Stops early when `f`
+/// returns `false`. Meant for lazy elements of a document [`parse_lazy`]
+/// accepted.
+pub fn for_each_child(
+    source: &[u8],
+    element: &Element,
+    scope: &[NsDecl],
+    mut f: impl FnMut(&Element) -> bool,
+) -> Result<(), XmlError> {
+    let bytes = source.get(element.span.clone()).ok_or_else(|| XmlError {
+        position: element.span.start as u64,
+        message: "element span outside the source".into(),
+    })?;
+    let mut decls = vec![base_decl()];
+    decls.extend(scope.iter().cloned());
+    Parser::new(bytes, element.span.start, decls).run_children(&mut f)
+}
+
+fn base_decl() -> NsDecl {
+    (
         Some("xml".to_string()),
         "http://www.w3.org/XML/1998/namespace".to_string(),
-    )];
-    loop {
-        let start_pos = reader.buffer_position() as usize;
-        let event = reader.read_event().map_err(|e| XmlError {
-            position: reader.error_position(),
-            message: e.to_string(),
-        })?;
-        let end_pos = reader.buffer_position() as usize;
-        let err = |message: String| XmlError {
-            position: start_pos as u64,
-            message,
-        };
-        match event {
-            Event::Start(start) | Event::Empty(start) if root.is_some() => {
-                let _ = start;
-                return Err(err("content after the root element".into()));
-            }
-            Event::Start(ref start) | Event::Empty(ref start) => {
-                let is_empty = matches!(event, Event::Empty(_));
-                if stack.len() >= MAX_DEPTH {
-                    return Err(err(format!("elements nested deeper than {MAX_DEPTH}")));
+    )
+}
+
+struct Parser<'s> {
+    reader: Reader<&'s [u8]>,
+    /// Added to reader positions (when parsing a slice of a message).
+    offset: usize,
+    /// In-scope declarations, innermost last.
+    decls: Vec<NsDecl>,
+    stack: Vec<Frame>,
+}
+
+impl<'s> Parser<'s> {
+    fn new(source: &'s [u8], offset: usize, mut decls: Vec<NsDecl>) -> Parser<'s> {
+        let mut reader = Reader::from_reader(source);
+        reader.config_mut().check_end_names = true;
+        reader.config_mut().check_comments = true;
+        if decls.is_empty() {
+            decls.push(base_decl());
+        }
+        Parser {
+            reader,
+            offset,
+            decls,
+            stack: Vec::new(),
+        }
+    }
+
+    /// Parses the document; `done(depth, element)` receives every kept
+    /// element that ends at `depth` 0 (the root) or, when it returns
+    /// `false` for depth 1, ... (see `run_children`).
+    fn run(
+        mut self,
+        lazy_below: &[(&str, &str)],
+        done: &mut dyn FnMut(usize, Element) -> bool,
+    ) -> Result<(), XmlError> {
+        self.run_inner(lazy_below, None, done)
+    }
+
+    /// Parses one element and hands each of its children to `f` as it ends.
+    fn run_children(mut self, f: &mut dyn FnMut(&Element) -> bool) -> Result<(), XmlError> {
+        let mut done = |depth: usize, element: Element| depth != 1 || f(&element);
+        self.run_inner(&[], Some(1), &mut done)
+    }
+
+    fn run_inner(
+        &mut self,
+        lazy_below: &[(&str, &str)],
+        emit_depth: Option<usize>,
+        done: &mut dyn FnMut(usize, Element) -> bool,
+    ) -> Result<(), XmlError> {
+        let mut root_seen = false;
+        // Index in `stack` of the lazy element being skipped, if any.
+        let mut lazy_at: Option<usize> = None;
+        loop {
+            let start_pos = self.reader.buffer_position() as usize + self.offset;
+            let event = self.reader.read_event().map_err(|e| XmlError {
+                position: self.reader.error_position() + self.offset as u64,
+                message: e.to_string(),
+            })?;
+            let end_pos = self.reader.buffer_position() as usize + self.offset;
+            let err = |message: String| XmlError {
+                position: start_pos as u64,
+                message,
+            };
+            match event {
+                Event::Start(_) | Event::Empty(_) if root_seen && self.stack.is_empty() => {
+                    return Err(err("content after the root element".into()));
                 }
-                let parent_scope = stack
-                    .last()
-                    .map(|f| f.scope.as_slice())
-                    .unwrap_or(&base_scope);
-                let (element, scope) =
-                    open_element(start, parent_scope, start_pos, end_pos).map_err(err)?;
-                if is_empty {
-                    match stack.last_mut() {
-                        Some(parent) => parent.element.children.push(element),
-                        None => root = Some(element),
+                Event::Start(ref start) | Event::Empty(ref start) => {
+                    let is_empty = matches!(event, Event::Empty(_));
+                    if self.stack.len() >= MAX_DEPTH {
+                        return Err(err(format!("elements nested deeper than {MAX_DEPTH}")));
                     }
-                } else {
-                    stack.push(Frame { element, scope });
+                    root_seen = true;
+                    let decl_mark = self.decls.len();
+                    let keep = lazy_at.is_none();
+                    let (element, attrs) =
+                        open_element(start, &mut self.decls, start_pos, end_pos, keep).map_err(err)?;
+                    if let Some(at) = lazy_at {
+                        let direct = self.stack.len() == at + 1;
+                        if let Some(Some(lazy)) = self.stack[at].element.as_mut().map(|e| e.lazy.as_mut()) {
+                            if direct {
+                                lazy.children += 1;
+                            }
+                            lazy.attributes_below |= attrs > 0;
+                        }
+                    }
+                    let mut element = element;
+                    if let Some(e) = element.as_mut() {
+                        if is_lazy(&self.stack, lazy_below) {
+                            e.lazy = Some(Lazy::default());
+                            if !is_empty {
+                                lazy_at = Some(self.stack.len());
+                            }
+                        }
+                    }
+                    self.stack.push(Frame { element, decl_mark });
+                    if is_empty && self.close(emit_depth, done, &mut lazy_at, end_pos) {
+                        return Ok(());
+                    }
                 }
-            }
-            Event::End(_) => {
-                let Some(mut frame) = stack.pop() else {
-                    return Err(err("unexpected end tag".into()));
-                };
-                frame.element.span.end = end_pos;
-                match stack.last_mut() {
-                    Some(parent) => parent.element.children.push(frame.element),
-                    None => root = Some(frame.element),
+                Event::End(_) => {
+                    if self.stack.is_empty() {
+                        return Err(err("unexpected end tag".into()));
+                    }
+                    if self.close(emit_depth, done, &mut lazy_at, end_pos) {
+                        return Ok(());
+                    }
                 }
-            }
-            Event::Text(text) => {
-                let decoded = text.xml_content().map_err(|e| err(e.to_string()))?;
-                match stack.last_mut() {
-                    Some(frame) => frame.element.text.push_str(&decoded),
-                    None => {
-                        if !decoded.trim().is_empty() {
-                            return Err(err("text outside the root element".into()));
+                Event::Text(text) => {
+                    let decoded = text.xml_content().map_err(|e| err(e.to_string()))?;
+                    match self.stack.last_mut() {
+                        Some(frame) => {
+                            if let Some(e) = frame.element.as_mut().filter(|e| e.lazy.is_none()) {
+                                e.text.push_str(&decoded);
+                            }
+                        }
+                        None => {
+                            if !decoded.trim().is_empty() {
+                                return Err(err("text outside the root element".into()));
+                            }
                         }
                     }
                 }
-            }
-            Event::CData(data) => {
-                let Some(frame) = stack.last_mut() else {
-                    return Err(err("CDATA outside the root element".into()));
-                };
-                let decoded = data.decode().map_err(|e| err(e.to_string()))?;
-                frame.element.text.push_str(&decoded);
-            }
-            Event::GeneralRef(reference) => {
-                let Some(frame) = stack.last_mut() else {
-                    return Err(err("entity reference outside the root element".into()));
-                };
-                if reference.is_char_ref() {
-                    match reference.resolve_char_ref() {
-                        Ok(Some(c)) => frame.element.text.push(c),
-                        _ => return Err(err("invalid character reference".into())),
-                    }
-                } else {
-                    let name = reference.decode().map_err(|e| err(e.to_string()))?;
-                    let c = match name.as_ref() {
-                        "lt" => '<',
-                        "gt" => '>',
-                        "amp" => '&',
-                        "apos" => '\'',
-                        "quot" => '"',
-                        other => return Err(err(format!("undefined entity &{other};"))),
+                Event::CData(data) => {
+                    let Some(frame) = self.stack.last_mut() else {
+                        return Err(err("CDATA outside the root element".into()));
                     };
-                    frame.element.text.push(c);
+                    let decoded = data.decode().map_err(|e| err(e.to_string()))?;
+                    if let Some(e) = frame.element.as_mut().filter(|e| e.lazy.is_none()) {
+                        e.text.push_str(&decoded);
+                    }
                 }
-            }
-            Event::DocType(_) => return Err(err("DOCTYPE is not allowed".into())),
-            Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
-            Event::Eof => {
-                if !stack.is_empty() {
-                    return Err(err("document ends inside an element".into()));
+                Event::GeneralRef(reference) => {
+                    let Some(frame) = self.stack.last_mut() else {
+                        return Err(err("entity reference outside the root element".into()));
+                    };
+                    let c = if reference.is_char_ref() {
+                        match reference.resolve_char_ref() {
+                            Ok(Some(c)) => c,
+                            _ => return Err(err("invalid character reference".into())),
+                        }
+                    } else {
+                        let name = reference.decode().map_err(|e| err(e.to_string()))?;
+                        match name.as_ref() {
+                            "lt" => '<',
+                            "gt" => '>',
+                            "amp" => '&',
+                            "apos" => '\'',
+                            "quot" => '"',
+                            other => return Err(err(format!("undefined entity &{other};"))),
+                        }
+                    };
+                    if let Some(e) = frame.element.as_mut().filter(|e| e.lazy.is_none()) {
+                        e.text.push(c);
+                    }
                 }
-                return root.ok_or_else(|| err("no root element".into()));
+                Event::DocType(_) => return Err(err("DOCTYPE is not allowed".into())),
+                Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
+                Event::Eof => {
+                    if !self.stack.is_empty() {
+                        return Err(err("document ends inside an element".into()));
+                    }
+                    if !root_seen {
+                        return Err(err("no root element".into()));
+                    }
+                    return Ok(());
+                }
             }
         }
     }
+
+    /// Ends the innermost element. Returns true when the caller asked to
+    /// stop.
+    fn close(
+        &mut self,
+        emit_depth: Option<usize>,
+        done: &mut dyn FnMut(usize, Element) -> bool,
+        lazy_at: &mut Option<usize>,
+        end_pos: usize,
+    ) -> bool {
+        let Some(frame) = self.stack.pop() else {
+            return false;
+        };
+        self.decls.truncate(frame.decl_mark);
+        let depth = self.stack.len();
+        if *lazy_at == Some(depth) {
+            *lazy_at = None;
+        }
+        let Some(mut element) = frame.element else {
+            return false;
+        };
+        element.span.end = end_pos;
+        if depth == 0 || Some(depth) == emit_depth {
+            return !done(depth, element);
+        }
+        if let Some(Some(parent)) = self.stack.last_mut().map(|f| f.element.as_mut()) {
+            parent.children.push(element);
+        }
+        false
+    }
 }
 
+/// Whether an element opened below the frames of `stack` is a child of the
+/// element at path `lazy_below`.
+fn is_lazy(stack: &[Frame], lazy_below: &[(&str, &str)]) -> bool {
+    !lazy_below.is_empty()
+        && stack.len() == lazy_below.len()
+        && stack.iter().zip(lazy_below).all(|(f, (ns, name))| {
+            f.element.as_ref().is_some_and(|e| e.is(ns, name))
+        })
+}
+
+/// Reads a start tag: pushes its namespace declarations onto `decls`,
+/// resolves and checks every name; builds the element when `keep`.
+/// Returns the element and its number of attributes (declarations aside).
 fn open_element(
     start: &BytesStart<'_>,
-    parent_scope: &[NsDecl],
+    decls: &mut Vec<NsDecl>,
     start_pos: usize,
     end_pos: usize,
-) -> Result<(Element, Vec<NsDecl>), String> {
-    let qname = std::str::from_utf8(start.name().as_ref())
-        .map_err(|e| e.to_string())?
-        .to_string();
+    keep: bool,
+) -> Result<(Option<Element>, usize), String> {
+    let qname = start.name();
+    let qname = std::str::from_utf8(qname.as_ref()).map_err(|e| e.to_string())?;
     let mut ns_decls = Vec::new();
-    let mut raw_attrs = Vec::new();
+    let mut raw_attrs: Vec<(String, String)> = Vec::new();
     for attr in start.attributes().with_checks(true) {
         let attr = attr.map_err(|e| e.to_string())?;
-        let key = std::str::from_utf8(attr.key.as_ref())
-            .map_err(|e| e.to_string())?
-            .to_string();
-        let value = attr
-            .unescape_value()
-            .map_err(|e| e.to_string())?
-            .into_owned();
+        let key = std::str::from_utf8(attr.key.as_ref()).map_err(|e| e.to_string())?;
+        let value = attr.unescape_value().map_err(|e| e.to_string())?;
         if key == "xmlns" {
-            ns_decls.push((None, value));
+            ns_decls.push((None, value.into_owned()));
         } else if let Some(prefix) = key.strip_prefix("xmlns:") {
             if value.is_empty() {
                 return Err(format!("empty namespace for prefix {prefix}"));
             }
-            ns_decls.push((Some(prefix.to_string()), value));
+            ns_decls.push((Some(prefix.to_string()), value.into_owned()));
         } else {
-            raw_attrs.push((key, value));
+            raw_attrs.push((key.to_string(), value.into_owned()));
         }
     }
-    let mut scope = parent_scope.to_vec();
-    for decl in &ns_decls {
-        scope.retain(|(p, _)| p != &decl.0);
-        scope.push(decl.clone());
-    }
-    let lookup = |prefix: Option<&str>| -> Option<String> {
-        scope
+    decls.extend(ns_decls.iter().cloned());
+    let lookup = |prefix: Option<&str>| -> Option<&str> {
+        decls
             .iter()
             .rev()
             .find(|(p, _)| p.as_deref() == prefix)
-            .map(|(_, uri)| uri.clone())
+            .map(|(_, uri)| uri.as_str())
             .filter(|u| !u.is_empty())
     };
     let (ns, name) = match qname.split_once(':') {
         Some((prefix, local)) => {
             let ns = lookup(Some(prefix))
                 .ok_or_else(|| format!("undeclared namespace prefix '{prefix}'"))?;
-            (Some(ns), local.to_string())
+            (Some(ns), local)
         }
-        None => (lookup(None), qname.clone()),
+        None => (lookup(None), qname),
     };
-    let mut attrs = Vec::with_capacity(raw_attrs.len());
+    let mut attrs = Vec::with_capacity(if keep { raw_attrs.len() } else { 0 });
+    let count = raw_attrs.len();
     for (key, value) in raw_attrs {
         let (ns, name) = match key.split_once(':') {
             Some((prefix, local)) => {
                 let ns = lookup(Some(prefix))
                     .ok_or_else(|| format!("undeclared namespace prefix '{prefix}'"))?;
-                (Some(ns), local.to_string())
+                (Some(ns.to_string()), local.to_string())
             }
             // Unprefixed attributes are in no namespace.
             None => (None, key.clone()),
         };
-        attrs.push(Attribute {
-            ns,
-            name,
-            qname: key,
-            value,
-        });
+        if keep {
+            attrs.push(Attribute {
+                ns,
+                name,
+                qname: key,
+                value,
+            });
+        }
+    }
+    if !keep {
+        return Ok((None, count));
     }
     let element = Element {
-        ns,
-        name,
+        ns: ns.map(str::to_string),
+        name: name.to_string(),
         attrs,
         ns_decls,
         children: Vec::new(),
         text: String::new(),
         span: start_pos..end_pos,
         name_end: start_pos + 1 + qname.len(),
+        lazy: None,
     };
-    Ok((element, scope))
+    Ok((Some(element), count))
+}
+
+/// Escapes character data, copying only when something needs escaping.
+pub fn escape_text_cow(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['<', '>', '&']) {
+        std::borrow::Cow::Owned(escape_text(s))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
 }
 
 /// Escapes character data.
@@ -401,6 +589,58 @@ mod tests {
         );
         let reparsed = parse(xml.as_bytes()).unwrap();
         assert!(reparsed.is("urn:l", "top"));
+    }
+
+    const LAZY_DOC: &[u8] = br#"<rpc xmlns="urn:b" xmlns:p="urn:p"><edit><config><p:top a="1"><p:x>1 &amp; 2</p:x><y xmlns="urn:y"><z p:q="v"/></y></p:top><p:other/>  </config></edit></rpc>"#;
+    const LAZY_PATH: &[(&str, &str)] = &[("urn:b", "rpc"), ("urn:b", "edit"), ("urn:b", "config")];
+
+    #[test]
+    fn lazy_children_keep_their_tag_and_a_summary() {
+        let full = parse(LAZY_DOC).unwrap();
+        let lazy = parse_lazy(LAZY_DOC, LAZY_PATH).unwrap();
+        let (fc, lc) = (&full.children[0].children[0], &lazy.children[0].children[0]);
+        assert_eq!(fc.children.len(), 2);
+        for (f, l) in fc.children.iter().zip(&lc.children) {
+            assert_eq!((&f.ns, &f.name, &f.attrs, &f.ns_decls, &f.span, f.name_end), (&l.ns, &l.name, &l.attrs, &l.ns_decls, &l.span, l.name_end));
+            assert!(l.children.is_empty() && l.text.is_empty());
+        }
+        assert_eq!(lc.children[0].lazy, Some(Lazy { children: 2, attributes_below: true }));
+        assert_eq!(lc.children[1].lazy, Some(Lazy { children: 0, attributes_below: false }));
+        assert_eq!(fc.children[0].lazy, None);
+        // Reading a lazy element's children gives what the full parse had.
+        let scope = full.scope_for_children(&[]);
+        let scope = full.children[0].scope_for_children(&scope);
+        let scope = fc.scope_for_children(&scope);
+        let mut got = Vec::new();
+        for_each_child(LAZY_DOC, &lc.children[0], &scope, |c| {
+            got.push(c.clone());
+            true
+        })
+        .unwrap();
+        assert_eq!(got, fc.children[0].children);
+        let mut n = 0;
+        for_each_child(LAZY_DOC, &lc.children[0], &scope, |_| {
+            n += 1;
+            false
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn lazy_parse_fails_exactly_like_a_full_parse() {
+        let head = r#"<rpc xmlns="urn:b"><edit><config><top>"#;
+        for inner in ["<q:x/>", "<x a='1' a='2'/>", "&bogus;", "&#0;", "<x a='&nope;'/>", "<x></y>", "<!DOCTYPE x>", "<x>"] {
+            let doc = format!("{head}{inner}</top></config></edit></rpc>");
+            let full = parse(doc.as_bytes()).unwrap_err();
+            let lazy = parse_lazy(doc.as_bytes(), LAZY_PATH).unwrap_err();
+            assert_eq!(full, lazy, "{inner}");
+        }
+        let mut deep = head.to_string();
+        for _ in 0..MAX_DEPTH {
+            deep.push_str("<a>");
+        }
+        assert_eq!(parse(deep.as_bytes()).unwrap_err(), parse_lazy(deep.as_bytes(), LAZY_PATH).unwrap_err());
     }
 
     #[test]
