@@ -231,7 +231,9 @@ pub struct RecordingTap {
 
 #[derive(Debug, Default)]
 struct RecordingInner {
-    modules: BTreeMap<u32, ModuleConfig>,
+    /// Applied modules: id → deprecated (all the recording tap reports;
+    /// keeping whole configurations would only cost memory).
+    modules: BTreeMap<u32, bool>,
     installed: BTreeMap<u32, String>,
     log: Vec<Recorded>,
 }
@@ -255,9 +257,9 @@ impl RecordingTap {
         self.lock().log.clone()
     }
 
-    /// Modules currently applied.
-    pub fn modules(&self) -> Vec<ModuleConfig> {
-        self.lock().modules.values().cloned().collect()
+    /// Ids of the modules currently applied.
+    pub fn module_ids(&self) -> Vec<u32> {
+        self.lock().modules.keys().copied().collect()
     }
 }
 
@@ -305,7 +307,7 @@ impl TapControl for RecordingTap {
         for change in &txn.changes {
             match change {
                 Change::Register(m) | Change::Update { new: m, .. } => {
-                    inner.modules.insert(m.id, m.clone());
+                    inner.modules.insert(m.id, m.deprecated);
                 }
                 Change::Unregister(m) => {
                     inner.modules.remove(&m.id);
@@ -324,11 +326,11 @@ impl TapControl for RecordingTap {
     fn module_stats(&self) -> Vec<ModuleStats> {
         self.lock()
             .modules
-            .values()
-            .map(|m| {
+            .iter()
+            .map(|(&id, &deprecated)| {
                 ModuleStats::idle(
-                    m.id,
-                    if m.deprecated {
+                    id,
+                    if deprecated {
                         ModuleState::Deprecated
                     } else {
                         ModuleState::Registered
@@ -398,7 +400,7 @@ mod tests {
             tap.prepare(&two),
             Err(TapError::ResourceExhausted(_))
         ));
-        assert_eq!(tap.modules().len(), 1);
+        assert_eq!(tap.module_ids().len(), 1);
         // Replacing within capacity is fine.
         let swap = Transaction {
             changes: vec![Change::Unregister(module(1)), Change::Register(module(2))],
@@ -406,7 +408,7 @@ mod tests {
         tap.prepare(&swap).unwrap();
         tap.apply(&swap);
         assert_eq!(
-            tap.modules().iter().map(|m| m.id).collect::<Vec<_>>(),
+            tap.module_ids(),
             vec![2]
         );
         assert_eq!(tap.log().len(), 5);
