@@ -395,62 +395,27 @@ impl Cib {
     /// out, so a crash after sending is seen as "in flight", never as "not
     /// tried".
     pub fn mark_sent(&mut self, id: i64, now: Timestamp) -> Result<Request> {
-        self.write(|tx| {
-            let r = request_in_state(tx, id, &[RequestState::Pending], "mark it sent")?;
-            tx.execute(
-                "UPDATE request SET state = 'sent', attempts = attempts + 1, sent_at = ?2 WHERE id = ?1",
-                params![id, now.0],
-            )?;
-            let detail = format!("{} (request {id}), attempt {}", r.action, r.attempts + 1);
-            record_history(tx, now, Some(&r.device), Some(r.module_id), "request-sent", &detail)?;
-            load_request(tx, id)
-        })
+        self.write(|tx| mark_sent_tx(tx, id, now))
+    }
+
+    /// [`Cib::mark_sent`] for many requests in one transaction (one fsync
+    /// for a whole wave of a multi-device deploy). All or nothing: if one
+    /// is not pending, none is marked.
+    pub fn mark_sent_many(&mut self, ids: &[i64], now: Timestamp) -> Result<Vec<Request>> {
+        self.write(|tx| ids.iter().map(|&id| mark_sent_tx(tx, id, now)).collect())
     }
 
     /// sent → confirmed, and the module takes the requested change.
     pub fn mark_confirmed(&mut self, id: i64, now: Timestamp) -> Result<Request> {
+        self.write(|tx| mark_confirmed_tx(tx, id, now))
+    }
+
+    /// [`Cib::mark_confirmed`] for many requests in one transaction.
+    pub fn mark_confirmed_many(&mut self, ids: &[i64], now: Timestamp) -> Result<Vec<Request>> {
         self.write(|tx| {
-            let r = request_in_state(tx, id, &[RequestState::Sent], "confirm it")?;
-            let row = module_row_of_request(tx, id)?;
-            let event = match r.action {
-                Action::Deploy => {
-                    tx.execute(
-                        "UPDATE module SET status = 'deployed', deployed_at = ?2 WHERE id = ?1",
-                        params![row, now.0],
-                    )?;
-                    "module-deployed"
-                }
-                Action::Revoke => {
-                    set_module_revoked(tx, row, now)?;
-                    "module-revoked"
-                }
-                Action::Deprecate => {
-                    tx.execute("UPDATE module SET deprecated = 1 WHERE id = ?1", [row])?;
-                    "module-deprecated"
-                }
-                Action::Activate => {
-                    tx.execute("UPDATE module SET activated = 1 WHERE id = ?1", [row])?;
-                    "module-activated"
-                }
-                Action::Deactivate => {
-                    tx.execute("UPDATE module SET activated = 0 WHERE id = ?1", [row])?;
-                    "module-deactivated"
-                }
-                Action::SetPriority(p) => {
-                    tx.execute(
-                        "UPDATE module SET priority = ?2 WHERE id = ?1",
-                        params![row, p],
-                    )?;
-                    "priority-set"
-                }
-            };
-            tx.execute(
-                "UPDATE request SET state = 'confirmed', finished_at = ?2 WHERE id = ?1",
-                params![id, now.0],
-            )?;
-            let detail = format!("{} confirmed by the device (request {id})", r.action);
-            record_history(tx, now, Some(&r.device), Some(r.module_id), event, &detail)?;
-            load_request(tx, id)
+            ids.iter()
+                .map(|&id| mark_confirmed_tx(tx, id, now))
+                .collect()
         })
     }
 
@@ -578,4 +543,66 @@ impl Cib {
             load_request(tx, id)
         })
     }
+}
+
+fn mark_sent_tx(tx: &Connection, id: i64, now: Timestamp) -> Result<Request> {
+    let r = request_in_state(tx, id, &[RequestState::Pending], "mark it sent")?;
+    tx.execute(
+        "UPDATE request SET state = 'sent', attempts = attempts + 1, sent_at = ?2 WHERE id = ?1",
+        params![id, now.0],
+    )?;
+    let detail = format!("{} (request {id}), attempt {}", r.action, r.attempts + 1);
+    record_history(
+        tx,
+        now,
+        Some(&r.device),
+        Some(r.module_id),
+        "request-sent",
+        &detail,
+    )?;
+    load_request(tx, id)
+}
+
+fn mark_confirmed_tx(tx: &Connection, id: i64, now: Timestamp) -> Result<Request> {
+    let r = request_in_state(tx, id, &[RequestState::Sent], "confirm it")?;
+    let row = module_row_of_request(tx, id)?;
+    let event = match r.action {
+        Action::Deploy => {
+            tx.execute(
+                "UPDATE module SET status = 'deployed', deployed_at = ?2 WHERE id = ?1",
+                params![row, now.0],
+            )?;
+            "module-deployed"
+        }
+        Action::Revoke => {
+            set_module_revoked(tx, row, now)?;
+            "module-revoked"
+        }
+        Action::Deprecate => {
+            tx.execute("UPDATE module SET deprecated = 1 WHERE id = ?1", [row])?;
+            "module-deprecated"
+        }
+        Action::Activate => {
+            tx.execute("UPDATE module SET activated = 1 WHERE id = ?1", [row])?;
+            "module-activated"
+        }
+        Action::Deactivate => {
+            tx.execute("UPDATE module SET activated = 0 WHERE id = ?1", [row])?;
+            "module-deactivated"
+        }
+        Action::SetPriority(p) => {
+            tx.execute(
+                "UPDATE module SET priority = ?2 WHERE id = ?1",
+                params![row, p],
+            )?;
+            "priority-set"
+        }
+    };
+    tx.execute(
+        "UPDATE request SET state = 'confirmed', finished_at = ?2 WHERE id = ?1",
+        params![id, now.0],
+    )?;
+    let detail = format!("{} confirmed by the device (request {id})", r.action);
+    record_history(tx, now, Some(&r.device), Some(r.module_id), event, &detail)?;
+    load_request(tx, id)
 }
