@@ -1,0 +1,241 @@
+//! What the NCO sends to and reads from a device agent, as XML of the
+//! `layer45-customization` model. Pure functions, tested byte for byte.
+
+use base64::Engine as _;
+use l45_cib::{Module, ModuleReport, ReportedState};
+use l45_netconf_proto::xml::{self, escape_text, Element};
+
+pub const L45_NS: &str = "urn:layer45:params:xml:ns:yang:layer45-customization";
+
+/// Parameter container of each kind in `module/parameters` (YANG choice).
+pub fn parameter_container(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "dns-front-tag" | "dns-middle-tag" | "dns-end-tag" => "dns-tag",
+        "dns-compression" => "dns-compression",
+        "dns-clearance-filter" => "clearance",
+        "stream-tag" => "stream-tag",
+        "rate-limit" => "rate-limit",
+        "app-id-tag" => "app-id-tag",
+        _ => return None,
+    })
+}
+
+fn leaf(out: &mut String, name: &str, value: &str) {
+    out.push('<');
+    out.push_str(name);
+    out.push('>');
+    out.push_str(&escape_text(value));
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+/// The whole `module` entry as the CIB holds it, for an edit-config merge
+/// (idempotent: resending it after a crash changes nothing).
+pub fn module_entry(m: &Module) -> String {
+    let mut e = String::with_capacity(512);
+    e.push_str("<module>");
+    leaf(&mut e, "id", &m.module_id.to_string());
+    leaf(&mut e, "name", &m.name);
+    e.push_str(&format!(
+        "<kind xmlns:l45=\"{L45_NS}\">l45:{}</kind>",
+        escape_text(&m.kind)
+    ));
+    leaf(&mut e, "priority", &m.priority.to_string());
+    leaf(&mut e, "activated", if m.activated { "true" } else { "false" });
+    leaf(&mut e, "deprecated", if m.deprecated { "true" } else { "false" });
+    leaf(&mut e, "attach", m.attach.as_str());
+    let r = &m.match_rules;
+    let mut matching = String::new();
+    if let Some(p) = r.protocol {
+        leaf(&mut matching, "protocol", p.as_str());
+    }
+    if let Some(a) = &r.source_address {
+        leaf(&mut matching, "source-address", a);
+    }
+    if let Some(p) = r.source_port {
+        leaf(&mut matching, "source-port", &p.to_string());
+    }
+    if let Some(a) = &r.destination_address {
+        leaf(&mut matching, "destination-address", a);
+    }
+    if let Some(p) = r.destination_port {
+        leaf(&mut matching, "destination-port", &p.to_string());
+    }
+    if let Some(n) = &r.thread_name {
+        leaf(&mut matching, "thread-name", n);
+    }
+    if let Some(n) = &r.process_name {
+        leaf(&mut matching, "process-name", n);
+    }
+    if !matching.is_empty() {
+        e.push_str("<match>");
+        e.push_str(&matching);
+        e.push_str("</match>");
+    }
+    e.push_str("<security>");
+    leaf(
+        &mut e,
+        "key",
+        &base64::engine::general_purpose::STANDARD.encode(m.key),
+    );
+    e.push_str("</security>");
+    if let Some(container) = parameter_container(&m.kind) {
+        e.push_str("<parameters><");
+        e.push_str(container);
+        e.push('>');
+        for (k, v) in &m.parameters {
+            leaf(&mut e, k, v);
+        }
+        e.push_str("</");
+        e.push_str(container);
+        e.push_str("></parameters>");
+    }
+    e.push_str("</module>");
+    customizations(&e)
+}
+
+/// One leaf of an existing entry (deprecate, activate, priority).
+pub fn module_leaf(module_id: u32, name: &str, value: &str) -> String {
+    let mut e = String::from("<module>");
+    leaf(&mut e, "id", &module_id.to_string());
+    leaf(&mut e, name, value);
+    e.push_str("</module>");
+    customizations(&e)
+}
+
+fn customizations(inner: &str) -> String {
+    format!("<customizations xmlns=\"{L45_NS}\">{inner}</customizations>")
+}
+
+fn text<'a>(e: &'a Element, name: &str) -> Option<&'a str> {
+    e.child(L45_NS, name).map(|c| c.trimmed_text())
+}
+
+fn number<T: std::str::FromStr + Default>(e: &Element, name: &str) -> T {
+    text(e, name).and_then(|t| t.parse().ok()).unwrap_or_default()
+}
+
+/// Why a device's report could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("report is not well-formed XML: {0}")]
+    Xml(String),
+    #[error("report entry without a valid id")]
+    MissingId,
+}
+
+/// Parses the output of the `report` RPC (a sequence of `module` elements).
+pub fn parse_report(output: &str) -> Result<Vec<ModuleReport>, ReportError> {
+    let wrapped = format!("<report-output>{output}</report-output>");
+    let root = xml::parse(wrapped.as_bytes()).map_err(|e| ReportError::Xml(e.to_string()))?;
+    let mut out = Vec::new();
+    for m in root.children.iter().filter(|c| c.is(L45_NS, "module")) {
+        let module_id = text(m, "id")
+            .and_then(|t| t.parse().ok())
+            .ok_or(ReportError::MissingId)?;
+        out.push(ModuleReport {
+            module_id,
+            state: text(m, "state").and_then(ReportedState::parse),
+            activated: text(m, "activated").map(|t| t == "true"),
+            active_ts: text(m, "active-ts").map(str::to_owned),
+            socket_count: number(m, "socket-count"),
+            bytes_sent: number(m, "bytes-sent"),
+            bytes_received: number(m, "bytes-received"),
+            messages_sent: number(m, "messages-sent"),
+            messages_received: number(m, "messages-received"),
+            errors: number(m, "errors"),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads `<nonce>` and `<ciphertext>` of a `challenge` reply.
+pub fn parse_challenge_answer(output: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    let wrapped = format!("<challenge-output>{output}</challenge-output>");
+    let root = xml::parse(wrapped.as_bytes()).ok()?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let nonce = b64.decode(text(&root, "nonce")?).ok()?;
+    let ct = b64.decode(text(&root, "ciphertext")?).ok()?;
+    Some((nonce, ct))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use l45_cib::{Attach, MatchRules, ModuleStatus, Protocol, Timestamp};
+
+    fn module() -> Module {
+        Module {
+            device: "d1".into(),
+            module_id: 7,
+            name: "tag<&>".into(),
+            kind: "dns-front-tag".into(),
+            parameters: vec![("tag".into(), "XTAG&".into())],
+            priority: 10,
+            activated: true,
+            deprecated: false,
+            attach: Attach::Immediate,
+            match_rules: MatchRules {
+                protocol: Some(Protocol::Udp),
+                destination_port: Some(53),
+                process_name: Some("dig".into()),
+                ..MatchRules::default()
+            },
+            key: [0u8; 32],
+            status: ModuleStatus::Built,
+            created_at: Timestamp(0),
+            deployed_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn module_entry_is_exact() {
+        assert_eq!(
+            module_entry(&module()),
+            format!(
+                "<customizations xmlns=\"{L45_NS}\"><module><id>7</id><name>tag&lt;&amp;&gt;</name>\
+                 <kind xmlns:l45=\"{L45_NS}\">l45:dns-front-tag</kind><priority>10</priority>\
+                 <activated>true</activated><deprecated>false</deprecated><attach>immediate</attach>\
+                 <match><protocol>udp</protocol><destination-port>53</destination-port>\
+                 <process-name>dig</process-name></match>\
+                 <security><key>AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=</key></security>\
+                 <parameters><dns-tag><tag>XTAG&amp;</tag></dns-tag></parameters></module></customizations>"
+            )
+        );
+        assert_eq!(
+            module_leaf(7, "priority", "5"),
+            format!("<customizations xmlns=\"{L45_NS}\"><module><id>7</id><priority>5</priority></module></customizations>")
+        );
+    }
+
+    #[test]
+    fn report_parses_and_refuses_garbage() {
+        let out = format!(
+            "<module xmlns=\"{L45_NS}\"><id>3</id><state>active</state><activated>true</activated>\
+             <active-ts>2026-11-22T00:00:00Z</active-ts><socket-count>2</socket-count><bytes-sent>10</bytes-sent>\
+             <bytes-received>0</bytes-received><messages-sent>1</messages-sent><messages-received>0</messages-received>\
+             <errors>0</errors></module><l45:module xmlns:l45=\"{L45_NS}\"><l45:id>4</l45:id><l45:state>deprecated</l45:state></l45:module>"
+        );
+        let r = parse_report(&out).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].module_id, 3);
+        assert_eq!(r[0].state, Some(ReportedState::Active));
+        assert_eq!(r[0].socket_count, 2);
+        assert_eq!(r[1].state, Some(ReportedState::Deprecated));
+        assert!(parse_report("").unwrap().is_empty());
+        assert!(parse_report("<module").is_err());
+        assert!(matches!(
+            parse_report(&format!("<module xmlns=\"{L45_NS}\"><id>x</id></module>")),
+            Err(ReportError::MissingId)
+        ));
+    }
+
+    #[test]
+    fn challenge_answer_parses() {
+        let out = format!("<nonce xmlns=\"{L45_NS}\">AAEC</nonce><ciphertext xmlns=\"{L45_NS}\">AwQ=</ciphertext>");
+        assert_eq!(parse_challenge_answer(&out), Some((vec![0, 1, 2], vec![3, 4])));
+        assert_eq!(parse_challenge_answer("<nonce/>"), None);
+    }
+}

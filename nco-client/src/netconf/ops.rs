@@ -1,0 +1,268 @@
+//! Typed helpers for the standard operations (RFC 6241) and the
+//! layer45-customization RPCs.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use l45_netconf_proto::xml::escape_text;
+
+use super::error::NetconfError;
+use super::reply::Reply;
+use super::session::Session;
+
+/// Namespace of the layer45-customization YANG module.
+pub const L45_NS: &str = "urn:layer45:params:xml:ns:yang:layer45-customization";
+
+/// A configuration datastore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datastore {
+    Running,
+    Candidate,
+    Startup,
+}
+
+impl Datastore {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Datastore::Running => "running",
+            Datastore::Candidate => "candidate",
+            Datastore::Startup => "startup",
+        }
+    }
+
+    fn xml(self) -> String {
+        format!("<{}/>", self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultOperation {
+    Merge,
+    Replace,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestOption {
+    TestThenSet,
+    Set,
+    TestOnly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorOption {
+    StopOnError,
+    ContinueOnError,
+    RollbackOnError,
+}
+
+/// Optional parameters of `<edit-config>`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EditOptions {
+    pub default_operation: Option<DefaultOperation>,
+    pub test_option: Option<TestOption>,
+    pub error_option: Option<ErrorOption>,
+}
+
+fn filter_xml(filter: Option<&str>) -> String {
+    match filter {
+        Some(f) => format!(r#"<filter type="subtree">{f}</filter>"#),
+        None => String::new(),
+    }
+}
+
+impl Session {
+    /// Sends any RPC (alias of [`Session::rpc`]).
+    pub async fn call(&self, body: &str) -> Result<Reply, NetconfError> {
+        self.rpc(body).await
+    }
+
+    /// Calls an RPC of the layer45-customization module: `<op
+    /// xmlns="urn:layer45:…">input</op>`. `input` holds the input leaves
+    /// (unprefixed elements are in the module's namespace).
+    pub async fn call_l45(&self, op: &str, input: &str) -> Result<Reply, NetconfError> {
+        if op.is_empty()
+            || !op
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(NetconfError::InvalidRequest(format!(
+                "bad operation name {op:?}"
+            )));
+        }
+        self.rpc(&format!(r#"<{op} xmlns="{L45_NS}">{input}</{op}>"#))
+            .await
+    }
+
+    /// `<get>` with an optional subtree filter; returns the content of
+    /// `<data>`.
+    pub async fn get(&self, filter: Option<&str>) -> Result<String, NetconfError> {
+        self.rpc_raw(
+            &format!("<get>{}</get>", filter_xml(filter)),
+            self.default_rpc_timeout(),
+        )
+        .await?
+        .data_content()
+    }
+
+    /// `<get-config>` with an optional subtree filter; returns the content
+    /// of `<data>`.
+    pub async fn get_config(
+        &self,
+        source: Datastore,
+        filter: Option<&str>,
+    ) -> Result<String, NetconfError> {
+        self.rpc_raw(
+            &format!(
+                "<get-config><source>{}</source>{}</get-config>",
+                source.xml(),
+                filter_xml(filter)
+            ),
+            self.default_rpc_timeout(),
+        )
+        .await?
+        .data_content()
+    }
+
+    /// `<edit-config>`; `config` is the content of `<config>` (top-level
+    /// elements with their own namespaces).
+    pub async fn edit_config(
+        &self,
+        target: Datastore,
+        config: &str,
+        options: EditOptions,
+    ) -> Result<(), NetconfError> {
+        let mut body = format!("<edit-config><target>{}</target>", target.xml());
+        if let Some(d) = options.default_operation {
+            body.push_str(match d {
+                DefaultOperation::Merge => "<default-operation>merge</default-operation>",
+                DefaultOperation::Replace => "<default-operation>replace</default-operation>",
+                DefaultOperation::None => "<default-operation>none</default-operation>",
+            });
+        }
+        if let Some(t) = options.test_option {
+            body.push_str(match t {
+                TestOption::TestThenSet => "<test-option>test-then-set</test-option>",
+                TestOption::Set => "<test-option>set</test-option>",
+                TestOption::TestOnly => "<test-option>test-only</test-option>",
+            });
+        }
+        if let Some(e) = options.error_option {
+            body.push_str(match e {
+                ErrorOption::StopOnError => "<error-option>stop-on-error</error-option>",
+                ErrorOption::ContinueOnError => "<error-option>continue-on-error</error-option>",
+                ErrorOption::RollbackOnError => "<error-option>rollback-on-error</error-option>",
+            });
+        }
+        body.push_str("<config>");
+        body.push_str(config);
+        body.push_str("</config></edit-config>");
+        self.rpc(&body).await?.into_ok()
+    }
+
+    /// `<commit>` of the candidate.
+    pub async fn commit(&self) -> Result<(), NetconfError> {
+        self.rpc("<commit/>").await?.into_ok()
+    }
+
+    /// `<commit><confirmed/>…`: must be confirmed by a plain commit within
+    /// `timeout` or the server rolls back.
+    pub async fn commit_confirmed(&self, timeout: Duration) -> Result<(), NetconfError> {
+        self.rpc(&format!(
+            "<commit><confirmed/><confirm-timeout>{}</confirm-timeout></commit>",
+            timeout.as_secs().max(1)
+        ))
+        .await?
+        .into_ok()
+    }
+
+    pub async fn discard_changes(&self) -> Result<(), NetconfError> {
+        self.rpc("<discard-changes/>").await?.into_ok()
+    }
+
+    pub async fn validate(&self, source: Datastore) -> Result<(), NetconfError> {
+        self.rpc(&format!(
+            "<validate><source>{}</source></validate>",
+            source.xml()
+        ))
+        .await?
+        .into_ok()
+    }
+
+    pub async fn lock(&self, target: Datastore) -> Result<(), NetconfError> {
+        self.rpc(&format!("<lock><target>{}</target></lock>", target.xml()))
+            .await?
+            .into_ok()
+    }
+
+    pub async fn unlock(&self, target: Datastore) -> Result<(), NetconfError> {
+        self.rpc(&format!(
+            "<unlock><target>{}</target></unlock>",
+            target.xml()
+        ))
+        .await?
+        .into_ok()
+    }
+
+    pub async fn kill_session(&self, session_id: u32) -> Result<(), NetconfError> {
+        self.rpc(&format!(
+            "<kill-session><session-id>{session_id}</session-id></kill-session>"
+        ))
+        .await?
+        .into_ok()
+    }
+
+    // ===== layer45-customization =====
+
+    /// `report`: per-module state and counters; returns the output
+    /// elements (`<module xmlns="urn:layer45:…">…</module>`…).
+    pub async fn report(&self) -> Result<String, NetconfError> {
+        self.call_l45("report", "").await?.into_data()
+    }
+
+    /// `challenge`: returns the output elements (nonce, ciphertext).
+    pub async fn challenge(
+        &self,
+        id: u32,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<String, NetconfError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        self.call_l45(
+            "challenge",
+            &format!(
+                "<id>{id}</id><nonce>{}</nonce><ciphertext>{}</ciphertext>",
+                b64.encode(nonce),
+                b64.encode(ciphertext)
+            ),
+        )
+        .await?
+        .into_data()
+    }
+
+    pub async fn revoke_module(&self, id: u32) -> Result<(), NetconfError> {
+        self.call_l45("revoke-module", &format!("<id>{id}</id>"))
+            .await?
+            .into_ok()
+    }
+
+    /// `install-module`; `sha256` is the image digest in hex.
+    pub async fn install_module(
+        &self,
+        id: u32,
+        image: &[u8],
+        sha256: &str,
+        signature: Option<&[u8]>,
+    ) -> Result<(), NetconfError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut input = format!(
+            "<id>{id}</id><image>{}</image><sha256>{}</sha256>",
+            b64.encode(image),
+            escape_text(sha256)
+        );
+        if let Some(sig) = signature {
+            input.push_str(&format!("<signature>{}</signature>", b64.encode(sig)));
+        }
+        self.call_l45("install-module", &input).await?.into_ok()
+    }
+}
