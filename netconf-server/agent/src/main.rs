@@ -70,6 +70,12 @@ struct Args {
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Scale tests: run N emulated devices in this process, each with its
+    /// own datastores (--state-dir/dev-NNNN), recording tap and listener
+    /// (consecutive ports from --listen, or free ports with port 0), all
+    /// sharing one host key. Prints one ready line per device.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=5000))]
+    emulate: Option<u32>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -124,17 +130,97 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let fingerprint = host_keys[0]
         .public_key()
         .fingerprint(russh::keys::HashAlg::Sha256);
-    let tap: Arc<dyn TapControl> = match args.tap.as_str() {
-        "userspace" => {
-            let tap = UserspaceTap::new(&args.tap_shm)
-                .with_context(|| format!("user-space tap at {}", args.tap_shm.display()))?;
-            tracing::info!(path = tap.path(), "user-space tap control area ready");
-            Arc::new(tap)
+    let auth = Arc::new(auth);
+    let config = Arc::new(russh::server::Config {
+        keys: host_keys,
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::from_millis(0)),
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        // Request/response traffic: do not let Nagle hold back replies.
+        nodelay: true,
+        ..Default::default()
+    });
+    let mut servers = Vec::new();
+    if let Some(n) = args.emulate {
+        if args.tap != "recording" {
+            bail!("--emulate works with --tap recording only");
         }
-        _ => Arc::new(RecordingTap::new(args.tap_capacity, false)),
-    };
+        for i in 1..=n {
+            let name = format!("dev-{i:04}");
+            let listen = match args.listen.port() {
+                0 => args.listen,
+                p => SocketAddr::new(args.listen.ip(), p.saturating_add(i as u16 - 1)),
+            };
+            let tap: Arc<dyn TapControl> = Arc::new(RecordingTap::new(args.tap_capacity, false));
+            let dir = args.state_dir.join(&name);
+            let (local, running) =
+                start_device(&args, &dir, listen, tap, admins.clone(), &auth, &config).await?;
+            println!("l45-agent listening on {local} host-key {fingerprint} tap recording device {name}");
+            servers.push(running);
+        }
+    } else {
+        let tap: Arc<dyn TapControl> = match args.tap.as_str() {
+            "userspace" => {
+                let tap = UserspaceTap::new(&args.tap_shm)
+                    .with_context(|| format!("user-space tap at {}", args.tap_shm.display()))?;
+                tracing::info!(path = tap.path(), "user-space tap control area ready");
+                Arc::new(tap)
+            }
+            _ => Arc::new(RecordingTap::new(args.tap_capacity, false)),
+        };
+        let (local, running) =
+            start_device(&args, &args.state_dir, args.listen, tap, admins, &auth, &config).await?;
+        // One line on stdout that scripts can wait for.
+        println!(
+            "l45-agent listening on {local} host-key {fingerprint} tap {}",
+            args.tap
+        );
+        servers.push(running);
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let (handles, tasks): (Vec<_>, Vec<_>) = servers.into_iter().unzip();
+    let all = futures_all(tasks);
+    tokio::select! {
+        r = all => r?,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            for h in handles {
+                h.shutdown("agent shutting down".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+type Running = (
+    russh::server::RunningServerHandle,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+/// Waits for every server; the first error ends the agent.
+async fn futures_all(tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>) -> anyhow::Result<()> {
+    for t in tasks {
+        t.await.context("SSH server task")?.context("SSH server")?;
+    }
+    Ok(())
+}
+
+/// One device: its agent (datastores in `state_dir`, tap) and SSH listener.
+async fn start_device(
+    args: &Args,
+    state_dir: &std::path::Path,
+    listen: SocketAddr,
+    tap: Arc<dyn TapControl>,
+    admins: Vec<String>,
+    auth: &Arc<AuthConfig>,
+    config: &Arc<russh::server::Config>,
+) -> anyhow::Result<(SocketAddr, Running)> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
     let opts = AgentOptions {
-        state_dir: args.state_dir.clone(),
+        state_dir: state_dir.to_path_buf(),
         max_sessions: args.max_sessions,
         limits: l45_netconf_proto::Limits {
             max_message: args.max_message_size,
@@ -163,37 +249,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
-    let config = russh::server::Config {
-        keys: host_keys,
-        auth_rejection_time: Duration::from_millis(300),
-        auth_rejection_time_initial: Some(Duration::from_millis(0)),
-        inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(30)),
-        ..Default::default()
-    };
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
-    // One line on stdout that scripts can wait for.
-    println!(
-        "l45-agent listening on {local} host-key {fingerprint} tap {}",
-        args.tap
-    );
     let mut server = SshServer {
         agent,
-        auth: Arc::new(auth),
+        auth: auth.clone(),
     };
-    let running = server.run_on_socket(Arc::new(config), &listener);
-    let handle = running.handle();
-    tokio::select! {
-        r = running => r.context("SSH server")?,
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            handle.shutdown("agent shutting down".into());
-        }
-    }
-    Ok(())
+    let config = config.clone();
+    let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let running = server.run_on_socket(config, &listener);
+        let _ = handle_tx.send(running.handle());
+        running.await
+    });
+    let handle = handle_rx.await.context("SSH server did not start")?;
+    Ok((local, (handle, task)))
 }
 
 async fn shutdown_signal() {
