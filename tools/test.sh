@@ -3,8 +3,8 @@
 # tests, the YANG checks (yanglint, pyang --strict), the interop tests
 # against the real agent (ncclient, netconf-console2, yangcli, OpenSSH) and
 # the user-space tap tests with real programs (dig, dnsmasq, curl, python
-# http.server, openssl, tcpdump, tshark). Ends with one "N passed, N failed"
-# line.
+# http.server, openssl, tcpdump, tshark) and the NCO end to end. Ends with one
+# "N passed, N failed" line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
@@ -26,10 +26,10 @@ for f in yang/*.yang; do
 done
 
 echo "== interop and tap tests (release agent, preload library, real programs)"
-cargo build --release -p l45-agent -p l45-tap-preload --quiet
+cargo build --release -p l45-agent -p l45-tap-preload -p l45-nco --quiet
 cargo build --release -p l45-modules --bin l45-dissector --quiet
 export L45_AGENT="$PWD/target/release/l45-agent" L45_PRELOAD="$PWD/target/release/libl45tap.so" \
-       L45_DISSECTOR="$PWD/target/release/l45-dissector"
+       L45_DISSECTOR="$PWD/target/release/l45-dissector" L45_NCO="$PWD/target/release/l45-nco"
 # One pytest run per folder: each has its own conftest helpers.
 for suite in tests/*/; do
   [ -n "$(ls "$suite"test_*.py 2>/dev/null)" ] || continue

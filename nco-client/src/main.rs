@@ -38,6 +38,9 @@ struct Cli {
     /// Seconds to wait for devices before giving up on a command.
     #[arg(long, default_value_t = 120, global = true)]
     timeout: u64,
+    /// Most devices worked on at once.
+    #[arg(long, default_value_t = 256, global = true)]
+    concurrency: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -287,7 +290,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn open_nco(cli: &Cli, cfg: NcoConfig) -> anyhow::Result<Arc<Nco>> {
+fn open_nco(cli: &Cli, mut cfg: NcoConfig) -> anyhow::Result<Arc<Nco>> {
+    cfg.concurrency = cli.concurrency.max(1);
     let cib = Cib::open(&cli.cib).with_context(|| format!("opening the CIB {}", cli.cib.display()))?;
     Ok(Nco::new(cib, cfg))
 }

@@ -511,6 +511,19 @@ impl Nco {
                 }
                 None => (false, "malformed challenge answer".to_string()),
             },
+            // A tap that runs no module code cannot be checked: not a failure
+            // of the module, but nothing is proven either.
+            Err(NetconfError::RpcFailed(errs))
+                if errs.iter().all(|e| e.error_tag == "operation-not-supported") =>
+            {
+                tracing::info!(device = %m.device, module = m.module_id, "device cannot run challenges; check skipped");
+                return Ok(SecurityResult {
+                    device: m.device.clone(),
+                    module_id: m.module_id,
+                    passed: false,
+                    detail: "not checkable: the device's tap does not run challenges".into(),
+                });
+            }
             // The device could not answer: the module is absent or its key wrong.
             Err(NetconfError::RpcFailed(errs)) => (
                 false,
