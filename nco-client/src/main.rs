@@ -203,6 +203,10 @@ struct DeployArgs {
     /// Only queue the requests (a running `serve` carries them out).
     #[arg(long)]
     no_wait: bool,
+    /// After deploying, ask every device for its state report and record
+    /// it (the CIB then shows the module registered).
+    #[arg(long)]
+    report: bool,
 }
 
 #[derive(Args, Debug)]
@@ -588,6 +592,18 @@ async fn deploy(cli: &Cli, nco: &Arc<Nco>, a: &DeployArgs) -> anyhow::Result<std
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let done = wait_for(nco, cli, "deploy", &ids).await?;
+    if a.report {
+        let mut set = tokio::task::JoinSet::new();
+        for d in a.devices.iter().cloned() {
+            let nco = nco.clone();
+            set.spawn(async move { (nco.report(&d).await, d) });
+        }
+        while let Some(joined) = set.join_next().await {
+            if let Ok((Err(e), d)) = joined {
+                eprintln!("l45-nco: no report from {d}: {e}");
+            }
+        }
+    }
     print_requests(cli, &done);
     Ok(exit_for(&done))
 }
