@@ -1,41 +1,75 @@
-"""The lab: two devices on loopback, each an l45-agent with the user-space
-tap; a real dnsmasq on the server device and a dig loop on the client
-device run under the tap. Over NETCONF (ncclient, standing in for the NCO
-until it lands) it deploys a DNS front tag, shows it on the wire, rotates
-the live traffic to DNS compression in the order of dissertation figure 5.3,
-and revokes the old module — counting failed queries all along."""
+"""The lab: two devices, each an l45-agent with the user-space tap — in their
+own network namespaces with their own addresses when run as root (a bridge
+joins them and the NCO), on loopback otherwise. A real dnsmasq runs on the
+server device, a dig loop on the client device, both under the tap. The NCO
+(l45-nco, with its CIB) deploys a DNS front tag, the lab shows it on the
+wire, the NCO rotates the live traffic to DNS compression (dissertation
+figure 5.3), runs a security check and shows its status. Everything stops
+cleanly at the end, on error and on Ctrl-C."""
+import os
 import pathlib
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
-import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "tap"))
-from taplab import Capture, Dnsmasq, TapAgent, dig, module  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "tap"))
+from taplab import Capture, Dnsmasq, TapAgent, dig, free_port  # noqa: E402
 
-FRONT = "<dns-tag><tag>XTAGXdig</tag></dns-tag>"
-COMP = "<dns-compression><recursion-desired>true</recursion-desired></dns-compression>"
+NCO = os.environ.get("L45_NCO", str(ROOT / "target" / "release" / "l45-nco"))
+BRIDGE, NET = "l45br0", "10.45.0"
+SPACES = {"client": ("l45-client", f"{NET}.1"), "server": ("l45-server", f"{NET}.2")}
 
 
-def table(title, dev):
-    mods, socks = dev.state()
-    print(f"\n  [{dev.name}] {title}")
-    print(f"    {'id':>3} {'state':<11} {'sockets':>7} {'msgs out':>8} {'msgs in':>8}")
-    for mid, st in sorted(mods.items()):
-        print(f"    {mid:>3} {st['state']:<11} {st['socket-count']:>7} {st['messages-sent']:>8} {st['messages-received']:>8}")
-    for s in socks:
-        print(f"    socket: {s['protocol']} {s['process']} modules {s['modules']}")
+def sh(*args):
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def namespaces_possible():
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        return False
+    probe = subprocess.run(["ip", "netns", "add", "l45-probe"], capture_output=True)
+    if probe.returncode != 0:
+        return False
+    subprocess.run(["ip", "netns", "del", "l45-probe"], capture_output=True)
+    return True
+
+
+def netns_up():
+    netns_down()
+    sh("ip", "link", "add", BRIDGE, "type", "bridge")
+    sh("ip", "addr", "add", f"{NET}.254/24", "dev", BRIDGE)
+    sh("ip", "link", "set", BRIDGE, "up")
+    for role, (ns, addr) in SPACES.items():
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", f"veth-{role[0]}", "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "link", "set", f"veth-{role[0]}", "master", BRIDGE)
+        sh("ip", "link", "set", f"veth-{role[0]}", "up")
+        sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def netns_down():
+    for ns, _ in SPACES.values():
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
 
 
 class Loop(threading.Thread):
-    def __init__(self, port, env):
+    """dig every 50 ms from the client device, counting answers."""
+
+    def __init__(self, **dig_args):
         super().__init__(daemon=True)
-        self.port, self.env, self.ok, self.failed = port, env, 0, 0
+        self.dig_args, self.ok, self.failed = dig_args, 0, 0
         self.stop = threading.Event()
 
     def run(self):
         while not self.stop.is_set():
-            if dig(self.port, env=self.env, timeout=2)[0]:
+            if dig(timeout=2, **self.dig_args)[0]:
                 self.ok += 1
             else:
                 self.failed += 1
@@ -44,80 +78,103 @@ class Loop(threading.Thread):
     def settle(self, n=10):
         target = self.ok + n
         while self.ok < target and not self.stop.is_set():
-            time.sleep(0.02)
+            self.stop.wait(0.02)
 
 
 def step(text):
-    print(f"\n== {text}")
+    print(f"\n== {text}", flush=True)
+
+
+def nco(env, *args):
+    print(f"$ l45-nco {' '.join(map(str, args))}", flush=True)
+    subprocess.run([NCO, *map(str, args)], env=env, check=True)
 
 
 def main():
+    use_ns = namespaces_possible()
+    stop_list = []
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
-        client = TapAgent(work / "client-device")
-        server = TapAgent(work / "server-device")
-        client.name, server.name = "client device", "server device"
-        procs = [client, server]
         try:
-            print(f"client device: NETCONF on 127.0.0.1:{client.port}, tap {client.shm}")
-            print(f"server device: NETCONF on 127.0.0.1:{server.port}, tap {server.shm}")
+            if use_ns:
+                netns_up()
+                stop_list.append(netns_down)
+                prefix = {role: ["ip", "netns", "exec", ns] for role, (ns, _) in SPACES.items()}
+                host = {role: addr for role, (_, addr) in SPACES.items()}
+                ports = {"client": 830, "server": 830}
+                dns_port = 53
+                print(f"network namespaces: client {host['client']}, server {host['server']} on bridge {BRIDGE}")
+            else:
+                prefix = {"client": [], "server": []}
+                host = {"client": "127.0.0.1", "server": "127.0.0.1"}
+                ports = {"client": free_port(), "server": free_port()}
+                dns_port = None
+                print("not root (or no network namespaces): both devices on loopback")
+            devices = {}
+            for role in ("client", "server"):
+                devices[role] = TapAgent(work / f"{role}-device", host=host[role], port=ports[role],
+                                         prefix=prefix[role])
+                stop_list.append(devices[role].stop)
+                print(f"{role} device: l45-agent on {host[role]}:{ports[role]} (tap {devices[role].shm})")
             (work / "dns").mkdir()
-            dns = Dnsmasq(work / "dns", env=server.env())
-            procs.append(dns)
-            print(f"dnsmasq (tapped) on 127.0.0.1:{dns.port}; dig loop every 50 ms (tapped) on the client device")
-            to_srv = f"<protocol>udp</protocol><destination-port>{dns.port}</destination-port>"
-            at_srv = f"<protocol>udp</protocol><source-port>{dns.port}</source-port>"
+            dns = Dnsmasq(work / "dns", env=devices["server"].env(), host=host["server"], port=dns_port,
+                          prefix=prefix["server"])
+            stop_list.append(dns.stop)
+            print(f"dnsmasq (tapped) on the server device, {host['server']}:{dns.port}")
+            dig_args = dict(port=dns.port, env=devices["client"].env(), server=host["server"],
+                            prefix=prefix["client"])
 
-            step("deploy M1 = DNS front tag (priority 10) on both devices")
-            client.edit(module(1, "dns-front-tag", 10, to_srv, FRONT))
-            server.edit(module(1, "dns-front-tag", 10, at_srv, FRONT))
-            cap = Capture(work / "wire.pcap", f"udp dst port {dns.port}")
-            answered, _ = dig(dns.port, env=client.env())
+            env = {**os.environ, "L45_CIB": str(work / "cib.sqlite")}
+            step("NCO: register the devices (host keys pinned on first contact)")
+            for role, d in devices.items():
+                nco(env, "devices", "add", role, "--address", f"{d.host}:{d.port}", "--key", d.key, "--role", role)
+            step("NCO: deploy M1 = DNS front tag (priority 10) on both devices")
+            nco(env, "modules", "deploy", "--device", "client", "--name", "m1", "--kind", "dns-front-tag",
+                "--param", "tag=XTAGXdig", "--priority", "10", "--protocol", "udp", "--dst-port", dns.port)
+            nco(env, "modules", "deploy", "--device", "server", "--name", "m1", "--kind", "dns-front-tag",
+                "--param", "tag=XTAGXdig", "--priority", "10", "--protocol", "udp", "--src-port", dns.port)
+            iface = "eth0" if use_ns else "lo"
+            cap = Capture(work / "wire.pcap", f"udp dst port {dns.port}", iface=iface, prefix=prefix["server"])
+            answered, _ = dig(**dig_args)
             packets = cap.stop()
-            print(f"  tapped dig answered: {answered}; query on the wire: {packets[0][3][:24].hex(' ') if packets else '-'} …")
-            plain, _ = dig(dns.port, timeout=1)
-            print(f"  a dig without the module is dropped by the server: answered={plain}")
+            print(f"  tapped dig answered: {answered}; query on the wire: "
+                  f"{packets[0][3][:24].hex(' ') if packets else '-'} …")
+            plain, _ = dig(port=dns.port, server=host["server"], prefix=prefix["client"], timeout=1)
+            print(f"  a dig without the tap is dropped by the server: answered={plain}")
 
-            loop = Loop(dns.port, client.env())
+            step("dig loop every 50 ms on the client device; NCO rotates m1 → m2 (compression) live")
+            loop = Loop(**dig_args)
             loop.start()
-            procs.append(loop)
+            stop_list.append(lambda: (loop.stop.set(), loop.join()))
             loop.settle()
-            step("deploy M2 = DNS compression (priority 20, attach immediate) on both devices")
-            imm = "<attach>immediate</attach>"
-            server.edit(module(2, "dns-compression", 20, at_srv, COMP, extra=imm))
-            client.edit(module(2, "dns-compression", 20, to_srv, COMP, extra=imm))
-            loop.settle()
-            step("raise M2 above M1 on the receiver (server device) first …")
-            server.set_leaf(2, "priority", "5")
-            loop.settle()
-            step("… then on the sender (client device): queries are compressed now")
-            client.set_leaf(2, "priority", "5")
-            loop.settle()
-            step("revoke M1 on both devices")
-            server.revoke(1)
-            client.revoke(1)
+            nco(env, "rotate", "--from", "m1", "--to-name", "m2", "--to-kind", "dns-compression")
             loop.settle()
             loop.stop.set()
             loop.join()
-            cap = Capture(work / "wire2.pcap", f"udp dst port {dns.port}")
-            answered, _ = dig(dns.port, env=client.env())
+            cap = Capture(work / "wire2.pcap", f"udp dst port {dns.port}", iface=iface, prefix=prefix["server"])
+            answered, _ = dig(**dig_args)
             packets = cap.stop()
             print(f"  tapped dig answered: {answered}; compressed query on the wire: "
                   f"{packets[0][3].hex(' ') if packets else '-'}")
-            table("after the rotation", server)
-            table("after the rotation", client)
-            print(f"\n== dig loop: {loop.ok} answered, {loop.failed} failed during the whole rotation")
-            return 0 if loop.failed == 0 else 1
+            print(f"  dig loop: {loop.ok} answered, {loop.failed} failed during the rotation")
+
+            step("NCO: security check (AES-256-GCM challenge-response with every module)")
+            nco(env, "security-check")
+            step("NCO: state reports and status")
+            nco(env, "monitor")
+            nco(env, "modules", "list")
+            nco(env, "status")
+            return 0 if loop.failed == 0 and answered and not plain else 1
         finally:
-            for p in reversed(procs):
-                if isinstance(p, Loop):
-                    p.stop.set()
-                    p.join()
-                else:
-                    p.stop()
+            for stop in reversed(stop_list):
+                try:
+                    stop()
+                except Exception as e:  # keep tearing down
+                    print(f"teardown: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         sys.exit(main())
     except KeyboardInterrupt:

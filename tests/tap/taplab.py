@@ -59,29 +59,34 @@ def module(mid, kind, priority=100, match="", params="", extra=""):
 class TapAgent:
     """An l45-agent driving the user-space tap through its own control file."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, host="127.0.0.1", port=None, prefix=()):
+        """`prefix` runs the agent under another command, e.g.
+        `ip netns exec NS` (then `host` is its address in that namespace)."""
         self.dir = pathlib.Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.shm = self.dir / "tap.shm"
         self.key = self.dir / "key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
-        self.port = free_port()
+        self.host = host
+        self.port = port or free_port()
+        self.prefix = list(prefix)
         self.log = open(self.dir / "agent.log", "ab")
         self.proc = subprocess.Popen(
-            [AGENT, "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.dir / "state"),
+            [*self.prefix, AGENT, "--listen", f"{host}:{self.port}", "--state-dir", str(self.dir / "state"),
              "--authorized-keys", f"admin:{self.key}.pub", "--tap", "userspace", "--tap-shm", str(self.shm)],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         assert "listening on" in line and "tap userspace" in line, f"agent did not start: {line!r}"
+        self.fingerprint = line.split()[5]
         from ncclient import manager
         self.extra_sessions = []
-        self.nc = manager.connect(host="127.0.0.1", port=self.port, username="admin",
+        self.nc = manager.connect(host=self.host, port=self.port, username="admin",
                                   key_filename=str(self.key), hostkey_verify=False,
                                   allow_agent=False, look_for_keys=False, timeout=60)
 
     def second_session(self):
         from ncclient import manager
-        m = manager.connect(host="127.0.0.1", port=self.port, username="admin",
+        m = manager.connect(host=self.host, port=self.port, username="admin",
                             key_filename=str(self.key), hostkey_verify=False,
                             allow_agent=False, look_for_keys=False, timeout=60)
         self.extra_sessions.append(m)
@@ -166,9 +171,9 @@ def plain_dns_answers(port, timeout=0.5):
         return bytes(map(int, ANSWER.split("."))) in data
 
 
-def udp_port_bound(port):
+def udp_port_bound(port, pid="self"):
     suffix = f":{port:04X}"
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
+    for table in (f"/proc/{pid}/net/udp", f"/proc/{pid}/net/udp6"):
         try:
             lines = open(table).read().splitlines()[1:]
         except OSError:
@@ -179,21 +184,21 @@ def udp_port_bound(port):
 
 
 class Dnsmasq:
-    def __init__(self, workdir, env=None):
+    def __init__(self, workdir, env=None, host="127.0.0.1", port=None, prefix=()):
         self.dir = pathlib.Path(workdir)
-        self.port = free_udp_tcp_port()
+        self.port = port or free_udp_tcp_port()
         conf = self.dir / "dnsmasq.conf"
         conf.write_text(
-            f"port={self.port}\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\n"
+            f"port={self.port}\nlisten-address={host}\nbind-interfaces\nno-resolv\nno-hosts\n"
             f"cache-size=0\naddress=/{NAME}/{ANSWER}\n")
         self.log = open(self.dir / "dnsmasq.log", "ab")
         self.proc = subprocess.Popen(
-            ["dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
+            [*prefix, "dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
              f"--pid-file={self.dir / 'dnsmasq.pid'}", "--log-facility=-", "--log-queries"],
             stdout=self.log, stderr=self.log, env=env or os.environ.copy())
         # dnsmasq prints nothing on readiness: poll until its UDP port is
         # bound (no traffic, so its socket's first sight is the test's).
-        wait_for(lambda: self.proc.poll() is not None or udp_port_bound(self.port),
+        wait_for(lambda: self.proc.poll() is not None or udp_port_bound(self.port, self.proc.pid),
                  what="dnsmasq to bind")
         assert self.proc.poll() is None, "dnsmasq exited"
 
@@ -204,9 +209,9 @@ class Dnsmasq:
         self.log.close()
 
 
-def dig(port, env=None, extra=(), timeout=3):
+def dig(port, env=None, extra=(), timeout=3, server="127.0.0.1", prefix=()):
     """Runs dig once; returns (answered, stdout)."""
-    p = subprocess.run(["dig", f"@127.0.0.1", "-p", str(port), NAME, "+tries=1", f"+time={timeout}", *extra],
+    p = subprocess.run([*prefix, "dig", f"@{server}", "-p", str(port), NAME, "+tries=1", f"+time={timeout}", *extra],
                        capture_output=True, text=True, env=env or os.environ.copy())
     return (f"\t{ANSWER}" in p.stdout and "status: NOERROR" in p.stdout), p.stdout
 
@@ -214,9 +219,9 @@ def dig(port, env=None, extra=(), timeout=3):
 class Capture:
     """tcpdump on loopback, started before traffic and stopped after."""
 
-    def __init__(self, path, bpf):
+    def __init__(self, path, bpf, iface="lo", prefix=()):
         self.path = path
-        self.proc = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "--immediate-mode", "-n", "-w", str(path), bpf],
+        self.proc = subprocess.Popen([*prefix, "tcpdump", "-i", iface, "-U", "--immediate-mode", "-n", "-w", str(path), bpf],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()  # "listening on lo, ..." once the capture runs
         assert "listening on" in line, f"tcpdump did not start: {line!r}"
