@@ -156,7 +156,17 @@ fn label_text(label: &str) -> Result<()> {
 
 pub(crate) fn new_middlebox(m: &NewMiddlebox) -> Result<()> {
     identifier("middlebox name", &m.name)?;
-    address("middlebox address", &m.address)?;
+    // `dir:/PATH`: a plugin directory the NCO writes inverse modules into.
+    match m.address.strip_prefix("dir:") {
+        Some(path) if path.starts_with('/') && !path.chars().any(char::is_control) => {}
+        Some(_) => {
+            return Err(CibError::invalid(
+                "middlebox address",
+                format!("{:?}: dir: needs an absolute path", m.address),
+            ))
+        }
+        None => address("middlebox address", &m.address)?,
+    }
     identifier("middlebox type", &m.mb_type)
 }
 

@@ -1,6 +1,7 @@
 //! The network-wide orchestrator (NCO). Being built (issue 4).
 
 pub mod device_xml;
+pub mod middlebox;
 pub mod nco;
 pub mod netconf;
 

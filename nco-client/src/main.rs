@@ -77,6 +77,26 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Middleboxes and the inverse modules they get.
+    #[command(subcommand)]
+    Middlebox(MiddleboxCmd),
+    /// Answer a middlebox's question about a flow from the CIB: which
+    /// modules customize it and their inverses; unknown flows are rejected
+    /// and alerted (exit status 3).
+    Flow {
+        #[arg(long)]
+        middlebox: String,
+        #[arg(long, value_parser = ["tcp", "udp", "any"], default_value = "udp")]
+        protocol: String,
+        #[arg(long)]
+        src: std::net::IpAddr,
+        #[arg(long)]
+        sport: u16,
+        #[arg(long)]
+        dst: std::net::IpAddr,
+        #[arg(long)]
+        dport: u16,
+    },
     /// Ask every device for its state report now.
     Monitor,
     /// Challenge every module whose last check is older than the window.
@@ -123,6 +143,22 @@ enum DevicesCmd {
     },
     List,
     Remove { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum MiddleboxCmd {
+    /// Register a middlebox; type `wireshark` gets generated dissectors.
+    Add {
+        name: String,
+        /// Where its inverse modules go: dir:PATH (a plugin directory).
+        #[arg(long)]
+        address: String,
+        #[arg(long = "type", default_value = "wireshark")]
+        mb_type: String,
+    },
+    List,
+    /// Ship the inverse of every deployed module to a middlebox.
+    Distribute { name: String },
 }
 
 #[derive(Args, Debug)]
@@ -455,6 +491,88 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 );
             }
             Ok(ok)
+        }
+        Command::Middlebox(cmd) => {
+            let nco = open_nco(&cli, NcoConfig::default())?;
+            match cmd {
+                MiddleboxCmd::Add { name, address, mb_type } => {
+                    let mb = nco.cib().add_middlebox(&l45_cib::NewMiddlebox {
+                        name: name.clone(),
+                        address: address.clone(),
+                        mb_type: mb_type.clone(),
+                    })?;
+                    let n = if mb.mb_type == l45_nco::middlebox::WIRESHARK {
+                        l45_nco::middlebox::register_inverses(&nco, &mb.mb_type)?
+                    } else {
+                        0
+                    };
+                    if cli.json {
+                        println!("{}", Json::obj([("name", Json::str(&mb.name)), ("type", Json::str(&mb.mb_type)), ("inverses", Json::num(n))]));
+                    } else {
+                        println!("middlebox {} ({}) added; inverse modules for {n} kinds", mb.name, mb.mb_type);
+                    }
+                }
+                MiddleboxCmd::List => {
+                    let mbs = nco.cib().middleboxes()?;
+                    if cli.json {
+                        println!("{}", Json::arr(mbs.iter().map(|m| Json::obj([
+                            ("name", Json::str(&m.name)), ("address", Json::str(&m.address)), ("type", Json::str(&m.mb_type)),
+                        ]))));
+                    } else {
+                        table(&["name", "address", "type"], mbs.iter().map(|m| vec![m.name.clone(), m.address.clone(), m.mb_type.clone()]).collect());
+                    }
+                }
+                MiddleboxCmd::Distribute { name } => {
+                    let ds = l45_nco::middlebox::distribute(&nco, name)?;
+                    let failed = ds.iter().any(|d| d.state != l45_cib::MiddleboxDeploymentState::Deployed);
+                    if cli.json {
+                        println!("{}", Json::arr(ds.iter().map(|d| Json::obj([
+                            ("device", Json::str(&d.device)), ("module", Json::num(d.module_id)), ("kind", Json::str(&d.kind)),
+                            ("state", Json::str(d.state.as_str())),
+                            ("sha256", d.content_sha256.as_deref().map(Json::str).unwrap_or(Json::Null)),
+                            ("error", d.last_error.as_deref().map(Json::str).unwrap_or(Json::Null)),
+                        ]))));
+                    } else {
+                        table(&["device", "module", "kind", "state", "sha256 / error"], ds.iter().map(|d| vec![
+                            d.device.clone(), d.module_id.to_string(), d.kind.clone(), d.state.to_string(),
+                            d.content_sha256.clone().or_else(|| d.last_error.clone()).unwrap_or_default(),
+                        ]).collect());
+                    }
+                    if failed {
+                        return Ok(std::process::ExitCode::from(2));
+                    }
+                }
+            }
+            Ok(ok)
+        }
+        Command::Flow { middlebox, protocol, src, sport, dst, dport } => {
+            let nco = open_nco(&cli, NcoConfig::default())?;
+            let q = l45_cib::FlowQuery {
+                middlebox: middlebox.clone(),
+                protocol: Protocol::parse(protocol).unwrap_or(Protocol::Any),
+                source: *src,
+                source_port: *sport,
+                destination: *dst,
+                destination_port: *dport,
+            };
+            let ms = l45_nco::middlebox::flow_query(&nco, &q)?;
+            if cli.json {
+                println!("{}", Json::arr(ms.iter().map(|m| Json::obj([
+                    ("device", Json::str(&m.device)), ("end", Json::str(&format!("{:?}", m.end).to_lowercase())),
+                    ("module", Json::num(m.module_id)), ("name", Json::str(&m.module_name)), ("kind", Json::str(&m.kind)),
+                    ("inverse", m.inverse.as_ref().map(|i| Json::str(&i.artefact_name)).unwrap_or(Json::Null)),
+                    ("inverse_deployed", Json::Bool(m.inverse_deployed)),
+                ]))));
+            } else if ms.is_empty() {
+                println!("flow rejected: no customization in the CIB explains it (alert raised)");
+            } else {
+                table(&["device", "end", "module", "name", "kind", "inverse", "deployed"], ms.iter().map(|m| vec![
+                    m.device.clone(), format!("{:?}", m.end).to_lowercase(), m.module_id.to_string(), m.module_name.clone(),
+                    m.kind.clone(), m.inverse.as_ref().map(|i| i.artefact_name.clone()).unwrap_or_else(|| "-".into()),
+                    m.inverse_deployed.to_string(),
+                ]).collect());
+            }
+            Ok(if ms.is_empty() { std::process::ExitCode::from(3) } else { ok })
         }
         Command::Monitor => {
             let nco = open_nco(&cli, NcoConfig::default())?;

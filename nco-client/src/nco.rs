@@ -76,6 +76,8 @@ pub enum NcoError {
     Timeout(String),
     #[error("no randomness: {0}")]
     Random(String),
+    #[error("middlebox: {0}")]
+    Middlebox(String),
 }
 
 /// What one wave of due requests did.

@@ -245,3 +245,30 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(nco, make_tap):
         assert "panicked" not in p.stderr
     assert nco.json("history", "--limit", "1000") == before
     assert device_modules(dev) == {}
+
+
+def test_middlebox_gets_inverse_modules_and_flow_queries(nco, make_tap, tmp_path):
+    dev = make_tap()
+    nco.add_tap_device("d1", dev)
+    mid = nco.json(*deploy_args("d1", extra=["--param", "tag=MBTAG123", "--protocol", "udp", "--dst-port", "53"]))[0]["module"]
+    plugins = tmp_path / "plugins"
+    added = nco.json("middlebox", "add", "mb1", "--address", f"dir:{plugins}")
+    assert added["inverses"] == 8
+    shipped = nco.json("middlebox", "distribute", "mb1")
+    assert [(d["device"], d["module"], d["state"]) for d in shipped] == [("d1", mid, "deployed")]
+    lua = (plugins / f"l45-d1-{mid}-dns-front-tag.lua").read_text()
+    assert "MBTAG123" in lua and "l45_dns_front_tag" in lua
+    import hashlib
+    assert hashlib.sha256(lua.encode()).hexdigest() == shipped[0]["sha256"]
+    # tshark accepts the shipped dissector.
+    p = subprocess.run(["tshark", "-G", "protocols", "-X", f"lua_script:{plugins / f'l45-d1-{mid}-dns-front-tag.lua'}"],
+                       capture_output=True, text=True)
+    assert "l45_dns_front_tag" in p.stdout, p.stderr[-2000:]
+    # Flow queries: a DNS flow from the device is explained, another is not.
+    known = nco.json("flow", "--middlebox", "mb1", "--protocol", "udp", "--src", "127.0.0.1", "--sport", "40000",
+                     "--dst", "192.0.2.53", "--dport", "53")
+    assert [(m["device"], m["module"], m["inverse_deployed"]) for m in known] == [("d1", mid, True)]
+    p = nco.run("--json", "flow", "--middlebox", "mb1", "--protocol", "tcp", "--src", "127.0.0.1", "--sport", "40000",
+                "--dst", "192.0.2.80", "--dport", "80", check=False)
+    assert p.returncode == 3 and p.stdout.strip() == "[]"
+    assert any(a["kind"] == "flow-rejected" for a in nco.json("alerts"))
