@@ -13,6 +13,7 @@ Needs target/release/l45-agent and libl45tap.so (cargo build --release).
 import argparse
 import os
 import pathlib
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,25 +37,48 @@ httpd.serve_forever()
 """
 
 
+def proc_cpu(pid):
+    """CPU seconds (user + system, all threads) a process has used."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class Meter:
+    """Wall time, and CPU time of the clients (children) plus the server:
+    CPU time is far less disturbed by other load on the machine."""
+
+    def __init__(self, server_pid):
+        self.server_pid = server_pid
+
+    def __enter__(self):
+        self.t0, self.c0, self.s0 = time.perf_counter(), children_cpu(), proc_cpu(self.server_pid)
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.t0
+        self.cpu = (children_cpu() - self.c0) + (proc_cpu(self.server_pid) - self.s0)
+
+
 def timed(args, env):
-    t0 = time.perf_counter()
     p = subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    dt = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"{args[0]} failed: {p.stderr.strip()}")
-    return dt
 
 
 def dig_run(port, env, batch, queries, per_process):
     if not per_process:
-        return timed(["dig", "@127.0.0.1", "-p", str(port), "-f", str(batch)], env)
-    t0 = time.perf_counter()
+        timed(["dig", "@127.0.0.1", "-p", str(port), "-f", str(batch)], env)
+        return
     for _ in range(queries):
         p = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "example.test", "+tries=1", "+time=2", "+short"],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if p.returncode != 0 or "10.1.2.3" not in p.stdout:
             raise SystemExit(f"dig failed: {p.stdout}{p.stderr}")
-    return time.perf_counter() - t0
 
 
 def dns_bench(work, agent, queries, trials, per_process):
@@ -80,7 +104,9 @@ def dns_bench(work, agent, queries, trials, per_process):
         for _ in range(trials):
             for name, env in (("baseline", plain), ("tapped", tapped), ("front tag", tapped)):
                 port = servers[name].port
-                results[name].append(dig_run(port, env, batch, queries, per_process))
+                with Meter(servers[name].proc.pid) as m:
+                    dig_run(port, env, batch, queries, per_process)
+                results[name].append((m.wall, m.cpu))
         # Every tagged query reached dnsmasq tagged and was stripped there.
         mods, _ = agent.state()
         assert int(mods[2]["messages-received"]) >= queries * trials, mods
@@ -118,9 +144,11 @@ def http_bench(work, agent, mbytes, trials):
     try:
         for _ in range(trials):
             for name, env in (("baseline", plain), ("tapped", tapped), ("stream tag", tapped)):
-                port = servers[name][0]
+                port, proc = servers[name]
                 out = work / "out"
-                results[name].append(timed(["curl", "-sS", "-o", str(out), f"http://127.0.0.1:{port}/f"], env))
+                with Meter(proc.pid) as m:
+                    timed(["curl", "-sS", "-o", str(out), f"http://127.0.0.1:{port}/f"], env)
+                results[name].append((m.wall, m.cpu))
                 assert out.stat().st_size == size, f"{name}: got {out.stat().st_size} bytes"
         mods, _ = agent.state()
         assert int(mods[4]["bytes-received"]) >= size * trials, mods
@@ -132,12 +160,15 @@ def http_bench(work, agent, mbytes, trials):
 
 
 def report(title, results):
-    base = statistics.median(results["baseline"])
+    base_wall = statistics.median(w for w, _ in results["baseline"])
+    base_cpu = statistics.median(c for _, c in results["baseline"])
     print(f"\n{title}")
-    print(f"{'configuration':<14} {'median s':>9} {'min s':>8} {'ratio':>7}")
-    for name, times in results.items():
-        med = statistics.median(times)
-        print(f"{name:<14} {med:9.3f} {min(times):8.3f} {med / base:7.3f}")
+    print(f"{'configuration':<14} {'wall s':>8} {'min s':>8} {'ratio':>7} {'CPU s':>8} {'CPU ratio':>9}")
+    for name, runs in results.items():
+        wall = statistics.median(w for w, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        print(f"{name:<14} {wall:8.3f} {min(w for w, _ in runs):8.3f} {wall / base_wall:7.3f} "
+              f"{cpu:8.3f} {cpu / base_cpu:9.3f}")
 
 
 def main():

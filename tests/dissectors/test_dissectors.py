@@ -16,11 +16,14 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "tap"))
+from taplab import free_port, free_udp_tcp_port, wait_for  # noqa: E402
 RELEASE = ROOT / "target" / "release"
 AGENT = os.environ.get("L45_AGENT", str(RELEASE / "l45-agent"))
 PRELOAD = os.environ.get("L45_PRELOAD", str(RELEASE / "libl45tap.so"))
@@ -40,36 +43,6 @@ def built():
             subprocess.run(["cargo", "build", "--release", "--quiet", *args], cwd=ROOT, check=True)
     for path in (AGENT, PRELOAD, DISSECTOR):
         assert pathlib.Path(path).exists(), f"missing {path}"
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_udp_tcp_port():
-    """A port free for both UDP and TCP (dnsmasq binds both)."""
-    for _ in range(50):
-        p = free_port(socket.SOCK_DGRAM)
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", p))
-            return p
-        except OSError:
-            continue
-    raise RuntimeError("no free port")
-
-
-def wait_for(cond, timeout=10.0, what="condition"):
-    """Polls a condition that has no event to wait on, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stop_process(proc, sig=signal.SIGTERM, timeout=10):

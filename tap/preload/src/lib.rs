@@ -354,15 +354,25 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
     if n > 0 && sock::lookup(fd).is_some() {
-        let total = iov_total(iov, n as usize);
-        let mut tmp = vec![0u8; total];
-        let r = recv_plain(fd, tmp.as_mut_ptr().cast(), total, 0, std::ptr::null_mut(), std::ptr::null_mut());
-        if let Some(r) = r {
-            if r > 0 {
-                // SAFETY: the caller's writable iovecs.
-                unsafe { scatter(iov, n as usize, &tmp[..r as usize]) };
+        if n == 1 {
+            // SAFETY: one iovec from the caller: receive straight into it.
+            let v = unsafe { &*iov };
+            if let Some(r) = recv_plain(fd, v.iov_base, v.iov_len, 0, std::ptr::null_mut(), std::ptr::null_mut()) {
+                return r;
             }
-            return r;
+        } else {
+            let total = iov_total(iov, n as usize);
+            let r = with_scratch(total, |tmp| {
+                let r = recv_plain(fd, tmp.as_mut_ptr().cast(), total, 0, std::ptr::null_mut(), std::ptr::null_mut());
+                if let Some(r) = r.filter(|&r| r > 0) {
+                    // SAFETY: the caller's writable iovecs.
+                    unsafe { scatter(iov, n as usize, &tmp[..r as usize]) };
+                }
+                r
+            });
+            if let Some(r) = r {
+                return r;
+            }
         }
     }
     // SAFETY: passthrough.
@@ -376,7 +386,29 @@ unsafe fn recvmsg_tapped(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<ss
     // SAFETY: the application's msghdr.
     let m = unsafe { &mut *msg };
     let total = iov_total(m.msg_iov, m.msg_iovlen);
-    let mut tmp = vec![0u8; total];
+    let single = m.msg_iovlen == 1 && !m.msg_iov.is_null();
+    if single {
+        // SAFETY: the caller's one iovec, writable for iov_len bytes.
+        let (base, len) = unsafe { ((*m.msg_iov).iov_base.cast::<u8>(), (*m.msg_iov).iov_len) };
+        if base.is_null() && len > 0 {
+            return None;
+        }
+        let app: &mut [u8] = if len == 0 {
+            &mut []
+        } else {
+            // SAFETY: as above; the application lent us this buffer.
+            unsafe { std::slice::from_raw_parts_mut(base, len) }
+        };
+        // SAFETY: `m` and `app` come from the application's live msghdr.
+        return unsafe { recvmsg_into(fd, m, flags, app, false) };
+    }
+    // SAFETY: as above, with scratch space scattered into its iovecs.
+    with_scratch(total, |tmp| unsafe { recvmsg_into(fd, m, flags, tmp, true) })
+}
+
+/// Receives one message into `app` (the caller's buffer, or scratch space
+/// scattered into the caller's iovecs afterwards when `scatter_after`).
+unsafe fn recvmsg_into(fd: c_int, m: &mut msghdr, flags: c_int, app: &mut [u8], scatter_after: bool) -> Option<ssize_t> {
     let mut out_flags = 0;
     let (n, full) = {
         let mut wire = |b: &mut [u8], fl: c_int| {
@@ -395,17 +427,36 @@ unsafe fn recvmsg_tapped(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<ss
             let from = if n >= 0 { sockaddr_to_std(m.msg_name.cast(), m.msg_namelen) } else { None };
             Received { n, from }
         };
-        io::recv(fd, &mut tmp, flags, &mut wire)?
+        io::recv(fd, app, flags, &mut wire)?
     };
-    if n > 0 {
+    if n > 0 && scatter_after {
         // SAFETY: the caller's writable iovecs.
-        unsafe { scatter(m.msg_iov, m.msg_iovlen, &tmp[..n as usize]) };
+        unsafe { scatter(m.msg_iov, m.msg_iovlen, &app[..n as usize]) };
     }
     m.msg_flags = out_flags & !libc::MSG_TRUNC;
     if full > n.max(0) as usize {
         m.msg_flags |= libc::MSG_TRUNC;
     }
     Some(if flags & libc::MSG_TRUNC != 0 && n >= 0 { full as ssize_t } else { n })
+}
+
+std::thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A reused per-thread buffer of at least `len` bytes (zeroed only when it
+/// grows), for calls that scatter into several iovecs.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            f(&mut buf[..len])
+        }
+        // Re-entered (cannot happen through the tap): a fresh buffer.
+        Err(_) => f(&mut vec![0u8; len]),
+    })
 }
 
 #[no_mangle]
