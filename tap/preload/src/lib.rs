@@ -93,7 +93,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     // SAFETY: passthrough.
     let fd = unsafe { real::socket(domain, ty, protocol) };
     if fd >= 0 {
-        sock::forget(fd);
+        sock::created(fd, domain, ty, protocol);
     }
     fd
 }

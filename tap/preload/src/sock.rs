@@ -32,6 +32,8 @@ pub struct Sock {
     pub role: Option<Role>,
     /// First sight happened (matching is done once).
     pub matched: bool,
+    /// Addresses and thread name were looked up.
+    pub facts_known: bool,
     pub chain: Chain,
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
@@ -51,6 +53,7 @@ impl Sock {
             stream,
             role: None,
             matched: false,
+            facts_known: false,
             chain: Chain::default(),
             local: None,
             remote: None,
@@ -200,6 +203,27 @@ fn classify(fd: c_int, i: usize) -> Option<&'static Cell> {
     Some(c)
 }
 
+/// A socket the application just created: classified from socket()'s own
+/// arguments, without asking the kernel.
+pub fn created(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
+    let Some(i) = index(fd) else { return };
+    forget(fd);
+    let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    let inet = domain == libc::AF_INET || domain == libc::AF_INET6;
+    let stream = match (base, protocol) {
+        (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => Some(true),
+        (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Some(false),
+        _ => None,
+    };
+    match (inet, stream) {
+        (true, Some(stream)) => {
+            *lock(cell(i)) = Some(Sock::new(stream));
+            STATE[i].store(INET, Ordering::Release);
+        }
+        _ => STATE[i].store(OTHER, Ordering::Release),
+    }
+}
+
 /// A new descriptor number (socket, accept, dup): forget what we knew.
 pub fn forget(fd: c_int) {
     let Some(i) = index(fd) else { return };
@@ -278,8 +302,16 @@ pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
         return; // agent mid-write: keep the current chain for this call
     }
     let config = process::config(shm, generation);
-    let change = if !s.matched {
+    if config.is_empty() && s.chain.is_empty() {
+        // Nothing could attach: first sight (or this refresh) costs no
+        // system calls. The socket's facts are looked up if a module with
+        // immediate attach shows up later.
         s.matched = true;
+        s.chain.generation = generation;
+        return;
+    }
+    if !s.facts_known {
+        s.facts_known = true;
         if s.local.is_none() {
             s.local = name_of(fd, false);
         }
@@ -289,6 +321,9 @@ pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
         let (name, len) = process::thread_name();
         s.thread_name = name;
         s.thread_name_len = len;
+    }
+    let change = if !s.matched {
+        s.matched = true;
         let vd = s.view_data();
         s.chain = Chain::first_sight(&config, &vd.view());
         ChainChange {
