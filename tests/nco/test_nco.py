@@ -272,3 +272,22 @@ def test_middlebox_gets_inverse_modules_and_flow_queries(nco, make_tap, tmp_path
                 "--dst", "192.0.2.80", "--dport", "80", check=False)
     assert p.returncode == 3 and p.stdout.strip() == "[]"
     assert any(a["kind"] == "flow-rejected" for a in nco.json("alerts"))
+
+
+def test_monitor_alerts_a_customization_active_on_one_end_only(nco, make_tap, tmp_path, cleanup):
+    client_dev, server_dev = make_tap(), make_tap()
+    dns = Dnsmasq(tmp_path, env=server_dev.env())
+    cleanup.append(dns)
+    nco.add_tap_device("client", client_dev)
+    nco.add_tap_device("server", server_dev)
+    # The client end tags queries to dnsmasq; the server end's module is
+    # configured for another port, so it never sees them.
+    nco.json(*deploy_args("client", "m1", extra=["--protocol", "udp", "--dst-port", dns.port], kind="dns-end-tag"))
+    nco.json(*deploy_args("server", "m1", extra=["--protocol", "udp", "--src-port", dns.port + 1], kind="dns-end-tag"))
+    answered, out = dig(dns.port, env=client_dev.env())
+    assert answered, out  # end tags are tolerated by a plain server
+    r = nco.json("monitor")
+    assert r["reported"] == 2 and r["alerts_raised"] >= 1
+    alerts = nco.json("alerts")
+    one_sided = [a for a in alerts if a["kind"] == "active-on-one-end-only"]
+    assert [(a["device"], a["module"]) for a in one_sided] == [("server", 1)], alerts

@@ -81,6 +81,14 @@ fn credit(slot: usize, id: u32, sent: bool, bytes: usize) {
     }
 }
 
+/// A customized message the kernel refused (the application sees the
+/// error too).
+fn credit_error(slot: usize, id: u32) {
+    if let Some(st) = process::stats(slot, id) {
+        st.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 fn credit_drop(slot: usize, id: u32) {
     if let Some(st) = process::stats(slot, id) {
         st.dropped.fetch_add(1, Ordering::Relaxed);
@@ -176,7 +184,11 @@ pub fn send(
         let wire = &b.out[..len];
         if !stream {
             let r = send_wire(wire);
-            return Some(if r < 0 { r } else { data.len() as ssize_t });
+            if r < 0 {
+                credit_error(slot, id);
+                return Some(r);
+            }
+            return Some(data.len() as ssize_t);
         }
         let (done, err) = send_all(wire, send_wire);
         match err {
@@ -191,6 +203,7 @@ pub fn send(
                 Some(data.len() as ssize_t)
             }
             Some(e) => {
+                credit_error(slot, id);
                 set_errno(e);
                 Some(-1)
             }
