@@ -619,8 +619,9 @@ pub struct Delta {
     /// id → new entry, or `None` to remove it.
     pub changes: BTreeMap<u32, Option<Entry>>,
     /// New entries' tap view, to skip re-parsing them for the tap (taken
-    /// out, not copied, when the transaction is built).
-    pub parsed: BTreeMap<u32, Parsed>,
+    /// out, not copied, when the transaction is built). Sorted by id; each
+    /// id has `Some` entry in `changes`.
+    pub parsed: Vec<(u32, Parsed)>,
 }
 
 /// What the tap needs of a new entry.
@@ -850,6 +851,11 @@ pub fn fast_edit(
     };
     let plain_merge = !any_ops && cop == EditOp::Merge;
     let mut seen_ids = std::collections::HashSet::new();
+    // Collected unordered, sorted once at the end (a bulk-built map is
+    // cheaper than 100k single inserts).
+    let mut changes: Vec<(u32, Option<Entry>)> = Vec::new();
+    let mut parsed_all: Vec<(u32, Parsed)> = Vec::new();
+    let clear = delta.clear;
     let mut one = |m: &Element| -> Option<()> {
         if !m.is(L45, "module") {
             return None;
@@ -875,7 +881,7 @@ pub fn fast_edit(
         if has_key && !access.keys {
             return None;
         }
-        let existing = if delta.clear {
+        let existing = if clear {
             None
         } else {
             current.get(&id)
@@ -890,7 +896,7 @@ pub fn fast_edit(
                     }
                     return Some(());
                 }
-                delta.changes.insert(id, None);
+                changes.push((id, None));
                 touch(&mut touched, || Touched { path: path(), op: mop });
                 return Some(());
             }
@@ -962,8 +968,8 @@ pub fn fast_edit(
             config: new_slots.module_config(schema),
             case: new_slots.parameters_case_index(schema),
         };
-        delta.parsed.insert(id, parsed);
-        delta.changes.insert(id, Some(xml));
+        parsed_all.push((id, parsed));
+        changes.push((id, Some(xml)));
         Some(())
     };
     if cust.lazy.is_some() {
@@ -980,6 +986,11 @@ pub fn fast_edit(
             one(m)?;
         }
     }
+    // (ids are unique: `seen_ids`)
+    changes.sort_unstable_by_key(|(id, _)| *id);
+    parsed_all.sort_unstable_by_key(|(id, _)| *id);
+    delta.changes = changes.into_iter().collect();
+    delta.parsed = parsed_all;
     Some((delta, touched))
 }
 
