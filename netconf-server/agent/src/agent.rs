@@ -1589,6 +1589,11 @@ impl Agent {
     }
 
     fn notify_config_change(&self, s: &SessionInfo, touched: &[Touched], txn: &Transaction) {
+        // Nobody subscribed: emit would drop every event (100k module
+        // notifications after a load), so do not build them.
+        if self.events.receiver_count() == 0 {
+            return;
+        }
         let mut xml = format!(
             "<netconf-config-change xmlns=\"{NC_NOTIF_NS}\"><changed-by><username>{}</username><session-id>{}</session-id></changed-by><datastore>running</datastore>",
             escape_text(&s.username),
