@@ -1345,7 +1345,7 @@ impl Agent {
             }
             _ => None,
         };
-        tracing::debug!(fast = fast.is_some(), ms = t0.elapsed().as_secs_f64() * 1e3, rss_mib = crate::memtrim::rss_mib(), "edit-config: fast path");
+        tracing::debug!(fast = fast.is_some(), ms = t0.elapsed().as_secs_f64() * 1e3, "edit-config: fast path");
         let (delta, rest, touched, errors) = match fast {
             Some((delta, touched)) => {
                 self.check_lock(target, s)?;
@@ -1551,7 +1551,7 @@ impl Agent {
             crate::memtrim::release();
         }
         let trim_ms = ms(t);
-        tracing::debug!(txn_ms, prepare_ms, persist_ms, apply_ms, swap_ms, trim_ms, rss_mib = crate::memtrim::rss_mib(), "commit_running timings");
+        tracing::debug!(txn_ms, prepare_ms, persist_ms, apply_ms, swap_ms, trim_ms, "commit_running timings");
         Ok(())
     }
 

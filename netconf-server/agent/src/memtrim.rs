@@ -27,13 +27,3 @@ pub fn configure() {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
-
-/// Resident set size in MiB (from `/proc/self/statm`; 0 if unreadable),
-/// for debug logs.
-pub fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map(|pages| pages * 4096.0 / (1 << 20) as f64)
-        .unwrap_or(0.0)
-}
