@@ -12,6 +12,8 @@ In the same run it measures, with the same steps and client:
   config, `Subsystem netconf /usr/sbin/netconf-subsystem`) and netconfd
   started with --superuser and a module path holding our model. RSS is
   netconfd's. Set L45_BENCH_NETCONFD=0 to skip it.
+
+L45_BENCH_NCCLIENT_TICK (diagnostic): see below.
 """
 import os
 import re
@@ -22,6 +24,16 @@ import tempfile
 import time
 
 from ncclient import manager
+import ncclient.transport.session as ncsession
+
+# Diagnostic only: ncclient has no option for its session loop's polling
+# tick (`TICK = 0.1`, a module constant: a queued request waits until the
+# loop's select() times out). L45_BENCH_NCCLIENT_TICK=0.005 shortens it to
+# show what the server and the rest of the client cost without that wait;
+# the figures of record use ncclient as shipped.
+if os.environ.get("L45_BENCH_NCCLIENT_TICK"):
+    ncsession.TICK = float(os.environ["L45_BENCH_NCCLIENT_TICK"])
+    print(f"(diagnostic: ncclient TICK = {ncsession.TICK} s, not ncclient's default)", flush=True)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 AGENT = os.environ.get("L45_AGENT", str(ROOT / "target" / "release" / "l45-agent"))

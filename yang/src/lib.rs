@@ -253,6 +253,64 @@ impl StaticLeaf {
     }
 }
 
+/// The value space of an integer-typed leaf as inclusive intervals: the
+/// compiled `range` restriction (typedefs merged by libyang), else the
+/// built-in bounds. `None` for any other type. Lets callers accept a value
+/// in canonical decimal form without a libyang call; anything else still
+/// goes to [`StaticLeaf::canonical`].
+pub fn integer_intervals(node: &yang3::schema::SchemaNode<'static>) -> Option<Vec<(i128, i128)>> {
+    use yang3::ffi::LY_DATA_TYPE as T;
+    let ty = node.leaf_type()?.as_raw();
+    if ty.is_null() {
+        return None;
+    }
+    // SAFETY: `ty` is the compiled type of a leaf of the static context,
+    // never modified after `context()` built it.
+    let base = unsafe { (*ty).basetype };
+    let (lo, hi): (i128, i128) = match base {
+        T::LY_TYPE_UINT8 => (0, u8::MAX.into()),
+        T::LY_TYPE_UINT16 => (0, u16::MAX.into()),
+        T::LY_TYPE_UINT32 => (0, u32::MAX.into()),
+        T::LY_TYPE_UINT64 => (0, u64::MAX.into()),
+        T::LY_TYPE_INT8 => (i8::MIN.into(), i8::MAX.into()),
+        T::LY_TYPE_INT16 => (i16::MIN.into(), i16::MAX.into()),
+        T::LY_TYPE_INT32 => (i32::MIN.into(), i32::MAX.into()),
+        T::LY_TYPE_INT64 => (i64::MIN.into(), i64::MAX.into()),
+        _ => return None,
+    };
+    let unsigned = lo == 0;
+    // SAFETY: for these base types the compiled type is a `lysc_type_num`;
+    // `range` is NULL or points to a compiled range whose `parts` is a
+    // libyang sized array (its element count, an LY_ARRAY_COUNT_TYPE =
+    // u64, stored just before the first element), all read-only.
+    let parts: Vec<(i128, i128)> = unsafe {
+        let range = (*ty.cast::<yang3::ffi::lysc_type_num>()).range;
+        if range.is_null() || (*range).parts.is_null() {
+            vec![(lo, hi)]
+        } else {
+            let parts = (*range).parts;
+            let count = *parts.cast::<u64>().sub(1);
+            (0..count as usize)
+                .map(|i| {
+                    let p = &*parts.add(i);
+                    if unsigned {
+                        (p.__bindgen_anon_1.min_u64.into(), p.__bindgen_anon_2.max_u64.into())
+                    } else {
+                        (p.__bindgen_anon_1.min_64.into(), p.__bindgen_anon_2.max_64.into())
+                    }
+                })
+                .collect()
+        }
+    };
+    Some(
+        parts
+            .into_iter()
+            .map(|(a, b)| (a.max(lo), b.min(hi)))
+            .filter(|(a, b)| a <= b)
+            .collect(),
+    )
+}
+
 /// Prints one data node and its subtree (no siblings) as XML.
 pub fn print_node_xml(
     node: &yang3::data::DataNodeRef<'_>,

@@ -295,14 +295,53 @@ fn delta_transaction(
     current: &store::ModuleMap,
     delta: &mut Delta,
 ) -> Result<Transaction, (u32, String, String)> {
+    let check_case = |id: u32, kind: &str, case: Option<usize>| -> Result<(), (u32, String, String)> {
+        if let Some(case) = case.and_then(|c| schema.cases[c].2.as_deref()) {
+            if tapbridge::parameters_case(kind) != Some(case) {
+                return Err((id, kind.to_string(), case.to_string()));
+            }
+        }
+        Ok(())
+    };
+    let parsed = std::mem::take(&mut delta.parsed);
+    // A load: only new entries, each already parsed by the edit. Their tap
+    // view moves into the transaction (same order, no second copy).
+    let only_new = !delta.clear
+        && parsed.len() == delta.changes.len()
+        && parsed
+            .iter()
+            .zip(&delta.changes)
+            .all(|((p, _), (c, _))| p == c && !current.contains_key(p));
+    if only_new {
+        for (id, p) in &parsed {
+            check_case(*id, &p.config.kind, p.case)?;
+        }
+        let changes = parsed
+            .into_iter()
+            .map(|(_, p)| Change::Register(p.config))
+            .collect();
+        return Ok(Transaction { changes });
+    }
     let mut ids: std::collections::BTreeSet<u32> = delta.changes.keys().copied().collect();
     if delta.clear {
         ids.extend(current.keys().copied());
     }
     let slots = |e: &store::Entry| Slots::parse(schema, e).ok();
-    let mut parsed = std::mem::take(&mut delta.parsed);
+    let mut parsed = parsed.into_iter().peekable();
     let mut changes = Vec::with_capacity(ids.len());
     for id in ids {
+        // (both ascending; `parsed` ids are a subset of `ids`)
+        let mut pre = None;
+        while let Some((pid, _)) = parsed.peek() {
+            if *pid > id {
+                break;
+            }
+            if let Some((pid, p)) = parsed.next() {
+                if pid == id {
+                    pre = Some(p);
+                }
+            }
+        }
         let old = current.get(&id);
         let new = delta.after(id, old);
         if let (Some(o), Some(n)) = (old, new) {
@@ -310,7 +349,7 @@ fn delta_transaction(
                 continue;
             }
         }
-        let (new_cfg, new_case) = match (new, parsed.remove(&id)) {
+        let (new_cfg, new_case) = match (new, pre) {
             (None, _) => (None, None),
             (Some(_), Some(p)) => (Some(p.config), p.case),
             (Some(n), None) => match slots(n) {
@@ -318,19 +357,19 @@ fn delta_transaction(
                 None => (None, None),
             },
         };
-        let old_cfg = old.and_then(slots).map(|s| s.module_config(schema));
-        if let (Some(c), Some(m)) = (new_case, &new_cfg) {
-            if let Some(case) = schema.cases[c].2.as_deref() {
-                if tapbridge::parameters_case(&m.kind) != Some(case) {
-                    return Err((id, m.kind.clone(), case.to_string()));
+        if let Some(m) = &new_cfg {
+            check_case(id, &m.kind, new_case)?;
+        }
+        match (old, new_cfg) {
+            (None, Some(n)) => changes.push(Change::Register(n)),
+            // The tap holds the old configuration: no need to read it.
+            (Some(_), None) => changes.push(Change::Unregister(id)),
+            (Some(o), Some(n)) => {
+                if slots(o).map(|s| s.module_config(schema)).as_ref() != Some(&n) {
+                    changes.push(Change::Update(n));
                 }
             }
-        }
-        match (old_cfg, new_cfg) {
-            (None, Some(n)) => changes.push(Change::Register(n)),
-            (Some(o), None) => changes.push(Change::Unregister(o)),
-            (Some(o), Some(n)) if o != n => changes.push(Change::Update { old: o, new: n }),
-            _ => {}
+            (None, None) => {}
         }
     }
     Ok(Transaction { changes })
@@ -474,7 +513,7 @@ impl Agent {
                 .iter()
                 .map(|(id, e)| (*id, Some(e.clone())))
                 .collect(),
-            parsed: BTreeMap::new(),
+            parsed: Vec::new(),
         };
         let txn = delta_transaction(schema, &store::ModuleMap::new(), &mut all).map_err(
             |(id, kind, case)| AgentError::BadStore {
@@ -1550,6 +1589,11 @@ impl Agent {
     }
 
     fn notify_config_change(&self, s: &SessionInfo, touched: &[Touched], txn: &Transaction) {
+        // Nobody subscribed: emit would drop every event (100k module
+        // notifications after a load), so do not build them.
+        if self.events.receiver_count() == 0 {
+            return;
+        }
         let mut xml = format!(
             "<netconf-config-change xmlns=\"{NC_NOTIF_NS}\"><changed-by><username>{}</username><session-id>{}</session-id></changed-by><datastore>running</datastore>",
             escape_text(&s.username),
@@ -1582,12 +1626,12 @@ impl Agent {
                     m.id,
                     escape_text(&m.name)
                 )),
-                Change::Unregister(m) => self.emit(format!(
+                Change::Unregister(id) => self.emit(format!(
                     "<module-revoked xmlns=\"{}\"><id>{}</id><reason>removed from running</reason></module-revoked>",
                     l45_yang::L45_NAMESPACE,
-                    m.id
+                    id
                 )),
-                Change::Update { .. } => {}
+                Change::Update(_) => {}
             }
         }
     }

@@ -52,6 +52,8 @@ pub struct Leaf {
     /// Data containers between `module` and the leaf.
     pub parents: Vec<String>,
     pub check: StaticLeaf,
+    /// Integer types: the value space (see [`Ints`]).
+    pub ints: Option<Ints>,
     pub identity: bool,
     /// Value space small enough to cache checks (enum, boolean).
     pub small: bool,
@@ -66,6 +68,7 @@ pub struct Leaf {
 #[derive(Debug)]
 pub struct ListSchema {
     pub key: StaticLeaf,
+    key_ints: Option<Ints>,
     pub leaves: Vec<Leaf>,
     /// Data container paths (relative to `module`).
     pub containers: Vec<Vec<String>>,
@@ -111,6 +114,7 @@ fn walk(
                     name: child.name().to_string(),
                     parents: parents.clone(),
                     check: StaticLeaf::new(&child),
+                    ints: Ints::of(&child),
                     identity,
                     small: matches!(base, Some(DataValueType::Bool | DataValueType::Enum)),
                     default,
@@ -166,6 +170,7 @@ impl ListSchema {
         }
         let mut schema = ListSchema {
             key: StaticLeaf::new(&key),
+            key_ints: Ints::of(&key),
             leaves: Vec::new(),
             containers: Vec::new(),
             cases: Vec::new(),
@@ -198,6 +203,11 @@ impl ListSchema {
                 Some(canon)
             }
         };
+        if let Some(ints) = &leaf.ints {
+            if ints.accepts(json_value) {
+                return Some(json_value.to_string());
+            }
+        }
         if !leaf.small && !leaf.identity {
             return check();
         }
@@ -217,7 +227,45 @@ impl ListSchema {
 
     /// Canonical module id of a key value.
     pub fn key_of(&self, text: &str) -> Option<u32> {
+        if self.key_ints.as_ref().is_some_and(|i| i.accepts(text)) {
+            // (canonical already; a range beyond u32 falls through)
+            if let Ok(id) = text.parse() {
+                return Some(id);
+            }
+        }
         self.key.canonical(text)?.parse().ok()
+    }
+}
+
+/// The value space of an integer leaf, read from the compiled schema, to
+/// accept values already in canonical form (`0`, `[1-9][0-9]*`, with `-`
+/// for signed types) without a libyang call: for those libyang's canonical
+/// form is the text itself, and it accepts them exactly when they are in
+/// the range. Anything else (leading zeros, `+`, spaces, out of range) is
+/// left to libyang.
+#[derive(Debug)]
+pub struct Ints(Vec<(i128, i128)>);
+
+impl Ints {
+    fn of(node: &SchemaNode<'static>) -> Option<Ints> {
+        l45_yang::integer_intervals(node).map(Ints)
+    }
+
+    /// Whether `text` is a canonical decimal inside the value space.
+    pub fn accepts(&self, text: &str) -> bool {
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        let canonical = !digits.is_empty()
+            && digits.len() <= 20
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits == "0" || !digits.starts_with('0'))
+            && text != "-0";
+        if !canonical {
+            return false;
+        }
+        let Ok(v) = text.parse::<i128>() else {
+            return false;
+        };
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&v))
     }
 }
 
@@ -619,8 +667,9 @@ pub struct Delta {
     /// id → new entry, or `None` to remove it.
     pub changes: BTreeMap<u32, Option<Entry>>,
     /// New entries' tap view, to skip re-parsing them for the tap (taken
-    /// out, not copied, when the transaction is built).
-    pub parsed: BTreeMap<u32, Parsed>,
+    /// out, not copied, when the transaction is built). Sorted by id; each
+    /// id has `Some` entry in `changes`.
+    pub parsed: Vec<(u32, Parsed)>,
 }
 
 /// What the tap needs of a new entry.
@@ -850,6 +899,11 @@ pub fn fast_edit(
     };
     let plain_merge = !any_ops && cop == EditOp::Merge;
     let mut seen_ids = std::collections::HashSet::new();
+    // Collected unordered, sorted once at the end (a bulk-built map is
+    // cheaper than 100k single inserts).
+    let mut changes: Vec<(u32, Option<Entry>)> = Vec::new();
+    let mut parsed_all: Vec<(u32, Parsed)> = Vec::new();
+    let clear = delta.clear;
     let mut one = |m: &Element| -> Option<()> {
         if !m.is(L45, "module") {
             return None;
@@ -875,7 +929,7 @@ pub fn fast_edit(
         if has_key && !access.keys {
             return None;
         }
-        let existing = if delta.clear {
+        let existing = if clear {
             None
         } else {
             current.get(&id)
@@ -890,7 +944,7 @@ pub fn fast_edit(
                     }
                     return Some(());
                 }
-                delta.changes.insert(id, None);
+                changes.push((id, None));
                 touch(&mut touched, || Touched { path: path(), op: mop });
                 return Some(());
             }
@@ -962,8 +1016,8 @@ pub fn fast_edit(
             config: new_slots.module_config(schema),
             case: new_slots.parameters_case_index(schema),
         };
-        delta.parsed.insert(id, parsed);
-        delta.changes.insert(id, Some(xml));
+        parsed_all.push((id, parsed));
+        changes.push((id, Some(xml)));
         Some(())
     };
     if cust.lazy.is_some() {
@@ -980,6 +1034,11 @@ pub fn fast_edit(
             one(m)?;
         }
     }
+    // (ids are unique: `seen_ids`)
+    changes.sort_unstable_by_key(|(id, _)| *id);
+    parsed_all.sort_unstable_by_key(|(id, _)| *id);
+    delta.changes = changes.into_iter().collect();
+    delta.parsed = parsed_all;
     Some((delta, touched))
 }
 
@@ -1026,6 +1085,45 @@ mod tests {
         assert_eq!(&names[..7], ["name", "kind", "priority", "activated", "deprecated", "attach", "protocol"]);
         assert!(s.leaves.iter().any(|l| l.name == "sha256" && l.case.is_some()));
         assert_eq!(s.cases.len(), 7);
+    }
+
+    #[test]
+    fn native_integer_checks_agree_with_libyang() {
+        let s = schema().expect("schema");
+        let samples = [
+            "0", "1", "7", "100", "255", "256", "65535", "65536", "4294967295", "4294967296",
+            "18446744073709551615", "18446744073709551616", "-1", "-0", "00", "01", "+1", " 1", "1 ",
+            "1.0", "", "-", "99999999999999999999999", "-128", "-129", "127", "128", "2147483647",
+            "-2147483648", "-9223372036854775808", "9223372036854775807", "9223372036854775808",
+        ];
+        let mut ints = 0;
+        for (i, leaf) in s.leaves.iter().enumerate() {
+            let Some(native) = &leaf.ints else { continue };
+            ints += 1;
+            for v in samples {
+                if native.accepts(v) {
+                    assert_eq!(leaf.check.canonical(v).as_deref(), Some(v), "{} {v}", leaf.name);
+                    assert_eq!(s.check(i, v).as_deref(), Some(v));
+                }
+            }
+            // Values libyang accepts in canonical form are accepted natively.
+            for v in samples {
+                if leaf.check.canonical(v).as_deref() == Some(v) {
+                    assert!(native.accepts(v), "{} {v}", leaf.name);
+                }
+            }
+        }
+        assert!(ints >= 3, "priority, ports, ... are integers");
+        let key = s.key_ints.as_ref().expect("the key is an integer");
+        for v in samples {
+            if key.accepts(v) {
+                assert_eq!(s.key.canonical(v).as_deref(), Some(v), "id {v}");
+            }
+            if s.key.canonical(v).as_deref() == Some(v) {
+                assert!(key.accepts(v), "id {v}");
+            }
+            assert_eq!(s.key_of(v), s.key.canonical(v).and_then(|c| c.parse().ok()), "id {v}");
+        }
     }
 
     #[test]

@@ -168,7 +168,7 @@ pub fn check_parameters(
 ) -> Result<(), (u32, String, String)> {
     for change in &txn.changes {
         let m = match change {
-            Change::Register(m) | Change::Update { new: m, .. } => m,
+            Change::Register(m) | Change::Update(m) => m,
             Change::Unregister(_) => continue,
         };
         let Ok(params) = tree.find_path(&format!("{}/parameters", module_path(m.id))) else {
@@ -200,8 +200,8 @@ pub fn transaction(
     for id in ids {
         match (module_config(old, id), module_config(new, id)) {
             (None, Some(n)) => changes.push(Change::Register(n)),
-            (Some(o), None) => changes.push(Change::Unregister(o)),
-            (Some(o), Some(n)) if o != n => changes.push(Change::Update { old: o, new: n }),
+            (Some(_), None) => changes.push(Change::Unregister(id)),
+            (Some(o), Some(n)) if o != n => changes.push(Change::Update(n)),
             _ => {}
         }
     }

@@ -143,15 +143,10 @@ pub fn parse(source: &[u8]) -> Result<Element, XmlError> {
 /// fails the same way), but only their name, attributes, declarations, span
 /// and a [`Lazy`] summary remain. Read them with [`for_each_child`].
 pub fn parse_lazy(source: &[u8], lazy_below: &[(&str, &str)]) -> Result<Element, XmlError> {
-    let mut root = None;
-    Parser::new(source, 0, Vec::new()).run(lazy_below, &mut |depth, element| {
-        if depth == 0 {
-            root = Some(element);
-        }
-        true
-    })?;
-    // (run only returns Ok after the root element ended)
-    root.ok_or_else(|| XmlError {
+    let mut parser = Parser::new(source, 0, Vec::new());
+    parser.run_inner(lazy_below, None, &mut |_, _| true)?;
+    // (run_inner only returns Ok after the root element ended)
+    parser.root.take().ok_or_else(|| XmlError {
         position: 0,
         message: "no root element".into(),
     })
@@ -191,7 +186,16 @@ struct Parser<'s> {
     /// In-scope declarations, innermost last.
     decls: Vec<NsDecl>,
     stack: Vec<Frame>,
+    /// The root element once it ended.
+    root: Option<Element>,
+    /// Elements handed out by `run_children` and done with, kept to be
+    /// filled again: reading a long list one child at a time then
+    /// allocates almost nothing.
+    pool: Vec<Element>,
 }
+
+/// Most elements [`Parser::pool`] keeps.
+const POOL_MAX: usize = 256;
 
 impl<'s> Parser<'s> {
     fn new(source: &'s [u8], offset: usize, mut decls: Vec<NsDecl>) -> Parser<'s> {
@@ -206,31 +210,26 @@ impl<'s> Parser<'s> {
             offset,
             decls,
             stack: Vec::new(),
+            root: None,
+            pool: Vec::new(),
         }
-    }
-
-    /// Parses the document; `done(depth, element)` receives every kept
-    /// element that ends at `depth` 0 (the root) or, when it returns
-    /// `false` for depth 1, ... (see `run_children`).
-    fn run(
-        mut self,
-        lazy_below: &[(&str, &str)],
-        done: &mut dyn FnMut(usize, Element) -> bool,
-    ) -> Result<(), XmlError> {
-        self.run_inner(lazy_below, None, done)
     }
 
     /// Parses one element and hands each of its children to `f` as it ends.
     fn run_children(mut self, f: &mut dyn FnMut(&Element) -> bool) -> Result<(), XmlError> {
-        let mut done = |depth: usize, element: Element| depth != 1 || f(&element);
+        let mut done = |depth: usize, element: &Element| depth != 1 || f(element);
         self.run_inner(&[], Some(1), &mut done)
     }
 
+    /// Parses the document. `done(depth, element)` sees every kept element
+    /// that ends at depth 0 (the root, then kept in `root`) or at
+    /// `emit_depth` (then not added to its parent, and recycled); parsing
+    /// stops when it returns `false`.
     fn run_inner(
         &mut self,
         lazy_below: &[(&str, &str)],
         emit_depth: Option<usize>,
-        done: &mut dyn FnMut(usize, Element) -> bool,
+        done: &mut dyn FnMut(usize, &Element) -> bool,
     ) -> Result<(), XmlError> {
         let mut root_seen = false;
         // Index in `stack` of the lazy element being skipped, if any.
@@ -258,8 +257,9 @@ impl<'s> Parser<'s> {
                     root_seen = true;
                     let decl_mark = self.decls.len();
                     let keep = lazy_at.is_none();
+                    let reuse = if keep { self.pool.pop() } else { None };
                     let (element, attrs) =
-                        open_element(start, &mut self.decls, start_pos, end_pos, keep).map_err(err)?;
+                        open_element(start, &mut self.decls, start_pos, end_pos, keep, reuse).map_err(err)?;
                     if let Some(at) = lazy_at {
                         let direct = self.stack.len() == at + 1;
                         if let Some(Some(lazy)) = self.stack[at].element.as_mut().map(|e| e.lazy.as_mut()) {
@@ -359,7 +359,7 @@ impl<'s> Parser<'s> {
     fn close(
         &mut self,
         emit_depth: Option<usize>,
-        done: &mut dyn FnMut(usize, Element) -> bool,
+        done: &mut dyn FnMut(usize, &Element) -> bool,
         lazy_at: &mut Option<usize>,
         end_pos: usize,
     ) -> bool {
@@ -375,13 +375,32 @@ impl<'s> Parser<'s> {
             return false;
         };
         element.span.end = end_pos;
-        if depth == 0 || Some(depth) == emit_depth {
-            return !done(depth, element);
+        if depth == 0 {
+            let go = done(depth, &element);
+            self.root = Some(element);
+            return !go;
+        }
+        if Some(depth) == emit_depth {
+            let go = done(depth, &element);
+            self.recycle(element);
+            return !go;
         }
         if let Some(Some(parent)) = self.stack.last_mut().map(|f| f.element.as_mut()) {
             parent.children.push(element);
         }
         false
+    }
+}
+
+impl Parser<'_> {
+    /// Keeps `element` and its descendants for reuse (see `pool`).
+    fn recycle(&mut self, mut element: Element) {
+        for child in element.children.drain(..) {
+            self.recycle(child);
+        }
+        if self.pool.len() < POOL_MAX {
+            self.pool.push(element);
+        }
     }
 }
 
@@ -404,6 +423,7 @@ fn open_element(
     start_pos: usize,
     end_pos: usize,
     keep: bool,
+    reuse: Option<Element>,
 ) -> Result<(Option<Element>, usize), String> {
     let qname = start.name();
     let qname = std::str::from_utf8(qname.as_ref()).map_err(|e| e.to_string())?;
@@ -465,16 +485,38 @@ fn open_element(
     if !keep {
         return Ok((None, count));
     }
-    let element = Element {
-        ns: ns.map(str::to_string),
-        name: name.to_string(),
-        attrs,
-        ns_decls,
-        children: Vec::new(),
-        text: String::new(),
-        span: start_pos..end_pos,
-        name_end: start_pos + 1 + qname.len(),
-        lazy: None,
+    let element = match reuse {
+        // A recycled element: same content as a new one, its buffers kept.
+        Some(mut e) => {
+            match (&mut e.ns, ns) {
+                (Some(buf), Some(ns)) => {
+                    buf.clear();
+                    buf.push_str(ns);
+                }
+                (slot, ns) => *slot = ns.map(str::to_string),
+            }
+            e.name.clear();
+            e.name.push_str(name);
+            e.attrs = attrs;
+            e.ns_decls = ns_decls;
+            e.children.clear();
+            e.text.clear();
+            e.span = start_pos..end_pos;
+            e.name_end = start_pos + 1 + qname.len();
+            e.lazy = None;
+            e
+        }
+        None => Element {
+            ns: ns.map(str::to_string),
+            name: name.to_string(),
+            attrs,
+            ns_decls,
+            children: Vec::new(),
+            text: String::new(),
+            span: start_pos..end_pos,
+            name_end: start_pos + 1 + qname.len(),
+            lazy: None,
+        },
     };
     Ok((Some(element), count))
 }

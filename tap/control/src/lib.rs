@@ -58,22 +58,24 @@ pub struct ModuleConfig {
     pub key: Option<Vec<u8>>,
 }
 
-/// One change of a transaction.
+/// One change of a transaction. A backend keeps the configuration of every
+/// module it holds, so a change carries only what is new: the whole new
+/// configuration, or the id of the module that goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
+    /// A module the tap does not hold yet.
     Register(ModuleConfig),
-    Update {
-        old: ModuleConfig,
-        new: ModuleConfig,
-    },
-    Unregister(ModuleConfig),
+    /// A held module whose configuration differs: the new configuration.
+    Update(ModuleConfig),
+    /// A held module that goes, by id.
+    Unregister(u32),
 }
 
 impl Change {
     pub fn id(&self) -> u32 {
         match self {
-            Change::Register(m) | Change::Unregister(m) => m.id,
-            Change::Update { new, .. } => new.id,
+            Change::Register(m) | Change::Update(m) => m.id,
+            Change::Unregister(id) => *id,
         }
     }
 }
@@ -286,7 +288,7 @@ impl TapControl for RecordingTap {
                     count += 1;
                 }
                 Change::Unregister(_) => count -= 1,
-                Change::Update { .. } => {}
+                Change::Update(_) => {}
             }
         }
         if let Some(cap) = self.capacity {
@@ -306,11 +308,11 @@ impl TapControl for RecordingTap {
         }
         for change in &txn.changes {
             match change {
-                Change::Register(m) | Change::Update { new: m, .. } => {
+                Change::Register(m) | Change::Update(m) => {
                     inner.modules.insert(m.id, m.deprecated);
                 }
-                Change::Unregister(m) => {
-                    inner.modules.remove(&m.id);
+                Change::Unregister(id) => {
+                    inner.modules.remove(id);
                 }
             }
         }
@@ -403,7 +405,7 @@ mod tests {
         assert_eq!(tap.module_ids().len(), 1);
         // Replacing within capacity is fine.
         let swap = Transaction {
-            changes: vec![Change::Unregister(module(1)), Change::Register(module(2))],
+            changes: vec![Change::Unregister(1), Change::Register(module(2))],
         };
         tap.prepare(&swap).unwrap();
         tap.apply(&swap);
@@ -422,10 +424,9 @@ mod tests {
             changes: vec![Change::Register(m.clone())],
         });
         assert_eq!(tap.module_stats()[0].state, ModuleState::Registered);
-        let old = m.clone();
         m.deprecated = true;
         tap.apply(&Transaction {
-            changes: vec![Change::Update { old, new: m }],
+            changes: vec![Change::Update(m)],
         });
         assert_eq!(tap.module_stats()[0].state, ModuleState::Deprecated);
         assert!(tap.log().is_empty());

@@ -182,10 +182,10 @@ impl TapControl for UserspaceTap {
         let mut revision = inner.revision;
         for change in &txn.changes {
             match change {
-                Change::Unregister(m) => {
-                    modules.remove(&m.id);
+                Change::Unregister(id) => {
+                    modules.remove(id);
                 }
-                Change::Register(m) | Change::Update { new: m, .. } => {
+                Change::Register(m) | Change::Update(m) => {
                     let slot = match modules.get(&m.id) {
                         Some((slot, _)) => *slot,
                         None => (0..MAX_MODULES)

@@ -67,7 +67,7 @@ fn committed_modules_reach_a_reader_and_prepare_failures_change_nothing() {
     assert_eq!(reader.snapshot().0, g, "no generation step for refused prepares");
 
     // Revoke empties the slot.
-    commit(&tap, vec![Change::Unregister(m)]).unwrap();
+    commit(&tap, vec![Change::Unregister(m.id)]).unwrap();
     let (_, slots) = reader.snapshot();
     assert!(slots.iter().all(|s| !s.used()));
 }
