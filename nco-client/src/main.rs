@@ -469,7 +469,6 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 device: device.clone(),
                 module_id: *module,
                 limit: Some(*limit),
-                ..HistoryFilter::default()
             })?;
             if cli.json {
                 println!("{}", Json::arr(h.iter().map(|e| Json::obj([
