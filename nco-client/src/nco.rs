@@ -566,6 +566,8 @@ impl Nco {
         if !requeued.is_empty() {
             tracing::info!(count = requeued.len(), "requests in flight at the last stop requeued");
         }
+        let mut watched = HashSet::new();
+        let mut watchers = JoinSet::new();
         let mut monitor = tokio::time::interval(self.cfg.state_req_window);
         let mut security = tokio::time::interval(self.cfg.sec_check_window);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -579,6 +581,14 @@ impl Nco {
                     }
                 }
                 _ = monitor.tick() => {
+                    // Listen to every device's notifications (new devices too).
+                    if let Ok(devices) = self.cib().devices() {
+                        for d in devices {
+                            if watched.insert(d.name.clone()) {
+                                watchers.spawn(self.clone().watch(d.name));
+                            }
+                        }
+                    }
                     match self.monitor_round().await {
                         Ok(r) => tracing::debug!(reported = r.devices_reported, unreachable = r.unreachable.len(), "monitor round"),
                         Err(e) => tracing::error!(error = %e, "monitor round"),
@@ -590,6 +600,38 @@ impl Nco {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Nco {
+    /// Follows one device's notifications: a `deprecated-module-idle`
+    /// triggers a report at once (the CIB then queues the revoke) instead of
+    /// waiting for the next monitor round. Reconnects through the pool's
+    /// backoff when the session ends.
+    async fn watch(self: Arc<Self>, device: String) {
+        loop {
+            if let Ok(session) = self.session(&device).await {
+                if let Ok(mut rx) = session.create_subscription(None).await {
+                    // What happened before the subscription: one report.
+                    if let Err(e) = self.report(&device).await {
+                        tracing::warn!(%device, error = %e, "report after subscribing");
+                    }
+                    while let Some(n) = rx.recv().await {
+                        let Some((ns, name)) = &n.kind else { continue };
+                        if ns != device_xml::L45_NS {
+                            continue;
+                        }
+                        tracing::info!(%device, notification = %name, "device notification");
+                        if name == "deprecated-module-idle" {
+                            if let Err(e) = self.report(&device).await {
+                                tracing::warn!(%device, error = %e, "report after idle notification");
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
 }

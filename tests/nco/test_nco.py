@@ -77,11 +77,14 @@ def test_scheduled_deploy_fires_on_time(nco, make_tap):
     assert 2.5 <= fired <= 8, f"deploy scheduled for +3 s arrived after {fired:.1f} s"
 
 
-def test_deprecate_then_automatic_revoke_when_idle(nco, make_tap):
+@pytest.mark.parametrize("window", ["1", "3600"], ids=["by-report", "by-notification"])
+def test_deprecate_then_automatic_revoke_when_idle(nco, make_tap, window):
     dev = make_tap()
     nco.add_tap_device("d1", dev)
     mid = nco.json(*deploy_args("d1"))[0]["module"]
-    nco.serve("--state-req-window", "1", "--sec-check-window", "3600")
+    # With a long report window only the agent's deprecated-module-idle
+    # notification can bring the revoke in time.
+    nco.serve("--state-req-window", window, "--sec-check-window", "3600")
     nco.run("modules", "deprecate", "--device", "d1", "--id", mid, "--no-wait")
     # No socket uses it: the next report shows it deprecated and idle, the
     # service queues the revoke and carries it out.
