@@ -71,21 +71,23 @@ fi
 # Benchmark ratios (medians of three runs) against the unloaded kernel.
 bench=${L45_KBENCH_OUT:-/tmp/l45-kbench.txt}
 if grep -q '^BENCH' "$out.txt"; then
-  awk '/^BENCH/ { split($NF, a, "="); v[$2" "$3] = v[$2" "$3] " " a[2] }
+  # (POSIX awk: mawk has no asort)
+  awk '/^BENCH/ { split($NF, a, "="); k = $2 " " $3; n[k]++; v[k, n[k]] = a[2] + 0 }
+       function median(k,   i, j, t, m, x) {
+         m = n[k]; for (i = 1; i <= m; i++) x[i] = v[k, i]
+         for (i = 2; i <= m; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
+         return x[int((m + 1) / 2)]
+       }
        END {
-         for (k in v) { n = split(substr(v[k], 2), x, " "); asort(x); med[k] = x[int((n + 1) / 2)] }
-         for (t in kinds) ;
-         split("dns tcp", ks, " ")
+         split("dns tcp", ks, " "); split("unloaded loaded tapped tagged", cs, " ")
          for (i = 1; i <= 2; i++) {
-           k = ks[i]; base = med[k " unloaded"]
-           line = k ":"
-           split("unloaded loaded tapped tagged", cs, " ")
-           for (j = 1; j <= 4; j++) { c = cs[j]; if ((k " " c) in med && base > 0) line = line sprintf(" %s=%.2f", c, med[k " " c] / base) }
-           line = line sprintf(" (unloaded median %d us)", base)
-           print line
+           k = ks[i]; if (!((k " unloaded") in n)) continue
+           base = median(k " unloaded"); line = k ":"
+           for (j = 1; j <= 4; j++) if ((k " " cs[j]) in n) line = line sprintf(" %s=%.2f", cs[j], median(k " " cs[j]) / base)
+           print line sprintf(" (unloaded median %d us)", base)
          }
        }' "$out.txt" > "$bench"
-  log "benchmark (time relative to the unloaded kernel):"; sed 's/^/  /' "$bench" >&2
+  log "benchmark (time relative to the unloaded kernel, medians of 3):"; sed 's/^/  /' "$bench" >&2
 fi
 log "timings: kernel $((t_kernel - t0)) s, module+programs $((t_build - t_kernel)) s, VM $((t_vm - t_build)) s, total $((t_vm - t0)) s"
 echo "$passed passed, $failed failed"

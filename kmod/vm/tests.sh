@@ -21,13 +21,14 @@ run() {
 field() { $KT stats "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 # until_true CMD...: polls a condition that has no event (counters), 10 s.
 until_true() {
+  case $- in *x*) tr=1 ;; *) tr=0 ;; esac
   { set +x; } 2>/dev/null
   i=0
   while ! "$@" >/dev/null 2>&1; do
-    i=$((i+1)); [ $i -lt 500 ] || { echo "timed out: $*"; set -x; return 1; }
+    i=$((i+1)); [ $i -lt 500 ] || { echo "timed out: $*"; [ $tr = 0 ] || set -x; return 1; }
     usleep 20000
   done
-  set -x
+  [ $tr = 0 ] || set -x
 }
 gt() { [ "$(field "$1" "$2")" -gt "$3" ]; }
 dnsmasq_on() {
@@ -38,13 +39,19 @@ dnsmasq_on() {
   # Ready once it answers (an event: the first answer).
   until_true sh -c "dig @127.0.0.1 -p $1 example.test +short +tries=1 +time=1 | grep -q 1.2.3.4"
 }
-dnsmasq_off() { kill "$(cat /tmp/dnsmasq.$1.bg)" 2>/dev/null; wait "$(cat /tmp/dnsmasq.$1.bg)" 2>/dev/null; true; }
+dnsmasq_off() {
+  p=$(cat /tmp/dnsmasq.$1.bg)
+  kill "$p" 2>/dev/null || true
+  # (it may be another test's child: wait for it through /proc)
+  until_true sh -c "! [ -d /proc/$p ] || grep -q '^State:.*Z' /proc/$p/status"
+}
 digq() { dig @127.0.0.1 -p "$1" example.test +short +tries=1 +time=2 | grep -qx 1.2.3.4; }
 # bg_loop NAME PORT: a live DNS flow (one socket) until /tmp/stop.NAME; waits
 # for its first answer. It may outlive the test that started it.
 bg_loop() {
   rm -f /tmp/stop.$1 /tmp/loop.$1.rc /tmp/loop.$1.out
-  ( $KT dns-loop "$2" 20 --until /tmp/stop.$1 > /tmp/loop.$1.out 2>&1; echo $? > /tmp/loop.$1.rc ) &
+  # (all output to files: a process left holding the console pipe would stall run)
+  ( $KT dns-loop "$2" 20 --until /tmp/stop.$1 > /tmp/loop.$1.out 2>&1; echo $? > /tmp/loop.$1.rc ) > /dev/null 2>&1 &
   until_true grep -q first /tmp/loop.$1.out
 }
 # end_loop NAME: stops the flow; fails unless every query was answered.
@@ -57,7 +64,7 @@ end_loop() {
 
 t_insmod_rmmod_with_sockets_open() {
   mkfifo /tmp/hold.in /tmp/hold.out
-  $KT hold 7001 < /tmp/hold.in > /tmp/hold.out &
+  $KT hold 7001 < /tmp/hold.in > /tmp/hold.out 2>/tmp/hold.err &
   hp=$!
   exec 6>/tmp/hold.in 7</tmp/hold.out
   read -r l <&7; [ "$l" = holding ]
@@ -66,7 +73,7 @@ t_insmod_rmmod_with_sockets_open() {
   $KT report
   # a UDP socket and a connection made while loaded, still open at rmmod
   mkfifo /tmp/hold2.in /tmp/hold2.out
-  $KT hold 7011 < /tmp/hold2.in > /tmp/hold2.out &
+  $KT hold 7011 < /tmp/hold2.in > /tmp/hold2.out 2>/tmp/hold2.err &
   hp2=$!
   exec 8>/tmp/hold2.in 9</tmp/hold2.out
   read -r l <&9; [ "$l" = holding ]
@@ -264,7 +271,8 @@ t_statistics_through_agent() {
 t_dmesg_clean() {
   rmmod l45
   dmesg > /tmp/dmesg
-  if grep -nE 'BUG|Oops|WARNING|lockdep|possible circular locking|inconsistent lock state|invalid context|INFO: task .* blocked|general protection|Call Trace' /tmp/dmesg; then
+  # Splat markers of BUG/oops/WARN, lockdep, might_sleep and RCU debugging.
+  if grep -nE 'BUG:|kernel BUG|Oops|WARNING:|possible circular locking|possible recursive locking|inconsistent lock state|bad unlock balance|held lock freed|lockdep is turned off|debug_locks_off|suspicious RCU usage|invalid context|INFO: task .* blocked|general protection|Call Trace' /tmp/dmesg; then
     echo "kernel log shows a problem"; cat /tmp/dmesg | tail -60; return 1
   fi
   grep 'l45' /tmp/dmesg
