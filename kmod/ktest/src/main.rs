@@ -132,12 +132,17 @@ fn register(args: &[String]) -> Result<()> {
 }
 
 fn hex(h: &str) -> Result<Vec<u8>> {
-    if h.len() % 2 != 0 {
+    if !h.len().is_multiple_of(2) {
         bail!("odd hex length");
     }
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).map_err(|_| anyhow!("bad hex")))
+    h.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| anyhow!("bad hex"))
+        })
         .collect()
 }
 
@@ -250,6 +255,44 @@ fn malformed() -> Result<()> {
     // sent without waiting; the next request must still work.
     {
         let _ = g.request_raw(fam, 1, &[cmd::REPORT], None).err();
+    }
+    // Duplicate id without NLM_F_REPLACE, and a full table.
+    let m = |id: u32| ModuleConfig {
+        id,
+        name: format!("m{id}"),
+        kind: "rate-limit".into(),
+        priority: 1,
+        activated: false,
+        deprecated: false,
+        attach: Attach::NewSockets,
+        matching: MatchRules::default(),
+        parameters: BTreeMap::new(),
+        key: None,
+    };
+    let before = c.report()?.len() as u32;
+    c.register(&m(9000), false)?;
+    match c.genl().request(cmd::REGISTER, 0, l45_tap_kernel::register_attrs(&m(9000))?.as_bytes()) {
+        Err(nl::NlError::Kernel { errno: libc::EEXIST, message }) => println!("ok   duplicate id: EEXIST ({message})"),
+        other => {
+            println!("FAIL duplicate id: {other:?}");
+            bad += 1;
+        }
+    }
+    c.register(&m(9000), true).context("replace an existing id")?;
+    let mut added = vec![9000];
+    for id in 9001..9000 + 64 - before {
+        c.register(&m(id), false)?;
+        added.push(id);
+    }
+    match c.genl().request(cmd::REGISTER, 0, l45_tap_kernel::register_attrs(&m(9999))?.as_bytes()) {
+        Err(nl::NlError::Kernel { errno: libc::ENOSPC, message }) => println!("ok   table full: ENOSPC ({message})"),
+        other => {
+            println!("FAIL table full: {other:?}");
+            bad += 1;
+        }
+    }
+    for id in added {
+        c.revoke(id)?;
     }
     let r = c.report().context("family answers after the malformed messages")?;
     println!("family still answers ({} modules)", r.len());

@@ -194,11 +194,12 @@ impl Client {
     }
 
     fn register_attrs(&self, id: u32, attrs: &Attrs, replace: bool) -> Result<(), TapError> {
+        self.register_nl(attrs, replace).map_err(|e| tap_error(id, e))
+    }
+
+    fn register_nl(&self, attrs: &Attrs, replace: bool) -> Result<(), NlError> {
         let flags = if replace { nl::NLM_F_REPLACE } else { 0 };
-        self.genl
-            .request(cmd::REGISTER, flags, attrs.as_bytes())
-            .map(drop)
-            .map_err(|e| tap_error(id, e))
+        self.genl.request(cmd::REGISTER, flags, attrs.as_bytes()).map(drop)
     }
 
     pub fn revoke(&self, id: u32) -> Result<(), TapError> {
@@ -377,12 +378,12 @@ impl KernelTap {
     fn run(&self, op: &Op) -> Result<(), TapError> {
         match op {
             Op::Register { id, attrs, replace } => {
-                match self.client.register_attrs(*id, attrs, *replace) {
+                match self.client.register_nl(attrs, *replace) {
                     // The kernel kept a module from an earlier agent run.
-                    Err(TapError::Refused { .. }) if !replace => {
+                    Err(e) if !replace && e.errno() == Some(libc::EEXIST) => {
                         self.client.register_attrs(*id, attrs, true)
                     }
-                    r => r,
+                    r => r.map_err(|e| tap_error(*id, e)),
                 }
             }
             Op::Revoke(id) => match self.client.revoke(*id) {
