@@ -20,7 +20,7 @@
 
 enum l45_cmd {
 	L45_CMD_UNSPEC,
-	L45_CMD_REGISTER,	/* new module; NLM_F_REPLACE updates one in place */
+	L45_CMD_REGISTER,	/* new module; with L45_A_REPLACE updates one in place */
 	L45_CMD_REVOKE,
 	L45_CMD_ACTIVATE,
 	L45_CMD_DEPRECATE,
@@ -46,6 +46,7 @@ enum l45_attr {
 	L45_A_CIPHERTEXT,	/* binary */
 	L45_A_SOCKET,		/* nested, L45_K_* */
 	L45_A_PAD,
+	L45_A_REPLACE,		/* flag: REGISTER updates an existing id in place */
 	__L45_A_MAX,
 };
 #define L45_A_MAX (__L45_A_MAX - 1)

@@ -574,7 +574,7 @@ pub unsafe extern "C" fn l45_rs_register(r: *const Reg, msg: *mut *const c_char)
     };
     if let Some(slot) = t.specs.iter().position(|s| s.as_ref().is_some_and(|s| s.id == r.id)) {
         if r.replace == 0 {
-            set_msg(msg, b"module id already registered (use NLM_F_REPLACE)\0");
+            set_msg(msg, b"module id already registered (set L45_A_REPLACE to update it)\0");
             return -EEXIST;
         }
         t.specs[slot] = Some(spec);

@@ -758,6 +758,7 @@ static const struct nla_policy l45_policy[L45_A_MAX + 1] = {
 	[L45_A_VALUE] = NLA_POLICY_MAX(NLA_U8, 1),
 	[L45_A_NONCE] = NLA_POLICY_EXACT_LEN(12),
 	[L45_A_CIPHERTEXT] = NLA_POLICY_EXACT_LEN(32),
+	[L45_A_REPLACE] = { .type = NLA_FLAG },
 };
 
 static int l45_prefix_from(struct l45_prefix *p, struct nlattr *addr, struct nlattr *prefix,
@@ -804,7 +805,9 @@ static int l45_nl_register(struct sk_buff *skb, struct genl_info *info)
 	r->kind = nla_get_u16(info->attrs[L45_A_KIND]);
 	r->priority = info->attrs[L45_A_PRIORITY] ? nla_get_u16(info->attrs[L45_A_PRIORITY]) : 0;
 	r->flags = info->attrs[L45_A_FLAGS] ? nla_get_u8(info->attrs[L45_A_FLAGS]) : L45_F_ACTIVATED;
-	r->replace = !!(info->nlhdr->nlmsg_flags & NLM_F_REPLACE);
+	/* (not NLM_F_REPLACE: strict generic netlink refuses that bit on a
+	 * doit, it doubles as NLM_F_ROOT) */
+	r->replace = nla_get_flag(info->attrs[L45_A_REPLACE]);
 	err = -EINVAL;
 	if (r->id == 0) {
 		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[L45_A_ID], "module id 0 is reserved");

@@ -260,6 +260,17 @@ t_statistics_through_agent() {
   done
   grep -q "<messages-sent>[1-9]" /tmp/mod.71
   grep -q "<messages-received>[1-9]" /tmp/mod.72
+  # updates through NETCONF: a new tag (a replace in the kernel; sockets
+  # keep the module) and a new priority (a priority request). With only the
+  # client's tag changed the server must drop the queries.
+  m71=$(field 71 messages_sent)
+  upd() { echo "<edit-config><target><running/></target><config><customizations xmlns=\"$NS\"><module><id>$1</id>$2<parameters><dns-tag><tag>$TAGB</tag></dns-tag></parameters></module></customizations></config></edit-config>"; }
+  $KT netconf 8830 /root/key "$(upd 71 '<priority>20</priority>')"
+  [ "$(field 71 priority)" = 20 ]
+  if digq 5357; then echo "server accepted a query with the new tag before its update"; return 1; fi
+  $KT netconf 8830 /root/key "$(upd 72 '')"
+  digq 5357
+  [ "$(field 71 messages_sent)" -gt "$m71" ]
   # and a delete through NETCONF revokes them in the kernel
   $KT netconf 8830 /root/key \
     "<edit-config><target><running/></target><config><customizations xmlns=\"$NS\" xmlns:nc=\"urn:ietf:params:xml:ns:netconf:base:1.0\"><module nc:operation=\"delete\"><id>71</id></module><module nc:operation=\"delete\"><id>72</id></module></customizations></config></edit-config>"

@@ -46,8 +46,8 @@ fn run(args: &[String]) -> Result<()> {
         "stats" => {
             let s = Client::open()?.report_one(num(args, 1, "id")?)?;
             println!(
-                "id={} sockets={} bytes_sent={} bytes_received={} messages_sent={} messages_received={} drops={} errors={} active={}",
-                s.id, s.sockets, s.bytes_sent, s.bytes_received, s.messages_sent, s.messages_received,
+                "id={} priority={} flags={} sockets={} bytes_sent={} bytes_received={} messages_sent={} messages_received={} drops={} errors={} active={}",
+                s.id, s.priority, s.flags, s.sockets, s.bytes_sent, s.bytes_received, s.messages_sent, s.messages_received,
                 s.drops, s.errors, s.active_ts_ns != 0
             );
             Ok(())
@@ -256,7 +256,7 @@ fn malformed() -> Result<()> {
     {
         let _ = g.request_raw(fam, 1, &[cmd::REPORT], None).err();
     }
-    // Duplicate id without NLM_F_REPLACE, and a full table.
+    // Duplicate id without REPLACE, and a full table.
     let m = |id: u32| ModuleConfig {
         id,
         name: format!("m{id}"),

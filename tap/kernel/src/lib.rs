@@ -198,8 +198,11 @@ impl Client {
     }
 
     fn register_nl(&self, attrs: &Attrs, replace: bool) -> Result<(), NlError> {
-        let flags = if replace { nl::NLM_F_REPLACE } else { 0 };
-        self.genl.request(cmd::REGISTER, flags, attrs.as_bytes()).map(drop)
+        let mut a = attrs.clone();
+        if replace {
+            a.put(attr::REPLACE, &[]);
+        }
+        self.genl.request(cmd::REGISTER, 0, a.as_bytes()).map(drop)
     }
 
     pub fn revoke(&self, id: u32) -> Result<(), TapError> {

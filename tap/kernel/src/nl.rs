@@ -34,6 +34,8 @@ pub mod attr {
     pub const NONCE: u16 = 10;
     pub const CIPHERTEXT: u16 = 11;
     pub const SOCKET: u16 = 12;
+    /// Flag: REGISTER updates an existing id in place.
+    pub const REPLACE: u16 = 14;
 }
 
 pub mod flag {
@@ -112,7 +114,6 @@ const NLM_F_REQUEST: u16 = 1;
 const NLM_F_MULTI: u16 = 2;
 const NLM_F_ACK: u16 = 4;
 pub const NLM_F_DUMP: u16 = 0x300;
-pub const NLM_F_REPLACE: u16 = 0x100;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const GENL_ID_CTRL: u16 = 0x10;
