@@ -643,6 +643,40 @@ mod tests {
     }
 
     #[test]
+    fn report_and_socket_messages_parse() {
+        use nl::{sock as k, stats as st};
+        let stats = Attrs::new()
+            .u32(st::SOCKETS, 2)
+            .bytes(st::BYTES_SENT, &7u64.to_ne_bytes())
+            .bytes(st::MESSAGES_RECEIVED, &3u64.to_ne_bytes());
+        let msg = Attrs::new().u32(attr::ID, 5).u16(attr::PRIORITY, 9).nested(attr::STATS, stats);
+        let s = parse_stats(msg.as_bytes()).unwrap();
+        assert_eq!((s.id, s.priority, s.sockets, s.bytes_sent, s.messages_received), (5, 9, 2, 7, 3));
+        assert_eq!(parse_stats(Attrs::new().u32(attr::ID, 5).as_bytes()), None);
+        let sock = Attrs::new()
+            .u8(k::PROTO, 17)
+            .bytes(k::LOCAL_ADDR, &[127, 0, 0, 1])
+            .u16(k::LOCAL_PORT, 53)
+            .u32(k::PID, 42)
+            .string(k::PROCESS, "dnsmasq")
+            .bytes(k::MODULES, &[3u32.to_ne_bytes(), 4u32.to_ne_bytes()].concat());
+        let i = parse_socket(sock.as_bytes());
+        assert_eq!(i.protocol, Protocol::Udp);
+        assert_eq!(i.source, Some("127.0.0.1:53".parse().unwrap()));
+        assert_eq!(i.destination, None);
+        assert_eq!((i.pid, i.process_name.as_str(), i.modules), (42, "dnsmasq", vec![3, 4]));
+    }
+
+    #[test]
+    fn kernel_errors_map_to_tap_errors() {
+        let k = |errno| NlError::Kernel { errno, message: "m".into() };
+        assert_eq!(tap_error(3, k(libc::ENOENT)), TapError::UnknownModule(3));
+        assert!(matches!(tap_error(3, k(libc::ENOSPC)), TapError::ResourceExhausted(_)));
+        assert!(matches!(tap_error(3, k(libc::EINVAL)), TapError::Refused { id: 3, .. }));
+        assert!(matches!(tap_error(3, NlError::Malformed("x")), TapError::Backend(_)));
+    }
+
+    #[test]
     fn attribute_parser_stops_at_garbage() {
         let bytes = [8u8, 0, 1, 0, 1, 2, 3, 4, 200, 0, 2, 0];
         let v: Vec<_> = nl::parse_attrs(&bytes).collect();
