@@ -38,6 +38,8 @@ SRC
 fi
 
 mkdir -p "$cache/tools"
+# Builds interrupted hours ago (killed runs) leave their temporary trees.
+find "$cache" -maxdepth 1 -name '.build-*' -mmin +240 -exec rm -rf {} + 2>/dev/null || true
 BINDGEN=$cache/tools/bin/bindgen
 if ! "$BINDGEN" --version 2>/dev/null | grep -q "$BINDGEN_VER"; then
   log "cargo install bindgen-cli@$BINDGEN_VER"
