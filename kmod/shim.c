@@ -426,7 +426,7 @@ static int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg
 			   int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
 {
 	bool peek = flags & MSG_PEEK;
-	size_t copied = 0, chunk = clamp_t(size_t, len, 1, 65536), growth, cap, out_len;
+	size_t copied = 0, chunk = clamp_t(size_t, len, 1, 65536), growth, cap, out_len, want;
 	struct l45_view v;
 	u8 *in = NULL, *out = NULL;
 	int n, verdict, ret = 0;
@@ -478,7 +478,14 @@ static int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg
 			ret = copied ? copied : -ENOMEM;
 			goto out;
 		}
-		n = l45_recv_kbuf(sk, msg, in, chunk, (flags & ~(MSG_PEEK | MSG_WAITALL)) | MSG_DONTWAIT,
+		/* Take from the kernel at most what the application still wants
+		 * minus what modules may release on top of their input (bytes
+		 * they held while recognising a signature): then nothing is left
+		 * over in our buffer, which poll() cannot see, unless the
+		 * application reads fewer bytes than that at a time. */
+		want = len - copied > growth ? len - copied - growth : 1;
+		want = min(want, chunk);
+		n = l45_recv_kbuf(sk, msg, in, want, (flags & ~(MSG_PEEK | MSG_WAITALL)) | MSG_DONTWAIT,
 				  addr_len, orig);
 		if (n == -EAGAIN && timeo)
 			continue;	/* another reader took it; wait again */
