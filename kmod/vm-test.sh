@@ -49,7 +49,7 @@ ssh-keygen -q -t ed25519 -N '' -f "$ir/root/key"
 log "booting the VM (TCG)"
 out=$work/console.log
 set +e
-timeout "${L45_VM_TIMEOUT:-900}" qemu-system-x86_64 -m 1024M -smp 2 -nographic -no-reboot -nic none \
+timeout "${L45_VM_TIMEOUT:-900}" qemu-system-x86_64 -m 1024M -smp ${L45_VM_SMP:-2,sockets=2,cores=1} -nographic -no-reboot -nic none \
   -kernel "$ktree/arch/x86/boot/bzImage" -initrd "$work/initramfs.cpio.gz" \
   -append "console=ttyS0 panic=-1 L45_BENCH=${L45_BENCH:-1}" < /dev/null > "$out" 2>&1
 qrc=$?
