@@ -225,6 +225,33 @@ t_revoke() {
   dnsmasq_off 5356
 }
 
+t_config_churn_under_traffic() {
+  # A customized stream keeps verifying while the configuration changes
+  # under it on both CPUs: a module joining (immediate) and leaving the
+  # live chains, priorities moving, registrations and revocations.
+  $KT reg 91 stream-tag --proto tcp --sport 7004 interval=64
+  $KT reg 92 stream-tag --proto tcp --dport 7004 interval=64
+  $KT tcp-serve 7004 60000000 1 > /tmp/s9.out 2>&1 &
+  sp=$!; until_true grep -q listening /tmp/s9.out
+  $KT tcp-get 7004 60000000 > /tmp/g9.out 2>&1 &
+  gp=$!
+  until_true grep -q started /tmp/g9.out
+  joined=0
+  for i in $(seq 1 40); do
+    $KT reg 93 rate-limit --proto tcp --immediate --prio $((i % 3 * 100)) delay=0
+    $KT prio 91 $((i % 7)); $KT prio 92 $((i % 5))
+    [ "$(field 93 sockets)" = 0 ] || joined=$((joined + 1))
+    $KT revoke 93
+  done
+  grc=0; wait $gp || grc=$?
+  wait $sp || true
+  cat /tmp/g9.out
+  [ $grc = 0 ]
+  echo "module 93 seen on live sockets in $joined of 40 rounds"
+  [ $joined -gt 0 ]   # the churn did overlap the transfer
+  $KT revoke 91; $KT revoke 92
+}
+
 t_security_challenge() {
   $KT reg 61 rate-limit --key $KEY
   $KT challenge 61 $KEY
@@ -326,6 +353,7 @@ run priority_rotation_live_flow t_priority_rotation_live_flow
 run immediate_attach t_immediate_attach
 run deprecate t_deprecate
 run revoke t_revoke
+run config_churn_under_traffic t_config_churn_under_traffic
 run security_challenge t_security_challenge
 run malformed_netlink t_malformed_netlink
 run statistics_through_agent t_statistics_through_agent
