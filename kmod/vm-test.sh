@@ -61,7 +61,7 @@ grep -vE '^RESULT|^BENCH' "$out.txt" | sed 's/^/  vm| /' >&2 || true
 passed=$(grep -c '^RESULT pass' "$out.txt" || true)
 failed=$(grep -c '^RESULT fail' "$out.txt" || true)
 grep '^RESULT' "$out.txt" >&2 || true
-expected=14
+expected=15
 if ! grep -q '^VM: done' "$out.txt"; then
   log "the VM did not finish (qemu status $qrc)"; failed=$((failed + 1))
 fi

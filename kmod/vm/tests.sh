@@ -252,6 +252,19 @@ t_config_churn_under_traffic() {
   $KT revoke 91; $KT revoke 92
 }
 
+t_rate_limit_delay() {
+  # every send waits `delay` (outside any lock: might_sleep checks are on)
+  dnsmasq_on 5358
+  $KT reg 95 rate-limit --proto udp --dport 5358 delay=200
+  out=$($KT dns-loop 5358 5 | tail -1); echo "$out"
+  us=${out##*us=}
+  [ "$us" -ge 1000000 ]    # 5 sends x 200 ms
+  $KT revoke 95
+  out=$($KT dns-loop 5358 5 | tail -1); echo "$out"
+  [ "${out##*us=}" -lt 1000000 ]
+  dnsmasq_off 5358
+}
+
 t_security_challenge() {
   $KT reg 61 rate-limit --key $KEY
   $KT challenge 61 $KEY
@@ -360,6 +373,7 @@ run immediate_attach t_immediate_attach
 run deprecate t_deprecate
 run revoke t_revoke
 run config_churn_under_traffic t_config_churn_under_traffic
+run rate_limit_delay t_rate_limit_delay
 run security_challenge t_security_challenge
 run malformed_netlink t_malformed_netlink
 run statistics_through_agent t_statistics_through_agent
