@@ -4,7 +4,7 @@
 //! server strips it. Middleboxes classify flows by it (see the generated
 //! Wireshark dissector).
 
-use crate::{Ctx, Recognition, RecvVerdict, Role, SendVerdict, SocketState, Tag, Transport};
+use super::{Ctx, Recognition, RecvVerdict, Role, SendVerdict, SocketState, Tag, Transport};
 
 pub const MAGIC: &[u8; 4] = b"XTAG";
 /// Magic, length byte, 15-byte name, ':', 64-byte label.
@@ -86,7 +86,7 @@ fn recv_stream(state: &mut SocketState, input: &[u8], out: &mut [u8]) -> RecvVer
             };
             if !ok {
                 state.recognition = Recognition::NotMine;
-                let held = crate::stream::release_held(state, out);
+                let held = super::stream::release_held(state, out);
                 let rest = &input[at..];
                 if held + rest.len() > out.len() {
                     return RecvVerdict::PassThrough;

@@ -1,7 +1,7 @@
 //! DNS modules on datagrams: front, middle and end tag, the clearance-code
 //! filter (a front tag the server insists on), and query compression.
 
-use crate::{concat, Ctx, RecvVerdict, Role, SendVerdict, Tag, TagPosition, Transport};
+use super::{concat, Ctx, RecvVerdict, Role, SendVerdict, Tag, TagPosition, Transport};
 
 /// Length of the DNS header (RFC 1035 4.1.1).
 pub const HEADER_LEN: usize = 12;

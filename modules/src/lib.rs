@@ -26,9 +26,9 @@ pub use security::{ChallengeError, CHALLENGE_LEN, NONCE_LEN, TAG_LEN};
 
 /// Wire-format constants, for inverse modules (dissectors) and tests.
 pub mod wire {
-    pub use crate::appid::{MAGIC as APP_ID_MAGIC, MAX_PREFIX as APP_ID_MAX_PREFIX};
-    pub use crate::dns::{COMPRESSED_MARKER, HEADER_LEN as DNS_HEADER_LEN};
-    pub use crate::security::CLEARANCE_LEN;
+    pub use super::appid::{MAGIC as APP_ID_MAGIC, MAX_PREFIX as APP_ID_MAX_PREFIX};
+    pub use super::dns::{COMPRESSED_MARKER, HEADER_LEN as DNS_HEADER_LEN};
+    pub use super::security::CLEARANCE_LEN;
 }
 
 /// Which end of the conversation the socket is. Clients initiate (TCP

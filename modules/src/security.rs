@@ -6,8 +6,13 @@
 //! `AES-256-GCM(key, nonce', challenge ‖ id)`, again binding the id in the
 //! associated data. The prototype's CBC with reused IV state is not repeated.
 //! Both directions live here so the NCO and the taps share one definition.
+//! The AES-GCM code is behind the default-on `security` feature: the kernel
+//! tap builds these sources without it and answers with the kernel crypto
+//! API (same wire format).
 
+#[cfg(feature = "security")]
 use aes_gcm::aead::AeadInOut;
+#[cfg(feature = "security")]
 use aes_gcm::{Aes256Gcm, KeyInit};
 
 pub const KEY_LEN: usize = 32;
@@ -22,7 +27,9 @@ pub const CHALLENGE_CT_LEN: usize = CHALLENGE_LEN + TAG_LEN;
 /// Module → NCO ciphertext: challenge + id + GCM tag.
 pub const RESPONSE_CT_LEN: usize = CHALLENGE_LEN + 4 + TAG_LEN;
 
+#[cfg(feature = "security")]
 const AAD_CHALLENGE: &[u8; 13] = b"l45-challenge";
+#[cfg(feature = "security")]
 const AAD_RESPONSE: &[u8; 12] = b"l45-response";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +50,12 @@ impl core::fmt::Display for ChallengeError {
     }
 }
 
+#[cfg(feature = "security")]
 fn cipher(key: &[u8]) -> Result<Aes256Gcm, ChallengeError> {
     Aes256Gcm::new_from_slice(key).map_err(|_| ChallengeError::BadKey)
 }
 
+#[cfg(feature = "security")]
 fn aad<const N: usize>(label: &[u8; N], id: u32) -> [u8; 17] {
     let mut a = [0u8; 17];
     a[..N].copy_from_slice(label);
@@ -54,10 +63,12 @@ fn aad<const N: usize>(label: &[u8; N], id: u32) -> [u8; 17] {
     a
 }
 
+#[cfg(feature = "security")]
 fn aad_len<const N: usize>(_: &[u8; N]) -> usize {
     N + 4
 }
 
+#[cfg(feature = "security")]
 fn seal(
     key: &[u8],
     nonce: &[u8; NONCE_LEN],
@@ -73,6 +84,7 @@ fn seal(
     Ok(out)
 }
 
+#[cfg(feature = "security")]
 fn open(key: &[u8], nonce: &[u8], aad: &[u8], ct: &[u8], buf: &mut [u8]) -> Result<(), ChallengeError> {
     let c = cipher(key)?;
     let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| ChallengeError::BadLength)?;
@@ -87,6 +99,7 @@ fn open(key: &[u8], nonce: &[u8], aad: &[u8], ct: &[u8], buf: &mut [u8]) -> Resu
         .map_err(|_| ChallengeError::NotAuthentic)
 }
 
+#[cfg(feature = "security")]
 /// NCO side: the ciphertext for `challenge` sent to module `id`.
 pub fn make_challenge(
     key: &[u8],
@@ -102,6 +115,7 @@ pub fn make_challenge(
     Ok(out)
 }
 
+#[cfg(feature = "security")]
 /// Module side (`sec_respond`): answers a challenge with a fresh nonce the
 /// tap supplies.
 pub fn respond(
@@ -123,6 +137,7 @@ pub fn respond(
     Ok(out)
 }
 
+#[cfg(feature = "security")]
 /// NCO side: checks a module's answer to `challenge`.
 pub fn verify_response(
     key: &[u8],
@@ -140,7 +155,7 @@ pub fn verify_response(
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "security"))]
 mod tests {
     use super::*;
 

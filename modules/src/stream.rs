@@ -3,7 +3,7 @@
 //! boundaries. State lives in [`SocketState`], so tags split across reads and
 //! sends are handled.
 
-use crate::{Ctx, Recognition, RecvVerdict, Role, SendVerdict, SocketState, Tag, Transport};
+use super::{Ctx, Recognition, RecvVerdict, Role, SendVerdict, SocketState, Tag, Transport};
 
 pub fn send(
     interval: u32,

@@ -10,6 +10,7 @@ use clap::Parser;
 use l45_agent::agent::{Agent, AgentOptions};
 use l45_agent::ssh::{self, AuthConfig, SshServer};
 use l45_tap_control::{RecordingTap, TapControl};
+use l45_tap_kernel::KernelTap;
 use l45_tap_userspace::UserspaceTap;
 use russh::server::Server as _;
 
@@ -55,10 +56,11 @@ struct Args {
     #[arg(long, default_value_t = 30)]
     hello_timeout: u64,
     /// Tap backend. `userspace` drives the preload library
-    /// (libl45tap.so) through the shared-memory file --tap-shm; `recording`
+    /// (libl45tap.so) through the shared-memory file --tap-shm; `kernel`
+    /// drives the l45 kernel module (kmod/) over generic netlink; `recording`
     /// keeps modules in memory with no data path (tests, benchmarks, dry
     /// runs).
-    #[arg(long, default_value = "recording", value_parser = ["recording", "userspace"])]
+    #[arg(long, default_value = "recording", value_parser = ["recording", "userspace", "kernel"])]
     tap: String,
     /// Control file of the user-space tap; tapped processes find it through
     /// the L45_TAP_SHM environment variable (same default).
@@ -165,6 +167,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let tap = UserspaceTap::new(&args.tap_shm)
                     .with_context(|| format!("user-space tap at {}", args.tap_shm.display()))?;
                 tracing::info!(path = tap.path(), "user-space tap control area ready");
+                Arc::new(tap)
+            }
+            "kernel" => {
+                let tap = KernelTap::new().context("kernel tap (is the l45 module loaded?)")?;
+                tracing::info!("kernel tap: generic netlink family l45");
                 Arc::new(tap)
             }
             _ => Arc::new(RecordingTap::new(args.tap_capacity, false)),

@@ -1,0 +1,385 @@
+#!/bin/sh
+# Kernel-tap tests, run inside the VM by /init. Prints one "RESULT pass|fail
+# NAME" line per test; vm-test.sh counts them. Benchmarks print "BENCH" lines.
+KT=/bin/l45-ktest
+NS=urn:layer45:params:xml:ns:yang:layer45-customization
+TAGA=AAAAAAAA
+TAGB=BBBBBBBB
+KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
+
+pass() { echo "RESULT pass $1"; }
+fail() { echo "RESULT fail $1"; }
+# run NAME FUNCTION: the function's output is shown only when it fails.
+# (Not inside an `if`: that would switch `set -e` off in the subshell.)
+# The test's output (with set -x) goes to the console prefixed with "  | ".
+run() {
+  echo "== $1"
+  { ( set -ex; $2 ); echo $? > /tmp/rc.$1; } 2>&1 | sed 's/^/  | /'
+  if [ "$(cat /tmp/rc.$1)" = 0 ]; then pass "$1"; else fail "$1"; fi
+}
+# field ID NAME: a statistic of module ID from the kernel.
+field() { $KT stats "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+# until_true CMD...: polls a condition that has no event (counters), 10 s.
+until_true() {
+  case $- in *x*) tr=1 ;; *) tr=0 ;; esac
+  { set +x; } 2>/dev/null
+  i=0
+  while ! "$@" >/dev/null 2>&1; do
+    i=$((i+1)); [ $i -lt 500 ] || { echo "timed out: $*"; [ $tr = 0 ] || set -x; return 1; }
+    usleep 20000
+  done
+  [ $tr = 0 ] || set -x
+}
+gt() { [ "$(field "$1" "$2")" -gt "$3" ]; }
+dnsmasq_on() {
+  dnsmasq -k --port="$1" --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
+    --address=/example.test/1.2.3.4 --user=root --pid-file=/tmp/dnsmasq.$1.pid --conf-file=/dev/null \
+    > /tmp/dnsmasq.$1.log 2>&1 &
+  echo $! > /tmp/dnsmasq.$1.bg
+  # Ready once it answers (an event: the first answer).
+  until_true sh -c "dig @127.0.0.1 -p $1 example.test +short +tries=1 +time=1 | grep -q 1.2.3.4"
+}
+dnsmasq_off() {
+  p=$(cat /tmp/dnsmasq.$1.bg)
+  kill "$p" 2>/dev/null || true
+  # (it may be another test's child: wait for it through /proc)
+  until_true sh -c "! [ -d /proc/$p ] || grep -q '^State:.*Z' /proc/$p/status"
+}
+digq() { dig @127.0.0.1 -p "$1" example.test +short +tries=1 +time=2 | grep -qx 1.2.3.4; }
+# bg_loop NAME PORT: a live DNS flow (one socket) until /tmp/stop.NAME; waits
+# for its first answer. It may outlive the test that started it.
+bg_loop() {
+  rm -f /tmp/stop.$1 /tmp/loop.$1.rc /tmp/loop.$1.out
+  # (all output to files: a process left holding the console pipe would stall run)
+  ( $KT dns-loop "$2" 20 --until /tmp/stop.$1 > /tmp/loop.$1.out 2>&1; echo $? > /tmp/loop.$1.rc ) > /dev/null 2>&1 &
+  until_true grep -q first /tmp/loop.$1.out
+}
+# end_loop NAME: stops the flow; fails unless every query was answered.
+end_loop() {
+  touch /tmp/stop.$1
+  until_true test -s /tmp/loop.$1.rc
+  cat /tmp/loop.$1.out
+  [ "$(cat /tmp/loop.$1.rc)" = 0 ]
+}
+
+t_insmod_rmmod_with_sockets_open() {
+  mkfifo /tmp/hold.in /tmp/hold.out
+  $KT hold 7001 < /tmp/hold.in > /tmp/hold.out 2>/tmp/hold.err &
+  hp=$!
+  exec 6>/tmp/hold.in 7</tmp/hold.out
+  read -r l <&7; [ "$l" = holding ]
+  insmod /l45.ko
+  [ -d /sys/module/l45 ]
+  $KT report
+  # a UDP socket and a connection made while loaded, still open at rmmod
+  mkfifo /tmp/hold2.in /tmp/hold2.out
+  $KT hold 7011 < /tmp/hold2.in > /tmp/hold2.out 2>/tmp/hold2.err &
+  hp2=$!
+  exec 8>/tmp/hold2.in 9</tmp/hold2.out
+  read -r l <&9; [ "$l" = holding ]
+  $KT sockets > /tmp/socks; cat /tmp/socks
+  [ "$(grep -c Tcp /tmp/socks)" -ge 2 ]
+  rmmod l45
+  [ ! -d /sys/module/l45 ]
+  echo go >&6; exec 6>&-; wait $hp
+  echo go >&8; exec 8>&-; wait $hp2
+  # what the holders printed after the unload (fifos: read the open ends)
+  cat <&7 > /tmp/hold.rest; cat <&9 >> /tmp/hold.rest; exec 7<&- 9<&-
+  cat /tmp/hold.rest
+  [ "$(grep -c 'held sockets ok' /tmp/hold.rest)" = 2 ]
+  insmod /l45.ko
+}
+
+t_rmmod_while_traffic_flows() {
+  # rate-limit with delay 0: every byte goes through the tap's data path
+  # (copied out, run through the chain, sent from kernel buffers) unchanged,
+  # so the transfer must verify even across the unload.
+  $KT reg 1 rate-limit --proto tcp --sport 7002 delay=0
+  $KT reg 2 rate-limit --proto tcp --dport 7002 delay=0
+  $KT tcp-serve 7002 200000000 1 > /tmp/serve.out 2>&1 &
+  sp=$!
+  until_true grep -q listening /tmp/serve.out
+  $KT tcp-get 7002 200000000 > /tmp/get.out 2>&1 &
+  gp=$!
+  until_true grep -q started /tmp/get.out
+  [ "$(field 1 sockets)" = 1 ] && [ "$(field 2 sockets)" = 1 ]
+  timeout 30 rmmod l45
+  [ ! -d /sys/module/l45 ]
+  grc=0; wait $gp || grc=$?
+  wait $sp || true
+  cat /tmp/get.out
+  [ $grc = 0 ]
+  insmod /l45.ko
+}
+
+t_udp_dns_front_tag() {
+  dnsmasq_on 5353
+  $KT reg 11 dns-front-tag --proto udp --dport 5353 tag=$TAGA
+  $KT reg 12 dns-front-tag --proto udp --sport 5353 --immediate tag=$TAGA
+  digq 5353
+  gt 11 messages_sent 0
+  gt 12 messages_received 0
+  # Without the client module the server drops the (untagged) query.
+  $KT revoke 11
+  if digq 5353; then echo "untagged query was answered"; return 1; fi
+  gt 12 drops 0
+  $KT revoke 12
+  digq 5353
+  dnsmasq_off 5353
+}
+
+t_udp_dns_compression() {
+  dnsmasq_on 5354
+  $KT reg 21 dns-compression --proto udp --dport 5354
+  $KT reg 22 dns-compression --proto udp --sport 5354 --immediate
+  digq 5354
+  for i in 1 2 3 4 5; do digq 5354; done
+  gt 21 messages_sent 5
+  gt 22 messages_received 5
+  # compressed queries are shorter than the originals
+  [ "$(field 21 bytes_sent)" -lt "$(( $(field 21 messages_sent) * 30 ))" ]
+  $KT revoke 21; $KT revoke 22
+  dnsmasq_off 5354
+}
+
+t_tcp_stream_tag_checksum() {
+  $KT reg 31 stream-tag --proto tcp --sport 7003 interval=100
+  $KT reg 32 stream-tag --proto tcp --dport 7003 interval=100
+  $KT tcp-serve 7003 1000000 1 > /tmp/s3.out 2>&1 &
+  sp=$!; until_true grep -q listening /tmp/s3.out
+  $KT tcp-get 7003 1000000
+  wait $sp
+  # tags were added on the wire (32 bytes per 100) and stripped
+  [ "$(field 31 bytes_sent)" -gt 1300000 ]
+  gt 32 messages_received 0
+  # control: without the client module the tags reach the application
+  $KT activate 32 0
+  $KT tcp-serve 7003 100000 1 > /tmp/s3.out 2>&1 &
+  sp=$!; until_true grep -q listening /tmp/s3.out
+  if $KT tcp-get 7003 100000; then echo "tags were not on the wire"; return 1; fi
+  wait $sp
+  $KT revoke 31; $KT revoke 32
+}
+
+t_priority_rotation_live_flow() {
+  dnsmasq_on 5355
+  $KT reg 41 dns-front-tag --proto udp --dport 5355 --prio 10 tag=$TAGA
+  $KT reg 42 dns-front-tag --proto udp --sport 5355 --prio 10 --immediate tag=$TAGA
+  bg_loop rot 5355
+  until_true gt 42 messages_received 5
+  # M2 at lower precedence, attached at once to the live sockets
+  $KT reg 43 dns-front-tag --proto udp --dport 5355 --prio 20 --immediate tag=$TAGB
+  $KT reg 44 dns-front-tag --proto udp --sport 5355 --prio 20 --immediate tag=$TAGB
+  until_true gt 44 sockets 0
+  m=$(field 42 messages_received); until_true gt 42 messages_received $((m + 5))
+  # raise M2 on the receiver first, then on the sender
+  $KT prio 44 5
+  m=$(field 42 messages_received); until_true gt 42 messages_received $((m + 5))
+  $KT prio 43 5
+  until_true gt 44 messages_received 5
+  $KT revoke 41; $KT revoke 42
+  m=$(field 44 messages_received); until_true gt 44 messages_received $((m + 5))
+  end_loop rot
+  $KT revoke 43; $KT revoke 44
+  dnsmasq_off 5355
+}
+
+t_immediate_attach() {
+  dnsmasq_on 5356
+  bg_loop imm 5356
+  # not immediate: the live socket does not get it
+  $KT reg 53 rate-limit --proto udp --dport 5356 delay=0
+  # immediate: the live sockets get them at their next call
+  $KT reg 52 dns-compression --proto udp --sport 5356 --immediate
+  $KT reg 51 dns-compression --proto udp --dport 5356 --immediate
+  until_true gt 51 messages_sent 5
+  until_true gt 52 messages_received 5
+  [ "$(field 53 sockets)" = 0 ]
+  [ "$(field 51 sockets)" = 1 ]
+  echo keep > /tmp/imm.keep
+}
+
+t_deprecate() {
+  # (continues the live flow of t_immediate_attach)
+  [ -e /tmp/imm.keep ]
+  $KT deprecate 51 1
+  m=$(field 51 messages_sent); until_true gt 51 messages_sent $((m + 5))
+  # a new socket does not get the deprecated module
+  bg_loop dep 5356
+  [ "$(field 51 sockets)" = 1 ]
+  $KT sockets
+  end_loop dep
+  [ "$(field 51 sockets)" = 1 ]
+}
+
+t_revoke() {
+  [ -e /tmp/imm.keep ]
+  # sender first, then receiver: the flow never breaks
+  $KT revoke 51
+  if $KT stats 51; then echo "revoked module still reported"; return 1; fi
+  $KT revoke 52
+  $KT revoke 53
+  $KT sockets > /tmp/socks; cat /tmp/socks
+  if grep -q 'modules=\[5' /tmp/socks; then echo "a socket still has a revoked module"; return 1; fi
+  end_loop imm
+  dnsmasq_off 5356
+}
+
+t_config_churn_under_traffic() {
+  # A customized stream keeps verifying while the configuration changes
+  # under it on both CPUs: a module joining (immediate) and leaving the
+  # live chains, priorities moving, registrations and revocations.
+  $KT reg 91 stream-tag --proto tcp --sport 7004 interval=64
+  $KT reg 92 stream-tag --proto tcp --dport 7004 interval=64
+  $KT tcp-serve 7004 60000000 1 > /tmp/s9.out 2>&1 &
+  sp=$!; until_true grep -q listening /tmp/s9.out
+  $KT tcp-get 7004 60000000 > /tmp/g9.out 2>&1 &
+  gp=$!
+  until_true grep -q started /tmp/g9.out
+  joined=0
+  for i in $(seq 1 40); do
+    $KT reg 93 rate-limit --proto tcp --immediate --prio $((i % 3 * 100)) delay=0
+    $KT prio 91 $((i % 7)); $KT prio 92 $((i % 5))
+    [ "$(field 93 sockets)" = 0 ] || joined=$((joined + 1))
+    $KT revoke 93
+  done
+  grc=0; wait $gp || grc=$?
+  wait $sp || true
+  cat /tmp/g9.out
+  [ $grc = 0 ]
+  echo "module 93 seen on live sockets in $joined of 40 rounds"
+  [ $joined -gt 0 ]   # the churn did overlap the transfer
+  $KT revoke 91; $KT revoke 92
+}
+
+t_rate_limit_delay() {
+  # every send waits `delay` (outside any lock: might_sleep checks are on)
+  dnsmasq_on 5358
+  $KT reg 95 rate-limit --proto udp --dport 5358 delay=200
+  out=$($KT dns-loop 5358 5 | tail -1); echo "$out"
+  us=${out##*us=}
+  [ "$us" -ge 1000000 ]    # 5 sends x 200 ms
+  $KT revoke 95
+  out=$($KT dns-loop 5358 5 | tail -1); echo "$out"
+  [ "${out##*us=}" -lt 1000000 ]
+  dnsmasq_off 5358
+}
+
+t_security_challenge() {
+  $KT reg 61 rate-limit --key $KEY
+  $KT challenge 61 $KEY
+  if $KT challenge 61 ff$(echo $KEY | cut -c3-); then echo "wrong key accepted"; return 1; fi
+  $KT reg 62 rate-limit
+  if $KT challenge 62 $KEY; then echo "module without key answered"; return 1; fi
+  $KT revoke 61; $KT revoke 62
+}
+
+t_malformed_netlink() {
+  $KT malformed
+}
+
+t_statistics_through_agent() {
+  dnsmasq_on 5357
+  mkfifo /tmp/agent.out
+  l45-agent --listen 127.0.0.1:8830 --state-dir /tmp/agent --authorized-keys admin:/root/key.pub \
+    --tap kernel < /dev/null > /tmp/agent.out 2>/tmp/agent.log &
+  ap=$!
+  exec 4</tmp/agent.out; read -r l <&4; echo "$l"
+  echo "$l" | grep -q "tap kernel"
+  m() { echo "<module><id>$1</id><name>m$1</name><kind>l45:dns-front-tag</kind><priority>10</priority><attach>immediate</attach><match><protocol>udp</protocol><$2>5357</$2></match><parameters><dns-tag><tag>$TAGA</tag></dns-tag></parameters></module>"; }
+  $KT netconf 8830 /root/key \
+    "<edit-config><target><running/></target><config><customizations xmlns=\"$NS\" xmlns:l45=\"$NS\">$(m 71 destination-port)$(m 72 source-port)</customizations></config></edit-config>"
+  # the agent put them into the kernel
+  $KT stats 71; $KT stats 72
+  digq 5357; digq 5357
+  $KT netconf 8830 /root/key "<get><filter type=\"subtree\"><customizations xmlns=\"$NS\"/></filter></get>" > /tmp/get.xml
+  cat /tmp/get.xml | head -c 3000; echo
+  for id in 71 72; do
+    sed "s#.*<module><id>$id</id>##; s#</module>.*##" /tmp/get.xml > /tmp/mod.$id
+    cat /tmp/mod.$id; echo
+  done
+  grep -q "<messages-sent>[1-9]" /tmp/mod.71
+  grep -q "<messages-received>[1-9]" /tmp/mod.72
+  # updates through NETCONF: a new tag (a replace in the kernel; sockets
+  # keep the module) and a new priority (a priority request). With only the
+  # client's tag changed the server must drop the queries.
+  m71=$(field 71 messages_sent)
+  upd() { echo "<edit-config><target><running/></target><config><customizations xmlns=\"$NS\"><module><id>$1</id>$2<parameters><dns-tag><tag>$TAGB</tag></dns-tag></parameters></module></customizations></config></edit-config>"; }
+  $KT netconf 8830 /root/key "$(upd 71 '<priority>20</priority>')"
+  [ "$(field 71 priority)" = 20 ]
+  if digq 5357; then echo "server accepted a query with the new tag before its update"; return 1; fi
+  $KT netconf 8830 /root/key "$(upd 72 '')"
+  digq 5357
+  [ "$(field 71 messages_sent)" -gt "$m71" ]
+  # and a delete through NETCONF revokes them in the kernel
+  $KT netconf 8830 /root/key \
+    "<edit-config><target><running/></target><config><customizations xmlns=\"$NS\" xmlns:nc=\"urn:ietf:params:xml:ns:netconf:base:1.0\"><module nc:operation=\"delete\"><id>71</id></module><module nc:operation=\"delete\"><id>72</id></module></customizations></config></edit-config>"
+  if $KT stats 71; then echo "deleted module still in the kernel"; return 1; fi
+  kill $ap; wait $ap || true; exec 4<&-
+  dnsmasq_off 5357
+}
+
+t_dmesg_clean() {
+  rmmod l45
+  dmesg > /tmp/dmesg
+  # Splat markers of BUG/oops/WARN, lockdep, might_sleep and RCU debugging.
+  if grep -nE 'BUG:|kernel BUG|Oops|WARNING:|possible circular locking|possible recursive locking|inconsistent lock state|bad unlock balance|held lock freed|lockdep is turned off|debug_locks_off|suspicious RCU usage|invalid context|INFO: task .* blocked|general protection|Call Trace' /tmp/dmesg; then
+    echo "kernel log shows a problem"; cat /tmp/dmesg | tail -60; return 1
+  fi
+  grep 'l45' /tmp/dmesg
+}
+
+# ---- benchmarks (ratios are computed on the host) ----
+bench() {
+  dnsmasq_on 5360 >/dev/null 2>&1
+  # Rounds over all four configurations (not all repetitions of one
+  # configuration in a row), so that a slow spell of the host hits them alike.
+  for rep in 1 2 3; do
+    for cfg in unloaded loaded tapped tagged; do
+      case $cfg in
+        unloaded) rmmod l45 2>/dev/null || true ;;
+        loaded) insmod /l45.ko ;;
+        tapped)
+          $KT reg 81 rate-limit --proto udp --dport 5360 delay=0
+          $KT reg 82 rate-limit --proto udp --sport 5360 --immediate delay=0
+          $KT reg 83 rate-limit --proto tcp --dport 7060 delay=0
+          $KT reg 84 rate-limit --proto tcp --sport 7060 delay=0 ;;
+        tagged)
+          for i in 81 82 83 84; do $KT revoke $i; done
+          $KT reg 85 dns-front-tag --proto udp --dport 5360
+          $KT reg 86 dns-front-tag --proto udp --sport 5360 --immediate
+          $KT reg 87 stream-tag --proto tcp --dport 7060
+          $KT reg 88 stream-tag --proto tcp --sport 7060 ;;
+      esac
+      r=$($KT dns-loop 5360 1000 | tail -1); echo "BENCH dns $cfg $r"
+      $KT tcp-serve 7060 30000000 1 > /tmp/sb.out 2>&1 & sp=$!
+      until_true grep -q listening /tmp/sb.out
+      r=$($KT tcp-get 7060 30000000 | tail -1); wait $sp; echo "BENCH tcp $cfg $r"
+    done
+  done
+  dnsmasq_off 5360
+}
+
+echo "== tests"
+run insmod_rmmod_with_sockets_open t_insmod_rmmod_with_sockets_open
+[ -d /sys/module/l45 ] || insmod /l45.ko
+run rmmod_while_traffic_flows t_rmmod_while_traffic_flows
+[ -d /sys/module/l45 ] || insmod /l45.ko
+run udp_dns_front_tag t_udp_dns_front_tag
+run udp_dns_compression t_udp_dns_compression
+run tcp_stream_tag_checksum t_tcp_stream_tag_checksum
+run priority_rotation_live_flow t_priority_rotation_live_flow
+run immediate_attach t_immediate_attach
+run deprecate t_deprecate
+run revoke t_revoke
+run config_churn_under_traffic t_config_churn_under_traffic
+run rate_limit_delay t_rate_limit_delay
+run security_challenge t_security_challenge
+run malformed_netlink t_malformed_netlink
+run statistics_through_agent t_statistics_through_agent
+if [ "${L45_BENCH:-1}" = 1 ]; then
+  [ -d /sys/module/l45 ] || insmod /l45.ko
+  echo "== benchmark"; bench
+fi
+[ -d /sys/module/l45 ] || insmod /l45.ko
+run dmesg_clean t_dmesg_clean
