@@ -1348,17 +1348,28 @@ fn batch_marks_are_all_or_nothing() {
     let mut cib = cib_with_devices(&["a", "b", "c"]);
     let mut ids = Vec::new();
     for d in ["a", "b", "c"] {
-        let m = cib.construct_module(&NewModule::new(d, "tag", "dns-front-tag")).unwrap();
-        ids.push(cib.request(d, m.module_id, Action::Deploy, Some(t(0))).unwrap().id);
+        let m = cib
+            .construct_module(&NewModule::new(d, "tag", "dns-front-tag"))
+            .unwrap();
+        ids.push(
+            cib.request(d, m.module_id, Action::Deploy, Some(t(0)))
+                .unwrap()
+                .id,
+        );
     }
     // One already sent: the batch is refused as a whole, nothing changes.
     cib.mark_sent(ids[1], t(1)).unwrap();
     let before = snapshot(&cib);
-    assert!(matches!(cib.mark_sent_many(&ids, t(2)), Err(CibError::InvalidState { .. })));
+    assert!(matches!(
+        cib.mark_sent_many(&ids, t(2)),
+        Err(CibError::InvalidState { .. })
+    ));
     assert_eq!(snapshot(&cib), before);
     let rest = [ids[0], ids[2]];
     let sent = cib.mark_sent_many(&rest, t(2)).unwrap();
-    assert!(sent.iter().all(|r| r.state == RequestState::Sent && r.attempts == 1));
+    assert!(sent
+        .iter()
+        .all(|r| r.state == RequestState::Sent && r.attempts == 1));
     let done = cib.mark_confirmed_many(&ids, t(3)).unwrap();
     assert!(done.iter().all(|r| r.state == RequestState::Confirmed));
     for d in ["a", "b", "c"] {

@@ -24,7 +24,11 @@ pub fn send(
     if ctx.transport == Transport::Stream && state.prefix_sent {
         return SendVerdict::PassThrough;
     }
-    let name = if use_thread_name { ctx.thread_name } else { ctx.process_name };
+    let name = if use_thread_name {
+        ctx.thread_name
+    } else {
+        ctx.process_name
+    };
     let name = &name[..name.len().min(15)];
     let body = name.len() + 1 + label.len();
     let total = 5 + body + input.len();
@@ -141,11 +145,20 @@ mod tests {
         assert_eq!(&out[..n], b"XTAG\x07dig:labquery");
         let mut back = [0u8; 128];
         let s = ctx(Role::Server, Transport::Datagram);
-        assert_eq!(m.recv(&mut st, &s, &out[..n], &mut back), RecvVerdict::Customized(5));
+        assert_eq!(
+            m.recv(&mut st, &s, &out[..n], &mut back),
+            RecvVerdict::Customized(5)
+        );
         assert_eq!(&back[..5], b"query");
-        assert_eq!(m.recv(&mut st, &s, b"query", &mut back), RecvVerdict::NotMine);
+        assert_eq!(
+            m.recv(&mut st, &s, b"query", &mut back),
+            RecvVerdict::NotMine
+        );
         // A prefix announcing more bytes than the message has is not ours.
-        assert_eq!(m.recv(&mut st, &s, b"XTAG\x50dig", &mut back), RecvVerdict::NotMine);
+        assert_eq!(
+            m.recv(&mut st, &s, b"XTAG\x50dig", &mut back),
+            RecvVerdict::NotMine
+        );
 
         let m = Instance::new(4, Kind::AppIdTag, [("use-thread-name", "true")]).unwrap();
         let SendVerdict::Customized(n) = m.send(&mut st, &c, b"q", &mut out) else {
@@ -164,7 +177,10 @@ mod tests {
         let SendVerdict::Customized(n) = m.send(&mut tx, &c, b"GET /", &mut wire) else {
             panic!()
         };
-        assert_eq!(m.send(&mut tx, &c, b" HTTP/1.1", &mut [0u8; 64]), SendVerdict::PassThrough);
+        assert_eq!(
+            m.send(&mut tx, &c, b" HTTP/1.1", &mut [0u8; 64]),
+            SendVerdict::PassThrough
+        );
         let mut rx = SocketState::default();
         let mut got = [0u8; 64];
         let mut got_len = 0;
@@ -183,12 +199,21 @@ mod tests {
             }
         }
         assert_eq!(&got[..got_len], b"GET /");
-        assert_eq!(m.recv(&mut rx, &s, b" HTTP/1.1", &mut [0u8; 64]), RecvVerdict::PassThrough);
+        assert_eq!(
+            m.recv(&mut rx, &s, b" HTTP/1.1", &mut [0u8; 64]),
+            RecvVerdict::PassThrough
+        );
         // An untagged stream: held bytes come back.
         let mut rx = SocketState::default();
         let mut out = [0u8; 80];
-        assert_eq!(m.recv(&mut rx, &s, b"XT", &mut out), RecvVerdict::Customized(0));
-        assert_eq!(m.recv(&mut rx, &s, b"Y", &mut out), RecvVerdict::Customized(3));
+        assert_eq!(
+            m.recv(&mut rx, &s, b"XT", &mut out),
+            RecvVerdict::Customized(0)
+        );
+        assert_eq!(
+            m.recv(&mut rx, &s, b"Y", &mut out),
+            RecvVerdict::Customized(3)
+        );
         assert_eq!(&out[..3], b"XTY");
         // "XTAGT…" (the stream tag's default tag) announces 84 bytes: more
         // than any app-id prefix, so it is not one.

@@ -113,7 +113,11 @@ pub fn compress_send(ctx: &Ctx<'_>, input: &[u8], out: &mut [u8]) -> SendVerdict
     }
     match concat(
         out,
-        &[&input[..2], &[COMPRESSED_MARKER], &input[HEADER_LEN..question_end]],
+        &[
+            &input[..2],
+            &[COMPRESSED_MARKER],
+            &input[HEADER_LEN..question_end],
+        ],
     ) {
         Some(n) => SendVerdict::Customized(n),
         None => SendVerdict::NotMine,
@@ -179,7 +183,12 @@ mod tests {
             assert_eq!(v, SendVerdict::Customized(QUERY.len() + 8), "{kind:?}");
             assert_eq!(&wire[tag_at..tag_at + 8], b"XTAGXdig", "{kind:?}");
             let mut back = [0u8; 256];
-            let v = m.recv(&mut st, &ctx(Role::Server), &wire[..QUERY.len() + 8], &mut back);
+            let v = m.recv(
+                &mut st,
+                &ctx(Role::Server),
+                &wire[..QUERY.len() + 8],
+                &mut back,
+            );
             assert_eq!(v, RecvVerdict::Customized(QUERY.len()), "{kind:?}");
             assert_eq!(&back[..QUERY.len()], QUERY, "{kind:?}");
             // An untagged query is not this module's.
@@ -224,8 +233,7 @@ mod tests {
         assert_eq!(n, 2 + 1 + 13 + 4);
         assert_eq!(&wire[..3], &[0x12, 0x34, COMPRESSED_MARKER]);
         let mut back = [0u8; 256];
-        let RecvVerdict::Customized(k) =
-            m.recv(&mut st, &ctx(Role::Server), &wire[..n], &mut back)
+        let RecvVerdict::Customized(k) = m.recv(&mut st, &ctx(Role::Server), &wire[..n], &mut back)
         else {
             panic!()
         };
@@ -256,14 +264,24 @@ mod tests {
         two_questions[..QUERY.len()].copy_from_slice(QUERY);
         two_questions[5] = 2;
         assert_eq!(
-            m.send(&mut st, &ctx(Role::Client), &two_questions[..QUERY.len()], &mut out),
+            m.send(
+                &mut st,
+                &ctx(Role::Client),
+                &two_questions[..QUERY.len()],
+                &mut out
+            ),
             SendVerdict::NotMine
         );
         let mut response = [0u8; 64];
         response[..QUERY.len()].copy_from_slice(QUERY);
         response[2] = 0x81;
         assert_eq!(
-            m.send(&mut st, &ctx(Role::Client), &response[..QUERY.len()], &mut out),
+            m.send(
+                &mut st,
+                &ctx(Role::Client),
+                &response[..QUERY.len()],
+                &mut out
+            ),
             SendVerdict::NotMine
         );
         // A label longer than 63 bytes is not a name.
@@ -271,7 +289,12 @@ mod tests {
         bad_name[..QUERY.len()].copy_from_slice(QUERY);
         bad_name[12] = 64;
         assert_eq!(
-            m.send(&mut st, &ctx(Role::Client), &bad_name[..QUERY.len()], &mut out),
+            m.send(
+                &mut st,
+                &ctx(Role::Client),
+                &bad_name[..QUERY.len()],
+                &mut out
+            ),
             SendVerdict::NotMine
         );
         // recursion-desired=false rebuilds with RD clear.
@@ -299,7 +322,10 @@ mod tests {
             m.recv(&mut st, &ctx(Role::Server), &wire[..n], &mut back),
             RecvVerdict::Customized(QUERY.len())
         );
-        assert_eq!(m.recv(&mut st, &ctx(Role::Server), QUERY, &mut back), RecvVerdict::NotMine);
+        assert_eq!(
+            m.recv(&mut st, &ctx(Role::Server), QUERY, &mut back),
+            RecvVerdict::NotMine
+        );
         assert!(m.required_on_recv(&ctx(Role::Server)));
     }
 }

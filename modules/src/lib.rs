@@ -189,7 +189,11 @@ impl Tag {
 
 impl core::fmt::Debug for Tag {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Tag({:?})", core::str::from_utf8(self.as_bytes()).unwrap_or("<bytes>"))
+        write!(
+            f,
+            "Tag({:?})",
+            core::str::from_utf8(self.as_bytes()).unwrap_or("<bytes>")
+        )
     }
 }
 
@@ -316,7 +320,9 @@ impl Params {
                     have_code = true;
                 }
                 (Params::StreamTag { interval, .. }, "interval") => {
-                    let n: u32 = value.parse().map_err(|_| ParamError::BadValue("interval"))?;
+                    let n: u32 = value
+                        .parse()
+                        .map_err(|_| ParamError::BadValue("interval"))?;
                     if n < 16 {
                         return Err(ParamError::BadValue("interval"));
                     }
@@ -331,9 +337,12 @@ impl Params {
                     *delay_ms = n;
                 }
                 (Params::AppIdTag { label, .. }, "label") => *label = text_tag(value, "label")?,
-                (Params::AppIdTag { use_thread_name, .. }, "use-thread-name") => {
-                    *use_thread_name = parse_bool(value, "use-thread-name")?
-                }
+                (
+                    Params::AppIdTag {
+                        use_thread_name, ..
+                    },
+                    "use-thread-name",
+                ) => *use_thread_name = parse_bool(value, "use-thread-name")?,
                 _ => return Err(ParamError::UnknownParameter),
             }
         }

@@ -85,7 +85,13 @@ fn seal(
 }
 
 #[cfg(feature = "security")]
-fn open(key: &[u8], nonce: &[u8], aad: &[u8], ct: &[u8], buf: &mut [u8]) -> Result<(), ChallengeError> {
+fn open(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    ct: &[u8],
+    buf: &mut [u8],
+) -> Result<(), ChallengeError> {
     let c = cipher(key)?;
     let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| ChallengeError::BadLength)?;
     if ct.len() != buf.len() + TAG_LEN {
@@ -110,7 +116,12 @@ pub fn make_challenge(
     let mut out = [0u8; CHALLENGE_CT_LEN];
     out[..CHALLENGE_LEN].copy_from_slice(challenge);
     let a = aad(AAD_CHALLENGE, id);
-    let tag = seal(key, nonce, &a[..aad_len(AAD_CHALLENGE)], &mut out[..CHALLENGE_LEN])?;
+    let tag = seal(
+        key,
+        nonce,
+        &a[..aad_len(AAD_CHALLENGE)],
+        &mut out[..CHALLENGE_LEN],
+    )?;
     out[CHALLENGE_LEN..].copy_from_slice(&tag);
     Ok(out)
 }
@@ -127,12 +138,23 @@ pub fn respond(
 ) -> Result<[u8; RESPONSE_CT_LEN], ChallengeError> {
     let mut challenge = [0u8; CHALLENGE_LEN];
     let a = aad(AAD_CHALLENGE, id);
-    open(key, nonce, &a[..aad_len(AAD_CHALLENGE)], ciphertext, &mut challenge)?;
+    open(
+        key,
+        nonce,
+        &a[..aad_len(AAD_CHALLENGE)],
+        ciphertext,
+        &mut challenge,
+    )?;
     let mut out = [0u8; RESPONSE_CT_LEN];
     out[..CHALLENGE_LEN].copy_from_slice(&challenge);
     out[CHALLENGE_LEN..CHALLENGE_LEN + 4].copy_from_slice(&id.to_be_bytes());
     let a = aad(AAD_RESPONSE, id);
-    let tag = seal(key, fresh_nonce, &a[..aad_len(AAD_RESPONSE)], &mut out[..CHALLENGE_LEN + 4])?;
+    let tag = seal(
+        key,
+        fresh_nonce,
+        &a[..aad_len(AAD_RESPONSE)],
+        &mut out[..CHALLENGE_LEN + 4],
+    )?;
     out[CHALLENGE_LEN + 4..].copy_from_slice(&tag);
     Ok(out)
 }
@@ -148,7 +170,13 @@ pub fn verify_response(
 ) -> Result<(), ChallengeError> {
     let mut plain = [0u8; CHALLENGE_LEN + 4];
     let a = aad(AAD_RESPONSE, id);
-    open(key, nonce, &a[..aad_len(AAD_RESPONSE)], ciphertext, &mut plain)?;
+    open(
+        key,
+        nonce,
+        &a[..aad_len(AAD_RESPONSE)],
+        ciphertext,
+        &mut plain,
+    )?;
     if plain[..CHALLENGE_LEN] != challenge[..] || plain[CHALLENGE_LEN..] != id.to_be_bytes() {
         return Err(ChallengeError::NotAuthentic);
     }
@@ -167,7 +195,10 @@ mod tests {
         let challenge = [9u8; 16];
         let ct = make_challenge(&KEY, 42, &nonce, &challenge).unwrap();
         let answer = respond(&KEY, 42, &nonce, &ct, &[2u8; 12]).unwrap();
-        assert_eq!(verify_response(&KEY, 42, &challenge, &[2u8; 12], &answer), Ok(()));
+        assert_eq!(
+            verify_response(&KEY, 42, &challenge, &[2u8; 12], &answer),
+            Ok(())
+        );
         // Wrong id, key, nonce or a flipped bit: refused.
         assert_eq!(
             respond(&KEY, 43, &nonce, &ct, &[2u8; 12]),
@@ -195,6 +226,9 @@ mod tests {
             respond(&KEY, 42, &nonce, &ct[..31], &[2u8; 12]),
             Err(ChallengeError::BadLength)
         );
-        assert_eq!(respond(&KEY[..31], 42, &nonce, &ct, &[2u8; 12]), Err(ChallengeError::BadKey));
+        assert_eq!(
+            respond(&KEY[..31], 42, &nonce, &ct, &[2u8; 12]),
+            Err(ChallengeError::BadKey)
+        );
     }
 }

@@ -159,8 +159,12 @@ mod tests {
     /// Sends `data` in `send_chunk` pieces, receives the wire bytes in
     /// `recv_chunk` pieces, and checks the application sees `data`.
     fn check(interval: &str, data: &[u8], send_chunk: usize, recv_chunk: usize) {
-        let m = Instance::new(1, Kind::StreamTag, [("interval", interval), ("tag", "TAGTAG")])
-            .unwrap();
+        let m = Instance::new(
+            1,
+            Kind::StreamTag,
+            [("interval", interval), ("tag", "TAGTAG")],
+        )
+        .unwrap();
         let mut tx = SocketState::default();
         let mut wire = [0u8; 16384];
         let mut wire_len = 0;
@@ -168,7 +172,8 @@ mod tests {
             let cap = m.send_capacity(piece.len());
             let mut out = [0u8; 8192];
             assert!(cap <= out.len());
-            let SendVerdict::Customized(n) = m.send(&mut tx, &ctx(Role::Server), piece, &mut out[..cap])
+            let SendVerdict::Customized(n) =
+                m.send(&mut tx, &ctx(Role::Server), piece, &mut out[..cap])
             else {
                 panic!("server did not tag")
             };
@@ -176,8 +181,16 @@ mod tests {
             wire_len += n;
         }
         let interval_n: usize = interval.parse().unwrap();
-        let tags = if data.is_empty() { 0 } else { 1 + (data.len() - 1) / interval_n };
-        assert_eq!(wire_len, data.len() + 6 * tags, "interval {interval} send {send_chunk}");
+        let tags = if data.is_empty() {
+            0
+        } else {
+            1 + (data.len() - 1) / interval_n
+        };
+        assert_eq!(
+            wire_len,
+            data.len() + 6 * tags,
+            "interval {interval} send {send_chunk}"
+        );
         assert!(data.is_empty() || wire[..6] == *b"TAGTAG");
         let mut rx = SocketState::default();
         let mut got = [0u8; 8192];
@@ -193,7 +206,11 @@ mod tests {
                 v => panic!("client verdict {v:?}"),
             }
         }
-        assert_eq!(&got[..got_len], data, "interval {interval} send {send_chunk} recv {recv_chunk}");
+        assert_eq!(
+            &got[..got_len],
+            data,
+            "interval {interval} send {send_chunk} recv {recv_chunk}"
+        );
     }
 
     #[test]
@@ -245,12 +262,21 @@ mod tests {
         let m = Instance::new(1, Kind::StreamTag, []).unwrap();
         let mut st = SocketState::default();
         let mut out = [0u8; 128];
-        assert_eq!(m.send(&mut st, &ctx(Role::Client), b"x", &mut out), SendVerdict::NotMine);
-        assert_eq!(m.recv(&mut st, &ctx(Role::Server), b"x", &mut out), RecvVerdict::NotMine);
+        assert_eq!(
+            m.send(&mut st, &ctx(Role::Client), b"x", &mut out),
+            SendVerdict::NotMine
+        );
+        assert_eq!(
+            m.recv(&mut st, &ctx(Role::Server), b"x", &mut out),
+            RecvVerdict::NotMine
+        );
         let dgram = Ctx {
             transport: Transport::Datagram,
             ..ctx(Role::Server)
         };
-        assert_eq!(m.send(&mut st, &dgram, b"x", &mut out), SendVerdict::NotMine);
+        assert_eq!(
+            m.send(&mut st, &dgram, b"x", &mut out),
+            SendVerdict::NotMine
+        );
     }
 }

@@ -42,8 +42,16 @@ pub fn module_entry(m: &Module) -> String {
         escape_text(&m.kind)
     ));
     leaf(&mut e, "priority", &m.priority.to_string());
-    leaf(&mut e, "activated", if m.activated { "true" } else { "false" });
-    leaf(&mut e, "deprecated", if m.deprecated { "true" } else { "false" });
+    leaf(
+        &mut e,
+        "activated",
+        if m.activated { "true" } else { "false" },
+    );
+    leaf(
+        &mut e,
+        "deprecated",
+        if m.deprecated { "true" } else { "false" },
+    );
     leaf(&mut e, "attach", m.attach.as_str());
     let r = &m.match_rules;
     let mut matching = String::new();
@@ -113,7 +121,9 @@ fn text<'a>(e: &'a Element, name: &str) -> Option<&'a str> {
 }
 
 fn number<T: std::str::FromStr + Default>(e: &Element, name: &str) -> T {
-    text(e, name).and_then(|t| t.parse().ok()).unwrap_or_default()
+    text(e, name)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_default()
 }
 
 /// Why a device's report could not be read.
@@ -235,7 +245,10 @@ mod tests {
     #[test]
     fn challenge_answer_parses() {
         let out = format!("<nonce xmlns=\"{L45_NS}\">AAEC</nonce><ciphertext xmlns=\"{L45_NS}\">AwQ=</ciphertext>");
-        assert_eq!(parse_challenge_answer(&out), Some((vec![0, 1, 2], vec![3, 4])));
+        assert_eq!(
+            parse_challenge_answer(&out),
+            Some((vec![0, 1, 2], vec![3, 4]))
+        );
         assert_eq!(parse_challenge_answer("<nonce/>"), None);
     }
 }

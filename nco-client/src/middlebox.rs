@@ -51,7 +51,10 @@ pub fn inverse_for(m: &Module) -> Result<String, NcoError> {
     for (k, v) in &m.parameters {
         cmd.arg(format!("{k}={v}"));
     }
-    for p in [m.match_rules.destination_port, m.match_rules.source_port].into_iter().flatten() {
+    for p in [m.match_rules.destination_port, m.match_rules.source_port]
+        .into_iter()
+        .flatten()
+    {
         cmd.arg("--port").arg(p.to_string());
     }
     let out = cmd
@@ -90,12 +93,15 @@ pub fn register_inverses(nco: &Nco, mb_type: &str) -> Result<usize, NcoError> {
 }
 
 fn target_dir(mb: &Middlebox) -> Result<&Path, NcoError> {
-    mb.address.strip_prefix("dir:").map(Path::new).ok_or_else(|| {
-        err(format!(
-            "middlebox {} has address {:?}: only dir:PATH delivery is implemented",
-            mb.name, mb.address
-        ))
-    })
+    mb.address
+        .strip_prefix("dir:")
+        .map(Path::new)
+        .ok_or_else(|| {
+            err(format!(
+                "middlebox {} has address {:?}: only dir:PATH delivery is implemented",
+                mb.name, mb.address
+            ))
+        })
 }
 
 /// Ships the inverse of every deployed module to one middlebox; returns the
@@ -108,7 +114,10 @@ pub fn distribute(nco: &Nco, middlebox: &str) -> Result<Vec<MiddleboxDeployment>
     let modules = nco.cib().modules_with_status(ModuleStatus::Deployed)?;
     let mut out = Vec::new();
     for m in modules {
-        let queued = match nco.cib().request_middlebox_deployment(&mb.name, &m.device, m.module_id) {
+        let queued = match nco
+            .cib()
+            .request_middlebox_deployment(&mb.name, &m.device, m.module_id)
+        {
             Ok(d) => d,
             // No inverse registered for this kind on this type: not for this middlebox.
             Err(l45_cib::CibError::NoInverse { .. }) => continue,

@@ -239,9 +239,10 @@ impl Nco {
             match cib.mark_sent_many(&ids, t) {
                 Ok(sent) => sent,
                 // Someone else took some of them: claim one by one.
-                Err(CibError::InvalidState { .. }) => {
-                    ids.iter().filter_map(|&id| cib.mark_sent(id, t).ok()).collect()
-                }
+                Err(CibError::InvalidState { .. }) => ids
+                    .iter()
+                    .filter_map(|&id| cib.mark_sent(id, t).ok())
+                    .collect(),
                 Err(e) => return Err(e.into()),
             }
         };
@@ -327,16 +328,16 @@ impl Nco {
             Action::Activate => edit(device_xml::module_leaf(r.module_id, "activated", "true"))
                 .await
                 .map_err(dev),
-            Action::Deactivate => {
-                edit(device_xml::module_leaf(r.module_id, "activated", "false"))
-                    .await
-                    .map_err(dev)
-            }
-            Action::SetPriority(p) => {
-                edit(device_xml::module_leaf(r.module_id, "priority", &p.to_string()))
-                    .await
-                    .map_err(dev)
-            }
+            Action::Deactivate => edit(device_xml::module_leaf(r.module_id, "activated", "false"))
+                .await
+                .map_err(dev),
+            Action::SetPriority(p) => edit(device_xml::module_leaf(
+                r.module_id,
+                "priority",
+                &p.to_string(),
+            ))
+            .await
+            .map_err(dev),
         }
     }
 
@@ -354,7 +355,9 @@ impl Nco {
             self.run_wave(10_000).await?;
             let reqs: Vec<Request> = {
                 let cib = self.cib();
-                ids.iter().map(|&id| cib.get_request(id)).collect::<Result<_, _>>()?
+                ids.iter()
+                    .map(|&id| cib.get_request(id))
+                    .collect::<Result<_, _>>()?
             };
             let done = reqs.iter().filter(|r| !r.state.is_open()).count();
             progress(done, reqs.len());
@@ -363,7 +366,9 @@ impl Nco {
             }
             let next = self.cib().next_due_at()?;
             let wait = next
-                .map(|at| Duration::from_millis(at.0.saturating_sub(now().0).clamp(10, 1000) as u64))
+                .map(
+                    |at| Duration::from_millis(at.0.saturating_sub(now().0).clamp(10, 1000) as u64),
+                )
                 .unwrap_or(Duration::from_millis(200));
             if tokio::time::Instant::now() + wait > end {
                 return Err(NcoError::Timeout(format!(
@@ -439,7 +444,10 @@ impl Nco {
             }
             let busy = |d: &&l45_cib::Deployment| d.messages_sent + d.messages_received > 0;
             if ends.iter().any(busy) {
-                for idle in ends.iter().filter(|d| !busy(d) && d.activated != Some(false)) {
+                for idle in ends
+                    .iter()
+                    .filter(|d| !busy(d) && d.activated != Some(false))
+                {
                     alerts.push(NewAlert {
                         severity: Severity::Warning,
                         device: Some(idle.device.clone()),
@@ -493,12 +501,13 @@ impl Nco {
         random(&mut challenge)
             .and_then(|()| random(&mut nonce))
             .map_err(|e| NcoError::Random(e.to_string()))?;
-        let ct = security::make_challenge(&m.key, m.module_id, &nonce, &challenge).map_err(|e| {
-            NcoError::Report {
-                device: m.device.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let ct =
+            security::make_challenge(&m.key, m.module_id, &nonce, &challenge).map_err(|e| {
+                NcoError::Report {
+                    device: m.device.clone(),
+                    message: e.to_string(),
+                }
+            })?;
         let session = self.session(&m.device).await?;
         let (passed, detail) = match session.challenge(m.module_id, &nonce, &ct).await {
             Ok(out) => match device_xml::parse_challenge_answer(&out) {
@@ -506,7 +515,13 @@ impl Nco {
                     (false, "device reused the NCO's nonce".to_string())
                 }
                 Some((their_nonce, their_ct)) => {
-                    match security::verify_response(&m.key, m.module_id, &challenge, &their_nonce, &their_ct) {
+                    match security::verify_response(
+                        &m.key,
+                        m.module_id,
+                        &challenge,
+                        &their_nonce,
+                        &their_ct,
+                    ) {
                         Ok(()) => (true, "answer authentic".to_string()),
                         Err(e) => (false, format!("answer rejected: {e}")),
                     }
@@ -516,7 +531,9 @@ impl Nco {
             // A tap that runs no module code cannot be checked: not a failure
             // of the module, but nothing is proven either.
             Err(NetconfError::RpcFailed(errs))
-                if errs.iter().all(|e| e.error_tag == "operation-not-supported") =>
+                if errs
+                    .iter()
+                    .all(|e| e.error_tag == "operation-not-supported") =>
             {
                 tracing::info!(device = %m.device, module = m.module_id, "device cannot run challenges; check skipped");
                 return Ok(SecurityResult {
@@ -529,7 +546,10 @@ impl Nco {
             // The device could not answer: the module is absent or its key wrong.
             Err(NetconfError::RpcFailed(errs)) => (
                 false,
-                errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                errs.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
             ),
             Err(source) => {
                 return Err(NcoError::Device {
@@ -538,9 +558,9 @@ impl Nco {
                 })
             }
         };
-        let outcome = self
-            .cib()
-            .record_security_check(&m.device, m.module_id, passed, &detail, now())?;
+        let outcome =
+            self.cib()
+                .record_security_check(&m.device, m.module_id, passed, &detail, now())?;
         if let SecurityOutcome::FailedRevokeRequested { .. } = outcome {
             tracing::warn!(device = %m.device, module = m.module_id, %detail, "security check failed: revoke queued");
         }
@@ -564,7 +584,10 @@ impl Nco {
     ) -> Result<(), NcoError> {
         let requeued = self.cib().requeue_all_in_flight(now())?;
         if !requeued.is_empty() {
-            tracing::info!(count = requeued.len(), "requests in flight at the last stop requeued");
+            tracing::info!(
+                count = requeued.len(),
+                "requests in flight at the last stop requeued"
+            );
         }
         let mut watched = HashSet::new();
         let mut watchers = JoinSet::new();
@@ -723,7 +746,11 @@ impl Nco {
             .and_then(|p| p.trim().parse().ok()))
     }
 
-    async fn verify_priorities(&self, step: &str, want: &[(String, u32, u16)]) -> Result<(), NcoError> {
+    async fn verify_priorities(
+        &self,
+        step: &str,
+        want: &[(String, u32, u16)],
+    ) -> Result<(), NcoError> {
         for (device, id, p) in want {
             let got = self.device_priority(device, *id).await?;
             if got != Some(*p) {
@@ -743,7 +770,12 @@ impl Nco {
         mut progress: impl FnMut(&str, usize, usize) + Send,
     ) -> Result<Vec<RotationStep>, NcoError> {
         let mut steps = Vec::new();
-        let devices: Vec<String> = plan.receivers.iter().chain(&plan.senders).cloned().collect();
+        let devices: Vec<String> = plan
+            .receivers
+            .iter()
+            .chain(&plan.senders)
+            .cloned()
+            .collect();
         if devices.is_empty() {
             return Err(NcoError::Rotation {
                 step: "plan".into(),
@@ -757,7 +789,10 @@ impl Nco {
             if m.priority == 0 {
                 return Err(NcoError::Rotation {
                     step: "plan".into(),
-                    message: format!("{d}: {} has priority 0; nothing can run before it", plan.from),
+                    message: format!(
+                        "{d}: {} has priority 0; nothing can run before it",
+                        plan.from
+                    ),
                 });
             }
             old.insert(d.clone(), m);
@@ -778,17 +813,27 @@ impl Nco {
             })
             .collect();
         let built = self.cib().construct_and_deploy(&news, None)?;
-        let new_ids: BTreeMap<String, u32> =
-            built.iter().map(|(m, _)| (m.device.clone(), m.module_id)).collect();
+        let new_ids: BTreeMap<String, u32> = built
+            .iter()
+            .map(|(m, _)| (m.device.clone(), m.module_id))
+            .collect();
         let step = "deploy new module below the old one";
-        self.drive_step(step, built.iter().map(|(_, r)| r.id).collect(), plan.step_timeout, &mut progress)
-            .await?;
+        self.drive_step(
+            step,
+            built.iter().map(|(_, r)| r.id).collect(),
+            plan.step_timeout,
+            &mut progress,
+        )
+        .await?;
         for d in &devices {
             self.report(d).await?;
         }
         let registered = self.cib().deployments(None)?;
         for (d, id) in &new_ids {
-            if !registered.iter().any(|x| &x.device == d && x.module_id == *id) {
+            if !registered
+                .iter()
+                .any(|x| &x.device == d && x.module_id == *id)
+            {
                 return Err(NcoError::Rotation {
                     step: step.into(),
                     message: format!("{d} does not report module {id}"),
@@ -812,12 +857,15 @@ impl Nco {
             let mut ids = Vec::new();
             let mut want = Vec::new();
             for d in group {
-                let (Some(m1), Some(&id)) = (old.get(d), new_ids.get(d)) else { continue };
+                let (Some(m1), Some(&id)) = (old.get(d), new_ids.get(d)) else {
+                    continue;
+                };
                 let p = m1.priority - 1;
                 ids.push(self.cib().request(d, id, Action::SetPriority(p), None)?.id);
                 want.push((d.clone(), id, p));
             }
-            self.drive_step(step, ids, plan.step_timeout, &mut progress).await?;
+            self.drive_step(step, ids, plan.step_timeout, &mut progress)
+                .await?;
             self.verify_priorities(step, &want).await?;
             steps.push(RotationStep {
                 name: step.into(),
@@ -830,9 +878,14 @@ impl Nco {
         let step = "revoke the old module";
         let mut ids = Vec::new();
         for (d, m1) in &old {
-            ids.push(self.cib().request(d, m1.module_id, Action::Revoke, None)?.id);
+            ids.push(
+                self.cib()
+                    .request(d, m1.module_id, Action::Revoke, None)?
+                    .id,
+            );
         }
-        self.drive_step(step, ids, plan.step_timeout, &mut progress).await?;
+        self.drive_step(step, ids, plan.step_timeout, &mut progress)
+            .await?;
         for d in &devices {
             self.report(d).await?;
         }

@@ -194,7 +194,6 @@ pub fn print_xml(
     Ok(text)
 }
 
-
 /// A compiled schema leaf of the process-wide context, usable from any
 /// thread: its value checks go straight to libyang's type plugins.
 #[derive(Debug, Clone, Copy)]
@@ -294,9 +293,15 @@ pub fn integer_intervals(node: &yang3::schema::SchemaNode<'static>) -> Option<Ve
                 .map(|i| {
                     let p = &*parts.add(i);
                     if unsigned {
-                        (p.__bindgen_anon_1.min_u64.into(), p.__bindgen_anon_2.max_u64.into())
+                        (
+                            p.__bindgen_anon_1.min_u64.into(),
+                            p.__bindgen_anon_2.max_u64.into(),
+                        )
                     } else {
-                        (p.__bindgen_anon_1.min_64.into(), p.__bindgen_anon_2.max_64.into())
+                        (
+                            p.__bindgen_anon_1.min_64.into(),
+                            p.__bindgen_anon_2.max_64.into(),
+                        )
                     }
                 })
                 .collect()

@@ -32,7 +32,10 @@ fn num<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T>
 }
 
 fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(|s| s.as_str())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.as_str())
 }
 
 fn run(args: &[String]) -> Result<()> {
@@ -95,7 +98,9 @@ fn register(args: &[String]) -> Result<()> {
         }
     }
     let port = |name| -> Result<Option<u16>> {
-        opt(args, name).map(|p| p.parse().map_err(|_| anyhow!("bad port {p}"))).transpose()
+        opt(args, name)
+            .map(|p| p.parse().map_err(|_| anyhow!("bad port {p}")))
+            .transpose()
     };
     let key = match opt(args, "--key") {
         Some(h) => Some(hex(h)?),
@@ -105,7 +110,10 @@ fn register(args: &[String]) -> Result<()> {
         id,
         name: format!("m{id}"),
         kind,
-        priority: opt(args, "--prio").map(|p| p.parse()).transpose()?.unwrap_or(100),
+        priority: opt(args, "--prio")
+            .map(|p| p.parse())
+            .transpose()?
+            .unwrap_or(100),
         activated: !args.iter().any(|a| a == "--inactive"),
         deprecated: args.iter().any(|a| a == "--deprecated"),
         attach: if args.iter().any(|a| a == "--immediate") {
@@ -179,55 +187,223 @@ fn malformed() -> Result<()> {
     };
     let ack = 1 | 4; // NLM_F_REQUEST | NLM_F_ACK
     let cases: Vec<(&str, u8, Attrs, Option<u32>)> = vec![
-        ("register without id", cmd::REGISTER, Attrs::new().u16(attr::KIND, 1), None),
-        ("register without kind", cmd::REGISTER, Attrs::new().u32(attr::ID, 7), None),
-        ("register id as u8", cmd::REGISTER, Attrs::new().u8(attr::ID, 7).u16(attr::KIND, 1), None),
-        ("register unknown kind", cmd::REGISTER, Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 99), None),
-        ("register id 0", cmd::REGISTER, Attrs::new().u32(attr::ID, 0).u16(attr::KIND, 1), None),
-        ("register flags out of range", cmd::REGISTER,
-            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).u8(attr::FLAGS, 0xf0), None),
-        ("register bad parameter value", cmd::REGISTER,
-            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 6).nested(attr::PARAMS,
-                Attrs::new().nested(1, Attrs::new().string(nl::param::NAME, "interval").string(nl::param::VALUE, "3"))), None),
-        ("register unknown parameter", cmd::REGISTER,
-            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 7).nested(attr::PARAMS,
-                Attrs::new().nested(1, Attrs::new().string(nl::param::NAME, "tag").string(nl::param::VALUE, "x"))), None),
-        ("register parameter without value", cmd::REGISTER,
-            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).nested(attr::PARAMS,
-                Attrs::new().nested(1, Attrs::new().string(nl::param::NAME, "tag"))), None),
-        ("register parameter not a string", cmd::REGISTER,
-            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).nested(attr::PARAMS,
-                Attrs::new().nested(1, Attrs::new().bytes(nl::param::NAME, b"tag").bytes(nl::param::VALUE, b"abc"))), None),
-        ("register match garbage", cmd::REGISTER,
-            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).bytes(attr::MATCH | 0x8000, &[1, 2, 3, 4, 5, 6, 7, 8]), None),
-        ("register match address 5 bytes", cmd::REGISTER,
-            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).nested(attr::MATCH,
-                Attrs::new().bytes(nl::matching::SRC_ADDR, &[1, 2, 3, 4, 5])), None),
-        ("register match protocol 1", cmd::REGISTER,
-            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).nested(attr::MATCH, Attrs::new().u8(nl::matching::PROTO, 1)), None),
-        ("register name too long", cmd::REGISTER,
-            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).nested(attr::MATCH,
-                Attrs::new().string(nl::matching::PROCESS, "a-process-name-too-long")), None),
-        ("register key 31 bytes", cmd::REGISTER,
-            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).bytes(attr::KEY, &[0; 31]), None),
-        ("register unknown attribute", cmd::REGISTER,
-            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).u32(99, 1), None),
-        ("revoke unknown id", cmd::REVOKE, Attrs::new().u32(attr::ID, 424242), None),
+        (
+            "register without id",
+            cmd::REGISTER,
+            Attrs::new().u16(attr::KIND, 1),
+            None,
+        ),
+        (
+            "register without kind",
+            cmd::REGISTER,
+            Attrs::new().u32(attr::ID, 7),
+            None,
+        ),
+        (
+            "register id as u8",
+            cmd::REGISTER,
+            Attrs::new().u8(attr::ID, 7).u16(attr::KIND, 1),
+            None,
+        ),
+        (
+            "register unknown kind",
+            cmd::REGISTER,
+            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 99),
+            None,
+        ),
+        (
+            "register id 0",
+            cmd::REGISTER,
+            Attrs::new().u32(attr::ID, 0).u16(attr::KIND, 1),
+            None,
+        ),
+        (
+            "register flags out of range",
+            cmd::REGISTER,
+            Attrs::new()
+                .u32(attr::ID, 7)
+                .u16(attr::KIND, 1)
+                .u8(attr::FLAGS, 0xf0),
+            None,
+        ),
+        (
+            "register bad parameter value",
+            cmd::REGISTER,
+            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 6).nested(
+                attr::PARAMS,
+                Attrs::new().nested(
+                    1,
+                    Attrs::new()
+                        .string(nl::param::NAME, "interval")
+                        .string(nl::param::VALUE, "3"),
+                ),
+            ),
+            None,
+        ),
+        (
+            "register unknown parameter",
+            cmd::REGISTER,
+            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 7).nested(
+                attr::PARAMS,
+                Attrs::new().nested(
+                    1,
+                    Attrs::new()
+                        .string(nl::param::NAME, "tag")
+                        .string(nl::param::VALUE, "x"),
+                ),
+            ),
+            None,
+        ),
+        (
+            "register parameter without value",
+            cmd::REGISTER,
+            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).nested(
+                attr::PARAMS,
+                Attrs::new().nested(1, Attrs::new().string(nl::param::NAME, "tag")),
+            ),
+            None,
+        ),
+        (
+            "register parameter not a string",
+            cmd::REGISTER,
+            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).nested(
+                attr::PARAMS,
+                Attrs::new().nested(
+                    1,
+                    Attrs::new()
+                        .bytes(nl::param::NAME, b"tag")
+                        .bytes(nl::param::VALUE, b"abc"),
+                ),
+            ),
+            None,
+        ),
+        (
+            "register match garbage",
+            cmd::REGISTER,
+            Attrs::new()
+                .u32(attr::ID, 7)
+                .u16(attr::KIND, 1)
+                .bytes(attr::MATCH | 0x8000, &[1, 2, 3, 4, 5, 6, 7, 8]),
+            None,
+        ),
+        (
+            "register match address 5 bytes",
+            cmd::REGISTER,
+            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).nested(
+                attr::MATCH,
+                Attrs::new().bytes(nl::matching::SRC_ADDR, &[1, 2, 3, 4, 5]),
+            ),
+            None,
+        ),
+        (
+            "register match protocol 1",
+            cmd::REGISTER,
+            Attrs::new()
+                .u32(attr::ID, 7)
+                .u16(attr::KIND, 1)
+                .nested(attr::MATCH, Attrs::new().u8(nl::matching::PROTO, 1)),
+            None,
+        ),
+        (
+            "register name too long",
+            cmd::REGISTER,
+            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).nested(
+                attr::MATCH,
+                Attrs::new().string(nl::matching::PROCESS, "a-process-name-too-long"),
+            ),
+            None,
+        ),
+        (
+            "register key 31 bytes",
+            cmd::REGISTER,
+            Attrs::new()
+                .u32(attr::ID, 7)
+                .u16(attr::KIND, 1)
+                .bytes(attr::KEY, &[0; 31]),
+            None,
+        ),
+        (
+            "register unknown attribute",
+            cmd::REGISTER,
+            Attrs::new().u32(attr::ID, 7).u16(attr::KIND, 1).u32(99, 1),
+            None,
+        ),
+        (
+            "revoke unknown id",
+            cmd::REVOKE,
+            Attrs::new().u32(attr::ID, 424242),
+            None,
+        ),
         ("revoke without id", cmd::REVOKE, Attrs::new(), None),
-        ("activate without value", cmd::ACTIVATE, Attrs::new().u32(attr::ID, 424242), None),
-        ("activate value 2", cmd::ACTIVATE, Attrs::new().u32(attr::ID, 424242).u8(attr::VALUE, 2), None),
-        ("deprecate unknown id", cmd::DEPRECATE, Attrs::new().u32(attr::ID, 424242).u8(attr::VALUE, 1), None),
-        ("priority as u32", cmd::PRIORITY, Attrs::new().u32(attr::ID, 424242).u32(attr::PRIORITY, 5), None),
-        ("priority unknown id", cmd::PRIORITY, Attrs::new().u32(attr::ID, 424242).u16(attr::PRIORITY, 5), None),
-        ("report unknown id", cmd::REPORT, Attrs::new().u32(attr::ID, 424242), None),
-        ("challenge unknown id", cmd::CHALLENGE,
-            Attrs::new().u32(attr::ID, 424242).bytes(attr::NONCE, &[0; 12]).bytes(attr::CIPHERTEXT, &[0; 32]), None),
-        ("challenge short nonce", cmd::CHALLENGE,
-            Attrs::new().u32(attr::ID, 424242).bytes(attr::NONCE, &[0; 11]).bytes(attr::CIPHERTEXT, &[0; 32]), None),
-        ("challenge without ciphertext", cmd::CHALLENGE,
-            Attrs::new().u32(attr::ID, 424242).bytes(attr::NONCE, &[0; 12]), None),
+        (
+            "activate without value",
+            cmd::ACTIVATE,
+            Attrs::new().u32(attr::ID, 424242),
+            None,
+        ),
+        (
+            "activate value 2",
+            cmd::ACTIVATE,
+            Attrs::new().u32(attr::ID, 424242).u8(attr::VALUE, 2),
+            None,
+        ),
+        (
+            "deprecate unknown id",
+            cmd::DEPRECATE,
+            Attrs::new().u32(attr::ID, 424242).u8(attr::VALUE, 1),
+            None,
+        ),
+        (
+            "priority as u32",
+            cmd::PRIORITY,
+            Attrs::new().u32(attr::ID, 424242).u32(attr::PRIORITY, 5),
+            None,
+        ),
+        (
+            "priority unknown id",
+            cmd::PRIORITY,
+            Attrs::new().u32(attr::ID, 424242).u16(attr::PRIORITY, 5),
+            None,
+        ),
+        (
+            "report unknown id",
+            cmd::REPORT,
+            Attrs::new().u32(attr::ID, 424242),
+            None,
+        ),
+        (
+            "challenge unknown id",
+            cmd::CHALLENGE,
+            Attrs::new()
+                .u32(attr::ID, 424242)
+                .bytes(attr::NONCE, &[0; 12])
+                .bytes(attr::CIPHERTEXT, &[0; 32]),
+            None,
+        ),
+        (
+            "challenge short nonce",
+            cmd::CHALLENGE,
+            Attrs::new()
+                .u32(attr::ID, 424242)
+                .bytes(attr::NONCE, &[0; 11])
+                .bytes(attr::CIPHERTEXT, &[0; 32]),
+            None,
+        ),
+        (
+            "challenge without ciphertext",
+            cmd::CHALLENGE,
+            Attrs::new()
+                .u32(attr::ID, 424242)
+                .bytes(attr::NONCE, &[0; 12]),
+            None,
+        ),
         ("unknown command", 200, Attrs::new().u32(attr::ID, 1), None),
-        ("attribute longer than message", cmd::REVOKE, Attrs::new().bytes(attr::ID, &[1, 0, 0, 0]), Some(28)),
+        (
+            "attribute longer than message",
+            cmd::REVOKE,
+            Attrs::new().bytes(attr::ID, &[1, 0, 0, 0]),
+            Some(28),
+        ),
     ];
     let mut bad = 0;
     for (name, command, attrs, forged) in &cases {
@@ -240,7 +416,9 @@ fn malformed() -> Result<()> {
             (16 + payload.len()) as u32
         });
         match g.request_raw(fam, ack, &payload, forged_len) {
-            Err(nl::NlError::Kernel { errno, message }) => println!("ok   {name}: errno {errno} ({message})"),
+            Err(nl::NlError::Kernel { errno, message }) => {
+                println!("ok   {name}: errno {errno} ({message})")
+            }
             Ok(_) => {
                 println!("FAIL {name}: accepted");
                 bad += 1;
@@ -271,21 +449,36 @@ fn malformed() -> Result<()> {
     };
     let before = c.report()?.len() as u32;
     c.register(&m(9000), false)?;
-    match c.genl().request(cmd::REGISTER, 0, l45_tap_kernel::register_attrs(&m(9000))?.as_bytes()) {
-        Err(nl::NlError::Kernel { errno: libc::EEXIST, message }) => println!("ok   duplicate id: EEXIST ({message})"),
+    match c.genl().request(
+        cmd::REGISTER,
+        0,
+        l45_tap_kernel::register_attrs(&m(9000))?.as_bytes(),
+    ) {
+        Err(nl::NlError::Kernel {
+            errno: libc::EEXIST,
+            message,
+        }) => println!("ok   duplicate id: EEXIST ({message})"),
         other => {
             println!("FAIL duplicate id: {other:?}");
             bad += 1;
         }
     }
-    c.register(&m(9000), true).context("replace an existing id")?;
+    c.register(&m(9000), true)
+        .context("replace an existing id")?;
     let mut added = vec![9000];
     for id in 9001..9000 + 64 - before {
         c.register(&m(id), false)?;
         added.push(id);
     }
-    match c.genl().request(cmd::REGISTER, 0, l45_tap_kernel::register_attrs(&m(9999))?.as_bytes()) {
-        Err(nl::NlError::Kernel { errno: libc::ENOSPC, message }) => println!("ok   table full: ENOSPC ({message})"),
+    match c.genl().request(
+        cmd::REGISTER,
+        0,
+        l45_tap_kernel::register_attrs(&m(9999))?.as_bytes(),
+    ) {
+        Err(nl::NlError::Kernel {
+            errno: libc::ENOSPC,
+            message,
+        }) => println!("ok   table full: ENOSPC ({message})"),
         other => {
             println!("FAIL table full: {other:?}");
             bad += 1;
@@ -294,7 +487,9 @@ fn malformed() -> Result<()> {
     for id in added {
         c.revoke(id)?;
     }
-    let r = c.report().context("family answers after the malformed messages")?;
+    let r = c
+        .report()
+        .context("family answers after the malformed messages")?;
     println!("family still answers ({} modules)", r.len());
     if bad > 0 {
         bail!("{bad} malformed messages were not refused");
@@ -310,7 +505,8 @@ fn pattern(i: u64) -> u8 {
 }
 
 fn fnv(h: u64, b: &[u8]) -> u64 {
-    b.iter().fold(h, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3))
+    b.iter()
+        .fold(h, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 fn tcp_serve(port: u16, bytes: u64, connections: u32) -> Result<()> {
@@ -413,7 +609,9 @@ fn dns_loop(port: u16, count: u32, until: Option<&str>) -> Result<()> {
                 Ok(n) => {
                     let r = &buf[..n];
                     if r.len() >= 12 && r[..2] == id.to_be_bytes() {
-                        break r[3] & 0x0f == 0 && r[6..8] != [0, 0] && r.windows(4).any(|w| w == [1, 2, 3, 4]);
+                        break r[3] & 0x0f == 0
+                            && r[6..8] != [0, 0]
+                            && r.windows(4).any(|w| w == [1, 2, 3, 4]);
                     }
                     // An answer to an earlier, timed-out query: keep waiting.
                 }
@@ -431,7 +629,10 @@ fn dns_loop(port: u16, count: u32, until: Option<&str>) -> Result<()> {
             std::io::stdout().flush()?;
         }
     }
-    println!("answered={ok} failed={failed} us={}", start.elapsed().as_micros());
+    println!(
+        "answered={ok} failed={failed} us={}",
+        start.elapsed().as_micros()
+    );
     if failed > 0 {
         bail!("{failed} of {i} queries failed");
     }
@@ -469,9 +670,20 @@ fn netconf(args: &[String]) -> Result<()> {
     let key = args.get(2).ok_or_else(|| anyhow!("missing key"))?;
     let mut child = Command::new("ssh")
         .args([
-            "-q", "-i", key, "-p", &port.to_string(),
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "admin@127.0.0.1", "-s", "netconf",
+            "-q",
+            "-i",
+            key,
+            "-p",
+            &port.to_string(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "admin@127.0.0.1",
+            "-s",
+            "netconf",
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -230,7 +230,8 @@ fn load_ds(ctx: &'static Context, text: &str) -> Result<Ds, String> {
     let schema = store::schema()?;
     let wrapped = format!("<config xmlns=\"{BASE_NS}\">{text}</config>");
     // Top-level elements lazy: the module list is read one entry at a time.
-    if let Ok(root) = l45_netconf_proto::xml::parse_lazy(wrapped.as_bytes(), &[(BASE_NS, "config")]) {
+    if let Ok(root) = l45_netconf_proto::xml::parse_lazy(wrapped.as_bytes(), &[(BASE_NS, "config")])
+    {
         let (cust, others): (Vec<Element>, Vec<Element>) = root
             .children
             .iter()
@@ -244,13 +245,20 @@ fn load_ds(ctx: &'static Context, text: &str) -> Result<Ds, String> {
             Some(store::ModuleMap::new())
         } else {
             let scope = root.scope_for_children(&[]);
-            store::fast_edit(schema, &store::ModuleMap::new(), wrapped.as_bytes(), &cust, &scope, EditOp::Merge, all).map(
-                |(d, _)| {
-                    let mut m = store::ModuleMap::new();
-                    d.apply_to(&mut m);
-                    m
-                },
+            store::fast_edit(
+                schema,
+                &store::ModuleMap::new(),
+                wrapped.as_bytes(),
+                &cust,
+                &scope,
+                EditOp::Merge,
+                all,
             )
+            .map(|(d, _)| {
+                let mut m = store::ModuleMap::new();
+                d.apply_to(&mut m);
+                m
+            })
         };
         if let Some(modules) = modules {
             let scope = root.scope_for_children(&[]);
@@ -295,14 +303,15 @@ fn delta_transaction(
     current: &store::ModuleMap,
     delta: &mut Delta,
 ) -> Result<Transaction, (u32, String, String)> {
-    let check_case = |id: u32, kind: &str, case: Option<usize>| -> Result<(), (u32, String, String)> {
-        if let Some(case) = case.and_then(|c| schema.cases[c].2.as_deref()) {
-            if tapbridge::parameters_case(kind) != Some(case) {
-                return Err((id, kind.to_string(), case.to_string()));
+    let check_case =
+        |id: u32, kind: &str, case: Option<usize>| -> Result<(), (u32, String, String)> {
+            if let Some(case) = case.and_then(|c| schema.cases[c].2.as_deref()) {
+                if tapbridge::parameters_case(kind) != Some(case) {
+                    return Err((id, kind.to_string(), case.to_string()));
+                }
             }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     let parsed = std::mem::take(&mut delta.parsed);
     // A load: only new entries, each already parsed by the edit. Their tap
     // view moves into the transaction (same order, no second copy).
@@ -353,7 +362,10 @@ fn delta_transaction(
             (None, _) => (None, None),
             (Some(_), Some(p)) => (Some(p.config), p.case),
             (Some(n), None) => match slots(n) {
-                Some(s) => (Some(s.module_config(schema)), s.parameters_case_index(schema)),
+                Some(s) => (
+                    Some(s.module_config(schema)),
+                    s.parameters_case_index(schema),
+                ),
                 None => (None, None),
             },
         };
@@ -949,9 +961,11 @@ impl Agent {
         // Fast path: explicit mode, no filter or just `<customizations/>`:
         // the entries are copied out as stored.
         let whole = filter == filter::Filter::All;
-        let only_customizations = filter
-            == filter::Filter::XPaths(vec![tapbridge::CUSTOMIZATIONS.to_string()]);
-        if !with_state && flags.bits() == DataPrinterFlags::WD_EXPLICIT.bits() && (whole || only_customizations)
+        let only_customizations =
+            filter == filter::Filter::XPaths(vec![tapbridge::CUSTOMIZATIONS.to_string()]);
+        if !with_state
+            && flags.bits() == DataPrinterFlags::WD_EXPLICIT.bits()
+            && (whole || only_customizations)
         {
             let stores = self.stores();
             let store = stores.get(ds);
@@ -1345,7 +1359,11 @@ impl Agent {
             }
             _ => None,
         };
-        tracing::debug!(fast = fast.is_some(), ms = t0.elapsed().as_secs_f64() * 1e3, "edit-config: fast path");
+        tracing::debug!(
+            fast = fast.is_some(),
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "edit-config: fast path"
+        );
         let (delta, rest, touched, errors) = match fast {
             Some((delta, touched)) => {
                 self.check_lock(target, s)?;
@@ -1417,7 +1435,10 @@ impl Agent {
         let full;
         let (rpc, config) = if rpc.has_lazy() {
             full = rpc.full().ok_or_else(|| {
-                vec![rpc_err(ErrorTag::MalformedMessage, "message no longer parses")]
+                vec![rpc_err(
+                    ErrorTag::MalformedMessage,
+                    "message no longer parses",
+                )]
             })?;
             let config = full.operation.child(BASE_NS, "config").ok_or_else(|| {
                 vec![rpc_err(ErrorTag::MissingElement, "<config> is missing")
@@ -1490,8 +1511,7 @@ impl Agent {
         touched: &[Touched],
         source: Datastore,
     ) -> Result<(), Vec<RpcError>> {
-        let schema = store::schema()
-            .map_err(|e| vec![app_err(ErrorTag::OperationFailed, e)])?;
+        let schema = store::schema().map_err(|e| vec![app_err(ErrorTag::OperationFailed, e)])?;
         let t0 = std::time::Instant::now();
         let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
         let mut delta = delta;
@@ -1551,7 +1571,15 @@ impl Agent {
             crate::memtrim::release();
         }
         let trim_ms = ms(t);
-        tracing::debug!(txn_ms, prepare_ms, persist_ms, apply_ms, swap_ms, trim_ms, "commit_running timings");
+        tracing::debug!(
+            txn_ms,
+            prepare_ms,
+            persist_ms,
+            apply_ms,
+            swap_ms,
+            trim_ms,
+            "commit_running timings"
+        );
         Ok(())
     }
 
@@ -1682,10 +1710,7 @@ impl Agent {
                         "source and target are the same datastore",
                     )]);
                 }
-                self.stores()
-                    .get(source)
-                    .share()
-                    .map_err(yerr(self.ctx))?
+                self.stores().get(source).share().map_err(yerr(self.ctx))?
             }
         };
         if !nacm.may(&s.username, "*", Access::Write, false) && target != Datastore::Startup {
@@ -1981,7 +2006,13 @@ impl Agent {
             "confirmed commit not confirmed; restoring the previous running configuration"
         );
         let delta = Delta::between(&self.stores().running.modules, &backup.modules);
-        self.commit_running(&system, delta, Some(backup.rest), &touched, Datastore::Running)?;
+        self.commit_running(
+            &system,
+            delta,
+            Some(backup.rest),
+            &touched,
+            Datastore::Running,
+        )?;
         self.stores_mut().reset_candidate();
         Ok(())
     }

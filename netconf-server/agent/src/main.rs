@@ -158,7 +158,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let dir = args.state_dir.join(&name);
             let (local, running) =
                 start_device(&args, &dir, listen, tap, admins.clone(), &auth, &config).await?;
-            println!("l45-agent listening on {local} host-key {fingerprint} tap recording device {name}");
+            println!(
+                "l45-agent listening on {local} host-key {fingerprint} tap recording device {name}"
+            );
             servers.push(running);
         }
     } else {
@@ -176,8 +178,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             _ => Arc::new(RecordingTap::new(args.tap_capacity, false)),
         };
-        let (local, running) =
-            start_device(&args, &args.state_dir, args.listen, tap, admins, &auth, &config).await?;
+        let (local, running) = start_device(
+            &args,
+            &args.state_dir,
+            args.listen,
+            tap,
+            admins,
+            &auth,
+            &config,
+        )
+        .await?;
         // One line on stdout that scripts can wait for.
         println!(
             "l45-agent listening on {local} host-key {fingerprint} tap {}",
@@ -207,7 +217,9 @@ type Running = (
 );
 
 /// Waits for every server; the first error ends the agent.
-async fn futures_all(tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>) -> anyhow::Result<()> {
+async fn futures_all(
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+) -> anyhow::Result<()> {
     for t in tasks {
         t.await.context("SSH server task")?.context("SSH server")?;
     }

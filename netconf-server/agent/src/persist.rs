@@ -79,8 +79,11 @@ impl Journal {
         rest: &DataTree<'static>,
         modules: impl Iterator<Item = &'a Entry>,
     ) -> std::io::Result<()> {
-        let head = l45_yang::print_xml(rest, DataPrinterFlags::WD_EXPLICIT | DataPrinterFlags::SHRINK)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let head = l45_yang::print_xml(
+            rest,
+            DataPrinterFlags::WD_EXPLICIT | DataPrinterFlags::SHRINK,
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         let tmp = self.snapshot.with_extension("tmp");
         let mut len = 0u64;
         {
@@ -120,7 +123,11 @@ impl Journal {
     }
 
     /// Appends one commit and makes it durable.
-    pub fn append(&mut self, delta: &Delta, rest: Option<&DataTree<'static>>) -> std::io::Result<()> {
+    pub fn append(
+        &mut self,
+        delta: &Delta,
+        rest: Option<&DataTree<'static>>,
+    ) -> std::io::Result<()> {
         let mut rec: Vec<u8> = Vec::with_capacity(64 + delta.changes.len() * 128);
         rec.extend_from_slice(b"B\n");
         if delta.clear {
@@ -137,15 +144,21 @@ impl Journal {
             }
         }
         if let Some(rest) = rest {
-            let xml = l45_yang::print_xml(rest, DataPrinterFlags::WD_EXPLICIT | DataPrinterFlags::SHRINK)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let xml = l45_yang::print_xml(
+                rest,
+                DataPrinterFlags::WD_EXPLICIT | DataPrinterFlags::SHRINK,
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
             rec.extend_from_slice(format!("R {}\n", xml.len()).as_bytes());
             rec.extend_from_slice(xml.as_bytes());
             rec.push(b'\n');
         }
         rec.extend_from_slice(b"E\n");
         if self.file.is_none() {
-            let f = OpenOptions::new().create(true).append(true).open(&self.journal)?;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.journal)?;
             self.len = f.metadata()?.len();
             self.file = Some(f);
             sync_dir(&self.journal)?;
@@ -171,7 +184,9 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        self.snapshot_len = std::fs::metadata(&self.snapshot).map(|m| m.len()).unwrap_or(0);
+        self.snapshot_len = std::fs::metadata(&self.snapshot)
+            .map(|m| m.len())
+            .unwrap_or(0);
         Ok(parse_records(&data))
     }
 }
@@ -200,7 +215,9 @@ fn parse_records(data: &[u8]) -> Vec<Vec<Replay>> {
         }
         let mut rec = Vec::new();
         loop {
-            let Some(l) = line(&mut pos) else { break 'records };
+            let Some(l) = line(&mut pos) else {
+                break 'records;
+            };
             let (op, arg) = l.split_once(' ').unwrap_or((l.as_str(), ""));
             match op {
                 "E" => break,
@@ -229,7 +246,11 @@ fn parse_records(data: &[u8]) -> Vec<Vec<Replay>> {
 
 /// Applies replayed changes to a module map (entries are checked by the
 /// caller).
-pub fn apply_replay(map: &mut ModuleMap, id_of: impl Fn(&Entry) -> Option<u32>, rec: Vec<Replay>) -> Option<String> {
+pub fn apply_replay(
+    map: &mut ModuleMap,
+    id_of: impl Fn(&Entry) -> Option<u32>,
+    rec: Vec<Replay>,
+) -> Option<String> {
     let mut rest = None;
     for r in rec {
         match r {

@@ -103,13 +103,17 @@ fn walk(
                     return Err(StoreError::UnsupportedSchema(child.name().to_string()));
                 }
                 // (yang3 dereferences a missing default: ask has_default first)
-                let default = child.has_default().then(|| child.default_value_canonical()).flatten().map(|d| {
-                    if identity {
-                        d.rsplit(':').next().unwrap_or(d).to_string()
-                    } else {
-                        d.to_string()
-                    }
-                });
+                let default = child
+                    .has_default()
+                    .then(|| child.default_value_canonical())
+                    .flatten()
+                    .map(|d| {
+                        if identity {
+                            d.rsplit(':').next().unwrap_or(d).to_string()
+                        } else {
+                            d.to_string()
+                        }
+                    });
                 schema.leaves.push(Leaf {
                     name: child.name().to_string(),
                     parents: parents.clone(),
@@ -334,7 +338,12 @@ impl Slots {
     }
 
     /// [`Slots::effective`] with the active cases already known.
-    fn effective_in<'a>(&'a self, schema: &'a ListSchema, cases: &[usize], name: &str) -> Option<&'a str> {
+    fn effective_in<'a>(
+        &'a self,
+        schema: &'a ListSchema,
+        cases: &[usize],
+        name: &str,
+    ) -> Option<&'a str> {
         schema
             .leaves
             .iter()
@@ -462,7 +471,9 @@ impl Slots {
                 .leaves
                 .iter()
                 .zip(&self.values)
-                .find(|(l, _)| l.name == name && l.parents.first().map(String::as_str) == Some(parent))
+                .find(|(l, _)| {
+                    l.name == name && l.parents.first().map(String::as_str) == Some(parent)
+                })
                 .and_then(|(_, v)| v.clone())
         };
         use base64::Engine as _;
@@ -492,8 +503,11 @@ impl Slots {
                 process_name: slot("match", "process-name"),
             },
             parameters,
-            key: slot("security", "key")
-                .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k.trim()).ok()),
+            key: slot("security", "key").and_then(|k| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(k.trim())
+                    .ok()
+            }),
         }
     }
 
@@ -921,19 +935,14 @@ pub fn fast_edit(
         let mut slots = Slots::empty(schema, id);
         let mut seen = vec![false; schema.leaves.len()];
         read_leaves(schema, m, &scope, &mut Vec::new(), &mut slots, &mut seen)?;
-        let has_key = schema
-            .leaves
-            .iter()
-            .zip(&slots.values)
-            .any(|(l, v)| v.is_some() && l.parents.first().map(String::as_str) == Some("security"));
+        let has_key =
+            schema.leaves.iter().zip(&slots.values).any(|(l, v)| {
+                v.is_some() && l.parents.first().map(String::as_str) == Some("security")
+            });
         if has_key && !access.keys {
             return None;
         }
-        let existing = if clear {
-            None
-        } else {
-            current.get(&id)
-        };
+        let existing = if clear { None } else { current.get(&id) };
         let path = || module_path(id);
         let new_slots = match mop {
             EditOp::None => return Some(()),
@@ -945,7 +954,10 @@ pub fn fast_edit(
                     return Some(());
                 }
                 changes.push((id, None));
-                touch(&mut touched, || Touched { path: path(), op: mop });
+                touch(&mut touched, || Touched {
+                    path: path(),
+                    op: mop,
+                });
                 return Some(());
             }
             EditOp::Create if existing.is_some() => return None,
@@ -953,7 +965,10 @@ pub fn fast_edit(
                 // Children of a created or replaced container are inserted
                 // with it and not reported one by one (as before).
                 if !matches!(cop, EditOp::Create | EditOp::Replace) {
-                    touch(&mut touched, || Touched { path: path(), op: mop });
+                    touch(&mut touched, || Touched {
+                        path: path(),
+                        op: mop,
+                    });
                 }
                 slots
             }
@@ -1082,8 +1097,22 @@ mod tests {
     fn schema_walk_finds_every_config_leaf() {
         let s = schema().expect("schema");
         let names: Vec<&str> = s.leaves.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(&names[..7], ["name", "kind", "priority", "activated", "deprecated", "attach", "protocol"]);
-        assert!(s.leaves.iter().any(|l| l.name == "sha256" && l.case.is_some()));
+        assert_eq!(
+            &names[..7],
+            [
+                "name",
+                "kind",
+                "priority",
+                "activated",
+                "deprecated",
+                "attach",
+                "protocol"
+            ]
+        );
+        assert!(s
+            .leaves
+            .iter()
+            .any(|l| l.name == "sha256" && l.case.is_some()));
         assert_eq!(s.cases.len(), 7);
     }
 
@@ -1091,10 +1120,38 @@ mod tests {
     fn native_integer_checks_agree_with_libyang() {
         let s = schema().expect("schema");
         let samples = [
-            "0", "1", "7", "100", "255", "256", "65535", "65536", "4294967295", "4294967296",
-            "18446744073709551615", "18446744073709551616", "-1", "-0", "00", "01", "+1", " 1", "1 ",
-            "1.0", "", "-", "99999999999999999999999", "-128", "-129", "127", "128", "2147483647",
-            "-2147483648", "-9223372036854775808", "9223372036854775807", "9223372036854775808",
+            "0",
+            "1",
+            "7",
+            "100",
+            "255",
+            "256",
+            "65535",
+            "65536",
+            "4294967295",
+            "4294967296",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "-0",
+            "00",
+            "01",
+            "+1",
+            " 1",
+            "1 ",
+            "1.0",
+            "",
+            "-",
+            "99999999999999999999999",
+            "-128",
+            "-129",
+            "127",
+            "128",
+            "2147483647",
+            "-2147483648",
+            "-9223372036854775808",
+            "9223372036854775807",
+            "9223372036854775808",
         ];
         let mut ints = 0;
         for (i, leaf) in s.leaves.iter().enumerate() {
@@ -1102,7 +1159,12 @@ mod tests {
             ints += 1;
             for v in samples {
                 if native.accepts(v) {
-                    assert_eq!(leaf.check.canonical(v).as_deref(), Some(v), "{} {v}", leaf.name);
+                    assert_eq!(
+                        leaf.check.canonical(v).as_deref(),
+                        Some(v),
+                        "{} {v}",
+                        leaf.name
+                    );
                     assert_eq!(s.check(i, v).as_deref(), Some(v));
                 }
             }
@@ -1122,7 +1184,11 @@ mod tests {
             if s.key.canonical(v).as_deref() == Some(v) {
                 assert!(key.accepts(v), "id {v}");
             }
-            assert_eq!(s.key_of(v), s.key.canonical(v).and_then(|c| c.parse().ok()), "id {v}");
+            assert_eq!(
+                s.key_of(v),
+                s.key.canonical(v).and_then(|c| c.parse().ok()),
+                "id {v}"
+            );
         }
     }
 
@@ -1153,7 +1219,10 @@ mod tests {
     fn invalid_or_unusual_edits_take_the_general_path() {
         let s = schema().expect("schema");
         let mut current = ModuleMap::new();
-        current.insert(1, Arc::from("<module><id>1</id><name>m</name><kind>dns-front-tag</kind></module>"));
+        current.insert(
+            1,
+            Arc::from("<module><id>1</id><name>m</name><kind>dns-front-tag</kind></module>"),
+        );
         for body in [
             "<module><id>2</id><name>x</name><kind>l45:dns-front-tag</kind><priority>70000</priority></module>",
             "<module><id>0</id><name>x</name><kind>l45:dns-front-tag</kind></module>",
@@ -1174,7 +1243,10 @@ mod tests {
             );
         }
         let key = config(RICH);
-        let no_keys = WriteAccess { module: true, keys: false };
+        let no_keys = WriteAccess {
+            module: true,
+            keys: false,
+        };
         assert!(fast_edit(s, &current, b"", &key.children, &[], EditOp::Merge, no_keys).is_none());
     }
 
@@ -1182,16 +1254,21 @@ mod tests {
     fn merge_delete_and_delta_leave_the_original_map_alone() {
         let s = schema().expect("schema");
         let mut current = ModuleMap::new();
-        current.insert(1, Arc::from("<module><id>1</id><name>m</name><kind>dns-front-tag</kind></module>"));
+        current.insert(
+            1,
+            Arc::from("<module><id>1</id><name>m</name><kind>dns-front-tag</kind></module>"),
+        );
         let before = current.clone();
         let el = config("<module><id>1</id><priority>7</priority></module>");
-        let (delta, touched) = fast_edit(s, &current, b"", &el.children, &[], EditOp::Merge, ALL).unwrap();
+        let (delta, touched) =
+            fast_edit(s, &current, b"", &el.children, &[], EditOp::Merge, ALL).unwrap();
         assert_eq!(current, before, "the edit changes nothing until applied");
         assert_eq!(touched[0].path, module_path(1));
         delta.apply_to(&mut current);
         assert_eq!(&*current[&1], "<module><id>1</id><name>m</name><kind>dns-front-tag</kind><priority>7</priority></module>");
         let del = config("<module nc:operation=\"delete\"><id>1</id></module>");
-        let (delta, _) = fast_edit(s, &current, b"", &del.children, &[], EditOp::Merge, ALL).unwrap();
+        let (delta, _) =
+            fast_edit(s, &current, b"", &del.children, &[], EditOp::Merge, ALL).unwrap();
         delta.apply_to(&mut current);
         assert!(current.is_empty());
     }
@@ -1199,7 +1276,8 @@ mod tests {
     #[test]
     fn module_config_matches_tapbridge_reading_libyang() {
         let s = schema().expect("schema");
-        let src = format!("<customizations xmlns=\"{L45}\" xmlns:l45=\"{L45}\">{RICH}</customizations>");
+        let src =
+            format!("<customizations xmlns=\"{L45}\" xmlns:l45=\"{L45}\">{RICH}</customizations>");
         let t = tree(&src);
         let from_libyang = crate::tapbridge::module_config(&t, 7).unwrap();
         let map = entries_of(&t).unwrap();
@@ -1209,7 +1287,8 @@ mod tests {
 
     #[test]
     fn to_tree_round_trips() {
-        let src = format!("<customizations xmlns=\"{L45}\" xmlns:l45=\"{L45}\">{RICH}</customizations>");
+        let src =
+            format!("<customizations xmlns=\"{L45}\" xmlns:l45=\"{L45}\">{RICH}</customizations>");
         let ds = Ds::from_tree(&tree(&src)).unwrap();
         let back = ds.to_tree(ctx()).unwrap();
         assert_eq!(

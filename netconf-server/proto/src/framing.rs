@@ -322,7 +322,8 @@ pub fn encode_parts(
     let max_part = max_part.max(1);
     let count = message.len().div_ceil(max_part).max(1);
     (0..count).map(move |i| {
-        let piece = &message[(i * max_part).min(message.len())..((i + 1) * max_part).min(message.len())];
+        let piece =
+            &message[(i * max_part).min(message.len())..((i + 1) * max_part).min(message.len())];
         let last = i + 1 == count;
         let mut out = Vec::with_capacity(piece.len() + 32);
         match framing {
@@ -572,7 +573,10 @@ mod tests {
                 assert_eq!(d.next_frame().unwrap(), Some(Frame::Message(msg.clone())));
                 assert_eq!(d.buffered(), 0);
             }
-            assert_eq!(encode_parts(b"", framing, 10).collect::<Vec<_>>().concat(), encode(b"", framing));
+            assert_eq!(
+                encode_parts(b"", framing, 10).collect::<Vec<_>>().concat(),
+                encode(b"", framing)
+            );
         }
     }
 }

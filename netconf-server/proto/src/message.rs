@@ -103,8 +103,11 @@ pub struct Rpc {
 }
 
 /// Path of the element whose children [`parse_rpc`] keeps lazy.
-const EDIT_CONFIG_DATA: &[(&str, &str)] =
-    &[(BASE_NS, "rpc"), (BASE_NS, "edit-config"), (BASE_NS, "config")];
+const EDIT_CONFIG_DATA: &[(&str, &str)] = &[
+    (BASE_NS, "rpc"),
+    (BASE_NS, "edit-config"),
+    (BASE_NS, "config"),
+];
 
 impl Rpc {
     /// Whether the operation holds lazy elements (see [`parse_rpc`]).
@@ -514,13 +517,22 @@ mod tests {
         assert!(rpc.has_lazy());
         let config = rpc.operation.child(BASE_NS, "config").unwrap();
         assert!(config.lazy.is_none() && config.children[0].lazy.is_some());
-        assert!(rpc.operation.child(BASE_NS, "target").unwrap().children[0].lazy.is_none());
+        assert!(rpc.operation.child(BASE_NS, "target").unwrap().children[0]
+            .lazy
+            .is_none());
         let full = rpc.full().unwrap();
         assert!(!full.has_lazy());
-        assert_eq!(full.operation, xml::parse(msg.as_bytes()).unwrap().children[0]);
+        assert_eq!(
+            full.operation,
+            xml::parse(msg.as_bytes()).unwrap().children[0]
+        );
         // Other operations are built whole.
-        let msg = format!(r#"<rpc xmlns="{BASE_NS}" message-id="1"><get-config><source><running/></source><filter><top xmlns="urn:t"/></filter></get-config></rpc>"#);
-        let Incoming::Rpc(rpc) = parse_rpc(msg.into_bytes()) else { panic!() };
+        let msg = format!(
+            r#"<rpc xmlns="{BASE_NS}" message-id="1"><get-config><source><running/></source><filter><top xmlns="urn:t"/></filter></get-config></rpc>"#
+        );
+        let Incoming::Rpc(rpc) = parse_rpc(msg.into_bytes()) else {
+            panic!()
+        };
         assert!(!rpc.has_lazy());
     }
 

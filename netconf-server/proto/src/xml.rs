@@ -259,10 +259,13 @@ impl<'s> Parser<'s> {
                     let keep = lazy_at.is_none();
                     let reuse = if keep { self.pool.pop() } else { None };
                     let (element, attrs) =
-                        open_element(start, &mut self.decls, start_pos, end_pos, keep, reuse).map_err(err)?;
+                        open_element(start, &mut self.decls, start_pos, end_pos, keep, reuse)
+                            .map_err(err)?;
                     if let Some(at) = lazy_at {
                         let direct = self.stack.len() == at + 1;
-                        if let Some(Some(lazy)) = self.stack[at].element.as_mut().map(|e| e.lazy.as_mut()) {
+                        if let Some(Some(lazy)) =
+                            self.stack[at].element.as_mut().map(|e| e.lazy.as_mut())
+                        {
                             if direct {
                                 lazy.children += 1;
                             }
@@ -409,9 +412,10 @@ impl Parser<'_> {
 fn is_lazy(stack: &[Frame], lazy_below: &[(&str, &str)]) -> bool {
     !lazy_below.is_empty()
         && stack.len() == lazy_below.len()
-        && stack.iter().zip(lazy_below).all(|(f, (ns, name))| {
-            f.element.as_ref().is_some_and(|e| e.is(ns, name))
-        })
+        && stack
+            .iter()
+            .zip(lazy_below)
+            .all(|(f, (ns, name))| f.element.as_ref().is_some_and(|e| e.is(ns, name)))
 }
 
 /// Reads a start tag: pushes its namespace declarations onto `decls`,
@@ -643,11 +647,26 @@ mod tests {
         let (fc, lc) = (&full.children[0].children[0], &lazy.children[0].children[0]);
         assert_eq!(fc.children.len(), 2);
         for (f, l) in fc.children.iter().zip(&lc.children) {
-            assert_eq!((&f.ns, &f.name, &f.attrs, &f.ns_decls, &f.span, f.name_end), (&l.ns, &l.name, &l.attrs, &l.ns_decls, &l.span, l.name_end));
+            assert_eq!(
+                (&f.ns, &f.name, &f.attrs, &f.ns_decls, &f.span, f.name_end),
+                (&l.ns, &l.name, &l.attrs, &l.ns_decls, &l.span, l.name_end)
+            );
             assert!(l.children.is_empty() && l.text.is_empty());
         }
-        assert_eq!(lc.children[0].lazy, Some(Lazy { children: 2, attributes_below: true }));
-        assert_eq!(lc.children[1].lazy, Some(Lazy { children: 0, attributes_below: false }));
+        assert_eq!(
+            lc.children[0].lazy,
+            Some(Lazy {
+                children: 2,
+                attributes_below: true
+            })
+        );
+        assert_eq!(
+            lc.children[1].lazy,
+            Some(Lazy {
+                children: 0,
+                attributes_below: false
+            })
+        );
         assert_eq!(fc.children[0].lazy, None);
         // Reading a lazy element's children gives what the full parse had.
         let scope = full.scope_for_children(&[]);
@@ -672,7 +691,16 @@ mod tests {
     #[test]
     fn lazy_parse_fails_exactly_like_a_full_parse() {
         let head = r#"<rpc xmlns="urn:b"><edit><config><top>"#;
-        for inner in ["<q:x/>", "<x a='1' a='2'/>", "&bogus;", "&#0;", "<x a='&nope;'/>", "<x></y>", "<!DOCTYPE x>", "<x>"] {
+        for inner in [
+            "<q:x/>",
+            "<x a='1' a='2'/>",
+            "&bogus;",
+            "&#0;",
+            "<x a='&nope;'/>",
+            "<x></y>",
+            "<!DOCTYPE x>",
+            "<x>",
+        ] {
             let doc = format!("{head}{inner}</top></config></edit></rpc>");
             let full = parse(doc.as_bytes()).unwrap_err();
             let lazy = parse_lazy(doc.as_bytes(), LAZY_PATH).unwrap_err();
@@ -682,7 +710,10 @@ mod tests {
         for _ in 0..MAX_DEPTH {
             deep.push_str("<a>");
         }
-        assert_eq!(parse(deep.as_bytes()).unwrap_err(), parse_lazy(deep.as_bytes(), LAZY_PATH).unwrap_err());
+        assert_eq!(
+            parse(deep.as_bytes()).unwrap_err(),
+            parse_lazy(deep.as_bytes(), LAZY_PATH).unwrap_err()
+        );
     }
 
     #[test]

@@ -409,10 +409,7 @@ mod tests {
         };
         tap.prepare(&swap).unwrap();
         tap.apply(&swap);
-        assert_eq!(
-            tap.module_ids(),
-            vec![2]
-        );
+        assert_eq!(tap.module_ids(), vec![2]);
         assert_eq!(tap.log().len(), 5);
     }
 

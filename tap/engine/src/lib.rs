@@ -15,7 +15,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use l45_modules::{Ctx, Instance, Kind, RecvVerdict, Role, SendVerdict, SocketState, Transport};
-use l45_tap_shm::{flags, name_bytes, AddrMatch, ModuleSlot, MAX_CHAIN, NAME_LEN, PROTO_ANY, PROTO_TCP, PROTO_UDP};
+use l45_tap_shm::{
+    flags, name_bytes, AddrMatch, ModuleSlot, MAX_CHAIN, NAME_LEN, PROTO_ANY, PROTO_TCP, PROTO_UDP,
+};
 
 /// What the tap knows about a socket when it matches it.
 #[derive(Debug, Clone, Copy)]
@@ -138,7 +140,8 @@ impl Rule {
                 return false;
             }
         }
-        addr_matches(&self.source, v.local, true) && addr_matches(&self.destination, v.remote, false)
+        addr_matches(&self.source, v.local, true)
+            && addr_matches(&self.destination, v.remote, false)
     }
 }
 
@@ -344,12 +347,15 @@ impl Chain {
     /// The delay a send waits for (the first activated rate limit) and the
     /// chain index of that module. The caller sleeps outside any lock.
     pub fn send_delay(&self) -> Option<(u32, usize)> {
-        self.entries.iter().enumerate().find_map(|(i, a)| match a.instance.params {
-            l45_modules::Params::RateLimit { delay_ms } if a.activated && delay_ms > 0 => {
-                Some((delay_ms, i))
-            }
-            _ => None,
-        })
+        self.entries
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| match a.instance.params {
+                l45_modules::Params::RateLimit { delay_ms } if a.activated && delay_ms > 0 => {
+                    Some((delay_ms, i))
+                }
+                _ => None,
+            })
     }
 
     /// Runs the send chain over `input`; customized bytes land in `out`.

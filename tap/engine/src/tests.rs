@@ -68,7 +68,12 @@ fn rules_match_wildcards_prefixes_ports_and_names() {
     assert!(Rule::from_slot(&s).matches(&client));
 
     // IPv6 prefixes, and v4-mapped addresses against v4 rules.
-    let v6 = view(PROTO_TCP, Role::Client, "[2001:db8::5]:1000", "[2001:db8:1::1]:443");
+    let v6 = view(
+        PROTO_TCP,
+        Role::Client,
+        "[2001:db8::5]:1000",
+        "[2001:db8:1::1]:443",
+    );
     let mut s = slot(2, Kind::StreamTag, 1, 0);
     let mut net = [0u8; 16];
     net[..6].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 1]);
@@ -76,7 +81,12 @@ fn rules_match_wildcards_prefixes_ports_and_names() {
     assert!(Rule::from_slot(&s).matches(&v6));
     s.destination = addr(6, 64, &[0x20, 0x01, 0x0d, 0xb8, 0, 2]);
     assert!(!Rule::from_slot(&s).matches(&v6));
-    let mapped = view(PROTO_TCP, Role::Client, "[::ffff:10.0.0.1]:5", "[::ffff:10.1.2.3]:80");
+    let mapped = view(
+        PROTO_TCP,
+        Role::Client,
+        "[::ffff:10.0.0.1]:5",
+        "[::ffff:10.1.2.3]:80",
+    );
     s.destination = addr(4, 16, &[10, 1]);
     assert!(Rule::from_slot(&s).matches(&mapped));
 
@@ -99,7 +109,10 @@ fn first_sight_skips_deprecated_and_sorts_by_priority() {
         slot(7, Kind::DnsMiddleTag, 20, flags::DEPRECATED),
         slot(8, Kind::DnsCompression, 10, 0),
     ]);
-    let chain = Chain::first_sight(&c, &view(PROTO_UDP, Role::Client, "127.0.0.1:1", "127.0.0.1:53"));
+    let chain = Chain::first_sight(
+        &c,
+        &view(PROTO_UDP, Role::Client, "127.0.0.1:1", "127.0.0.1:53"),
+    );
     let ids: Vec<u32> = chain.entries.iter().map(|a| a.id).collect();
     assert_eq!(ids, vec![6, 8, 5], "priority, then id; deprecated left out");
 }
@@ -123,7 +136,10 @@ fn refresh_revokes_updates_and_attaches_immediate_modules() {
     assert_eq!(chain.ids()[..2], [1, 0]);
 
     // A new module without immediate attach does not join live sockets.
-    let c2 = config(&[slot(1, Kind::DnsFrontTag, 10, 0), slot(2, Kind::DnsCompression, 20, 0)]);
+    let c2 = config(&[
+        slot(1, Kind::DnsFrontTag, 10, 0),
+        slot(2, Kind::DnsCompression, 20, 0),
+    ]);
     assert!(chain.refresh(&c2, &v).is_empty());
     assert_eq!(chain.ids()[..2], [1, 0]);
 
@@ -208,7 +224,8 @@ fn rotation_front_tag_to_compression_never_fails_a_query() {
     let mut server = Chain::first_sight(&config(&[front]), &server_view);
     let mut client = Chain::first_sight(&config(&[comp(5)]), &client_view);
     let mut wire = Vec::new();
-    let SendOutcome::Customized { len, .. } = client.send(&client_view.ctx(), QUERY, &mut wire) else {
+    let SendOutcome::Customized { len, .. } = client.send(&client_view.ctx(), QUERY, &mut wire)
+    else {
         panic!()
     };
     let mut out = Vec::new();
@@ -226,7 +243,10 @@ fn deactivated_modules_pass_through_and_rate_limit_delays() {
     let mut chain = Chain::first_sight(&config(&[rate]), &v);
     assert_eq!(chain.send_delay(), Some((250, 0)));
     let mut out = Vec::new();
-    assert_eq!(chain.send(&v.ctx(), b"GET /", &mut out), SendOutcome::Original);
+    assert_eq!(
+        chain.send(&v.ctx(), b"GET /", &mut out),
+        SendOutcome::Original
+    );
     rate.flags &= !flags::ACTIVATED;
     chain.refresh(&config(&[rate]), &v);
     assert_eq!(chain.send_delay(), None);

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use l45_modules::{Instance, Kind};
 use l45_tap_control::{
-    Attach, Change, ChallengeAnswer, ModuleConfig, ModuleState, ModuleStats, Protocol, SocketInfo,
+    Attach, ChallengeAnswer, Change, ModuleConfig, ModuleState, ModuleStats, Protocol, SocketInfo,
     TapControl, TapError, Transaction,
 };
 use nl::{attr, cmd, flag, matching, Attrs, Genl, NlError};
@@ -107,7 +107,9 @@ pub fn register_attrs(m: &ModuleConfig) -> Result<Attrs, EncodeError> {
     for (i, (k, v)) in m.parameters.iter().enumerate() {
         params = params.nested(
             i as u16 + 1,
-            Attrs::new().string(nl::param::NAME, k).string(nl::param::VALUE, v),
+            Attrs::new()
+                .string(nl::param::NAME, k)
+                .string(nl::param::VALUE, v),
         );
     }
     let mut a = Attrs::new()
@@ -147,9 +149,17 @@ fn flags_of(m: &ModuleConfig) -> u8 {
 /// One netlink request of a prepared transaction.
 #[derive(Debug, Clone)]
 enum Op {
-    Register { id: u32, attrs: Attrs, replace: bool },
+    Register {
+        id: u32,
+        attrs: Attrs,
+        replace: bool,
+    },
     Revoke(u32),
-    Set { id: u32, cmd: u8, attrs: Attrs },
+    Set {
+        id: u32,
+        cmd: u8,
+        attrs: Attrs,
+    },
 }
 
 /// Statistics of one module as the kernel reports them.
@@ -194,7 +204,8 @@ impl Client {
     }
 
     fn register_attrs(&self, id: u32, attrs: &Attrs, replace: bool) -> Result<(), TapError> {
-        self.register_nl(attrs, replace).map_err(|e| tap_error(id, e))
+        self.register_nl(attrs, replace)
+            .map_err(|e| tap_error(id, e))
     }
 
     fn register_nl(&self, attrs: &Attrs, replace: bool) -> Result<(), NlError> {
@@ -218,13 +229,20 @@ impl Client {
     }
 
     pub fn priority(&self, id: u32, priority: u16) -> Result<(), TapError> {
-        self.simple(cmd::PRIORITY, id, Attrs::new().u16(attr::PRIORITY, priority))
+        self.simple(
+            cmd::PRIORITY,
+            id,
+            Attrs::new().u16(attr::PRIORITY, priority),
+        )
     }
 
     fn simple(&self, c: u8, id: u32, rest: Attrs) -> Result<(), TapError> {
         let mut a = Attrs::new().u32(attr::ID, id);
         a.put_raw(rest.as_bytes());
-        self.genl.request(c, 0, a.as_bytes()).map(drop).map_err(|e| tap_error(id, e))
+        self.genl
+            .request(c, 0, a.as_bytes())
+            .map(drop)
+            .map_err(|e| tap_error(id, e))
     }
 
     /// Every module's statistics (a multipart dump: no size cap).
@@ -258,19 +276,34 @@ impl Client {
             .collect())
     }
 
-    pub fn challenge(&self, id: u32, nonce: &[u8], ciphertext: &[u8]) -> Result<ChallengeAnswer, TapError> {
+    pub fn challenge(
+        &self,
+        id: u32,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<ChallengeAnswer, TapError> {
         let a = Attrs::new()
             .u32(attr::ID, id)
             .bytes(attr::NONCE, nonce)
             .bytes(attr::CIPHERTEXT, ciphertext);
-        let msgs = self.genl.request(cmd::CHALLENGE, 0, a.as_bytes()).map_err(|e| tap_error(id, e))?;
-        let m = msgs.first().ok_or_else(|| TapError::Backend("no challenge answer".into()))?;
-        match (nl::get_attr(&m.attrs, attr::NONCE), nl::get_attr(&m.attrs, attr::CIPHERTEXT)) {
+        let msgs = self
+            .genl
+            .request(cmd::CHALLENGE, 0, a.as_bytes())
+            .map_err(|e| tap_error(id, e))?;
+        let m = msgs
+            .first()
+            .ok_or_else(|| TapError::Backend("no challenge answer".into()))?;
+        match (
+            nl::get_attr(&m.attrs, attr::NONCE),
+            nl::get_attr(&m.attrs, attr::CIPHERTEXT),
+        ) {
             (Some(n), Some(c)) => Ok(ChallengeAnswer {
                 nonce: n.to_vec(),
                 ciphertext: c.to_vec(),
             }),
-            _ => Err(TapError::Backend("challenge answer without nonce or ciphertext".into())),
+            _ => Err(TapError::Backend(
+                "challenge answer without nonce or ciphertext".into(),
+            )),
         }
     }
 }
@@ -556,7 +589,12 @@ impl TapControl for KernelTap {
         })
     }
 
-    fn challenge(&self, id: u32, nonce: &[u8], ciphertext: &[u8]) -> Result<ChallengeAnswer, TapError> {
+    fn challenge(
+        &self,
+        id: u32,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<ChallengeAnswer, TapError> {
         self.client.challenge(id, nonce, ciphertext)
     }
 
@@ -588,7 +626,9 @@ mod tests {
                 process_name: Some("curl".into()),
                 ..MatchRules::default()
             },
-            parameters: [("interval".to_string(), "64".to_string())].into_iter().collect(),
+            parameters: [("interval".to_string(), "64".to_string())]
+                .into_iter()
+                .collect(),
             key: Some(vec![1; 32]),
         }
     }
@@ -600,16 +640,25 @@ mod tests {
         assert_eq!(nl::attr_u32(b, attr::ID), Some(9));
         assert_eq!(nl::attr_u16(b, attr::KIND), Some(Kind::StreamTag.code()));
         assert_eq!(nl::attr_u16(b, attr::PRIORITY), Some(7));
-        assert_eq!(nl::attr_u8(b, attr::FLAGS), Some(flag::ACTIVATED | flag::IMMEDIATE));
+        assert_eq!(
+            nl::attr_u8(b, attr::FLAGS),
+            Some(flag::ACTIVATED | flag::IMMEDIATE)
+        );
         let m = nl::get_attr(b, attr::MATCH).unwrap();
         assert_eq!(nl::attr_u8(m, matching::PROTO), Some(6));
-        assert_eq!(nl::get_attr(m, matching::SRC_ADDR), Some(&[10, 0, 0, 0][..]));
+        assert_eq!(
+            nl::get_attr(m, matching::SRC_ADDR),
+            Some(&[10, 0, 0, 0][..])
+        );
         assert_eq!(nl::attr_u8(m, matching::SRC_PREFIX), Some(8));
         assert_eq!(nl::attr_u16(m, matching::DST_PORT), Some(8080));
         assert_eq!(nl::attr_str(m, matching::PROCESS).as_deref(), Some("curl"));
         let p = nl::get_attr(b, attr::PARAMS).unwrap();
         let (_, first) = nl::parse_attrs(p).next().unwrap();
-        assert_eq!(nl::attr_str(first, nl::param::NAME).as_deref(), Some("interval"));
+        assert_eq!(
+            nl::attr_str(first, nl::param::NAME).as_deref(),
+            Some("interval")
+        );
         assert_eq!(nl::attr_str(first, nl::param::VALUE).as_deref(), Some("64"));
         assert_eq!(nl::get_attr(b, attr::KEY).map(|k| k.len()), Some(32));
     }
@@ -618,10 +667,16 @@ mod tests {
     fn bad_modules_are_refused_before_the_kernel_sees_them() {
         let mut m = module(1);
         m.kind = "nope".into();
-        assert_eq!(register_attrs(&m).unwrap_err(), EncodeError::UnknownKind("nope".into()));
+        assert_eq!(
+            register_attrs(&m).unwrap_err(),
+            EncodeError::UnknownKind("nope".into())
+        );
         let mut m = module(1);
         m.parameters.insert("interval".into(), "3".into());
-        assert!(matches!(register_attrs(&m), Err(EncodeError::Parameters(_))));
+        assert!(matches!(
+            register_attrs(&m),
+            Err(EncodeError::Parameters(_))
+        ));
         let mut m = module(1);
         m.matching.source_address = Some("10.0.0.0/33".into());
         assert!(matches!(register_attrs(&m), Err(EncodeError::Address(_))));
@@ -651,9 +706,21 @@ mod tests {
             .u32(st::SOCKETS, 2)
             .bytes(st::BYTES_SENT, &7u64.to_ne_bytes())
             .bytes(st::MESSAGES_RECEIVED, &3u64.to_ne_bytes());
-        let msg = Attrs::new().u32(attr::ID, 5).u16(attr::PRIORITY, 9).nested(attr::STATS, stats);
+        let msg = Attrs::new()
+            .u32(attr::ID, 5)
+            .u16(attr::PRIORITY, 9)
+            .nested(attr::STATS, stats);
         let s = parse_stats(msg.as_bytes()).unwrap();
-        assert_eq!((s.id, s.priority, s.sockets, s.bytes_sent, s.messages_received), (5, 9, 2, 7, 3));
+        assert_eq!(
+            (
+                s.id,
+                s.priority,
+                s.sockets,
+                s.bytes_sent,
+                s.messages_received
+            ),
+            (5, 9, 2, 7, 3)
+        );
         assert_eq!(parse_stats(Attrs::new().u32(attr::ID, 5).as_bytes()), None);
         let sock = Attrs::new()
             .u8(k::PROTO, 17)
@@ -661,21 +728,39 @@ mod tests {
             .u16(k::LOCAL_PORT, 53)
             .u32(k::PID, 42)
             .string(k::PROCESS, "dnsmasq")
-            .bytes(k::MODULES, &[3u32.to_ne_bytes(), 4u32.to_ne_bytes()].concat());
+            .bytes(
+                k::MODULES,
+                &[3u32.to_ne_bytes(), 4u32.to_ne_bytes()].concat(),
+            );
         let i = parse_socket(sock.as_bytes());
         assert_eq!(i.protocol, Protocol::Udp);
         assert_eq!(i.source, Some("127.0.0.1:53".parse().unwrap()));
         assert_eq!(i.destination, None);
-        assert_eq!((i.pid, i.process_name.as_str(), i.modules), (42, "dnsmasq", vec![3, 4]));
+        assert_eq!(
+            (i.pid, i.process_name.as_str(), i.modules),
+            (42, "dnsmasq", vec![3, 4])
+        );
     }
 
     #[test]
     fn kernel_errors_map_to_tap_errors() {
-        let k = |errno| NlError::Kernel { errno, message: "m".into() };
+        let k = |errno| NlError::Kernel {
+            errno,
+            message: "m".into(),
+        };
         assert_eq!(tap_error(3, k(libc::ENOENT)), TapError::UnknownModule(3));
-        assert!(matches!(tap_error(3, k(libc::ENOSPC)), TapError::ResourceExhausted(_)));
-        assert!(matches!(tap_error(3, k(libc::EINVAL)), TapError::Refused { id: 3, .. }));
-        assert!(matches!(tap_error(3, NlError::Malformed("x")), TapError::Backend(_)));
+        assert!(matches!(
+            tap_error(3, k(libc::ENOSPC)),
+            TapError::ResourceExhausted(_)
+        ));
+        assert!(matches!(
+            tap_error(3, k(libc::EINVAL)),
+            TapError::Refused { id: 3, .. }
+        ));
+        assert!(matches!(
+            tap_error(3, NlError::Malformed("x")),
+            TapError::Backend(_)
+        ));
     }
 
     #[test]

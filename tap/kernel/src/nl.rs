@@ -202,13 +202,19 @@ pub fn attr_u8(data: &[u8], ty: u16) -> Option<u8> {
     get_attr(data, ty).and_then(|d| d.first().copied())
 }
 pub fn attr_u16(data: &[u8], ty: u16) -> Option<u16> {
-    get_attr(data, ty).and_then(|d| d.try_into().ok()).map(u16::from_ne_bytes)
+    get_attr(data, ty)
+        .and_then(|d| d.try_into().ok())
+        .map(u16::from_ne_bytes)
 }
 pub fn attr_u32(data: &[u8], ty: u16) -> Option<u32> {
-    get_attr(data, ty).and_then(|d| d.try_into().ok()).map(u32::from_ne_bytes)
+    get_attr(data, ty)
+        .and_then(|d| d.try_into().ok())
+        .map(u32::from_ne_bytes)
 }
 pub fn attr_u64(data: &[u8], ty: u16) -> Option<u64> {
-    get_attr(data, ty).and_then(|d| d.try_into().ok()).map(u64::from_ne_bytes)
+    get_attr(data, ty)
+        .and_then(|d| d.try_into().ok())
+        .map(u64::from_ne_bytes)
 }
 pub fn attr_str(data: &[u8], ty: u16) -> Option<String> {
     get_attr(data, ty).map(|d| {
@@ -281,7 +287,9 @@ impl Genl {
         let id = answer
             .iter()
             .find_map(|m| attr_u16(&m.attrs, CTRL_ATTR_FAMILY_ID))
-            .ok_or(NlError::Malformed("no family id in the controller's answer"))?;
+            .ok_or(NlError::Malformed(
+                "no family id in the controller's answer",
+            ))?;
         g.family = id;
         Ok(g)
     }
@@ -296,7 +304,12 @@ impl Genl {
     pub fn request(&self, cmd: u8, flags: u16, attrs: &[u8]) -> Result<Vec<Msg>, NlError> {
         let mut payload = vec![cmd, 1, 0, 0];
         payload.extend_from_slice(attrs);
-        self.request_raw(self.family, flags | NLM_F_REQUEST | NLM_F_ACK, &payload, None)
+        self.request_raw(
+            self.family,
+            flags | NLM_F_REQUEST | NLM_F_ACK,
+            &payload,
+            None,
+        )
     }
 
     /// As [`Genl::request`] with a payload of the caller's making (genl
@@ -342,7 +355,8 @@ impl Genl {
         let mut buf = vec![0u8; 65536];
         loop {
             // SAFETY: valid fd and buffer.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -383,11 +397,11 @@ impl Genl {
                             let skip = if mflags & NLM_F_CAPPED != 0 {
                                 4 + NLMSG_HDRLEN
                             } else {
-                                let olen = body
-                                    .get(4..8)
-                                    .and_then(|b| b.try_into().ok())
-                                    .map(u32::from_ne_bytes)
-                                    .unwrap_or(0) as usize;
+                                let olen =
+                                    body.get(4..8)
+                                        .and_then(|b| b.try_into().ok())
+                                        .map(u32::from_ne_bytes)
+                                        .unwrap_or(0) as usize;
                                 4 + align4(olen)
                             };
                             if let Some(tlvs) = body.get(skip..) {
@@ -399,7 +413,10 @@ impl Genl {
                         if message.is_empty() {
                             message = io::Error::from_raw_os_error(-err).to_string();
                         }
-                        return Err(NlError::Kernel { errno: -err, message });
+                        return Err(NlError::Kernel {
+                            errno: -err,
+                            message,
+                        });
                     }
                     NLMSG_DONE => return Ok(out),
                     _ => {

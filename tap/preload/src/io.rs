@@ -173,7 +173,9 @@ pub fn send(
         let (len, slot, id) = match s.chain.send(&ctx, data, &mut b.out) {
             SendOutcome::Original => return None,
             SendOutcome::Drop { by } => (None, s.chain.entries[by].slot, s.chain.entries[by].id),
-            SendOutcome::Customized { len, by } => (Some(len), s.chain.entries[by].slot, s.chain.entries[by].id),
+            SendOutcome::Customized { len, by } => {
+                (Some(len), s.chain.entries[by].slot, s.chain.entries[by].id)
+            }
         };
         drop(g);
         let Some(len) = len else {
@@ -250,7 +252,9 @@ pub fn recv(
                 // Finish a MSG_WAITALL read without the chain.
                 drop(g);
                 let r = recv_wire(&mut app[delivered..], flags);
-                return Some(if r.n < 0 { (delivered as ssize_t, delivered) } else {
+                return Some(if r.n < 0 {
+                    (delivered as ssize_t, delivered)
+                } else {
                     let t = delivered + r.n as usize;
                     (t as ssize_t, t)
                 });
@@ -271,7 +275,11 @@ pub fn recv(
         let result = BUFS.with(|b| {
             let mut b = b.borrow_mut();
             let b = &mut *b;
-            let mut want = if stream { app.len() - delivered } else { MAX_DATAGRAM };
+            let mut want = if stream {
+                app.len() - delivered
+            } else {
+                MAX_DATAGRAM
+            };
             // Large stream reads: read a little less than asked so the chain
             // can write straight into the application's buffer.
             let direct = stream && !peek && want > 4 * growth && growth > 0;
@@ -287,7 +295,9 @@ pub fn recv(
             }
             let n = r.n as usize;
             let mut g = sock::lock(cell);
-            let Some(s) = g.as_mut() else { return Err(libc::EBADF) };
+            let Some(s) = g.as_mut() else {
+                return Err(libc::EBADF);
+            };
             if !s.matched {
                 if s.remote.is_none() {
                     s.remote = r.from;
@@ -339,7 +349,11 @@ pub fn recv(
             room[..k].copy_from_slice(&bytes[..k]);
             if stream {
                 if bytes.len() > k || peek {
-                    let mut keep = if peek { bytes[..k].to_vec() } else { Vec::new() };
+                    let mut keep = if peek {
+                        bytes[..k].to_vec()
+                    } else {
+                        Vec::new()
+                    };
                     keep.extend_from_slice(&bytes[k..]);
                     let mut all = s.held.clone();
                     all.extend_from_slice(&keep);
@@ -416,7 +430,9 @@ pub fn closing(fd: c_int) {
     if let Some(cell) = sock::lookup(fd) {
         let pending = {
             let mut g = sock::lock(cell);
-            g.as_mut().map(|s: &mut Sock| std::mem::take(&mut s.pending)).unwrap_or_default()
+            g.as_mut()
+                .map(|s: &mut Sock| std::mem::take(&mut s.pending))
+                .unwrap_or_default()
         };
         if !pending.is_empty() {
             let mut send_wire = |b: &[u8]| {

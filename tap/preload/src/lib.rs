@@ -21,7 +21,9 @@ mod real;
 mod sock;
 
 use l45_modules::Role;
-use libc::{c_int, c_long, c_uint, c_ulong, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{
+    c_int, c_long, c_uint, c_ulong, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t,
+};
 
 use crate::io::Received;
 use crate::sock::sockaddr_to_std;
@@ -46,7 +48,9 @@ unsafe fn gather<R>(iov: *const libc::iovec, n: usize, f: impl FnOnce(&[u8]) -> 
     for v in iovs {
         if !v.iov_base.is_null() {
             // SAFETY: as above, per element.
-            buf.extend_from_slice(unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) });
+            buf.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len)
+            });
         }
     }
     f(&buf)
@@ -136,7 +140,12 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
     // SAFETY: as in `accept`.
     unsafe {
         let r = real::accept4(fd, addr, len, flags);
@@ -170,7 +179,14 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 
 // ===== sending =====
 
-fn send_plain(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, dest: *const sockaddr, alen: socklen_t) -> Option<ssize_t> {
+fn send_plain(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    dest: *const sockaddr,
+    alen: socklen_t,
+) -> Option<ssize_t> {
     if buf.is_null() && len > 0 {
         return None;
     }
@@ -197,7 +213,14 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t {
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
     match send_plain(fd, buf, len, flags, addr, alen) {
         Some(r) => r,
         // SAFETY: passthrough.
@@ -270,7 +293,12 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn sendmmsg(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    vec: *mut mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+) -> c_int {
     if vec.is_null() || vlen == 0 || sock::lookup(fd).is_none() {
         // SAFETY: passthrough.
         return unsafe { real::sendmmsg(fd, vec, vlen, flags) };
@@ -296,7 +324,14 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, fl
 
 // ===== receiving =====
 
-fn recv_plain(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> Option<ssize_t> {
+fn recv_plain(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> Option<ssize_t> {
     if buf.is_null() && len > 0 {
         return None;
     }
@@ -319,12 +354,23 @@ fn recv_plain(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut
         Received { n, from }
     };
     let (n, full) = io::recv(fd, app, flags, &mut wire)?;
-    Some(if flags & libc::MSG_TRUNC != 0 && n >= 0 { full as ssize_t } else { n })
+    Some(if flags & libc::MSG_TRUNC != 0 && n >= 0 {
+        full as ssize_t
+    } else {
+        n
+    })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    match recv_plain(fd, buf, len, flags, std::ptr::null_mut(), std::ptr::null_mut()) {
+    match recv_plain(
+        fd,
+        buf,
+        len,
+        flags,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    ) {
         Some(r) => r,
         // SAFETY: passthrough.
         None => unsafe { real::recv(fd, buf, len, flags) },
@@ -332,7 +378,14 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t {
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
     match recv_plain(fd, buf, len, flags, addr, alen) {
         Some(r) => r,
         // SAFETY: passthrough.
@@ -357,13 +410,27 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> 
         if n == 1 {
             // SAFETY: one iovec from the caller: receive straight into it.
             let v = unsafe { &*iov };
-            if let Some(r) = recv_plain(fd, v.iov_base, v.iov_len, 0, std::ptr::null_mut(), std::ptr::null_mut()) {
+            if let Some(r) = recv_plain(
+                fd,
+                v.iov_base,
+                v.iov_len,
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            ) {
                 return r;
             }
         } else {
             let total = iov_total(iov, n as usize);
             let r = with_scratch(total, |tmp| {
-                let r = recv_plain(fd, tmp.as_mut_ptr().cast(), total, 0, std::ptr::null_mut(), std::ptr::null_mut());
+                let r = recv_plain(
+                    fd,
+                    tmp.as_mut_ptr().cast(),
+                    total,
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
                 if let Some(r) = r.filter(|&r| r > 0) {
                     // SAFETY: the caller's writable iovecs.
                     unsafe { scatter(iov, n as usize, &tmp[..r as usize]) };
@@ -403,12 +470,20 @@ unsafe fn recvmsg_tapped(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<ss
         return unsafe { recvmsg_into(fd, m, flags, app, false) };
     }
     // SAFETY: as above, with scratch space scattered into its iovecs.
-    with_scratch(total, |tmp| unsafe { recvmsg_into(fd, m, flags, tmp, true) })
+    with_scratch(total, |tmp| unsafe {
+        recvmsg_into(fd, m, flags, tmp, true)
+    })
 }
 
 /// Receives one message into `app` (the caller's buffer, or scratch space
 /// scattered into the caller's iovecs afterwards when `scatter_after`).
-unsafe fn recvmsg_into(fd: c_int, m: &mut msghdr, flags: c_int, app: &mut [u8], scatter_after: bool) -> Option<ssize_t> {
+unsafe fn recvmsg_into(
+    fd: c_int,
+    m: &mut msghdr,
+    flags: c_int,
+    app: &mut [u8],
+    scatter_after: bool,
+) -> Option<ssize_t> {
     let mut out_flags = 0;
     let (n, full) = {
         let mut wire = |b: &mut [u8], fl: c_int| {
@@ -424,7 +499,11 @@ unsafe fn recvmsg_into(fd: c_int, m: &mut msghdr, flags: c_int, app: &mut [u8], 
             m.msg_namelen = copy.msg_namelen;
             m.msg_controllen = copy.msg_controllen;
             out_flags = copy.msg_flags;
-            let from = if n >= 0 { sockaddr_to_std(m.msg_name.cast(), m.msg_namelen) } else { None };
+            let from = if n >= 0 {
+                sockaddr_to_std(m.msg_name.cast(), m.msg_namelen)
+            } else {
+                None
+            };
             Received { n, from }
         };
         io::recv(fd, app, flags, &mut wire)?
@@ -437,7 +516,11 @@ unsafe fn recvmsg_into(fd: c_int, m: &mut msghdr, flags: c_int, app: &mut [u8], 
     if full > n.max(0) as usize {
         m.msg_flags |= libc::MSG_TRUNC;
     }
-    Some(if flags & libc::MSG_TRUNC != 0 && n >= 0 { full as ssize_t } else { n })
+    Some(if flags & libc::MSG_TRUNC != 0 && n >= 0 {
+        full as ssize_t
+    } else {
+        n
+    })
 }
 
 std::thread_local! {
@@ -472,7 +555,13 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn recvmmsg(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int {
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    vec: *mut mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
     if vec.is_null() || vlen == 0 || sock::lookup(fd).is_none() {
         // SAFETY: passthrough.
         return unsafe { real::recvmmsg(fd, vec, vlen, flags, timeout) };
@@ -480,7 +569,11 @@ pub unsafe extern "C" fn recvmmsg(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, fl
     let mut got = 0;
     for i in 0..vlen as usize {
         // After the first message, take only what is already there.
-        let fl = if i == 0 { flags & !libc::MSG_WAITFORONE } else { (flags & !libc::MSG_WAITFORONE) | libc::MSG_DONTWAIT };
+        let fl = if i == 0 {
+            flags & !libc::MSG_WAITFORONE
+        } else {
+            (flags & !libc::MSG_WAITFORONE) | libc::MSG_DONTWAIT
+        };
         // SAFETY: `vlen` entries at `vec`.
         let entry = unsafe { &mut *vec.add(i) };
         // SAFETY: one message, as `recvmsg` would get it.
@@ -501,7 +594,12 @@ pub unsafe extern "C" fn recvmmsg(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, fl
 // ===== fortified variants (_FORTIFY_SOURCE builds call these) =====
 
 #[no_mangle]
-pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t) -> ssize_t {
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+) -> ssize_t {
     if len > buflen {
         std::process::abort();
     }
@@ -510,7 +608,13 @@ pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, len: size_t, bu
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t {
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
     if len > buflen {
         std::process::abort();
     }
@@ -519,7 +623,15 @@ pub unsafe extern "C" fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, bu
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t {
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
     if len > buflen {
         std::process::abort();
     }
@@ -563,17 +675,47 @@ pub unsafe extern "C" fn ioctl() {
     core::arch::naked_asm!("b {}", sym l45_ioctl)
 }
 
-unsafe extern "C" fn l45_syscall(n: c_long, a1: c_long, a2: c_long, a3: c_long, a4: c_long, a5: c_long, a6: c_long) -> c_long {
+unsafe extern "C" fn l45_syscall(
+    n: c_long,
+    a1: c_long,
+    a2: c_long,
+    a3: c_long,
+    a4: c_long,
+    a5: c_long,
+    a6: c_long,
+) -> c_long {
     // SAFETY: for the socket calls, the arguments are those of the libc
     // function of the same name; everything else goes to glibc unchanged.
     unsafe {
         match n {
-            libc::SYS_sendmmsg => sendmmsg(a1 as c_int, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int) as c_long,
-            libc::SYS_recvmmsg => recvmmsg(a1 as c_int, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int, a5 as *mut libc::timespec) as c_long,
+            libc::SYS_sendmmsg => {
+                sendmmsg(a1 as c_int, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int) as c_long
+            }
+            libc::SYS_recvmmsg => recvmmsg(
+                a1 as c_int,
+                a2 as *mut mmsghdr,
+                a3 as c_uint,
+                a4 as c_int,
+                a5 as *mut libc::timespec,
+            ) as c_long,
             libc::SYS_sendmsg => sendmsg(a1 as c_int, a2 as *const msghdr, a3 as c_int) as c_long,
             libc::SYS_recvmsg => recvmsg(a1 as c_int, a2 as *mut msghdr, a3 as c_int) as c_long,
-            libc::SYS_sendto => sendto(a1 as c_int, a2 as *const c_void, a3 as size_t, a4 as c_int, a5 as *const sockaddr, a6 as socklen_t) as c_long,
-            libc::SYS_recvfrom => recvfrom(a1 as c_int, a2 as *mut c_void, a3 as size_t, a4 as c_int, a5 as *mut sockaddr, a6 as *mut socklen_t) as c_long,
+            libc::SYS_sendto => sendto(
+                a1 as c_int,
+                a2 as *const c_void,
+                a3 as size_t,
+                a4 as c_int,
+                a5 as *const sockaddr,
+                a6 as socklen_t,
+            ) as c_long,
+            libc::SYS_recvfrom => recvfrom(
+                a1 as c_int,
+                a2 as *mut c_void,
+                a3 as size_t,
+                a4 as c_int,
+                a5 as *mut sockaddr,
+                a6 as *mut socklen_t,
+            ) as c_long,
             libc::SYS_close => {
                 io::closing(a1 as c_int);
                 real::syscall(n, a1, a2, a3, a4, a5, a6)

@@ -65,26 +65,45 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __poll_chk(fds: *mut pollfd, n: nfds_t, timeout: c_int, _len: usize) -> c_int {
+pub unsafe extern "C" fn __poll_chk(
+    fds: *mut pollfd,
+    n: nfds_t,
+    timeout: c_int,
+    _len: usize,
+) -> c_int {
     // SAFETY: same contract as poll.
     unsafe { poll(fds, n, timeout) }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn ppoll(fds: *mut pollfd, n: nfds_t, tmo: *const libc::timespec, mask: *const libc::sigset_t) -> c_int {
+pub unsafe extern "C" fn ppoll(
+    fds: *mut pollfd,
+    n: nfds_t,
+    tmo: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
     // SAFETY: as in `poll`.
     unsafe {
         if !any_held() || mark_poll(fds, n) == 0 {
             return real::ppoll(fds, n, tmo, mask);
         }
-        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         let r = real::ppoll(fds, n, &zero, mask);
         finish_poll(fds, n, r)
     }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn select(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, t: *mut libc::timeval) -> c_int {
+pub unsafe extern "C" fn select(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    t: *mut libc::timeval,
+) -> c_int {
     // SAFETY: fd_set bits within `n`, as select itself requires.
     unsafe {
         if !any_held() || r.is_null() {
@@ -96,7 +115,10 @@ pub unsafe extern "C" fn select(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd
         if held.is_empty() {
             return real::select(n, r, w, e, t);
         }
-        let mut zero = libc::timeval { tv_sec: 0, tv_usec: 0 };
+        let mut zero = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
         let res = real::select(n, r, w, e, &mut zero);
         if res < 0 {
             return res;
@@ -117,7 +139,12 @@ pub unsafe extern "C" fn select(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int {
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut libc::epoll_event,
+) -> c_int {
     // SAFETY: passthrough.
     let r = unsafe { real::epoll_ctl(epfd, op, fd, ev) };
     if r == 0 && sock::lookup(fd).is_some() {
@@ -176,13 +203,40 @@ unsafe fn epoll_common(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn epoll_wait(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int {
+pub unsafe extern "C" fn epoll_wait(
+    epfd: c_int,
+    ev: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
     // SAFETY: passthrough with the caller's arguments.
-    unsafe { epoll_common(epfd, ev, max, |t| real::epoll_wait(epfd, ev, max, t), timeout) }
+    unsafe {
+        epoll_common(
+            epfd,
+            ev,
+            max,
+            |t| real::epoll_wait(epfd, ev, max, t),
+            timeout,
+        )
+    }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn epoll_pwait(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: *const libc::sigset_t) -> c_int {
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    ev: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const libc::sigset_t,
+) -> c_int {
     // SAFETY: passthrough with the caller's arguments.
-    unsafe { epoll_common(epfd, ev, max, |t| real::epoll_pwait(epfd, ev, max, t, mask), timeout) }
+    unsafe {
+        epoll_common(
+            epfd,
+            ev,
+            max,
+            |t| real::epoll_pwait(epfd, ev, max, t, mask),
+            timeout,
+        )
+    }
 }

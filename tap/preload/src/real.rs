@@ -2,7 +2,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use libc::{c_int, c_long, c_uint, c_ulong, c_void, msghdr, mmsghdr, nfds_t, pollfd, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{
+    c_int, c_long, c_uint, c_ulong, c_void, mmsghdr, msghdr, nfds_t, pollfd, size_t, sockaddr,
+    socklen_t, ssize_t,
+};
 
 fn lookup(cache: &AtomicUsize, name: &'static [u8]) -> usize {
     let p = cache.load(Ordering::Relaxed);
@@ -65,7 +68,15 @@ real! {
 }
 
 /// glibc's `syscall`, which is variadic.
-pub unsafe fn syscall(n: c_long, a1: c_long, a2: c_long, a3: c_long, a4: c_long, a5: c_long, a6: c_long) -> c_long {
+pub unsafe fn syscall(
+    n: c_long,
+    a1: c_long,
+    a2: c_long,
+    a3: c_long,
+    a4: c_long,
+    a5: c_long,
+    a6: c_long,
+) -> c_long {
     static CACHE: AtomicUsize = AtomicUsize::new(0);
     let p = lookup(&CACHE, b"syscall\0");
     // SAFETY: glibc's variadic `syscall`; every argument is a long, as the

@@ -141,7 +141,12 @@ fn cell(fd: usize) -> &'static Cell {
         return unsafe { &*p };
     }
     let fresh = Box::into_raw(Box::new(Mutex::new(None)));
-    match CELLS[fd].compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+    match CELLS[fd].compare_exchange(
+        std::ptr::null_mut(),
+        fresh,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
         // SAFETY: we just published our own leaked box.
         Ok(_) => unsafe { &*fresh },
         Err(existing) => {
@@ -166,7 +171,15 @@ fn sockopt(fd: c_int, opt: c_int) -> Option<c_int> {
     let mut v: c_int = 0;
     let mut len = std::mem::size_of::<c_int>() as socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `v`.
-    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut v as *mut c_int).cast(), &mut len) };
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut v as *mut c_int).cast(),
+            &mut len,
+        )
+    };
     (r == 0).then_some(v)
 }
 
@@ -186,8 +199,14 @@ fn classify(fd: c_int, i: usize) -> Option<&'static Cell> {
     let ty = sockopt(fd, libc::SO_TYPE);
     let proto = sockopt(fd, libc::SO_PROTOCOL);
     let stream = match (domain, ty, proto) {
-        (Some(libc::AF_INET | libc::AF_INET6), Some(libc::SOCK_STREAM), Some(libc::IPPROTO_TCP)) => true,
-        (Some(libc::AF_INET | libc::AF_INET6), Some(libc::SOCK_DGRAM), Some(libc::IPPROTO_UDP)) => false,
+        (
+            Some(libc::AF_INET | libc::AF_INET6),
+            Some(libc::SOCK_STREAM),
+            Some(libc::IPPROTO_TCP),
+        ) => true,
+        (Some(libc::AF_INET | libc::AF_INET6), Some(libc::SOCK_DGRAM), Some(libc::IPPROTO_UDP)) => {
+            false
+        }
         _ => {
             STATE[i].store(OTHER, Ordering::Release);
             return None;
@@ -368,7 +387,8 @@ fn publish(fd: c_int, s: &mut Sock) {
         return;
     }
     if s.table_slot.is_none() {
-        s.table_slot = shm.claim_socket(me, (me as usize).wrapping_mul(31).wrapping_add(fd as usize));
+        s.table_slot =
+            shm.claim_socket(me, (me as usize).wrapping_mul(31).wrapping_add(fd as usize));
     }
     let Some(i) = s.table_slot else { return };
     let mut process_name = [0u8; NAME_LEN];
@@ -384,7 +404,11 @@ fn publish(fd: c_int, s: &mut Sock) {
         },
         _pad: [0; 2],
         local: s.local.as_ref().map(SockAddr::from_std).unwrap_or_default(),
-        remote: s.remote.as_ref().map(SockAddr::from_std).unwrap_or_default(),
+        remote: s
+            .remote
+            .as_ref()
+            .map(SockAddr::from_std)
+            .unwrap_or_default(),
         thread_name: s.thread_name,
         process_name,
         modules: s.chain.ids(),

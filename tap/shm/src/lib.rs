@@ -129,7 +129,11 @@ impl ModuleSlot {
 
     /// The `name=value` parameter pairs.
     pub fn param_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        let end = self.params.iter().position(|&b| b == 0).unwrap_or(PARAMS_LEN);
+        let end = self
+            .params
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(PARAMS_LEN);
         std::str::from_utf8(&self.params[..end])
             .unwrap_or("")
             .lines()
@@ -313,7 +317,13 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    fn new(file: &File, offset: usize, len: usize, writable: bool, path: &Path) -> Result<Mapping, ShmError> {
+    fn new(
+        file: &File,
+        offset: usize,
+        len: usize,
+        writable: bool,
+        path: &Path,
+    ) -> Result<Mapping, ShmError> {
         let prot = if writable {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
@@ -337,10 +347,12 @@ impl Mapping {
                 source: io::Error::last_os_error(),
             });
         }
-        NonNull::new(ptr.cast()).map(|ptr| Mapping { ptr, len }).ok_or(ShmError::Map {
-            path: path.display().to_string(),
-            source: io::Error::other("mmap returned NULL"),
-        })
+        NonNull::new(ptr.cast())
+            .map(|ptr| Mapping { ptr, len })
+            .ok_or(ShmError::Map {
+                path: path.display().to_string(),
+                source: io::Error::other("mmap returned NULL"),
+            })
     }
 }
 
@@ -402,7 +414,8 @@ impl SharedPart {
             // by the seq check below and retried.
             let record = unsafe { std::ptr::read_volatile(&slot.record) };
             fence(Ordering::Acquire);
-            if slot.seq.load(Ordering::Relaxed) == s1 && slot.owner.load(Ordering::Relaxed) == owner {
+            if slot.seq.load(Ordering::Relaxed) == s1 && slot.owner.load(Ordering::Relaxed) == owner
+            {
                 return Some((owner, record));
             }
         }
@@ -451,10 +464,11 @@ impl ShmWriter {
         let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666));
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         if len != FILE_LEN as u64 {
-            file.set_len(FILE_LEN as u64).map_err(|source| ShmError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
+            file.set_len(FILE_LEN as u64)
+                .map_err(|source| ShmError::Open {
+                    path: path.display().to_string(),
+                    source,
+                })?;
         }
         let control = Mapping::new(&file, 0, CONTROL_LEN, true, path)?;
         let shared = SharedPart {
@@ -493,7 +507,9 @@ impl ShmWriter {
                 std::ptr::write_volatile(&mut (*ctl).modules[i], ModuleSlot::default());
             }
         }
-        self.header().agent_pid.store(std::process::id(), Ordering::Relaxed);
+        self.header()
+            .agent_pid
+            .store(std::process::id(), Ordering::Relaxed);
         self.end_write();
         for i in 0..MAX_MODULES {
             if let Some(s) = self.shared.stats(i) {
@@ -561,7 +577,9 @@ impl ShmWriter {
     pub fn sockets(&self) -> Vec<(u32, SocketRecord)> {
         let mut out = Vec::new();
         for i in 0..MAX_SOCKETS {
-            let Some(slot) = self.shared.socket(i) else { break };
+            let Some(slot) = self.shared.socket(i) else {
+                break;
+            };
             let owner = slot.owner.load(Ordering::Acquire);
             if owner == 0 {
                 continue;
@@ -636,7 +654,10 @@ impl ShmReader {
         // SAFETY: header fields in bounds of the control mapping.
         let (magic, version) = unsafe {
             let h = &(*r.control_ptr()).header;
-            (std::ptr::read_volatile(&h.magic), std::ptr::read_volatile(&h.version))
+            (
+                std::ptr::read_volatile(&h.magic),
+                std::ptr::read_volatile(&h.version),
+            )
         };
         if magic != MAGIC || version != VERSION {
             return Err(ShmError::Foreign {
@@ -653,7 +674,12 @@ impl ShmReader {
     /// The hot-path check: one atomic load.
     pub fn generation(&self) -> u64 {
         // SAFETY: the header is in bounds; the generation is atomic.
-        unsafe { (*self.control_ptr()).header.generation.load(Ordering::Acquire) }
+        unsafe {
+            (*self.control_ptr())
+                .header
+                .generation
+                .load(Ordering::Acquire)
+        }
     }
 
     /// A consistent copy of the module table and its generation.
@@ -671,7 +697,12 @@ impl ShmReader {
                 .collect();
             fence(Ordering::Acquire);
             // SAFETY: as in `generation`.
-            let g2 = unsafe { (*self.control_ptr()).header.generation.load(Ordering::Relaxed) };
+            let g2 = unsafe {
+                (*self.control_ptr())
+                    .header
+                    .generation
+                    .load(Ordering::Relaxed)
+            };
             if g1 == g2 {
                 return (g1, table);
             }
@@ -700,7 +731,9 @@ impl ShmReader {
 
     /// Rewrites the record of a slot this process owns.
     pub fn write_socket(&self, index: usize, pid: u32, record: &SocketRecord) {
-        let Some(slot) = self.shared.socket(index) else { return };
+        let Some(slot) = self.shared.socket(index) else {
+            return;
+        };
         if slot.owner.load(Ordering::Acquire) != pid {
             return;
         }
@@ -712,7 +745,8 @@ impl ShmReader {
         unsafe {
             std::ptr::write_volatile(std::ptr::addr_of!(slot.record).cast_mut(), *record);
         }
-        slot.seq.store((s.wrapping_add(1) | 1).wrapping_add(1), Ordering::Release);
+        slot.seq
+            .store((s.wrapping_add(1) | 1).wrapping_add(1), Ordering::Release);
     }
 
     /// Frees a slot this process owns.
@@ -755,13 +789,22 @@ mod tests {
         let (g1, snap) = r.snapshot();
         assert!(g1 > g0);
         assert_eq!(snap[3], table[3]);
-        assert_eq!(snap[3].param_pairs().collect::<Vec<_>>(), vec![("tag", "XTAGXdig")]);
+        assert_eq!(
+            snap[3].param_pairs().collect::<Vec<_>>(),
+            vec![("tag", "XTAGXdig")]
+        );
         assert_eq!(w.stats(3).unwrap().id.load(Ordering::Relaxed), 42);
         // A process's counters reach the agent.
-        r.stats(3).unwrap().bytes_sent.fetch_add(100, Ordering::Relaxed);
+        r.stats(3)
+            .unwrap()
+            .bytes_sent
+            .fetch_add(100, Ordering::Relaxed);
         assert_eq!(w.stats(3).unwrap().bytes_sent.load(Ordering::Relaxed), 100);
         // A second agent on the same file is refused.
-        assert!(matches!(ShmWriter::create(&path), Err(ShmError::Busy { .. })));
+        assert!(matches!(
+            ShmWriter::create(&path),
+            Err(ShmError::Busy { .. })
+        ));
     }
 
     #[test]
@@ -815,7 +858,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tap");
         std::fs::write(&path, b"not a tap").unwrap();
-        assert!(matches!(ShmReader::open(&path), Err(ShmError::Foreign { .. })));
+        assert!(matches!(
+            ShmReader::open(&path),
+            Err(ShmError::Foreign { .. })
+        ));
         assert!(matches!(
             ShmReader::open(&dir.path().join("missing")),
             Err(ShmError::Open { .. })

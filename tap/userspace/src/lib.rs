@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use l45_modules::{security, Instance, Kind};
 use l45_tap_control::{
-    Attach, Change, ChallengeAnswer, ModuleConfig, ModuleState, ModuleStats, Protocol, SocketInfo,
+    Attach, ChallengeAnswer, Change, ModuleConfig, ModuleState, ModuleStats, Protocol, SocketInfo,
     TapControl, TapError, Transaction,
 };
 use l45_tap_shm::{
@@ -236,7 +236,11 @@ impl TapControl for UserspaceTap {
             self.shm.publish(&p.table);
             inner.modules = p.modules;
             inner.revision = p.revision;
-            tracing::info!(generation = self.shm.generation(), modules = inner.modules.len(), "user-space tap table published");
+            tracing::info!(
+                generation = self.shm.generation(),
+                modules = inner.modules.len(),
+                "user-space tap table published"
+            );
         }
     }
 
@@ -250,7 +254,10 @@ impl TapControl for UserspaceTap {
             .modules
             .values()
             .map(|(slot, m)| {
-                let Some(st) = self.shm.stats(*slot).filter(|s| s.id.load(Ordering::Acquire) == m.id)
+                let Some(st) = self
+                    .shm
+                    .stats(*slot)
+                    .filter(|s| s.id.load(Ordering::Acquire) == m.id)
                 else {
                     return ModuleStats::idle(m.id, ModuleState::Registered);
                 };
@@ -292,14 +299,26 @@ impl TapControl for UserspaceTap {
                 source: r.local.to_std(),
                 destination: r.remote.to_std(),
                 pid,
-                thread_name: String::from_utf8_lossy(l45_tap_shm::name_bytes(&r.thread_name)).into_owned(),
-                process_name: String::from_utf8_lossy(l45_tap_shm::name_bytes(&r.process_name)).into_owned(),
-                modules: r.modules.iter().copied().take_while(|&id| id != 0).collect(),
+                thread_name: String::from_utf8_lossy(l45_tap_shm::name_bytes(&r.thread_name))
+                    .into_owned(),
+                process_name: String::from_utf8_lossy(l45_tap_shm::name_bytes(&r.process_name))
+                    .into_owned(),
+                modules: r
+                    .modules
+                    .iter()
+                    .copied()
+                    .take_while(|&id| id != 0)
+                    .collect(),
             })
             .collect()
     }
 
-    fn challenge(&self, id: u32, nonce: &[u8], ciphertext: &[u8]) -> Result<ChallengeAnswer, TapError> {
+    fn challenge(
+        &self,
+        id: u32,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<ChallengeAnswer, TapError> {
         // The key the tap holds for the module (the table entry), not the
         // agent's configuration: the answer proves what the tap runs.
         let slot = self
@@ -316,9 +335,11 @@ impl TapControl for UserspaceTap {
         }
         let mut fresh = [0u8; security::NONCE_LEN];
         fill_random(&mut fresh).map_err(|e| TapError::Backend(format!("no randomness: {e}")))?;
-        let answer = security::respond(&slot.key, id, nonce, ciphertext, &fresh).map_err(|e| TapError::Refused {
-            id,
-            reason: format!("challenge failed: {e}"),
+        let answer = security::respond(&slot.key, id, nonce, ciphertext, &fresh).map_err(|e| {
+            TapError::Refused {
+                id,
+                reason: format!("challenge failed: {e}"),
+            }
         })?;
         Ok(ChallengeAnswer {
             nonce: fresh.to_vec(),

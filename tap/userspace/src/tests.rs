@@ -64,7 +64,11 @@ fn committed_modules_reach_a_reader_and_prepare_failures_change_nothing() {
         let e = commit(&tap, vec![Change::Register(m)]).unwrap_err();
         assert!(e.to_string().contains(needle), "{e}");
     }
-    assert_eq!(reader.snapshot().0, g, "no generation step for refused prepares");
+    assert_eq!(
+        reader.snapshot().0,
+        g,
+        "no generation step for refused prepares"
+    );
 
     // Revoke empties the slot.
     commit(&tap, vec![Change::Unregister(m.id)]).unwrap();
@@ -92,18 +96,37 @@ fn challenge_uses_the_key_in_the_table() {
     let key = [5u8; 32];
     let mut m = module(3, "dns-compression");
     m.key = Some(key.to_vec());
-    commit(&tap, vec![Change::Register(m), Change::Register(module(4, "rate-limit"))]).unwrap();
+    commit(
+        &tap,
+        vec![
+            Change::Register(m),
+            Change::Register(module(4, "rate-limit")),
+        ],
+    )
+    .unwrap();
     let nonce = [1u8; 12];
     let challenge = [2u8; 16];
     let ct = security::make_challenge(&key, 3, &nonce, &challenge).unwrap();
     let a = tap.challenge(3, &nonce, &ct).unwrap();
-    assert_eq!(security::verify_response(&key, 3, &challenge, &a.nonce, &a.ciphertext), Ok(()));
+    assert_eq!(
+        security::verify_response(&key, 3, &challenge, &a.nonce, &a.ciphertext),
+        Ok(())
+    );
     // Fresh nonce per answer.
     let b = tap.challenge(3, &nonce, &ct).unwrap();
     assert_ne!(a.nonce, b.nonce);
     // Wrong key on the NCO side, keyless and unknown modules.
     let wrong = security::make_challenge(&[6u8; 32], 3, &nonce, &challenge).unwrap();
-    assert!(matches!(tap.challenge(3, &nonce, &wrong), Err(TapError::Refused { .. })));
-    assert!(matches!(tap.challenge(4, &nonce, &ct), Err(TapError::Refused { .. })));
-    assert_eq!(tap.challenge(5, &nonce, &ct), Err(TapError::UnknownModule(5)));
+    assert!(matches!(
+        tap.challenge(3, &nonce, &wrong),
+        Err(TapError::Refused { .. })
+    ));
+    assert!(matches!(
+        tap.challenge(4, &nonce, &ct),
+        Err(TapError::Refused { .. })
+    ));
+    assert_eq!(
+        tap.challenge(5, &nonce, &ct),
+        Err(TapError::UnknownModule(5))
+    );
 }
