@@ -132,6 +132,19 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.name() == name)
     }
 
+    /// The YANG `parameters` container (case of the `kind-parameters`
+    /// choice) that holds this kind's parameters.
+    pub fn parameter_container(self) -> &'static str {
+        match self {
+            Kind::DnsFrontTag | Kind::DnsMiddleTag | Kind::DnsEndTag => "dns-tag",
+            Kind::DnsCompression => "dns-compression",
+            Kind::DnsClearanceFilter => "clearance",
+            Kind::StreamTag => "stream-tag",
+            Kind::RateLimit => "rate-limit",
+            Kind::AppIdTag => "app-id-tag",
+        }
+    }
+
     /// Small stable number used in shared memory and netlink.
     pub fn code(self) -> u16 {
         match self {

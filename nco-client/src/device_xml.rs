@@ -9,15 +9,7 @@ pub const L45_NS: &str = "urn:layer45:params:xml:ns:yang:layer45-customization";
 
 /// Parameter container of each kind in `module/parameters` (YANG choice).
 pub fn parameter_container(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "dns-front-tag" | "dns-middle-tag" | "dns-end-tag" => "dns-tag",
-        "dns-compression" => "dns-compression",
-        "dns-clearance-filter" => "clearance",
-        "stream-tag" => "stream-tag",
-        "rate-limit" => "rate-limit",
-        "app-id-tag" => "app-id-tag",
-        _ => return None,
-    })
+    l45_modules::Kind::from_name(kind).map(l45_modules::Kind::parameter_container)
 }
 
 fn leaf(out: &mut String, name: &str, value: &str) {

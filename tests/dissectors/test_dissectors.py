@@ -23,7 +23,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "tap"))
-from taplab import free_port, free_udp_tcp_port, wait_for  # noqa: E402
+from taplab import free_port, free_udp_tcp_port, udp_tcp_payloads, wait_for  # noqa: E402
 RELEASE = ROOT / "target" / "release"
 AGENT = os.environ.get("L45_AGENT", str(RELEASE / "l45-agent"))
 PRELOAD = os.environ.get("L45_PRELOAD", str(RELEASE / "libl45tap.so"))
@@ -219,29 +219,9 @@ class Capture:
 
 def read_pcap(path):
     """(proto, sport, dport, payload) of every IPv4 UDP/TCP packet."""
-    try:
-        data = pathlib.Path(path).read_bytes()
-    except FileNotFoundError:
+    if not pathlib.Path(path).exists():
         return []
-    if len(data) < 24:
-        return []
-    magic = struct.unpack("<I", data[:4])[0]
-    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-    linktype = struct.unpack(endian + "I", data[20:24])[0]
-    out, at = [], 24
-    while at + 16 <= len(data):
-        _, _, incl, _ = struct.unpack(endian + "IIII", data[at:at + 16])
-        pkt = data[at + 16:at + 16 + incl]
-        at += 16 + incl
-        ip = pkt[14 if linktype == 1 else 16 if linktype == 113 else 0:]
-        if len(ip) < 20 or ip[0] >> 4 != 4:
-            continue
-        l4 = ip[(ip[0] & 15) * 4:]
-        if ip[9] == 17 and len(l4) >= 8:
-            out.append(("udp", *struct.unpack("!HH", l4[:4]), l4[8:]))
-        elif ip[9] == 6 and len(l4) >= 20:
-            out.append(("tcp", *struct.unpack("!HH", l4[:4]), l4[(l4[12] >> 4) * 4:]))
-    return out
+    return udp_tcp_payloads(path)
 
 
 def generate(out_path, kind, *args):

@@ -147,16 +147,10 @@ fn read_module(node: &DataNodeRef<'_>, id: u32) -> ModuleConfig {
 
 /// The `parameters` case a module kind takes.
 pub fn parameters_case(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "dns-front-tag" | "dns-middle-tag" | "dns-end-tag" => "dns-tag",
-        "dns-compression" => "dns-compression",
-        "dns-clearance-filter" => "clearance",
-        "stream-tag" => "stream-tag",
-        "rate-limit" => "rate-limit",
-        "app-id-tag" => "app-id-tag",
-        "installed-binary" => "installed",
-        _ => return None,
-    })
+    match kind {
+        "installed-binary" => Some("installed"),
+        other => l45_modules::Kind::from_name(other).map(l45_modules::Kind::parameter_container),
+    }
 }
 
 /// Checks that every registered or updated module's parameters fit its
