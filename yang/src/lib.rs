@@ -165,21 +165,34 @@ pub fn print_xml(
     let Some(first) = tree.reference() else {
         return Ok(String::new());
     };
+    print_raw(
+        first.raw(),
+        tree.context(),
+        flags | yang3::data::DataPrinterFlags::WITH_SIBLINGS,
+    )
+}
+
+/// lyd_print_mem of `node` (live for the call) into a String; NULL output
+/// (nothing to print) is an empty string.
+fn print_raw(
+    node: *mut yang3::ffi::lyd_node,
+    ctx: &yang3::context::Context,
+    flags: yang3::data::DataPrinterFlags,
+) -> Result<String, yang3::Error> {
     let mut out: *mut std::ffi::c_char = std::ptr::null_mut();
-    let flags = flags | yang3::data::DataPrinterFlags::WITH_SIBLINGS;
-    // SAFETY: `first.raw()` is a node of `tree`, alive for this call;
+    // SAFETY: the caller passes a node of a tree alive for this call;
     // lyd_print_mem only reads the tree and stores a malloc'ed string (or
     // nothing) in `out`.
     let ret = unsafe {
         yang3::ffi::lyd_print_mem(
             &mut out,
-            first.raw(),
+            node,
             yang3::ffi::LYD_FORMAT::LYD_XML,
             flags.bits(),
         )
     };
     if ret != yang3::ffi::LY_ERR::LY_SUCCESS {
-        return Err(yang3::Error::new(tree.context()));
+        return Err(yang3::Error::new(ctx));
     }
     if out.is_null() {
         return Ok(String::new());
@@ -322,31 +335,11 @@ pub fn print_node_xml(
     flags: yang3::data::DataPrinterFlags,
 ) -> Result<String, yang3::Error> {
     use yang3::data::Data as _;
-    let mut out: *mut std::ffi::c_char = std::ptr::null_mut();
-    let flags = flags - yang3::data::DataPrinterFlags::WITH_SIBLINGS;
-    // SAFETY: `node.raw()` is alive for this call; lyd_print_mem only
-    // reads the tree and stores a malloc'ed string (or nothing) in `out`.
-    let ret = unsafe {
-        yang3::ffi::lyd_print_mem(
-            &mut out,
-            node.raw(),
-            yang3::ffi::LYD_FORMAT::LYD_XML,
-            flags.bits(),
-        )
-    };
-    if ret != yang3::ffi::LY_ERR::LY_SUCCESS {
-        return Err(yang3::Error::new(node.context()));
-    }
-    if out.is_null() {
-        return Ok(String::new());
-    }
-    // SAFETY: NUL-terminated malloc'ed string, copied before the one free.
-    let text = unsafe { std::ffi::CStr::from_ptr(out) }
-        .to_string_lossy()
-        .into_owned();
-    // SAFETY: `out` is not used after this.
-    unsafe { free(out.cast()) };
-    Ok(text)
+    print_raw(
+        node.raw(),
+        node.context(),
+        flags - yang3::data::DataPrinterFlags::WITH_SIBLINGS,
+    )
 }
 
 static CONTEXT: OnceLock<Result<Context, YangError>> = OnceLock::new();
