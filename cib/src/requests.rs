@@ -471,16 +471,13 @@ impl Cib {
     pub fn requeue(&mut self, id: i64, now: Timestamp) -> Result<Request> {
         self.write(|tx| {
             let r = request_in_state(tx, id, &[RequestState::Sent], "requeue it")?;
-            tx.execute(
-                "UPDATE request SET state = 'pending', next_attempt_at = ?2 WHERE id = ?1",
-                params![id, now.0],
-            )?;
             let detail = format!("{} (request {id}) back to pending", r.action);
-            record_history(
+            transition(
                 tx,
+                &r,
+                id,
+                "UPDATE request SET state = 'pending', next_attempt_at = ?2 WHERE id = ?1",
                 now,
-                Some(&r.device),
-                Some(r.module_id),
                 "request-requeued",
                 &detail,
             )?;
@@ -496,19 +493,16 @@ impl Cib {
         self.write(|tx| {
             let in_flight = query_requests(tx, "WHERE r.state = 'sent' ORDER BY r.id", [])?;
             for r in &in_flight {
-                tx.execute(
-                    "UPDATE request SET state = 'pending', next_attempt_at = ?2 WHERE id = ?1",
-                    params![r.id, now.0],
-                )?;
                 let detail = format!(
                     "{} (request {}) back to pending after restart",
                     r.action, r.id
                 );
-                record_history(
+                transition(
                     tx,
+                    r,
+                    r.id,
+                    "UPDATE request SET state = 'pending', next_attempt_at = ?2 WHERE id = ?1",
                     now,
-                    Some(&r.device),
-                    Some(r.module_id),
                     "request-requeued",
                     &detail,
                 )?;
@@ -527,16 +521,13 @@ impl Cib {
                 &[RequestState::Pending, RequestState::Sent],
                 "cancel it",
             )?;
-            tx.execute(
-                "UPDATE request SET state = 'cancelled', finished_at = ?2 WHERE id = ?1",
-                params![id, now.0],
-            )?;
             let detail = format!("{} (request {id}) cancelled", r.action);
-            record_history(
+            transition(
                 tx,
+                &r,
+                id,
+                "UPDATE request SET state = 'cancelled', finished_at = ?2 WHERE id = ?1",
                 now,
-                Some(&r.device),
-                Some(r.module_id),
                 "request-cancelled",
                 &detail,
             )?;
@@ -545,18 +536,30 @@ impl Cib {
     }
 }
 
+/// One state change of request `id` (`sql` takes the id as ?1 and `now`
+/// as ?2) with its history row.
+fn transition(
+    tx: &Connection,
+    r: &Request,
+    id: i64,
+    sql: &str,
+    now: Timestamp,
+    event: &str,
+    detail: &str,
+) -> Result<()> {
+    tx.execute(sql, params![id, now.0])?;
+    record_history(tx, now, Some(&r.device), Some(r.module_id), event, detail)
+}
+
 fn mark_sent_tx(tx: &Connection, id: i64, now: Timestamp) -> Result<Request> {
     let r = request_in_state(tx, id, &[RequestState::Pending], "mark it sent")?;
-    tx.execute(
-        "UPDATE request SET state = 'sent', attempts = attempts + 1, sent_at = ?2 WHERE id = ?1",
-        params![id, now.0],
-    )?;
     let detail = format!("{} (request {id}), attempt {}", r.action, r.attempts + 1);
-    record_history(
+    transition(
         tx,
+        &r,
+        id,
+        "UPDATE request SET state = 'sent', attempts = attempts + 1, sent_at = ?2 WHERE id = ?1",
         now,
-        Some(&r.device),
-        Some(r.module_id),
         "request-sent",
         &detail,
     )?;
