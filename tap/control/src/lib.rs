@@ -126,6 +126,11 @@ pub struct ModuleStats {
     pub errors: u64,
 }
 
+/// A tap's "last active" timestamp (ns since the epoch, 0 = never).
+pub fn active_ts_from_ns(ns: u64) -> Option<SystemTime> {
+    (ns != 0).then(|| SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(ns))
+}
+
 impl ModuleStats {
     pub fn idle(id: u32, state: ModuleState) -> Self {
         ModuleStats {

@@ -9,7 +9,6 @@ pub mod nl;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use l45_modules::{Instance, Kind};
 use l45_tap_control::{
@@ -440,10 +439,6 @@ fn only_state_changed(old: &ModuleConfig, new: &ModuleConfig) -> bool {
     &o == new
 }
 
-fn to_system_time(ns: u64) -> Option<SystemTime> {
-    (ns != 0).then(|| UNIX_EPOCH + Duration::from_nanos(ns))
-}
-
 impl TapControl for KernelTap {
     fn name(&self) -> &'static str {
         "kernel"
@@ -559,7 +554,7 @@ impl TapControl for KernelTap {
                 let Some(s) = report.get(&m.id) else {
                     return ModuleStats::idle(m.id, ModuleState::Registered);
                 };
-                let active_ts = to_system_time(s.active_ts_ns);
+                let active_ts = l45_tap_control::active_ts_from_ns(s.active_ts_ns);
                 let state = if m.deprecated {
                     ModuleState::Deprecated
                 } else if s.sockets > 0 || active_ts.is_some() {

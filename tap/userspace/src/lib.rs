@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use l45_modules::{security, Instance, Kind};
 use l45_tap_control::{
@@ -167,10 +166,6 @@ impl UserspaceTap {
     }
 }
 
-fn to_system_time(ns: u64) -> Option<SystemTime> {
-    (ns != 0).then(|| UNIX_EPOCH + Duration::from_nanos(ns))
-}
-
 impl TapControl for UserspaceTap {
     fn name(&self) -> &'static str {
         "userspace"
@@ -262,7 +257,8 @@ impl TapControl for UserspaceTap {
                     return ModuleStats::idle(m.id, ModuleState::Registered);
                 };
                 let sockets = st.sockets.load(Ordering::Relaxed);
-                let active_ts = to_system_time(st.active_ts_ns.load(Ordering::Relaxed));
+                let active_ts =
+                    l45_tap_control::active_ts_from_ns(st.active_ts_ns.load(Ordering::Relaxed));
                 let state = if m.deprecated {
                     ModuleState::Deprecated
                 } else if sockets > 0 || active_ts.is_some() {
