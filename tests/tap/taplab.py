@@ -184,7 +184,7 @@ def udp_port_bound(port, pid="self"):
 
 
 class Dnsmasq:
-    def __init__(self, workdir, env=None, host="127.0.0.1", port=None, prefix=()):
+    def __init__(self, workdir, env=None, host="127.0.0.1", port=None, prefix=(), log_queries=True):
         self.dir = pathlib.Path(workdir)
         self.port = port or free_udp_tcp_port()
         conf = self.dir / "dnsmasq.conf"
@@ -194,7 +194,8 @@ class Dnsmasq:
         self.log = open(self.dir / "dnsmasq.log", "ab")
         self.proc = subprocess.Popen(
             [*prefix, "dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
-             f"--pid-file={self.dir / 'dnsmasq.pid'}", "--log-facility=-", "--log-queries"],
+             f"--pid-file={self.dir / 'dnsmasq.pid'}", "--log-facility=-",
+             *(["--log-queries"] if log_queries else [])],
             stdout=self.log, stderr=self.log, env=env or os.environ.copy())
         # dnsmasq prints nothing on readiness: poll until its UDP port is
         # bound (no traffic, so its socket's first sight is the test's).

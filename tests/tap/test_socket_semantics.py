@@ -134,3 +134,4 @@ def test_peek_and_waitall_on_a_tagged_stream(tap, procs):
     assert len(first) + r["rest"] == total and r["eof"]
     mods, _ = tap.state()
     assert int(mods[1]["bytes-sent"]) == total, mods
+

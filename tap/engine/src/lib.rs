@@ -118,16 +118,32 @@ impl Rule {
         }
     }
 
+    /// `None` if this rule cannot match a socket of `protocol` in the
+    /// process `process_name` (both known for free); else the socket facts
+    /// deciding it takes.
+    pub fn needs(&self, protocol: u8, process_name: &[u8]) -> Option<Needs> {
+        if self.protocol != PROTO_ANY && self.protocol != protocol {
+            return None;
+        }
+        if self.process_name[0] != 0 && name_bytes(&self.process_name) != process_name {
+            return None;
+        }
+        Some(Needs {
+            local: self.source_port.is_some() || self.source.family != 0,
+            remote: self.destination_port.is_some() || self.destination.family != 0,
+            thread_name: self.thread_name[0] != 0,
+        })
+    }
+
     pub fn matches(&self, v: &SocketView<'_>) -> bool {
         if self.protocol != PROTO_ANY && self.protocol != v.protocol {
             return false;
         }
-        let thread = name_bytes(&self.thread_name);
-        if !thread.is_empty() && thread != v.thread_name {
+        // An empty name (first byte NUL) matches every thread/process.
+        if self.thread_name[0] != 0 && name_bytes(&self.thread_name) != v.thread_name {
             return false;
         }
-        let process = name_bytes(&self.process_name);
-        if !process.is_empty() && process != v.process_name {
+        if self.process_name[0] != 0 && name_bytes(&self.process_name) != v.process_name {
             return false;
         }
         if let Some(p) = self.source_port {
@@ -142,6 +158,33 @@ impl Rule {
         }
         addr_matches(&self.source, v.local, true)
             && addr_matches(&self.destination, v.remote, false)
+    }
+}
+
+/// Socket facts that cost a system call to learn (see `Config::needs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Our address (`getsockname`).
+    pub local: bool,
+    /// The peer's address (`getpeername`, unless connect/sendto told us).
+    pub remote: bool,
+    /// The calling thread's name (`prctl(PR_GET_NAME)`).
+    pub thread_name: bool,
+}
+
+impl Needs {
+    pub const ALL: Needs = Needs {
+        local: true,
+        remote: true,
+        thread_name: true,
+    };
+
+    pub fn or(self, other: Needs) -> Needs {
+        Needs {
+            local: self.local || other.local,
+            remote: self.remote || other.remote,
+            thread_name: self.thread_name || other.thread_name,
+        }
     }
 }
 
@@ -201,6 +244,20 @@ impl Config {
 
     pub fn is_empty(&self) -> bool {
         self.modules.is_empty()
+    }
+
+    /// What matching a new socket of `protocol` in the process named
+    /// `process_name` against this configuration takes: `None` when no
+    /// module could attach to it (the tap then skips matching altogether),
+    /// else the socket facts some rule looks at. The tap looks up only those
+    /// (each is a system call), so a process no rule names pays nothing per
+    /// socket.
+    pub fn needs(&self, protocol: u8, process_name: &[u8]) -> Option<Needs> {
+        self.modules
+            .iter()
+            .filter(|m| !m.deprecated)
+            .filter_map(|m| m.rule.needs(protocol, process_name))
+            .reduce(Needs::or)
     }
 
     fn get(&self, id: u32) -> Option<&ModuleSpec> {

@@ -252,3 +252,59 @@ fn deactivated_modules_pass_through_and_rate_limit_delays() {
     assert_eq!(chain.send_delay(), None);
     assert_eq!(chain.ids()[0], 1, "still attached");
 }
+
+#[test]
+fn needs_asks_only_for_the_facts_a_candidate_rule_looks_at() {
+    assert_eq!(
+        config(&[]).needs(PROTO_UDP, b"dig"),
+        None,
+        "nothing configured"
+    );
+
+    let mut client = slot(1, Kind::DnsFrontTag, 10, flags::HAS_DST_PORT);
+    client.protocol = PROTO_UDP;
+    client.destination_port = 53;
+    set_name(&mut client.process_name, "dig");
+    let mut server = slot(2, Kind::DnsFrontTag, 10, flags::HAS_SRC_PORT);
+    server.protocol = PROTO_UDP;
+    server.source_port = 53;
+    set_name(&mut server.process_name, "dnsmasq");
+    let c = config(&[client, server]);
+    let remote_only = Needs {
+        remote: true,
+        ..Needs::default()
+    };
+    assert_eq!(c.needs(PROTO_UDP, b"dig"), Some(remote_only));
+    assert_eq!(
+        c.needs(PROTO_UDP, b"dnsmasq"),
+        Some(Needs {
+            local: true,
+            ..Needs::default()
+        })
+    );
+    assert_eq!(c.needs(PROTO_TCP, b"dig"), None, "no TCP rule");
+    assert_eq!(c.needs(PROTO_UDP, b"curl"), None, "no rule names curl");
+
+    // A thread-name rule for any process; a deprecated module attaches no
+    // new socket, so its rule costs nothing.
+    let mut by_thread = slot(3, Kind::AppIdTag, 10, 0);
+    set_name(&mut by_thread.thread_name, "worker");
+    let mut gone = slot(4, Kind::DnsFrontTag, 10, flags::DEPRECATED);
+    gone.source = addr(4, 8, &[10, 0, 0, 0]);
+    let c = config(&[client, by_thread, gone]);
+    assert_eq!(
+        c.needs(PROTO_TCP, b"curl"),
+        Some(Needs {
+            thread_name: true,
+            ..Needs::default()
+        })
+    );
+    assert_eq!(
+        c.needs(PROTO_UDP, b"dig"),
+        Some(Needs {
+            remote: true,
+            thread_name: true,
+            ..Needs::default()
+        })
+    );
+}

@@ -1,18 +1,21 @@
 //! Per-process state: the mapped control area and the parsed module table.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use l45_tap_engine::Config;
-use l45_tap_shm::{ShmReader, StatsSlot, DEFAULT_PATH, NAME_LEN, PATH_ENV};
+use l45_tap_engine::{Config, Needs};
+use l45_tap_shm::{ShmReader, StatsSlot, DEFAULT_PATH, NAME_LEN, PATH_ENV, PROTO_TCP, PROTO_UDP};
 
 static SHM: OnceLock<ShmReader> = OnceLock::new();
 /// Last time (s since the epoch) opening the control area failed.
 static LAST_TRY: AtomicU64 = AtomicU64::new(0);
-static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
+static CONFIG: Mutex<Option<Arc<Active>>> = Mutex::new(None);
 static PROCESS_NAME: OnceLock<([u8; NAME_LEN], usize)> = OnceLock::new();
+/// This process's id, 0 until asked (glibc no longer caches getpid). A
+/// forked child starts with 0 again (see `forget_pid`).
+static PID: AtomicU32 = AtomicU32::new(0);
 
 fn now_s() -> u64 {
     SystemTime::now()
@@ -52,17 +55,38 @@ pub fn shm() -> Option<&'static ShmReader> {
     }
 }
 
+/// One generation of the module table as this process sees it.
+pub struct Active {
+    pub config: Config,
+    /// `Config::needs` for new TCP and UDP sockets of this process.
+    needs: [Option<Needs>; 2],
+}
+
+impl Active {
+    pub fn needs(&self, protocol: u8) -> Option<Needs> {
+        self.needs[usize::from(protocol == PROTO_UDP)]
+    }
+}
+
+/// The control area's current generation, once it is mapped.
+pub fn generation() -> Option<u64> {
+    SHM.get().map(|s| s.generation())
+}
+
 /// The parsed module table of generation `generation` (parsed once per
 /// process per generation).
-pub fn config(shm: &ShmReader, generation: u64) -> Arc<Config> {
+pub fn config(shm: &ShmReader, generation: u64) -> Arc<Active> {
     let mut cached = CONFIG.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = cached.as_ref() {
-        if c.generation == generation {
+        if c.config.generation == generation {
             return c.clone();
         }
     }
     let (g, slots) = shm.snapshot();
-    let c = Arc::new(Config::from_slots(g, &slots));
+    let config = Config::from_slots(g, &slots);
+    let name = process_name();
+    let needs = [config.needs(PROTO_TCP, name), config.needs(PROTO_UDP, name)];
+    let c = Arc::new(Active { config, needs });
     *cached = Some(c.clone());
     c
 }
@@ -92,4 +116,27 @@ pub fn thread_name() -> ([u8; NAME_LEN], usize) {
     unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
     let len = name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
     (name, len)
+}
+
+pub fn pid() -> u32 {
+    let p = PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic. A child
+        // made by a raw clone system call skips it and would report its
+        // parent's id (docs/user-space-tap.md, limits).
+        unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+    });
+    // SAFETY: getpid has no preconditions.
+    let p = unsafe { libc::getpid() } as u32;
+    PID.store(p, Ordering::Relaxed);
+    p
+}
+
+/// Runs in a forked child (pthread_atfork): it has its own process id.
+pub extern "C" fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
 }

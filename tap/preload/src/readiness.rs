@@ -4,15 +4,11 @@
 //! these go straight to libc.
 
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 
 use libc::{c_int, nfds_t, pollfd};
 
 use crate::real;
 use crate::sock::{self, HELD_SOCKETS};
-
-/// (epoll fd, fd, events, data) for every registration of a socket.
-static EPOLL: Mutex<Vec<(c_int, c_int, u32, u64)>> = Mutex::new(Vec::new());
 
 fn any_held() -> bool {
     HELD_SOCKETS.load(Ordering::Relaxed) > 0
@@ -148,13 +144,13 @@ pub unsafe extern "C" fn epoll_ctl(
     // SAFETY: passthrough.
     let r = unsafe { real::epoll_ctl(epfd, op, fd, ev) };
     if r == 0 && sock::lookup(fd).is_some() {
-        let mut regs = EPOLL.lock().unwrap_or_else(|p| p.into_inner());
-        regs.retain(|&(e, f, _, _)| !(e == epfd && f == fd));
-        if op != libc::EPOLL_CTL_DEL && !ev.is_null() {
+        let event = if op != libc::EPOLL_CTL_DEL && !ev.is_null() {
             // SAFETY: the event the caller registered.
-            let (events, data) = unsafe { ((*ev).events, (*ev).u64) };
-            regs.push((epfd, fd, events, data));
-        }
+            Some(unsafe { ((*ev).events, (*ev).u64) })
+        } else {
+            None
+        };
+        sock::epoll_register(fd, epfd, event);
     }
     r
 }
@@ -169,15 +165,7 @@ unsafe fn epoll_common(
     if !any_held() || ev.is_null() || max <= 0 {
         return wait(timeout);
     }
-    let ready: Vec<u64> = {
-        let regs = EPOLL.lock().unwrap_or_else(|p| p.into_inner());
-        regs.iter()
-            .filter(|&&(e, f, events, _)| {
-                e == epfd && events & libc::EPOLLIN as u32 != 0 && sock::held_len(f) > 0
-            })
-            .map(|&(_, _, _, data)| data)
-            .collect()
-    };
+    let ready = sock::epoll_ready(epfd);
     if ready.is_empty() {
         return wait(timeout);
     }

@@ -2,11 +2,11 @@
 //! and for each such socket its role, addresses, module chain and buffers.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use l45_modules::Role;
-use l45_tap_engine::{protocol_of, Chain, ChainChange, SocketView};
+use l45_tap_engine::{protocol_of, Chain, ChainChange, Needs, SocketView};
 use l45_tap_shm::{SockAddr, SocketRecord, NAME_LEN};
 use libc::{c_int, sockaddr, socklen_t};
 
@@ -21,9 +21,16 @@ const INET: u8 = 2;
 static STATE: [AtomicU8; MAX_FD] = [const { AtomicU8::new(UNKNOWN) }; MAX_FD];
 static CELLS: [AtomicPtr<Mutex<Option<Sock>>>; MAX_FD] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_FD];
+/// Per descriptor: 1 + the control-area generation at which the socket was
+/// last found to need no tap work (matched, nothing attached, held or
+/// pending); 0 if not. While the generation stays, its data calls go
+/// straight to libc: two loads, no lock (`needs_tap`).
+static PASS: [AtomicU64; MAX_FD] = [const { AtomicU64::new(0) }; MAX_FD];
 /// Sockets holding received bytes the application has not read yet; while
 /// 0, readiness calls go straight to libc.
 pub static HELD_SOCKETS: AtomicUsize = AtomicUsize::new(0);
+/// Highest descriptor number ever tapped (bounds the scan for held bytes).
+static HIGH_FD: AtomicUsize = AtomicUsize::new(0);
 
 /// One IPv4/IPv6 TCP or UDP socket.
 #[derive(Debug)]
@@ -32,8 +39,8 @@ pub struct Sock {
     pub role: Option<Role>,
     /// First sight happened (matching is done once).
     pub matched: bool,
-    /// Addresses and thread name were looked up.
-    pub facts_known: bool,
+    /// Facts already looked up (or learnt from connect/sendto/accept).
+    pub known: Needs,
     pub chain: Chain,
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
@@ -45,6 +52,9 @@ pub struct Sock {
     pub held: Vec<u8>,
     /// Customized bytes not yet accepted by the kernel (non-blocking sends).
     pub pending: Vec<u8>,
+    /// (epoll fd, events, data) of each epoll registration, so held bytes
+    /// can be reported as readiness; gone with the socket.
+    pub epoll: Vec<(c_int, u32, u64)>,
 }
 
 impl Sock {
@@ -53,7 +63,7 @@ impl Sock {
             stream,
             role: None,
             matched: false,
-            facts_known: false,
+            known: Needs::default(),
             chain: Chain::default(),
             local: None,
             remote: None,
@@ -62,6 +72,7 @@ impl Sock {
             table_slot: None,
             held: Vec::new(),
             pending: Vec::new(),
+            epoll: Vec::new(),
         }
     }
 
@@ -194,8 +205,28 @@ pub fn lookup(fd: c_int) -> Option<&'static Cell> {
     }
 }
 
+/// Whether a data call on `fd` must go through the tap: not for descriptors
+/// known not to be tapped sockets, nor for sockets settled as pass-through
+/// at the current generation (the common untapped case).
+pub fn needs_tap(fd: c_int) -> bool {
+    let Some(i) = index(fd) else { return false };
+    match STATE[i].load(Ordering::Acquire) {
+        OTHER => false,
+        INET => {
+            let pass = PASS[i].load(Ordering::Acquire);
+            pass == 0 || process::generation().map(|g| g + 1) != Some(pass)
+        }
+        _ => classify(fd, i).is_some(),
+    }
+}
+
 fn classify(fd: c_int, i: usize) -> Option<&'static Cell> {
     let domain = sockopt(fd, libc::SO_DOMAIN);
+    if !matches!(domain, Some(libc::AF_INET | libc::AF_INET6)) {
+        // Not a socket (a pipe, a file, an eventfd…) or not IP: one call.
+        STATE[i].store(OTHER, Ordering::Release);
+        return None;
+    }
     let ty = sockopt(fd, libc::SO_TYPE);
     let proto = sockopt(fd, libc::SO_PROTOCOL);
     let stream = match (domain, ty, proto) {
@@ -216,6 +247,7 @@ fn classify(fd: c_int, i: usize) -> Option<&'static Cell> {
     let mut g = lock(c);
     if g.is_none() {
         *g = Some(Sock::new(stream));
+        HIGH_FD.fetch_max(i, Ordering::Relaxed);
     }
     drop(g);
     STATE[i].store(INET, Ordering::Release);
@@ -237,6 +269,7 @@ pub fn created(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
     match (inet, stream) {
         (true, Some(stream)) => {
             *lock(cell(i)) = Some(Sock::new(stream));
+            HIGH_FD.fetch_max(i, Ordering::Relaxed);
             STATE[i].store(INET, Ordering::Release);
         }
         _ => STATE[i].store(OTHER, Ordering::Release),
@@ -246,6 +279,7 @@ pub fn created(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
 /// A new descriptor number (socket, accept, dup): forget what we knew.
 pub fn forget(fd: c_int) {
     let Some(i) = index(fd) else { return };
+    PASS[i].store(0, Ordering::Release);
     if STATE[i].load(Ordering::Acquire) == INET {
         let mut g = lock(cell(i));
         if let Some(s) = g.as_mut() {
@@ -306,6 +340,17 @@ fn name_of(fd: c_int, peer: bool) -> Option<SocketAddr> {
 /// then refreshing its chain whenever the generation moves. `role` is what
 /// the current call says about this end if nothing said it before.
 pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
+    sync_chain(fd, s, role);
+    if let Some(i) = index(fd) {
+        let pass = s.matched && s.chain.is_empty() && s.pending.is_empty() && s.held.is_empty();
+        PASS[i].store(
+            if pass { s.chain.generation + 1 } else { 0 },
+            Ordering::Release,
+        );
+    }
+}
+
+fn sync_chain(fd: c_int, s: &mut Sock, role: Role) {
     if s.role.is_none() {
         s.role = Some(role);
     }
@@ -320,42 +365,47 @@ pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
     if generation % 2 == 1 {
         return; // agent mid-write: keep the current chain for this call
     }
-    let config = process::config(shm, generation);
-    if config.is_empty() && s.chain.is_empty() {
-        // Nothing could attach: first sight (or this refresh) costs no
-        // system calls. The socket's facts are looked up if a module with
-        // immediate attach shows up later.
-        s.matched = true;
-        s.chain.generation = generation;
+    let active = process::config(shm, generation);
+    let config = &active.config;
+    let Some(needs) = active.needs(protocol_of(s.stream)) else {
+        if s.chain.is_empty() {
+            // No module could attach (none names this protocol and process):
+            // first sight, or this refresh, costs no system calls. The
+            // socket's facts are looked up if such a module shows up later.
+            s.matched = true;
+            s.chain.generation = generation;
+            return;
+        }
+        // Modules already attached still follow revoke, priority and
+        // parameter changes.
+        let vd = s.view_data();
+        let change = s.chain.refresh(config, &vd.view());
+        settle(fd, s, change);
         return;
-    }
-    if !s.facts_known {
-        s.facts_known = true;
-        if s.local.is_none() {
-            s.local = name_of(fd, false);
-        }
-        if s.remote.is_none() {
-            s.remote = name_of(fd, true);
-        }
-        let (name, len) = process::thread_name();
-        s.thread_name = name;
-        s.thread_name_len = len;
-    }
+    };
+    learn(fd, s, needs);
     let change = if !s.matched {
         s.matched = true;
         let vd = s.view_data();
-        s.chain = Chain::first_sight(&config, &vd.view());
+        s.chain = Chain::first_sight(config, &vd.view());
         ChainChange {
             added: s.chain.entries.iter().map(|a| (a.slot, a.id)).collect(),
             removed: Vec::new(),
         }
     } else {
         if s.remote.is_none() {
-            s.remote = name_of(fd, true);
+            // Not connected at first sight; it may be now.
+            s.known.remote = false;
         }
+        learn(fd, s, needs);
         let vd = s.view_data();
-        s.chain.refresh(&config, &vd.view())
+        s.chain.refresh(config, &vd.view())
     };
+    settle(fd, s, change);
+}
+
+/// Accounts a chain change in the modules' socket counts and the socket table.
+fn settle(fd: c_int, s: &mut Sock, change: ChainChange) {
     if !change.is_empty() {
         for (slot, id) in &change.added {
             if let Some(st) = process::stats(*slot, *id) {
@@ -371,15 +421,41 @@ pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
     }
 }
 
+/// Looks up the facts in `needs` not known yet: only what some rule could
+/// use, since each lookup is a system call on the socket's first sight.
+fn learn(fd: c_int, s: &mut Sock, needs: Needs) {
+    if needs.local && !s.known.local {
+        s.known.local = true;
+        if s.local.is_none() {
+            s.local = name_of(fd, false);
+        }
+    }
+    if needs.remote && !s.known.remote {
+        s.known.remote = true;
+        if s.remote.is_none() {
+            s.remote = name_of(fd, true);
+        }
+    }
+    if needs.thread_name && !s.known.thread_name {
+        s.known.thread_name = true;
+        let (name, len) = process::thread_name();
+        s.thread_name = name;
+        s.thread_name_len = len;
+    }
+}
+
 fn pid() -> u32 {
-    // SAFETY: getpid has no preconditions.
-    unsafe { libc::getpid() as u32 }
+    process::pid()
 }
 
 /// Publishes (or withdraws) the socket in the shared socket table.
 fn publish(fd: c_int, s: &mut Sock) {
     let Some(shm) = process::shm() else { return };
     let me = pid();
+    if !s.chain.is_empty() {
+        // The socket table shows the whole socket.
+        learn(fd, s, Needs::ALL);
+    }
     if s.chain.is_empty() {
         if let Some(i) = s.table_slot.take() {
             shm.release_socket(i, me);
@@ -431,6 +507,44 @@ pub fn detach_all(s: &mut Sock) {
         s.held.clear();
         HELD_SOCKETS.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Records (or with `event` None, drops) the registration of socket `fd`
+/// in epoll set `epfd`.
+pub fn epoll_register(fd: c_int, epfd: c_int, event: Option<(u32, u64)>) {
+    let Some(i) = index(fd) else { return };
+    if STATE[i].load(Ordering::Acquire) != INET {
+        return;
+    }
+    let mut g = lock(cell(i));
+    if let Some(s) = g.as_mut() {
+        s.epoll.retain(|&(e, _, _)| e != epfd);
+        if let Some((events, data)) = event {
+            s.epoll.push((epfd, events, data));
+        }
+    }
+}
+
+/// The epoll data of sockets registered for input in `epfd` that hold
+/// received bytes (only called while some socket holds bytes).
+pub fn epoll_ready(epfd: c_int) -> Vec<u64> {
+    let mut ready = Vec::new();
+    for i in 0..=HIGH_FD.load(Ordering::Relaxed).min(MAX_FD - 1) {
+        if STATE[i].load(Ordering::Acquire) != INET {
+            continue;
+        }
+        if let Some(s) = lock(cell(i)).as_ref() {
+            if !s.held.is_empty() {
+                ready.extend(
+                    s.epoll
+                        .iter()
+                        .filter(|&&(e, events, _)| e == epfd && events & libc::EPOLLIN as u32 != 0)
+                        .map(|&(_, _, data)| data),
+                );
+            }
+        }
+    }
+    ready
 }
 
 /// Descriptors with held bytes (for readiness calls).

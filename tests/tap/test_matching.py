@@ -1,0 +1,63 @@
+"""Matching on facts the tap looks up only when a rule needs them (thread
+name, our own port): a real tapped process, datagrams checked as they
+arrive at an untapped receiver."""
+import socket
+import subprocess
+import sys
+
+from taplab import dns_query, module
+
+CLIENT = r"""
+import ctypes, socket, sys, threading
+port, bound, query = int(sys.argv[1]), int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+libc = ctypes.CDLL(None, use_errno=True)
+
+def send(s):
+    s.sendto(query, ("127.0.0.1", port))
+    s.close()
+
+send(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))   # main thread, ephemeral port
+
+def named():
+    assert libc.prctl(15, b"l45-probe", 0, 0, 0) == 0      # PR_SET_NAME
+    send(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+t = threading.Thread(target=named)
+t.start()
+t.join()
+
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", bound))
+send(s)
+"""
+
+
+def tag_params(tag):
+    return f"<dns-tag><tag>{tag}</tag></dns-tag>"
+
+
+def test_thread_name_and_source_port_rules_pick_exactly_their_sockets(tap):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as spare:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(10)
+        port = rx.getsockname()[1]
+        spare.bind(("127.0.0.1", 0))
+        bound = spare.getsockname()[1]
+        spare.close()  # the client binds this port itself
+        tap.edit(
+            module(1, "dns-front-tag", 10, "<protocol>udp</protocol><thread-name>l45-probe</thread-name>",
+                   tag_params("THREADxx")),
+            module(2, "dns-front-tag", 10, f"<protocol>udp</protocol><source-port>{bound}</source-port>",
+                   tag_params("SRCPORTx")))
+        query = dns_query()
+        p = subprocess.run([sys.executable, "-c", CLIENT, str(port), str(bound), query.hex()],
+                           env=tap.env(), capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        got = [rx.recvfrom(4096) for _ in range(3)]
+
+    payloads = [data for data, _ in got]
+    assert payloads[0] == query, "main thread, ephemeral port: no rule names it"
+    assert payloads[1] == b"THREADxx" + query, "the thread named l45-probe"
+    assert payloads[2] == b"SRCPORTx" + query and got[2][1][1] == bound, "the socket bound to the rule's port"
+    mods, _ = tap.state()
+    assert int(mods[1]["messages-sent"]) == 1 and int(mods[2]["messages-sent"]) == 1, mods
