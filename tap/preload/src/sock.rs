@@ -529,8 +529,9 @@ pub fn epoll_register(fd: c_int, epfd: c_int, event: Option<(u32, u64)>) {
 /// received bytes (only called while some socket holds bytes).
 pub fn epoll_ready(epfd: c_int) -> Vec<u64> {
     let mut ready = Vec::new();
-    for i in 0..=HIGH_FD.load(Ordering::Relaxed).min(MAX_FD - 1) {
-        if STATE[i].load(Ordering::Acquire) != INET {
+    let high = HIGH_FD.load(Ordering::Relaxed).min(MAX_FD - 1);
+    for (i, state) in STATE.iter().enumerate().take(high + 1) {
+        if state.load(Ordering::Acquire) != INET {
             continue;
         }
         if let Some(s) = lock(cell(i)).as_ref() {
