@@ -152,6 +152,7 @@ def http_bench(work, agent, mbytes, trials):
         p = subprocess.Popen([sys.executable, "-c", HTTP_SERVER, str(port), str(www)], env=env,
                              stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "ready"
+        os.sched_setaffinity(p.pid, {BENCH_CPU})
         servers[name] = (port, p)
     port_st = servers["stream tag"][0]
     agent.edit(

@@ -40,6 +40,22 @@ pub enum Role {
     Server,
 }
 
+/// The directions a module acts on for one socket (`Instance::acts_on`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Directions {
+    pub send: bool,
+    pub recv: bool,
+}
+
+impl Directions {
+    pub fn or(self, other: Directions) -> Directions {
+        Directions {
+            send: self.send || other.send,
+            recv: self.recv || other.recv,
+        }
+    }
+}
+
 /// Byte stream (TCP) or datagrams (UDP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -454,6 +470,35 @@ impl Instance {
         }
     }
 
+    /// Which directions this module can act on for a socket of `role` and
+    /// `transport`. Elsewhere its `send`/`recv` only ever say `NotMine`, so
+    /// the tap hands those calls straight to the kernel (a DNS client's
+    /// answers, a DNS server's replies). A test holds every kind to this.
+    pub fn acts_on(&self, role: Role, transport: Transport) -> Directions {
+        let (send_role, recv_role, on) = match self.params {
+            Params::DnsTag { .. } | Params::DnsClearance { .. } | Params::DnsCompression { .. } => {
+                (Role::Client, Role::Server, Some(Transport::Datagram))
+            }
+            Params::StreamTag { .. } => (Role::Server, Role::Client, Some(Transport::Stream)),
+            Params::AppIdTag { .. } => (Role::Client, Role::Server, None),
+            // A delay on every send, whatever the socket.
+            Params::RateLimit { .. } => {
+                return Directions {
+                    send: true,
+                    recv: false,
+                }
+            }
+        };
+        let transport_ok = match on {
+            Some(t) => t == transport,
+            None => true,
+        };
+        Directions {
+            send: transport_ok && role == send_role,
+            recv: transport_ok && role == recv_role,
+        }
+    }
+
     /// Whether a receiving server must drop what no module of its chain
     /// recognised (front and middle tag, clearance filter: the spec says the
     /// server drops untagged queries).
@@ -542,6 +587,68 @@ fn concat(out: &mut [u8], parts: &[&[u8]]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `acts_on` is a promise the tap relies on to skip calls: wherever a
+    /// kind says it does not act, its send/recv must say `NotMine` for any
+    /// bytes — including bytes carrying its own signature.
+    #[test]
+    fn kinds_leave_alone_every_direction_acts_on_excludes() {
+        let query: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x04test\x00\x00\x01\x00\x01";
+        let mut own = [0u8; 256];
+        let mut buf = [0u8; 512];
+        for kind in Kind::ALL {
+            let pairs: &[(&str, &str)] = if kind == Kind::DnsClearanceFilter {
+                &[("code", "0123456789abcdefghijklmnopqrstuv")]
+            } else {
+                &[]
+            };
+            let m = Instance::new(1, kind, pairs.iter().copied()).unwrap();
+            let mut seen = Directions::default();
+            for role in [Role::Client, Role::Server] {
+                for transport in [Transport::Stream, Transport::Datagram] {
+                    let ctx = Ctx {
+                        role,
+                        transport,
+                        thread_name: b"t",
+                        process_name: b"p",
+                    };
+                    let acts = m.acts_on(role, transport);
+                    seen = seen.or(acts);
+                    // The kind's own customized form of a query, made as its
+                    // sending end would make it.
+                    let sender = Ctx {
+                        role: Role::Client,
+                        transport: Transport::Datagram,
+                        ..ctx
+                    };
+                    let mut st = SocketState::default();
+                    let n = match m.send(&mut st, &sender, query, &mut own) {
+                        SendVerdict::Customized(n) => n,
+                        _ => 0,
+                    };
+                    for input in [query, &own[..n], b"XTAGTAGTAG and more bytes".as_slice()] {
+                        if !acts.send {
+                            let mut st = SocketState::default();
+                            assert_eq!(
+                                m.send(&mut st, &ctx, input, &mut buf),
+                                SendVerdict::NotMine,
+                                "{kind:?} {role:?} {transport:?} send"
+                            );
+                        }
+                        if !acts.recv {
+                            let mut st = SocketState::default();
+                            assert_eq!(
+                                m.recv(&mut st, &ctx, input, &mut buf),
+                                RecvVerdict::NotMine,
+                                "{kind:?} {role:?} {transport:?} recv"
+                            );
+                        }
+                    }
+                }
+            }
+            assert!(seen.send, "{kind:?} acts on no send at all");
+        }
+    }
 
     #[test]
     fn kinds_round_trip_names_and_codes() {

@@ -128,6 +128,8 @@ class TapAgent:
                 "process": s.findtext("l:process-name", namespaces=n),
                 "modules": [int(x.text) for x in s.findall("l:module", n)],
                 "protocol": s.findtext("l:protocol", namespaces=n),
+                "source-port": s.findtext("l:source-port", namespaces=n),
+                "thread": s.findtext("l:thread-name", namespaces=n),
             })
         return mods, socks
 

@@ -53,7 +53,10 @@ def test_dns_kinds_customize_on_the_wire_and_need_the_server_module(tap, procs, 
     mods, socks = tap.state()
     assert int(mods[1]["messages-sent"]) >= 1 and int(mods[2]["messages-received"]) >= 1, mods
     assert mods[1]["state"] == "active" and "active-ts" in mods[2]
-    assert any(s["process"] == "dnsmasq" and s["modules"] == [2] for s in socks), socks
+    # The socket table: what the tap did not need for matching (its own
+    # port, the thread's name) the agent reads from /proc.
+    assert any(s["process"] == "dnsmasq" and s["modules"] == [2] and s["source-port"] == str(dns.port)
+               and s["thread"] == "dnsmasq" for s in socks), socks
 
     # Without the server-side module the server sees the customized bytes:
     # dnsmasq rejects front/middle tags and compressed queries, but still

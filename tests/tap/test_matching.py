@@ -1,6 +1,7 @@
 """Matching on facts the tap looks up only when a rule needs them (thread
 name, our own port): a real tapped process, datagrams checked as they
 arrive at an untapped receiver."""
+import pathlib
 import socket
 import subprocess
 import sys
@@ -12,15 +13,18 @@ import ctypes, socket, sys, threading
 port, bound, query = int(sys.argv[1]), int(sys.argv[2]), bytes.fromhex(sys.argv[3])
 libc = ctypes.CDLL(None, use_errno=True)
 
-def send(s):
+def send(s, close=True):
     s.sendto(query, ("127.0.0.1", port))
-    s.close()
+    if close:
+        s.close()
 
 send(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))   # main thread, ephemeral port
 
+kept = []
 def named():
     assert libc.prctl(15, b"l45-probe", 0, 0, 0) == 0      # PR_SET_NAME
-    send(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    kept.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    send(kept[0], close=False)                           # stays open: see the socket table
 t = threading.Thread(target=named)
 t.start()
 t.join()
@@ -28,6 +32,8 @@ t.join()
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", bound))
 send(s)
+print("sent", flush=True)
+sys.stdin.readline()
 """
 
 
@@ -50,10 +56,16 @@ def test_thread_name_and_source_port_rules_pick_exactly_their_sockets(tap):
             module(2, "dns-front-tag", 10, f"<protocol>udp</protocol><source-port>{bound}</source-port>",
                    tag_params("SRCPORTx")))
         query = dns_query()
-        p = subprocess.run([sys.executable, "-c", CLIENT, str(port), str(bound), query.hex()],
-                           env=tap.env(), capture_output=True, text=True, timeout=30)
+        p = subprocess.Popen([sys.executable, "-c", CLIENT, str(port), str(bound), query.hex()],
+                             env=tap.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout.readline().strip() == "sent", p.stderr.read()
+            got = [rx.recvfrom(4096) for _ in range(3)]
+            _, socks = tap.state()
+        finally:
+            p.communicate("\n", timeout=30)
         assert p.returncode == 0, p.stderr
-        got = [rx.recvfrom(4096) for _ in range(3)]
 
     payloads = [data for data, _ in got]
     assert payloads[0] == query, "main thread, ephemeral port: no rule names it"
@@ -61,3 +73,9 @@ def test_thread_name_and_source_port_rules_pick_exactly_their_sockets(tap):
     assert payloads[2] == b"SRCPORTx" + query and got[2][1][1] == bound, "the socket bound to the rule's port"
     mods, _ = tap.state()
     assert int(mods[1]["messages-sent"]) == 1 and int(mods[2]["messages-sent"]) == 1, mods
+    # The thread's socket as `get` shows it: its port was not needed for
+    # matching (the rule names the thread), so the agent read it from /proc.
+    probe_port = str(got[1][1][1])
+    assert [s for s in socks if s["modules"] == [1]] == [
+        {"process": pathlib.Path(sys.executable).name[:15], "modules": [1], "protocol": "udp", "source-port": probe_port,
+         "thread": "l45-probe"}], socks

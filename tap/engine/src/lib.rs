@@ -14,7 +14,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use l45_modules::{Ctx, Instance, Kind, RecvVerdict, Role, SendVerdict, SocketState, Transport};
+use l45_modules::{
+    Ctx, Directions, Instance, Kind, RecvVerdict, Role, SendVerdict, SocketState, Transport,
+};
 use l45_tap_shm::{
     flags, name_bytes, AddrMatch, ModuleSlot, MAX_CHAIN, NAME_LEN, PROTO_ANY, PROTO_TCP, PROTO_UDP,
 };
@@ -173,12 +175,6 @@ pub struct Needs {
 }
 
 impl Needs {
-    pub const ALL: Needs = Needs {
-        local: true,
-        remote: true,
-        thread_name: true,
-    };
-
     pub fn or(self, other: Needs) -> Needs {
         Needs {
             local: self.local || other.local,
@@ -413,6 +409,15 @@ impl Chain {
                 }
                 _ => None,
             })
+    }
+
+    /// The directions some activated module of the chain acts on for this
+    /// socket: calls in the other direction need no tap work at all.
+    pub fn directions(&self, role: Role, transport: Transport) -> Directions {
+        self.entries
+            .iter()
+            .filter(|a| a.activated)
+            .fold(Directions::default(), |d, a| d.or(a.instance.acts_on(role, transport)))
     }
 
     /// Runs the send chain over `input`; customized bytes land in `out`.

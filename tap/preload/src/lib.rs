@@ -26,7 +26,7 @@ use libc::{
 };
 
 use crate::io::Received;
-use crate::sock::sockaddr_to_std;
+use crate::sock::{sockaddr_to_std, Dir};
 
 /// Runs `f` over the bytes of an iovec array, copying only when there is more
 /// than one element.
@@ -187,7 +187,7 @@ fn send_plain(
     dest: *const sockaddr,
     alen: socklen_t,
 ) -> Option<ssize_t> {
-    if (buf.is_null() && len > 0) || !sock::needs_tap(fd) {
+    if (buf.is_null() && len > 0) || !sock::needs_tap(fd, Dir::Send) {
         return None;
     }
     let data: &[u8] = if len == 0 {
@@ -230,7 +230,7 @@ pub unsafe extern "C" fn sendto(
 
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
-    if sock::needs_tap(fd) {
+    if sock::needs_tap(fd, Dir::Send) {
         if let Some(r) = send_plain(fd, buf, len, 0, std::ptr::null(), 0) {
             return r;
         }
@@ -241,7 +241,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
 
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
-    if n > 0 && sock::needs_tap(fd) {
+    if n > 0 && sock::needs_tap(fd, Dir::Send) {
         // SAFETY: the caller passes `n` valid iovecs.
         let r = unsafe {
             gather(iov, n as usize, |data| {
@@ -258,7 +258,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) ->
 }
 
 unsafe fn sendmsg_tapped(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<ssize_t> {
-    if msg.is_null() || !sock::needs_tap(fd) {
+    if msg.is_null() || !sock::needs_tap(fd, Dir::Send) {
         return None;
     }
     // SAFETY: the application's msghdr.
@@ -299,7 +299,7 @@ pub unsafe extern "C" fn sendmmsg(
     vlen: c_uint,
     flags: c_int,
 ) -> c_int {
-    if vec.is_null() || vlen == 0 || !sock::needs_tap(fd) {
+    if vec.is_null() || vlen == 0 || !sock::needs_tap(fd, Dir::Send) {
         // SAFETY: passthrough.
         return unsafe { real::sendmmsg(fd, vec, vlen, flags) };
     }
@@ -332,7 +332,7 @@ fn recv_plain(
     addr: *mut sockaddr,
     alen: *mut socklen_t,
 ) -> Option<ssize_t> {
-    if (buf.is_null() && len > 0) || !sock::needs_tap(fd) {
+    if (buf.is_null() && len > 0) || !sock::needs_tap(fd, Dir::Recv) {
         return None;
     }
     let app: &mut [u8] = if len == 0 {
@@ -395,7 +395,7 @@ pub unsafe extern "C" fn recvfrom(
 
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
-    if sock::needs_tap(fd) {
+    if sock::needs_tap(fd, Dir::Recv) {
         if let Some(r) = recv_plain(fd, buf, len, 0, std::ptr::null_mut(), std::ptr::null_mut()) {
             return r;
         }
@@ -406,7 +406,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
 
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
-    if n > 0 && sock::needs_tap(fd) {
+    if n > 0 && sock::needs_tap(fd, Dir::Recv) {
         if n == 1 {
             // SAFETY: one iovec from the caller: receive straight into it.
             let v = unsafe { &*iov };
@@ -544,7 +544,7 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
 
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if sock::needs_tap(fd) {
+    if sock::needs_tap(fd, Dir::Recv) {
         // SAFETY: pointers from the application, checked inside.
         if let Some(r) = unsafe { recvmsg_tapped(fd, msg, flags) } {
             return r;
@@ -562,7 +562,7 @@ pub unsafe extern "C" fn recvmmsg(
     flags: c_int,
     timeout: *mut libc::timespec,
 ) -> c_int {
-    if vec.is_null() || vlen == 0 || !sock::needs_tap(fd) {
+    if vec.is_null() || vlen == 0 || !sock::needs_tap(fd, Dir::Recv) {
         // SAFETY: passthrough.
         return unsafe { real::recvmmsg(fd, vec, vlen, flags, timeout) };
     }

@@ -123,20 +123,42 @@ pub fn pid() -> u32 {
     if p != 0 {
         return p;
     }
-    static ATFORK: std::sync::Once = std::sync::Once::new();
-    ATFORK.call_once(|| {
-        // SAFETY: registers a handler that only stores to an atomic. A child
-        // made by a raw clone system call skips it and would report its
-        // parent's id (docs/user-space-tap.md, limits).
-        unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
-    });
+    watch_forks();
     // SAFETY: getpid has no preconditions.
     let p = unsafe { libc::getpid() } as u32;
     PID.store(p, Ordering::Relaxed);
     p
 }
 
-/// Runs in a forked child (pthread_atfork): it has its own process id.
-pub extern "C" fn forget_pid() {
+std::thread_local! {
+    /// The calling thread's id, 0 until asked.
+    static TID: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The calling thread's id (one system call per thread, then cached).
+pub fn tid() -> u32 {
+    TID.with(|t| {
+        if t.get() == 0 {
+            watch_forks();
+            // SAFETY: gettid has no preconditions.
+            t.set(unsafe { libc::gettid() } as u32);
+        }
+        t.get()
+    })
+}
+
+fn watch_forks() {
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only resets our caches. A child
+        // made by a raw clone system call skips it and would report its
+        // parent's ids (docs/user-space-tap.md, limits).
+        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+    });
+}
+
+/// Runs in a forked child (pthread_atfork): new process and thread ids.
+extern "C" fn forked_child() {
     PID.store(0, Ordering::Relaxed);
+    let _ = TID.try_with(|t| t.set(0));
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use l45_modules::Role;
+use l45_modules::{Role, Transport};
 use l45_tap_engine::{protocol_of, Chain, ChainChange, Needs, SocketView};
 use l45_tap_shm::{SockAddr, SocketRecord, NAME_LEN};
 use libc::{c_int, sockaddr, socklen_t};
@@ -21,10 +21,11 @@ const INET: u8 = 2;
 static STATE: [AtomicU8; MAX_FD] = [const { AtomicU8::new(UNKNOWN) }; MAX_FD];
 static CELLS: [AtomicPtr<Mutex<Option<Sock>>>; MAX_FD] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_FD];
-/// Per descriptor: 1 + the control-area generation at which the socket was
-/// last found to need no tap work (matched, nothing attached, held or
-/// pending); 0 if not. While the generation stays, its data calls go
-/// straight to libc: two loads, no lock (`needs_tap`).
+/// Per descriptor: `(1 + generation) << 2 | PASS_SEND | PASS_RECV`, the
+/// control-area generation at which the socket was last synced and the
+/// directions that need no tap work then (no attached module acts on them,
+/// nothing pending or held); 0 if unknown. While the generation stays, data
+/// calls in those directions go straight to libc: two loads, no lock.
 static PASS: [AtomicU64; MAX_FD] = [const { AtomicU64::new(0) }; MAX_FD];
 /// Sockets holding received bytes the application has not read yet; while
 /// 0, readiness calls go straight to libc.
@@ -46,6 +47,8 @@ pub struct Sock {
     pub remote: Option<SocketAddr>,
     pub thread_name: [u8; NAME_LEN],
     pub thread_name_len: usize,
+    /// The thread that first used the socket (for the socket table).
+    pub tid: u32,
     /// Slot in the shared socket table while modules are attached.
     pub table_slot: Option<usize>,
     /// Received application bytes not yet handed over.
@@ -69,6 +72,7 @@ impl Sock {
             remote: None,
             thread_name: [0; NAME_LEN],
             thread_name_len: 0,
+            tid: 0,
             table_slot: None,
             held: Vec::new(),
             pending: Vec::new(),
@@ -205,16 +209,33 @@ pub fn lookup(fd: c_int) -> Option<&'static Cell> {
     }
 }
 
+const PASS_SEND: u64 = 1;
+const PASS_RECV: u64 = 2;
+
+/// A data call's direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    Send,
+    Recv,
+}
+
 /// Whether a data call on `fd` must go through the tap: not for descriptors
-/// known not to be tapped sockets, nor for sockets settled as pass-through
-/// at the current generation (the common untapped case).
-pub fn needs_tap(fd: c_int) -> bool {
+/// known not to be tapped sockets, nor for sockets whose chain does nothing
+/// in this direction at the current generation (the common case).
+pub fn needs_tap(fd: c_int, dir: Dir) -> bool {
     let Some(i) = index(fd) else { return false };
     match STATE[i].load(Ordering::Acquire) {
         OTHER => false,
         INET => {
             let pass = PASS[i].load(Ordering::Acquire);
-            pass == 0 || process::generation().map(|g| g + 1) != Some(pass)
+            let bit = match dir {
+                Dir::Send => PASS_SEND,
+                Dir::Recv => PASS_RECV,
+            };
+            match process::generation() {
+                Some(g) => pass >> 2 != g + 1 || pass & bit == 0,
+                None => true,
+            }
         }
         _ => classify(fd, i).is_some(),
     }
@@ -342,11 +363,22 @@ fn name_of(fd: c_int, peer: bool) -> Option<SocketAddr> {
 pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
     sync_chain(fd, s, role);
     if let Some(i) = index(fd) {
-        let pass = s.matched && s.chain.is_empty() && s.pending.is_empty() && s.held.is_empty();
-        PASS[i].store(
-            if pass { s.chain.generation + 1 } else { 0 },
-            Ordering::Release,
-        );
+        let mut pass = (s.chain.generation + 1) << 2;
+        if s.matched {
+            let transport = if s.stream {
+                Transport::Stream
+            } else {
+                Transport::Datagram
+            };
+            let acts = s.chain.directions(s.role.unwrap_or(Role::Client), transport);
+            if !acts.send && s.pending.is_empty() {
+                pass |= PASS_SEND;
+            }
+            if !acts.recv && s.held.is_empty() {
+                pass |= PASS_RECV;
+            }
+        }
+        PASS[i].store(pass, Ordering::Release);
     }
 }
 
@@ -452,10 +484,6 @@ fn pid() -> u32 {
 fn publish(fd: c_int, s: &mut Sock) {
     let Some(shm) = process::shm() else { return };
     let me = pid();
-    if !s.chain.is_empty() {
-        // The socket table shows the whole socket.
-        learn(fd, s, Needs::ALL);
-    }
     if s.chain.is_empty() {
         if let Some(i) = s.table_slot.take() {
             shm.release_socket(i, me);
@@ -467,6 +495,9 @@ fn publish(fd: c_int, s: &mut Sock) {
             shm.claim_socket(me, (me as usize).wrapping_mul(31).wrapping_add(fd as usize));
     }
     let Some(i) = s.table_slot else { return };
+    if s.tid == 0 {
+        s.tid = process::tid();
+    }
     let mut process_name = [0u8; NAME_LEN];
     let p = process::process_name();
     process_name[..p.len()].copy_from_slice(p);
@@ -479,12 +510,14 @@ fn publish(fd: c_int, s: &mut Sock) {
             None => 0,
         },
         _pad: [0; 2],
+        tid: s.tid,
         local: s.local.as_ref().map(SockAddr::from_std).unwrap_or_default(),
         remote: s
             .remote
             .as_ref()
             .map(SockAddr::from_std)
             .unwrap_or_default(),
+        // Known only if a rule needed it; else the agent reads it.
         thread_name: s.thread_name,
         process_name,
         modules: s.chain.ids(),

@@ -25,7 +25,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"L45TAP\0\x01");
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const MAX_MODULES: usize = 64;
 pub const MAX_SOCKETS: usize = 4096;
 pub const MAX_CHAIN: usize = 8;
@@ -252,7 +252,10 @@ impl SockAddr {
     }
 }
 
-/// What a process publishes about one tapped socket.
+/// What a process publishes about one tapped socket. Facts the tap did not
+/// need for matching are left empty (family 0, empty name) rather than
+/// bought with a system call on the data path: the agent reads them from
+/// /proc when someone asks (`fd` and `tid` say where).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SocketRecord {
@@ -261,6 +264,8 @@ pub struct SocketRecord {
     /// 1 client, 2 server.
     pub role: u8,
     pub _pad: [u8; 2],
+    /// The thread that first used the socket.
+    pub tid: u32,
     pub local: SockAddr,
     pub remote: SockAddr,
     pub thread_name: [u8; NAME_LEN],

@@ -292,11 +292,19 @@ impl TapControl for UserspaceTap {
                     PROTO_UDP => Protocol::Udp,
                     _ => Protocol::Any,
                 },
-                source: r.local.to_std(),
+                // What the tap did not need for matching it did not look
+                // up: read it from /proc now.
+                source: r
+                    .local
+                    .to_std()
+                    .filter(|a| a.port() != 0) // seen before the kernel bound it
+                    .or_else(|| procfs::local_address(pid, r.fd, r.protocol == PROTO_TCP)),
                 destination: r.remote.to_std(),
                 pid,
-                thread_name: String::from_utf8_lossy(l45_tap_shm::name_bytes(&r.thread_name))
-                    .into_owned(),
+                thread_name: match l45_tap_shm::name_bytes(&r.thread_name) {
+                    [] => procfs::thread_name(pid, r.tid).unwrap_or_default(),
+                    name => String::from_utf8_lossy(name).into_owned(),
+                },
                 process_name: String::from_utf8_lossy(l45_tap_shm::name_bytes(&r.process_name))
                     .into_owned(),
                 modules: r
@@ -354,6 +362,8 @@ fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
     use std::io::Read;
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
+
+mod procfs;
 
 #[cfg(test)]
 mod tests;
