@@ -697,8 +697,17 @@ impl ShmReader {
             }
             // SAFETY: plain bytes in bounds of the mapping; a concurrent write
             // is detected by the generation check and the copy retried.
+            // Only used slots are copied whole (a new process reads this
+            // once; most of the table is empty).
             let table: Vec<ModuleSlot> = (0..MAX_MODULES)
-                .map(|i| unsafe { std::ptr::read_volatile(&(*self.control_ptr()).modules[i]) })
+                .map(|i| unsafe {
+                    let slot = &(*self.control_ptr()).modules[i];
+                    if std::ptr::read_volatile(&slot.flags) & flags::USED == 0 {
+                        ModuleSlot::default()
+                    } else {
+                        std::ptr::read_volatile(slot)
+                    }
+                })
                 .collect();
             fence(Ordering::Acquire);
             // SAFETY: as in `generation`.
