@@ -2,12 +2,18 @@
 """User-space tap overhead, as ratios against a baseline measured in the
 same run (interleaved trials, medians).
 
-  DNS:  N sequential queries, dig (batch file) → dnsmasq (cache off):
-        baseline (no tap) · tapped, no module · DNS front tag
+  DNS:  N sequential queries for N distinct names, one dig (batch file, as
+        in the dissertation) → dnsmasq (cache off, no query log):
+        baseline (no tap) · tapped, no module · DNS front tag.
+        With --split, the same with one query: the tap's cost per process
+        (loading the library, mapping the control area) and per query.
   HTTP: one M-byte transfer, python http.server → curl:
         baseline · tapped, no module · stream tag every 1000 bytes
+  Client and server run on one CPU (see `pin`); CPU time is the server's
+  scheduler counters plus the clients' rusage.
 
-Usage: .venv/bin/python tools/bench_tap.py [--queries 1000] [--mbytes 1024] [--trials 3] [--dig-batch]
+Usage: .venv/bin/python tools/bench_tap.py [--queries 1000] [--mbytes 1024] [--trials 15]
+                                           [--split] [--dig-per-query] [--only dns|http]
 Needs target/release/l45-agent and libl45tap.so (cargo build --release).
 """
 import argparse
@@ -96,15 +102,19 @@ def dig_run(port, env, batch, queries, per_process):
             raise SystemExit(f"dig failed: {p.stdout}{p.stderr}")
 
 
-def dns_bench(work, agent, queries, trials, per_process):
+def dns_bench(work, agent, counts, trials, per_process):
+    """{queries: {configuration: [(wall, cpu)]}} for each query count."""
     plain = os.environ.copy()
     tapped = agent.env()
-    batch = work / "batch"
-    # +tries=1 +time=2: a lost query would show as a 2 s stall, not hide.
-    # Distinct names, as in the dissertation (dnsmasq answers every name
-    # under example.test with the same address, cache off).
-    batch.write_text("".join(f"q{i}.example.test A +tries=1 +time=2 +short\n" for i in range(queries)))
-    results = {}
+    batches = {}
+    for queries in counts:
+        batches[queries] = work / f"batch-{queries}"
+        # Distinct names, as in the dissertation (dnsmasq answers every name
+        # under example.test with the same address, cache off). +tries=1
+        # +time=2: a lost query would show as a 2 s stall, not hide.
+        batches[queries].write_text(
+            "".join(f"q{i}.example.test A +tries=1 +time=2 +short\n" for i in range(queries)))
+    results = {queries: {} for queries in counts}
     servers = {}
     for name, env in (("baseline", plain), ("tapped", tapped), ("front tag", tapped)):
         d = work / name.replace(" ", "-")
@@ -119,17 +129,19 @@ def dns_bench(work, agent, queries, trials, per_process):
         module(2, "dns-front-tag", 10,
                f"<protocol>udp</protocol><source-port>{port_ft}</source-port><process-name>dnsmasq</process-name>"))
     try:
-        for name in servers:
-            results[name] = []
+        for queries in counts:
+            for name in servers:
+                results[queries][name] = []
         for _ in range(trials):
-            for name, env in (("baseline", plain), ("tapped", tapped), ("front tag", tapped)):
-                port = servers[name].port
-                with Meter(servers[name].proc.pid) as m:
-                    dig_run(port, env, batch, queries, per_process)
-                results[name].append((m.wall, m.cpu))
+            for queries in counts:
+                for name, env in (("baseline", plain), ("tapped", tapped), ("front tag", tapped)):
+                    port = servers[name].port
+                    with Meter(servers[name].proc.pid) as m:
+                        dig_run(port, env, batches[queries], queries, per_process)
+                    results[queries][name].append((m.wall, m.cpu))
         # Every tagged query reached dnsmasq tagged and was stripped there.
         mods, _ = agent.state()
-        assert int(mods[2]["messages-received"]) >= queries * trials, mods
+        assert int(mods[2]["messages-received"]) >= sum(counts) * trials, mods
     finally:
         for s in servers.values():
             s.stop()
@@ -192,13 +204,28 @@ def report(title, results):
               f"{cpu:8.3f} {cpu / base_cpu:9.3f}")
 
 
+def split(counts, results):
+    """The tap's extra CPU per process and per query, from one query and N."""
+    one, n = counts
+    med = {(q, name): statistics.median(c for _, c in results[q][name])
+           for q in counts for name in results[q]}
+    print(f"\nCost split (CPU, from 1 and {n} queries; medians)")
+    print(f"{'configuration':<14} {'per process ms':>15} {'per query µs':>13}")
+    for name in ("tapped", "front tag"):
+        fixed = med[(one, name)] - med[(one, "baseline")]
+        per_query = ((med[(n, name)] - med[(n, "baseline")]) - fixed) / (n - one)
+        print(f"{name:<14} {fixed * 1e3:15.3f} {per_query * 1e6:13.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--mbytes", type=int, default=1024)
-    ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--dig-batch", action="store_true",
-                    help="one dig process for all queries (dig -f) instead of one dig per query")
+    ap.add_argument("--trials", type=int, default=15)
+    ap.add_argument("--dig-per-query", action="store_true",
+                    help="one dig process per query instead of one dig -f for all of them")
+    ap.add_argument("--split", action="store_true",
+                    help="also run one-query batches and split the cost per process / per query")
     ap.add_argument("--only", choices=("dns", "http"), help="run one of the two benchmarks")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,14 +234,18 @@ def main():
         try:
             dns = http = None
             if args.only != "http":
-                dns = dns_bench(work, agent, args.queries, args.trials, not args.dig_batch)
+                counts = [1, args.queries] if args.split else [args.queries]
+                dns = dns_bench(work, agent, counts, args.trials, args.dig_per_query)
             if args.only != "dns":
                 http = http_bench(work, agent, args.mbytes, args.trials)
         finally:
             agent.stop()
-    mode = "one dig -f" if args.dig_batch else "one dig per query"
+    mode = "one dig per query" if args.dig_per_query else "one dig -f"
     if dns:
-        report(f"DNS: {args.queries} sequential queries dig → dnsmasq ({mode}), {args.trials} trials", dns)
+        for queries, results in dns.items():
+            report(f"DNS: {queries} sequential queries dig → dnsmasq ({mode}), {args.trials} trials", results)
+        if args.split:
+            split(list(dns), dns)
     if http:
         report(f"HTTP: {args.mbytes} MiB python http.server → curl, {args.trials} trials", http)
 
