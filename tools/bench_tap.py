@@ -85,6 +85,13 @@ def pin():
 BENCH_CPU = min(os.sched_getaffinity(0))
 
 
+def rotated(configs, trial):
+    """Each trial starts with a different configuration, so no one of them
+    always runs first (after the idle gap) or after the same neighbour."""
+    k = trial % len(configs)
+    return configs[k:] + configs[:k]
+
+
 def timed(args, env):
     p = subprocess.run(args, env=env, preexec_fn=pin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if p.returncode != 0:
@@ -132,9 +139,10 @@ def dns_bench(work, agent, counts, trials, per_process):
         for queries in counts:
             for name in servers:
                 results[queries][name] = []
-        for _ in range(trials):
+        configs = [("baseline", plain), ("tapped", tapped), ("front tag", tapped)]
+        for trial in range(trials):
             for queries in counts:
-                for name, env in (("baseline", plain), ("tapped", tapped), ("front tag", tapped)):
+                for name, env in rotated(configs, trial):
                     port = servers[name].port
                     with Meter(servers[name].proc.pid) as m:
                         dig_run(port, env, batches[queries], queries, per_process)
@@ -175,8 +183,9 @@ def http_bench(work, agent, mbytes, trials):
                "<stream-tag><interval>1000</interval></stream-tag>"))
     results = {name: [] for name in servers}
     try:
-        for _ in range(trials):
-            for name, env in (("baseline", plain), ("tapped", tapped), ("stream tag", tapped)):
+        configs = [("baseline", plain), ("tapped", tapped), ("stream tag", tapped)]
+        for trial in range(trials):
+            for name, env in rotated(configs, trial):
                 port, proc = servers[name]
                 out = work / "out"
                 with Meter(proc.pid) as m:
