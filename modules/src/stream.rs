@@ -93,8 +93,20 @@ pub fn recv(
     }
     while at_in < input.len() {
         if state.tag_left > 0 {
+            // The rest of the tag, or as much of it as this read has: one
+            // comparison for the whole piece (byte by byte only to find
+            // where a mismatch starts).
             let pos = tag.len() - state.tag_left as usize;
-            if input[at_in] != tag[pos] {
+            let n = (state.tag_left as usize).min(input.len() - at_in);
+            let (got, want) = (&input[at_in..at_in + n], &tag[pos..pos + n]);
+            let matched = if got == want {
+                n
+            } else {
+                got.iter().zip(want).take_while(|(a, b)| a == b).count()
+            };
+            state.tag_left -= matched as u8;
+            at_in += matched;
+            if matched < n {
                 // Out of step with the sender: stop stripping rather than eat data.
                 state.recognition = Recognition::NotMine;
                 let rest = &input[at_in..];
@@ -104,8 +116,6 @@ pub fn recv(
                 out[at_out..at_out + rest.len()].copy_from_slice(rest);
                 return RecvVerdict::Customized(at_out + rest.len());
             }
-            state.tag_left -= 1;
-            at_in += 1;
             continue;
         }
         let take = (state.until_tag as usize).min(input.len() - at_in);
@@ -211,6 +221,44 @@ mod tests {
             data,
             "interval {interval} send {send_chunk} recv {recv_chunk}"
         );
+    }
+
+    #[test]
+    fn a_broken_tag_stops_stripping_at_its_first_wrong_byte_for_any_read_split() {
+        let m = Instance::new(1, Kind::StreamTag, [("interval", "16"), ("tag", "TAGTAG")]).unwrap();
+        let data = payload(40);
+        // Tag, 16 bytes, a tag whose 4th byte is wrong, 24 bytes.
+        let mut wire = [0u8; 128];
+        let mut n = 0;
+        for part in [b"TAGTAG".as_slice(), &data[..16], b"TAGxAG", &data[16..40]] {
+            wire[n..n + part.len()].copy_from_slice(part);
+            n += part.len();
+        }
+        // The three matching tag bytes go, the rest is the application's.
+        let mut want = [0u8; 128];
+        let mut w = 0;
+        for part in [&data[..16], b"xAG".as_slice(), &data[16..40]] {
+            want[w..w + part.len()].copy_from_slice(part);
+            w += part.len();
+        }
+        for recv_chunk in [1, 2, 3, 4, 5, 7, 22, 23, 24, 128] {
+            let mut rx = SocketState::default();
+            let mut got = [0u8; 128];
+            let mut got_len = 0;
+            for piece in wire[..n].chunks(recv_chunk) {
+                let mut out = [0u8; 256];
+                let cap = m.recv_capacity(piece.len());
+                let bytes: &[u8] = match m.recv(&mut rx, &ctx(Role::Client), piece, &mut out[..cap])
+                {
+                    RecvVerdict::Customized(k) => &out[..k],
+                    RecvVerdict::NotMine => piece, // the tap delivers it as it came
+                    v => panic!("verdict {v:?}"),
+                };
+                got[got_len..got_len + bytes.len()].copy_from_slice(bytes);
+                got_len += bytes.len();
+            }
+            assert_eq!(&got[..got_len], &want[..w], "recv chunk {recv_chunk}");
+        }
     }
 
     #[test]

@@ -31,7 +31,9 @@ fn main() {
     if os != "linux" || env != "gnu" || std::env::var_os("L45_PLAIN_LINK").is_some() {
         return;
     }
-    let Some(out) = std::env::var_os("OUT_DIR") else { return };
+    let Some(out) = std::env::var_os("OUT_DIR") else {
+        return;
+    };
     let dir = PathBuf::from(out).join("link");
     if std::fs::create_dir_all(&dir).is_err() {
         return;
@@ -46,7 +48,10 @@ fn main() {
 /// The C compiler rustc links with, asked where it finds a library file.
 fn print_file_name(name: &str) -> Option<PathBuf> {
     let cc = std::env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(cc).arg(format!("-print-file-name={name}")).output().ok()?;
+    let out = Command::new(cc)
+        .arg(format!("-print-file-name={name}"))
+        .output()
+        .ok()?;
     let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
     // Not found: the compiler echoes the bare name.
     (out.status.success() && path.is_absolute() && path.is_file()).then_some(path)
@@ -54,11 +59,19 @@ fn print_file_name(name: &str) -> Option<PathBuf> {
 
 /// glibc's `libc.so` without its `AS_NEEDED ( .../ld-linux-... )` clause.
 fn libc_script(dir: &Path) -> bool {
-    let Some(path) = print_file_name("libc.so") else { return false };
+    let Some(path) = print_file_name("libc.so") else {
+        return false;
+    };
     println!("cargo:rerun-if-changed={}", path.display());
-    let Ok(text) = std::fs::read_to_string(&path) else { return false };
-    let Some(start) = text.find("AS_NEEDED") else { return false };
-    let Some(len) = text[start..].find(')') else { return false };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return false;
+    };
+    let Some(start) = text.find("AS_NEEDED") else {
+        return false;
+    };
+    let Some(len) = text[start..].find(')') else {
+        return false;
+    };
     let clause = &text[start..=start + len];
     if !clause.contains("ld-linux") || !text.contains("GROUP") {
         return false;
@@ -70,7 +83,9 @@ fn libc_script(dir: &Path) -> bool {
 /// `-lgcc_s` (from std's unwind crate and the compiler driver) resolved to
 /// the static unwinder.
 fn libgcc_s_script(dir: &Path) -> bool {
-    let Some(eh) = print_file_name("libgcc_eh.a") else { return false };
+    let Some(eh) = print_file_name("libgcc_eh.a") else {
+        return false;
+    };
     let script = match print_file_name("libgcc.a") {
         Some(gcc) => format!("GROUP ( {} {} )\n", eh.display(), gcc.display()),
         None => format!("GROUP ( {} )\n", eh.display()),

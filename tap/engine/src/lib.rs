@@ -417,7 +417,9 @@ impl Chain {
         self.entries
             .iter()
             .filter(|a| a.activated)
-            .fold(Directions::default(), |d, a| d.or(a.instance.acts_on(role, transport)))
+            .fold(Directions::default(), |d, a| {
+                d.or(a.instance.acts_on(role, transport))
+            })
     }
 
     /// Runs the send chain over `input`; customized bytes land in `out`.

@@ -370,7 +370,9 @@ pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
             } else {
                 Transport::Datagram
             };
-            let acts = s.chain.directions(s.role.unwrap_or(Role::Client), transport);
+            let acts = s
+                .chain
+                .directions(s.role.unwrap_or(Role::Client), transport);
             if !acts.send && s.pending.is_empty() {
                 pass |= PASS_SEND;
             }

@@ -32,7 +32,10 @@ pub fn thread_name(pid: u32, tid: u32) -> Option<String> {
 
 /// `socket:[12345]` → 12345.
 pub fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The local address of the socket with `inode` in a /proc/net/{tcp,udp}[6]
@@ -84,8 +87,14 @@ mod tests {
 
     #[test]
     fn finds_the_local_address_of_an_inode() {
-        assert_eq!(local_of_inode(UDP, 884211), Some("127.0.0.1:41969".parse().unwrap()));
-        assert_eq!(local_of_inode(UDP, 31337), Some("0.0.0.0:5353".parse().unwrap()));
+        assert_eq!(
+            local_of_inode(UDP, 884211),
+            Some("127.0.0.1:41969".parse().unwrap())
+        );
+        assert_eq!(
+            local_of_inode(UDP, 31337),
+            Some("0.0.0.0:5353".parse().unwrap())
+        );
         assert_eq!(local_of_inode(UDP, 7), None);
         assert_eq!(local_of_inode(UDP6, 55), Some("[::1]:53".parse().unwrap()));
         assert_eq!(
@@ -99,7 +108,14 @@ mod tests {
         assert_eq!(socket_inode("socket:[42]"), Some(42));
         assert_eq!(socket_inode("pipe:[42]"), None);
         assert_eq!(socket_inode("socket:[x]"), None);
-        for bad in ["", "0100007F", "0100007F:", "0100007G:0035", "01007F:0035", "0100007F:10000"] {
+        for bad in [
+            "",
+            "0100007F",
+            "0100007F:",
+            "0100007G:0035",
+            "01007F:0035",
+            "0100007F:10000",
+        ] {
             assert_eq!(parse_address(bad), None, "{bad:?}");
         }
         assert_eq!(local_of_inode("header only\n", 1), None);
