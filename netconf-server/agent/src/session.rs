@@ -128,6 +128,10 @@ where
                         let result = tokio::task::spawn_blocking(move || a.handle(&s, &rpc)).await;
                         let (reply, after) = match result {
                             Ok(r) => r,
+                            // The runtime is shutting down (the agent is
+                            // stopping): end the session, not an rpc-error
+                            // claiming the operation failed.
+                            Err(e) if e.is_cancelled() => break 'outer,
                             Err(e) => {
                                 warn!(error = %e, "operation panicked");
                                 let err = RpcError::new(ErrorType::Application, ErrorTag::OperationFailed).message("internal error");
