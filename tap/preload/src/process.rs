@@ -14,7 +14,7 @@ static LAST_TRY: AtomicU64 = AtomicU64::new(0);
 static CONFIG: Mutex<Option<Arc<Active>>> = Mutex::new(None);
 static PROCESS_NAME: OnceLock<([u8; NAME_LEN], usize)> = OnceLock::new();
 /// This process's id, 0 until asked (glibc no longer caches getpid). A
-/// forked child starts with 0 again (see `forget_pid`).
+/// forked child starts with 0 again (see `forked_child`).
 static PID: AtomicU32 = AtomicU32::new(0);
 
 fn now_s() -> u64 {

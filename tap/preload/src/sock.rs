@@ -417,6 +417,10 @@ fn sync_chain(fd: c_int, s: &mut Sock, role: Role) {
         settle(fd, s, change);
         return;
     };
+    if s.matched && s.remote.is_none() {
+        // Not connected at first sight; it may be now.
+        s.known.remote = false;
+    }
     learn(fd, s, needs);
     let change = if !s.matched {
         s.matched = true;
@@ -427,11 +431,6 @@ fn sync_chain(fd: c_int, s: &mut Sock, role: Role) {
             removed: Vec::new(),
         }
     } else {
-        if s.remote.is_none() {
-            // Not connected at first sight; it may be now.
-            s.known.remote = false;
-        }
-        learn(fd, s, needs);
         let vd = s.view_data();
         s.chain.refresh(config, &vd.view())
     };
@@ -478,14 +477,10 @@ fn learn(fd: c_int, s: &mut Sock, needs: Needs) {
     }
 }
 
-fn pid() -> u32 {
-    process::pid()
-}
-
 /// Publishes (or withdraws) the socket in the shared socket table.
 fn publish(fd: c_int, s: &mut Sock) {
     let Some(shm) = process::shm() else { return };
-    let me = pid();
+    let me = process::pid();
     if s.chain.is_empty() {
         if let Some(i) = s.table_slot.take() {
             shm.release_socket(i, me);
@@ -536,7 +531,7 @@ pub fn detach_all(s: &mut Sock) {
     }
     s.chain.entries.clear();
     if let (Some(shm), Some(i)) = (process::shm(), s.table_slot.take()) {
-        shm.release_socket(i, pid());
+        shm.release_socket(i, process::pid());
     }
     if !s.held.is_empty() {
         s.held.clear();
