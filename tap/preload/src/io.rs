@@ -12,7 +12,7 @@ use l45_tap_engine::{RecvOutcome, SendOutcome};
 use libc::{c_int, ssize_t};
 
 use crate::process;
-use crate::sock::{self, Sock};
+use crate::sock;
 
 thread_local! {
     static IN_TAP: Cell<bool> = const { Cell::new(false) };
@@ -126,7 +126,7 @@ pub fn send(
 ) -> Option<ssize_t> {
     let cell = sock::lookup(fd)?;
     let _guard = Guard::enter()?;
-    let mut g = sock::lock(cell);
+    let mut g = cell.lock();
     let s = g.as_mut()?;
     if !s.matched && !s.stream && s.remote.is_none() {
         s.remote = dest;
@@ -141,7 +141,7 @@ pub fn send(
         drop(g);
         std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
         credit(slot, id, true, data.len());
-        g = sock::lock(cell);
+        g = cell.lock();
     }
     let s = g.as_mut()?;
     // Bytes a non-blocking send could not hand over earlier go first.
@@ -149,7 +149,7 @@ pub fn send(
         let pending = std::mem::take(&mut s.pending);
         drop(g);
         let (done, err) = send_all(&pending, send_wire);
-        g = sock::lock(cell);
+        g = cell.lock();
         let s = g.as_mut()?;
         if err.is_some() {
             let mut rest = pending[done..].to_vec();
@@ -198,7 +198,7 @@ pub fn send(
             Some(e) if (e == libc::EAGAIN || e == libc::EWOULDBLOCK) || done > 0 => {
                 // The module has taken the bytes: keep the rest for the next
                 // send; the application sees a full send.
-                let mut g = sock::lock(cell);
+                let mut g = cell.lock();
                 if let Some(s) = g.as_mut() {
                     s.pending.extend_from_slice(&wire[done..]);
                 }
@@ -236,7 +236,7 @@ pub fn recv(
     let waitall = flags & libc::MSG_WAITALL != 0;
     let mut delivered = 0usize;
     loop {
-        let mut g = sock::lock(cell);
+        let mut g = cell.lock();
         let s = g.as_mut()?;
         if s.stream || s.matched {
             sock::sync(fd, s, Role::Server);
@@ -294,7 +294,7 @@ pub fn recv(
                 return Err(errno());
             }
             let n = r.n as usize;
-            let mut g = sock::lock(cell);
+            let mut g = cell.lock();
             let Some(s) = g.as_mut() else {
                 return Err(libc::EBADF);
             };
@@ -409,39 +409,37 @@ enum Step {
 }
 
 /// TCP connect or accept, or UDP connect: record the role and peer, and
-/// match TCP sockets now (first sight).
+/// match the socket now (first sight).
 pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
     let Some(cell) = sock::lookup(fd) else { return };
     let Some(_guard) = Guard::enter() else { return };
-    let mut g = sock::lock(cell);
+    let mut g = cell.lock();
     let Some(s) = g.as_mut() else { return };
     s.role = Some(role);
     if peer.is_some() {
         s.remote = peer;
     }
-    if s.stream {
+    // First sight: a TCP socket when it connects or is accepted; a UDP
+    // socket when it connects to a peer (else at its first send or
+    // receive). Matching here, where the peer is known anyway, lets the
+    // data calls that follow take the pass-through path from the start.
+    if s.stream || peer.is_some() {
         sock::sync(fd, s, role);
     }
 }
 
-/// `close`: detach the socket (best-effort flush of pending bytes first).
+/// `close`: detach the socket (best-effort flush of pending bytes first,
+/// while the descriptor is still open).
 pub fn closing(fd: c_int) {
-    let Some(_guard) = Guard::enter() else { return };
-    if let Some(cell) = sock::lookup(fd) {
-        let pending = {
-            let mut g = sock::lock(cell);
-            g.as_mut()
-                .map(|s: &mut Sock| std::mem::take(&mut s.pending))
-                .unwrap_or_default()
-        };
-        if !pending.is_empty() {
-            let mut send_wire = |b: &[u8]| {
-                // SAFETY: sending from a live buffer on a descriptor the
-                // application is closing (still open here).
-                unsafe { crate::real::send(fd, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) }
-            };
-            let _ = send_all(&pending, &mut send_wire);
-        }
+    let pending = sock::closed(fd);
+    if pending.is_empty() {
+        return;
     }
-    sock::forget(fd);
+    let Some(_guard) = Guard::enter() else { return };
+    let mut send_wire = |b: &[u8]| {
+        // SAFETY: sending from a live buffer on a descriptor the
+        // application is closing (still open here).
+        unsafe { crate::real::send(fd, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) }
+    };
+    let _ = send_all(&pending, &mut send_wire);
 }

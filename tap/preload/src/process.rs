@@ -24,11 +24,22 @@ fn now_s() -> u64 {
         .unwrap_or(0)
 }
 
+/// Wall-clock time for the modules' active timestamps. The coarse clock
+/// (one tick's resolution, a few ms) is read from the vDSO without the
+/// clock-source read the precise one needs: this runs on every customized
+/// message.
 pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// The control area, once it exists. Until the agent has created it, the
@@ -69,6 +80,7 @@ impl Active {
 }
 
 /// The control area's current generation, once it is mapped.
+#[inline]
 pub fn generation() -> Option<u64> {
     SHM.get().map(|s| s.generation())
 }
@@ -89,6 +101,35 @@ pub fn config(shm: &ShmReader, generation: u64) -> Arc<Active> {
     let c = Arc::new(Active { config, needs });
     *cached = Some(c.clone());
     c
+}
+
+std::thread_local! {
+    /// The table this thread used last: first sight on a new socket then
+    /// takes neither the process-wide lock nor a reference count.
+    static THREAD_CONFIG: std::cell::RefCell<Option<Arc<Active>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` on the parsed module table of generation `generation`.
+pub fn with_config<R>(shm: &ShmReader, generation: u64, mut f: impl FnMut(&Active) -> R) -> R {
+    let hit = THREAD_CONFIG.try_with(|c| {
+        let cached = c.try_borrow().ok()?;
+        let active = cached
+            .as_ref()
+            .filter(|a| a.config.generation == generation)?;
+        Some(f(active))
+    });
+    if let Ok(Some(r)) = hit {
+        return r;
+    }
+    let active = config(shm, generation);
+    let r = f(&active);
+    let _ = THREAD_CONFIG.try_with(|c| {
+        if let Ok(mut slot) = c.try_borrow_mut() {
+            *slot = Some(active);
+        }
+    });
+    r
 }
 
 pub fn stats(slot: usize, id: u32) -> Option<&'static StatsSlot> {

@@ -2,7 +2,7 @@
 //! and for each such socket its role, addresses, module chain and buffers.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use l45_modules::{Role, Transport};
@@ -16,17 +16,55 @@ pub const MAX_FD: usize = 65536;
 
 const UNKNOWN: u8 = 0;
 const OTHER: u8 = 1;
-const INET: u8 = 2;
+/// A UDP socket (datagrams are delivered whole: it never holds bytes).
+const DGRAM: u8 = 2;
+/// A TCP socket.
+const STREAM: u8 = 3;
 
-static STATE: [AtomicU8; MAX_FD] = [const { AtomicU8::new(UNKNOWN) }; MAX_FD];
-static CELLS: [AtomicPtr<Mutex<Option<Sock>>>; MAX_FD] =
-    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_FD];
-/// Per descriptor: `(1 + generation) << 2 | PASS_SEND | PASS_RECV`, the
-/// control-area generation at which the socket was last synced and the
-/// directions that need no tap work then (no attached module acts on them,
-/// nothing pending or held); 0 if unknown. While the generation stays, data
-/// calls in those directions go straight to libc: two loads, no lock.
-static PASS: [AtomicU64; MAX_FD] = [const { AtomicU64::new(0) }; MAX_FD];
+fn is_inet(state: u8) -> bool {
+    state >= DGRAM
+}
+
+fn inet_state(stream: bool) -> u8 {
+    if stream {
+        STREAM
+    } else {
+        DGRAM
+    }
+}
+
+/// What the tap knows of one descriptor number. The three fields a data call
+/// reads sit in one cache line (an array per field would cost three).
+#[repr(C, align(32))]
+struct FdEntry {
+    /// `(1 + generation) << 2 | PASS_SEND | PASS_RECV`: the control-area
+    /// generation at which the socket was last synced and the directions
+    /// that need no tap work then (no attached module acts on them, nothing
+    /// pending or held); 0 if unknown. While the generation stays, data
+    /// calls in those directions go straight to libc: two loads, no lock.
+    pass: AtomicU64,
+    /// The socket's record (a leaked box, allocated on first use).
+    cell: AtomicPtr<Mutex<Option<Sock>>>,
+    /// UNKNOWN, OTHER, DGRAM or STREAM.
+    state: AtomicU8,
+    /// The record in `cell` is a closed socket's: the next lock replaces it
+    /// with a new one. Creating a socket is then two stores, no lock.
+    fresh: AtomicBool,
+    /// The record may hold something closing must give back (modules
+    /// attached, a socket-table slot, held or pending bytes). Set under the
+    /// lock when a chain first attaches; without it, close takes no lock.
+    owns: AtomicBool,
+}
+
+static FDS: [FdEntry; MAX_FD] = [const {
+    FdEntry {
+        pass: AtomicU64::new(0),
+        cell: AtomicPtr::new(std::ptr::null_mut()),
+        state: AtomicU8::new(UNKNOWN),
+        fresh: AtomicBool::new(false),
+        owns: AtomicBool::new(false),
+    }
+}; MAX_FD];
 /// Sockets holding received bytes the application has not read yet; while
 /// 0, readiness calls go straight to libc.
 pub static HELD_SOCKETS: AtomicUsize = AtomicUsize::new(0);
@@ -55,9 +93,41 @@ pub struct Sock {
     pub held: Vec<u8>,
     /// Customized bytes not yet accepted by the kernel (non-blocking sends).
     pub pending: Vec<u8>,
-    /// (epoll fd, events, data) of each epoll registration, so held bytes
-    /// can be reported as readiness; gone with the socket.
-    pub epoll: Vec<(c_int, u32, u64)>,
+    /// The socket's epoll registrations, so held bytes can be reported as
+    /// readiness; gone with the socket.
+    pub epoll: EpollRegistrations,
+}
+
+/// (epoll fd, events, data) of each registration. Nearly every socket is in
+/// at most one epoll set, so the first lives inline: registering a new
+/// socket allocates nothing.
+#[derive(Debug, Default)]
+pub struct EpollRegistrations {
+    first: Option<(c_int, u32, u64)>,
+    more: Vec<(c_int, u32, u64)>,
+}
+
+impl EpollRegistrations {
+    /// Records (or with `event` None, drops) the registration in `epfd`.
+    pub fn set(&mut self, epfd: c_int, event: Option<(u32, u64)>) {
+        if self.first.is_some_and(|(e, _, _)| e == epfd) {
+            self.first = None;
+        }
+        if !self.more.is_empty() {
+            self.more.retain(|&(e, _, _)| e != epfd);
+        }
+        if let Some((events, data)) = event {
+            if self.first.is_none() {
+                self.first = Some((epfd, events, data));
+            } else {
+                self.more.push((epfd, events, data));
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(c_int, u32, u64)> {
+        self.first.iter().chain(self.more.iter())
+    }
 }
 
 impl Sock {
@@ -76,7 +146,7 @@ impl Sock {
             table_slot: None,
             held: Vec::new(),
             pending: Vec::new(),
-            epoll: Vec::new(),
+            epoll: EpollRegistrations::default(),
         }
     }
 
@@ -148,15 +218,21 @@ impl ViewData {
 
 pub type Cell = Mutex<Option<Sock>>;
 
+#[inline]
 fn cell(fd: usize) -> &'static Cell {
-    let p = CELLS[fd].load(Ordering::Acquire);
+    let p = FDS[fd].cell.load(Ordering::Acquire);
     if !p.is_null() {
         // SAFETY: cells are leaked boxes, never freed (one per descriptor
         // number), so the reference is valid for the process lifetime.
         return unsafe { &*p };
     }
+    new_cell(fd)
+}
+
+#[cold]
+fn new_cell(fd: usize) -> &'static Cell {
     let fresh = Box::into_raw(Box::new(Mutex::new(None)));
-    match CELLS[fd].compare_exchange(
+    match FDS[fd].cell.compare_exchange(
         std::ptr::null_mut(),
         fresh,
         Ordering::AcqRel,
@@ -174,10 +250,12 @@ fn cell(fd: usize) -> &'static Cell {
     }
 }
 
+#[inline]
 pub fn lock(c: &'static Cell) -> MutexGuard<'static, Option<Sock>> {
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+#[inline]
 fn index(fd: c_int) -> Option<usize> {
     usize::try_from(fd).ok().filter(|&i| i < MAX_FD)
 }
@@ -198,13 +276,36 @@ fn sockopt(fd: c_int, opt: c_int) -> Option<c_int> {
     (r == 0).then_some(v)
 }
 
+/// A tapped socket's record, by descriptor number.
+#[derive(Debug, Clone, Copy)]
+pub struct Rec(usize);
+
+impl Rec {
+    /// Locks the record, first replacing a closed socket's record left in
+    /// place (see `FdEntry::fresh`).
+    #[inline]
+    pub fn lock(self) -> MutexGuard<'static, Option<Sock>> {
+        let entry = &FDS[self.0];
+        let mut g = lock(cell(self.0));
+        if entry.fresh.load(Ordering::Acquire) {
+            entry.fresh.store(false, Ordering::Relaxed);
+            if let Some(old) = g.as_mut() {
+                detach_all(old);
+            }
+            *g = Some(Sock::new(entry.state.load(Ordering::Acquire) == STREAM));
+        }
+        g
+    }
+}
+
 /// The socket behind `fd` if it is one we tap (IPv4/IPv6 TCP or UDP). The
 /// common case — a descriptor already known not to be one — is one load.
-pub fn lookup(fd: c_int) -> Option<&'static Cell> {
+#[inline]
+pub fn lookup(fd: c_int) -> Option<Rec> {
     let i = index(fd)?;
-    match STATE[i].load(Ordering::Acquire) {
+    match FDS[i].state.load(Ordering::Acquire) {
         OTHER => None,
-        INET => Some(cell(i)),
+        DGRAM | STREAM => Some(Rec(i)),
         _ => classify(fd, i),
     }
 }
@@ -222,12 +323,13 @@ pub enum Dir {
 /// Whether a data call on `fd` must go through the tap: not for descriptors
 /// known not to be tapped sockets, nor for sockets whose chain does nothing
 /// in this direction at the current generation (the common case).
+#[inline]
 pub fn needs_tap(fd: c_int, dir: Dir) -> bool {
     let Some(i) = index(fd) else { return false };
-    match STATE[i].load(Ordering::Acquire) {
+    match FDS[i].state.load(Ordering::Acquire) {
         OTHER => false,
-        INET => {
-            let pass = PASS[i].load(Ordering::Acquire);
+        DGRAM | STREAM => {
+            let pass = FDS[i].pass.load(Ordering::Acquire);
             let bit = match dir {
                 Dir::Send => PASS_SEND,
                 Dir::Recv => PASS_RECV,
@@ -241,11 +343,12 @@ pub fn needs_tap(fd: c_int, dir: Dir) -> bool {
     }
 }
 
-fn classify(fd: c_int, i: usize) -> Option<&'static Cell> {
+#[cold]
+fn classify(fd: c_int, i: usize) -> Option<Rec> {
     let domain = sockopt(fd, libc::SO_DOMAIN);
     if !matches!(domain, Some(libc::AF_INET | libc::AF_INET6)) {
         // Not a socket (a pipe, a file, an eventfd…) or not IP: one call.
-        STATE[i].store(OTHER, Ordering::Release);
+        FDS[i].state.store(OTHER, Ordering::Release);
         return None;
     }
     let ty = sockopt(fd, libc::SO_TYPE);
@@ -260,26 +363,55 @@ fn classify(fd: c_int, i: usize) -> Option<&'static Cell> {
             false
         }
         _ => {
-            STATE[i].store(OTHER, Ordering::Release);
+            FDS[i].state.store(OTHER, Ordering::Release);
             return None;
         }
     };
-    let c = cell(i);
-    let mut g = lock(c);
-    if g.is_none() {
-        *g = Some(Sock::new(stream));
-        HIGH_FD.fetch_max(i, Ordering::Relaxed);
+    begin(i, stream);
+    Some(Rec(i))
+}
+
+/// Descriptor `i` is now a new TCP or UDP socket: its record starts afresh
+/// at the next lock.
+fn begin(i: usize, stream: bool) {
+    // Map the control area now if not yet done: daemons such as dnsmasq
+    // create their sockets as root and then drop privileges, after which
+    // the agent's file could no longer be opened.
+    let _ = process::shm();
+    let entry = &FDS[i];
+    entry.pass.store(0, Ordering::Release);
+    if entry.owns.load(Ordering::Acquire) {
+        // A close we did not see (a raw close_range, say): give back what
+        // the old record held first.
+        release(i);
     }
-    drop(g);
-    STATE[i].store(INET, Ordering::Release);
-    Some(c)
+    cell(i);
+    note_high_fd(i);
+    entry.fresh.store(true, Ordering::Release);
+    entry.state.store(inet_state(stream), Ordering::Release);
+}
+
+/// Detaches everything the record of descriptor `i` holds and drops it;
+/// returns its pending bytes.
+fn release(i: usize) -> Vec<u8> {
+    let entry = &FDS[i];
+    let mut g = lock(cell(i));
+    let pending = match g.as_mut() {
+        Some(s) if !entry.fresh.load(Ordering::Acquire) => {
+            detach_all(s);
+            std::mem::take(&mut s.pending)
+        }
+        _ => Vec::new(),
+    };
+    *g = None;
+    entry.owns.store(false, Ordering::Release);
+    pending
 }
 
 /// A socket the application just created: classified from socket()'s own
-/// arguments, without asking the kernel.
+/// arguments, without asking the kernel, and without a lock.
 pub fn created(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
     let Some(i) = index(fd) else { return };
-    forget(fd);
     let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
     let inet = domain == libc::AF_INET || domain == libc::AF_INET6;
     let stream = match (base, protocol) {
@@ -288,27 +420,51 @@ pub fn created(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
         _ => None,
     };
     match (inet, stream) {
-        (true, Some(stream)) => {
-            *lock(cell(i)) = Some(Sock::new(stream));
-            HIGH_FD.fetch_max(i, Ordering::Relaxed);
-            STATE[i].store(INET, Ordering::Release);
+        (true, Some(stream)) => begin(i, stream),
+        _ => {
+            forget(fd);
+            FDS[i].state.store(OTHER, Ordering::Release);
         }
-        _ => STATE[i].store(OTHER, Ordering::Release),
     }
 }
 
-/// A new descriptor number (socket, accept, dup): forget what we knew.
+fn note_high_fd(i: usize) {
+    if HIGH_FD.load(Ordering::Relaxed) < i {
+        HIGH_FD.fetch_max(i, Ordering::Relaxed);
+    }
+}
+
+/// The application closes `fd`: modules are detached and the table slot
+/// freed, and customized bytes not yet accepted by the kernel are returned
+/// for a last flush. A socket that never had modules attached costs a few
+/// plain memory accesses and no lock (its record is replaced on reuse).
+pub fn closed(fd: c_int) -> Vec<u8> {
+    let Some(i) = index(fd) else {
+        return Vec::new();
+    };
+    let entry = &FDS[i];
+    if !is_inet(entry.state.load(Ordering::Acquire)) {
+        entry.state.store(UNKNOWN, Ordering::Release);
+        return Vec::new();
+    }
+    entry.pass.store(0, Ordering::Release);
+    let pending = if entry.owns.load(Ordering::Acquire) {
+        release(i)
+    } else {
+        Vec::new()
+    };
+    entry.state.store(UNKNOWN, Ordering::Release);
+    pending
+}
+
+/// A new descriptor number (accept, dup): forget what we knew.
 pub fn forget(fd: c_int) {
     let Some(i) = index(fd) else { return };
-    PASS[i].store(0, Ordering::Release);
-    if STATE[i].load(Ordering::Acquire) == INET {
-        let mut g = lock(cell(i));
-        if let Some(s) = g.as_mut() {
-            detach_all(s);
-        }
-        *g = None;
+    FDS[i].pass.store(0, Ordering::Release);
+    if FDS[i].owns.load(Ordering::Acquire) {
+        release(i);
     }
-    STATE[i].store(UNKNOWN, Ordering::Release);
+    FDS[i].state.store(UNKNOWN, Ordering::Release);
 }
 
 pub fn sockaddr_to_std(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
@@ -363,6 +519,9 @@ fn name_of(fd: c_int, peer: bool) -> Option<SocketAddr> {
 pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
     sync_chain(fd, s, role);
     if let Some(i) = index(fd) {
+        if (!s.chain.is_empty() || s.table_slot.is_some()) && !FDS[i].owns.load(Ordering::Relaxed) {
+            FDS[i].owns.store(true, Ordering::Release);
+        }
         let mut pass = (s.chain.generation + 1) << 2;
         if s.matched {
             let transport = if s.stream {
@@ -380,7 +539,7 @@ pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
                 pass |= PASS_RECV;
             }
         }
-        PASS[i].store(pass, Ordering::Release);
+        FDS[i].pass.store(pass, Ordering::Release);
     }
 }
 
@@ -399,7 +558,12 @@ fn sync_chain(fd: c_int, s: &mut Sock, role: Role) {
     if generation % 2 == 1 {
         return; // agent mid-write: keep the current chain for this call
     }
-    let active = process::config(shm, generation);
+    process::with_config(shm, generation, |active| {
+        sync_with(fd, s, active, generation)
+    });
+}
+
+fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64) {
     let config = &active.config;
     let Some(needs) = active.needs(protocol_of(s.stream)) else {
         if s.chain.is_empty() {
@@ -543,15 +707,14 @@ pub fn detach_all(s: &mut Sock) {
 /// in epoll set `epfd`.
 pub fn epoll_register(fd: c_int, epfd: c_int, event: Option<(u32, u64)>) {
     let Some(i) = index(fd) else { return };
-    if STATE[i].load(Ordering::Acquire) != INET {
+    // Only a stream socket can hold bytes (datagrams are delivered whole),
+    // so only its registrations are ever needed.
+    if FDS[i].state.load(Ordering::Acquire) != STREAM {
         return;
     }
-    let mut g = lock(cell(i));
+    let mut g = Rec(i).lock();
     if let Some(s) = g.as_mut() {
-        s.epoll.retain(|&(e, _, _)| e != epfd);
-        if let Some((events, data)) = event {
-            s.epoll.push((epfd, events, data));
-        }
+        s.epoll.set(epfd, event);
     }
 }
 
@@ -560,11 +723,11 @@ pub fn epoll_register(fd: c_int, epfd: c_int, event: Option<(u32, u64)>) {
 pub fn epoll_ready(epfd: c_int) -> Vec<u64> {
     let mut ready = Vec::new();
     let high = HIGH_FD.load(Ordering::Relaxed).min(MAX_FD - 1);
-    for (i, state) in STATE.iter().enumerate().take(high + 1) {
-        if state.load(Ordering::Acquire) != INET {
+    for (i, entry) in FDS.iter().enumerate().take(high + 1) {
+        if entry.state.load(Ordering::Acquire) != STREAM {
             continue;
         }
-        if let Some(s) = lock(cell(i)).as_ref() {
+        if let Some(s) = Rec(i).lock().as_ref() {
             if !s.held.is_empty() {
                 ready.extend(
                     s.epoll
@@ -580,9 +743,12 @@ pub fn epoll_ready(epfd: c_int) -> Vec<u64> {
 
 /// Descriptors with held bytes (for readiness calls).
 pub fn held_len(fd: c_int) -> usize {
-    let Some(i) = index(fd) else { return 0 };
-    if STATE[i].load(Ordering::Acquire) != INET {
+    if HELD_SOCKETS.load(Ordering::Relaxed) == 0 {
         return 0;
     }
-    lock(cell(i)).as_ref().map(|s| s.held.len()).unwrap_or(0)
+    let Some(i) = index(fd) else { return 0 };
+    if FDS[i].state.load(Ordering::Acquire) != STREAM {
+        return 0;
+    }
+    Rec(i).lock().as_ref().map(|s| s.held.len()).unwrap_or(0)
 }

@@ -377,6 +377,7 @@ struct SharedPart {
 }
 
 impl SharedPart {
+    #[inline]
     fn stats(&self, slot: usize) -> Option<&StatsSlot> {
         if slot >= MAX_MODULES {
             return None;
@@ -672,11 +673,13 @@ impl ShmReader {
         Ok(r)
     }
 
+    #[inline]
     fn control_ptr(&self) -> *const Control {
         self.control.ptr.as_ptr().cast()
     }
 
     /// The hot-path check: one atomic load.
+    #[inline]
     pub fn generation(&self) -> u64 {
         // SAFETY: the header is in bounds; the generation is atomic.
         unsafe {
@@ -723,6 +726,7 @@ impl ShmReader {
         }
     }
 
+    #[inline]
     pub fn stats(&self, slot: usize) -> Option<&StatsSlot> {
         self.shared.stats(slot)
     }
