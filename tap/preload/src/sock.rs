@@ -178,6 +178,11 @@ impl Sock {
         }
     }
 
+    #[cfg(test)]
+    fn held_test_marker(&mut self) {
+        self.held.extend_from_slice(b"old");
+    }
+
     /// Takes up to `n` held bytes.
     pub fn take_held(&mut self, out: &mut [u8], peek: bool) -> usize {
         let n = out.len().min(self.held.len());
@@ -751,4 +756,65 @@ pub fn held_len(fd: c_int) -> usize {
         return 0;
     }
     Rec(i).lock().as_ref().map(|s| s.held.len()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoll_registrations_keep_one_entry_per_set() {
+        let mut r = EpollRegistrations::default();
+        r.set(10, Some((1, 100)));
+        r.set(11, Some((1, 101)));
+        r.set(10, Some((5, 102))); // modify: replaces, does not add
+        let mut all: Vec<_> = r.iter().copied().collect();
+        all.sort();
+        assert_eq!(all, vec![(10, 5, 102), (11, 1, 101)]);
+        r.set(11, None);
+        r.set(10, None);
+        assert_eq!(r.iter().count(), 0);
+    }
+
+    /// Descriptor numbers far above anything the test process opens, so
+    /// the kernel knows none of them (classification asks it).
+    const FD: c_int = 60_000;
+
+    #[test]
+    fn a_new_socket_on_a_reused_number_starts_with_a_fresh_record() {
+        created(FD, libc::AF_INET, libc::SOCK_STREAM, 0);
+        let rec = lookup(FD).expect("a TCP socket is tapped");
+        {
+            let mut g = rec.lock();
+            let s = g.as_mut().expect("record");
+            assert!(s.stream);
+            s.matched = true;
+            s.remote = sockaddr_to_std(std::ptr::null(), 0);
+            s.held_test_marker();
+        }
+        // Closed without modules: no lock, the old record stays in place...
+        assert!(closed(FD).is_empty());
+        // ...but the next socket on this number never sees it.
+        created(FD + 1, libc::AF_INET, libc::SOCK_DGRAM, 0);
+        created(FD, libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_UDP);
+        let g = lookup(FD).expect("a UDP socket is tapped").lock();
+        let s = g.as_ref().expect("record");
+        assert!(!s.stream && !s.matched && s.held.is_empty() && s.chain.is_empty());
+        drop(g);
+        let _ = closed(FD);
+        let _ = closed(FD + 1);
+    }
+
+    #[test]
+    fn other_sockets_and_closed_numbers_are_not_tapped() {
+        created(FD + 2, libc::AF_UNIX, libc::SOCK_STREAM, 0);
+        assert!(lookup(FD + 2).is_none());
+        assert!(!needs_tap(FD + 2, Dir::Send));
+        created(FD + 3, libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+        assert!(lookup(FD + 3).is_none());
+        // After close, the number is asked about again (and the kernel says
+        // it is no socket).
+        let _ = closed(FD + 2);
+        assert!(lookup(FD + 2).is_none());
+    }
 }
