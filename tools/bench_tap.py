@@ -7,6 +7,10 @@ same run (interleaved trials, medians).
         baseline (no tap) · tapped, no module · DNS front tag.
         With --split, the same with one query: the tap's cost per process
         (loading the library, mapping the control area) and per query.
+        With --attribution, also an empty and a pass-through preload library
+        (tools/preload_baseline.c): what LD_PRELOAD itself costs.
+  Ratios: of medians, and paired (per trial, over the same trial's
+  baseline) with a distribution-free 95 % confidence interval.
   HTTP: one M-byte transfer, python http.server → curl:
         baseline · tapped, no module · stream tag every 1000 bytes
   Client and server run on one CPU (see `pin`); CPU time is the server's
@@ -14,6 +18,7 @@ same run (interleaved trials, medians).
 
 Usage: .venv/bin/python tools/bench_tap.py [--queries 1000] [--mbytes 1024] [--trials 15]
                                            [--split] [--dig-per-query] [--only dns|http]
+                                           [--attribution]
 Needs target/release/l45-agent and libl45tap.so (cargo build --release).
 """
 import argparse
@@ -78,7 +83,11 @@ def pin():
     """Client and server on one CPU: a query is then a plain hand-over on
     that CPU, not a cross-CPU wake-up whose cost (an inter-processor
     interrupt, a VM exit under virtualisation) varies tenfold from run to
-    run and would drown a 1 % difference."""
+    run and would drown a 1 % difference. The benchmark process pins
+    itself (after starting the agent, which stays unpinned) and the clients
+    inherit it: a `preexec_fn` would make Python fork instead of spawn, and
+    the child's copy-on-write faults before exec would be billed to the
+    client, inflating every configuration's CPU time alike."""
     os.sched_setaffinity(0, {BENCH_CPU})
 
 
@@ -93,7 +102,7 @@ def rotated(configs, trial):
 
 
 def timed(args, env):
-    p = subprocess.run(args, env=env, preexec_fn=pin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if p.returncode != 0:
         raise SystemExit(f"{args[0]} failed: {p.stderr.strip()}")
 
@@ -109,10 +118,23 @@ def dig_run(port, env, batch, queries, per_process):
             raise SystemExit(f"dig failed: {p.stdout}{p.stderr}")
 
 
-def dns_bench(work, agent, counts, trials, per_process):
+def reference_preloads(work):
+    """(name, env) of two reference LD_PRELOAD libraries built from
+    tools/preload_baseline.c: an empty one and plain pass-through wrappers."""
+    out = []
+    for name, flags in (("empty preload", ["-DEMPTY"]), ("pass-through", [])):
+        lib = work / (name.replace(" ", "-") + ".so")
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", *flags, "-o", str(lib),
+                        str(ROOT / "tools" / "preload_baseline.c"), "-ldl"], check=True)
+        out.append((name, {**os.environ, "LD_PRELOAD": str(lib)}))
+    return out
+
+
+def dns_bench(work, agent, counts, trials, per_process, attribution=False):
     """{queries: {configuration: [(wall, cpu)]}} for each query count."""
     plain = os.environ.copy()
     tapped = agent.env()
+    references = reference_preloads(work) if attribution else []
     batches = {}
     for queries in counts:
         batches[queries] = work / f"batch-{queries}"
@@ -123,7 +145,8 @@ def dns_bench(work, agent, counts, trials, per_process):
             "".join(f"q{i}.example.test A +tries=1 +time=2 +short\n" for i in range(queries)))
     results = {queries: {} for queries in counts}
     servers = {}
-    for name, env in (("baseline", plain), ("tapped", tapped), ("front tag", tapped)):
+    configs = [("baseline", plain), *references, ("tapped", tapped), ("front tag", tapped)]
+    for name, env in configs:
         d = work / name.replace(" ", "-")
         d.mkdir()
         # No query log: it would add two writes per query to every baseline.
@@ -139,7 +162,6 @@ def dns_bench(work, agent, counts, trials, per_process):
         for queries in counts:
             for name in servers:
                 results[queries][name] = []
-        configs = [("baseline", plain), ("tapped", tapped), ("front tag", tapped)]
         for trial in range(trials):
             for queries in counts:
                 for name, env in rotated(configs, trial):
@@ -201,16 +223,33 @@ def http_bench(work, agent, mbytes, trials):
     return results
 
 
+def median_ci(values):
+    """The median and a distribution-free ~95 % confidence interval for it
+    (order statistics of the binomial(n, 1/2) bounds)."""
+    v = sorted(values)
+    n = len(v)
+    half = 0.98 * n ** 0.5
+    lo = max(0, int(n / 2 - half))
+    hi = min(n - 1, int(n / 2 + half + 1))
+    return statistics.median(v), v[lo], v[hi]
+
+
 def report(title, results):
-    base_wall = statistics.median(w for w, _ in results["baseline"])
-    base_cpu = statistics.median(c for _, c in results["baseline"])
+    """Medians, and each configuration's paired ratio: per trial, its time
+    over the baseline's in the same trial (adjacent runs), so drifts in the
+    machine's speed between trials cancel."""
+    base = results["baseline"]
+    base_wall = statistics.median(w for w, _ in base)
+    base_cpu = statistics.median(c for _, c in base)
     print(f"\n{title}")
-    print(f"{'configuration':<14} {'wall s':>8} {'min s':>8} {'ratio':>7} {'CPU s':>8} {'CPU ratio':>9}")
+    print(f"{'configuration':<14} {'wall s':>8} {'min s':>8} {'ratio':>7} {'CPU s':>8} {'CPU ratio':>9}"
+          f" {'paired CPU ratio [95 % CI]':>27}")
     for name, runs in results.items():
         wall = statistics.median(w for w, _ in runs)
         cpu = statistics.median(c for _, c in runs)
+        med, lo, hi = median_ci(c / b for (_, c), (_, b) in zip(runs, base))
         print(f"{name:<14} {wall:8.3f} {min(w for w, _ in runs):8.3f} {wall / base_wall:7.3f} "
-              f"{cpu:8.3f} {cpu / base_cpu:9.3f}")
+              f"{cpu:8.3f} {cpu / base_cpu:9.3f} {med:9.4f} [{lo:.4f}, {hi:.4f}]")
 
 
 def split(counts, results):
@@ -236,15 +275,19 @@ def main():
     ap.add_argument("--split", action="store_true",
                     help="also run one-query batches and split the cost per process / per query")
     ap.add_argument("--only", choices=("dns", "http"), help="run one of the two benchmarks")
+    ap.add_argument("--attribution", action="store_true",
+                    help="DNS: also run dig and dnsmasq under an empty and a pass-through preload "
+                         "library (tools/preload_baseline.c): what any LD_PRELOAD costs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
         agent = TapAgent(work / "agent")
+        pin()
         try:
             dns = http = None
             if args.only != "http":
                 counts = [1, args.queries] if args.split else [args.queries]
-                dns = dns_bench(work, agent, counts, args.trials, args.dig_per_query)
+                dns = dns_bench(work, agent, counts, args.trials, args.dig_per_query, args.attribution)
             if args.only != "dns":
                 http = http_bench(work, agent, args.mbytes, args.trials)
         finally:

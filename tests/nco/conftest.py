@@ -95,10 +95,19 @@ class Emulator:
 
 
 def free_port_block(n):
-    """A base port with n consecutive free TCP ports after it."""
+    """A base port with n consecutive free TCP ports after it, below the
+    kernel's ephemeral range: the block is bound only later, and ports in
+    that range are handed out meanwhile as source ports of outgoing
+    connections (the NCO's own sessions took one once)."""
     import random
+    try:
+        low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    ranges = [(r0, r1) for r0, r1 in ((10000, low - n), (high + 1, 65535 - n)) if r1 > r0]
     for _ in range(200):
-        base = random.randint(20000, 60000 - n)
+        r0, r1 = random.choice(ranges)
+        base = random.randint(r0, r1)
         socks = []
         try:
             for p in range(base, base + n):
