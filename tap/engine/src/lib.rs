@@ -209,11 +209,20 @@ pub struct Config {
 
 impl Config {
     pub fn from_slots(generation: u64, slots: &[ModuleSlot]) -> Config {
+        Config::from_used(generation, slots.iter().enumerate())
+    }
+
+    /// As `from_slots`, from (slot index, slot) pairs; unused slots are
+    /// skipped.
+    pub fn from_used<'a>(
+        generation: u64,
+        slots: impl IntoIterator<Item = (usize, &'a ModuleSlot)>,
+    ) -> Config {
         let mut c = Config {
             generation,
             ..Config::default()
         };
-        for (slot, s) in slots.iter().enumerate() {
+        for (slot, s) in slots {
             if !s.used() {
                 continue;
             }

@@ -94,8 +94,8 @@ pub fn config(shm: &ShmReader, generation: u64) -> Arc<Active> {
             return c.clone();
         }
     }
-    let (g, slots) = shm.snapshot();
-    let config = Config::from_slots(g, &slots);
+    let (g, slots) = shm.snapshot_used();
+    let config = Config::from_used(g, slots.iter().map(|(i, s)| (*i, s)));
     let name = process_name();
     let needs = [config.needs(PROTO_TCP, name), config.needs(PROTO_UDP, name)];
     let c = Arc::new(Active { config, needs });

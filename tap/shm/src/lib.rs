@@ -692,26 +692,36 @@ impl ShmReader {
 
     /// A consistent copy of the module table and its generation.
     pub fn snapshot(&self) -> (u64, Vec<ModuleSlot>) {
+        let (g, used) = self.snapshot_used();
+        let mut table = vec![ModuleSlot::default(); MAX_MODULES];
+        for (i, slot) in used {
+            table[i] = slot;
+        }
+        (g, table)
+    }
+
+    /// A consistent copy of the used slots only, with their indices: what
+    /// a tapped process parses (a full copy would be 23 KB written into
+    /// fresh pages, in every process, for a table that is mostly empty).
+    pub fn snapshot_used(&self) -> (u64, Vec<(usize, ModuleSlot)>) {
         loop {
             let g1 = self.generation();
             if g1 % 2 == 1 {
                 std::thread::yield_now();
                 continue;
             }
-            // SAFETY: plain bytes in bounds of the mapping; a concurrent write
-            // is detected by the generation check and the copy retried.
-            // Only used slots are copied whole (a new process reads this
-            // once; most of the table is empty).
-            let table: Vec<ModuleSlot> = (0..MAX_MODULES)
-                .map(|i| unsafe {
+            let mut used = Vec::new();
+            for i in 0..MAX_MODULES {
+                // SAFETY: plain bytes in bounds of the mapping; a concurrent
+                // write is detected by the generation check and the copy
+                // retried.
+                unsafe {
                     let slot = &(*self.control_ptr()).modules[i];
-                    if std::ptr::read_volatile(&slot.flags) & flags::USED == 0 {
-                        ModuleSlot::default()
-                    } else {
-                        std::ptr::read_volatile(slot)
+                    if std::ptr::read_volatile(&slot.flags) & flags::USED != 0 {
+                        used.push((i, std::ptr::read_volatile(slot)));
                     }
-                })
-                .collect();
+                }
+            }
             fence(Ordering::Acquire);
             // SAFETY: as in `generation`.
             let g2 = unsafe {
@@ -721,7 +731,7 @@ impl ShmReader {
                     .load(Ordering::Relaxed)
             };
             if g1 == g2 {
-                return (g1, table);
+                return (g1, used);
             }
         }
     }
@@ -807,6 +817,9 @@ mod tests {
         let (g1, snap) = r.snapshot();
         assert!(g1 > g0);
         assert_eq!(snap[3], table[3]);
+        assert_eq!(snap.iter().filter(|s| s.used()).count(), 1);
+        // What a tapped process copies: the used slot alone, with its index.
+        assert_eq!(r.snapshot_used(), (g1, vec![(3, table[3])]));
         assert_eq!(
             snap[3].param_pairs().collect::<Vec<_>>(),
             vec![("tag", "XTAGXdig")]
