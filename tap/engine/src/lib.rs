@@ -265,6 +265,20 @@ impl Config {
             .reduce(Needs::or)
     }
 
+    /// Indices in `modules` of the modules a new socket of `protocol` in
+    /// the process `process_name` could attach at first sight (not
+    /// deprecated; protocol and process name fit). A tap computes this once
+    /// per process and generation; `Chain::first_sight_among` then looks at
+    /// these alone.
+    pub fn candidates(&self, protocol: u8, process_name: &[u8]) -> Vec<usize> {
+        self.modules
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.deprecated && m.rule.needs(protocol, process_name).is_some())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     fn get(&self, id: u32) -> Option<&ModuleSpec> {
         self.modules.iter().find(|m| m.id == id)
     }
@@ -344,6 +358,27 @@ impl Chain {
             generation: config.generation,
         };
         for m in &config.modules {
+            if !m.deprecated && m.rule.matches(view) {
+                chain.entries.push(Attached::new(m));
+            }
+        }
+        chain.sort_and_cap();
+        chain
+    }
+
+    /// `first_sight` over `candidates` (from `Config::candidates` for this
+    /// socket's protocol and process) only: the same chain, without
+    /// re-checking modules that cannot match.
+    pub fn first_sight_among(
+        config: &Config,
+        candidates: &[usize],
+        view: &SocketView<'_>,
+    ) -> Chain {
+        let mut chain = Chain {
+            entries: Vec::new(),
+            generation: config.generation,
+        };
+        for m in candidates.iter().filter_map(|&i| config.modules.get(i)) {
             if !m.deprecated && m.rule.matches(view) {
                 chain.entries.push(Attached::new(m));
             }

@@ -308,3 +308,30 @@ fn needs_asks_only_for_the_facts_a_candidate_rule_looks_at() {
         })
     );
 }
+
+#[test]
+fn first_sight_among_candidates_equals_first_sight() {
+    let mut other_process = slot(20, Kind::DnsFrontTag, 10, 0);
+    other_process.process_name[..7].copy_from_slice(b"dnsmasq");
+    let mut tcp_only = slot(21, Kind::StreamTag, 5, 0);
+    tcp_only.protocol = PROTO_TCP;
+    assert!(tcp_only.set_params([("interval", "1000")]));
+    let mut this_process = slot(22, Kind::DnsEndTag, 30, 0);
+    this_process.process_name[..3].copy_from_slice(b"dig");
+    let c = config(&[
+        other_process,
+        tcp_only,
+        slot(23, Kind::DnsMiddleTag, 20, flags::DEPRECATED),
+        this_process,
+        slot(24, Kind::DnsCompression, 10, 0),
+    ]);
+    let mut v = view(PROTO_UDP, Role::Client, "127.0.0.1:1", "127.0.0.1:53");
+    v.process_name = b"dig";
+    let candidates = c.candidates(PROTO_UDP, b"dig");
+    let ids_of = |ch: &Chain| ch.entries.iter().map(|a| a.id).collect::<Vec<u32>>();
+    let among = Chain::first_sight_among(&c, &candidates, &v);
+    assert_eq!(ids_of(&among), ids_of(&Chain::first_sight(&c, &v)));
+    assert_eq!(ids_of(&among), vec![24, 22]);
+    // Other process, other protocol, deprecated: not even looked at.
+    assert_eq!(candidates.len(), 2);
+}

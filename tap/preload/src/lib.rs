@@ -688,6 +688,19 @@ unsafe extern "C" fn l45_syscall(
     // function of the same name; everything else goes to glibc unchanged.
     unsafe {
         match n {
+            // A raw socket system call the tap has nothing to do for stays
+            // the very call the program made (glibc's wrappers would add a
+            // cancellation point and argument checks).
+            libc::SYS_sendmmsg | libc::SYS_sendmsg | libc::SYS_sendto
+                if !sock::needs_tap(a1 as c_int, Dir::Send) =>
+            {
+                real::syscall(n, a1, a2, a3, a4, a5, a6)
+            }
+            libc::SYS_recvmmsg | libc::SYS_recvmsg | libc::SYS_recvfrom
+                if !sock::needs_tap(a1 as c_int, Dir::Recv) =>
+            {
+                real::syscall(n, a1, a2, a3, a4, a5, a6)
+            }
             libc::SYS_sendmmsg => {
                 sendmmsg(a1 as c_int, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int) as c_long
             }

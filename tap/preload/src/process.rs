@@ -71,11 +71,17 @@ pub struct Active {
     pub config: Config,
     /// `Config::needs` for new TCP and UDP sockets of this process.
     needs: [Option<Needs>; 2],
+    /// `Config::candidates` for new TCP and UDP sockets of this process.
+    candidates: [Vec<usize>; 2],
 }
 
 impl Active {
     pub fn needs(&self, protocol: u8) -> Option<Needs> {
         self.needs[usize::from(protocol == PROTO_UDP)]
+    }
+
+    pub fn candidates(&self, protocol: u8) -> &[usize] {
+        &self.candidates[usize::from(protocol == PROTO_UDP)]
     }
 }
 
@@ -98,7 +104,15 @@ pub fn config(shm: &ShmReader, generation: u64) -> Arc<Active> {
     let config = Config::from_used(g, slots.iter().map(|(i, s)| (*i, s)));
     let name = process_name();
     let needs = [config.needs(PROTO_TCP, name), config.needs(PROTO_UDP, name)];
-    let c = Arc::new(Active { config, needs });
+    let candidates = [
+        config.candidates(PROTO_TCP, name),
+        config.candidates(PROTO_UDP, name),
+    ];
+    let c = Arc::new(Active {
+        config,
+        needs,
+        candidates,
+    });
     *cached = Some(c.clone());
     c
 }

@@ -594,7 +594,8 @@ fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64)
     let change = if !s.matched {
         s.matched = true;
         let vd = s.view_data();
-        s.chain = Chain::first_sight(config, &vd.view());
+        s.chain =
+            Chain::first_sight_among(config, active.candidates(protocol_of(s.stream)), &vd.view());
         ChainChange {
             added: s.chain.entries.iter().map(|a| (a.slot, a.id)).collect(),
             removed: Vec::new(),
