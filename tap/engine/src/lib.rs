@@ -353,17 +353,8 @@ pub struct Chain {
 impl Chain {
     /// Matching at first sight: every non-deprecated module whose rule fits.
     pub fn first_sight(config: &Config, view: &SocketView<'_>) -> Chain {
-        let mut chain = Chain {
-            entries: Vec::new(),
-            generation: config.generation,
-        };
-        for m in &config.modules {
-            if !m.deprecated && m.rule.matches(view) {
-                chain.entries.push(Attached::new(m));
-            }
-        }
-        chain.sort_and_cap();
-        chain
+        let all: Vec<usize> = (0..config.modules.len()).collect();
+        Chain::first_sight_among(config, &all, view)
     }
 
     /// `first_sight` over `candidates` (from `Config::candidates` for this
