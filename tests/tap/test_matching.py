@@ -79,3 +79,63 @@ def test_thread_name_and_source_port_rules_pick_exactly_their_sockets(tap):
     assert [s for s in socks if s["modules"] == [1]] == [
         {"process": pathlib.Path(sys.executable).name[:15], "modules": [1], "protocol": "udp", "source-port": probe_port,
          "thread": "l45-probe"}], socks
+
+
+CONNECTED_CLIENT = r"""
+import socket, sys
+port, query = int(sys.argv[1]), bytes.fromhex(sys.argv[2])
+live = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+live.connect(("127.0.0.1", port))
+for line in sys.stdin:
+    if line.strip() == "new":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("127.0.0.1", port))
+        s.send(query)
+        s.close()
+    else:
+        live.send(query)
+    print("sent", flush=True)
+"""
+
+
+def test_connected_udp_socket_sighted_with_nothing_attached_keeps_first_sight_semantics(tap):
+    """A connected UDP socket that attached nothing at connect is settled
+    without a lock or a record. After a configuration change it must still
+    behave as an already-sighted live socket: a new module does not attach
+    to it, an immediate one does, and a new socket gets the new module."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(10)
+        port = rx.getsockname()[1]
+        other.bind(("127.0.0.1", 0))
+        # A rule for UDP from this process, for another port: first sight
+        # has a candidate to check, and it does not match.
+        tap.edit(module(1, "dns-front-tag", 10,
+                        f"<protocol>udp</protocol><destination-port>{other.getsockname()[1]}</destination-port>",
+                        tag_params("OTHERxxx")))
+        query = dns_query()
+        p = subprocess.Popen([sys.executable, "-c", CONNECTED_CLIENT, str(port), query.hex()],
+                             env=tap.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+
+        def send(what="live"):
+            p.stdin.write(what + "\n")
+            p.stdin.flush()
+            assert p.stdout.readline().strip() == "sent", p.stderr.read()
+            return rx.recvfrom(4096)[0]
+
+        try:
+            assert send() == query, "nothing attached at connect"
+            tap.edit(module(2, "dns-front-tag", 10, f"<protocol>udp</protocol><destination-port>{port}</destination-port>",
+                            tag_params("NEWSOCKx")))
+            assert send() == query, "a live socket does not take a new, non-immediate module"
+            tap.edit(module(3, "dns-front-tag", 20, f"<protocol>udp</protocol><destination-port>{port}</destination-port>",
+                            tag_params("IMMEDIAT"), extra="<attach>immediate</attach>"))
+            assert send() == b"IMMEDIAT" + query, "an immediate module attaches to the live socket"
+            assert send("new") == b"NEWSOCKx" + query, "a new socket: first sight, priority 10 first"
+        finally:
+            p.communicate("", timeout=30)
+        assert p.returncode == 0, p.stderr
+    mods, _ = tap.state()
+    assert int(mods[1]["messages-sent"]) == 0, mods

@@ -279,6 +279,16 @@ impl Config {
             .collect()
     }
 
+    /// Whether a socket seen as `view` would attach any of `candidates` at
+    /// first sight (what `Chain::first_sight_among` would find non-empty),
+    /// without building the chain.
+    pub fn any_attaches(&self, candidates: &[usize], view: &SocketView<'_>) -> bool {
+        candidates
+            .iter()
+            .filter_map(|&i| self.modules.get(i))
+            .any(|m| !m.deprecated && m.rule.matches(view))
+    }
+
     fn get(&self, id: u32) -> Option<&ModuleSpec> {
         self.modules.iter().find(|m| m.id == id)
     }

@@ -413,6 +413,11 @@ enum Step {
 pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
     let Some(cell) = sock::lookup(fd) else { return };
     let Some(_guard) = Guard::enter() else { return };
+    if let (Role::Client, Some(remote)) = (role, peer) {
+        if sock::sight_without_record(fd, remote) {
+            return;
+        }
+    }
     let mut g = cell.lock();
     let Some(s) = g.as_mut() else { return };
     s.role = Some(role);

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use l45_modules::{Role, Transport};
 use l45_tap_engine::{protocol_of, Chain, ChainChange, Needs, SocketView};
-use l45_tap_shm::{SockAddr, SocketRecord, NAME_LEN};
+use l45_tap_shm::{SockAddr, SocketRecord, NAME_LEN, PROTO_UDP};
 use libc::{c_int, sockaddr, socklen_t};
 
 use crate::process;
@@ -54,6 +54,11 @@ struct FdEntry {
     /// attached, a socket-table slot, held or pending bytes). Set under the
     /// lock when a chain first attaches; without it, close takes no lock.
     owns: AtomicBool,
+    /// A connected UDP client socket whose first sight attached nothing was
+    /// settled without its record (`sight_without_record`): the record,
+    /// when first locked, starts as already sighted at the generation in
+    /// `pass`, with the client role.
+    sighted: AtomicBool,
 }
 
 static FDS: [FdEntry; MAX_FD] = [const {
@@ -63,6 +68,7 @@ static FDS: [FdEntry; MAX_FD] = [const {
         state: AtomicU8::new(UNKNOWN),
         fresh: AtomicBool::new(false),
         owns: AtomicBool::new(false),
+        sighted: AtomicBool::new(false),
     }
 }; MAX_FD];
 /// Sockets holding received bytes the application has not read yet; while
@@ -297,7 +303,17 @@ impl Rec {
             if let Some(old) = g.as_mut() {
                 detach_all(old);
             }
-            *g = Some(Sock::new(entry.state.load(Ordering::Acquire) == STREAM));
+            let mut fresh = Sock::new(entry.state.load(Ordering::Acquire) == STREAM);
+            let pass = entry.pass.load(Ordering::Acquire);
+            if entry.sighted.swap(false, Ordering::AcqRel) && pass >= 4 {
+                // First sight happened without the record: later calls
+                // refresh the (empty) chain, they do not match anew. Its
+                // peer is looked up if a rule needs it (getpeername).
+                fresh.matched = true;
+                fresh.chain.generation = (pass >> 2) - 1;
+                fresh.role = Some(Role::Client);
+            }
+            *g = Some(fresh);
         }
         g
     }
@@ -392,6 +408,7 @@ fn begin(i: usize, stream: bool) {
     }
     cell(i);
     note_high_fd(i);
+    entry.sighted.store(false, Ordering::Release);
     entry.fresh.store(true, Ordering::Release);
     entry.state.store(inet_state(stream), Ordering::Release);
 }
@@ -605,6 +622,52 @@ fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64)
         s.chain.refresh(config, &vd.view())
     };
     settle(fd, s, change);
+}
+
+/// First sight of a UDP socket that connected to `remote`, decided without
+/// taking its lock or creating its record: true if nothing attaches (the
+/// common case; its data calls then pass through from the first one).
+/// False leaves it to the locked path: the record is already in use, a rule
+/// needs our address or the thread's name, or some module does attach.
+pub fn sight_without_record(fd: c_int, remote: SocketAddr) -> bool {
+    let Some(i) = index(fd) else { return false };
+    let entry = &FDS[i];
+    if entry.state.load(Ordering::Acquire) != DGRAM || !entry.fresh.load(Ordering::Acquire) {
+        return false;
+    }
+    let Some(shm) = process::shm() else {
+        return false;
+    };
+    let generation = shm.generation();
+    if generation % 2 == 1 {
+        return false;
+    }
+    process::with_config(shm, generation, |active| {
+        let candidates = active.candidates(PROTO_UDP);
+        if !candidates.is_empty() {
+            let needs = active.needs(PROTO_UDP).unwrap_or_default();
+            if needs.local || needs.thread_name {
+                return false;
+            }
+            let view = SocketView {
+                protocol: PROTO_UDP,
+                role: Role::Client,
+                local: None,
+                remote: Some(remote),
+                thread_name: &[],
+                process_name: process::process_name(),
+            };
+            if active.config.any_attaches(candidates, &view) {
+                return false;
+            }
+        }
+        entry.sighted.store(true, Ordering::Release);
+        entry.pass.store(
+            (generation + 1) << 2 | PASS_SEND | PASS_RECV,
+            Ordering::Release,
+        );
+        true
+    })
 }
 
 /// Accounts a chain change in the modules' socket counts and the socket table.
