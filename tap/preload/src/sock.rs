@@ -723,6 +723,12 @@ fn publish(fd: c_int, s: &mut Sock) {
     if s.table_slot.is_none() {
         s.table_slot =
             shm.claim_socket(me, (me as usize).wrapping_mul(31).wrapping_add(fd as usize));
+        if s.remote.is_none() && !s.known.remote {
+            // Sighted without a record (or no rule needed the peer): the
+            // table shows it, so look it up once, now that a module is on.
+            s.known.remote = true;
+            s.remote = name_of(fd, true);
+        }
     }
     let Some(i) = s.table_slot else { return };
     if s.tid == 0 {
