@@ -41,15 +41,19 @@ def tag_params(tag):
     return f"<dns-tag><tag>{tag}</tag></dns-tag>"
 
 
+def bound_udp():
+    """A UDP socket bound to a free loopback port, and that port."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(10)
+    return s, s.getsockname()[1]
+
+
 def test_thread_name_and_source_port_rules_pick_exactly_their_sockets(tap):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as spare:
-        rx.bind(("127.0.0.1", 0))
-        rx.settimeout(10)
-        port = rx.getsockname()[1]
-        spare.bind(("127.0.0.1", 0))
-        bound = spare.getsockname()[1]
-        spare.close()  # the client binds this port itself
+    rx, port = bound_udp()
+    spare, bound = bound_udp()
+    spare.close()  # the client binds this port itself
+    with rx:
         tap.edit(
             module(1, "dns-front-tag", 10, "<protocol>udp</protocol><thread-name>l45-probe</thread-name>",
                    tag_params("THREADxx")),
@@ -103,16 +107,13 @@ def test_connected_udp_socket_sighted_with_nothing_attached_keeps_first_sight_se
     without a lock or a record. After a configuration change it must still
     behave as an already-sighted live socket: a new module does not attach
     to it, an immediate one does, and a new socket gets the new module."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
-        rx.bind(("127.0.0.1", 0))
-        rx.settimeout(10)
-        port = rx.getsockname()[1]
-        other.bind(("127.0.0.1", 0))
+    rx, port = bound_udp()
+    other, other_port = bound_udp()
+    with rx, other:
         # A rule for UDP from this process, for another port: first sight
         # has a candidate to check, and it does not match.
         tap.edit(module(1, "dns-front-tag", 10,
-                        f"<protocol>udp</protocol><destination-port>{other.getsockname()[1]}</destination-port>",
+                        f"<protocol>udp</protocol><destination-port>{other_port}</destination-port>",
                         tag_params("OTHERxxx")))
         query = dns_query()
         p = subprocess.Popen([sys.executable, "-c", CONNECTED_CLIENT, str(port), query.hex()],

@@ -227,7 +227,7 @@ impl ViewData {
     }
 }
 
-pub type Cell = Mutex<Option<Sock>>;
+type Cell = Mutex<Option<Sock>>;
 
 #[inline]
 fn cell(fd: usize) -> &'static Cell {
@@ -262,7 +262,7 @@ fn new_cell(fd: usize) -> &'static Cell {
 }
 
 #[inline]
-pub fn lock(c: &'static Cell) -> MutexGuard<'static, Option<Sock>> {
+fn lock(c: &'static Cell) -> MutexGuard<'static, Option<Sock>> {
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -479,14 +479,10 @@ pub fn closed(fd: c_int) -> Vec<u8> {
     pending
 }
 
-/// A new descriptor number (accept, dup): forget what we knew.
+/// A new descriptor number (accept, dup): forget what we knew, as a close
+/// would, without the last flush.
 pub fn forget(fd: c_int) {
-    let Some(i) = index(fd) else { return };
-    FDS[i].pass.store(0, Ordering::Release);
-    if FDS[i].owns.load(Ordering::Acquire) {
-        release(i);
-    }
-    FDS[i].state.store(UNKNOWN, Ordering::Release);
+    drop(closed(fd));
 }
 
 pub fn sockaddr_to_std(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
