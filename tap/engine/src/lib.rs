@@ -138,14 +138,16 @@ impl Rule {
     }
 
     pub fn matches(&self, v: &SocketView<'_>) -> bool {
-        if self.protocol != PROTO_ANY && self.protocol != v.protocol {
-            return false;
-        }
-        // An empty name (first byte NUL) matches every thread/process.
+        self.needs(v.protocol, v.process_name).is_some() && self.matches_candidate(v)
+    }
+
+    /// `matches`, for a rule already known to fit the socket's protocol and
+    /// process (a `Config::candidates` entry): only the socket's own facts
+    /// are compared. First sight runs this once per candidate and socket.
+    #[inline]
+    pub fn matches_candidate(&self, v: &SocketView<'_>) -> bool {
+        // An empty name (first byte NUL) matches every thread.
         if self.thread_name[0] != 0 && name_bytes(&self.thread_name) != v.thread_name {
-            return false;
-        }
-        if self.process_name[0] != 0 && name_bytes(&self.process_name) != v.process_name {
             return false;
         }
         if let Some(p) = self.source_port {
@@ -286,11 +288,57 @@ impl Config {
         candidates
             .iter()
             .filter_map(|&i| self.modules.get(i))
-            .any(|m| !m.deprecated && m.rule.matches(view))
+            .any(|m| m.rule.matches_candidate(view))
+    }
+
+    /// For `candidates` (of client sockets of one protocol and process): a
+    /// filter deciding first sight from the peer's port alone, when every
+    /// candidate's rule looks at nothing but the peer's port (no addresses,
+    /// no source port, no thread name). `None` otherwise, or if there are
+    /// more candidates than a filter holds. A tap keeps it where a connect
+    /// can read it without locks.
+    pub fn peer_port_filter(&self, candidates: &[usize]) -> Option<PeerPortFilter> {
+        let mut f = PeerPortFilter::default();
+        for m in candidates.iter().map(|&i| self.modules.get(i)) {
+            let r = &m?.rule;
+            if f.len == PEER_FILTER_MAX
+                || r.source.family != 0
+                || r.destination.family != 0
+                || r.source_port.is_some()
+                || r.thread_name[0] != 0
+            {
+                return None;
+            }
+            f.ports[f.len] = r.destination_port;
+            f.len += 1;
+        }
+        Some(f)
     }
 
     fn get(&self, id: u32) -> Option<&ModuleSpec> {
         self.modules.iter().find(|m| m.id == id)
+    }
+}
+
+/// Most candidates a [`PeerPortFilter`] holds.
+pub const PEER_FILTER_MAX: usize = 8;
+
+/// First sight of a client socket decided from its peer's port: a module
+/// attaches if its port is `None` (any) or the peer's (see
+/// `Config::peer_port_filter`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerPortFilter {
+    pub ports: [Option<u16>; PEER_FILTER_MAX],
+    pub len: usize,
+}
+
+impl PeerPortFilter {
+    /// Whether a module attaches to a client socket whose peer has `port`
+    /// (what `Config::any_attaches` says for it).
+    pub fn attaches(&self, port: u16) -> bool {
+        self.ports[..self.len]
+            .iter()
+            .any(|p| p.is_none_or(|p| p == port))
     }
 }
 
@@ -363,29 +411,42 @@ pub struct Chain {
 impl Chain {
     /// Matching at first sight: every non-deprecated module whose rule fits.
     pub fn first_sight(config: &Config, view: &SocketView<'_>) -> Chain {
-        let all: Vec<usize> = (0..config.modules.len()).collect();
-        Chain::first_sight_among(config, &all, view)
+        let candidates = config.candidates(view.protocol, view.process_name);
+        Chain::first_sight_among(config, &candidates, view)
     }
 
     /// `first_sight` over `candidates` (from `Config::candidates` for this
     /// socket's protocol and process) only: the same chain, without
-    /// re-checking modules that cannot match.
+    /// re-checking what the candidates already fit.
     pub fn first_sight_among(
         config: &Config,
         candidates: &[usize],
         view: &SocketView<'_>,
     ) -> Chain {
-        let mut chain = Chain {
-            entries: Vec::new(),
-            generation: config.generation,
-        };
+        let mut chain = Chain::default();
+        chain.attach_first_sight(config, candidates, view);
+        chain
+    }
+
+    /// `first_sight_among` into this chain, reusing its storage (a tap
+    /// keeps one chain per descriptor number: attaching then allocates
+    /// nothing). Every entry of the result is newly attached.
+    pub fn attach_first_sight(
+        &mut self,
+        config: &Config,
+        candidates: &[usize],
+        view: &SocketView<'_>,
+    ) {
+        self.entries.clear();
+        self.generation = config.generation;
         for m in candidates.iter().filter_map(|&i| config.modules.get(i)) {
-            if !m.deprecated && m.rule.matches(view) {
-                chain.entries.push(Attached::new(m));
+            if m.rule.matches_candidate(view) {
+                self.entries.push(Attached::new(m));
             }
         }
-        chain.sort_and_cap();
-        chain
+        if self.entries.len() > 1 {
+            self.sort_and_cap();
+        }
     }
 
     fn sort_and_cap(&mut self) -> Vec<(usize, u32)> {

@@ -335,3 +335,56 @@ fn first_sight_among_candidates_equals_first_sight() {
     // Other process, other protocol, deprecated: not even looked at.
     assert_eq!(candidates.len(), 2);
 }
+
+#[test]
+fn peer_port_filter_agrees_with_matching() {
+    let port_rule = |id, port: Option<u16>| {
+        let mut s = slot(id, Kind::DnsFrontTag, 10, 0);
+        s.protocol = PROTO_UDP;
+        if let Some(p) = port {
+            s.flags |= flags::HAS_DST_PORT;
+            s.destination_port = p;
+        }
+        s
+    };
+    let c = config(&[port_rule(1, Some(53)), port_rule(2, Some(5353))]);
+    let candidates = c.candidates(PROTO_UDP, b"dig");
+    let f = c.peer_port_filter(&candidates).expect("port rules only");
+    for port in [53u16, 5353, 54, 0, 65535] {
+        let remote = format!("127.0.0.1:{port}");
+        let mut v = view(PROTO_UDP, Role::Client, "", &remote);
+        v.local = None;
+        assert_eq!(
+            f.attaches(port),
+            c.any_attaches(&candidates, &v),
+            "port {port}"
+        );
+    }
+    assert!(!f.attaches(54) && f.attaches(5353));
+    // A wildcard port attaches everything; no candidates attach nothing.
+    let any = config(&[port_rule(3, None)]);
+    let f = any
+        .peer_port_filter(&any.candidates(PROTO_UDP, b"dig"))
+        .expect("filter");
+    assert!(f.attaches(9));
+    let none = config(&[]);
+    let f = none.peer_port_filter(&[]).expect("filter");
+    assert!(!f.attaches(53));
+    // Rules looking at anything else than the peer's port: no filter.
+    let mut by_addr = port_rule(4, Some(53));
+    by_addr.destination = addr(4, 8, &[127, 0, 0, 0]);
+    let mut by_thread = port_rule(5, Some(53));
+    set_name(&mut by_thread.thread_name, "isc-net-0000");
+    let mut by_source = port_rule(6, None);
+    by_source.flags |= flags::HAS_SRC_PORT;
+    by_source.source_port = 4000;
+    for s in [by_addr, by_thread, by_source] {
+        let c = config(&[port_rule(1, Some(53)), s]);
+        assert_eq!(c.peer_port_filter(&c.candidates(PROTO_UDP, b"dig")), None);
+    }
+    let many: Vec<ModuleSlot> = (1..=PEER_FILTER_MAX as u32 + 1)
+        .map(|i| port_rule(i, Some(53)))
+        .collect();
+    let c = config(&many);
+    assert_eq!(c.peer_port_filter(&c.candidates(PROTO_UDP, b"dig")), None);
+}

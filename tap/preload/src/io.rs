@@ -159,22 +159,19 @@ pub fn send(
             return Some(-1);
         }
     }
-    let s = g.as_mut()?;
-    let vd = s.view_data();
-    let view = vd.view();
-    let ctx = view.ctx();
-    let stream = s.stream;
     // One borrow of the thread's buffers: the chain writes into `out`, the
     // socket lock is released, and the bytes go to the kernel from there.
     BUFS.with(move |b| {
         let mut b = b.borrow_mut();
         let b = &mut *b;
         let s = g.as_mut()?;
-        let (len, slot, id) = match s.chain.send(&ctx, data, &mut b.out) {
+        let stream = s.stream;
+        let (view, chain) = s.view_and_chain();
+        let (len, slot, id) = match chain.send(&view.ctx(), data, &mut b.out) {
             SendOutcome::Original => return None,
-            SendOutcome::Drop { by } => (None, s.chain.entries[by].slot, s.chain.entries[by].id),
+            SendOutcome::Drop { by } => (None, chain.entries[by].slot, chain.entries[by].id),
             SendOutcome::Customized { len, by } => {
-                (Some(len), s.chain.entries[by].slot, s.chain.entries[by].id)
+                (Some(len), chain.entries[by].slot, chain.entries[by].id)
             }
         };
         drop(g);
@@ -304,42 +301,41 @@ pub fn recv(
                 }
                 sock::sync(fd, s, Role::Server);
             }
-            let vd = s.view_data();
-            let view = vd.view();
+            let (view, chain) = s.view_and_chain();
             let ctx = view.ctx();
-            if direct && n > 0 && s.chain.recv_growth() <= growth {
+            if direct && n > 0 && chain.recv_growth() <= growth {
                 let room = &mut app[delivered..];
-                let k = match s.chain.recv_slice(&ctx, &b.wire[..n], room) {
+                let k = match chain.recv_slice(&ctx, &b.wire[..n], room) {
                     RecvOutcome::Original => {
                         room[..n].copy_from_slice(&b.wire[..n]);
                         n
                     }
                     RecvOutcome::Customized { len, by } => {
-                        credit(s.chain.entries[by].slot, s.chain.entries[by].id, false, n);
+                        credit(chain.entries[by].slot, chain.entries[by].id, false, n);
                         len
                     }
                     RecvOutcome::Drop { by } => {
-                        credit_drop(s.chain.entries[by].slot, s.chain.entries[by].id);
+                        credit_drop(chain.entries[by].slot, chain.entries[by].id);
                         0
                     }
                 };
                 return Ok(Step::Got(k, k));
             }
             let (bytes, by): (&[u8], Option<usize>) = if stream && n == 0 {
-                let k = s.chain.recv_eof(&mut b.out);
+                let k = chain.recv_eof(&mut b.out);
                 (&b.out[..k], None)
             } else {
-                match s.chain.recv(&ctx, &b.wire[..n], &mut b.out) {
+                match chain.recv(&ctx, &b.wire[..n], &mut b.out) {
                     RecvOutcome::Original => (&b.wire[..n], None),
                     RecvOutcome::Customized { len, by } => (&b.out[..len], Some(by)),
                     RecvOutcome::Drop { by } => {
-                        credit_drop(s.chain.entries[by].slot, s.chain.entries[by].id);
+                        credit_drop(chain.entries[by].slot, chain.entries[by].id);
                         return Ok(Step::Dropped);
                     }
                 }
             };
             if let Some(by) = by {
-                credit(s.chain.entries[by].slot, s.chain.entries[by].id, false, n);
+                credit(chain.entries[by].slot, chain.entries[by].id, false, n);
             }
             if stream && n == 0 && bytes.is_empty() {
                 return Ok(Step::Eof);
@@ -412,12 +408,13 @@ enum Step {
 /// match the socket now (first sight).
 pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
     let Some(cell) = sock::lookup(fd) else { return };
-    let Some(_guard) = Guard::enter() else { return };
+    // Before the guard: deciding this makes no call the tap interposes.
     if let (Role::Client, Some(remote)) = (role, peer) {
         if sock::sight_without_record(fd, remote) {
             return;
         }
     }
+    let Some(_guard) = Guard::enter() else { return };
     let mut g = cell.lock();
     let Some(s) = g.as_mut() else { return };
     s.role = Some(role);

@@ -1,11 +1,11 @@
 //! Per-process state: the mapped control area and the parsed module table.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use l45_tap_engine::{Config, Needs};
+use l45_tap_engine::{Config, Needs, PeerPortFilter, PEER_FILTER_MAX};
 use l45_tap_shm::{ShmReader, StatsSlot, DEFAULT_PATH, NAME_LEN, PATH_ENV, PROTO_TCP, PROTO_UDP};
 
 static SHM: OnceLock<ShmReader> = OnceLock::new();
@@ -44,10 +44,16 @@ pub fn now_ns() -> u64 {
 
 /// The control area, once it exists. Until the agent has created it, the
 /// tap passes everything through and retries at most once a second.
+#[inline]
 pub fn shm() -> Option<&'static ShmReader> {
-    if let Some(s) = SHM.get() {
-        return Some(s);
+    match SHM.get() {
+        Some(s) => Some(s),
+        None => open_shm(),
     }
+}
+
+#[cold]
+fn open_shm() -> Option<&'static ShmReader> {
     let now = now_s();
     let last = LAST_TRY.load(Ordering::Relaxed);
     if last != 0 && now.saturating_sub(last) < 1 {
@@ -108,6 +114,7 @@ pub fn config(shm: &ShmReader, generation: u64) -> Arc<Active> {
         config.candidates(PROTO_TCP, name),
         config.candidates(PROTO_UDP, name),
     ];
+    publish_udp_peer_filter(g, config.peer_port_filter(&candidates[1]));
     let c = Arc::new(Active {
         config,
         needs,
@@ -115,6 +122,54 @@ pub fn config(shm: &ShmReader, generation: u64) -> Arc<Active> {
     });
     *cached = Some(c.clone());
     c
+}
+
+/// `Config::peer_port_filter` of this process's new UDP sockets, for the
+/// generation in `stamp` (generation + 1; 0: none). Plain atomics, written
+/// seqlock-style under the `CONFIG` lock: a connect reads it with neither a
+/// lock nor a thread-local.
+struct UdpPeerFilter {
+    stamp: AtomicU64,
+    len: AtomicU32,
+    /// A port, or `ANY_PORT`.
+    ports: [AtomicU32; PEER_FILTER_MAX],
+}
+
+const ANY_PORT: u32 = 1 << 16;
+
+static UDP_PEER: UdpPeerFilter = UdpPeerFilter {
+    stamp: AtomicU64::new(0),
+    len: AtomicU32::new(0),
+    ports: [const { AtomicU32::new(0) }; PEER_FILTER_MAX],
+};
+
+fn publish_udp_peer_filter(generation: u64, filter: Option<PeerPortFilter>) {
+    UDP_PEER.stamp.store(0, Ordering::Relaxed);
+    let Some(f) = filter else { return };
+    fence(Ordering::Release);
+    UDP_PEER.len.store(f.len as u32, Ordering::Relaxed);
+    for (slot, port) in UDP_PEER.ports.iter().zip(&f.ports[..f.len]) {
+        slot.store(port.map_or(ANY_PORT, u32::from), Ordering::Relaxed);
+    }
+    UDP_PEER.stamp.store(generation + 1, Ordering::Release);
+}
+
+/// Whether a module attaches to a new UDP socket of this process that
+/// connects to a peer on `port`, if the filter for `generation` is at hand
+/// (`None`: ask the parsed table).
+#[inline]
+pub fn udp_peer_attaches(generation: u64, port: u16) -> Option<bool> {
+    let stamp = generation + 1;
+    if UDP_PEER.stamp.load(Ordering::Acquire) != stamp {
+        return None;
+    }
+    let len = (UDP_PEER.len.load(Ordering::Relaxed) as usize).min(PEER_FILTER_MAX);
+    let attaches = UDP_PEER.ports[..len].iter().any(|p| {
+        let p = p.load(Ordering::Relaxed);
+        p == ANY_PORT || p == u32::from(port)
+    });
+    fence(Ordering::Acquire);
+    (UDP_PEER.stamp.load(Ordering::Relaxed) == stamp).then_some(attaches)
 }
 
 std::thread_local! {

@@ -143,7 +143,7 @@ pub unsafe extern "C" fn epoll_ctl(
 ) -> c_int {
     // SAFETY: passthrough.
     let r = unsafe { real::epoll_ctl(epfd, op, fd, ev) };
-    if r == 0 && sock::lookup(fd).is_some() {
+    if r == 0 && sock::is_stream(fd) {
         let event = if op != libc::EPOLL_CTL_DEL && !ev.is_null() {
             // SAFETY: the event the caller registered.
             Some(unsafe { ((*ev).events, (*ev).u64) })

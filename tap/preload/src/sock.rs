@@ -102,6 +102,9 @@ pub struct Sock {
     /// The socket's epoll registrations, so held bytes can be reported as
     /// readiness; gone with the socket.
     pub epoll: EpollRegistrations,
+    /// The descriptor's pass word was computed with nothing held or
+    /// pending, for the chain as it is (see `sync`).
+    pub pass_exact: bool,
 }
 
 /// (epoll fd, events, data) of each registration. Nearly every socket is in
@@ -153,20 +156,46 @@ impl Sock {
             held: Vec::new(),
             pending: Vec::new(),
             epoll: EpollRegistrations::default(),
+            pass_exact: false,
         }
     }
 
-    /// A copy of what matching needs, so the chain can be borrowed mutably
-    /// while a view exists.
-    pub fn view_data(&self) -> ViewData {
-        ViewData {
-            protocol: protocol_of(self.stream),
-            role: self.role.unwrap_or(Role::Client),
-            local: self.local,
-            remote: self.remote,
-            thread_name: self.thread_name,
-            thread_name_len: self.thread_name_len,
-        }
+    /// Starts the record over for a new socket on the same descriptor
+    /// number, keeping its buffers' storage (so attaching a chain to the
+    /// next socket allocates nothing). The caller has detached everything
+    /// (`detach_all`).
+    fn reset(&mut self, stream: bool) {
+        debug_assert!(self.chain.is_empty() && self.table_slot.is_none() && self.held.is_empty());
+        self.stream = stream;
+        self.role = None;
+        self.matched = false;
+        self.known = Needs::default();
+        self.chain.entries.clear();
+        self.chain.generation = 0;
+        self.local = None;
+        self.remote = None;
+        self.thread_name = [0; NAME_LEN];
+        self.thread_name_len = 0;
+        self.tid = 0;
+        self.pending.clear();
+        self.epoll.first = None;
+        self.epoll.more.clear();
+        self.pass_exact = false;
+    }
+
+    /// The socket as matching sees it, and its chain, borrowed together.
+    pub fn view_and_chain(&mut self) -> (SocketView<'_>, &mut Chain) {
+        (
+            SocketView {
+                protocol: protocol_of(self.stream),
+                role: self.role.unwrap_or(Role::Client),
+                local: self.local,
+                remote: self.remote,
+                thread_name: &self.thread_name[..self.thread_name_len],
+                process_name: process::process_name(),
+            },
+            &mut self.chain,
+        )
     }
 
     /// Keeps `HELD_SOCKETS` in step when `held` changes from/to empty.
@@ -200,30 +229,6 @@ impl Sock {
             }
         }
         n
-    }
-}
-
-/// Owned socket facts; `view()` lends them to the engine.
-#[derive(Debug, Clone, Copy)]
-pub struct ViewData {
-    protocol: u8,
-    role: Role,
-    local: Option<SocketAddr>,
-    remote: Option<SocketAddr>,
-    thread_name: [u8; NAME_LEN],
-    thread_name_len: usize,
-}
-
-impl ViewData {
-    pub fn view(&self) -> SocketView<'_> {
-        SocketView {
-            protocol: self.protocol,
-            role: self.role,
-            local: self.local,
-            remote: self.remote,
-            thread_name: &self.thread_name[..self.thread_name_len],
-            process_name: process::process_name(),
-        }
     }
 }
 
@@ -300,10 +305,15 @@ impl Rec {
         let mut g = lock(cell(self.0));
         if entry.fresh.load(Ordering::Acquire) {
             entry.fresh.store(false, Ordering::Relaxed);
-            if let Some(old) = g.as_mut() {
-                detach_all(old);
-            }
-            let mut fresh = Sock::new(entry.state.load(Ordering::Acquire) == STREAM);
+            let stream = entry.state.load(Ordering::Acquire) == STREAM;
+            let fresh = match g.as_mut() {
+                Some(old) => {
+                    detach_all(old);
+                    old.reset(stream);
+                    old
+                }
+                None => g.insert(Sock::new(stream)),
+            };
             let pass = entry.pass.load(Ordering::Acquire);
             if entry.sighted.swap(false, Ordering::AcqRel) && pass >= 4 {
                 // First sight happened without the record: later calls
@@ -313,7 +323,6 @@ impl Rec {
                 fresh.chain.generation = (pass >> 2) - 1;
                 fresh.role = Some(Role::Client);
             }
-            *g = Some(fresh);
         }
         g
     }
@@ -413,8 +422,9 @@ fn begin(i: usize, stream: bool) {
     entry.state.store(inet_state(stream), Ordering::Release);
 }
 
-/// Detaches everything the record of descriptor `i` holds and drops it;
-/// returns its pending bytes.
+/// Detaches everything the record of descriptor `i` holds; returns its
+/// pending bytes. The record stays, to be reset for the next socket on
+/// this number (its storage reused).
 fn release(i: usize) -> Vec<u8> {
     let entry = &FDS[i];
     let mut g = lock(cell(i));
@@ -425,7 +435,7 @@ fn release(i: usize) -> Vec<u8> {
         }
         _ => Vec::new(),
     };
-    *g = None;
+    entry.fresh.store(true, Ordering::Release);
     entry.owns.store(false, Ordering::Release);
     pending
 }
@@ -533,57 +543,74 @@ fn name_of(fd: c_int, peer: bool) -> Option<SocketAddr> {
 
 /// Brings `s` up to date with the control area: matching at first sight,
 /// then refreshing its chain whenever the generation moves. `role` is what
-/// the current call says about this end if nothing said it before.
+/// the current call says about this end if nothing said it before. The
+/// descriptor's pass word is recomputed only when something it depends on
+/// may have changed.
 pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
-    sync_chain(fd, s, role);
-    if let Some(i) = index(fd) {
-        if (!s.chain.is_empty() || s.table_slot.is_some()) && !FDS[i].owns.load(Ordering::Relaxed) {
-            FDS[i].owns.store(true, Ordering::Release);
-        }
-        let mut pass = (s.chain.generation + 1) << 2;
-        if s.matched {
-            let transport = if s.stream {
-                Transport::Stream
-            } else {
-                Transport::Datagram
-            };
-            let acts = s
-                .chain
-                .directions(s.role.unwrap_or(Role::Client), transport);
-            if !acts.send && s.pending.is_empty() {
-                pass |= PASS_SEND;
-            }
-            if !acts.recv && s.held.is_empty() {
-                pass |= PASS_RECV;
-            }
-        }
-        FDS[i].pass.store(pass, Ordering::Release);
+    let moved = sync_chain(fd, s, role);
+    let Some(i) = index(fd) else { return };
+    let entry = &FDS[i];
+    let current = (s.chain.generation + 1) << 2;
+    if !moved
+        && s.pass_exact
+        && s.held.is_empty()
+        && s.pending.is_empty()
+        && entry.pass.load(Ordering::Relaxed) & !3 == current
+    {
+        return;
     }
+    if (!s.chain.is_empty() || s.table_slot.is_some()) && !entry.owns.load(Ordering::Relaxed) {
+        entry.owns.store(true, Ordering::Release);
+    }
+    let mut pass = current;
+    if s.matched {
+        let transport = if s.stream {
+            Transport::Stream
+        } else {
+            Transport::Datagram
+        };
+        let acts = s
+            .chain
+            .directions(s.role.unwrap_or(Role::Client), transport);
+        if !acts.send && s.pending.is_empty() {
+            pass |= PASS_SEND;
+        }
+        if !acts.recv && s.held.is_empty() {
+            pass |= PASS_RECV;
+        }
+    }
+    // Computed with nothing held or pending: exact until the chain moves.
+    s.pass_exact = s.matched && s.held.is_empty() && s.pending.is_empty();
+    entry.pass.store(pass, Ordering::Release);
 }
 
-fn sync_chain(fd: c_int, s: &mut Sock, role: Role) {
+/// True if the socket was matched or its chain refreshed.
+fn sync_chain(fd: c_int, s: &mut Sock, role: Role) -> bool {
     if s.role.is_none() {
         s.role = Some(role);
     }
     let Some(shm) = process::shm() else {
+        let first = !s.matched;
         s.matched = true;
-        return;
+        return first;
     };
     let generation = shm.generation();
     if s.matched && generation == s.chain.generation {
-        return;
+        return false;
     }
     if generation % 2 == 1 {
-        return; // agent mid-write: keep the current chain for this call
+        return false; // agent mid-write: keep the current chain for this call
     }
     process::with_config(shm, generation, |active| {
         sync_with(fd, s, active, generation)
     });
+    true
 }
 
 fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64) {
     let config = &active.config;
-    let Some(needs) = active.needs(protocol_of(s.stream)) else {
+    let protocol = protocol_of(s.stream);
+    let Some(needs) = active.needs(protocol) else {
         if s.chain.is_empty() {
             // No module could attach (none names this protocol and process):
             // first sight, or this refresh, costs no system calls. The
@@ -594,8 +621,8 @@ fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64)
         }
         // Modules already attached still follow revoke, priority and
         // parameter changes.
-        let vd = s.view_data();
-        let change = s.chain.refresh(config, &vd.view());
+        let (view, chain) = s.view_and_chain();
+        let change = chain.refresh(config, &view);
         settle(fd, s, change);
         return;
     };
@@ -604,19 +631,22 @@ fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64)
         s.known.remote = false;
     }
     learn(fd, s, needs);
-    let change = if !s.matched {
+    if !s.matched {
         s.matched = true;
-        let vd = s.view_data();
-        s.chain =
-            Chain::first_sight_among(config, active.candidates(protocol_of(s.stream)), &vd.view());
-        ChainChange {
-            added: s.chain.entries.iter().map(|a| (a.slot, a.id)).collect(),
-            removed: Vec::new(),
+        let (view, chain) = s.view_and_chain();
+        chain.attach_first_sight(config, active.candidates(protocol), &view);
+        if !s.chain.is_empty() {
+            for a in &s.chain.entries {
+                if let Some(st) = process::stats(a.slot, a.id) {
+                    st.sockets.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            publish(fd, s);
         }
-    } else {
-        let vd = s.view_data();
-        s.chain.refresh(config, &vd.view())
-    };
+        return;
+    }
+    let (view, chain) = s.view_and_chain();
+    let change = chain.refresh(config, &view);
     settle(fd, s, change);
 }
 
@@ -638,6 +668,19 @@ pub fn sight_without_record(fd: c_int, remote: SocketAddr) -> bool {
     if generation % 2 == 1 {
         return false;
     }
+    let settled = |entry: &FdEntry| {
+        entry.sighted.store(true, Ordering::Release);
+        entry.pass.store(
+            (generation + 1) << 2 | PASS_SEND | PASS_RECV,
+            Ordering::Release,
+        );
+        true
+    };
+    match process::udp_peer_attaches(generation, remote.port()) {
+        Some(true) => return false,
+        Some(false) => return settled(entry),
+        None => {}
+    }
     process::with_config(shm, generation, |active| {
         let candidates = active.candidates(PROTO_UDP);
         if !candidates.is_empty() {
@@ -657,12 +700,7 @@ pub fn sight_without_record(fd: c_int, remote: SocketAddr) -> bool {
                 return false;
             }
         }
-        entry.sighted.store(true, Ordering::Release);
-        entry.pass.store(
-            (generation + 1) << 2 | PASS_SEND | PASS_RECV,
-            Ordering::Release,
-        );
-        true
+        settled(entry)
     })
 }
 
@@ -774,12 +812,24 @@ pub fn detach_all(s: &mut Sock) {
     }
 }
 
+/// Whether `fd` is known as a tapped TCP socket: only a stream socket can
+/// hold bytes (datagrams are delivered whole), so only its epoll
+/// registrations are ever needed. A descriptor not classified yet (say, a
+/// socket from before the library's load) is classified here.
+#[inline]
+pub fn is_stream(fd: c_int) -> bool {
+    let Some(i) = index(fd) else { return false };
+    match FDS[i].state.load(Ordering::Acquire) {
+        STREAM => true,
+        UNKNOWN => classify(fd, i).is_some() && FDS[i].state.load(Ordering::Acquire) == STREAM,
+        _ => false,
+    }
+}
+
 /// Records (or with `event` None, drops) the registration of socket `fd`
-/// in epoll set `epfd`.
+/// (a stream socket, `is_stream`) in epoll set `epfd`.
 pub fn epoll_register(fd: c_int, epfd: c_int, event: Option<(u32, u64)>) {
     let Some(i) = index(fd) else { return };
-    // Only a stream socket can hold bytes (datagrams are delivered whole),
-    // so only its registrations are ever needed.
     if FDS[i].state.load(Ordering::Acquire) != STREAM {
         return;
     }
