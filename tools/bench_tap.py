@@ -76,7 +76,9 @@ class Meter:
 
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self.t0
-        self.cpu = (children_cpu() - self.c0) + (proc_cpu(self.server_pid) - self.s0)
+        self.client = children_cpu() - self.c0
+        self.server = proc_cpu(self.server_pid) - self.s0
+        self.cpu = self.client + self.server
 
 
 def pin():
@@ -168,7 +170,7 @@ def dns_bench(work, agent, counts, trials, per_process, attribution=False):
                     port = servers[name].port
                     with Meter(servers[name].proc.pid) as m:
                         dig_run(port, env, batches[queries], queries, per_process)
-                    results[queries][name].append((m.wall, m.cpu))
+                    results[queries][name].append((m.wall, m.cpu, m.client, m.server))
         # Every tagged query reached dnsmasq tagged and was stripped there.
         mods, _ = agent.state()
         assert int(mods[2]["messages-received"]) >= sum(counts) * trials, mods
@@ -239,23 +241,34 @@ def report(title, results):
     over the baseline's in the same trial (adjacent runs), so drifts in the
     machine's speed between trials cancel."""
     base = results["baseline"]
-    base_wall = statistics.median(w for w, _ in base)
-    base_cpu = statistics.median(c for _, c in base)
+    base_wall = statistics.median(r[0] for r in base)
+    base_cpu = statistics.median(r[1] for r in base)
     print(f"\n{title}")
     print(f"{'configuration':<14} {'wall s':>8} {'min s':>8} {'ratio':>7} {'CPU s':>8} {'CPU ratio':>9}"
           f" {'paired CPU ratio [95 % CI]':>27}")
     for name, runs in results.items():
-        wall = statistics.median(w for w, _ in runs)
-        cpu = statistics.median(c for _, c in runs)
-        med, lo, hi = median_ci(c / b for (_, c), (_, b) in zip(runs, base))
-        print(f"{name:<14} {wall:8.3f} {min(w for w, _ in runs):8.3f} {wall / base_wall:7.3f} "
+        wall = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        med, lo, hi = median_ci(r[1] / b[1] for r, b in zip(runs, base))
+        print(f"{name:<14} {wall:8.3f} {min(r[0] for r in runs):8.3f} {wall / base_wall:7.3f} "
               f"{cpu:8.3f} {cpu / base_cpu:9.3f} {med:9.4f} [{lo:.4f}, {hi:.4f}]")
+    if len(base[0]) == 4:
+        # Which process the extra CPU time is in: paired differences per trial.
+        print(f"{'':<14} {'client Δ ms [95 % CI]':>30} {'server Δ ms [95 % CI]':>30}")
+        for name, runs in results.items():
+            if name == "baseline":
+                continue
+            parts = []
+            for k in (2, 3):
+                med, lo, hi = median_ci((r[k] - b[k]) * 1e3 for r, b in zip(runs, base))
+                parts.append(f"{med:8.3f} [{lo:7.3f}, {hi:7.3f}]")
+            print(f"{name:<14} {parts[0]:>30} {parts[1]:>30}")
 
 
 def split(counts, results):
     """The tap's extra CPU per process and per query, from one query and N."""
     one, n = counts
-    med = {(q, name): statistics.median(c for _, c in results[q][name])
+    med = {(q, name): statistics.median(r[1] for r in results[q][name])
            for q in counts for name in results[q]}
     print(f"\nCost split (CPU, from 1 and {n} queries; medians)")
     print(f"{'configuration':<14} {'per process ms':>15} {'per query µs':>13}")

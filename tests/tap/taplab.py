@@ -4,6 +4,7 @@ under LD_PRELOAD, and tcpdump captures. Every process started here is
 stopped by its fixture, also when a test fails."""
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import struct
@@ -56,6 +57,13 @@ def module(mid, kind, priority=100, match="", params="", extra=""):
             f"<parameters>{params}</parameters></module>")
 
 
+def shm_root():
+    """Where control files go: /dev/shm if it is a writable tmpfs, else the
+    temporary directory."""
+    d = pathlib.Path("/dev/shm")
+    return str(d) if d.is_dir() and os.access(d, os.W_OK) else None
+
+
 class TapAgent:
     """An l45-agent driving the user-space tap through its own control file."""
 
@@ -64,7 +72,11 @@ class TapAgent:
         `ip netns exec NS` (then `host` is its address in that namespace)."""
         self.dir = pathlib.Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.shm = self.dir / "tap.shm"
+        # The control file on tmpfs, as the agent's default /dev/shm/l45-tap
+        # is: on a disk file system every tapped process's first write to a
+        # shared page (statistics, socket table) is a journalled page fault.
+        self.shm_dir = pathlib.Path(tempfile.mkdtemp(prefix="l45-test-", dir=shm_root()))
+        self.shm = self.shm_dir / "tap.shm"
         self.key = self.dir / "key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
         self.host = host
@@ -147,6 +159,7 @@ class TapAgent:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        shutil.rmtree(self.shm_dir, ignore_errors=True)
 
 
 def _xml(text):

@@ -4,7 +4,7 @@
 //! bytes already in memory. Every call that may block (the real send/recv, a
 //! rate-limit delay) happens with no lock held.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 
 use l45_modules::Role;
@@ -15,36 +15,29 @@ use crate::process;
 use crate::sock;
 
 thread_local! {
-    static IN_TAP: Cell<bool> = const { Cell::new(false) };
-    static BUFS: RefCell<Bufs> = const { RefCell::new(Bufs { wire: Vec::new(), out: Vec::new() }) };
+    /// The thread's buffers; borrowed for as long as the thread is inside
+    /// the tap, so one thread-local access both finds them and tells a
+    /// nested call (a signal handler's, or our own libc calls) to go
+    /// straight through.
+    static THREAD: RefCell<Bufs> = const { RefCell::new(Bufs { wire: Vec::new(), out: Vec::new() }) };
 }
 
-struct Bufs {
+pub struct Bufs {
     wire: Vec<u8>,
     out: Vec<u8>,
 }
 
-/// Marks the thread as inside the tap; `None` if it already is (our own
-/// libc calls must go straight through).
-pub struct Guard(());
-
-impl Guard {
-    pub fn enter() -> Option<Guard> {
-        IN_TAP.with(|g| {
-            if g.get() {
-                None
-            } else {
-                g.set(true);
-                Some(Guard(()))
-            }
+/// Runs `f` with the thread's buffers, marking the thread as inside the
+/// tap; `None` if it already is (or is exiting).
+#[inline]
+fn inside<R>(f: impl FnOnce(&mut Bufs) -> Option<R>) -> Option<R> {
+    THREAD
+        .try_with(|t| {
+            let mut b = t.try_borrow_mut().ok()?;
+            f(&mut b)
         })
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        IN_TAP.with(|g| g.set(false));
-    }
+        .ok()
+        .flatten()
 }
 
 /// Largest datagram (UDP over IPv6 jumbograms aside).
@@ -125,7 +118,17 @@ pub fn send(
     send_wire: &mut dyn FnMut(&[u8]) -> ssize_t,
 ) -> Option<ssize_t> {
     let cell = sock::lookup(fd)?;
-    let _guard = Guard::enter()?;
+    inside(|b| send_in(cell, fd, data, dest, send_wire, b))
+}
+
+fn send_in(
+    cell: sock::Rec,
+    fd: c_int,
+    data: &[u8],
+    dest: Option<std::net::SocketAddr>,
+    send_wire: &mut dyn FnMut(&[u8]) -> ssize_t,
+    b: &mut Bufs,
+) -> Option<ssize_t> {
     let mut g = cell.lock();
     let s = g.as_mut()?;
     if !s.matched && !s.stream && s.remote.is_none() {
@@ -159,11 +162,9 @@ pub fn send(
             return Some(-1);
         }
     }
-    // One borrow of the thread's buffers: the chain writes into `out`, the
-    // socket lock is released, and the bytes go to the kernel from there.
-    BUFS.with(move |b| {
-        let mut b = b.borrow_mut();
-        let b = &mut *b;
+    // The chain writes into `out`, the socket lock is released, and the
+    // bytes go to the kernel from there.
+    {
         let s = g.as_mut()?;
         let stream = s.stream;
         let (view, chain) = s.view_and_chain();
@@ -207,7 +208,7 @@ pub fn send(
                 Some(-1)
             }
         }
-    })
+    }
 }
 
 /// What a real receive returned.
@@ -228,7 +229,96 @@ pub fn recv(
     recv_wire: &mut dyn FnMut(&mut [u8], c_int) -> Received,
 ) -> Option<(ssize_t, usize)> {
     let cell = sock::lookup(fd)?;
-    let _guard = Guard::enter()?;
+    if !cell.is_stream() {
+        if flags & libc::MSG_PEEK != 0 || process::generation().is_none() {
+            // Datagram peeks see the wire form (documented); without the
+            // control area nothing customizes.
+            return None;
+        }
+        return inside(|b| recv_datagram(cell, fd, app, flags, recv_wire, b));
+    }
+    inside(|b| recv_stream(cell, fd, app, flags, recv_wire, b))
+}
+
+/// A datagram through the chain: received into the thread's buffer and
+/// customized under one lock (taken after the receive, which may block).
+/// A socket whose chain turns out empty (its generation moved on, say)
+/// gets the datagram as it came.
+fn recv_datagram(
+    cell: sock::Rec,
+    fd: c_int,
+    app: &mut [u8],
+    flags: c_int,
+    recv_wire: &mut dyn FnMut(&mut [u8], c_int) -> Received,
+    b: &mut Bufs,
+) -> Option<(ssize_t, usize)> {
+    if b.wire.len() < MAX_DATAGRAM {
+        b.wire.resize(MAX_DATAGRAM, 0);
+    }
+    loop {
+        let r = recv_wire(&mut b.wire[..MAX_DATAGRAM], flags);
+        if r.n < 0 {
+            return Some((-1, 0));
+        }
+        let n = r.n as usize;
+        let mut g = cell.lock();
+        let Some(s) = g.as_mut() else {
+            set_errno(libc::EBADF);
+            return Some((-1, 0));
+        };
+        if !s.matched && s.remote.is_none() {
+            s.remote = r.from;
+        }
+        sock::sync(fd, s, Role::Server);
+        let growth = s.chain.recv_growth();
+        let (view, chain) = s.view_and_chain();
+        let ctx = view.ctx();
+        let wire = &b.wire[..n];
+        // The chain writes straight into the application's buffer when the
+        // result surely fits (the usual case), else into ours.
+        let direct = app.len() >= n + growth;
+        let outcome = if direct {
+            chain.recv_slice(&ctx, wire, &mut app[..n + growth])
+        } else {
+            chain.recv(&ctx, wire, &mut b.out)
+        };
+        match outcome {
+            RecvOutcome::Original => {
+                let k = app.len().min(n);
+                app[..k].copy_from_slice(&wire[..k]);
+                return Some((k as ssize_t, n));
+            }
+            RecvOutcome::Customized { len, by } => {
+                credit(chain.entries[by].slot, chain.entries[by].id, false, n);
+                if direct {
+                    return Some((len as ssize_t, len));
+                }
+                let k = app.len().min(len);
+                app[..k].copy_from_slice(&b.out[..k]);
+                return Some((k as ssize_t, len));
+            }
+            RecvOutcome::Drop { by } => {
+                credit_drop(chain.entries[by].slot, chain.entries[by].id);
+                drop(g);
+                if nonblocking(fd, flags) {
+                    set_errno(libc::EAGAIN);
+                    return Some((-1, 0));
+                }
+            }
+        }
+    }
+}
+
+/// A stream read through the chain (held bytes first; tags may arrive
+/// split over reads).
+fn recv_stream(
+    cell: sock::Rec,
+    fd: c_int,
+    app: &mut [u8],
+    flags: c_int,
+    recv_wire: &mut dyn FnMut(&mut [u8], c_int) -> Received,
+    b: &mut Bufs,
+) -> Option<(ssize_t, usize)> {
     let peek = flags & libc::MSG_PEEK != 0;
     let waitall = flags & libc::MSG_WAITALL != 0;
     let mut delivered = 0usize;
@@ -269,9 +359,7 @@ pub fn recv(
         let growth = s.chain.recv_growth();
         drop(g);
 
-        let result = BUFS.with(|b| {
-            let mut b = b.borrow_mut();
-            let b = &mut *b;
+        let result = (|| {
             let mut want = if stream {
                 app.len() - delivered
             } else {
@@ -359,7 +447,7 @@ pub fn recv(
             } else {
                 Ok(Step::Got(k, bytes.len()))
             }
-        });
+        })();
         match result {
             Err(e) => {
                 if delivered > 0 {
@@ -414,20 +502,22 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
             return;
         }
     }
-    let Some(_guard) = Guard::enter() else { return };
-    let mut g = cell.lock();
-    let Some(s) = g.as_mut() else { return };
-    s.role = Some(role);
-    if peer.is_some() {
-        s.remote = peer;
-    }
-    // First sight: a TCP socket when it connects or is accepted; a UDP
-    // socket when it connects to a peer (else at its first send or
-    // receive). Matching here, where the peer is known anyway, lets the
-    // data calls that follow take the pass-through path from the start.
-    if s.stream || peer.is_some() {
-        sock::sync(fd, s, role);
-    }
+    inside(|_| {
+        let mut g = cell.lock();
+        let s = g.as_mut()?;
+        s.role = Some(role);
+        if peer.is_some() {
+            s.remote = peer;
+        }
+        // First sight: a TCP socket when it connects or is accepted; a UDP
+        // socket when it connects to a peer (else at its first send or
+        // receive). Matching here, where the peer is known anyway, lets the
+        // data calls that follow take the pass-through path from the start.
+        if s.stream || peer.is_some() {
+            sock::sync(fd, s, role);
+        }
+        Some(())
+    });
 }
 
 /// `close`: detach the socket (best-effort flush of pending bytes first,
@@ -437,11 +527,13 @@ pub fn closing(fd: c_int) {
     if pending.is_empty() {
         return;
     }
-    let Some(_guard) = Guard::enter() else { return };
-    let mut send_wire = |b: &[u8]| {
-        // SAFETY: sending from a live buffer on a descriptor the
-        // application is closing (still open here).
-        unsafe { crate::real::send(fd, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) }
-    };
-    let _ = send_all(&pending, &mut send_wire);
+    inside(|_| {
+        let mut send_wire = |b: &[u8]| {
+            // SAFETY: sending from a live buffer on a descriptor the
+            // application is closing (still open here).
+            unsafe { crate::real::send(fd, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) }
+        };
+        send_all(&pending, &mut send_wire);
+        Some(())
+    });
 }

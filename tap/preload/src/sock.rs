@@ -297,6 +297,12 @@ fn sockopt(fd: c_int, opt: c_int) -> Option<c_int> {
 pub struct Rec(usize);
 
 impl Rec {
+    /// A TCP socket (else UDP).
+    #[inline]
+    pub fn is_stream(self) -> bool {
+        FDS[self.0].state.load(Ordering::Acquire) == STREAM
+    }
+
     /// Locks the record, first replacing a closed socket's record left in
     /// place (see `FdEntry::fresh`).
     #[inline]
