@@ -34,7 +34,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "tap"))
 import taplab  # noqa: E402
-from taplab import Dnsmasq, TapAgent, free_port, module  # noqa: E402
+from taplab import Dnsmasq, TapAgent, free_port, free_udp_tcp_port, module  # noqa: E402
 
 HTTP_SERVER = r"""
 import functools, http.server, sys
@@ -132,8 +132,8 @@ def reference_preloads(work):
     return out
 
 
-def dns_bench(work, agent, counts, trials, per_process, attribution=False):
-    """{queries: {configuration: [(wall, cpu)]}} for each query count."""
+def dns_bench(work, agent, counts, trials, per_process, attribution=False, control=False):
+    """{queries: {configuration: [(wall, cpu, client cpu, server cpu)]}} for each query count."""
     plain = os.environ.copy()
     tapped = agent.env()
     references = reference_preloads(work) if attribution else []
@@ -145,39 +145,59 @@ def dns_bench(work, agent, counts, trials, per_process, attribution=False):
         # +time=2: a lost query would show as a 2 s stall, not hide.
         batches[queries].write_text(
             "".join(f"q{i}.example.test A +tries=1 +time=2 +short\n" for i in range(queries)))
-    results = {queries: {} for queries in counts}
-    servers = {}
-    configs = [("baseline", plain), *references, ("tapped", tapped), ("front tag", tapped)]
-    for name, env in configs:
-        d = work / name.replace(" ", "-")
-        d.mkdir()
-        # No query log: it would add two writes per query to every baseline.
-        servers[name] = Dnsmasq(d, env=env, log_queries=False)
-        os.sched_setaffinity(servers[name].proc.pid, {BENCH_CPU})
-    port_ft = servers["front tag"].port
+    results = {queries: {name: [] for name, _ in configs_of(control, references, plain, tapped)}
+               for queries in counts}
+    configs = configs_of(control, references, plain, tapped)
+    # One port per configuration, kept by each of its servers (the front
+    # tag's server-side rule names it).
+    ports = {}
+    for name, _ in configs:
+        while (p := free_udp_tcp_port()) in ports.values():
+            pass
+        ports[name] = p
+    port_ft = ports["front tag"]
     agent.edit(
         module(1, "dns-front-tag", 10,
                f"<protocol>udp</protocol><destination-port>{port_ft}</destination-port><process-name>dig</process-name>"),
         module(2, "dns-front-tag", 10,
                f"<protocol>udp</protocol><source-port>{port_ft}</source-port><process-name>dnsmasq</process-name>"))
-    try:
-        for queries in counts:
-            for name in servers:
-                results[queries][name] = []
-        for trial in range(trials):
-            for queries in counts:
-                for name, env in rotated(configs, trial):
-                    port = servers[name].port
-                    with Meter(servers[name].proc.pid) as m:
-                        dig_run(port, env, batches[queries], queries, per_process)
+    for trial in range(trials):
+        for name, env in rotated(configs, trial):
+            # A fresh server per trial and configuration: one long-lived
+            # server per configuration would carry its own memory layout's
+            # luck into every trial (two identical plain servers differ by
+            # up to 0.5 %, see --control); fresh ones make it noise that
+            # the trials average out. One query first, unmeasured, so the
+            # server's one-time set-up is not billed to the run.
+            d = work / f"{name.replace(' ', '-')}-{trial}"
+            d.mkdir()
+            # No query log: it would add two writes per query to every baseline.
+            server = Dnsmasq(d, env=env, port=ports[name], log_queries=False)
+            try:
+                os.sched_setaffinity(server.proc.pid, {BENCH_CPU})
+                dig_run(server.port, env, batches[1] if 1 in batches else warmup(work), 1, False)
+                for queries in counts:
+                    with Meter(server.proc.pid) as m:
+                        dig_run(server.port, env, batches[queries], queries, per_process)
                     results[queries][name].append((m.wall, m.cpu, m.client, m.server))
-        # Every tagged query reached dnsmasq tagged and was stripped there.
-        mods, _ = agent.state()
-        assert int(mods[2]["messages-received"]) >= sum(counts) * trials, mods
-    finally:
-        for s in servers.values():
-            s.stop()
+            finally:
+                server.stop()
+    # Every tagged query reached dnsmasq tagged and was stripped there.
+    mods, _ = agent.state()
+    assert int(mods[2]["messages-received"]) >= sum(counts) * trials, mods
     return results
+
+
+def configs_of(control, references, plain, tapped):
+    controls = [("baseline B", plain)] if control else []
+    return [("baseline", plain), *controls, *references, ("tapped", tapped), ("front tag", tapped)]
+
+
+def warmup(work):
+    path = work / "warmup"
+    if not path.exists():
+        path.write_text("w.example.test A +tries=1 +time=2 +short\n")
+    return path
 
 
 def http_bench(work, agent, mbytes, trials):
@@ -291,6 +311,8 @@ def main():
     ap.add_argument("--attribution", action="store_true",
                     help="DNS: also run dig and dnsmasq under an empty and a pass-through preload "
                          "library (tools/preload_baseline.c): what any LD_PRELOAD costs")
+    ap.add_argument("--control", action="store_true",
+                    help="DNS: also run a second, identical baseline: the noise floor of the ratios")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
@@ -300,7 +322,8 @@ def main():
             dns = http = None
             if args.only != "http":
                 counts = [1, args.queries] if args.split else [args.queries]
-                dns = dns_bench(work, agent, counts, args.trials, args.dig_per_query, args.attribution)
+                dns = dns_bench(work, agent, counts, args.trials, args.dig_per_query, args.attribution,
+                                args.control)
             if args.only != "dns":
                 http = http_bench(work, agent, args.mbytes, args.trials)
         finally:
