@@ -447,12 +447,13 @@ impl Instance {
 
     /// Output space `send` needs for `input_len` input bytes.
     pub fn send_capacity(&self, input_len: usize) -> usize {
-        match self.params {
+        // By reference: a tag is 65 bytes, not worth a copy per message.
+        match &self.params {
             Params::DnsTag { tag, .. } => input_len + tag.len(),
             Params::DnsClearance { code } => input_len + code.len(),
             Params::DnsCompression { .. } => input_len,
             Params::StreamTag { interval, tag } => {
-                input_len + (input_len / interval as usize + 2) * tag.len()
+                input_len + (input_len / *interval as usize + 2) * tag.len()
             }
             Params::RateLimit { .. } => 0,
             Params::AppIdTag { .. } => input_len + appid::MAX_PREFIX,
@@ -522,20 +523,18 @@ impl Instance {
         input: &[u8],
         out: &mut [u8],
     ) -> SendVerdict {
-        match self.params {
-            Params::DnsTag { position, tag } => dns::tag_send(position, &tag, ctx, input, out),
-            Params::DnsClearance { code } => {
-                dns::tag_send(TagPosition::Front, &code, ctx, input, out)
-            }
+        match &self.params {
+            Params::DnsTag { position, tag } => dns::tag_send(*position, tag, ctx, input, out),
+            Params::DnsClearance { code } => dns::tag_send(TagPosition::Front, code, ctx, input, out),
             Params::DnsCompression { .. } => dns::compress_send(ctx, input, out),
             Params::StreamTag { interval, tag } => {
-                stream::send(interval, &tag, state, ctx, input, out)
+                stream::send(*interval, tag, state, ctx, input, out)
             }
-            Params::RateLimit { delay_ms } => rate::send(delay_ms),
+            Params::RateLimit { delay_ms } => rate::send(*delay_ms),
             Params::AppIdTag {
                 label,
                 use_thread_name,
-            } => appid::send(&label, use_thread_name, state, ctx, input, out),
+            } => appid::send(label, *use_thread_name, state, ctx, input, out),
         }
     }
 
@@ -547,16 +546,14 @@ impl Instance {
         input: &[u8],
         out: &mut [u8],
     ) -> RecvVerdict {
-        match self.params {
-            Params::DnsTag { position, tag } => dns::tag_recv(position, &tag, ctx, input, out),
-            Params::DnsClearance { code } => {
-                dns::tag_recv(TagPosition::Front, &code, ctx, input, out)
-            }
+        match &self.params {
+            Params::DnsTag { position, tag } => dns::tag_recv(*position, tag, ctx, input, out),
+            Params::DnsClearance { code } => dns::tag_recv(TagPosition::Front, code, ctx, input, out),
             Params::DnsCompression { recursion_desired } => {
-                dns::compress_recv(recursion_desired, ctx, input, out)
+                dns::compress_recv(*recursion_desired, ctx, input, out)
             }
             Params::StreamTag { interval, tag } => {
-                stream::recv(interval, &tag, state, ctx, input, out)
+                stream::recv(*interval, tag, state, ctx, input, out)
             }
             Params::RateLimit { .. } => RecvVerdict::NotMine,
             Params::AppIdTag { .. } => appid::recv(state, ctx, input, out),

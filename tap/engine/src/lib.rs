@@ -66,10 +66,12 @@ pub struct Rule {
     pub process_name: [u8; NAME_LEN],
 }
 
+#[inline]
 fn addr_matches(m: &AddrMatch, addr: Option<SocketAddr>, unspecified_matches: bool) -> bool {
-    if m.family == 0 {
-        return true;
-    }
+    m.family == 0 || addr_matches_prefix(m, addr, unspecified_matches)
+}
+
+fn addr_matches_prefix(m: &AddrMatch, addr: Option<SocketAddr>, unspecified_matches: bool) -> bool {
     let Some(addr) = addr else { return false };
     let ip = match addr.ip() {
         // An IPv4-mapped IPv6 address matches IPv4 rules.

@@ -5,6 +5,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::real::HOT;
 use l45_tap_engine::{Config, Needs, PeerPortFilter, PEER_FILTER_MAX};
 use l45_tap_shm::{ShmReader, StatsSlot, DEFAULT_PATH, NAME_LEN, PATH_ENV, PROTO_TCP, PROTO_UDP};
 
@@ -66,7 +67,12 @@ fn open_shm() -> Option<&'static ShmReader> {
     match ShmReader::open(&path) {
         Ok(r) => {
             let _ = SHM.set(r);
-            SHM.get()
+            let mapped = SHM.get();
+            if let Some(m) = mapped {
+                HOT.generation
+                    .store(std::ptr::from_ref(m.generation_word()).cast_mut(), Ordering::Release);
+            }
+            mapped
         }
         Err(_) => None,
     }
@@ -94,7 +100,10 @@ impl Active {
 /// The control area's current generation, once it is mapped.
 #[inline]
 pub fn generation() -> Option<u64> {
-    SHM.get().map(|s| s.generation())
+    let word = HOT.generation.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer is the generation word of the control
+    // area, mapped for the rest of the process's life (SHM is never reset).
+    (!word.is_null()).then(|| unsafe { (*word).load(Ordering::Acquire) })
 }
 
 /// The parsed module table of generation `generation` (parsed once per

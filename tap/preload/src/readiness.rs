@@ -8,10 +8,11 @@ use std::sync::atomic::Ordering;
 use libc::{c_int, nfds_t, pollfd};
 
 use crate::real;
-use crate::sock::{self, HELD_SOCKETS};
+use crate::real::HOT;
+use crate::sock;
 
 fn any_held() -> bool {
-    HELD_SOCKETS.load(Ordering::Relaxed) > 0
+    HOT.held_sockets.load(Ordering::Relaxed) > 0
 }
 
 /// Marks held sockets readable in `fds`; returns how many were marked.

@@ -11,6 +11,7 @@ use l45_tap_shm::{SockAddr, SocketRecord, NAME_LEN, PROTO_UDP};
 use libc::{c_int, sockaddr, socklen_t};
 
 use crate::process;
+use crate::real::HOT;
 
 pub const MAX_FD: usize = 65536;
 
@@ -71,9 +72,6 @@ static FDS: [FdEntry; MAX_FD] = [const {
         sighted: AtomicBool::new(false),
     }
 }; MAX_FD];
-/// Sockets holding received bytes the application has not read yet; while
-/// 0, readiness calls go straight to libc.
-pub static HELD_SOCKETS: AtomicUsize = AtomicUsize::new(0);
 /// Highest descriptor number ever tapped (bounds the scan for held bytes).
 static HIGH_FD: AtomicUsize = AtomicUsize::new(0);
 
@@ -206,9 +204,9 @@ impl Sock {
         let is = !self.held.is_empty();
         if was != is {
             if is {
-                HELD_SOCKETS.fetch_add(1, Ordering::Relaxed);
+                HOT.held_sockets.fetch_add(1, Ordering::Relaxed);
             } else {
-                HELD_SOCKETS.fetch_sub(1, Ordering::Relaxed);
+                HOT.held_sockets.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -225,7 +223,7 @@ impl Sock {
         if !peek {
             self.held.drain(..n);
             if self.held.is_empty() {
-                HELD_SOCKETS.fetch_sub(1, Ordering::Relaxed);
+                HOT.held_sockets.fetch_sub(1, Ordering::Relaxed);
             }
         }
         n
@@ -314,7 +312,9 @@ impl Rec {
             let stream = entry.state.load(Ordering::Acquire) == STREAM;
             let fresh = match g.as_mut() {
                 Some(old) => {
-                    detach_all(old);
+                    if !old.chain.is_empty() || old.table_slot.is_some() || !old.held.is_empty() {
+                        detach_all(old);
+                    }
                     old.reset(stream);
                     old
                 }
@@ -552,7 +552,23 @@ fn name_of(fd: c_int, peer: bool) -> Option<SocketAddr> {
 /// the current call says about this end if nothing said it before. The
 /// descriptor's pass word is recomputed only when something it depends on
 /// may have changed.
+#[inline]
 pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
+    // The steady state: matched, the pass word computed for this chain,
+    // and the control area still at the chain's generation.
+    if s.matched
+        && s.pass_exact
+        && s.held.is_empty()
+        && s.pending.is_empty()
+        && process::generation() == Some(s.chain.generation)
+    {
+        return;
+    }
+    sync_moved(fd, s, role);
+}
+
+#[cold]
+fn sync_moved(fd: c_int, s: &mut Sock, role: Role) {
     let moved = sync_chain(fd, s, role);
     let Some(i) = index(fd) else { return };
     let entry = &FDS[i];
@@ -774,9 +790,6 @@ fn publish(fd: c_int, s: &mut Sock) {
     if s.tid == 0 {
         s.tid = process::tid();
     }
-    let mut process_name = [0u8; NAME_LEN];
-    let p = process::process_name();
-    process_name[..p.len()].copy_from_slice(p);
     let record = SocketRecord {
         fd,
         protocol: protocol_of(s.stream),
@@ -793,9 +806,10 @@ fn publish(fd: c_int, s: &mut Sock) {
             .as_ref()
             .map(SockAddr::from_std)
             .unwrap_or_default(),
-        // Known only if a rule needed it; else the agent reads it.
+        // Known only if a rule needed it; else the agent reads it, as it
+        // reads the process's name (/proc/PID/comm).
         thread_name: s.thread_name,
-        process_name,
+        process_name: [0; NAME_LEN],
         modules: s.chain.ids(),
     };
     shm.write_socket(i, me, &record);
@@ -814,7 +828,7 @@ pub fn detach_all(s: &mut Sock) {
     }
     if !s.held.is_empty() {
         s.held.clear();
-        HELD_SOCKETS.fetch_sub(1, Ordering::Relaxed);
+        HOT.held_sockets.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -870,7 +884,7 @@ pub fn epoll_ready(epfd: c_int) -> Vec<u64> {
 
 /// Descriptors with held bytes (for readiness calls).
 pub fn held_len(fd: c_int) -> usize {
-    if HELD_SOCKETS.load(Ordering::Relaxed) == 0 {
+    if HOT.held_sockets.load(Ordering::Relaxed) == 0 {
         return 0;
     }
     let Some(i) = index(fd) else { return 0 };

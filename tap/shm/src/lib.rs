@@ -254,8 +254,9 @@ impl SockAddr {
 
 /// What a process publishes about one tapped socket. Facts the tap did not
 /// need for matching are left empty (family 0, empty name) rather than
-/// bought with a system call on the data path: the agent reads them from
-/// /proc when someone asks (`fd` and `tid` say where).
+/// bought with a system call or a copy on the data path: the agent reads
+/// them (and the process's name) from /proc when someone asks (`fd` and
+/// `tid` say where).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SocketRecord {
@@ -676,6 +677,13 @@ impl ShmReader {
     #[inline]
     fn control_ptr(&self) -> *const Control {
         self.control.ptr.as_ptr().cast()
+    }
+
+    /// The generation word itself, for a caller that keeps a pointer to it
+    /// (valid as long as this reader).
+    pub fn generation_word(&self) -> &AtomicU64 {
+        // SAFETY: the header is in bounds of the control mapping.
+        unsafe { &(*self.control_ptr()).header.generation }
     }
 
     /// The hot-path check: one atomic load.

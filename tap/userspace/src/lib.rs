@@ -305,8 +305,10 @@ impl TapControl for UserspaceTap {
                     [] => procfs::thread_name(pid, r.tid).unwrap_or_default(),
                     name => String::from_utf8_lossy(name).into_owned(),
                 },
-                process_name: String::from_utf8_lossy(l45_tap_shm::name_bytes(&r.process_name))
-                    .into_owned(),
+                process_name: match l45_tap_shm::name_bytes(&r.process_name) {
+                    [] => procfs::process_name(pid).unwrap_or_default(),
+                    name => String::from_utf8_lossy(name).into_owned(),
+                },
                 modules: r
                     .modules
                     .iter()

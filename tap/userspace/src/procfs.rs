@@ -1,6 +1,7 @@
 //! Socket facts the tapped processes leave out of the socket table (their
-//! own address, the thread's name): each would cost a system call on their
-//! data path, so the agent reads them from /proc when `get` asks. Parsing is
+//! own address, the thread's and the process's names): each would cost a
+//! system call or a copy on their data path, so the agent reads them from
+//! /proc when `get` asks. Parsing is
 //! pure and tested on text; only the two `read_*` helpers touch files.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -27,6 +28,12 @@ pub fn thread_name(pid: u32, tid: u32) -> Option<String> {
         return None;
     }
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+    Some(text.trim_end_matches('\n').to_owned())
+}
+
+/// The name of process `pid` (its main thread's), if it still runs.
+pub fn process_name(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     Some(text.trim_end_matches('\n').to_owned())
 }
 
