@@ -43,11 +43,14 @@ fn inside<R>(f: impl FnOnce(&mut Bufs) -> Option<R>) -> Option<R> {
 /// Largest datagram (UDP over IPv6 jumbograms aside).
 const MAX_DATAGRAM: usize = 65536;
 
-fn errno() -> c_int {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+#[inline]
+pub fn errno() -> c_int {
+    // SAFETY: errno location of the calling thread.
+    unsafe { *libc::__errno_location() }
 }
 
-fn set_errno(e: c_int) {
+#[inline]
+pub fn set_errno(e: c_int) {
     // SAFETY: errno location of the calling thread.
     unsafe { *libc::__errno_location() = e };
 }

@@ -106,11 +106,12 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: passthrough.
     let r = unsafe { real::connect(fd, addr, len) };
-    let e = std::io::Error::last_os_error().raw_os_error();
-    if r == 0 || e == Some(libc::EINPROGRESS) {
+    if r == 0 || (r < 0 && io::errno() == libc::EINPROGRESS) {
+        let e = io::errno();
         io::established(fd, Role::Client, sockaddr_to_std(addr, len));
-        // SAFETY: restore the errno connect left for the caller.
-        unsafe { *libc::__errno_location() = e.unwrap_or(0) };
+        // The errno connect left for the caller (first sight may have made
+        // calls of its own).
+        io::set_errno(e);
     }
     r
 }
@@ -739,6 +740,10 @@ unsafe extern "C" fn l45_syscall(
 }
 
 unsafe extern "C" fn l45_ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
+    if request != libc::FIONREAD as c_ulong {
+        // SAFETY: passthrough.
+        return unsafe { real::ioctl(fd, request, arg) };
+    }
     // SAFETY: passthrough.
     let r = unsafe { real::ioctl(fd, request, arg) };
     if r == 0 && request == libc::FIONREAD as c_ulong && !arg.is_null() {

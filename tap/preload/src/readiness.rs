@@ -142,9 +142,13 @@ pub unsafe extern "C" fn epoll_ctl(
     fd: c_int,
     ev: *mut libc::epoll_event,
 ) -> c_int {
+    if !sock::is_stream(fd) {
+        // SAFETY: passthrough (the common case: nothing to remember).
+        return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+    }
     // SAFETY: passthrough.
     let r = unsafe { real::epoll_ctl(epfd, op, fd, ev) };
-    if r == 0 && sock::is_stream(fd) {
+    if r == 0 {
         let event = if op != libc::EPOLL_CTL_DEL && !ev.is_null() {
             // SAFETY: the event the caller registered.
             Some(unsafe { ((*ev).events, (*ev).u64) })
@@ -198,6 +202,10 @@ pub unsafe extern "C" fn epoll_wait(
     max: c_int,
     timeout: c_int,
 ) -> c_int {
+    if !any_held() {
+        // SAFETY: passthrough.
+        return unsafe { real::epoll_wait(epfd, ev, max, timeout) };
+    }
     // SAFETY: passthrough with the caller's arguments.
     unsafe {
         epoll_common(
