@@ -408,6 +408,9 @@ pub enum RecvOutcome {
 pub struct Chain {
     pub entries: Vec<Attached>,
     pub generation: u64,
+    /// Some entry is a rate limit (else `send_delay` need not look): set
+    /// whenever entries join or change.
+    pub has_delay: bool,
 }
 
 impl Chain {
@@ -449,6 +452,14 @@ impl Chain {
         if self.entries.len() > 1 {
             self.sort_and_cap();
         }
+        self.note_delay();
+    }
+
+    fn note_delay(&mut self) {
+        self.has_delay = self
+            .entries
+            .iter()
+            .any(|a| matches!(a.instance.params, l45_modules::Params::RateLimit { .. }));
     }
 
     fn sort_and_cap(&mut self) -> Vec<(usize, u32)> {
@@ -502,12 +513,17 @@ impl Chain {
         let dropped = self.sort_and_cap();
         change.added.retain(|x| !dropped.contains(x));
         self.generation = config.generation;
+        self.note_delay();
         change
     }
 
     /// The delay a send waits for (the first activated rate limit) and the
     /// chain index of that module. The caller sleeps outside any lock.
+    #[inline]
     pub fn send_delay(&self) -> Option<(u32, usize)> {
+        if !self.has_delay {
+            return None;
+        }
         self.entries
             .iter()
             .enumerate()

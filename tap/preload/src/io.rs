@@ -170,8 +170,8 @@ fn send_in(
     {
         let s = g.as_mut()?;
         let stream = s.stream;
-        let (view, chain) = s.view_and_chain();
-        let (len, slot, id) = match chain.send(&view.ctx(), data, &mut b.out) {
+        let (ctx, chain) = s.ctx_and_chain();
+        let (len, slot, id) = match chain.send(&ctx, data, &mut b.out) {
             SendOutcome::Original => return None,
             SendOutcome::Drop { by } => (None, chain.entries[by].slot, chain.entries[by].id),
             SendOutcome::Customized { len, by } => {
@@ -274,8 +274,7 @@ fn recv_datagram(
         }
         sock::sync(fd, s, Role::Server);
         let growth = s.chain.recv_growth();
-        let (view, chain) = s.view_and_chain();
-        let ctx = view.ctx();
+        let (ctx, chain) = s.ctx_and_chain();
         let wire = &b.wire[..n];
         // The chain writes straight into the application's buffer when the
         // result surely fits (the usual case), else into ours.
@@ -392,8 +391,7 @@ fn recv_stream(
                 }
                 sock::sync(fd, s, Role::Server);
             }
-            let (view, chain) = s.view_and_chain();
-            let ctx = view.ctx();
+            let (ctx, chain) = s.ctx_and_chain();
             if direct && n > 0 && chain.recv_growth() <= growth {
                 let room = &mut app[delivered..];
                 let k = match chain.recv_slice(&ctx, &b.wire[..n], room) {

@@ -258,7 +258,15 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) ->
     unsafe { real::writev(fd, iov, n) }
 }
 
-unsafe fn sendmsg_tapped(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<ssize_t> {
+/// `raw`: the application made the raw system call (`syscall(SYS_sendmmsg…)`,
+/// as dig does), so the customized bytes go out the same way, without
+/// glibc's cancellation-point bookkeeping.
+unsafe fn sendmsg_tapped(
+    fd: c_int,
+    msg: *const msghdr,
+    flags: c_int,
+    raw: bool,
+) -> Option<ssize_t> {
     if msg.is_null() || !sock::needs_tap(fd, Dir::Send) {
         return None;
     }
@@ -276,7 +284,13 @@ unsafe fn sendmsg_tapped(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<
                 let mut copy = *m;
                 copy.msg_iov = &mut iov;
                 copy.msg_iovlen = 1;
-                real::sendmsg(fd, &copy, flags)
+                if raw {
+                    let ptr = std::ptr::from_ref(&copy) as c_long;
+                    let r = real::syscall(libc::SYS_sendmsg, fd.into(), ptr, flags.into(), 0, 0, 0);
+                    r as ssize_t
+                } else {
+                    real::sendmsg(fd, &copy, flags)
+                }
             };
             io::send(fd, data, flags, dest, &mut wire)
         })
@@ -286,7 +300,7 @@ unsafe fn sendmsg_tapped(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: pointers from the application, checked inside.
-    match unsafe { sendmsg_tapped(fd, msg, flags) } {
+    match unsafe { sendmsg_tapped(fd, msg, flags, false) } {
         Some(r) => r,
         // SAFETY: passthrough.
         None => unsafe { real::sendmsg(fd, msg, flags) },
@@ -304,12 +318,23 @@ pub unsafe extern "C" fn sendmmsg(
         // SAFETY: passthrough.
         return unsafe { real::sendmmsg(fd, vec, vlen, flags) };
     }
+    // SAFETY: the caller's `vlen` messages.
+    unsafe { sendmmsg_tapped(fd, vec, vlen, flags, false) }
+}
+
+unsafe fn sendmmsg_tapped(
+    fd: c_int,
+    vec: *mut mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+    raw: bool,
+) -> c_int {
     let mut sent = 0;
     for i in 0..vlen as usize {
         // SAFETY: `vlen` entries at `vec`.
         let entry = unsafe { &mut *vec.add(i) };
         // SAFETY: one message, as `sendmsg` would get it.
-        let r = match unsafe { sendmsg_tapped(fd, &entry.msg_hdr, flags) } {
+        let r = match unsafe { sendmsg_tapped(fd, &entry.msg_hdr, flags, raw) } {
             Some(r) => r,
             // SAFETY: passthrough for this message.
             None => unsafe { real::sendmsg(fd, &entry.msg_hdr, flags) },
@@ -703,7 +728,8 @@ unsafe extern "C" fn l45_syscall(
                 real::syscall(n, a1, a2, a3, a4, a5, a6)
             }
             libc::SYS_sendmmsg => {
-                sendmmsg(a1 as c_int, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int) as c_long
+                sendmmsg_tapped(a1 as c_int, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int, true)
+                    as c_long
             }
             libc::SYS_recvmmsg => recvmmsg(
                 a1 as c_int,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use l45_modules::{Role, Transport};
+use l45_modules::{Ctx, Role, Transport};
 use l45_tap_engine::{protocol_of, Chain, ChainChange, Needs, SocketView};
 use l45_tap_shm::{SockAddr, SocketRecord, NAME_LEN, PROTO_UDP};
 use libc::{c_int, sockaddr, socklen_t};
@@ -179,6 +179,25 @@ impl Sock {
         self.epoll.first = None;
         self.epoll.more.clear();
         self.pass_exact = false;
+    }
+
+    /// What the chain's modules see of the socket, and the chain, borrowed
+    /// together (the data path's view: no addresses to copy).
+    #[inline]
+    pub fn ctx_and_chain(&mut self) -> (Ctx<'_>, &mut Chain) {
+        (
+            Ctx {
+                role: self.role.unwrap_or(Role::Client),
+                transport: if self.stream {
+                    Transport::Stream
+                } else {
+                    Transport::Datagram
+                },
+                thread_name: &self.thread_name[..self.thread_name_len],
+                process_name: process::process_name(),
+            },
+            &mut self.chain,
+        )
     }
 
     /// The socket as matching sees it, and its chain, borrowed together.
