@@ -525,7 +525,9 @@ impl Instance {
     ) -> SendVerdict {
         match &self.params {
             Params::DnsTag { position, tag } => dns::tag_send(*position, tag, ctx, input, out),
-            Params::DnsClearance { code } => dns::tag_send(TagPosition::Front, code, ctx, input, out),
+            Params::DnsClearance { code } => {
+                dns::tag_send(TagPosition::Front, code, ctx, input, out)
+            }
             Params::DnsCompression { .. } => dns::compress_send(ctx, input, out),
             Params::StreamTag { interval, tag } => {
                 stream::send(*interval, tag, state, ctx, input, out)
@@ -548,7 +550,9 @@ impl Instance {
     ) -> RecvVerdict {
         match &self.params {
             Params::DnsTag { position, tag } => dns::tag_recv(*position, tag, ctx, input, out),
-            Params::DnsClearance { code } => dns::tag_recv(TagPosition::Front, code, ctx, input, out),
+            Params::DnsClearance { code } => {
+                dns::tag_recv(TagPosition::Front, code, ctx, input, out)
+            }
             Params::DnsCompression { recursion_desired } => {
                 dns::compress_recv(*recursion_desired, ctx, input, out)
             }

@@ -140,3 +140,69 @@ def test_connected_udp_socket_sighted_with_nothing_attached_keeps_first_sight_se
         assert p.returncode == 0, p.stderr
     mods, _ = tap.state()
     assert int(mods[1]["messages-sent"]) == 0, mods
+
+
+CYCLING_CLIENT = r"""
+import socket, sys
+ports, query = [int(p) for p in sys.argv[1:3]], bytes.fromhex(sys.argv[3])
+for line in sys.stdin:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(("127.0.0.1", ports[int(line)]))
+    s.send(query)
+    print(s.fileno(), flush=True)
+    s.close()
+"""
+
+
+def test_a_closed_sockets_chain_serves_the_next_socket_on_its_number_only_if_first_sight_agrees(tap):
+    """dig opens a socket per query, and it gets the same descriptor number
+    each time: the tap keeps a closed connected-UDP socket's chain for the
+    next socket on the number that connects to the same port at the same
+    generation. Every socket must still see exactly what first sight would
+    give it: another port, or a configuration change in between, match
+    anew; module socket counts and the socket table show live sockets only."""
+    rx, port = bound_udp()
+    other, other_port = bound_udp()
+    with rx, other:
+        tap.edit(module(1, "dns-front-tag", 10, f"<protocol>udp</protocol><destination-port>{port}</destination-port>",
+                        tag_params("CYCLEDxx")))
+        query = dns_query()
+        p = subprocess.Popen([sys.executable, "-c", CYCLING_CLIENT, str(port), str(other_port), query.hex()],
+                             env=tap.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+
+        def cycle(which):
+            p.stdin.write(f"{which}\n")
+            p.stdin.flush()
+            fd = p.stdout.readline().strip()
+            assert fd, p.stderr.read()
+            return fd, (rx if which == 0 else other).recvfrom(4096)[0]
+
+        try:
+            runs = [cycle(0) for _ in range(4)]
+            assert len({fd for fd, _ in runs}) == 1, f"one descriptor number, reused: {runs}"
+            assert all(data == b"CYCLEDxx" + query for _, data in runs), runs
+            mods, socks = tap.state()
+            assert mods[1]["socket-count"] == "0" and mods[1]["messages-sent"] == "4", mods
+            assert not [s for s in socks if s["modules"]], "closed sockets are not listed"
+            assert cycle(1)[1] == query, "another port: no module"
+            assert cycle(0)[1] == b"CYCLEDxx" + query, "back to the rule's port: attached again"
+            # Module 1 deprecated, module 2 deployed for the same port: a kept
+            # chain would carry module 1 over (live sockets keep deprecated
+            # modules); first sight gives module 2 alone.
+            tap.edit(module(1, "dns-front-tag", 10, f"<protocol>udp</protocol><destination-port>{port}</destination-port>",
+                            tag_params("CYCLEDxx"), extra="<deprecated>true</deprecated>"),
+                     module(2, "dns-front-tag", 20, f"<protocol>udp</protocol><destination-port>{port}</destination-port>",
+                            tag_params("SECONDxx")))
+            assert cycle(0)[1] == b"SECONDxx" + query, "a new generation: matched anew"
+            assert cycle(0)[1] == b"SECONDxx" + query
+            tap.set_leaf(2, "activated", "false")
+            assert cycle(0)[1] == query, "deactivated: attached, passes through"
+            tap.revoke(2)
+            tap.revoke(1)
+            assert cycle(0)[1] == query, "revoked: nothing attaches"
+        finally:
+            p.communicate("", timeout=30)
+        assert p.returncode == 0, p.stderr
+    mods, socks = tap.state()
+    assert 1 not in mods and 2 not in mods and not [s for s in socks if s["modules"]], (mods, socks)

@@ -510,12 +510,33 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
         if peer.is_some() {
             s.remote = peer;
         }
+        let udp_client = match (role, peer) {
+            (Role::Client, Some(remote)) if !s.stream => Some(remote.port()),
+            _ => None,
+        };
+        if let Some(port) = udp_client {
+            if sock::unpark(fd, s, port) {
+                return Some(());
+            }
+        }
         // First sight: a TCP socket when it connects or is accepted; a UDP
         // socket when it connects to a peer (else at its first send or
         // receive). Matching here, where the peer is known anyway, lets the
         // data calls that follow take the pass-through path from the start.
         if s.stream || peer.is_some() {
             sock::sync(fd, s, role);
+        }
+        if let Some(port) = udp_client {
+            // Decided by the peer-port filter: the next socket on this
+            // number connecting to the same port may take the chain over.
+            let generation = s.chain.generation;
+            if !s.chain.is_empty() && process::udp_peer_attaches(generation, port) == Some(true) {
+                s.reusable = Some(sock::ChainKey {
+                    generation,
+                    peer_port: port,
+                    pass_bits: sock::pass_bits(fd),
+                });
+            }
         }
         Some(())
     });

@@ -727,10 +727,13 @@ unsafe extern "C" fn l45_syscall(
             {
                 real::syscall(n, a1, a2, a3, a4, a5, a6)
             }
-            libc::SYS_sendmmsg => {
-                sendmmsg_tapped(a1 as c_int, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int, true)
-                    as c_long
-            }
+            libc::SYS_sendmmsg => sendmmsg_tapped(
+                a1 as c_int,
+                a2 as *mut mmsghdr,
+                a3 as c_uint,
+                a4 as c_int,
+                true,
+            ) as c_long,
             libc::SYS_recvmmsg => recvmmsg(
                 a1 as c_int,
                 a2 as *mut mmsghdr,

@@ -69,8 +69,10 @@ fn open_shm() -> Option<&'static ShmReader> {
             let _ = SHM.set(r);
             let mapped = SHM.get();
             if let Some(m) = mapped {
-                HOT.generation
-                    .store(std::ptr::from_ref(m.generation_word()).cast_mut(), Ordering::Release);
+                HOT.generation.store(
+                    std::ptr::from_ref(m.generation_word()).cast_mut(),
+                    Ordering::Release,
+                );
             }
             mapped
         }

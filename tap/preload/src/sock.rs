@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use l45_modules::{Ctx, Role, Transport};
+use l45_modules::{Ctx, Role, SocketState, Transport};
 use l45_tap_engine::{protocol_of, Chain, ChainChange, Needs, SocketView};
 use l45_tap_shm::{SockAddr, SocketRecord, NAME_LEN, PROTO_UDP};
 use libc::{c_int, sockaddr, socklen_t};
@@ -103,6 +103,29 @@ pub struct Sock {
     /// The descriptor's pass word was computed with nothing held or
     /// pending, for the chain as it is (see `sync`).
     pub pass_exact: bool,
+    /// A connected UDP client socket whose first sight the peer-port filter
+    /// decided: its chain is what first sight gives any socket of this
+    /// process connecting to that port at that generation.
+    pub reusable: Option<ChainKey>,
+    /// The chain (and socket-table slot) of the closed socket that had this
+    /// descriptor number before, kept with `reusable`'s key: the next
+    /// socket on the number that connects to the same port at the same
+    /// generation takes it over instead of matching and attaching anew
+    /// (dig opens a socket per query on the same number). Its modules no
+    /// longer count it; its table record lists none.
+    pub parked: Option<ChainKey>,
+    /// What `publish` last wrote to the socket table.
+    pub record: SocketRecord,
+}
+
+/// What a connected UDP client socket's first sight depended on (see
+/// `Sock::reusable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainKey {
+    pub generation: u64,
+    pub peer_port: u16,
+    /// The pass bits (`PASS_SEND`, `PASS_RECV`) the chain gave.
+    pub pass_bits: u64,
 }
 
 /// (epoll fd, events, data) of each registration. Nearly every socket is in
@@ -155,6 +178,9 @@ impl Sock {
             pending: Vec::new(),
             epoll: EpollRegistrations::default(),
             pass_exact: false,
+            reusable: None,
+            parked: None,
+            record: SocketRecord::default(),
         }
     }
 
@@ -163,13 +189,19 @@ impl Sock {
     /// next socket allocates nothing). The caller has detached everything
     /// (`detach_all`).
     fn reset(&mut self, stream: bool) {
-        debug_assert!(self.chain.is_empty() && self.table_slot.is_none() && self.held.is_empty());
+        debug_assert!(
+            self.parked.is_some()
+                || (self.chain.is_empty() && self.table_slot.is_none() && self.held.is_empty())
+        );
         self.stream = stream;
         self.role = None;
         self.matched = false;
         self.known = Needs::default();
-        self.chain.entries.clear();
-        self.chain.generation = 0;
+        if self.parked.is_none() {
+            self.chain.entries.clear();
+            self.chain.generation = 0;
+        }
+        self.reusable = None;
         self.local = None;
         self.remote = None;
         self.thread_name = [0; NAME_LEN];
@@ -331,7 +363,11 @@ impl Rec {
             let stream = entry.state.load(Ordering::Acquire) == STREAM;
             let fresh = match g.as_mut() {
                 Some(old) => {
-                    if !old.chain.is_empty() || old.table_slot.is_some() || !old.held.is_empty() {
+                    if old.parked.is_none()
+                        && (!old.chain.is_empty()
+                            || old.table_slot.is_some()
+                            || !old.held.is_empty())
+                    {
                         detach_all(old);
                     }
                     old.reset(stream);
@@ -344,6 +380,9 @@ impl Rec {
                 // First sight happened without the record: later calls
                 // refresh the (empty) chain, they do not match anew. Its
                 // peer is looked up if a rule needs it (getpeername).
+                if fresh.parked.is_some() {
+                    detach_all(fresh);
+                }
                 fresh.matched = true;
                 fresh.chain.generation = (pass >> 2) - 1;
                 fresh.role = Some(Role::Client);
@@ -455,7 +494,9 @@ fn release(i: usize) -> Vec<u8> {
     let mut g = lock(cell(i));
     let pending = match g.as_mut() {
         Some(s) if !entry.fresh.load(Ordering::Acquire) => {
-            detach_all(s);
+            if !park(s) {
+                detach_all(s);
+            }
             std::mem::take(&mut s.pending)
         }
         _ => Vec::new(),
@@ -588,6 +629,11 @@ pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
 
 #[cold]
 fn sync_moved(fd: c_int, s: &mut Sock, role: Role) {
+    if !s.matched && s.parked.is_some() {
+        // First sight of a socket the parked chain was not for (another
+        // kind of socket, port or generation: see `unpark`).
+        detach_all(s);
+    }
     let moved = sync_chain(fd, s, role);
     let Some(i) = index(fd) else { return };
     let entry = &FDS[i];
@@ -832,10 +878,86 @@ fn publish(fd: c_int, s: &mut Sock) {
         modules: s.chain.ids(),
     };
     shm.write_socket(i, me, &record);
+    s.record = record;
+}
+
+/// The socket is closing: if its chain can serve the next socket on the
+/// descriptor number (`Sock::reusable`, and unchanged since first sight),
+/// keep it and the table slot, detached; true if it did.
+fn park(s: &mut Sock) -> bool {
+    let Some(key) = s.reusable else { return false };
+    if s.chain.generation != key.generation || s.chain.is_empty() || !s.held.is_empty() {
+        return false;
+    }
+    for a in &s.chain.entries {
+        if let Some(st) = process::stats(a.slot, a.id) {
+            st.sockets.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    if let (Some(shm), Some(i)) = (process::shm(), s.table_slot) {
+        shm.withdraw_socket(i, process::pid());
+    }
+    s.parked = Some(key);
+    true
+}
+
+/// A new connected UDP client socket of peer port `peer_port`: takes over
+/// the parked chain if it was parked for exactly this (same generation,
+/// same port), counting the socket in its modules and publishing it. The
+/// modules' per-socket state starts afresh. False: match as usual.
+pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
+    let Some(key) = s.parked else { return false };
+    if key.peer_port != peer_port || process::generation() != Some(key.generation) {
+        return false;
+    }
+    let Some(i) = index(fd) else { return false };
+    s.parked = None;
+    s.reusable = Some(key);
+    s.matched = true;
+    s.known.remote = true;
+    for a in &mut s.chain.entries {
+        a.state = SocketState::default();
+        if let Some(st) = process::stats(a.slot, a.id) {
+            st.sockets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    // The table record as first published, for this socket's peer and
+    // thread.
+    if let (Some(shm), Some(slot)) = (process::shm(), s.table_slot) {
+        s.tid = process::tid();
+        s.record.tid = s.tid;
+        s.record.remote = s
+            .remote
+            .as_ref()
+            .map(SockAddr::from_std)
+            .unwrap_or_default();
+        shm.write_socket(slot, process::pid(), &s.record);
+    }
+    FDS[i].owns.store(true, Ordering::Release);
+    FDS[i]
+        .pass
+        .store((key.generation + 1) << 2 | key.pass_bits, Ordering::Release);
+    s.pass_exact = true;
+    true
+}
+
+/// The pass bits of descriptor `fd`'s current pass word.
+pub fn pass_bits(fd: c_int) -> u64 {
+    index(fd).map_or(0, |i| {
+        FDS[i].pass.load(Ordering::Acquire) & (PASS_SEND | PASS_RECV)
+    })
 }
 
 /// The socket is going away: detach every module.
 pub fn detach_all(s: &mut Sock) {
+    if s.parked.take().is_some() {
+        // Detached already (`park`): the chain and the held slot go.
+        s.chain.entries.clear();
+        if let (Some(shm), Some(i)) = (process::shm(), s.table_slot.take()) {
+            shm.release_socket(i, process::pid());
+        }
+        return;
+    }
     for a in &s.chain.entries {
         if let Some(st) = process::stats(a.slot, a.id) {
             st.sockets.fetch_sub(1, Ordering::Relaxed);

@@ -597,7 +597,14 @@ impl ShmWriter {
                     .compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed);
                 continue;
             }
-            if let Some(r) = self.shared.read_record(slot) {
+            // A slot whose record lists no module is held for a socket to
+            // come (a closed socket's, kept for the next one on its
+            // descriptor number): nothing to show.
+            if let Some(r) = self
+                .shared
+                .read_record(slot)
+                .filter(|(_, r)| r.modules[0] != 0)
+            {
                 out.push(r);
             }
         }
@@ -780,6 +787,26 @@ impl ShmReader {
         // the rewrite through the odd seq.
         unsafe {
             std::ptr::write_volatile(std::ptr::addr_of!(slot.record).cast_mut(), *record);
+        }
+        slot.seq
+            .store((s.wrapping_add(1) | 1).wrapping_add(1), Ordering::Release);
+    }
+
+    /// Makes a slot this process owns list no module (a closed socket's
+    /// slot kept for the next one; `sockets` skips it).
+    pub fn withdraw_socket(&self, index: usize, pid: u32) {
+        let Some(slot) = self.shared.socket(index) else {
+            return;
+        };
+        if slot.owner.load(Ordering::Acquire) != pid {
+            return;
+        }
+        let s = slot.seq.load(Ordering::Relaxed);
+        slot.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        // SAFETY: as in `write_socket`: our slot, the odd seq marks the write.
+        unsafe {
+            std::ptr::write_volatile(std::ptr::addr_of!(slot.record.modules[0]).cast_mut(), 0);
         }
         slot.seq
             .store((s.wrapping_add(1) | 1).wrapping_add(1), Ordering::Release);
