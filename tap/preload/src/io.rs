@@ -217,8 +217,16 @@ fn send_in(
 /// What a real receive returned.
 pub struct Received {
     pub n: ssize_t,
-    /// Source of a datagram, if the call reports it.
-    pub from: Option<std::net::SocketAddr>,
+    /// Source of a datagram, if the call reports it: the caller's address
+    /// buffer as the kernel filled it, read only if first sight needs it.
+    pub from: Option<(*const libc::sockaddr, libc::socklen_t)>,
+}
+
+impl Received {
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        let (addr, len) = self.from?;
+        sock::sockaddr_to_std(addr, len)
+    }
 }
 
 /// Receives into `app` through the chain. `recv_wire` does the real call
@@ -270,7 +278,7 @@ fn recv_datagram(
             return Some((-1, 0));
         };
         if !s.matched && s.remote.is_none() {
-            s.remote = r.from;
+            s.remote = r.peer();
         }
         sock::sync(fd, s, Role::Server);
         let growth = s.chain.recv_growth();
@@ -387,7 +395,7 @@ fn recv_stream(
             };
             if !s.matched {
                 if s.remote.is_none() {
-                    s.remote = r.from;
+                    s.remote = r.peer();
                 }
                 sock::sync(fd, s, Role::Server);
             }

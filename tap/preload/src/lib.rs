@@ -206,6 +206,10 @@ fn send_plain(
 
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    if !sock::needs_tap(fd, Dir::Send) {
+        // SAFETY: passthrough.
+        return unsafe { real::send(fd, buf, len, flags) };
+    }
     match send_plain(fd, buf, len, flags, std::ptr::null(), 0) {
         Some(r) => r,
         // SAFETY: passthrough.
@@ -222,6 +226,10 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
+    if !sock::needs_tap(fd, Dir::Send) {
+        // SAFETY: passthrough.
+        return unsafe { real::sendto(fd, buf, len, flags, addr, alen) };
+    }
     match send_plain(fd, buf, len, flags, addr, alen) {
         Some(r) => r,
         // SAFETY: passthrough.
@@ -299,6 +307,10 @@ unsafe fn sendmsg_tapped(
 
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if !sock::needs_tap(fd, Dir::Send) {
+        // SAFETY: passthrough (a DNS server's replies, say).
+        return unsafe { real::sendmsg(fd, msg, flags) };
+    }
     // SAFETY: pointers from the application, checked inside.
     match unsafe { sendmsg_tapped(fd, msg, flags, false) } {
         Some(r) => r,
@@ -373,7 +385,7 @@ fn recv_plain(
         let n = unsafe { real::recvfrom(fd, b.as_mut_ptr().cast(), b.len(), fl, addr, alen) };
         let from = if n >= 0 && !addr.is_null() && !alen.is_null() {
             // SAFETY: filled by the kernel above.
-            sockaddr_to_std(addr, unsafe { *alen })
+            Some((addr.cast_const(), unsafe { *alen }))
         } else {
             None
         };
@@ -389,6 +401,10 @@ fn recv_plain(
 
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    if !sock::needs_tap(fd, Dir::Recv) {
+        // SAFETY: passthrough.
+        return unsafe { real::recv(fd, buf, len, flags) };
+    }
     match recv_plain(
         fd,
         buf,
@@ -412,6 +428,10 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
+    if !sock::needs_tap(fd, Dir::Recv) {
+        // SAFETY: passthrough.
+        return unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) };
+    }
     match recv_plain(fd, buf, len, flags, addr, alen) {
         Some(r) => r,
         // SAFETY: passthrough.
@@ -525,11 +545,7 @@ unsafe fn recvmsg_into(
             m.msg_namelen = copy.msg_namelen;
             m.msg_controllen = copy.msg_controllen;
             out_flags = copy.msg_flags;
-            let from = if n >= 0 {
-                sockaddr_to_std(m.msg_name.cast(), m.msg_namelen)
-            } else {
-                None
-            };
+            let from = (n >= 0).then_some((m.msg_name.cast_const().cast(), m.msg_namelen));
             Received { n, from }
         };
         io::recv(fd, app, flags, &mut wire)?
