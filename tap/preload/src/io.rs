@@ -118,7 +118,7 @@ pub fn send(
     data: &[u8],
     _flags: c_int,
     dest: Option<std::net::SocketAddr>,
-    send_wire: &mut dyn FnMut(&[u8]) -> ssize_t,
+    send_wire: &mut impl FnMut(&[u8]) -> ssize_t,
 ) -> Option<ssize_t> {
     let cell = sock::lookup(fd)?;
     inside(|b| send_in(cell, fd, data, dest, send_wire, b))
@@ -129,7 +129,7 @@ fn send_in(
     fd: c_int,
     data: &[u8],
     dest: Option<std::net::SocketAddr>,
-    send_wire: &mut dyn FnMut(&[u8]) -> ssize_t,
+    send_wire: &mut impl FnMut(&[u8]) -> ssize_t,
     b: &mut Bufs,
 ) -> Option<ssize_t> {
     let mut g = cell.lock();
@@ -237,7 +237,7 @@ pub fn recv(
     fd: c_int,
     app: &mut [u8],
     flags: c_int,
-    recv_wire: &mut dyn FnMut(&mut [u8], c_int) -> Received,
+    recv_wire: &mut impl FnMut(&mut [u8], c_int) -> Received,
 ) -> Option<(ssize_t, usize)> {
     let cell = sock::lookup(fd)?;
     if !cell.is_stream() {
@@ -260,7 +260,7 @@ fn recv_datagram(
     fd: c_int,
     app: &mut [u8],
     flags: c_int,
-    recv_wire: &mut dyn FnMut(&mut [u8], c_int) -> Received,
+    recv_wire: &mut impl FnMut(&mut [u8], c_int) -> Received,
     b: &mut Bufs,
 ) -> Option<(ssize_t, usize)> {
     if b.wire.len() < MAX_DATAGRAM {
