@@ -505,9 +505,10 @@ enum Step {
 /// match the socket now (first sight).
 pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
     let Some(cell) = sock::lookup(fd) else { return };
-    // Before the guard: deciding this makes no call the tap interposes.
+    // Before the guard: deciding this makes no call the tap interposes. A
+    // record holding a parked chain decides itself (`sock::unpark`).
     if let (Role::Client, Some(remote)) = (role, peer) {
-        if sock::sight_without_record(fd, remote) {
+        if !sock::has_parked(fd) && sock::sight_without_record(fd, remote) {
             return;
         }
     }

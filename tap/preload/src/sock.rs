@@ -60,6 +60,9 @@ struct FdEntry {
     /// when first locked, starts as already sighted at the generation in
     /// `pass`, with the client role.
     sighted: AtomicBool,
+    /// The record holds a parked chain (`Sock::parked`): a connect goes
+    /// straight to the record, which decides without the peer filter.
+    parked: AtomicBool,
 }
 
 static FDS: [FdEntry; MAX_FD] = [const {
@@ -70,6 +73,7 @@ static FDS: [FdEntry; MAX_FD] = [const {
         fresh: AtomicBool::new(false),
         owns: AtomicBool::new(false),
         sighted: AtomicBool::new(false),
+        parked: AtomicBool::new(false),
     }
 }; MAX_FD];
 /// Highest descriptor number ever tapped (bounds the scan for held bytes).
@@ -382,6 +386,7 @@ impl Rec {
                 // peer is looked up if a rule needs it (getpeername).
                 if fresh.parked.is_some() {
                     detach_all(fresh);
+                    entry.parked.store(false, Ordering::Relaxed);
                 }
                 fresh.matched = true;
                 fresh.chain.generation = (pass >> 2) - 1;
@@ -494,7 +499,9 @@ fn release(i: usize) -> Vec<u8> {
     let mut g = lock(cell(i));
     let pending = match g.as_mut() {
         Some(s) if !entry.fresh.load(Ordering::Acquire) => {
-            if !park(s) {
+            if park(s) {
+                entry.parked.store(true, Ordering::Relaxed);
+            } else {
                 detach_all(s);
             }
             std::mem::take(&mut s.pending)
@@ -633,6 +640,9 @@ fn sync_moved(fd: c_int, s: &mut Sock, role: Role) {
         // First sight of a socket the parked chain was not for (another
         // kind of socket, port or generation: see `unpark`).
         detach_all(s);
+        if let Some(i) = index(fd) {
+            FDS[i].parked.store(false, Ordering::Relaxed);
+        }
     }
     let moved = sync_chain(fd, s, role);
     let Some(i) = index(fd) else { return };
@@ -901,6 +911,13 @@ fn park(s: &mut Sock) -> bool {
     true
 }
 
+/// Whether descriptor `fd`'s record holds a parked chain (a hint, read
+/// without the lock; the record decides).
+#[inline]
+pub fn has_parked(fd: c_int) -> bool {
+    index(fd).is_some_and(|i| FDS[i].parked.load(Ordering::Relaxed))
+}
+
 /// A new connected UDP client socket of peer port `peer_port`: takes over
 /// the parked chain if it was parked for exactly this (same generation,
 /// same port), counting the socket in its modules and publishing it. The
@@ -933,6 +950,7 @@ pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
             .unwrap_or_default();
         shm.write_socket(slot, process::pid(), &s.record);
     }
+    FDS[i].parked.store(false, Ordering::Relaxed);
     FDS[i].owns.store(true, Ordering::Release);
     FDS[i]
         .pass
