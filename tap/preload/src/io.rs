@@ -141,7 +141,47 @@ fn send_in(
     if s.chain.is_empty() && s.pending.is_empty() {
         return None;
     }
+    if s.stream || s.chain.has_delay || !s.pending.is_empty() {
+        return send_stream_or_delayed(cell, data, g, send_wire, b);
+    }
+    // A datagram: the chain writes into `out`, the socket lock is
+    // released, and the bytes go to the kernel from there. Kept apart from
+    // the stream and rate-limit cases, so this runs through little code.
+    let (ctx, chain) = s.ctx_and_chain();
+    let outcome = chain.send(&ctx, data, &mut b.out);
+    let (len, slot, id) = match outcome {
+        SendOutcome::Original => return None,
+        SendOutcome::Drop { by } => (None, chain.entries[by].slot, chain.entries[by].id),
+        SendOutcome::Customized { len, by } => {
+            (Some(len), chain.entries[by].slot, chain.entries[by].id)
+        }
+    };
+    drop(g);
+    let Some(len) = len else {
+        credit_drop(slot, id);
+        return Some(data.len() as ssize_t);
+    };
+    credit(slot, id, true, data.len());
+    let r = send_wire(&b.out[..len]);
+    if r < 0 {
+        credit_error(slot, id);
+        return Some(r);
+    }
+    Some(data.len() as ssize_t)
+}
+
+/// A send on a stream (tags across sends, partial writes kept for later)
+/// or through a rate limit (the wait happens without the lock).
+#[inline(never)]
+fn send_stream_or_delayed(
+    cell: sock::Rec,
+    data: &[u8],
+    mut g: std::sync::MutexGuard<'static, Option<sock::Sock>>,
+    send_wire: &mut dyn FnMut(&[u8]) -> ssize_t,
+    b: &mut Bufs,
+) -> Option<ssize_t> {
     // Rate limit: wait without the lock.
+    let s = g.as_mut()?;
     if let Some((ms, by)) = s.chain.send_delay() {
         let (slot, id) = (s.chain.entries[by].slot, s.chain.entries[by].id);
         drop(g);
@@ -167,49 +207,47 @@ fn send_in(
     }
     // The chain writes into `out`, the socket lock is released, and the
     // bytes go to the kernel from there.
-    {
-        let s = g.as_mut()?;
-        let stream = s.stream;
-        let (ctx, chain) = s.ctx_and_chain();
-        let (len, slot, id) = match chain.send(&ctx, data, &mut b.out) {
-            SendOutcome::Original => return None,
-            SendOutcome::Drop { by } => (None, chain.entries[by].slot, chain.entries[by].id),
-            SendOutcome::Customized { len, by } => {
-                (Some(len), chain.entries[by].slot, chain.entries[by].id)
-            }
-        };
-        drop(g);
-        let Some(len) = len else {
-            credit_drop(slot, id);
-            return Some(data.len() as ssize_t);
-        };
-        credit(slot, id, true, data.len());
-        let wire = &b.out[..len];
-        if !stream {
-            let r = send_wire(wire);
-            if r < 0 {
-                credit_error(slot, id);
-                return Some(r);
-            }
-            return Some(data.len() as ssize_t);
+    let s = g.as_mut()?;
+    let stream = s.stream;
+    let (ctx, chain) = s.ctx_and_chain();
+    let (len, slot, id) = match chain.send(&ctx, data, &mut b.out) {
+        SendOutcome::Original => return None,
+        SendOutcome::Drop { by } => (None, chain.entries[by].slot, chain.entries[by].id),
+        SendOutcome::Customized { len, by } => {
+            (Some(len), chain.entries[by].slot, chain.entries[by].id)
         }
-        let (done, err) = send_all(wire, send_wire);
-        match err {
-            None => Some(data.len() as ssize_t),
-            Some(e) if (e == libc::EAGAIN || e == libc::EWOULDBLOCK) || done > 0 => {
-                // The module has taken the bytes: keep the rest for the next
-                // send; the application sees a full send.
-                let mut g = cell.lock();
-                if let Some(s) = g.as_mut() {
-                    s.pending.extend_from_slice(&wire[done..]);
-                }
-                Some(data.len() as ssize_t)
+    };
+    drop(g);
+    let Some(len) = len else {
+        credit_drop(slot, id);
+        return Some(data.len() as ssize_t);
+    };
+    credit(slot, id, true, data.len());
+    let wire = &b.out[..len];
+    if !stream {
+        let r = send_wire(wire);
+        if r < 0 {
+            credit_error(slot, id);
+            return Some(r);
+        }
+        return Some(data.len() as ssize_t);
+    }
+    let (done, err) = send_all(wire, send_wire);
+    match err {
+        None => Some(data.len() as ssize_t),
+        Some(e) if (e == libc::EAGAIN || e == libc::EWOULDBLOCK) || done > 0 => {
+            // The module has taken the bytes: keep the rest for the next
+            // send; the application sees a full send.
+            let mut g = cell.lock();
+            if let Some(s) = g.as_mut() {
+                s.pending.extend_from_slice(&wire[done..]);
             }
-            Some(e) => {
-                credit_error(slot, id);
-                set_errno(e);
-                Some(-1)
-            }
+            Some(data.len() as ssize_t)
+        }
+        Some(e) => {
+            credit_error(slot, id);
+            set_errno(e);
+            Some(-1)
         }
     }
 }
