@@ -355,7 +355,7 @@ impl Mapping {
         }
         NonNull::new(ptr.cast())
             .map(|ptr| Mapping { ptr, len })
-            .ok_or(ShmError::Map {
+            .ok_or_else(|| ShmError::Map {
                 path: path.display().to_string(),
                 source: io::Error::other("mmap returned NULL"),
             })
