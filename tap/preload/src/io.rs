@@ -147,15 +147,7 @@ fn send_in(
     // A datagram: the chain writes into `out`, the socket lock is
     // released, and the bytes go to the kernel from there. Kept apart from
     // the stream and rate-limit cases, so this runs through little code.
-    let (ctx, chain) = s.ctx_and_chain();
-    let outcome = chain.send(&ctx, data, &mut b.out);
-    let (len, slot, id) = match outcome {
-        SendOutcome::Original => return None,
-        SendOutcome::Drop { by } => (None, chain.entries[by].slot, chain.entries[by].id),
-        SendOutcome::Customized { len, by } => {
-            (Some(len), chain.entries[by].slot, chain.entries[by].id)
-        }
-    };
+    let (len, slot, id) = customize_send(s, data, &mut b.out)?;
     drop(g);
     let Some(len) = len else {
         credit_drop(slot, id);
@@ -168,6 +160,24 @@ fn send_in(
         return Some(r);
     }
     Some(data.len() as ssize_t)
+}
+
+/// Runs the socket's send chain over `data` into `out`. `None`: nothing
+/// customizes it (send the application's bytes); else the length to send
+/// (`None`: dropped) and the deciding module's statistics slot and id.
+#[inline]
+fn customize_send(
+    s: &mut sock::Sock,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<(Option<usize>, usize, u32)> {
+    let (ctx, chain) = s.ctx_and_chain();
+    let (len, by) = match chain.send(&ctx, data, out) {
+        SendOutcome::Original => return None,
+        SendOutcome::Drop { by } => (None, by),
+        SendOutcome::Customized { len, by } => (Some(len), by),
+    };
+    Some((len, chain.entries[by].slot, chain.entries[by].id))
 }
 
 /// A send on a stream (tags across sends, partial writes kept for later)
@@ -209,14 +219,7 @@ fn send_stream_or_delayed(
     // bytes go to the kernel from there.
     let s = g.as_mut()?;
     let stream = s.stream;
-    let (ctx, chain) = s.ctx_and_chain();
-    let (len, slot, id) = match chain.send(&ctx, data, &mut b.out) {
-        SendOutcome::Original => return None,
-        SendOutcome::Drop { by } => (None, chain.entries[by].slot, chain.entries[by].id),
-        SendOutcome::Customized { len, by } => {
-            (Some(len), chain.entries[by].slot, chain.entries[by].id)
-        }
-    };
+    let (len, slot, id) = customize_send(s, data, &mut b.out)?;
     drop(g);
     let Some(len) = len else {
         credit_drop(slot, id);

@@ -656,7 +656,7 @@ pub struct ShmReader {
 /// `slot` points to a mapped, 4-byte aligned `ModuleSlot`.
 unsafe fn read_slot(slot: *const ModuleSlot) -> ModuleSlot {
     const WORDS: usize = std::mem::size_of::<ModuleSlot>() / 4;
-    const _: () = assert!(std::mem::size_of::<ModuleSlot>() % 4 == 0);
+    const _: () = assert!(std::mem::size_of::<ModuleSlot>().is_multiple_of(4));
     const _: () = assert!(std::mem::align_of::<ModuleSlot>() >= 4);
     let mut out = std::mem::MaybeUninit::<ModuleSlot>::uninit();
     let src = slot.cast::<AtomicU32>();
