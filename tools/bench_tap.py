@@ -8,7 +8,11 @@ same run (interleaved trials, medians).
         With --split, the same with one query: the tap's cost per process
         (loading the library, mapping the control area) and per query.
         With --attribution, also an empty and a pass-through preload library
-        (tools/preload_baseline.c): what LD_PRELOAD itself costs.
+        (tools/preload_baseline.c): what LD_PRELOAD itself costs. With
+        --control, a second plain configuration: the noise floor.
+        Every trial starts a fresh dnsmasq per configuration (one
+        unmeasured query first): a long-lived server would carry its
+        memory layout's luck into every trial of its configuration.
   Ratios: of medians, and paired (per trial, over the same trial's
   baseline) with a distribution-free 95 % confidence interval.
   HTTP: one M-byte transfer, python http.server → curl:
@@ -18,7 +22,7 @@ same run (interleaved trials, medians).
 
 Usage: .venv/bin/python tools/bench_tap.py [--queries 1000] [--mbytes 1024] [--trials 15]
                                            [--split] [--dig-per-query] [--only dns|http]
-                                           [--attribution]
+                                           [--attribution] [--control]
 Needs target/release/l45-agent and libl45tap.so (cargo build --release).
 """
 import argparse
