@@ -206,3 +206,44 @@ def test_a_closed_sockets_chain_serves_the_next_socket_on_its_number_only_if_fir
         assert p.returncode == 0, p.stderr
     mods, socks = tap.state()
     assert 1 not in mods and 2 not in mods and not [s for s in socks if s["modules"]], (mods, socks)
+
+
+RECONNECTING_CLIENT = r"""
+import socket, sys
+first, second, query = int(sys.argv[1]), int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(query, ("127.0.0.1", first))   # first sight here, at the first send
+s.connect(("127.0.0.1", second))        # not a first sight: the chain stays
+s.send(query)
+fd = s.fileno()
+s.close()
+t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+t.connect(("127.0.0.1", second))        # first sight, at connect
+t.send(query)
+print(fd, t.fileno(), flush=True)
+t.close()
+"""
+
+
+def test_a_chain_from_an_earlier_first_sight_is_not_kept_for_a_later_connects_port(tap):
+    """A UDP socket first seen at a send to one port keeps that chain when
+    it later connects elsewhere; the next socket on its descriptor number
+    that connects to that other port must get its own first sight, not the
+    first socket's chain."""
+    rx_a, port_a = bound_udp()
+    rx_b, port_b = bound_udp()
+    with rx_a, rx_b:
+        tap.edit(module(1, "dns-front-tag", 10, f"<protocol>udp</protocol><destination-port>{port_a}</destination-port>",
+                        tag_params("PORTAxxx")),
+                 module(2, "dns-front-tag", 20, "<protocol>udp</protocol>", tag_params("ANYPORTx")))
+        query = dns_query()
+        p = subprocess.run([sys.executable, "-c", RECONNECTING_CLIENT, str(port_a), str(port_b), query.hex()],
+                           env=tap.env(), capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        first_fd, second_fd = p.stdout.split()
+        assert first_fd == second_fd, "the second socket reuses the number"
+        assert rx_a.recvfrom(4096)[0] == b"PORTAxxx" + query
+        assert rx_b.recvfrom(4096)[0] == b"PORTAxxx" + query, "the chain is the first sight's"
+        assert rx_b.recvfrom(4096)[0] == b"ANYPORTx" + query, "a new socket: its own first sight"
+    mods, _ = tap.state()
+    assert mods[1]["socket-count"] == "0" and mods[2]["socket-count"] == "0", mods

@@ -186,7 +186,7 @@ fn customize_send(
 fn send_stream_or_delayed(
     cell: sock::Rec,
     data: &[u8],
-    mut g: std::sync::MutexGuard<'static, Option<sock::Sock>>,
+    mut g: sock::RecGuard,
     send_wire: &mut dyn FnMut(&[u8]) -> ssize_t,
     b: &mut Bufs,
 ) -> Option<ssize_t> {
@@ -546,11 +546,19 @@ enum Step {
 /// match the socket now (first sight).
 pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
     let Some(cell) = sock::lookup(fd) else { return };
-    // Before the guard: deciding this makes no call the tap interposes. A
-    // record holding a parked chain decides itself (`sock::unpark`).
+    // The peer-port filter decides most connects before the guard: it
+    // makes no call at all. Asking the parsed table (a lock, maybe reading
+    // the control area) happens inside it. A record holding a parked chain
+    // decides itself (`sock::unpark`).
     if let (Role::Client, Some(remote)) = (role, peer) {
-        if !sock::has_parked(fd) && sock::sight_without_record(fd, remote) {
-            return;
+        if !sock::has_parked(fd) {
+            let settled = match sock::sight_by_filter(fd, remote) {
+                Some(settled) => settled,
+                None => inside(|_| Some(sock::sight_without_record(fd, remote))) == Some(true),
+            };
+            if settled {
+                return;
+            }
         }
     }
     inside(|_| {
@@ -569,6 +577,7 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
                 return Some(());
             }
         }
+        let first_sight = !s.matched;
         // First sight: a TCP socket when it connects or is accepted; a UDP
         // socket when it connects to a peer (else at its first send or
         // receive). Matching here, where the peer is known anyway, lets the
@@ -577,13 +586,20 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
             sock::sync(fd, s, role);
         }
         if let Some(port) = udp_client {
-            // Decided by the peer-port filter: the next socket on this
-            // number connecting to the same port may take the chain over.
+            // This connect was the socket's first sight, and the peer-port
+            // filter decided it: the next socket on this number connecting
+            // to the same port at this generation may take the chain over.
             let generation = s.chain.generation;
-            if !s.chain.is_empty() && process::udp_peer_attaches(generation, port) == Some(true) {
+            if first_sight
+                && s.matched
+                && !s.chain.is_empty()
+                && process::generation() == Some(generation)
+                && process::udp_peer_attaches(generation, port) == Some(true)
+            {
                 s.reusable = Some(sock::ChainKey {
                     generation,
                     peer_port: port,
+                    pid: process::pid(),
                     pass_bits: sock::pass_bits(fd),
                 });
             }

@@ -120,6 +120,10 @@ pub struct Sock {
     pub parked: Option<ChainKey>,
     /// What `publish` last wrote to the socket table.
     pub record: SocketRecord,
+    /// The socket was closed; the record stays (its storage, maybe a parked
+    /// chain) for the next socket on the number, but a thread still in a
+    /// call on the closed socket must not see it (`RecGuard`).
+    pub closed: bool,
 }
 
 /// What a connected UDP client socket's first sight depended on (see
@@ -128,6 +132,9 @@ pub struct Sock {
 pub struct ChainKey {
     pub generation: u64,
     pub peer_port: u16,
+    /// The process that attached it (a forked child does not own the
+    /// parent's table slot).
+    pub pid: u32,
     /// The pass bits (`PASS_SEND`, `PASS_RECV`) the chain gave.
     pub pass_bits: u64,
 }
@@ -185,6 +192,7 @@ impl Sock {
             reusable: None,
             parked: None,
             record: SocketRecord::default(),
+            closed: false,
         }
     }
 
@@ -204,8 +212,10 @@ impl Sock {
         if self.parked.is_none() {
             self.chain.entries.clear();
             self.chain.generation = 0;
+            self.chain.has_delay = false;
         }
         self.reusable = None;
+        self.closed = false;
         self.local = None;
         self.remote = None;
         self.thread_name = [0; NAME_LEN];
@@ -324,6 +334,21 @@ fn lock(c: &'static Cell) -> MutexGuard<'static, Option<Sock>> {
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A locked record; a closed socket's record reads as absent.
+pub struct RecGuard(MutexGuard<'static, Option<Sock>>);
+
+impl RecGuard {
+    #[inline]
+    pub fn as_mut(&mut self) -> Option<&mut Sock> {
+        self.0.as_mut().filter(|s| !s.closed)
+    }
+
+    #[inline]
+    pub fn as_ref(&self) -> Option<&Sock> {
+        self.0.as_ref().filter(|s| !s.closed)
+    }
+}
+
 #[inline]
 fn index(fd: c_int) -> Option<usize> {
     usize::try_from(fd).ok().filter(|&i| i < MAX_FD)
@@ -359,7 +384,7 @@ impl Rec {
     /// Locks the record, first replacing a closed socket's record left in
     /// place (see `FdEntry::fresh`).
     #[inline]
-    pub fn lock(self) -> MutexGuard<'static, Option<Sock>> {
+    pub fn lock(self) -> RecGuard {
         let entry = &FDS[self.0];
         let mut g = lock(cell(self.0));
         if entry.fresh.load(Ordering::Acquire) {
@@ -393,7 +418,7 @@ impl Rec {
                 fresh.role = Some(Role::Client);
             }
         }
-        g
+        RecGuard(g)
     }
 }
 
@@ -492,8 +517,9 @@ fn begin(i: usize, stream: bool) {
 }
 
 /// Detaches everything the record of descriptor `i` holds; returns its
-/// pending bytes. The record stays, to be reset for the next socket on
-/// this number (its storage reused).
+/// pending bytes. The record stays, marked closed, to be reset for the
+/// next socket on this number (`begin` marks it fresh; its storage is
+/// reused).
 fn release(i: usize) -> Vec<u8> {
     let entry = &FDS[i];
     let mut g = lock(cell(i));
@@ -504,11 +530,11 @@ fn release(i: usize) -> Vec<u8> {
             } else {
                 detach_all(s);
             }
+            s.closed = true;
             std::mem::take(&mut s.pending)
         }
         _ => Vec::new(),
     };
-    entry.fresh.store(true, Ordering::Release);
     entry.owns.store(false, Ordering::Release);
     pending
 }
@@ -752,6 +778,42 @@ fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64)
 /// common case; its data calls then pass through from the first one).
 /// False leaves it to the locked path: the record is already in use, a rule
 /// needs our address or the thread's name, or some module does attach.
+/// `sight_without_record` from the peer-port filter alone, which reads a
+/// few atomics and makes no call: `Some(true)` settled (nothing attaches),
+/// `Some(false)` the locked path decides, `None` the filter cannot tell
+/// (not built for this generation, or the rules look at more than the
+/// peer's port): ask `sight_without_record`.
+#[inline]
+pub fn sight_by_filter(fd: c_int, remote: SocketAddr) -> Option<bool> {
+    let Some(i) = index(fd) else {
+        return Some(false);
+    };
+    let entry = &FDS[i];
+    if entry.state.load(Ordering::Acquire) != DGRAM || !entry.fresh.load(Ordering::Acquire) {
+        return Some(false);
+    }
+    let Some(generation) = process::generation().filter(|g| g % 2 == 0) else {
+        return Some(false);
+    };
+    match process::udp_peer_attaches(generation, remote.port())? {
+        true => Some(false),
+        false => {
+            settle_sighted(entry, generation);
+            Some(true)
+        }
+    }
+}
+
+/// A connected UDP client socket settled at first sight with nothing
+/// attached, without its record (see `FdEntry::sighted`).
+fn settle_sighted(entry: &FdEntry, generation: u64) {
+    entry.sighted.store(true, Ordering::Release);
+    entry.pass.store(
+        (generation + 1) << 2 | PASS_SEND | PASS_RECV,
+        Ordering::Release,
+    );
+}
+
 pub fn sight_without_record(fd: c_int, remote: SocketAddr) -> bool {
     let Some(i) = index(fd) else { return false };
     let entry = &FDS[i];
@@ -766,11 +828,7 @@ pub fn sight_without_record(fd: c_int, remote: SocketAddr) -> bool {
         return false;
     }
     let settled = |entry: &FdEntry| {
-        entry.sighted.store(true, Ordering::Release);
-        entry.pass.store(
-            (generation + 1) << 2 | PASS_SEND | PASS_RECV,
-            Ordering::Release,
-        );
+        settle_sighted(entry, generation);
         true
     };
     match process::udp_peer_attaches(generation, remote.port()) {
@@ -924,7 +982,10 @@ pub fn has_parked(fd: c_int) -> bool {
 /// modules' per-socket state starts afresh. False: match as usual.
 pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
     let Some(key) = s.parked else { return false };
-    if key.peer_port != peer_port || process::generation() != Some(key.generation) {
+    if key.peer_port != peer_port
+        || process::generation() != Some(key.generation)
+        || key.pid != process::pid()
+    {
         return false;
     }
     let Some(i) = index(fd) else { return false };
@@ -939,16 +1000,19 @@ pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
         }
     }
     // The table record as first published, for this socket's peer and
-    // thread.
-    if let (Some(shm), Some(slot)) = (process::shm(), s.table_slot) {
-        s.tid = process::tid();
-        s.record.tid = s.tid;
-        s.record.remote = s
-            .remote
-            .as_ref()
-            .map(SockAddr::from_std)
-            .unwrap_or_default();
-        shm.write_socket(slot, process::pid(), &s.record);
+    // thread (or a slot claimed now, if the table was full then).
+    match (process::shm(), s.table_slot) {
+        (Some(shm), Some(slot)) => {
+            s.tid = process::tid();
+            s.record.tid = s.tid;
+            s.record.remote = s
+                .remote
+                .as_ref()
+                .map(SockAddr::from_std)
+                .unwrap_or_default();
+            shm.write_socket(slot, process::pid(), &s.record);
+        }
+        _ => publish(fd, s),
     }
     FDS[i].parked.store(false, Ordering::Relaxed);
     FDS[i].owns.store(true, Ordering::Release);
@@ -971,6 +1035,7 @@ pub fn detach_all(s: &mut Sock) {
     if s.parked.take().is_some() {
         // Detached already (`park`): the chain and the held slot go.
         s.chain.entries.clear();
+        s.chain.has_delay = false;
         if let (Some(shm), Some(i)) = (process::shm(), s.table_slot.take()) {
             shm.release_socket(i, process::pid());
         }
@@ -1098,6 +1163,30 @@ mod tests {
         drop(g);
         let _ = closed(FD);
         let _ = closed(FD + 1);
+    }
+
+    #[test]
+    fn a_closed_sockets_record_reads_as_absent_until_the_next_socket() {
+        const N: c_int = FD + 10;
+        created(N, libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let i = index(N).expect("in range");
+        {
+            let mut g = lookup(N).expect("tapped").lock();
+            g.as_mut().expect("record").matched = true;
+        }
+        // As if a module had attached: close goes through `release`.
+        FDS[i].owns.store(true, Ordering::Release);
+        assert!(closed(N).is_empty());
+        // A thread still in a call on the closed socket finds no record...
+        assert!(Rec(i).lock().as_mut().is_none());
+        assert!(Rec(i).lock().as_ref().is_none());
+        // ...and the next socket on the number starts afresh.
+        created(N, libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let g = lookup(N).expect("tapped").lock();
+        let s = g.as_ref().expect("a fresh record");
+        assert!(!s.matched && !s.closed);
+        drop(g);
+        let _ = closed(N);
     }
 
     #[test]
