@@ -149,9 +149,8 @@ def dns_bench(work, agent, counts, trials, per_process, attribution=False, contr
         # +time=2: a lost query would show as a 2 s stall, not hide.
         batches[queries].write_text(
             "".join(f"q{i}.example.test A +tries=1 +time=2 +short\n" for i in range(queries)))
-    results = {queries: {name: [] for name, _ in configs_of(control, references, plain, tapped)}
-               for queries in counts}
     configs = configs_of(control, references, plain, tapped)
+    results = {queries: {name: [] for name, _ in configs} for queries in counts}
     # One port per configuration, kept by each of its servers (the front
     # tag's server-side rule names it).
     ports = {}

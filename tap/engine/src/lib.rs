@@ -442,7 +442,7 @@ impl Chain {
         candidates: &[usize],
         view: &SocketView<'_>,
     ) {
-        self.entries.clear();
+        self.clear();
         self.generation = config.generation;
         for m in candidates.iter().filter_map(|&i| config.modules.get(i)) {
             if m.rule.matches_candidate(view) {
@@ -453,6 +453,12 @@ impl Chain {
             self.sort_and_cap();
         }
         self.note_delay();
+    }
+
+    /// Detaches every module (the storage stays for the next socket).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.has_delay = false;
     }
 
     fn note_delay(&mut self) {

@@ -554,7 +554,7 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
         if !sock::has_parked(fd) {
             let settled = match sock::sight_by_filter(fd, remote) {
                 Some(settled) => settled,
-                None => inside(|_| Some(sock::sight_without_record(fd, remote))) == Some(true),
+                None => inside(|_| Some(sock::sight_by_table(fd, remote))) == Some(true),
             };
             if settled {
                 return;

@@ -180,6 +180,8 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 
 // ===== sending =====
 
+/// A send on a descriptor `sock::needs_tap` said the tap must see (the
+/// callers check first, so passing through costs them nothing more).
 fn send_plain(
     fd: c_int,
     buf: *const c_void,
@@ -188,7 +190,7 @@ fn send_plain(
     dest: *const sockaddr,
     alen: socklen_t,
 ) -> Option<ssize_t> {
-    if (buf.is_null() && len > 0) || !sock::needs_tap(fd, Dir::Send) {
+    if buf.is_null() && len > 0 {
         return None;
     }
     let data: &[u8] = if len == 0 {
@@ -266,7 +268,8 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) ->
     unsafe { real::writev(fd, iov, n) }
 }
 
-/// `raw`: the application made the raw system call (`syscall(SYS_sendmmsg…)`,
+/// A `sendmsg` the callers found `sock::needs_tap`. `raw`: the
+/// application made the raw system call (`syscall(SYS_sendmmsg…)`,
 /// as dig does), so the customized bytes go out the same way, without
 /// glibc's cancellation-point bookkeeping.
 unsafe fn sendmsg_tapped(
@@ -275,7 +278,7 @@ unsafe fn sendmsg_tapped(
     flags: c_int,
     raw: bool,
 ) -> Option<ssize_t> {
-    if msg.is_null() || !sock::needs_tap(fd, Dir::Send) {
+    if msg.is_null() {
         return None;
     }
     // SAFETY: the application's msghdr.
@@ -362,6 +365,8 @@ unsafe fn sendmmsg_tapped(
 
 // ===== receiving =====
 
+/// A receive on a descriptor `sock::needs_tap` said the tap must see (the
+/// callers check first).
 fn recv_plain(
     fd: c_int,
     buf: *mut c_void,
@@ -370,7 +375,7 @@ fn recv_plain(
     addr: *mut sockaddr,
     alen: *mut socklen_t,
 ) -> Option<ssize_t> {
-    if (buf.is_null() && len > 0) || !sock::needs_tap(fd, Dir::Recv) {
+    if buf.is_null() && len > 0 {
         return None;
     }
     let app: &mut [u8] = if len == 0 {

@@ -56,7 +56,7 @@ struct FdEntry {
     /// lock when a chain first attaches; without it, close takes no lock.
     owns: AtomicBool,
     /// A connected UDP client socket whose first sight attached nothing was
-    /// settled without its record (`sight_without_record`): the record,
+    /// settled without its record (`sight_by_filter`, `sight_by_table`): the record,
     /// when first locked, starts as already sighted at the generation in
     /// `pass`, with the client role.
     sighted: AtomicBool,
@@ -210,9 +210,8 @@ impl Sock {
         self.matched = false;
         self.known = Needs::default();
         if self.parked.is_none() {
-            self.chain.entries.clear();
+            self.chain.clear();
             self.chain.generation = 0;
-            self.chain.has_delay = false;
         }
         self.reusable = None;
         self.closed = false;
@@ -759,11 +758,7 @@ fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64)
         let (view, chain) = s.view_and_chain();
         chain.attach_first_sight(config, active.candidates(protocol), &view);
         if !s.chain.is_empty() {
-            for a in &s.chain.entries {
-                if let Some(st) = process::stats(a.slot, a.id) {
-                    st.sockets.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            count_socket(&s.chain, true);
             publish(fd, s);
         }
         return;
@@ -773,16 +768,13 @@ fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64)
     settle(fd, s, change);
 }
 
-/// First sight of a UDP socket that connected to `remote`, decided without
-/// taking its lock or creating its record: true if nothing attaches (the
-/// common case; its data calls then pass through from the first one).
-/// False leaves it to the locked path: the record is already in use, a rule
-/// needs our address or the thread's name, or some module does attach.
-/// `sight_without_record` from the peer-port filter alone, which reads a
-/// few atomics and makes no call: `Some(true)` settled (nothing attaches),
-/// `Some(false)` the locked path decides, `None` the filter cannot tell
-/// (not built for this generation, or the rules look at more than the
-/// peer's port): ask `sight_without_record`.
+/// First sight of a UDP socket that connected to `remote`, from the
+/// peer-port filter alone, which reads a few atomics and makes no call:
+/// `Some(true)` settled without its record (nothing attaches; its data
+/// calls pass through from the first one), `Some(false)` the locked path
+/// decides (the record is in use, or a module attaches), `None` the
+/// filter cannot tell (not built for this generation, or the rules look
+/// at more than the peer's port): ask `sight_by_table`.
 #[inline]
 pub fn sight_by_filter(fd: c_int, remote: SocketAddr) -> Option<bool> {
     let Some(i) = index(fd) else {
@@ -814,27 +806,18 @@ fn settle_sighted(entry: &FdEntry, generation: u64) {
     );
 }
 
-pub fn sight_without_record(fd: c_int, remote: SocketAddr) -> bool {
-    let Some(i) = index(fd) else { return false };
-    let entry = &FDS[i];
-    if entry.state.load(Ordering::Acquire) != DGRAM || !entry.fresh.load(Ordering::Acquire) {
-        return false;
-    }
-    let Some(shm) = process::shm() else {
+/// First sight decided from the parsed module table, when the filter
+/// could not tell (`sight_by_filter` gave `None`, so the descriptor is a
+/// fresh UDP socket and the control area is mapped at an even
+/// generation). True if nothing attaches: the socket is settled without
+/// its record. Runs inside the re-entry guard (it may lock and parse).
+pub fn sight_by_table(fd: c_int, remote: SocketAddr) -> bool {
+    let (Some(i), Some(shm)) = (index(fd), process::shm()) else {
         return false;
     };
     let generation = shm.generation();
     if generation % 2 == 1 {
         return false;
-    }
-    let settled = |entry: &FdEntry| {
-        settle_sighted(entry, generation);
-        true
-    };
-    match process::udp_peer_attaches(generation, remote.port()) {
-        Some(true) => return false,
-        Some(false) => return settled(entry),
-        None => {}
     }
     process::with_config(shm, generation, |active| {
         let candidates = active.candidates(PROTO_UDP);
@@ -855,7 +838,8 @@ pub fn sight_without_record(fd: c_int, remote: SocketAddr) -> bool {
                 return false;
             }
         }
-        settled(entry)
+        settle_sighted(&FDS[i], generation);
+        true
     })
 }
 
@@ -957,11 +941,7 @@ fn park(s: &mut Sock) -> bool {
     if s.chain.generation != key.generation || s.chain.is_empty() || !s.held.is_empty() {
         return false;
     }
-    for a in &s.chain.entries {
-        if let Some(st) = process::stats(a.slot, a.id) {
-            st.sockets.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
+    count_socket(&s.chain, false);
     if let (Some(shm), Some(i)) = (process::shm(), s.table_slot) {
         shm.withdraw_socket(i, process::pid());
     }
@@ -995,10 +975,8 @@ pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
     s.known.remote = true;
     for a in &mut s.chain.entries {
         a.state = SocketState::default();
-        if let Some(st) = process::stats(a.slot, a.id) {
-            st.sockets.fetch_add(1, Ordering::Relaxed);
-        }
     }
+    count_socket(&s.chain, true);
     // The table record as first published, for this socket's peer and
     // thread (or a slot claimed now, if the table was full then).
     match (process::shm(), s.table_slot) {
@@ -1030,23 +1008,32 @@ pub fn pass_bits(fd: c_int) -> u64 {
     })
 }
 
+/// Counts one socket in (`attached`) or out of the socket counts of every
+/// module of `chain`.
+fn count_socket(chain: &Chain, attached: bool) {
+    for a in &chain.entries {
+        if let Some(st) = process::stats(a.slot, a.id) {
+            if attached {
+                st.sockets.fetch_add(1, Ordering::Relaxed);
+            } else {
+                st.sockets.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// The socket is going away: detach every module.
 pub fn detach_all(s: &mut Sock) {
     if s.parked.take().is_some() {
         // Detached already (`park`): the chain and the held slot go.
-        s.chain.entries.clear();
-        s.chain.has_delay = false;
+        s.chain.clear();
         if let (Some(shm), Some(i)) = (process::shm(), s.table_slot.take()) {
             shm.release_socket(i, process::pid());
         }
         return;
     }
-    for a in &s.chain.entries {
-        if let Some(st) = process::stats(a.slot, a.id) {
-            st.sockets.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-    s.chain.entries.clear();
+    count_socket(&s.chain, false);
+    s.chain.clear();
     if let (Some(shm), Some(i)) = (process::shm(), s.table_slot.take()) {
         shm.release_socket(i, process::pid());
     }

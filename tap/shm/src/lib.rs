@@ -797,27 +797,24 @@ impl ShmReader {
 
     /// Rewrites the record of a slot this process owns.
     pub fn write_socket(&self, index: usize, pid: u32, record: &SocketRecord) {
-        let Some(slot) = self.shared.socket(index) else {
-            return;
-        };
-        if slot.owner.load(Ordering::Acquire) != pid {
-            return;
-        }
-        let s = slot.seq.load(Ordering::Relaxed);
-        slot.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        // SAFETY: this process owns the slot (checked above); readers detect
-        // the rewrite through the odd seq.
-        unsafe {
-            std::ptr::write_volatile(std::ptr::addr_of!(slot.record).cast_mut(), *record);
-        }
-        slot.seq
-            .store((s.wrapping_add(1) | 1).wrapping_add(1), Ordering::Release);
+        // SAFETY: `rewrite_owned` hands over our own slot's record.
+        self.rewrite_owned(index, pid, |r| unsafe {
+            std::ptr::write_volatile(r, *record)
+        });
     }
 
     /// Makes a slot this process owns list no module (a closed socket's
     /// slot kept for the next one; `sockets` skips it).
     pub fn withdraw_socket(&self, index: usize, pid: u32) {
+        // SAFETY: as in `write_socket`.
+        self.rewrite_owned(index, pid, |r| unsafe {
+            std::ptr::write_volatile(std::ptr::addr_of_mut!((*r).modules[0]), 0)
+        });
+    }
+
+    /// Runs `write` on the record of a slot this process owns, with the
+    /// slot's seq odd meanwhile so readers retry.
+    fn rewrite_owned(&self, index: usize, pid: u32, write: impl FnOnce(*mut SocketRecord)) {
         let Some(slot) = self.shared.socket(index) else {
             return;
         };
@@ -827,10 +824,9 @@ impl ShmReader {
         let s = slot.seq.load(Ordering::Relaxed);
         slot.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        // SAFETY: as in `write_socket`: our slot, the odd seq marks the write.
-        unsafe {
-            std::ptr::write_volatile(std::ptr::addr_of!(slot.record.modules[0]).cast_mut(), 0);
-        }
+        // This process owns the slot (checked above); readers detect the
+        // rewrite through the odd seq.
+        write(std::ptr::addr_of!(slot.record).cast_mut());
         slot.seq
             .store((s.wrapping_add(1) | 1).wrapping_add(1), Ordering::Release);
     }
