@@ -12,10 +12,12 @@ pub const HEADER_LEN: usize = 12;
 /// format (rotation falls through on anything else).
 pub const COMPRESSED_MARKER: u8 = 0xA5;
 
+#[inline]
 fn on_datagram(ctx: &Ctx<'_>, role: Role) -> bool {
     ctx.transport == Transport::Datagram && ctx.role == role
 }
 
+#[inline]
 pub fn tag_send(
     position: TagPosition,
     tag: &Tag,
@@ -32,9 +34,9 @@ pub fn tag_send(
     }
     let tag = tag.as_bytes();
     let written = match position {
-        TagPosition::Front => concat(out, &[tag, input]),
-        TagPosition::Middle => concat(out, &[&input[..HEADER_LEN], tag, &input[HEADER_LEN..]]),
-        TagPosition::End => concat(out, &[input, tag]),
+        TagPosition::Front => concat(out, [tag, input]),
+        TagPosition::Middle => concat(out, [&input[..HEADER_LEN], tag, &input[HEADER_LEN..]]),
+        TagPosition::End => concat(out, [input, tag]),
     };
     match written {
         Some(n) => SendVerdict::Customized(n),
@@ -42,6 +44,7 @@ pub fn tag_send(
     }
 }
 
+#[inline]
 pub fn tag_recv(
     position: TagPosition,
     tag: &Tag,
@@ -57,13 +60,13 @@ pub fn tag_recv(
         return RecvVerdict::NotMine;
     }
     let written = match position {
-        TagPosition::Front if same(&input[..tag.len()], tag) => concat(out, &[&input[tag.len()..]]),
+        TagPosition::Front if same(&input[..tag.len()], tag) => concat(out, [&input[tag.len()..]]),
         TagPosition::Middle if same(&input[HEADER_LEN..HEADER_LEN + tag.len()], tag) => concat(
             out,
-            &[&input[..HEADER_LEN], &input[HEADER_LEN + tag.len()..]],
+            [&input[..HEADER_LEN], &input[HEADER_LEN + tag.len()..]],
         ),
         TagPosition::End if same(&input[input.len() - tag.len()..], tag) => {
-            concat(out, &[&input[..input.len() - tag.len()]])
+            concat(out, [&input[..input.len() - tag.len()]])
         }
         _ => return RecvVerdict::NotMine,
     };
@@ -75,6 +78,7 @@ pub fn tag_recv(
 
 /// `a == b` for two slices of the same, short length (a tag): eight bytes
 /// at a time, without a call into the C library's memcmp.
+#[inline]
 fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -133,7 +137,7 @@ pub fn compress_send(ctx: &Ctx<'_>, input: &[u8], out: &mut [u8]) -> SendVerdict
     }
     match concat(
         out,
-        &[
+        [
             &input[..2],
             &[COMPRESSED_MARKER],
             &input[HEADER_LEN..question_end],
@@ -161,7 +165,7 @@ pub fn compress_recv(
     }
     let flags = if recursion_desired { 0x01 } else { 0x00 };
     let header = [input[0], input[1], flags, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    match concat(out, &[&header, question]) {
+    match concat(out, [&header, question]) {
         Some(n) => RecvVerdict::Customized(n),
         None => RecvVerdict::NotMine,
     }

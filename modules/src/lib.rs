@@ -203,10 +203,12 @@ impl Tag {
         Some(tag)
     }
 
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.len as usize
     }
@@ -446,6 +448,7 @@ impl Instance {
     }
 
     /// Output space `send` needs for `input_len` input bytes.
+    #[inline]
     pub fn send_capacity(&self, input_len: usize) -> usize {
         // By reference: a tag is 65 bytes, not worth a copy per message.
         match &self.params {
@@ -461,6 +464,7 @@ impl Instance {
     }
 
     /// Output space `recv` needs for `input_len` input bytes.
+    #[inline]
     pub fn recv_capacity(&self, input_len: usize) -> usize {
         match self.params {
             // The rebuilt header is longer than the compressed one.
@@ -500,6 +504,14 @@ impl Instance {
         }
     }
 
+    /// Whether this kind can act on datagrams at all (see `acts_on`).
+    pub fn acts_on_datagrams(&self) -> bool {
+        [Role::Client, Role::Server].into_iter().any(|role| {
+            let d = self.acts_on(role, Transport::Datagram);
+            d.send || d.recv
+        })
+    }
+
     /// Whether a receiving server must drop what no module of its chain
     /// recognised (front and middle tag, clearance filter: the spec says the
     /// server drops untagged queries).
@@ -516,6 +528,7 @@ impl Instance {
     }
 
     /// Customizes one outgoing message (datagram) or stream chunk.
+    #[inline]
     pub fn send(
         &self,
         state: &mut SocketState,
@@ -541,6 +554,7 @@ impl Instance {
     }
 
     /// Customizes one incoming message (datagram) or stream chunk.
+    #[inline]
     pub fn recv(
         &self,
         state: &mut SocketState,
@@ -572,11 +586,11 @@ impl Instance {
 }
 
 /// Copies `parts` one after another into `out`; `None` if it does not fit.
-fn concat(out: &mut [u8], parts: &[&[u8]]) -> Option<usize> {
+/// (A fixed number of parts: the loops unroll into plain copies.)
+#[inline]
+fn concat<const N: usize>(out: &mut [u8], parts: [&[u8]; N]) -> Option<usize> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
-    if total > out.len() {
-        return None;
-    }
+    let out = out.get_mut(..total)?;
     let mut at = 0;
     for p in parts {
         out[at..at + p.len()].copy_from_slice(p);

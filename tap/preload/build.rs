@@ -19,6 +19,11 @@
 //! Both work by putting linker scripts named `libc.so` and `libgcc_s.so` in
 //! a directory searched before the system ones, for the cdylib link only.
 //! Each is skipped (normal link) if the system files do not look as expected.
+//!
+//! The library's ~700 relative relocations are packed (`DT_RELR`, glibc ≥
+//! 2.36) when the linker can: ld.so then reads a few hundred bytes at
+//! start-up instead of 17 KB of `Elf64_Rela` entries, which every tapped
+//! process fetches cold.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +48,25 @@ fn main() {
     if libc || gcc_s {
         println!("cargo:rustc-cdylib-link-arg=-L{}", dir.display());
     }
+    if links_with(&dir, "-Wl,-z,pack-relative-relocs") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// Whether the C compiler rustc links with accepts `flag` for a shared
+/// library (and the C library it links against supports the result).
+fn links_with(dir: &Path, flag: &str) -> bool {
+    let cc = std::env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".into());
+    let src = dir.join("probe.c");
+    if std::fs::write(&src, "int l45_probe(void) { return 0; }\n").is_err() {
+        return false;
+    }
+    Command::new(cc)
+        .args(["-shared", "-fPIC", flag, "-o"])
+        .arg(dir.join("probe.so"))
+        .arg(&src)
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// The C compiler rustc links with, asked where it finds a library file.

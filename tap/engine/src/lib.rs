@@ -409,8 +409,14 @@ pub struct Chain {
     pub entries: Vec<Attached>,
     pub generation: u64,
     /// Some entry is a rate limit (else `send_delay` need not look): set
-    /// whenever entries join or change.
+    /// whenever entries join or change, as are the two growths below.
     pub has_delay: bool,
+    /// Most bytes any module of the chain adds to a datagram on send
+    /// (`send_capacity(n) ≤ n + datagram_send_growth` for the kinds that act
+    /// on datagrams).
+    datagram_send_growth: usize,
+    /// Most bytes any module may add on receive (see `recv_growth`).
+    recv_growth: usize,
 }
 
 impl Chain {
@@ -458,14 +464,37 @@ impl Chain {
     /// Detaches every module (the storage stays for the next socket).
     pub fn clear(&mut self) {
         self.entries.clear();
-        self.has_delay = false;
+        self.note_delay();
     }
 
+    /// Recomputes what the data path reads instead of walking the chain
+    /// (called whenever entries join, leave or change).
     fn note_delay(&mut self) {
         self.has_delay = self
             .entries
             .iter()
             .any(|a| matches!(a.instance.params, l45_modules::Params::RateLimit { .. }));
+        self.datagram_send_growth = self
+            .entries
+            .iter()
+            .filter(|a| a.instance.acts_on_datagrams())
+            .map(|a| a.instance.send_capacity(0))
+            .max()
+            .unwrap_or(0);
+        self.recv_growth = self
+            .entries
+            .iter()
+            .map(|a| a.instance.recv_capacity(0))
+            .max()
+            .unwrap_or(0);
+    }
+
+    /// Output space that surely holds what the send chain makes of a
+    /// datagram of `input_len` bytes (modules that do not act on
+    /// datagrams never write one).
+    #[inline]
+    pub fn datagram_send_capacity(&self, input_len: usize) -> usize {
+        input_len + self.datagram_send_growth
     }
 
     fn sort_and_cap(&mut self) -> Vec<(usize, u32)> {
@@ -552,16 +581,38 @@ impl Chain {
             })
     }
 
+    /// Output space the send chain needs for `input_len` input bytes (the
+    /// most any activated module of it needs).
+    #[inline]
+    pub fn send_capacity(&self, input_len: usize) -> usize {
+        self.entries
+            .iter()
+            .filter(|a| a.activated)
+            .map(|a| a.instance.send_capacity(input_len))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Runs the send chain over `input`; customized bytes land in `out`.
     pub fn send(&mut self, ctx: &Ctx<'_>, input: &[u8], out: &mut Vec<u8>) -> SendOutcome {
+        let cap = self.send_capacity(input.len());
+        if out.len() < cap {
+            out.resize(cap, 0);
+        }
+        self.send_slice(ctx, input, &mut out[..cap])
+    }
+
+    /// As [`Chain::send`], into a caller's buffer of at least
+    /// `send_capacity(input.len())` bytes (or `datagram_send_capacity` for
+    /// a datagram; e.g. one on the stack). With less, a module that does
+    /// not fit passes the message through.
+    #[inline]
+    pub fn send_slice(&mut self, ctx: &Ctx<'_>, input: &[u8], out: &mut [u8]) -> SendOutcome {
         for (i, a) in self.entries.iter_mut().enumerate() {
             if !a.activated {
                 continue;
             }
-            let cap = a.instance.send_capacity(input.len());
-            if out.len() < cap {
-                out.resize(cap, 0);
-            }
+            let cap = a.instance.send_capacity(input.len()).min(out.len());
             match a.instance.send(&mut a.state, ctx, input, &mut out[..cap]) {
                 SendVerdict::NotMine | SendVerdict::Delay(_) => continue,
                 SendVerdict::PassThrough => return SendOutcome::Original,
@@ -574,12 +625,9 @@ impl Chain {
 
     /// Most bytes any module of the chain may add on receive (its output
     /// for `n` input bytes fits in `n + recv_growth()`).
+    #[inline]
     pub fn recv_growth(&self) -> usize {
-        self.entries
-            .iter()
-            .map(|a| a.instance.recv_capacity(0))
-            .max()
-            .unwrap_or(0)
+        self.recv_growth
     }
 
     /// Runs the receive chain over `input`; customized bytes land in `out`.
@@ -594,6 +642,7 @@ impl Chain {
     /// As [`Chain::recv`], into a caller's buffer of at least
     /// `input.len() + recv_growth()` bytes (e.g. the application's own, which
     /// saves a copy).
+    #[inline]
     pub fn recv_slice(&mut self, ctx: &Ctx<'_>, input: &[u8], out: &mut [u8]) -> RecvOutcome {
         for (i, a) in self.entries.iter_mut().enumerate() {
             if !a.activated {

@@ -110,6 +110,11 @@ fn send_all(bytes: &[u8], send_wire: &mut dyn FnMut(&[u8]) -> ssize_t) -> (usize
     (done, None)
 }
 
+/// Datagrams whose customized form fits this many bytes are customized in
+/// a buffer on the stack (a DNS query and its tag, say): the common case
+/// takes no thread-local and touches no buffer of ours.
+const STACK_DATAGRAM: usize = 1024;
+
 /// Sends `data` (the application's bytes) on `fd`. `None`: the socket is
 /// not tapped or nothing customizes it; the caller makes the original call.
 /// `dest` is the explicit destination of a `sendto`/`sendmsg`, if any.
@@ -121,17 +126,6 @@ pub fn send(
     send_wire: &mut impl FnMut(&[u8]) -> ssize_t,
 ) -> Option<ssize_t> {
     let cell = sock::lookup(fd)?;
-    inside(|b| send_in(cell, fd, data, dest, send_wire, b))
-}
-
-fn send_in(
-    cell: sock::Rec,
-    fd: c_int,
-    data: &[u8],
-    dest: Option<std::net::SocketAddr>,
-    send_wire: &mut impl FnMut(&[u8]) -> ssize_t,
-    b: &mut Bufs,
-) -> Option<ssize_t> {
     let mut g = cell.lock();
     let s = g.as_mut()?;
     if !s.matched && !s.stream && s.remote.is_none() {
@@ -142,24 +136,52 @@ fn send_in(
         return None;
     }
     if s.stream || s.chain.has_delay || !s.pending.is_empty() {
-        return send_stream_or_delayed(cell, data, g, send_wire, b);
+        return inside(|b| send_stream_or_delayed(cell, data, g, send_wire, b));
     }
-    // A datagram: the chain writes into `out`, the socket lock is
-    // released, and the bytes go to the kernel from there. Kept apart from
-    // the stream and rate-limit cases, so this runs through little code.
-    let (len, slot, id) = customize_send(s, data, &mut b.out)?;
+    // A datagram: the chain writes into a buffer, the socket lock is
+    // released, and the bytes go to the kernel from there.
+    let cap = s.chain.datagram_send_capacity(data.len());
+    if cap > STACK_DATAGRAM {
+        return inside(|b| {
+            let s = g.as_mut()?;
+            let decided = customize_send(s, data, &mut b.out)?;
+            drop(g);
+            Some(send_datagram(decided, &b.out, data.len(), send_wire))
+        });
+    }
+    let mut buf = std::mem::MaybeUninit::<[u8; STACK_DATAGRAM]>::uninit();
+    // SAFETY: `cap` ≤ the buffer's size; those bytes are zeroed before the
+    // slice is made over them, and only they are in it.
+    let out = unsafe {
+        let p = buf.as_mut_ptr().cast::<u8>();
+        p.write_bytes(0, cap);
+        std::slice::from_raw_parts_mut(p, cap)
+    };
+    let decided = customize_send_slice(s, data, out)?;
     drop(g);
+    Some(send_datagram(decided, out, data.len(), send_wire))
+}
+
+/// Sends a customized datagram (or drops it) and accounts for it; the
+/// application sees its own length sent.
+#[inline]
+fn send_datagram(
+    (len, slot, id): (Option<usize>, usize, u32),
+    out: &[u8],
+    app_len: usize,
+    send_wire: &mut impl FnMut(&[u8]) -> ssize_t,
+) -> ssize_t {
     let Some(len) = len else {
         credit_drop(slot, id);
-        return Some(data.len() as ssize_t);
+        return app_len as ssize_t;
     };
-    credit(slot, id, true, data.len());
-    let r = send_wire(&b.out[..len]);
+    credit(slot, id, true, app_len);
+    let r = send_wire(&out[..len]);
     if r < 0 {
         credit_error(slot, id);
-        return Some(r);
+        return r;
     }
-    Some(data.len() as ssize_t)
+    app_len as ssize_t
 }
 
 /// Runs the socket's send chain over `data` into `out`. `None`: nothing
@@ -172,11 +194,37 @@ fn customize_send(
     out: &mut Vec<u8>,
 ) -> Option<(Option<usize>, usize, u32)> {
     let (ctx, chain) = s.ctx_and_chain();
-    let (len, by) = match chain.send(&ctx, data, out) {
-        SendOutcome::Original => return None,
-        SendOutcome::Drop { by } => (None, by),
-        SendOutcome::Customized { len, by } => (Some(len), by),
-    };
+    let outcome = chain_outcome(chain.send(&ctx, data, out));
+    decided(chain, outcome)
+}
+
+/// `customize_send` into a buffer of `send_capacity` bytes.
+#[inline]
+fn customize_send_slice(
+    s: &mut sock::Sock,
+    data: &[u8],
+    out: &mut [u8],
+) -> Option<(Option<usize>, usize, u32)> {
+    let (ctx, chain) = s.ctx_and_chain();
+    let outcome = chain_outcome(chain.send_slice(&ctx, data, out));
+    decided(chain, outcome)
+}
+
+#[inline]
+fn chain_outcome(outcome: SendOutcome) -> Option<(Option<usize>, usize)> {
+    match outcome {
+        SendOutcome::Original => None,
+        SendOutcome::Drop { by } => Some((None, by)),
+        SendOutcome::Customized { len, by } => Some((Some(len), by)),
+    }
+}
+
+#[inline]
+fn decided(
+    chain: &l45_tap_engine::Chain,
+    outcome: Option<(Option<usize>, usize)>,
+) -> Option<(Option<usize>, usize, u32)> {
+    let (len, by) = outcome?;
     Some((len, chain.entries[by].slot, chain.entries[by].id))
 }
 
@@ -305,7 +353,9 @@ fn recv_datagram(
     b: &mut Bufs,
 ) -> Option<(ssize_t, usize)> {
     if b.wire.len() < MAX_DATAGRAM {
-        b.wire.resize(MAX_DATAGRAM, 0);
+        // Zeroed by the allocator (fresh pages are zero already): a
+        // `resize` would write, and fault in, all 64 KiB.
+        b.wire = vec![0; MAX_DATAGRAM];
     }
     loop {
         let r = recv_wire(&mut b.wire[..MAX_DATAGRAM], flags);

@@ -1,9 +1,9 @@
 //! The per-descriptor table: which descriptors are IPv4/IPv6 TCP/UDP sockets,
 //! and for each such socket its role, addresses, module chain and buffers.
 
+use std::cell::UnsafeCell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use l45_modules::{Ctx, Role, SocketState, Transport};
 use l45_tap_engine::{protocol_of, Chain, ChainChange, Needs, SocketView};
@@ -45,7 +45,7 @@ struct FdEntry {
     /// calls in those directions go straight to libc: two loads, no lock.
     pass: AtomicU64,
     /// The socket's record (a leaked box, allocated on first use).
-    cell: AtomicPtr<Mutex<Option<Sock>>>,
+    cell: AtomicPtr<Cell>,
     /// UNKNOWN, OTHER, DGRAM or STREAM.
     state: AtomicU8,
     /// The record in `cell` is a closed socket's: the next lock replaces it
@@ -118,8 +118,11 @@ pub struct Sock {
     /// (dig opens a socket per query on the same number). Its modules no
     /// longer count it; its table record lists none.
     pub parked: Option<ChainKey>,
-    /// What `publish` last wrote to the socket table.
+    /// What `publish` last wrote to the socket table, the peer it wrote
+    /// and the thread whose tid it holds (`this_thread`).
     pub record: SocketRecord,
+    pub record_remote: Option<SocketAddr>,
+    pub record_thread: usize,
     /// The socket was closed; the record stays (its storage, maybe a parked
     /// chain) for the next socket on the number, but a thread still in a
     /// call on the closed socket must not see it (`RecGuard`).
@@ -192,6 +195,8 @@ impl Sock {
             reusable: None,
             parked: None,
             record: SocketRecord::default(),
+            record_remote: None,
+            record_thread: 0,
             closed: false,
         }
     }
@@ -294,7 +299,31 @@ impl Sock {
     }
 }
 
-type Cell = Mutex<Option<Sock>>;
+/// A descriptor's record behind a small lock that knows its holder.
+/// Nobody blocks while holding it (the data path's rule: every call that
+/// may block happens with no lock held), so a waiter spins, then yields;
+/// releasing is a plain store, not a read-modify-write. A thread asking
+/// for a lock it holds already (a signal handler's call on the same
+/// socket) is told so instead of deadlocking: its call goes straight
+/// through, untapped.
+pub struct Cell {
+    /// `pthread_self()` of the holder; 0: free.
+    holder: AtomicUsize,
+    sock: UnsafeCell<Option<Sock>>,
+}
+
+// SAFETY: `sock` is reached only through a `RecGuard` that took `holder`
+// (a compare-and-swap from 0 to its own thread), so one thread at a time.
+unsafe impl Sync for Cell {}
+
+impl Cell {
+    fn new() -> Cell {
+        Cell {
+            holder: AtomicUsize::new(0),
+            sock: UnsafeCell::new(None),
+        }
+    }
+}
 
 #[inline]
 fn cell(fd: usize) -> &'static Cell {
@@ -309,7 +338,7 @@ fn cell(fd: usize) -> &'static Cell {
 
 #[cold]
 fn new_cell(fd: usize) -> &'static Cell {
-    let fresh = Box::into_raw(Box::new(Mutex::new(None)));
+    let fresh = Box::into_raw(Box::new(Cell::new()));
     match FDS[fd].cell.compare_exchange(
         std::ptr::null_mut(),
         fresh,
@@ -329,22 +358,78 @@ fn new_cell(fd: usize) -> &'static Cell {
 }
 
 #[inline]
-fn lock(c: &'static Cell) -> MutexGuard<'static, Option<Sock>> {
-    c.lock().unwrap_or_else(|p| p.into_inner())
+fn this_thread() -> usize {
+    // SAFETY: pthread_self has no preconditions (a load from the thread
+    // pointer); it is never 0.
+    unsafe { libc::pthread_self() as usize }
 }
 
-/// A locked record; a closed socket's record reads as absent.
-pub struct RecGuard(MutexGuard<'static, Option<Sock>>);
+#[inline]
+fn lock(c: &'static Cell) -> RecGuard {
+    let me = this_thread();
+    let mut tries = 0u32;
+    loop {
+        match c
+            .holder
+            .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => return RecGuard { cell: Some(c) },
+            Err(holder) if holder == me => return RecGuard { cell: None },
+            Err(_) => wait(&mut tries),
+        }
+    }
+}
+
+/// Another thread holds the lock for a few hundred instructions at most,
+/// unless it was preempted: spin, then yield, then sleep a little.
+#[cold]
+fn wait(tries: &mut u32) {
+    *tries += 1;
+    if *tries < 64 {
+        std::hint::spin_loop();
+    } else if *tries < 128 {
+        // SAFETY: no preconditions.
+        unsafe { libc::sched_yield() };
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
+
+/// A locked record; a closed socket's record reads as absent, and so does
+/// every record to a thread that already holds its lock (`Cell`).
+pub struct RecGuard {
+    /// None: this thread held the lock already; nothing is reachable.
+    cell: Option<&'static Cell>,
+}
 
 impl RecGuard {
+    /// The record slot itself (a closed socket's record included).
+    #[inline]
+    fn slot(&mut self) -> Option<&mut Option<Sock>> {
+        // SAFETY: this guard holds the cell's lock (see `Cell`), and the
+        // borrow lives no longer than the guard.
+        self.cell.map(|c| unsafe { &mut *c.sock.get() })
+    }
+
     #[inline]
     pub fn as_mut(&mut self) -> Option<&mut Sock> {
-        self.0.as_mut().filter(|s| !s.closed)
+        self.slot()?.as_mut().filter(|s| !s.closed)
     }
 
     #[inline]
     pub fn as_ref(&self) -> Option<&Sock> {
-        self.0.as_ref().filter(|s| !s.closed)
+        // SAFETY: as in `slot`, shared.
+        let slot = self.cell.map(|c| unsafe { &*c.sock.get() })?;
+        slot.as_ref().filter(|s| !s.closed)
+    }
+}
+
+impl Drop for RecGuard {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(c) = self.cell {
+            c.holder.store(0, Ordering::Release);
+        }
     }
 }
 
@@ -387,9 +472,12 @@ impl Rec {
         let entry = &FDS[self.0];
         let mut g = lock(cell(self.0));
         if entry.fresh.load(Ordering::Acquire) {
+            let Some(slot) = g.slot() else {
+                return g; // held by this thread already: reads as absent
+            };
             entry.fresh.store(false, Ordering::Relaxed);
             let stream = entry.state.load(Ordering::Acquire) == STREAM;
-            let fresh = match g.as_mut() {
+            let fresh = match slot.as_mut() {
                 Some(old) => {
                     if old.parked.is_none()
                         && (!old.chain.is_empty()
@@ -401,7 +489,7 @@ impl Rec {
                     old.reset(stream);
                     old
                 }
-                None => g.insert(Sock::new(stream)),
+                None => slot.insert(Sock::new(stream)),
             };
             let pass = entry.pass.load(Ordering::Acquire);
             if entry.sighted.swap(false, Ordering::AcqRel) && pass >= 4 {
@@ -417,7 +505,7 @@ impl Rec {
                 fresh.role = Some(Role::Client);
             }
         }
-        RecGuard(g)
+        g
     }
 }
 
@@ -522,7 +610,13 @@ fn begin(i: usize, stream: bool) {
 fn release(i: usize) -> Vec<u8> {
     let entry = &FDS[i];
     let mut g = lock(cell(i));
-    let pending = match g.as_mut() {
+    let Some(slot) = g.slot() else {
+        // A close from within a call of this thread on the socket (a signal
+        // handler's): `owns` stays set, so the next socket on the number
+        // gives back what this one held (`begin`).
+        return Vec::new();
+    };
+    let pending = match slot.as_mut() {
         Some(s) if !entry.fresh.load(Ordering::Acquire) => {
             if park(s) {
                 entry.parked.store(true, Ordering::Relaxed);
@@ -931,6 +1025,8 @@ fn publish(fd: c_int, s: &mut Sock) {
     };
     shm.write_socket(i, me, &record);
     s.record = record;
+    s.record_remote = s.remote;
+    s.record_thread = this_thread();
 }
 
 /// The socket is closing: if its chain can serve the next socket on the
@@ -980,6 +1076,14 @@ pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
     // The table record as first published, for this socket's peer and
     // thread (or a slot claimed now, if the table was full then).
     match (process::shm(), s.table_slot) {
+        (Some(shm), Some(slot))
+            if s.record_remote == s.remote && s.record_thread == this_thread() =>
+        {
+            // The same peer and thread as the record says (dig's next
+            // query): it need only list its modules again.
+            s.tid = s.record.tid;
+            shm.restore_socket(slot, key.pid, s.record.modules[0]);
+        }
         (Some(shm), Some(slot)) => {
             s.tid = process::tid();
             s.record.tid = s.tid;
@@ -988,7 +1092,9 @@ pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
                 .as_ref()
                 .map(SockAddr::from_std)
                 .unwrap_or_default();
-            shm.write_socket(slot, process::pid(), &s.record);
+            shm.write_socket(slot, key.pid, &s.record);
+            s.record_remote = s.remote;
+            s.record_thread = this_thread();
         }
         _ => publish(fd, s),
     }
@@ -1173,6 +1279,35 @@ mod tests {
         let s = g.as_ref().expect("a fresh record");
         assert!(!s.matched && !s.closed);
         drop(g);
+        let _ = closed(N);
+    }
+
+    #[test]
+    fn a_record_reads_as_absent_to_the_thread_holding_it_and_others_wait_for_it() {
+        const N: c_int = FD + 20;
+        created(N, libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let rec = lookup(N).expect("tapped");
+        let mut outer = rec.lock();
+        assert!(outer.as_mut().is_some());
+        // Asked again by the holding thread (a signal handler's call on
+        // the socket): absent, and no deadlock...
+        assert!(rec.lock().as_mut().is_none());
+        assert!(rec.lock().as_ref().is_none());
+        // ...and dropping that answer did not release the holder's lock.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let g = rec.lock();
+            let _ = tx.send(g.as_ref().map(|s| s.matched));
+        });
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .is_err());
+        outer.as_mut().expect("still held").matched = true;
+        drop(outer);
+        // The other thread got the record once the holder let go, and saw
+        // what the holder wrote.
+        assert_eq!(rx.recv().expect("the waiter ran"), Some(true));
+        waiter.join().expect("no panic");
         let _ = closed(N);
     }
 

@@ -812,6 +812,15 @@ impl ShmReader {
         });
     }
 
+    /// Undoes `withdraw_socket`: the slot lists its modules again, from
+    /// `first` (the record is otherwise as it was).
+    pub fn restore_socket(&self, index: usize, pid: u32, first: u32) {
+        // SAFETY: as in `write_socket`.
+        self.rewrite_owned(index, pid, |r| unsafe {
+            std::ptr::write_volatile(std::ptr::addr_of_mut!((*r).modules[0]), first)
+        });
+    }
+
     /// Runs `write` on the record of a slot this process owns, with the
     /// slot's seq odd meanwhile so readers retry.
     fn rewrite_owned(&self, index: usize, pid: u32, write: impl FnOnce(*mut SocketRecord)) {
