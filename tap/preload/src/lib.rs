@@ -157,6 +157,17 @@ pub unsafe extern "C" fn accept4(
 
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if sock::closes_plainly(fd) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::close(fd) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { close_slow(fd) }
+}
+
+#[inline(never)]
+unsafe fn close_slow(fd: c_int) -> c_int {
     io::closing(fd);
     // SAFETY: passthrough.
     unsafe { real::close(fd) }
@@ -208,6 +219,17 @@ fn send_plain(
 
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    if sock::passes(fd, Dir::Send) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::send(fd, buf, len, flags) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { send_slow(fd, buf, len, flags) }
+}
+
+#[inline(never)]
+unsafe fn send_slow(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     if !sock::needs_tap(fd, Dir::Send) {
         // SAFETY: passthrough.
         return unsafe { real::send(fd, buf, len, flags) };
@@ -228,6 +250,24 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
+    if sock::passes(fd, Dir::Send) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::sendto(fd, buf, len, flags, addr, alen) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { sendto_slow(fd, buf, len, flags, addr, alen) }
+}
+
+#[inline(never)]
+unsafe fn sendto_slow(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
     if !sock::needs_tap(fd, Dir::Send) {
         // SAFETY: passthrough.
         return unsafe { real::sendto(fd, buf, len, flags, addr, alen) };
@@ -241,6 +281,17 @@ pub unsafe extern "C" fn sendto(
 
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+    if sock::passes(fd, Dir::Send) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::write(fd, buf, len) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { write_slow(fd, buf, len) }
+}
+
+#[inline(never)]
+unsafe fn write_slow(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     if sock::needs_tap(fd, Dir::Send) {
         if let Some(r) = send_plain(fd, buf, len, 0, std::ptr::null(), 0) {
             return r;
@@ -252,6 +303,17 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
 
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
+    if sock::passes(fd, Dir::Send) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::writev(fd, iov, n) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { writev_slow(fd, iov, n) }
+}
+
+#[inline(never)]
+unsafe fn writev_slow(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
     if n > 0 && sock::needs_tap(fd, Dir::Send) {
         // SAFETY: the caller passes `n` valid iovecs.
         let r = unsafe {
@@ -310,6 +372,17 @@ unsafe fn sendmsg_tapped(
 
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if sock::passes(fd, Dir::Send) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::sendmsg(fd, msg, flags) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { sendmsg_slow(fd, msg, flags) }
+}
+
+#[inline(never)]
+unsafe fn sendmsg_slow(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     if !sock::needs_tap(fd, Dir::Send) {
         // SAFETY: passthrough (a DNS server's replies, say).
         return unsafe { real::sendmsg(fd, msg, flags) };
@@ -329,6 +402,17 @@ pub unsafe extern "C" fn sendmmsg(
     vlen: c_uint,
     flags: c_int,
 ) -> c_int {
+    if sock::passes(fd, Dir::Send) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::sendmmsg(fd, vec, vlen, flags) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { sendmmsg_slow(fd, vec, vlen, flags) }
+}
+
+#[inline(never)]
+unsafe fn sendmmsg_slow(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
     if vec.is_null() || vlen == 0 || !sock::needs_tap(fd, Dir::Send) {
         // SAFETY: passthrough.
         return unsafe { real::sendmmsg(fd, vec, vlen, flags) };
@@ -406,6 +490,17 @@ fn recv_plain(
 
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    if sock::passes(fd, Dir::Recv) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::recv(fd, buf, len, flags) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { recv_slow(fd, buf, len, flags) }
+}
+
+#[inline(never)]
+unsafe fn recv_slow(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     if !sock::needs_tap(fd, Dir::Recv) {
         // SAFETY: passthrough.
         return unsafe { real::recv(fd, buf, len, flags) };
@@ -433,6 +528,24 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
+    if sock::passes(fd, Dir::Recv) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { recvfrom_slow(fd, buf, len, flags, addr, alen) }
+}
+
+#[inline(never)]
+unsafe fn recvfrom_slow(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
     if !sock::needs_tap(fd, Dir::Recv) {
         // SAFETY: passthrough.
         return unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) };
@@ -446,6 +559,17 @@ pub unsafe extern "C" fn recvfrom(
 
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
+    if sock::passes(fd, Dir::Recv) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::read(fd, buf, len) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { read_slow(fd, buf, len) }
+}
+
+#[inline(never)]
+unsafe fn read_slow(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     if sock::needs_tap(fd, Dir::Recv) {
         if let Some(r) = recv_plain(fd, buf, len, 0, std::ptr::null_mut(), std::ptr::null_mut()) {
             return r;
@@ -457,6 +581,17 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
 
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
+    if sock::passes(fd, Dir::Recv) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::readv(fd, iov, n) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { readv_slow(fd, iov, n) }
+}
+
+#[inline(never)]
+unsafe fn readv_slow(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
     if n > 0 && sock::needs_tap(fd, Dir::Recv) {
         if n == 1 {
             // SAFETY: one iovec from the caller: receive straight into it.
@@ -591,6 +726,17 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
 
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if sock::passes(fd, Dir::Recv) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::recvmsg(fd, msg, flags) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { recvmsg_slow(fd, msg, flags) }
+}
+
+#[inline(never)]
+unsafe fn recvmsg_slow(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     if sock::needs_tap(fd, Dir::Recv) {
         // SAFETY: pointers from the application, checked inside.
         if let Some(r) = unsafe { recvmsg_tapped(fd, msg, flags) } {
@@ -603,6 +749,23 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 
 #[no_mangle]
 pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    vec: *mut mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
+    if sock::passes(fd, Dir::Recv) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::recvmmsg(fd, vec, vlen, flags, timeout) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { recvmmsg_slow(fd, vec, vlen, flags, timeout) }
+}
+
+#[inline(never)]
+unsafe fn recvmmsg_slow(
     fd: c_int,
     vec: *mut mmsghdr,
     vlen: c_uint,
@@ -731,6 +894,37 @@ unsafe extern "C" fn l45_syscall(
     a5: c_long,
     a6: c_long,
 ) -> c_long {
+    // A raw socket system call the tap has nothing to do for stays the very
+    // call the program made (glibc's wrappers would add a cancellation
+    // point and argument checks), decided without a call of ours.
+    let plain = match n {
+        libc::SYS_sendmmsg | libc::SYS_sendmsg | libc::SYS_sendto => {
+            sock::passes(a1 as c_int, Dir::Send)
+        }
+        libc::SYS_recvmmsg | libc::SYS_recvmsg | libc::SYS_recvfrom => {
+            sock::passes(a1 as c_int, Dir::Recv)
+        }
+        libc::SYS_close => sock::closes_plainly(a1 as c_int),
+        _ => true,
+    };
+    if plain {
+        // SAFETY: passthrough.
+        return unsafe { real::syscall(n, a1, a2, a3, a4, a5, a6) };
+    }
+    // SAFETY: the same arguments.
+    unsafe { l45_syscall_slow(n, a1, a2, a3, a4, a5, a6) }
+}
+
+#[inline(never)]
+unsafe fn l45_syscall_slow(
+    n: c_long,
+    a1: c_long,
+    a2: c_long,
+    a3: c_long,
+    a4: c_long,
+    a5: c_long,
+    a6: c_long,
+) -> c_long {
     // SAFETY: for the socket calls, the arguments are those of the libc
     // function of the same name; everything else goes to glibc unchanged.
     unsafe {
@@ -794,6 +988,13 @@ unsafe extern "C" fn l45_ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
         // SAFETY: passthrough.
         return unsafe { real::ioctl(fd, request, arg) };
     }
+    // SAFETY: the same arguments.
+    unsafe { fionread(fd, request, arg) }
+}
+
+/// `ioctl(FIONREAD)`: the kernel's count plus the bytes the tap holds.
+#[inline(never)]
+unsafe fn fionread(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
     // SAFETY: passthrough.
     let r = unsafe { real::ioctl(fd, request, arg) };
     if r == 0 && request == libc::FIONREAD as c_ulong && !arg.is_null() {

@@ -51,6 +51,17 @@ unsafe fn finish_poll(fds: *mut pollfd, n: nfds_t, r: c_int) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
+    if !any_held() {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::poll(fds, n, timeout) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { poll_slow(fds, n, timeout) }
+}
+
+#[inline(never)]
+unsafe fn poll_slow(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
     // SAFETY: passthrough, or a zero-timeout poll plus held sockets.
     unsafe {
         if !any_held() || mark_poll(fds, n) == 0 {
@@ -79,6 +90,22 @@ pub unsafe extern "C" fn ppoll(
     tmo: *const libc::timespec,
     mask: *const libc::sigset_t,
 ) -> c_int {
+    if !any_held() {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::ppoll(fds, n, tmo, mask) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { ppoll_slow(fds, n, tmo, mask) }
+}
+
+#[inline(never)]
+unsafe fn ppoll_slow(
+    fds: *mut pollfd,
+    n: nfds_t,
+    tmo: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
     // SAFETY: as in `poll`.
     unsafe {
         if !any_held() || mark_poll(fds, n) == 0 {
@@ -95,6 +122,23 @@ pub unsafe extern "C" fn ppoll(
 
 #[no_mangle]
 pub unsafe extern "C" fn select(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    t: *mut libc::timeval,
+) -> c_int {
+    if !any_held() {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::select(n, r, w, e, t) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { select_slow(n, r, w, e, t) }
+}
+
+#[inline(never)]
+unsafe fn select_slow(
     n: c_int,
     r: *mut libc::fd_set,
     w: *mut libc::fd_set,
@@ -142,6 +186,17 @@ pub unsafe extern "C" fn epoll_ctl(
     fd: c_int,
     ev: *mut libc::epoll_event,
 ) -> c_int {
+    if sock::known_not_stream(fd) {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { epoll_ctl_slow(epfd, op, fd, ev) }
+}
+
+#[inline(never)]
+unsafe fn epoll_ctl_slow(epfd: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int {
     if !sock::is_stream(fd) {
         // SAFETY: passthrough (the common case: nothing to remember).
         return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
@@ -203,6 +258,22 @@ pub unsafe extern "C" fn epoll_wait(
     timeout: c_int,
 ) -> c_int {
     if !any_held() {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::epoll_wait(epfd, ev, max, timeout) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { epoll_wait_slow(epfd, ev, max, timeout) }
+}
+
+#[inline(never)]
+unsafe fn epoll_wait_slow(
+    epfd: c_int,
+    ev: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    if !any_held() {
         // SAFETY: passthrough.
         return unsafe { real::epoll_wait(epfd, ev, max, timeout) };
     }
@@ -220,6 +291,23 @@ pub unsafe extern "C" fn epoll_wait(
 
 #[no_mangle]
 pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    ev: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    if !any_held() {
+        // SAFETY: passthrough; the check above made no call, so this
+        // path is a few loads and a jump into glibc.
+        return unsafe { real::epoll_pwait(epfd, ev, max, timeout, mask) };
+    }
+    // SAFETY: the same arguments, for the full check.
+    unsafe { epoll_pwait_slow(epfd, ev, max, timeout, mask) }
+}
+
+#[inline(never)]
+unsafe fn epoll_pwait_slow(
     epfd: c_int,
     ev: *mut libc::epoll_event,
     max: c_int,

@@ -65,7 +65,11 @@ macro_rules! real {
             #[allow(clippy::too_many_arguments)]
             #[inline]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
-                let p = lookup(Real::$name as usize);
+                let p = HOT.real[Real::$name as usize].load(Ordering::Relaxed);
+                if p == 0 {
+                    // SAFETY: as below, after resolving.
+                    return unsafe { first::$name($($arg),*) };
+                }
                 // SAFETY: `p` is glibc's definition of this very function,
                 // whose C signature the declaration above repeats.
                 let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(p) };
@@ -73,6 +77,24 @@ macro_rules! real {
                 unsafe { f($($arg),*) }
             }
         )*
+
+        /// First calls: resolve, then call. Out of line, so a wrapper's
+        /// pass-through path is a load, a test and a jump, with no frame.
+        mod first {
+            use super::*;
+            $(
+                #[allow(clippy::too_many_arguments)]
+                #[cold]
+                #[inline(never)]
+                pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                    let p = resolve(Real::$name as usize);
+                    // SAFETY: as in the wrapper above.
+                    let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(p) };
+                    // SAFETY: arguments passed through unchanged.
+                    unsafe { f($($arg),*) }
+                }
+            )*
+        }
     };
 }
 

@@ -531,6 +531,54 @@ pub enum Dir {
     Recv,
 }
 
+/// Whether a data call on `fd` surely needs no tap work, from plain loads
+/// and no call (so a wrapper's pass-through path needs no stack frame): a
+/// descriptor known not to be a tapped socket, or a socket whose pass word
+/// covers this direction at the current generation. False: ask
+/// `needs_tap`, which also classifies descriptors not seen yet.
+#[inline]
+pub fn passes(fd: c_int, dir: Dir) -> bool {
+    let Some(i) = index(fd) else { return true };
+    match FDS[i].state.load(Ordering::Acquire) {
+        OTHER => true,
+        DGRAM | STREAM => {
+            let pass = FDS[i].pass.load(Ordering::Acquire);
+            let bit = match dir {
+                Dir::Send => PASS_SEND,
+                Dir::Recv => PASS_RECV,
+            };
+            process::generation().is_some_and(|g| pass >> 2 == g + 1 && pass & bit != 0)
+        }
+        _ => false,
+    }
+}
+
+/// Whether closing `fd` leaves the tap nothing to do but forget it (not a
+/// socket with modules attached, nothing pending): then it is forgotten
+/// here, with plain stores, and the caller just closes.
+#[inline]
+pub fn closes_plainly(fd: c_int) -> bool {
+    let Some(i) = index(fd) else { return true };
+    let entry = &FDS[i];
+    let state = entry.state.load(Ordering::Acquire);
+    if is_inet(state) && entry.owns.load(Ordering::Acquire) {
+        return false;
+    }
+    if is_inet(state) {
+        entry.pass.store(0, Ordering::Release);
+    }
+    entry.state.store(UNKNOWN, Ordering::Release);
+    true
+}
+
+/// Whether `fd` is known (without asking the kernel) not to be a tapped
+/// TCP socket, whose epoll registrations the tap must see.
+#[inline]
+pub fn known_not_stream(fd: c_int) -> bool {
+    let Some(i) = index(fd) else { return true };
+    matches!(FDS[i].state.load(Ordering::Acquire), OTHER | DGRAM)
+}
+
 /// Whether a data call on `fd` must go through the tap: not for descriptors
 /// known not to be tapped sockets, nor for sockets whose chain does nothing
 /// in this direction at the current generation (the common case).
