@@ -40,7 +40,8 @@ def valgrind(name, work, cache_sim):
     link = d / name
     if not link.exists():
         link.symlink_to(TOOL)
-    return [str(link), "--tool=callgrind", *(["--cache-sim=yes"] if cache_sim else [])]
+    return [str(link), "--tool=callgrind", *(["--cache-sim=yes"] if cache_sim else []),
+            *(["--dump-instr=yes"] if os.environ.get("L45_PROFILE_INSTR") else [])]
 
 
 def vg_env(env):

@@ -632,13 +632,13 @@ unsafe fn readv_slow(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
     unsafe { real::readv(fd, iov, n) }
 }
 
+#[inline]
 unsafe fn recvmsg_tapped(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<ssize_t> {
     if msg.is_null() {
         return None;
     }
     // SAFETY: the application's msghdr.
     let m = unsafe { &mut *msg };
-    let total = iov_total(m.msg_iov, m.msg_iovlen);
     let single = m.msg_iovlen == 1 && !m.msg_iov.is_null();
     if single {
         // SAFETY: the caller's one iovec, writable for iov_len bytes.
@@ -655,6 +655,7 @@ unsafe fn recvmsg_tapped(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<ss
         // SAFETY: `m` and `app` come from the application's live msghdr.
         return unsafe { recvmsg_into(fd, m, flags, app, false) };
     }
+    let total = iov_total(m.msg_iov, m.msg_iovlen);
     // SAFETY: as above, with scratch space scattered into its iovecs.
     with_scratch(total, |tmp| unsafe {
         recvmsg_into(fd, m, flags, tmp, true)

@@ -469,43 +469,48 @@ impl Rec {
     /// place (see `FdEntry::fresh`).
     #[inline]
     pub fn lock(self) -> RecGuard {
-        let entry = &FDS[self.0];
         let mut g = lock(cell(self.0));
-        if entry.fresh.load(Ordering::Acquire) {
-            let Some(slot) = g.slot() else {
-                return g; // held by this thread already: reads as absent
-            };
-            entry.fresh.store(false, Ordering::Relaxed);
-            let stream = entry.state.load(Ordering::Acquire) == STREAM;
-            let fresh = match slot.as_mut() {
-                Some(old) => {
-                    if old.parked.is_none()
-                        && (!old.chain.is_empty()
-                            || old.table_slot.is_some()
-                            || !old.held.is_empty())
-                    {
-                        detach_all(old);
-                    }
-                    old.reset(stream);
-                    old
-                }
-                None => slot.insert(Sock::new(stream)),
-            };
-            let pass = entry.pass.load(Ordering::Acquire);
-            if entry.sighted.swap(false, Ordering::AcqRel) && pass >= 4 {
-                // First sight happened without the record: later calls
-                // refresh the (empty) chain, they do not match anew. Its
-                // peer is looked up if a rule needs it (getpeername).
-                if fresh.parked.is_some() {
-                    detach_all(fresh);
-                    entry.parked.store(false, Ordering::Relaxed);
-                }
-                fresh.matched = true;
-                fresh.chain.generation = (pass >> 2) - 1;
-                fresh.role = Some(Role::Client);
-            }
+        if FDS[self.0].fresh.load(Ordering::Acquire) {
+            renew(self.0, &mut g);
         }
         g
+    }
+}
+
+/// The first lock of a new socket's record: the closed socket's record
+/// left in place is reset (or a record made), out of the data path's line.
+#[inline(never)]
+fn renew(i: usize, g: &mut RecGuard) {
+    let entry = &FDS[i];
+    let Some(slot) = g.slot() else {
+        return; // held by this thread already: reads as absent
+    };
+    entry.fresh.store(false, Ordering::Relaxed);
+    let stream = entry.state.load(Ordering::Acquire) == STREAM;
+    let fresh = match slot.as_mut() {
+        Some(old) => {
+            if old.parked.is_none()
+                && (!old.chain.is_empty() || old.table_slot.is_some() || !old.held.is_empty())
+            {
+                detach_all(old);
+            }
+            old.reset(stream);
+            old
+        }
+        None => slot.insert(Sock::new(stream)),
+    };
+    let pass = entry.pass.load(Ordering::Acquire);
+    if entry.sighted.swap(false, Ordering::AcqRel) && pass >= 4 {
+        // First sight happened without the record: later calls refresh
+        // the (empty) chain, they do not match anew. Its peer is looked up
+        // if a rule needs it (getpeername).
+        if fresh.parked.is_some() {
+            detach_all(fresh);
+            entry.parked.store(false, Ordering::Relaxed);
+        }
+        fresh.matched = true;
+        fresh.chain.generation = (pass >> 2) - 1;
+        fresh.role = Some(Role::Client);
     }
 }
 
