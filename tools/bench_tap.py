@@ -268,13 +268,15 @@ def report(title, results):
     base_cpu = statistics.median(r[1] for r in base)
     print(f"\n{title}")
     print(f"{'configuration':<14} {'wall s':>8} {'min s':>8} {'ratio':>7} {'CPU s':>8} {'CPU ratio':>9}"
-          f" {'paired CPU ratio [95 % CI]':>27}")
+          f" {'paired wall ratio [95 % CI]':>28} {'paired CPU ratio [95 % CI]':>27}")
     for name, runs in results.items():
         wall = statistics.median(r[0] for r in runs)
         cpu = statistics.median(r[1] for r in runs)
+        wmed, wlo, whi = median_ci(r[0] / b[0] for r, b in zip(runs, base))
         med, lo, hi = median_ci(r[1] / b[1] for r, b in zip(runs, base))
         print(f"{name:<14} {wall:8.3f} {min(r[0] for r in runs):8.3f} {wall / base_wall:7.3f} "
-              f"{cpu:8.3f} {cpu / base_cpu:9.3f} {med:9.4f} [{lo:.4f}, {hi:.4f}]")
+              f"{cpu:8.3f} {cpu / base_cpu:9.3f} {wmed:10.4f} [{wlo:.4f}, {whi:.4f}]"
+              f" {med:9.4f} [{lo:.4f}, {hi:.4f}]")
     if len(base[0]) == 4:
         # Which process the extra CPU time is in: paired differences per trial.
         print(f"{'':<14} {'client Δ ms [95 % CI]':>30} {'server Δ ms [95 % CI]':>30}")
