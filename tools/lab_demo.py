@@ -147,6 +147,11 @@ def main():
             loop.start()
             stop_list.append(lambda: (loop.stop.set(), loop.join()))
             loop.settle()
+            if os.environ.get("L45_LAB_PAUSE_MID_ROTATION"):
+                # For the test of an interrupted lab: everything is up and
+                # the dig loop runs; wait here until the signal comes.
+                print("paused mid-rotation, waiting for an interrupt", flush=True)
+                signal.pause()
             nco(env, "rotate", "--from", "m1", "--to-name", "m2", "--to-kind", "dns-compression")
             loop.settle()
             loop.stop.set()

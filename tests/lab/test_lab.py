@@ -29,12 +29,16 @@ def test_lab_runs_end_to_end():
 
 
 def test_lab_interrupted_tears_everything_down():
+    # The demo waits mid-rotation (agents, dnsmasq and the dig loop all
+    # running) until the interrupt: sent any earlier or later, it could
+    # land after the demo had finished.
     p = subprocess.Popen([sys.executable, str(ROOT / "tools" / "lab_demo.py")], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                         stderr=subprocess.STDOUT, text=True,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1", "L45_LAB_PAUSE_MID_ROTATION": "1"})
     seen = []
     for line in p.stdout:
         seen.append(line)
-        if "rotates m1" in line:
+        if "paused mid-rotation" in line:
             break
     p.send_signal(signal.SIGINT)
     rest, _ = p.communicate(timeout=60)
