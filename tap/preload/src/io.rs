@@ -611,7 +611,10 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
             }
         }
     }
-    inside(|_| {
+    // No thread-local guard: the record's lock already turns a nested call
+    // on this socket into a pass-through, and first sight's own libc calls
+    // are on other descriptors.
+    let _ = (|| {
         let mut g = cell.lock();
         let s = g.as_mut()?;
         s.role = Some(role);
@@ -655,7 +658,7 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
             }
         }
         Some(())
-    });
+    })();
 }
 
 /// `close`: detach the socket (best-effort flush of pending bytes first,
