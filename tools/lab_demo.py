@@ -54,8 +54,18 @@ def netns_up():
 
 
 def netns_down():
-    for ns, _ in SPACES.values():
+    """Removes the lab's namespaces and links, also what a killed lab left:
+    processes still inside a namespace would keep it (and its veth) alive
+    after `ip netns del`."""
+    for role, (ns, _) in SPACES.items():
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"veth-{role[0]}"], capture_output=True)
     subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
 
 
@@ -180,6 +190,9 @@ def main():
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Interruptible even when started with SIGINT ignored (a background job
+    # of a non-interactive shell is; Python then installs no handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         sys.exit(main())
     except KeyboardInterrupt:

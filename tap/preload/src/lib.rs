@@ -14,6 +14,24 @@
 #![allow(unsafe_code)] // an FFI interposition layer; every block has a SAFETY note
 #![allow(clippy::missing_safety_doc)] // the C signatures are the contract
 
+/// An exported wrapper whose pass-through check is plain loads with no call
+/// of its own: when it holds, the call jumps straight into glibc (no stack
+/// frame, about ten instructions); otherwise `$slow` (out of line) makes
+/// the full check and does the tap's work.
+macro_rules! pass_first {
+    ($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty; if $passes:expr; else $slow:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            if $passes {
+                // SAFETY: passthrough, the caller's arguments unchanged.
+                return unsafe { crate::real::$name($($arg),*) };
+            }
+            // SAFETY: the same arguments, for the full check.
+            unsafe { $slow($($arg),*) }
+        }
+    };
+}
+
 mod io;
 mod process;
 mod readiness;
@@ -155,16 +173,7 @@ pub unsafe extern "C" fn accept4(
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if sock::closes_plainly(fd) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::close(fd) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { close_slow(fd) }
-}
+pass_first! { close(fd: c_int) -> c_int; if sock::closes_plainly(fd); else close_slow }
 
 #[inline(never)]
 unsafe fn close_slow(fd: c_int) -> c_int {
@@ -217,16 +226,7 @@ fn send_plain(
     io::send(fd, data, flags, sockaddr_to_std(dest, alen), &mut wire)
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    if sock::passes(fd, Dir::Send) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::send(fd, buf, len, flags) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { send_slow(fd, buf, len, flags) }
-}
+pass_first! { send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t; if sock::passes(fd, Dir::Send); else send_slow }
 
 #[inline(never)]
 unsafe fn send_slow(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
@@ -241,23 +241,7 @@ unsafe fn send_slow(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) ->
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn sendto(
-    fd: c_int,
-    buf: *const c_void,
-    len: size_t,
-    flags: c_int,
-    addr: *const sockaddr,
-    alen: socklen_t,
-) -> ssize_t {
-    if sock::passes(fd, Dir::Send) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::sendto(fd, buf, len, flags, addr, alen) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { sendto_slow(fd, buf, len, flags, addr, alen) }
-}
+pass_first! { sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t; if sock::passes(fd, Dir::Send); else sendto_slow }
 
 #[inline(never)]
 unsafe fn sendto_slow(
@@ -279,16 +263,7 @@ unsafe fn sendto_slow(
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
-    if sock::passes(fd, Dir::Send) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::write(fd, buf, len) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { write_slow(fd, buf, len) }
-}
+pass_first! { write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t; if sock::passes(fd, Dir::Send); else write_slow }
 
 #[inline(never)]
 unsafe fn write_slow(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
@@ -301,16 +276,7 @@ unsafe fn write_slow(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     unsafe { real::write(fd, buf, len) }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
-    if sock::passes(fd, Dir::Send) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::writev(fd, iov, n) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { writev_slow(fd, iov, n) }
-}
+pass_first! { writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t; if sock::passes(fd, Dir::Send); else writev_slow }
 
 #[inline(never)]
 unsafe fn writev_slow(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
@@ -370,16 +336,7 @@ unsafe fn sendmsg_tapped(
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if sock::passes(fd, Dir::Send) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::sendmsg(fd, msg, flags) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { sendmsg_slow(fd, msg, flags) }
-}
+pass_first! { sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t; if sock::passes(fd, Dir::Send); else sendmsg_slow }
 
 #[inline(never)]
 unsafe fn sendmsg_slow(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
@@ -395,21 +352,7 @@ unsafe fn sendmsg_slow(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn sendmmsg(
-    fd: c_int,
-    vec: *mut mmsghdr,
-    vlen: c_uint,
-    flags: c_int,
-) -> c_int {
-    if sock::passes(fd, Dir::Send) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::sendmmsg(fd, vec, vlen, flags) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { sendmmsg_slow(fd, vec, vlen, flags) }
-}
+pass_first! { sendmmsg(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int; if sock::passes(fd, Dir::Send); else sendmmsg_slow }
 
 #[inline(never)]
 unsafe fn sendmmsg_slow(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
@@ -488,16 +431,7 @@ fn recv_plain(
     })
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if sock::passes(fd, Dir::Recv) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::recv(fd, buf, len, flags) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { recv_slow(fd, buf, len, flags) }
-}
+pass_first! { recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t; if sock::passes(fd, Dir::Recv); else recv_slow }
 
 #[inline(never)]
 unsafe fn recv_slow(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
@@ -519,23 +453,7 @@ unsafe fn recv_slow(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> s
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn recvfrom(
-    fd: c_int,
-    buf: *mut c_void,
-    len: size_t,
-    flags: c_int,
-    addr: *mut sockaddr,
-    alen: *mut socklen_t,
-) -> ssize_t {
-    if sock::passes(fd, Dir::Recv) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { recvfrom_slow(fd, buf, len, flags, addr, alen) }
-}
+pass_first! { recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; if sock::passes(fd, Dir::Recv); else recvfrom_slow }
 
 #[inline(never)]
 unsafe fn recvfrom_slow(
@@ -557,16 +475,7 @@ unsafe fn recvfrom_slow(
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
-    if sock::passes(fd, Dir::Recv) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::read(fd, buf, len) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { read_slow(fd, buf, len) }
-}
+pass_first! { read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t; if sock::passes(fd, Dir::Recv); else read_slow }
 
 #[inline(never)]
 unsafe fn read_slow(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
@@ -579,16 +488,7 @@ unsafe fn read_slow(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     unsafe { real::read(fd, buf, len) }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
-    if sock::passes(fd, Dir::Recv) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::readv(fd, iov, n) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { readv_slow(fd, iov, n) }
-}
+pass_first! { readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t; if sock::passes(fd, Dir::Recv); else readv_slow }
 
 #[inline(never)]
 unsafe fn readv_slow(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
@@ -725,16 +625,7 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     })
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if sock::passes(fd, Dir::Recv) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::recvmsg(fd, msg, flags) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { recvmsg_slow(fd, msg, flags) }
-}
+pass_first! { recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t; if sock::passes(fd, Dir::Recv); else recvmsg_slow }
 
 #[inline(never)]
 unsafe fn recvmsg_slow(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
@@ -748,22 +639,7 @@ unsafe fn recvmsg_slow(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     unsafe { real::recvmsg(fd, msg, flags) }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn recvmmsg(
-    fd: c_int,
-    vec: *mut mmsghdr,
-    vlen: c_uint,
-    flags: c_int,
-    timeout: *mut libc::timespec,
-) -> c_int {
-    if sock::passes(fd, Dir::Recv) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::recvmmsg(fd, vec, vlen, flags, timeout) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { recvmmsg_slow(fd, vec, vlen, flags, timeout) }
-}
+pass_first! { recvmmsg(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int; if sock::passes(fd, Dir::Recv); else recvmmsg_slow }
 
 #[inline(never)]
 unsafe fn recvmmsg_slow(
@@ -913,19 +789,12 @@ unsafe extern "C" fn l45_syscall(
         return unsafe { real::syscall(n, a1, a2, a3, a4, a5, a6) };
     }
     // SAFETY: the same arguments.
-    unsafe { l45_syscall_slow(n, a1, a2, a3, a4, a5, a6) }
+    unsafe { l45_syscall_slow(n, [a1, a2, a3, a4, a5, a6]) }
 }
 
 #[inline(never)]
-unsafe fn l45_syscall_slow(
-    n: c_long,
-    a1: c_long,
-    a2: c_long,
-    a3: c_long,
-    a4: c_long,
-    a5: c_long,
-    a6: c_long,
-) -> c_long {
+unsafe fn l45_syscall_slow(n: c_long, args: [c_long; 6]) -> c_long {
+    let [a1, a2, a3, a4, a5, a6] = args;
     // SAFETY: for the socket calls, the arguments are those of the libc
     // function of the same name; everything else goes to glibc unchanged.
     unsafe {

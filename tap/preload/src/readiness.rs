@@ -49,16 +49,7 @@ unsafe fn finish_poll(fds: *mut pollfd, n: nfds_t, r: c_int) -> c_int {
     count
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
-    if !any_held() {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::poll(fds, n, timeout) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { poll_slow(fds, n, timeout) }
-}
+pass_first! { poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int; if !any_held(); else poll_slow }
 
 #[inline(never)]
 unsafe fn poll_slow(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
@@ -83,21 +74,7 @@ pub unsafe extern "C" fn __poll_chk(
     unsafe { poll(fds, n, timeout) }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn ppoll(
-    fds: *mut pollfd,
-    n: nfds_t,
-    tmo: *const libc::timespec,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    if !any_held() {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::ppoll(fds, n, tmo, mask) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { ppoll_slow(fds, n, tmo, mask) }
-}
+pass_first! { ppoll(fds: *mut pollfd, n: nfds_t, tmo: *const libc::timespec, mask: *const libc::sigset_t) -> c_int; if !any_held(); else ppoll_slow }
 
 #[inline(never)]
 unsafe fn ppoll_slow(
@@ -120,22 +97,7 @@ unsafe fn ppoll_slow(
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn select(
-    n: c_int,
-    r: *mut libc::fd_set,
-    w: *mut libc::fd_set,
-    e: *mut libc::fd_set,
-    t: *mut libc::timeval,
-) -> c_int {
-    if !any_held() {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::select(n, r, w, e, t) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { select_slow(n, r, w, e, t) }
-}
+pass_first! { select(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, t: *mut libc::timeval) -> c_int; if !any_held(); else select_slow }
 
 #[inline(never)]
 unsafe fn select_slow(
@@ -179,21 +141,7 @@ unsafe fn select_slow(
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn epoll_ctl(
-    epfd: c_int,
-    op: c_int,
-    fd: c_int,
-    ev: *mut libc::epoll_event,
-) -> c_int {
-    if sock::known_not_stream(fd) {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::epoll_ctl(epfd, op, fd, ev) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { epoll_ctl_slow(epfd, op, fd, ev) }
-}
+pass_first! { epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int; if sock::known_not_stream(fd); else epoll_ctl_slow }
 
 #[inline(never)]
 unsafe fn epoll_ctl_slow(epfd: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int {
@@ -250,21 +198,7 @@ unsafe fn epoll_common(
     count as c_int
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn epoll_wait(
-    epfd: c_int,
-    ev: *mut libc::epoll_event,
-    max: c_int,
-    timeout: c_int,
-) -> c_int {
-    if !any_held() {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::epoll_wait(epfd, ev, max, timeout) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { epoll_wait_slow(epfd, ev, max, timeout) }
-}
+pass_first! { epoll_wait(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int; if !any_held(); else epoll_wait_slow }
 
 #[inline(never)]
 unsafe fn epoll_wait_slow(
@@ -289,22 +223,7 @@ unsafe fn epoll_wait_slow(
     }
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn epoll_pwait(
-    epfd: c_int,
-    ev: *mut libc::epoll_event,
-    max: c_int,
-    timeout: c_int,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    if !any_held() {
-        // SAFETY: passthrough; the check above made no call, so this
-        // path is a few loads and a jump into glibc.
-        return unsafe { real::epoll_pwait(epfd, ev, max, timeout, mask) };
-    }
-    // SAFETY: the same arguments, for the full check.
-    unsafe { epoll_pwait_slow(epfd, ev, max, timeout, mask) }
-}
+pass_first! { epoll_pwait(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: *const libc::sigset_t) -> c_int; if !any_held(); else epoll_pwait_slow }
 
 #[inline(never)]
 unsafe fn epoll_pwait_slow(

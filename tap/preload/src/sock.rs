@@ -589,20 +589,14 @@ pub fn known_not_stream(fd: c_int) -> bool {
 /// in this direction at the current generation (the common case).
 #[inline]
 pub fn needs_tap(fd: c_int, dir: Dir) -> bool {
+    if passes(fd, dir) {
+        return false;
+    }
+    // Not passing: a tapped socket, or a descriptor not classified yet.
     let Some(i) = index(fd) else { return false };
     match FDS[i].state.load(Ordering::Acquire) {
+        DGRAM | STREAM => true,
         OTHER => false,
-        DGRAM | STREAM => {
-            let pass = FDS[i].pass.load(Ordering::Acquire);
-            let bit = match dir {
-                Dir::Send => PASS_SEND,
-                Dir::Recv => PASS_RECV,
-            };
-            match process::generation() {
-                Some(g) => pass >> 2 != g + 1 || pass & bit == 0,
-                None => true,
-            }
-        }
         _ => classify(fd, i).is_some(),
     }
 }
