@@ -603,6 +603,11 @@ impl Agent {
     /// tap reports attached to no socket (the NCO then revokes it). `announced`
     /// carries what was already announced between calls; a module that gains
     /// sockets again (or is revoked) is forgotten so it can be announced anew.
+    /// The tap's periodic upkeep (`TapControl::housekeeping`).
+    pub fn tap_housekeeping(&self) {
+        self.tap.housekeeping();
+    }
+
     pub fn announce_idle_deprecated(&self, announced: &mut std::collections::BTreeSet<u32>) {
         let mut idle = std::collections::BTreeSet::new();
         for st in self.tap.module_stats() {

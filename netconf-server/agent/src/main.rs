@@ -250,7 +250,8 @@ async fn start_device(
     };
     let agent = Agent::new(opts, tap, tokio::runtime::Handle::current())?;
     {
-        // Deprecated modules going idle are announced within a second.
+        // Deprecated modules going idle are announced within a second; the
+        // tap's upkeep runs on the same tick.
         let agent = agent.clone();
         tokio::spawn(async move {
             let mut announced = std::collections::BTreeSet::new();
@@ -260,6 +261,7 @@ async fn start_device(
                 let agent = agent.clone();
                 let mut set = std::mem::take(&mut announced);
                 announced = tokio::task::spawn_blocking(move || {
+                    agent.tap_housekeeping();
                     agent.announce_idle_deprecated(&mut set);
                     set
                 })

@@ -200,6 +200,9 @@ pub trait TapControl: Send + Sync {
     fn abort(&self, txn: &Transaction);
     /// Live per-module statistics, for every module the tap knows.
     fn module_stats(&self) -> Vec<ModuleStats>;
+    /// Periodic upkeep, called by the agent about once a second (the
+    /// user-space tap frees the socket-table slots of exited processes).
+    fn housekeeping(&self) {}
     /// Sockets the tap has matched.
     fn sockets(&self) -> Vec<SocketInfo>;
     /// Relays a challenge to module `id` and returns its answer.

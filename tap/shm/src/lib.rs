@@ -579,6 +579,40 @@ impl ShmWriter {
         self.shared.stats(slot)
     }
 
+    /// Frees the socket slots of processes that are gone (a process that
+    /// exits leaves its slots claimed); returns how many. Reads one word
+    /// per slot and asks the kernel once per owner seen.
+    pub fn reclaim_dead_sockets(&self) -> usize {
+        let mut alive: Vec<(u32, bool)> = Vec::new();
+        let mut freed = 0;
+        for i in 0..MAX_SOCKETS {
+            let Some(slot) = self.shared.socket(i) else {
+                break;
+            };
+            let owner = slot.owner.load(Ordering::Acquire);
+            if owner == 0 {
+                continue;
+            }
+            let live = match alive.iter().find(|(pid, _)| *pid == owner) {
+                Some(&(_, live)) => live,
+                None => {
+                    let live = process_alive(owner);
+                    alive.push((owner, live));
+                    live
+                }
+            };
+            if !live
+                && slot
+                    .owner
+                    .compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                freed += 1;
+            }
+        }
+        freed
+    }
+
     /// Sockets published by tapped processes; slots of dead processes are
     /// freed on the way.
     pub fn sockets(&self) -> Vec<(u32, SocketRecord)> {
@@ -945,6 +979,29 @@ mod tests {
         let j = r.claim_socket(dead, 5).unwrap();
         assert!(w.sockets().is_empty());
         assert_eq!(r.claim_socket(me, j), Some(j));
+    }
+
+    #[test]
+    fn slots_of_exited_processes_are_reclaimed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tap");
+        let w = ShmWriter::create(&path).unwrap();
+        let r = ShmReader::open(&path).unwrap();
+        let me = std::process::id();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let mine = r.claim_socket(me, 100).unwrap();
+        let theirs: Vec<usize> = (0..3)
+            .map(|k| r.claim_socket(gone, 200 + k).unwrap())
+            .collect();
+        assert_eq!(w.reclaim_dead_sockets(), 3);
+        for i in theirs {
+            assert_eq!(r.claim_socket(me, i), Some(i), "slot {i} is free again");
+        }
+        // Our own slot was kept: claiming from its index finds the next one.
+        assert_ne!(r.claim_socket(me, mine), Some(mine));
+        assert_eq!(w.reclaim_dead_sockets(), 0);
     }
 
     #[test]

@@ -281,6 +281,13 @@ impl TapControl for UserspaceTap {
             .collect()
     }
 
+    fn housekeeping(&self) {
+        let freed = self.shm.reclaim_dead_sockets();
+        if freed > 0 {
+            tracing::debug!(freed, "socket-table slots of exited processes freed");
+        }
+    }
+
     fn sockets(&self) -> Vec<SocketInfo> {
         self.shm
             .sockets()
