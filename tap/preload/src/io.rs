@@ -128,26 +128,23 @@ pub fn send(
     let cell = sock::lookup(fd)?;
     let mut g = cell.lock();
     let s = g.as_mut()?;
-    if !s.matched && !s.stream && s.remote.is_none() {
-        s.remote = dest;
+    if !sock::in_step(s) || s.stream || s.chain.has_delay || !s.pending.is_empty() {
+        // Matching, a new generation, streams and rate limits: inside the
+        // thread-local guard (the parsed table's lock, allocations), so a
+        // signal handler's call meanwhile passes straight through.
+        drop(g);
+        return inside(|b| send_in(cell, fd, data, dest, send_wire, b));
     }
-    sock::sync(fd, s, Role::Client);
-    if s.chain.is_empty() && s.pending.is_empty() {
+    if s.chain.is_empty() {
         return None;
     }
-    if s.stream || s.chain.has_delay || !s.pending.is_empty() {
-        return inside(|b| send_stream_or_delayed(cell, data, g, send_wire, b));
-    }
-    // A datagram: the chain writes into a buffer, the socket lock is
-    // released, and the bytes go to the kernel from there.
+    // A datagram on a socket in step: the chain writes into a buffer on
+    // the stack, the socket lock is released, and the bytes go to the
+    // kernel from there. Only async-signal-safe work happens here.
     let cap = s.chain.datagram_send_capacity(data.len());
     if cap > STACK_DATAGRAM {
-        return inside(|b| {
-            let s = g.as_mut()?;
-            let decided = customize_send(s, data, &mut b.out)?;
-            drop(g);
-            Some(send_datagram(decided, &b.out, data.len(), send_wire))
-        });
+        drop(g);
+        return inside(|b| send_in(cell, fd, data, dest, send_wire, b));
     }
     let mut buf = std::mem::MaybeUninit::<[u8; STACK_DATAGRAM]>::uninit();
     // SAFETY: `cap` ≤ the buffer's size; those bytes are zeroed before the
@@ -160,6 +157,33 @@ pub fn send(
     let decided = customize_send_slice(s, data, out)?;
     drop(g);
     Some(send_datagram(decided, out, data.len(), send_wire))
+}
+
+/// The general send, inside the guard with the thread's buffers: first
+/// sight and chain refreshes, streams, rate limits, large datagrams.
+fn send_in(
+    cell: sock::Rec,
+    fd: c_int,
+    data: &[u8],
+    dest: Option<std::net::SocketAddr>,
+    send_wire: &mut impl FnMut(&[u8]) -> ssize_t,
+    b: &mut Bufs,
+) -> Option<ssize_t> {
+    let mut g = cell.lock();
+    let s = g.as_mut()?;
+    if !s.matched && !s.stream && s.remote.is_none() {
+        s.remote = dest;
+    }
+    sock::sync(fd, s, Role::Client);
+    if s.chain.is_empty() && s.pending.is_empty() {
+        return None;
+    }
+    if s.stream || s.chain.has_delay || !s.pending.is_empty() {
+        return send_stream_or_delayed(cell, data, g, send_wire, b);
+    }
+    let decided = customize_send(s, data, &mut b.out)?;
+    drop(g);
+    Some(send_datagram(decided, &b.out, data.len(), send_wire))
 }
 
 /// Sends a customized datagram (or drops it) and accounts for it; the
@@ -364,6 +388,13 @@ fn recv_datagram(
         }
         let n = r.n as usize;
         let mut g = cell.lock();
+        if g.nested() {
+            // This thread is inside a call on this socket already (a
+            // signal handler's receive): the datagram as it came.
+            let k = app.len().min(n);
+            app[..k].copy_from_slice(&b.wire[..k]);
+            return Some((k as ssize_t, n));
+        }
         let Some(s) = g.as_mut() else {
             set_errno(libc::EBADF);
             return Some((-1, 0));
@@ -611,10 +642,7 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
             }
         }
     }
-    // No thread-local guard: the record's lock already turns a nested call
-    // on this socket into a pass-through, and first sight's own libc calls
-    // are on other descriptors.
-    let _ = (|| {
+    inside(|_| {
         let mut g = cell.lock();
         let s = g.as_mut()?;
         s.role = Some(role);
@@ -658,7 +686,7 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
             }
         }
         Some(())
-    })();
+    });
 }
 
 /// `close`: detach the socket (best-effort flush of pending bytes first,

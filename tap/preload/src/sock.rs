@@ -118,11 +118,10 @@ pub struct Sock {
     /// (dig opens a socket per query on the same number). Its modules no
     /// longer count it; its table record lists none.
     pub parked: Option<ChainKey>,
-    /// What `publish` last wrote to the socket table, the peer it wrote
-    /// and the thread whose tid it holds (`this_thread`).
+    /// What `publish` last wrote to the socket table and the peer it
+    /// wrote (its tid is in `record`).
     pub record: SocketRecord,
     pub record_remote: Option<SocketAddr>,
-    pub record_thread: usize,
     /// The socket was closed; the record stays (its storage, maybe a parked
     /// chain) for the next socket on the number, but a thread still in a
     /// call on the closed socket must not see it (`RecGuard`).
@@ -196,7 +195,6 @@ impl Sock {
             parked: None,
             record: SocketRecord::default(),
             record_remote: None,
-            record_thread: 0,
             closed: false,
         }
     }
@@ -403,6 +401,13 @@ pub struct RecGuard {
 }
 
 impl RecGuard {
+    /// This thread held the lock already (a nested call: nothing is
+    /// reachable through this guard).
+    #[inline]
+    pub fn nested(&self) -> bool {
+        self.cell.is_none()
+    }
+
     /// The record slot itself (a closed socket's record included).
     #[inline]
     fn slot(&mut self) -> Option<&mut Option<Sock>> {
@@ -787,17 +792,21 @@ fn name_of(fd: c_int, peer: bool) -> Option<SocketAddr> {
 /// may have changed.
 #[inline]
 pub fn sync(fd: c_int, s: &mut Sock, role: Role) {
-    // The steady state: matched, the pass word computed for this chain,
-    // and the control area still at the chain's generation.
-    if s.matched
+    if !in_step(s) {
+        sync_moved(fd, s, role);
+    }
+}
+
+/// The steady state, in which `sync` does nothing: matched, the pass word
+/// computed for this chain, and the control area still at the chain's
+/// generation.
+#[inline]
+pub fn in_step(s: &Sock) -> bool {
+    s.matched
         && s.pass_exact
         && s.held.is_empty()
         && s.pending.is_empty()
         && process::generation() == Some(s.chain.generation)
-    {
-        return;
-    }
-    sync_moved(fd, s, role);
 }
 
 #[cold]
@@ -1073,7 +1082,6 @@ fn publish(fd: c_int, s: &mut Sock) {
     shm.write_socket(i, me, &record);
     s.record = record;
     s.record_remote = s.remote;
-    s.record_thread = this_thread();
 }
 
 /// The socket is closing: if its chain can serve the next socket on the
@@ -1124,7 +1132,7 @@ pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
     // thread (or a slot claimed now, if the table was full then).
     match (process::shm(), s.table_slot) {
         (Some(shm), Some(slot))
-            if s.record_remote == s.remote && s.record_thread == this_thread() =>
+            if s.record_remote == s.remote && s.record.tid == process::tid() =>
         {
             // The same peer and thread as the record says (dig's next
             // query): it need only list its modules again.
@@ -1141,7 +1149,6 @@ pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
                 .unwrap_or_default();
             shm.write_socket(slot, key.pid, &s.record);
             s.record_remote = s.remote;
-            s.record_thread = this_thread();
         }
         _ => publish(fd, s),
     }
