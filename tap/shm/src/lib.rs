@@ -614,35 +614,17 @@ impl ShmWriter {
     }
 
     /// Sockets published by tapped processes; slots of dead processes are
-    /// freed on the way.
+    /// freed first.
     pub fn sockets(&self) -> Vec<(u32, SocketRecord)> {
-        let mut out = Vec::new();
-        for i in 0..MAX_SOCKETS {
-            let Some(slot) = self.shared.socket(i) else {
-                break;
-            };
-            let owner = slot.owner.load(Ordering::Acquire);
-            if owner == 0 {
-                continue;
-            }
-            if !process_alive(owner) {
-                let _ = slot
-                    .owner
-                    .compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed);
-                continue;
-            }
+        self.reclaim_dead_sockets();
+        (0..MAX_SOCKETS)
+            .map_while(|i| self.shared.socket(i))
+            .filter_map(|slot| self.shared.read_record(slot))
             // A slot whose record lists no module is held for a socket to
             // come (a closed socket's, kept for the next one on its
             // descriptor number): nothing to show.
-            if let Some(r) = self
-                .shared
-                .read_record(slot)
-                .filter(|(_, r)| r.modules[0] != 0)
-            {
-                out.push(r);
-            }
-        }
-        out
+            .filter(|(_, r)| r.modules[0] != 0)
+            .collect()
     }
 }
 
@@ -956,12 +938,19 @@ mod tests {
         assert_eq!(prot, 1, "control part must be mapped read-only");
     }
 
-    #[test]
-    fn sockets_are_claimed_listed_and_reaped() {
+    /// A fresh control area with its writer and a reader (the directory
+    /// lives as long as the first element).
+    fn area() -> (tempfile::TempDir, ShmWriter, ShmReader) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tap");
         let w = ShmWriter::create(&path).unwrap();
         let r = ShmReader::open(&path).unwrap();
+        (dir, w, r)
+    }
+
+    #[test]
+    fn sockets_are_claimed_listed_and_reaped() {
+        let (_dir, w, r) = area();
         let me = std::process::id();
         let i = r.claim_socket(me, 0).unwrap();
         let rec = SocketRecord {
@@ -983,10 +972,7 @@ mod tests {
 
     #[test]
     fn slots_of_exited_processes_are_reclaimed_and_live_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tap");
-        let w = ShmWriter::create(&path).unwrap();
-        let r = ShmReader::open(&path).unwrap();
+        let (_dir, w, r) = area();
         let me = std::process::id();
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let gone = child.id();
