@@ -632,7 +632,19 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
     // the control area) happens inside it. A record holding a parked chain
     // decides itself (`sock::unpark`).
     if let (Role::Client, Some(remote)) = (role, peer) {
-        if !sock::has_parked(fd) {
+        if sock::has_parked(fd) {
+            // Taking a parked chain over reads no parsed table and
+            // allocates nothing (async-signal-safe work): no guard needed.
+            // If it does not fit, first sight runs below, inside the guard.
+            let mut g = cell.lock();
+            if let Some(s) = g.as_mut().filter(|s| !s.stream) {
+                s.role = Some(role);
+                s.remote = peer;
+                if sock::unpark(fd, s, remote.port()) {
+                    return;
+                }
+            }
+        } else {
             let settled = match sock::sight_by_filter(fd, remote) {
                 Some(settled) => settled,
                 None => inside(|_| Some(sock::sight_by_table(fd, remote))) == Some(true),
