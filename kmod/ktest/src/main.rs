@@ -543,7 +543,13 @@ fn tcp_get(port: u16, bytes: u64) -> Result<()> {
     let (mut h_got, mut h_want) = (0xcbf2_9ce4_8422_2325u64, 0xcbf2_9ce4_8422_2325u64);
     let mut mismatch = None;
     loop {
-        let n = s.read(&mut buf)?;
+        let n = match s.read(&mut buf) {
+            Ok(n) => n,
+            // Unloading the module wakes a receive waiting in the tap with
+            // EINTR (docs/kernel-tap.md): retry, as applications do.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             break;
         }
