@@ -56,12 +56,11 @@ fn main() {
 /// Whether the C compiler rustc links with accepts `flag` for a shared
 /// library (and the C library it links against supports the result).
 fn links_with(dir: &Path, flag: &str) -> bool {
-    let cc = std::env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".into());
     let src = dir.join("probe.c");
     if std::fs::write(&src, "int l45_probe(void) { return 0; }\n").is_err() {
         return false;
     }
-    Command::new(cc)
+    Command::new(cc())
         .args(["-shared", "-fPIC", flag, "-o"])
         .arg(dir.join("probe.so"))
         .arg(&src)
@@ -69,10 +68,14 @@ fn links_with(dir: &Path, flag: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The C compiler rustc links with.
+fn cc() -> String {
+    std::env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".into())
+}
+
 /// The C compiler rustc links with, asked where it finds a library file.
 fn print_file_name(name: &str) -> Option<PathBuf> {
-    let cc = std::env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(cc)
+    let out = Command::new(cc())
         .arg(format!("-print-file-name={name}"))
         .output()
         .ok()?;

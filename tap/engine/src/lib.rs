@@ -458,18 +458,18 @@ impl Chain {
         if self.entries.len() > 1 {
             self.sort_and_cap();
         }
-        self.note_delay();
+        self.note_entries();
     }
 
     /// Detaches every module (the storage stays for the next socket).
     pub fn clear(&mut self) {
         self.entries.clear();
-        self.note_delay();
+        self.note_entries();
     }
 
     /// Recomputes what the data path reads instead of walking the chain
     /// (called whenever entries join, leave or change).
-    fn note_delay(&mut self) {
+    fn note_entries(&mut self) {
         self.has_delay = self
             .entries
             .iter()
@@ -548,7 +548,7 @@ impl Chain {
         let dropped = self.sort_and_cap();
         change.added.retain(|x| !dropped.contains(x));
         self.generation = config.generation;
-        self.note_delay();
+        self.note_entries();
         change
     }
 

@@ -128,24 +128,22 @@ pub fn send(
     let cell = sock::lookup(fd)?;
     let mut g = cell.lock();
     let s = g.as_mut()?;
-    if !sock::in_step(s) || s.stream || s.chain.has_delay || !s.pending.is_empty() {
-        // Matching, a new generation, streams and rate limits: inside the
-        // thread-local guard (the parsed table's lock, allocations), so a
-        // signal handler's call meanwhile passes straight through.
-        drop(g);
-        return inside(|b| send_in(cell, fd, data, dest, send_wire, b));
-    }
-    if s.chain.is_empty() {
+    let plain_datagram = sock::in_step(s) && !s.stream && !s.chain.has_delay;
+    if plain_datagram && s.chain.is_empty() {
         return None;
     }
-    // A datagram on a socket in step: the chain writes into a buffer on
-    // the stack, the socket lock is released, and the bytes go to the
-    // kernel from there. Only async-signal-safe work happens here.
     let cap = s.chain.datagram_send_capacity(data.len());
-    if cap > STACK_DATAGRAM {
+    if !plain_datagram || cap > STACK_DATAGRAM {
+        // Matching, a new generation, streams, rate limits, large
+        // datagrams: inside the thread-local guard (the parsed table's
+        // lock, allocations), so a signal handler's call meanwhile passes
+        // straight through.
         drop(g);
         return inside(|b| send_in(cell, fd, data, dest, send_wire, b));
     }
+    // A small datagram on a socket in step: the chain writes into a buffer
+    // on the stack, the socket lock is released, and the bytes go to the
+    // kernel from there. Only async-signal-safe work happens here.
     let mut buf = std::mem::MaybeUninit::<[u8; STACK_DATAGRAM]>::uninit();
     // SAFETY: `cap` ≤ the buffer's size; those bytes are zeroed before the
     // slice is made over them, and only they are in it.
@@ -208,9 +206,10 @@ fn send_datagram(
     app_len as ssize_t
 }
 
-/// Runs the socket's send chain over `data` into `out`. `None`: nothing
-/// customizes it (send the application's bytes); else the length to send
-/// (`None`: dropped) and the deciding module's statistics slot and id.
+/// Runs the socket's send chain over `data` into `out` (grown as needed).
+/// `None`: nothing customizes it (send the application's bytes); else the
+/// length to send (`None`: dropped) and the deciding module's statistics
+/// slot and id.
 #[inline]
 fn customize_send(
     s: &mut sock::Sock,
@@ -218,11 +217,11 @@ fn customize_send(
     out: &mut Vec<u8>,
 ) -> Option<(Option<usize>, usize, u32)> {
     let (ctx, chain) = s.ctx_and_chain();
-    let outcome = chain_outcome(chain.send(&ctx, data, out));
+    let outcome = chain.send(&ctx, data, out);
     decided(chain, outcome)
 }
 
-/// `customize_send` into a buffer of `send_capacity` bytes.
+/// `customize_send` into a buffer of at least the chain's capacity.
 #[inline]
 fn customize_send_slice(
     s: &mut sock::Sock,
@@ -230,25 +229,20 @@ fn customize_send_slice(
     out: &mut [u8],
 ) -> Option<(Option<usize>, usize, u32)> {
     let (ctx, chain) = s.ctx_and_chain();
-    let outcome = chain_outcome(chain.send_slice(&ctx, data, out));
+    let outcome = chain.send_slice(&ctx, data, out);
     decided(chain, outcome)
-}
-
-#[inline]
-fn chain_outcome(outcome: SendOutcome) -> Option<(Option<usize>, usize)> {
-    match outcome {
-        SendOutcome::Original => None,
-        SendOutcome::Drop { by } => Some((None, by)),
-        SendOutcome::Customized { len, by } => Some((Some(len), by)),
-    }
 }
 
 #[inline]
 fn decided(
     chain: &l45_tap_engine::Chain,
-    outcome: Option<(Option<usize>, usize)>,
+    outcome: SendOutcome,
 ) -> Option<(Option<usize>, usize, u32)> {
-    let (len, by) = outcome?;
+    let (len, by) = match outcome {
+        SendOutcome::Original => return None,
+        SendOutcome::Drop { by } => (None, by),
+        SendOutcome::Customized { len, by } => (Some(len), by),
+    };
     Some((len, chain.entries[by].slot, chain.entries[by].id))
 }
 

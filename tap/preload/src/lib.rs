@@ -799,9 +799,7 @@ unsafe fn l45_syscall_slow(n: c_long, args: [c_long; 6]) -> c_long {
     // function of the same name; everything else goes to glibc unchanged.
     unsafe {
         match n {
-            // A raw socket system call the tap has nothing to do for stays
-            // the very call the program made (glibc's wrappers would add a
-            // cancellation point and argument checks).
+            // Passing through after the full check: still the raw call.
             libc::SYS_sendmmsg | libc::SYS_sendmsg | libc::SYS_sendto
                 if !sock::needs_tap(a1 as c_int, Dir::Send) =>
             {
@@ -819,16 +817,20 @@ unsafe fn l45_syscall_slow(n: c_long, args: [c_long; 6]) -> c_long {
                 a4 as c_int,
                 true,
             ) as c_long,
-            libc::SYS_recvmmsg => recvmmsg(
+            libc::SYS_recvmmsg => recvmmsg_slow(
                 a1 as c_int,
                 a2 as *mut mmsghdr,
                 a3 as c_uint,
                 a4 as c_int,
                 a5 as *mut libc::timespec,
             ) as c_long,
-            libc::SYS_sendmsg => sendmsg(a1 as c_int, a2 as *const msghdr, a3 as c_int) as c_long,
-            libc::SYS_recvmsg => recvmsg(a1 as c_int, a2 as *mut msghdr, a3 as c_int) as c_long,
-            libc::SYS_sendto => sendto(
+            libc::SYS_sendmsg => {
+                sendmsg_slow(a1 as c_int, a2 as *const msghdr, a3 as c_int) as c_long
+            }
+            libc::SYS_recvmsg => {
+                recvmsg_slow(a1 as c_int, a2 as *mut msghdr, a3 as c_int) as c_long
+            }
+            libc::SYS_sendto => sendto_slow(
                 a1 as c_int,
                 a2 as *const c_void,
                 a3 as size_t,
@@ -836,7 +838,7 @@ unsafe fn l45_syscall_slow(n: c_long, args: [c_long; 6]) -> c_long {
                 a5 as *const sockaddr,
                 a6 as socklen_t,
             ) as c_long,
-            libc::SYS_recvfrom => recvfrom(
+            libc::SYS_recvfrom => recvfrom_slow(
                 a1 as c_int,
                 a2 as *mut c_void,
                 a3 as size_t,
@@ -867,7 +869,7 @@ unsafe extern "C" fn l45_ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
 unsafe fn fionread(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
     // SAFETY: passthrough.
     let r = unsafe { real::ioctl(fd, request, arg) };
-    if r == 0 && request == libc::FIONREAD as c_ulong && !arg.is_null() {
+    if r == 0 && !arg.is_null() {
         let held = sock::held_len(fd);
         if held > 0 {
             // SAFETY: FIONREAD's argument is an int the kernel just wrote.

@@ -715,20 +715,16 @@ fn note_high_fd(i: usize) {
 /// for a last flush. A socket that never had modules attached costs a few
 /// plain memory accesses and no lock (its record is replaced on reuse).
 pub fn closed(fd: c_int) -> Vec<u8> {
+    if closes_plainly(fd) {
+        return Vec::new();
+    }
+    // A socket that may hold modules, a table slot or bytes (`owns`).
     let Some(i) = index(fd) else {
         return Vec::new();
     };
     let entry = &FDS[i];
-    if !is_inet(entry.state.load(Ordering::Acquire)) {
-        entry.state.store(UNKNOWN, Ordering::Release);
-        return Vec::new();
-    }
     entry.pass.store(0, Ordering::Release);
-    let pending = if entry.owns.load(Ordering::Acquire) {
-        release(i)
-    } else {
-        Vec::new()
-    };
+    let pending = release(i);
     entry.state.store(UNKNOWN, Ordering::Release);
     pending
 }

@@ -822,10 +822,7 @@ impl ShmReader {
     /// Makes a slot this process owns list no module (a closed socket's
     /// slot kept for the next one; `sockets` skips it).
     pub fn withdraw_socket(&self, index: usize, pid: u32) {
-        // SAFETY: as in `write_socket`.
-        self.rewrite_owned(index, pid, |r| unsafe {
-            std::ptr::write_volatile(std::ptr::addr_of_mut!((*r).modules[0]), 0)
-        });
+        self.restore_socket(index, pid, 0);
     }
 
     /// Undoes `withdraw_socket`: the slot lists its modules again, from
