@@ -10,6 +10,7 @@ pub const MAGIC: &[u8; 4] = b"XTAG";
 /// Magic, length byte, 15-byte name, ':', 64-byte label.
 pub const MAX_PREFIX: usize = 4 + 1 + 15 + 1 + 64;
 
+#[inline(never)] // not inlined into the chain loop: see `Instance::send`
 pub fn send(
     label: &Tag,
     use_thread_name: bool,
@@ -45,6 +46,7 @@ pub fn send(
     SendVerdict::Customized(total)
 }
 
+#[inline(never)] // not inlined into the chain loop: see `Instance::send`
 pub fn recv(state: &mut SocketState, ctx: &Ctx<'_>, input: &[u8], out: &mut [u8]) -> RecvVerdict {
     if ctx.role != Role::Server {
         return RecvVerdict::NotMine;

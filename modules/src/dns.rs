@@ -119,6 +119,7 @@ fn qname_len(bytes: &[u8]) -> Option<usize> {
 /// Client: a standard query with one question becomes
 /// `ID(2) | marker | QNAME | QTYPE | QCLASS`; the header and any additional
 /// records (EDNS) are dropped. Anything else is not this module's.
+#[inline(never)] // not inlined into the chain loop: see `Instance::send`
 pub fn compress_send(ctx: &Ctx<'_>, input: &[u8], out: &mut [u8]) -> SendVerdict {
     if !on_datagram(ctx, Role::Client) || input.len() < HEADER_LEN {
         return SendVerdict::NotMine;
@@ -149,6 +150,7 @@ pub fn compress_send(ctx: &Ctx<'_>, input: &[u8], out: &mut [u8]) -> SendVerdict
 }
 
 /// Server: rebuilds the 12-byte header of a compressed query.
+#[inline(never)] // not inlined into the chain loop: see `Instance::send`
 pub fn compress_recv(
     recursion_desired: bool,
     ctx: &Ctx<'_>,

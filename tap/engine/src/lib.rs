@@ -612,8 +612,10 @@ impl Chain {
             if !a.activated {
                 continue;
             }
-            let cap = a.instance.send_capacity(input.len()).min(out.len());
-            match a.instance.send(&mut a.state, ctx, input, &mut out[..cap]) {
+            // Every module checks its writes against `out` itself: no
+            // per-module capacity to compute here (a match on the kind,
+            // per message).
+            match a.instance.send(&mut a.state, ctx, input, out) {
                 SendVerdict::NotMine | SendVerdict::Delay(_) => continue,
                 SendVerdict::PassThrough => return SendOutcome::Original,
                 SendVerdict::Drop => return SendOutcome::Drop { by: i },
@@ -648,8 +650,8 @@ impl Chain {
             if !a.activated {
                 continue;
             }
-            let cap = a.instance.recv_capacity(input.len()).min(out.len());
-            match a.instance.recv(&mut a.state, ctx, input, &mut out[..cap]) {
+            // As in `send_slice`: modules bound their writes by `out`.
+            match a.instance.recv(&mut a.state, ctx, input, out) {
                 RecvVerdict::NotMine => continue,
                 RecvVerdict::PassThrough => return RecvOutcome::Original,
                 RecvVerdict::Drop => return RecvOutcome::Drop { by: i },

@@ -115,6 +115,9 @@ fn send_all(bytes: &[u8], send_wire: &mut dyn FnMut(&[u8]) -> ssize_t) -> (usize
 /// takes no thread-local and touches no buffer of ours.
 const STACK_DATAGRAM: usize = 1024;
 
+/// Most datagrams sent customized fit this (DNS queries with their tags).
+const SMALL_DATAGRAM: usize = 128;
+
 /// Sends `data` (the application's bytes) on `fd`. `None`: the socket is
 /// not tapped or nothing customizes it; the caller makes the original call.
 /// `dest` is the explicit destination of a `sendto`/`sendmsg`, if any.
@@ -144,6 +147,16 @@ pub fn send(
     // A small datagram on a socket in step: the chain writes into a buffer
     // on the stack, the socket lock is released, and the bytes go to the
     // kernel from there. Only async-signal-safe work happens here.
+    if cap <= SMALL_DATAGRAM {
+        // A query and its tag, say: a fixed-size buffer is zeroed by a few
+        // inline stores, no call into memset (one more piece of code to
+        // fetch per message in a busy program).
+        let mut buf = [0u8; SMALL_DATAGRAM];
+        let out = &mut buf[..cap];
+        let decided = customize_send_slice(s, data, out)?;
+        drop(g);
+        return Some(send_datagram(decided, out, data.len(), send_wire));
+    }
     let mut buf = std::mem::MaybeUninit::<[u8; STACK_DATAGRAM]>::uninit();
     // SAFETY: `cap` ≤ the buffer's size; those bytes are zeroed before the
     // slice is made over them, and only they are in it.
@@ -698,7 +711,16 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
 /// `close`: detach the socket (best-effort flush of pending bytes first,
 /// while the descriptor is still open).
 pub fn closing(fd: c_int) {
-    let pending = sock::closed(fd);
+    flush_last(fd, sock::closed(fd));
+}
+
+/// `closing` for a descriptor `sock::closes_plainly` just said no to.
+pub fn closing_owning(fd: c_int) {
+    flush_last(fd, sock::closed_owning(fd));
+}
+
+/// Best-effort last flush of the bytes a closing socket still had pending.
+fn flush_last(fd: c_int, pending: Vec<u8>) {
     if pending.is_empty() {
         return;
     }

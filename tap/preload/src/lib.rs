@@ -177,7 +177,7 @@ pass_first! { close(fd: c_int) -> c_int; if sock::closes_plainly(fd); else close
 
 #[inline(never)]
 unsafe fn close_slow(fd: c_int) -> c_int {
-    io::closing(fd);
+    io::closing_owning(fd);
     // SAFETY: passthrough.
     unsafe { real::close(fd) }
 }
@@ -200,7 +200,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 
 // ===== sending =====
 
-/// A send on a descriptor `sock::needs_tap` said the tap must see (the
+/// A send on a descriptor `sock::tapped_or_unseen` said the tap must see (the
 /// callers check first, so passing through costs them nothing more).
 fn send_plain(
     fd: c_int,
@@ -230,7 +230,7 @@ pass_first! { send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> 
 
 #[inline(never)]
 unsafe fn send_slow(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !sock::needs_tap(fd, Dir::Send) {
+    if !sock::tapped_or_unseen(fd) {
         // SAFETY: passthrough.
         return unsafe { real::send(fd, buf, len, flags) };
     }
@@ -252,7 +252,7 @@ unsafe fn sendto_slow(
     addr: *const sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
-    if !sock::needs_tap(fd, Dir::Send) {
+    if !sock::tapped_or_unseen(fd) {
         // SAFETY: passthrough.
         return unsafe { real::sendto(fd, buf, len, flags, addr, alen) };
     }
@@ -267,7 +267,7 @@ pass_first! { write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t; if s
 
 #[inline(never)]
 unsafe fn write_slow(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
-    if sock::needs_tap(fd, Dir::Send) {
+    if sock::tapped_or_unseen(fd) {
         if let Some(r) = send_plain(fd, buf, len, 0, std::ptr::null(), 0) {
             return r;
         }
@@ -280,7 +280,7 @@ pass_first! { writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t; i
 
 #[inline(never)]
 unsafe fn writev_slow(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
-    if n > 0 && sock::needs_tap(fd, Dir::Send) {
+    if n > 0 && sock::tapped_or_unseen(fd) {
         // SAFETY: the caller passes `n` valid iovecs.
         let r = unsafe {
             gather(iov, n as usize, |data| {
@@ -296,7 +296,7 @@ unsafe fn writev_slow(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
     unsafe { real::writev(fd, iov, n) }
 }
 
-/// A `sendmsg` the callers found `sock::needs_tap`. `raw`: the
+/// A `sendmsg` the callers found `sock::tapped_or_unseen`. `raw`: the
 /// application made the raw system call (`syscall(SYS_sendmmsg…)`,
 /// as dig does), so the customized bytes go out the same way, without
 /// glibc's cancellation-point bookkeeping.
@@ -340,7 +340,7 @@ pass_first! { sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t; i
 
 #[inline(never)]
 unsafe fn sendmsg_slow(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if !sock::needs_tap(fd, Dir::Send) {
+    if !sock::tapped_or_unseen(fd) {
         // SAFETY: passthrough (a DNS server's replies, say).
         return unsafe { real::sendmsg(fd, msg, flags) };
     }
@@ -356,7 +356,7 @@ pass_first! { sendmmsg(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, flags: c_int)
 
 #[inline(never)]
 unsafe fn sendmmsg_slow(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
-    if vec.is_null() || vlen == 0 || !sock::needs_tap(fd, Dir::Send) {
+    if vec.is_null() || vlen == 0 || !sock::tapped_or_unseen(fd) {
         // SAFETY: passthrough.
         return unsafe { real::sendmmsg(fd, vec, vlen, flags) };
     }
@@ -392,7 +392,7 @@ unsafe fn sendmmsg_tapped(
 
 // ===== receiving =====
 
-/// A receive on a descriptor `sock::needs_tap` said the tap must see (the
+/// A receive on a descriptor `sock::tapped_or_unseen` said the tap must see (the
 /// callers check first).
 fn recv_plain(
     fd: c_int,
@@ -435,7 +435,7 @@ pass_first! { recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ss
 
 #[inline(never)]
 unsafe fn recv_slow(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !sock::needs_tap(fd, Dir::Recv) {
+    if !sock::tapped_or_unseen(fd) {
         // SAFETY: passthrough.
         return unsafe { real::recv(fd, buf, len, flags) };
     }
@@ -464,7 +464,7 @@ unsafe fn recvfrom_slow(
     addr: *mut sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
-    if !sock::needs_tap(fd, Dir::Recv) {
+    if !sock::tapped_or_unseen(fd) {
         // SAFETY: passthrough.
         return unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) };
     }
@@ -479,7 +479,7 @@ pass_first! { read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t; if sock
 
 #[inline(never)]
 unsafe fn read_slow(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
-    if sock::needs_tap(fd, Dir::Recv) {
+    if sock::tapped_or_unseen(fd) {
         if let Some(r) = recv_plain(fd, buf, len, 0, std::ptr::null_mut(), std::ptr::null_mut()) {
             return r;
         }
@@ -492,7 +492,7 @@ pass_first! { readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t; if
 
 #[inline(never)]
 unsafe fn readv_slow(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
-    if n > 0 && sock::needs_tap(fd, Dir::Recv) {
+    if n > 0 && sock::tapped_or_unseen(fd) {
         if n == 1 {
             // SAFETY: one iovec from the caller: receive straight into it.
             let v = unsafe { &*iov };
@@ -629,7 +629,7 @@ pass_first! { recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t; if 
 
 #[inline(never)]
 unsafe fn recvmsg_slow(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if sock::needs_tap(fd, Dir::Recv) {
+    if sock::tapped_or_unseen(fd) {
         // SAFETY: pointers from the application, checked inside.
         if let Some(r) = unsafe { recvmsg_tapped(fd, msg, flags) } {
             return r;
@@ -649,7 +649,7 @@ unsafe fn recvmmsg_slow(
     flags: c_int,
     timeout: *mut libc::timespec,
 ) -> c_int {
-    if vec.is_null() || vlen == 0 || !sock::needs_tap(fd, Dir::Recv) {
+    if vec.is_null() || vlen == 0 || !sock::tapped_or_unseen(fd) {
         // SAFETY: passthrough.
         return unsafe { real::recvmmsg(fd, vec, vlen, flags, timeout) };
     }
@@ -801,12 +801,12 @@ unsafe fn l45_syscall_slow(n: c_long, args: [c_long; 6]) -> c_long {
         match n {
             // Passing through after the full check: still the raw call.
             libc::SYS_sendmmsg | libc::SYS_sendmsg | libc::SYS_sendto
-                if !sock::needs_tap(a1 as c_int, Dir::Send) =>
+                if !sock::tapped_or_unseen(a1 as c_int) =>
             {
                 real::syscall(n, a1, a2, a3, a4, a5, a6)
             }
             libc::SYS_recvmmsg | libc::SYS_recvmsg | libc::SYS_recvfrom
-                if !sock::needs_tap(a1 as c_int, Dir::Recv) =>
+                if !sock::tapped_or_unseen(a1 as c_int) =>
             {
                 real::syscall(n, a1, a2, a3, a4, a5, a6)
             }
@@ -847,7 +847,7 @@ unsafe fn l45_syscall_slow(n: c_long, args: [c_long; 6]) -> c_long {
                 a6 as *mut socklen_t,
             ) as c_long,
             libc::SYS_close => {
-                io::closing(a1 as c_int);
+                io::closing_owning(a1 as c_int);
                 real::syscall(n, a1, a2, a3, a4, a5, a6)
             }
             _ => real::syscall(n, a1, a2, a3, a4, a5, a6),

@@ -545,7 +545,7 @@ pub enum Dir {
 /// and no call (so a wrapper's pass-through path needs no stack frame): a
 /// descriptor known not to be a tapped socket, or a socket whose pass word
 /// covers this direction at the current generation. False: ask
-/// `needs_tap`, which also classifies descriptors not seen yet.
+/// `tapped_or_unseen`, which also classifies descriptors not seen yet.
 #[inline]
 pub fn passes(fd: c_int, dir: Dir) -> bool {
     let Some(i) = index(fd) else { return true };
@@ -592,12 +592,17 @@ pub fn known_not_stream(fd: c_int) -> bool {
 /// Whether a data call on `fd` must go through the tap: not for descriptors
 /// known not to be tapped sockets, nor for sockets whose chain does nothing
 /// in this direction at the current generation (the common case).
-#[inline]
+#[cfg(test)]
 pub fn needs_tap(fd: c_int, dir: Dir) -> bool {
-    if passes(fd, dir) {
-        return false;
-    }
-    // Not passing: a tapped socket, or a descriptor not classified yet.
+    !passes(fd, dir) && tapped_or_unseen(fd)
+}
+
+/// The rest of `needs_tap`, for a call whose `passes` check failed just
+/// before (every wrapper's slow path): a tapped socket, or a descriptor
+/// not classified yet that turns out to be one. Passing it again would only
+/// repeat the loads.
+#[inline]
+pub fn tapped_or_unseen(fd: c_int) -> bool {
     let Some(i) = index(fd) else { return false };
     match FDS[i].state.load(Ordering::Acquire) {
         DGRAM | STREAM => true,
@@ -718,7 +723,13 @@ pub fn closed(fd: c_int) -> Vec<u8> {
     if closes_plainly(fd) {
         return Vec::new();
     }
-    // A socket that may hold modules, a table slot or bytes (`owns`).
+    closed_owning(fd)
+}
+
+/// `closed` for a descriptor `closes_plainly` just said no to (the close
+/// wrappers' slow paths): a socket that may hold modules, a table slot or
+/// bytes (`owns`).
+pub fn closed_owning(fd: c_int) -> Vec<u8> {
     let Some(i) = index(fd) else {
         return Vec::new();
     };
