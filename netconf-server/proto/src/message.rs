@@ -376,7 +376,9 @@ pub struct RpcError {
     pub error_type: ErrorType,
     pub tag: ErrorTag,
     pub app_tag: Option<String>,
-    pub path: Option<ErrorPath>,
+    /// Boxed: most errors have none, and unboxed it made every
+    /// `Result<_, RpcError>` 128+ bytes (clippy `result_large_err`).
+    pub path: Option<Box<ErrorPath>>,
     pub message: Option<String>,
     /// `error-info` children in the base namespace: (element, text).
     pub info: Vec<(String, String)>,
@@ -405,7 +407,7 @@ impl RpcError {
     }
 
     pub fn path(mut self, path: ErrorPath) -> Self {
-        self.path = Some(path);
+        self.path = Some(Box::new(path));
         self
     }
 
