@@ -147,23 +147,21 @@ pub fn send(
     // A small datagram on a socket in step: the chain writes into a buffer
     // on the stack, the socket lock is released, and the bytes go to the
     // kernel from there. Only async-signal-safe work happens here.
-    if cap <= SMALL_DATAGRAM {
-        // A query and its tag, say: a fixed-size buffer is zeroed by a few
-        // inline stores, no call into memset (one more piece of code to
-        // fetch per message in a busy program).
-        let mut buf = [0u8; SMALL_DATAGRAM];
-        let out = &mut buf[..cap];
-        let decided = customize_send_slice(s, data, out)?;
-        drop(g);
-        return Some(send_datagram(decided, out, data.len(), send_wire));
-    }
-    let mut buf = std::mem::MaybeUninit::<[u8; STACK_DATAGRAM]>::uninit();
-    // SAFETY: `cap` ≤ the buffer's size; those bytes are zeroed before the
-    // slice is made over them, and only they are in it.
-    let out = unsafe {
-        let p = buf.as_mut_ptr().cast::<u8>();
-        p.write_bytes(0, cap);
-        std::slice::from_raw_parts_mut(p, cap)
+    // A query and its tag, say, fit the small buffer, which a few inline
+    // stores zero (no call into memset: one more piece of code to fetch
+    // per message in a busy program); larger ones zero only what they use.
+    let mut small = [0u8; SMALL_DATAGRAM];
+    let mut large = std::mem::MaybeUninit::<[u8; STACK_DATAGRAM]>::uninit();
+    let out: &mut [u8] = if cap <= SMALL_DATAGRAM {
+        &mut small[..cap]
+    } else {
+        // SAFETY: `cap` ≤ the buffer's size; those bytes are zeroed before
+        // the slice is made over them, and only they are in it.
+        unsafe {
+            let p = large.as_mut_ptr().cast::<u8>();
+            p.write_bytes(0, cap);
+            std::slice::from_raw_parts_mut(p, cap)
+        }
     };
     let decided = customize_send_slice(s, data, out)?;
     drop(g);
