@@ -247,3 +247,44 @@ def test_a_chain_from_an_earlier_first_sight_is_not_kept_for_a_later_connects_po
         assert rx_b.recvfrom(4096)[0] == b"ANYPORTx" + query, "a new socket: its own first sight"
     mods, _ = tap.state()
     assert mods[1]["socket-count"] == "0" and mods[2]["socket-count"] == "0", mods
+
+
+HOLDING_CLIENT = r"""
+import socket, sys
+port, query = int(sys.argv[1]), bytes.fromhex(sys.argv[2])
+held = []
+for _ in range(2):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(("127.0.0.1", port))
+    s.send(query)
+    held.append(s)
+print("holding", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_socket_counts_drop_when_a_tapped_process_is_killed(tap):
+    """Socket counts are made from the socket table: a process killed with
+    its tapped sockets open stops counting (a counter the process kept
+    itself would stay up for ever)."""
+    rx, port = bound_udp()
+    with rx:
+        tap.edit(module(1, "dns-front-tag", 10, f"<protocol>udp</protocol><destination-port>{port}</destination-port>",
+                        tag_params("HELDxxxx")))
+        query = dns_query()
+        p = subprocess.Popen([sys.executable, "-c", HOLDING_CLIENT, str(port), query.hex()],
+                             env=tap.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout.readline().strip() == "holding"
+            assert rx.recvfrom(4096)[0] == b"HELDxxxx" + query
+            assert rx.recvfrom(4096)[0] == b"HELDxxxx" + query
+            mods, socks = tap.state()
+            assert mods[1]["socket-count"] == "2", mods
+            assert len([s for s in socks if s["modules"]]) == 2, socks
+        finally:
+            p.kill()
+            p.wait()
+        mods, socks = tap.state()
+        assert mods[1]["socket-count"] == "0", mods
+        assert not [s for s in socks if s["modules"]], socks
+        assert mods[1]["messages-sent"] == "2", mods

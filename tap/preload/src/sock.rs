@@ -115,8 +115,8 @@ pub struct Sock {
     /// descriptor number before, kept with `reusable`'s key: the next
     /// socket on the number that connects to the same port at the same
     /// generation takes it over instead of matching and attaching anew
-    /// (dig opens a socket per query on the same number). Its modules no
-    /// longer count it; its table record lists none.
+    /// (dig opens a socket per query on the same number). Its table record
+    /// is hidden meanwhile, so no module counts it.
     pub parked: Option<ChainKey>,
     /// What `publish` last wrote to the socket table and the peer it
     /// wrote (its tid is in `record`).
@@ -915,7 +915,6 @@ fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64)
         let (view, chain) = s.view_and_chain();
         chain.attach_first_sight(config, active.candidates(protocol), &view);
         if !s.chain.is_empty() {
-            count_socket(&s.chain, true);
             publish(fd, s);
         }
         return;
@@ -1000,19 +999,10 @@ pub fn sight_by_table(fd: c_int, remote: SocketAddr) -> bool {
     })
 }
 
-/// Accounts a chain change in the modules' socket counts and the socket table.
+/// Shows a chain change in the socket table (which is also what the
+/// modules' socket counts are made from).
 fn settle(fd: c_int, s: &mut Sock, change: ChainChange) {
     if !change.is_empty() {
-        for (slot, id) in &change.added {
-            if let Some(st) = process::stats(*slot, *id) {
-                st.sockets.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        for (slot, id) in &change.removed {
-            if let Some(st) = process::stats(*slot, *id) {
-                st.sockets.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
         publish(fd, s);
     }
 }
@@ -1099,7 +1089,6 @@ fn park(s: &mut Sock) -> bool {
     if s.chain.generation != key.generation || s.chain.is_empty() || !s.held.is_empty() {
         return false;
     }
-    count_socket(&s.chain, false);
     if let (Some(shm), Some(i)) = (process::shm(), s.table_slot) {
         shm.withdraw_socket(i, process::pid());
     }
@@ -1116,7 +1105,8 @@ pub fn has_parked(fd: c_int) -> bool {
 
 /// A new connected UDP client socket of peer port `peer_port`: takes over
 /// the parked chain if it was parked for exactly this (same generation,
-/// same port), counting the socket in its modules and publishing it. The
+/// same port), listing it in the socket table again (so its modules count
+/// it). The
 /// modules' per-socket state starts afresh. False: match as usual.
 pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
     let Some(key) = s.parked else { return false };
@@ -1134,7 +1124,6 @@ pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
     for a in &mut s.chain.entries {
         a.state = SocketState::default();
     }
-    count_socket(&s.chain, true);
     // The table record as first published, for this socket's peer and
     // thread (or a slot claimed now, if the table was full then).
     match (process::shm(), s.table_slot) {
@@ -1144,7 +1133,7 @@ pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
             // The same peer and thread as the record says (dig's next
             // query): it need only list its modules again.
             s.tid = s.record.tid;
-            shm.restore_socket(slot, key.pid, s.record.modules[0]);
+            shm.restore_socket(slot, key.pid);
         }
         (Some(shm), Some(slot)) => {
             s.tid = process::tid();
@@ -1175,20 +1164,6 @@ pub fn pass_bits(fd: c_int) -> u64 {
     })
 }
 
-/// Counts one socket in (`attached`) or out of the socket counts of every
-/// module of `chain`.
-fn count_socket(chain: &Chain, attached: bool) {
-    for a in &chain.entries {
-        if let Some(st) = process::stats(a.slot, a.id) {
-            if attached {
-                st.sockets.fetch_add(1, Ordering::Relaxed);
-            } else {
-                st.sockets.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
 /// The socket is going away: detach every module.
 pub fn detach_all(s: &mut Sock) {
     if s.parked.take().is_some() {
@@ -1199,7 +1174,6 @@ pub fn detach_all(s: &mut Sock) {
         }
         return;
     }
-    count_socket(&s.chain, false);
     s.chain.clear();
     if let (Some(shm), Some(i)) = (process::shm(), s.table_slot.take()) {
         shm.release_socket(i, process::pid());

@@ -199,8 +199,6 @@ struct Control {
 pub struct StatsSlot {
     /// Module id these counters belong to (0: slot unused).
     pub id: AtomicU32,
-    /// Sockets that currently have the module attached.
-    pub sockets: AtomicU32,
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
     pub messages_sent: AtomicU64,
@@ -281,6 +279,10 @@ struct SocketSlot {
     owner: AtomicU32,
     /// Odd while the owner rewrites `record`.
     seq: AtomicU32,
+    /// Non-zero: the record is not listed (claimed but not written yet, or
+    /// a closed socket's, kept for the next one on its descriptor number).
+    /// One store on the slot's first cache line hides or shows it again.
+    hidden: AtomicU32,
     record: SocketRecord,
 }
 
@@ -619,18 +621,29 @@ impl ShmWriter {
         self.reclaim_dead_sockets();
         (0..MAX_SOCKETS)
             .map_while(|i| self.shared.socket(i))
+            .filter(|slot| slot.hidden.load(Ordering::Acquire) == 0)
             .filter_map(|slot| self.shared.read_record(slot))
-            // A slot whose record lists no module is held for a socket to
-            // come (a closed socket's, kept for the next one on its
-            // descriptor number): nothing to show.
             .filter(|(_, r)| r.modules[0] != 0)
             .collect()
+    }
+
+    /// How many listed sockets (`sockets`) have each module attached, by
+    /// module id. The tap keeps no counters of its own: a socket counts
+    /// while its record is listed, and stops counting when its process
+    /// exits, however it exits.
+    pub fn socket_counts(&self) -> std::collections::HashMap<u32, u32> {
+        let mut counts = std::collections::HashMap::new();
+        for (_, r) in self.sockets() {
+            for id in r.modules.iter().copied().take_while(|&id| id != 0) {
+                *counts.entry(id).or_insert(0) += 1;
+            }
+        }
+        counts
     }
 }
 
 fn reset_stats(s: &StatsSlot, id: u32) {
     s.id.store(0, Ordering::Release);
-    s.sockets.store(0, Ordering::Relaxed);
     for c in [
         &s.bytes_sent,
         &s.bytes_received,
@@ -805,33 +818,41 @@ impl ShmReader {
                 .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
+                // Listed once `write_socket` has filled it in.
+                slot.hidden.store(1, Ordering::Release);
                 return Some(i);
             }
         }
         None
     }
 
-    /// Rewrites the record of a slot this process owns.
+    /// Rewrites the record of a slot this process owns, and lists it.
     pub fn write_socket(&self, index: usize, pid: u32, record: &SocketRecord) {
         // SAFETY: `rewrite_owned` hands over our own slot's record.
         self.rewrite_owned(index, pid, |r| unsafe {
             std::ptr::write_volatile(r, *record)
         });
+        self.set_hidden(index, pid, false);
     }
 
-    /// Makes a slot this process owns list no module (a closed socket's
-    /// slot kept for the next one; `sockets` skips it).
+    /// Stops listing (and counting) a slot this process owns: a closed
+    /// socket's, kept with its record for the next one on its descriptor
+    /// number.
     pub fn withdraw_socket(&self, index: usize, pid: u32) {
-        self.restore_socket(index, pid, 0);
+        self.set_hidden(index, pid, true);
     }
 
-    /// Undoes `withdraw_socket`: the slot lists its modules again, from
-    /// `first` (the record is otherwise as it was).
-    pub fn restore_socket(&self, index: usize, pid: u32, first: u32) {
-        // SAFETY: as in `write_socket`.
-        self.rewrite_owned(index, pid, |r| unsafe {
-            std::ptr::write_volatile(std::ptr::addr_of_mut!((*r).modules[0]), first)
-        });
+    /// Undoes `withdraw_socket`: the record as it was is listed again.
+    pub fn restore_socket(&self, index: usize, pid: u32) {
+        self.set_hidden(index, pid, false);
+    }
+
+    fn set_hidden(&self, index: usize, pid: u32, hidden: bool) {
+        if let Some(slot) = self.shared.socket(index) {
+            if slot.owner.load(Ordering::Acquire) == pid {
+                slot.hidden.store(u32::from(hidden), Ordering::Release);
+            }
+        }
     }
 
     /// Runs `write` on the record of a slot this process owns, with the
@@ -965,6 +986,42 @@ mod tests {
         let j = r.claim_socket(dead, 5).unwrap();
         assert!(w.sockets().is_empty());
         assert_eq!(r.claim_socket(me, j), Some(j));
+    }
+
+    #[test]
+    fn socket_counts_follow_listed_records_only() {
+        let (_dir, w, r) = area();
+        let me = std::process::id();
+        let record = |fd, modules| SocketRecord {
+            fd,
+            protocol: PROTO_UDP,
+            modules,
+            ..SocketRecord::default()
+        };
+        let a = r.claim_socket(me, 0).unwrap();
+        // Claimed, not written yet: neither listed nor counted.
+        assert!(w.sockets().is_empty());
+        assert!(w.socket_counts().is_empty());
+        r.write_socket(a, me, &record(3, [42, 7, 0, 0, 0, 0, 0, 0]));
+        let b = r.claim_socket(me, 1).unwrap();
+        r.write_socket(b, me, &record(4, [42, 0, 0, 0, 0, 0, 0, 0]));
+        assert_eq!(w.socket_counts(), [(42, 2), (7, 1)].into());
+        // A parked socket's slot: hidden, so not counted, record kept.
+        r.withdraw_socket(a, me);
+        assert_eq!(w.socket_counts(), [(42, 1)].into());
+        assert_eq!(w.sockets().len(), 1);
+        r.restore_socket(a, me);
+        assert_eq!(w.socket_counts(), [(42, 2), (7, 1)].into());
+        // Another process cannot hide our slot.
+        r.withdraw_socket(a, me + 1);
+        assert_eq!(w.sockets().len(), 2);
+        // Released, or its process gone: no longer counted.
+        r.release_socket(b, me);
+        assert_eq!(w.socket_counts(), [(42, 1), (7, 1)].into());
+        let dead = 0x3fff_fff0;
+        let c = r.claim_socket(dead, 9).unwrap();
+        r.write_socket(c, dead, &record(5, [7, 0, 0, 0, 0, 0, 0, 0]));
+        assert_eq!(w.socket_counts(), [(42, 1), (7, 1)].into());
     }
 
     #[test]

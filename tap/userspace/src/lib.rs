@@ -245,6 +245,9 @@ impl TapControl for UserspaceTap {
 
     fn module_stats(&self) -> Vec<ModuleStats> {
         let inner = self.lock();
+        // Made from the socket table, not kept by the tapped processes: a
+        // process that exits (or is killed) stops counting with it.
+        let counts = self.shm.socket_counts();
         inner
             .modules
             .values()
@@ -256,7 +259,7 @@ impl TapControl for UserspaceTap {
                 else {
                     return ModuleStats::idle(m.id, ModuleState::Registered);
                 };
-                let sockets = st.sockets.load(Ordering::Relaxed);
+                let sockets = counts.get(&m.id).copied().unwrap_or(0);
                 let active_ts =
                     l45_tap_control::active_ts_from_ns(st.active_ts_ns.load(Ordering::Relaxed));
                 let state = if m.deprecated {
