@@ -142,6 +142,7 @@ class TapAgent:
                 "protocol": s.findtext("l:protocol", namespaces=n),
                 "source-port": s.findtext("l:source-port", namespaces=n),
                 "thread": s.findtext("l:thread-name", namespaces=n),
+                "destination": s.findtext("l:destination-address", namespaces=n),
             })
         return mods, socks
 

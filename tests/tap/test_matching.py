@@ -288,3 +288,122 @@ def test_socket_counts_drop_when_a_tapped_process_is_killed(tap):
         assert mods[1]["socket-count"] == "0", mods
         assert not [s for s in socks if s["modules"]], socks
         assert mods[1]["messages-sent"] == "2", mods
+
+
+SAME_NUMBER_CLIENT = r"""
+import ctypes, socket, sys, threading
+port, tcp_port, query = int(sys.argv[1]), int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+libc = ctypes.CDLL(None, use_errno=True)
+live = []
+
+def udp(host, connect=True):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if connect:
+        s.connect((host, port))
+        s.send(query)
+    else:
+        s.sendto(query, (host, port))
+    live.append(s)
+
+done = threading.Event()
+
+def named(host, ready):
+    assert libc.prctl(15, b"l45-other", 0, 0, 0) == 0      # PR_SET_NAME
+    udp(host)
+    ready.set()
+    done.wait()                                          # alive while listed
+
+threads = []
+for line in sys.stdin:
+    what, *arg = line.split()
+    if what == "close":
+        live.pop().close()
+        done.set()
+        for t in threads:
+            t.join()
+        threads.clear()
+        done.clear()
+        print("closed", flush=True)
+        continue
+    if what == "udp":
+        udp(arg[0])
+    elif what == "sendto":
+        udp(arg[0], connect=False)
+    elif what == "thread":
+        ready = threading.Event()
+        threads.append(threading.Thread(target=named, args=(arg[0], ready)))
+        threads[-1].start()
+        ready.wait()
+    elif what == "tcp":
+        s = socket.create_connection(("127.0.0.1", tcp_port))
+        live.append(s)
+    print(live[-1].fileno(), flush=True)
+"""
+
+
+def test_a_record_kept_for_the_next_socket_on_its_number_shows_that_socket(tap):
+    """A closed connected-UDP socket's record is kept whole for the next
+    socket on its descriptor number that connects with the same key (dig's
+    socket per query). Whatever differs must not carry over: another peer
+    address or thread is listed as itself; a TCP socket, or a UDP socket
+    that sends before it connects, gets its own first sight; closed
+    sockets are never listed."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("0.0.0.0", 0))          # both 127.0.0.1 and 127.0.0.2
+    rx.settimeout(10)
+    port = rx.getsockname()[1]
+    listener = socket.create_server(("127.0.0.1", 0))
+    with rx, listener:
+        tap.edit(module(1, "dns-front-tag", 10, f"<protocol>udp</protocol><destination-port>{port}</destination-port>",
+                        tag_params("KEPTxxxx")))
+        query = dns_query()
+        p = subprocess.Popen([sys.executable, "-c", SAME_NUMBER_CLIENT, str(port), str(listener.getsockname()[1]),
+                              query.hex()], env=tap.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+
+        def say(line):
+            p.stdin.write(line + "\n")
+            p.stdin.flush()
+            out = p.stdout.readline().strip()
+            assert out, p.stderr.read()
+            return out
+
+        def listed():
+            return [s for s in tap.state()[1] if s["modules"]]
+
+        def use(line, peer="127.0.0.1", thread=None):
+            fd = say(line)
+            assert rx.recvfrom(4096)[0] == b"KEPTxxxx" + query, line
+            socks = listed()
+            assert len(socks) == 1 and socks[0]["destination"] == peer, (line, socks)
+            if thread:
+                assert socks[0]["thread"] == thread, (line, socks)
+            assert tap.state()[0][1]["socket-count"] == "1"
+            assert say("close") == "closed"
+            assert not listed(), f"{line}: a closed socket is not listed"
+            assert tap.state()[0][1]["socket-count"] == "0"
+            return fd
+
+        try:
+            fds = {use("udp 127.0.0.1") for _ in range(3)}
+            fds.add(use("udp 127.0.0.2", peer="127.0.0.2"))
+            fds.add(use("udp 127.0.0.1"))
+            fds.add(use("thread 127.0.0.1", thread="l45-other"))
+            fds.add(use("udp 127.0.0.1"))
+            assert len(fds) == 1, f"one descriptor number throughout: {fds}"
+            # A TCP socket on the number: no rule names TCP, nothing listed.
+            assert say("tcp") in fds
+            conn, _ = listener.accept()
+            conn.close()
+            assert not listed()
+            assert say("close") == "closed"
+            fds.add(use("udp 127.0.0.1"))
+            # First sight at a send (no connect) on the number.
+            fds.add(use("sendto 127.0.0.2", peer="127.0.0.2"))
+            fds.add(use("udp 127.0.0.1"))
+            assert len(fds) == 1, fds
+        finally:
+            p.communicate("", timeout=30)
+        assert p.returncode == 0, p.stderr
+    mods, _ = tap.state()
+    assert mods[1]["messages-sent"] == "10", mods

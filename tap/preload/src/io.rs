@@ -637,6 +637,9 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
     // the control area) happens inside it. A record holding a parked chain
     // decides itself (`sock::unpark`).
     if let (Role::Client, Some(remote)) = (role, peer) {
+        if sock::resume(fd, remote) {
+            return;
+        }
         if sock::has_parked(fd) {
             // Taking a parked chain over reads no parsed table and
             // allocates nothing (async-signal-safe work): no guard needed.
@@ -694,12 +697,14 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
                 && process::generation() == Some(generation)
                 && process::udp_peer_attaches(generation, port) == Some(true)
             {
-                s.reusable = Some(sock::ChainKey {
+                let key = sock::ChainKey {
                     generation,
                     peer_port: port,
                     pid: process::pid(),
                     pass_bits: sock::pass_bits(fd),
-                });
+                };
+                sock::arm_sticky(fd, s, &key);
+                s.reusable = Some(key);
             }
         }
         Some(())

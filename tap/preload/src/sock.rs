@@ -34,9 +34,10 @@ fn inet_state(stream: bool) -> u8 {
     }
 }
 
-/// What the tap knows of one descriptor number. The three fields a data call
-/// reads sit in one cache line (an array per field would cost three).
-#[repr(C, align(32))]
+/// What the tap knows of one descriptor number. The fields a data call, a
+/// close and a connect read sit in one cache line (an array per field
+/// would cost several).
+#[repr(C, align(64))]
 struct FdEntry {
     /// `(1 + generation) << 2 | PASS_SEND | PASS_RECV`: the control-area
     /// generation at which the socket was last synced and the directions
@@ -63,6 +64,63 @@ struct FdEntry {
     /// The record holds a parked chain (`Sock::parked`): a connect goes
     /// straight to the record, which decides without the peer filter.
     parked: AtomicBool,
+    /// The live socket's record may be kept whole when it closes (`stick`):
+    /// set under the lock with `key`, when the socket took its chain from
+    /// the peer-port filter's first sight or from a parked chain.
+    stick_ok: AtomicBool,
+    /// The record is a closed socket's, kept whole (`stick`): the next
+    /// socket on the number that connects with the same key (`resume`)
+    /// takes it over without its lock; anything else renews it as usual.
+    sticky: AtomicBool,
+    /// What taking the record over depends on (see `StickyKey`).
+    key: [AtomicU64; 4],
+}
+
+/// The key of a sticky record, packed into `FdEntry::key`: the generation;
+/// peer port, pass bits and socket-table slot; pid and the thread the
+/// table record names; the peer address the table record shows.
+struct StickyKey {
+    generation: u64,
+    port_bits_slot: u64,
+    pid_tid: u64,
+    peer: u64,
+}
+
+impl StickyKey {
+    fn new(key: &ChainKey, slot: usize, tid: u32, peer: SocketAddr) -> StickyKey {
+        StickyKey {
+            generation: key.generation,
+            port_bits_slot: u64::from(key.peer_port) << 48 | key.pass_bits << 40 | slot as u64,
+            pid_tid: u64::from(key.pid) << 32 | u64::from(tid),
+            peer: peer_word(peer),
+        }
+    }
+
+    fn store(&self, words: &[AtomicU64; 4]) {
+        for (w, v) in words.iter().zip([
+            self.generation,
+            self.port_bits_slot,
+            self.pid_tid,
+            self.peer,
+        ]) {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A peer address as one word: exact for IPv4, folded for IPv6 (a
+/// different address that folds alike would leave the socket table
+/// showing the previous peer; the chain is the same either way, since it
+/// was chosen by the peer's port alone).
+fn peer_word(peer: SocketAddr) -> u64 {
+    match peer {
+        SocketAddr::V4(a) => u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()),
+        SocketAddr::V6(a) => {
+            let bits = a.ip().to_bits();
+            let folded = (bits as u64) ^ ((bits >> 64) as u64).rotate_left(29);
+            (folded ^ u64::from(a.port())) | 1 << 63
+        }
+    }
 }
 
 static FDS: [FdEntry; MAX_FD] = [const {
@@ -74,6 +132,9 @@ static FDS: [FdEntry; MAX_FD] = [const {
         owns: AtomicBool::new(false),
         sighted: AtomicBool::new(false),
         parked: AtomicBool::new(false),
+        stick_ok: AtomicBool::new(false),
+        sticky: AtomicBool::new(false),
+        key: [const { AtomicU64::new(0) }; 4],
     }
 }; MAX_FD];
 /// Highest descriptor number ever tapped (bounds the scan for held bytes).
@@ -491,6 +552,8 @@ fn renew(i: usize, g: &mut RecGuard) {
         return; // held by this thread already: reads as absent
     };
     entry.fresh.store(false, Ordering::Relaxed);
+    entry.sticky.store(false, Ordering::Relaxed);
+    entry.stick_ok.store(false, Ordering::Relaxed);
     let stream = entry.state.load(Ordering::Acquire) == STREAM;
     let fresh = match slot.as_mut() {
         Some(old) => {
@@ -648,9 +711,12 @@ fn begin(i: usize, stream: bool) {
     let _ = process::shm();
     let entry = &FDS[i];
     entry.pass.store(0, Ordering::Release);
-    if entry.owns.load(Ordering::Acquire) {
-        // A close we did not see (a raw close_range, say): give back what
-        // the old record held first.
+    // A closed socket's record kept whole waits for a UDP socket's connect
+    // (`resume`); for anything else it is given back now.
+    let keep = !stream && entry.sticky.load(Ordering::Acquire);
+    if !keep && entry.owns.load(Ordering::Acquire) {
+        // A close we did not see (a raw close_range, say), or a kept
+        // record this socket cannot use: give back what it held first.
         release(i);
     }
     cell(i);
@@ -666,6 +732,8 @@ fn begin(i: usize, stream: bool) {
 /// reused).
 fn release(i: usize) -> Vec<u8> {
     let entry = &FDS[i];
+    entry.stick_ok.store(false, Ordering::Relaxed);
+    entry.sticky.store(false, Ordering::Relaxed);
     let mut g = lock(cell(i));
     let Some(slot) = g.slot() else {
         // A close from within a call of this thread on the socket (a signal
@@ -735,9 +803,106 @@ pub fn closed_owning(fd: c_int) -> Vec<u8> {
     };
     let entry = &FDS[i];
     entry.pass.store(0, Ordering::Release);
+    if stick(entry) {
+        entry.state.store(UNKNOWN, Ordering::Release);
+        return Vec::new();
+    }
     let pending = release(i);
     entry.state.store(UNKNOWN, Ordering::Release);
     pending
+}
+
+/// A connected UDP client socket is closing whose record may be kept whole
+/// (`FdEntry::stick_ok`, at the generation it was armed at, in the process
+/// that armed it): its table record is hidden, the record itself is not
+/// touched, and no lock is taken. dig opens and closes a socket per query
+/// on the same number and port: the next one takes the record over at its
+/// connect (`resume`).
+fn stick(entry: &FdEntry) -> bool {
+    if !entry.stick_ok.load(Ordering::Acquire) || entry.state.load(Ordering::Acquire) != DGRAM {
+        return false;
+    }
+    let generation = entry.key[0].load(Ordering::Relaxed);
+    let pid = (entry.key[2].load(Ordering::Relaxed) >> 32) as u32;
+    if process::generation() != Some(generation) || pid != process::pid() {
+        return false;
+    }
+    let Some(shm) = process::shm() else {
+        return false;
+    };
+    entry.stick_ok.store(false, Ordering::Relaxed);
+    let slot = (entry.key[1].load(Ordering::Relaxed) & 0xff_ffff_ffff) as usize;
+    shm.withdraw_socket(slot, pid);
+    entry.sticky.store(true, Ordering::Release);
+    true
+}
+
+/// A new UDP socket connects to `remote`: if its descriptor number holds a
+/// record kept whole (`stick`) for exactly this — same generation, peer
+/// port and address, process and thread — the record serves it as it is:
+/// the socket is listed again and its pass word restored, without a lock.
+/// The chain's modules keep no per-socket state (`arm_sticky` checked), so
+/// there is nothing to start afresh. False: connect as usual (the record
+/// is renewed at its first lock).
+pub fn resume(fd: c_int, remote: SocketAddr) -> bool {
+    let Some(i) = index(fd) else { return false };
+    let entry = &FDS[i];
+    if !entry.sticky.load(Ordering::Acquire)
+        || entry.state.load(Ordering::Acquire) != DGRAM
+        || !entry.fresh.load(Ordering::Acquire)
+    {
+        return false;
+    }
+    let generation = entry.key[0].load(Ordering::Relaxed);
+    let port_bits_slot = entry.key[1].load(Ordering::Relaxed);
+    let pid_tid = entry.key[2].load(Ordering::Relaxed);
+    let pid = (pid_tid >> 32) as u32;
+    if process::generation() != Some(generation)
+        || (port_bits_slot >> 48) as u16 != remote.port()
+        || entry.key[3].load(Ordering::Relaxed) != peer_word(remote)
+        || pid != process::pid()
+        || pid_tid as u32 != process::tid()
+    {
+        return false;
+    }
+    let Some(shm) = process::shm() else {
+        return false;
+    };
+    entry.sticky.store(false, Ordering::Relaxed);
+    entry.fresh.store(false, Ordering::Release);
+    shm.restore_socket((port_bits_slot & 0xff_ffff_ffff) as usize, pid);
+    entry.stick_ok.store(true, Ordering::Release);
+    let bits = (port_bits_slot >> 40) & (PASS_SEND | PASS_RECV);
+    entry
+        .pass
+        .store((generation + 1) << 2 | bits, Ordering::Release);
+    true
+}
+
+/// Allows the socket's record to be kept whole at close (`stick`), under
+/// the socket's lock, once it holds the chain `key` describes: only if its
+/// modules keep no per-socket state and the socket table lists it with
+/// this thread and peer (so the next socket can take it over unchanged).
+pub fn arm_sticky(fd: c_int, s: &Sock, key: &ChainKey) {
+    let Some(i) = index(fd) else { return };
+    let (Some(slot), Some(peer)) = (s.table_slot, s.record_remote) else {
+        return;
+    };
+    let stateless = s.chain.entries.iter().all(|a| {
+        matches!(
+            a.instance.params,
+            l45_modules::Params::DnsTag { .. }
+                | l45_modules::Params::DnsClearance { .. }
+                | l45_modules::Params::DnsCompression { .. }
+                | l45_modules::Params::RateLimit { .. }
+        )
+    });
+    if !stateless || s.stream || s.record.tid == 0 || !s.held.is_empty() || !s.pending.is_empty() {
+        return;
+    }
+    let entry = &FDS[i];
+    StickyKey::new(key, slot, s.record.tid, peer).store(&entry.key);
+    entry.stick_ok.store(true, Ordering::Release);
 }
 
 /// A new descriptor number (accept, dup): forget what we knew, as a close
@@ -1100,7 +1265,9 @@ fn park(s: &mut Sock) -> bool {
 /// without the lock; the record decides).
 #[inline]
 pub fn has_parked(fd: c_int) -> bool {
-    index(fd).is_some_and(|i| FDS[i].parked.load(Ordering::Relaxed))
+    index(fd).is_some_and(|i| {
+        FDS[i].parked.load(Ordering::Relaxed) || FDS[i].sticky.load(Ordering::Relaxed)
+    })
 }
 
 /// A new connected UDP client socket of peer port `peer_port`: takes over
@@ -1154,6 +1321,7 @@ pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
         .pass
         .store((key.generation + 1) << 2 | key.pass_bits, Ordering::Release);
     s.pass_exact = true;
+    arm_sticky(fd, s, &key);
     true
 }
 
