@@ -82,7 +82,7 @@ def test_thread_name_and_source_port_rules_pick_exactly_their_sockets(tap):
     probe_port = str(got[1][1][1])
     assert [s for s in socks if s["modules"] == [1]] == [
         {"process": pathlib.Path(sys.executable).name[:15], "modules": [1], "protocol": "udp", "source-port": probe_port,
-         "thread": "l45-probe"}], socks
+         "thread": "l45-probe", "destination": "127.0.0.1"}], socks
 
 
 CONNECTED_CLIENT = r"""
