@@ -337,6 +337,8 @@ for line in sys.stdin:
     elif what == "tcp":
         s = socket.create_connection(("127.0.0.1", tcp_port))
         live.append(s)
+    elif what == "bare":
+        live.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     print(live[-1].fileno(), flush=True)
 """
 
@@ -398,6 +400,11 @@ def test_a_record_kept_for_the_next_socket_on_its_number_shows_that_socket(tap):
             assert not listed()
             assert say("close") == "closed"
             fds.add(use("udp 127.0.0.1"))
+            # A UDP socket on the number that closes before it connects.
+            assert say("bare") in fds
+            assert say("close") == "closed"
+            assert not listed() and tap.state()[0][1]["socket-count"] == "0"
+            fds.add(use("udp 127.0.0.1"))
             # First sight at a send (no connect) on the number.
             fds.add(use("sendto 127.0.0.2", peer="127.0.0.2"))
             fds.add(use("udp 127.0.0.1"))
@@ -406,4 +413,4 @@ def test_a_record_kept_for_the_next_socket_on_its_number_shows_that_socket(tap):
             p.communicate("", timeout=30)
         assert p.returncode == 0, p.stderr
     mods, _ = tap.state()
-    assert mods[1]["messages-sent"] == "10", mods
+    assert mods[1]["messages-sent"] == "11", mods

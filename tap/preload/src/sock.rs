@@ -733,7 +733,7 @@ fn begin(i: usize, stream: bool) {
 fn release(i: usize) -> Vec<u8> {
     let entry = &FDS[i];
     entry.stick_ok.store(false, Ordering::Relaxed);
-    entry.sticky.store(false, Ordering::Relaxed);
+    let kept = entry.sticky.swap(false, Ordering::AcqRel);
     let mut g = lock(cell(i));
     let Some(slot) = g.slot() else {
         // A close from within a call of this thread on the socket (a signal
@@ -742,6 +742,13 @@ fn release(i: usize) -> Vec<u8> {
         return Vec::new();
     };
     let pending = match slot.as_mut() {
+        Some(s) if kept => {
+            // A record kept whole (`stick`) that no connect took over: the
+            // number is going to something else (or closes again first).
+            detach_all(s);
+            s.closed = true;
+            Vec::new()
+        }
         Some(s) if !entry.fresh.load(Ordering::Acquire) => {
             if park(s) {
                 entry.parked.store(true, Ordering::Relaxed);
