@@ -512,6 +512,17 @@ impl Instance {
         })
     }
 
+    /// Whether this kind keeps anything in its [`SocketState`] (the stream
+    /// and app-id kinds: tag positions, held bytes, the prefix sent). A
+    /// socket's chain of kinds that keep nothing can serve the next socket
+    /// as it is, with no state to start afresh.
+    pub fn keeps_socket_state(&self) -> bool {
+        matches!(
+            self.params,
+            Params::StreamTag { .. } | Params::AppIdTag { .. }
+        )
+    }
+
     /// Whether a receiving server must drop what no module of its chain
     /// recognised (front and middle tag, clearance filter: the spec says the
     /// server drops untagged queries).
@@ -668,6 +679,59 @@ mod tests {
             }
             assert!(seen.send, "{kind:?} acts on no send at all");
         }
+    }
+
+    /// `keeps_socket_state` is a promise the tap relies on to hand a closed
+    /// socket's chain, state and all, to the next socket: a kind that says
+    /// it keeps nothing must leave its state as it found it, sending and
+    /// receiving, on its own customized bytes too.
+    #[test]
+    fn kinds_that_keep_no_socket_state_leave_it_untouched() {
+        let query: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x04test\x00\x00\x01\x00\x01";
+        let mut own = [0u8; 256];
+        let mut buf = [0u8; 512];
+        let mut stateful = 0;
+        for kind in Kind::ALL {
+            let pairs: &[(&str, &str)] = if kind == Kind::DnsClearanceFilter {
+                &[("code", "0123456789abcdefghijklmnopqrstuv")]
+            } else {
+                &[]
+            };
+            let m = Instance::new(1, kind, pairs.iter().copied()).unwrap();
+            if m.keeps_socket_state() {
+                stateful += 1;
+                continue;
+            }
+            for role in [Role::Client, Role::Server] {
+                for transport in [Transport::Stream, Transport::Datagram] {
+                    let ctx = Ctx {
+                        role,
+                        transport,
+                        thread_name: b"t",
+                        process_name: b"p",
+                    };
+                    let mut st = SocketState::default();
+                    let n = match m.send(&mut st, &ctx, query, &mut own) {
+                        SendVerdict::Customized(n) => n,
+                        _ => 0,
+                    };
+                    assert_eq!(
+                        st,
+                        SocketState::default(),
+                        "{kind:?} {role:?} {transport:?} send"
+                    );
+                    for input in [query, &own[..n]] {
+                        let _ = m.recv(&mut st, &ctx, input, &mut buf);
+                        assert_eq!(
+                            st,
+                            SocketState::default(),
+                            "{kind:?} {role:?} {transport:?} recv"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(stateful, 2, "the stream tag and the app-id tag keep state");
     }
 
     #[test]

@@ -96,6 +96,37 @@ impl StickyKey {
         }
     }
 
+    fn load(words: &[AtomicU64; 4]) -> StickyKey {
+        let [generation, port_bits_slot, pid_tid, peer] =
+            std::array::from_fn(|k| words[k].load(Ordering::Relaxed));
+        StickyKey {
+            generation,
+            port_bits_slot,
+            pid_tid,
+            peer,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        (self.port_bits_slot >> 48) as u16
+    }
+
+    fn pass_bits(&self) -> u64 {
+        (self.port_bits_slot >> 40) & (PASS_SEND | PASS_RECV)
+    }
+
+    fn slot(&self) -> usize {
+        (self.port_bits_slot & 0xff_ffff_ffff) as usize
+    }
+
+    fn pid(&self) -> u32 {
+        (self.pid_tid >> 32) as u32
+    }
+
+    fn tid(&self) -> u32 {
+        self.pid_tid as u32
+    }
+
     fn store(&self, words: &[AtomicU64; 4]) {
         for (w, v) in words.iter().zip([
             self.generation,
@@ -829,17 +860,15 @@ fn stick(entry: &FdEntry) -> bool {
     if !entry.stick_ok.load(Ordering::Acquire) || entry.state.load(Ordering::Acquire) != DGRAM {
         return false;
     }
-    let generation = entry.key[0].load(Ordering::Relaxed);
-    let pid = (entry.key[2].load(Ordering::Relaxed) >> 32) as u32;
-    if process::generation() != Some(generation) || pid != process::pid() {
+    let key = StickyKey::load(&entry.key);
+    if process::generation() != Some(key.generation) || key.pid() != process::pid() {
         return false;
     }
     let Some(shm) = process::shm() else {
         return false;
     };
     entry.stick_ok.store(false, Ordering::Relaxed);
-    let slot = (entry.key[1].load(Ordering::Relaxed) & 0xff_ffff_ffff) as usize;
-    shm.withdraw_socket(slot, pid);
+    shm.withdraw_socket(key.slot(), key.pid());
     entry.sticky.store(true, Ordering::Release);
     true
 }
@@ -860,15 +889,12 @@ pub fn resume(fd: c_int, remote: SocketAddr) -> bool {
     {
         return false;
     }
-    let generation = entry.key[0].load(Ordering::Relaxed);
-    let port_bits_slot = entry.key[1].load(Ordering::Relaxed);
-    let pid_tid = entry.key[2].load(Ordering::Relaxed);
-    let pid = (pid_tid >> 32) as u32;
-    if process::generation() != Some(generation)
-        || (port_bits_slot >> 48) as u16 != remote.port()
-        || entry.key[3].load(Ordering::Relaxed) != peer_word(remote)
-        || pid != process::pid()
-        || pid_tid as u32 != process::tid()
+    let key = StickyKey::load(&entry.key);
+    if process::generation() != Some(key.generation)
+        || key.port() != remote.port()
+        || key.peer != peer_word(remote)
+        || key.pid() != process::pid()
+        || key.tid() != process::tid()
     {
         return false;
     }
@@ -877,12 +903,12 @@ pub fn resume(fd: c_int, remote: SocketAddr) -> bool {
     };
     entry.sticky.store(false, Ordering::Relaxed);
     entry.fresh.store(false, Ordering::Release);
-    shm.restore_socket((port_bits_slot & 0xff_ffff_ffff) as usize, pid);
+    shm.restore_socket(key.slot(), key.pid());
     entry.stick_ok.store(true, Ordering::Release);
-    let bits = (port_bits_slot >> 40) & (PASS_SEND | PASS_RECV);
-    entry
-        .pass
-        .store((generation + 1) << 2 | bits, Ordering::Release);
+    entry.pass.store(
+        (key.generation + 1) << 2 | key.pass_bits(),
+        Ordering::Release,
+    );
     true
 }
 
@@ -895,15 +921,11 @@ pub fn arm_sticky(fd: c_int, s: &Sock, key: &ChainKey) {
     let (Some(slot), Some(peer)) = (s.table_slot, s.record_remote) else {
         return;
     };
-    let stateless = s.chain.entries.iter().all(|a| {
-        matches!(
-            a.instance.params,
-            l45_modules::Params::DnsTag { .. }
-                | l45_modules::Params::DnsClearance { .. }
-                | l45_modules::Params::DnsCompression { .. }
-                | l45_modules::Params::RateLimit { .. }
-        )
-    });
+    let stateless = s
+        .chain
+        .entries
+        .iter()
+        .all(|a| !a.instance.keeps_socket_state());
     if !stateless || s.stream || s.record.tid == 0 || !s.held.is_empty() || !s.pending.is_empty() {
         return;
     }
@@ -1280,8 +1302,7 @@ pub fn has_parked(fd: c_int) -> bool {
 /// A new connected UDP client socket of peer port `peer_port`: takes over
 /// the parked chain if it was parked for exactly this (same generation,
 /// same port), listing it in the socket table again (so its modules count
-/// it). The
-/// modules' per-socket state starts afresh. False: match as usual.
+/// it). The modules' per-socket state starts afresh. False: match as usual.
 pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
     let Some(key) = s.parked else { return false };
     if key.peer_port != peer_port

@@ -826,13 +826,24 @@ impl ShmReader {
         None
     }
 
-    /// Rewrites the record of a slot this process owns, and lists it.
+    /// Rewrites the record of a slot this process owns, with the slot's
+    /// seq odd meanwhile so readers retry, and lists it.
     pub fn write_socket(&self, index: usize, pid: u32, record: &SocketRecord) {
-        // SAFETY: `rewrite_owned` hands over our own slot's record.
-        self.rewrite_owned(index, pid, |r| unsafe {
-            std::ptr::write_volatile(r, *record)
-        });
-        self.set_hidden(index, pid, false);
+        let Some(slot) = self.shared.socket(index) else {
+            return;
+        };
+        if slot.owner.load(Ordering::Acquire) != pid {
+            return;
+        }
+        let s = slot.seq.load(Ordering::Relaxed);
+        slot.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        // SAFETY: this process owns the slot (checked above); readers detect
+        // the rewrite through the odd seq.
+        unsafe { std::ptr::write_volatile(std::ptr::addr_of!(slot.record).cast_mut(), *record) };
+        slot.seq
+            .store((s.wrapping_add(1) | 1).wrapping_add(1), Ordering::Release);
+        slot.hidden.store(0, Ordering::Release);
     }
 
     /// Stops listing (and counting) a slot this process owns: a closed
@@ -853,25 +864,6 @@ impl ShmReader {
                 slot.hidden.store(u32::from(hidden), Ordering::Release);
             }
         }
-    }
-
-    /// Runs `write` on the record of a slot this process owns, with the
-    /// slot's seq odd meanwhile so readers retry.
-    fn rewrite_owned(&self, index: usize, pid: u32, write: impl FnOnce(*mut SocketRecord)) {
-        let Some(slot) = self.shared.socket(index) else {
-            return;
-        };
-        if slot.owner.load(Ordering::Acquire) != pid {
-            return;
-        }
-        let s = slot.seq.load(Ordering::Relaxed);
-        slot.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        // This process owns the slot (checked above); readers detect the
-        // rewrite through the odd seq.
-        write(std::ptr::addr_of!(slot.record).cast_mut());
-        slot.seq
-            .store((s.wrapping_add(1) | 1).wrapping_add(1), Ordering::Release);
     }
 
     /// Frees a slot this process owns.
