@@ -619,61 +619,79 @@ fn concat<const N: usize>(out: &mut [u8], parts: [&[u8]; N]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    /// `acts_on` is a promise the tap relies on to skip calls: wherever a
-    /// kind says it does not act, its send/recv must say `NotMine` for any
-    /// bytes — including bytes carrying its own signature.
-    #[test]
-    fn kinds_leave_alone_every_direction_acts_on_excludes() {
-        let query: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x04test\x00\x00\x01\x00\x01";
-        let mut own = [0u8; 256];
-        let mut buf = [0u8; 512];
-        for kind in Kind::ALL {
+    /// A DNS query for `example.test`, type A.
+    const QUERY: &[u8] =
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x04test\x00\x00\x01\x00\x01";
+
+    /// One instance of every kind, with its default parameters (the
+    /// clearance filter needs a code).
+    fn every_kind() -> impl Iterator<Item = (Kind, Instance)> {
+        Kind::ALL.into_iter().map(|kind| {
             let pairs: &[(&str, &str)] = if kind == Kind::DnsClearanceFilter {
                 &[("code", "0123456789abcdefghijklmnopqrstuv")]
             } else {
                 &[]
             };
-            let m = Instance::new(1, kind, pairs.iter().copied()).unwrap();
+            (kind, Instance::new(1, kind, pairs.iter().copied()).unwrap())
+        })
+    }
+
+    /// A context for every role and transport.
+    fn every_ctx() -> impl Iterator<Item = Ctx<'static>> {
+        [Role::Client, Role::Server].into_iter().flat_map(|role| {
+            [Transport::Stream, Transport::Datagram]
+                .into_iter()
+                .map(move |transport| Ctx {
+                    role,
+                    transport,
+                    thread_name: b"t",
+                    process_name: b"p",
+                })
+        })
+    }
+
+    /// `acts_on` is a promise the tap relies on to skip calls: wherever a
+    /// kind says it does not act, its send/recv must say `NotMine` for any
+    /// bytes — including bytes carrying its own signature.
+    #[test]
+    fn kinds_leave_alone_every_direction_acts_on_excludes() {
+        let query = QUERY;
+        let mut own = [0u8; 256];
+        let mut buf = [0u8; 512];
+        for (kind, m) in every_kind() {
             let mut seen = Directions::default();
-            for role in [Role::Client, Role::Server] {
-                for transport in [Transport::Stream, Transport::Datagram] {
-                    let ctx = Ctx {
-                        role,
-                        transport,
-                        thread_name: b"t",
-                        process_name: b"p",
-                    };
-                    let acts = m.acts_on(role, transport);
-                    seen = seen.or(acts);
-                    // The kind's own customized form of a query, made as its
-                    // sending end would make it.
-                    let sender = Ctx {
-                        role: Role::Client,
-                        transport: Transport::Datagram,
-                        ..ctx
-                    };
-                    let mut st = SocketState::default();
-                    let n = match m.send(&mut st, &sender, query, &mut own) {
-                        SendVerdict::Customized(n) => n,
-                        _ => 0,
-                    };
-                    for input in [query, &own[..n], b"XTAGTAGTAG and more bytes".as_slice()] {
-                        if !acts.send {
-                            let mut st = SocketState::default();
-                            assert_eq!(
-                                m.send(&mut st, &ctx, input, &mut buf),
-                                SendVerdict::NotMine,
-                                "{kind:?} {role:?} {transport:?} send"
-                            );
-                        }
-                        if !acts.recv {
-                            let mut st = SocketState::default();
-                            assert_eq!(
-                                m.recv(&mut st, &ctx, input, &mut buf),
-                                RecvVerdict::NotMine,
-                                "{kind:?} {role:?} {transport:?} recv"
-                            );
-                        }
+            for ctx in every_ctx() {
+                let (role, transport) = (ctx.role, ctx.transport);
+                let acts = m.acts_on(role, transport);
+                seen = seen.or(acts);
+                // The kind's own customized form of a query, made as its
+                // sending end would make it.
+                let sender = Ctx {
+                    role: Role::Client,
+                    transport: Transport::Datagram,
+                    ..ctx
+                };
+                let mut st = SocketState::default();
+                let n = match m.send(&mut st, &sender, query, &mut own) {
+                    SendVerdict::Customized(n) => n,
+                    _ => 0,
+                };
+                for input in [query, &own[..n], b"XTAGTAGTAG and more bytes".as_slice()] {
+                    if !acts.send {
+                        let mut st = SocketState::default();
+                        assert_eq!(
+                            m.send(&mut st, &ctx, input, &mut buf),
+                            SendVerdict::NotMine,
+                            "{kind:?} {role:?} {transport:?} send"
+                        );
+                    }
+                    if !acts.recv {
+                        let mut st = SocketState::default();
+                        assert_eq!(
+                            m.recv(&mut st, &ctx, input, &mut buf),
+                            RecvVerdict::NotMine,
+                            "{kind:?} {role:?} {transport:?} recv"
+                        );
                     }
                 }
             }
@@ -687,47 +705,34 @@ mod tests {
     /// receiving, on its own customized bytes too.
     #[test]
     fn kinds_that_keep_no_socket_state_leave_it_untouched() {
-        let query: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x04test\x00\x00\x01\x00\x01";
+        let query = QUERY;
         let mut own = [0u8; 256];
         let mut buf = [0u8; 512];
         let mut stateful = 0;
-        for kind in Kind::ALL {
-            let pairs: &[(&str, &str)] = if kind == Kind::DnsClearanceFilter {
-                &[("code", "0123456789abcdefghijklmnopqrstuv")]
-            } else {
-                &[]
-            };
-            let m = Instance::new(1, kind, pairs.iter().copied()).unwrap();
+        for (kind, m) in every_kind() {
             if m.keeps_socket_state() {
                 stateful += 1;
                 continue;
             }
-            for role in [Role::Client, Role::Server] {
-                for transport in [Transport::Stream, Transport::Datagram] {
-                    let ctx = Ctx {
-                        role,
-                        transport,
-                        thread_name: b"t",
-                        process_name: b"p",
-                    };
-                    let mut st = SocketState::default();
-                    let n = match m.send(&mut st, &ctx, query, &mut own) {
-                        SendVerdict::Customized(n) => n,
-                        _ => 0,
-                    };
+            for ctx in every_ctx() {
+                let (role, transport) = (ctx.role, ctx.transport);
+                let mut st = SocketState::default();
+                let n = match m.send(&mut st, &ctx, query, &mut own) {
+                    SendVerdict::Customized(n) => n,
+                    _ => 0,
+                };
+                assert_eq!(
+                    st,
+                    SocketState::default(),
+                    "{kind:?} {role:?} {transport:?} send"
+                );
+                for input in [query, &own[..n]] {
+                    let _ = m.recv(&mut st, &ctx, input, &mut buf);
                     assert_eq!(
                         st,
                         SocketState::default(),
-                        "{kind:?} {role:?} {transport:?} send"
+                        "{kind:?} {role:?} {transport:?} recv"
                     );
-                    for input in [query, &own[..n]] {
-                        let _ = m.recv(&mut st, &ctx, input, &mut buf);
-                        assert_eq!(
-                            st,
-                            SocketState::default(),
-                            "{kind:?} {role:?} {transport:?} recv"
-                        );
-                    }
                 }
             }
         }
