@@ -79,7 +79,7 @@ pub fn tag_recv(
 /// `a == b` for two slices of the same, short length (a tag): eight bytes
 /// at a time, without a call into the C library's memcmp.
 #[inline]
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -74,6 +74,41 @@ pub struct Ctx<'a> {
     pub process_name: &'a [u8],
 }
 
+/// A datagram customization that is one fixed insertion
+/// ([`Instance::splice`]): the sending end (client) puts `bytes` at offset
+/// `at` of every datagram of at least `min_send` bytes and sends shorter
+/// ones as they are; the receiving end (server) recognises a datagram of at
+/// least `min_send + bytes.len()` bytes with `bytes` at `at`, and delivers
+/// it without them; what it does not recognise it drops. A tap can do this with scatter/gather I/O —
+/// the kernel reads the inserted bytes from, and writes the received ones
+/// to, a buffer of their own — instead of copying each datagram through
+/// the module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Splice<'a> {
+    pub at: usize,
+    pub bytes: &'a [u8],
+    pub min_send: usize,
+}
+
+impl Splice<'_> {
+    /// Whether the receiving end recognises `wire` (a received datagram)
+    /// as carrying the inserted bytes.
+    #[inline]
+    pub fn recognises(&self, wire: &[u8]) -> bool {
+        wire.len() >= self.min_send + self.bytes.len()
+            && wire
+                .get(self.at..self.at + self.bytes.len())
+                .is_some_and(|b| self.is_inserted(b))
+    }
+
+    /// Whether `bytes` (as many as were inserted, taken from `at`) are the
+    /// inserted ones.
+    #[inline]
+    pub fn is_inserted(&self, bytes: &[u8]) -> bool {
+        dns::same(bytes, self.bytes)
+    }
+}
+
 /// Outcome of a module's `send`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendVerdict {
@@ -523,6 +558,31 @@ impl Instance {
         )
     }
 
+    /// The datagram customization of the kinds that are one fixed
+    /// insertion (front and middle tag, clearance filter): the same as their
+    /// `send` on a client's and `recv` on a server's datagram socket, where
+    /// they are `required_on_recv` (a test holds them to it). `None` for
+    /// the other kinds.
+    pub fn splice(&self) -> Option<Splice<'_>> {
+        let (at, tag) = match &self.params {
+            Params::DnsTag {
+                position: TagPosition::Front,
+                tag,
+            } => (0, tag),
+            Params::DnsTag {
+                position: TagPosition::Middle,
+                tag,
+            } => (dns::HEADER_LEN, tag),
+            Params::DnsClearance { code } => (0, code),
+            _ => return None,
+        };
+        Some(Splice {
+            at,
+            bytes: tag.as_bytes(),
+            min_send: dns::HEADER_LEN,
+        })
+    }
+
     /// Whether a receiving server must drop what no module of its chain
     /// recognised (front and middle tag, clearance filter: the spec says the
     /// server drops untagged queries).
@@ -737,6 +797,89 @@ mod tests {
             }
         }
         assert_eq!(stateful, 2, "the stream tag and the app-id tag keep state");
+    }
+
+    /// `splice` is a promise the tap relies on to skip a module: for every
+    /// length around the limits, customized or not, tagged or not, doing
+    /// the splice must give what the module's own send and recv give.
+    #[test]
+    fn splices_do_what_their_modules_do() {
+        let client = Ctx {
+            role: Role::Client,
+            transport: Transport::Datagram,
+            thread_name: b"t",
+            process_name: b"p",
+        };
+        let server = Ctx {
+            role: Role::Server,
+            ..client
+        };
+        let mut spliced = 0;
+        for (kind, m) in every_kind() {
+            let Some(sp) = m.splice() else {
+                assert!(
+                    !matches!(
+                        kind,
+                        Kind::DnsFrontTag | Kind::DnsMiddleTag | Kind::DnsClearanceFilter
+                    ),
+                    "{kind:?} is an insertion"
+                );
+                continue;
+            };
+            spliced += 1;
+            assert!(
+                sp.at <= sp.min_send,
+                "{kind:?}: inserts past the shortest datagram"
+            );
+            assert!(
+                m.required_on_recv(&server),
+                "{kind:?}: a splice drops what it does not recognise"
+            );
+            let mut own = [0u8; 512];
+            let mut buf = [0u8; 512];
+            for len in 0..QUERY.len() + 2 * MAX_TAG {
+                // The query's bytes, cycled to `len`, plain and with the
+                // tag written over them at every offset (near misses too).
+                let plain: [u8; 256] = core::array::from_fn(|i| QUERY[i % QUERY.len()]);
+                let plain = &plain[..len];
+                let mut st = SocketState::default();
+                let sent = m.send(&mut st, &client, plain, &mut own);
+                if len >= sp.min_send {
+                    let n = sp.at + sp.bytes.len() + (len - sp.at);
+                    assert_eq!(sent, SendVerdict::Customized(n), "{kind:?} len {len}");
+                    assert_eq!(&own[..sp.at], &plain[..sp.at]);
+                    assert_eq!(&own[sp.at..sp.at + sp.bytes.len()], sp.bytes);
+                    assert_eq!(&own[sp.at + sp.bytes.len()..n], &plain[sp.at..]);
+                } else {
+                    assert!(
+                        matches!(sent, SendVerdict::PassThrough | SendVerdict::NotMine),
+                        "{kind:?} len {len}: {sent:?}"
+                    );
+                }
+                let mut inputs = [[0u8; 256]; 3];
+                inputs[0][..len].copy_from_slice(plain);
+                for (k, at) in [sp.at, sp.at + 1].into_iter().enumerate() {
+                    inputs[k + 1][..len].copy_from_slice(plain);
+                    let end = (at + sp.bytes.len()).min(len);
+                    if at < end {
+                        inputs[k + 1][at..end].copy_from_slice(&sp.bytes[..end - at]);
+                    }
+                }
+                for input in &inputs {
+                    let wire = &input[..len];
+                    let got = m.recv(&mut st, &server, wire, &mut buf);
+                    if sp.recognises(wire) {
+                        let n = len - sp.bytes.len();
+                        assert_eq!(got, RecvVerdict::Customized(n), "{kind:?} len {len}");
+                        assert_eq!(&buf[..sp.at], &wire[..sp.at]);
+                        assert_eq!(&buf[sp.at..n], &wire[sp.at + sp.bytes.len()..]);
+                    } else {
+                        assert_eq!(got, RecvVerdict::NotMine, "{kind:?} len {len}");
+                    }
+                }
+            }
+        }
+        assert_eq!(spliced, 3);
     }
 
     #[test]

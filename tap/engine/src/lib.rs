@@ -15,7 +15,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use l45_modules::{
-    Ctx, Directions, Instance, Kind, RecvVerdict, Role, SendVerdict, SocketState, Transport,
+    Ctx, Directions, Instance, Kind, RecvVerdict, Role, SendVerdict, SocketState, Splice, Transport,
 };
 use l45_tap_shm::{
     flags, name_bytes, AddrMatch, ModuleSlot, MAX_CHAIN, NAME_LEN, PROTO_ANY, PROTO_TCP, PROTO_UDP,
@@ -579,6 +579,27 @@ impl Chain {
             .fold(Directions::default(), |d, a| {
                 d.or(a.instance.acts_on(role, transport))
             })
+    }
+
+    /// The chain as one splice (`Instance::splice`) in the direction its
+    /// socket's `role` customizes (a client's sends, a server's receives):
+    /// exactly one activated module, which is an insertion. With it, the
+    /// chain's outcome for any datagram in that direction is the splice's
+    /// (tried-next modules need a second one). The entry index is the
+    /// deciding module's.
+    pub fn splice(&self, role: Role) -> Option<(Splice<'_>, usize)> {
+        let mut active = self.entries.iter().enumerate().filter(|(_, a)| a.activated);
+        let (by, only) = active.next()?;
+        if active.next().is_some() {
+            return None;
+        }
+        let acts = only.instance.acts_on(role, Transport::Datagram);
+        let acting = match role {
+            Role::Client => acts.send && !acts.recv,
+            Role::Server => acts.recv && !acts.send,
+        };
+        acting.then_some(())?;
+        Some((only.instance.splice()?, by))
     }
 
     /// Output space the send chain needs for `input_len` input bytes (the

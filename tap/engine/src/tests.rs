@@ -388,3 +388,34 @@ fn peer_port_filter_agrees_with_matching() {
     let c = config(&many);
     assert_eq!(c.peer_port_filter(&c.candidates(PROTO_UDP, b"dig")), None);
 }
+
+#[test]
+fn a_chain_is_a_splice_only_with_one_activated_insertion() {
+    let client = view(PROTO_UDP, Role::Client, "127.0.0.1:4000", "127.0.0.1:53");
+    let server = view(PROTO_UDP, Role::Server, "127.0.0.1:53", "127.0.0.1:4000");
+    let front = slot(1, Kind::DnsFrontTag, 10, 0);
+    let comp = slot(2, Kind::DnsCompression, 20, 0);
+    let end = slot(3, Kind::DnsEndTag, 10, 0);
+    let mut off = comp;
+    off.flags &= !flags::ACTIVATED;
+    for v in [&client, &server] {
+        let chain = Chain::first_sight(&config(&[front]), v);
+        let (sp, by) = chain.splice(v.role).expect("front tag alone");
+        assert_eq!((sp.at, sp.bytes, by), (0, &b"XTAGXdig"[..], 0));
+        // A deactivated module passes everything: still one splice, and
+        // the index is the deciding module's.
+        let chain = Chain::first_sight(&config(&[off, front]), v);
+        assert_eq!(chain.entries.len(), 2);
+        let by = chain.splice(v.role).map(|(_, by)| by);
+        assert_eq!(chain.entries[by.expect("one activated")].id, 1);
+        // Two activated modules: the second is tried when the first says
+        // not mine, which one splice cannot do.
+        let chain = Chain::first_sight(&config(&[front, comp]), v);
+        assert_eq!(chain.entries.len(), 2);
+        assert!(chain.splice(v.role).is_none());
+        // Not an insertion.
+        let chain = Chain::first_sight(&config(&[end]), v);
+        assert!(chain.splice(v.role).is_none());
+    }
+    assert!(Chain::default().splice(Role::Client).is_none());
+}

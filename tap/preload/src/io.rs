@@ -55,7 +55,7 @@ pub fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e };
 }
 
-fn nonblocking(fd: c_int, flags: c_int) -> bool {
+pub(crate) fn nonblocking(fd: c_int, flags: c_int) -> bool {
     if flags & libc::MSG_DONTWAIT != 0 {
         return true;
     }
@@ -64,7 +64,7 @@ fn nonblocking(fd: c_int, flags: c_int) -> bool {
     fl >= 0 && fl & libc::O_NONBLOCK != 0
 }
 
-fn credit(slot: usize, id: u32, sent: bool, bytes: usize) {
+pub(crate) fn credit(slot: usize, id: u32, sent: bool, bytes: usize) {
     if let Some(st) = process::stats(slot, id) {
         if sent {
             st.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -79,13 +79,13 @@ fn credit(slot: usize, id: u32, sent: bool, bytes: usize) {
 
 /// A customized message the kernel refused (the application sees the
 /// error too).
-fn credit_error(slot: usize, id: u32) {
+pub(crate) fn credit_error(slot: usize, id: u32) {
     if let Some(st) = process::stats(slot, id) {
         st.errors.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-fn credit_drop(slot: usize, id: u32) {
+pub(crate) fn credit_drop(slot: usize, id: u32) {
     if let Some(st) = process::stats(slot, id) {
         st.dropped.fetch_add(1, Ordering::Relaxed);
         st.active_ts_ns.store(process::now_ns(), Ordering::Relaxed);
@@ -723,10 +723,15 @@ pub fn closing_owning(fd: c_int) {
 }
 
 /// Best-effort last flush of the bytes a closing socket still had pending.
+#[inline]
 fn flush_last(fd: c_int, pending: Vec<u8>) {
-    if pending.is_empty() {
-        return;
+    if !pending.is_empty() {
+        flush_pending(fd, pending);
     }
+}
+
+#[cold]
+fn flush_pending(fd: c_int, pending: Vec<u8>) {
     inside(|_| {
         let mut send_wire = |b: &[u8]| {
             // SAFETY: sending from a live buffer on a descriptor the

@@ -37,6 +37,7 @@ mod process;
 mod readiness;
 mod real;
 mod sock;
+mod splice;
 
 use l45_modules::Role;
 use libc::{
@@ -95,6 +96,23 @@ unsafe fn scatter(iov: *const libc::iovec, n: usize, data: &[u8]) -> usize {
         at += k;
     }
     at
+}
+
+/// A msghdr with a name and iovecs and nothing else.
+fn message(
+    name: *mut sockaddr,
+    name_len: socklen_t,
+    iov: *mut libc::iovec,
+    iov_len: usize,
+) -> msghdr {
+    // SAFETY: all-zero is a valid msghdr (null pointers, no lengths); the
+    // fields glibc declares are then set.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_name = name.cast();
+    m.msg_namelen = name_len;
+    m.msg_iov = iov;
+    m.msg_iovlen = iov_len;
+    m
 }
 
 fn iov_total(iov: *const libc::iovec, n: usize) -> usize {
@@ -213,6 +231,17 @@ fn send_plain(
     if buf.is_null() && len > 0 {
         return None;
     }
+    if let Some(r) = sock::spliced(fd, Dir::Send) {
+        let mut iov = libc::iovec {
+            iov_base: buf.cast_mut(),
+            iov_len: len,
+        };
+        let m = message(dest.cast_mut(), alen, &mut iov, 1);
+        // SAFETY: the application's buffer and address.
+        if let Some(sent) = unsafe { splice::send(fd, &m, flags, false, r) } {
+            return Some(sent);
+        }
+    }
     let data: &[u8] = if len == 0 {
         &[]
     } else {
@@ -281,6 +310,13 @@ pass_first! { writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t; i
 #[inline(never)]
 unsafe fn writev_slow(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
     if n > 0 && sock::tapped_or_unseen(fd) {
+        if let Some(r) = sock::spliced(fd, Dir::Send) {
+            let m = message(std::ptr::null_mut(), 0, iov.cast_mut(), n as usize);
+            // SAFETY: the caller passes `n` valid iovecs.
+            if let Some(sent) = unsafe { splice::send(fd, &m, 0, false, r) } {
+                return sent;
+            }
+        }
         // SAFETY: the caller passes `n` valid iovecs.
         let r = unsafe {
             gather(iov, n as usize, |data| {
@@ -311,6 +347,12 @@ unsafe fn sendmsg_tapped(
     }
     // SAFETY: the application's msghdr.
     let m = unsafe { &*msg };
+    if let Some(r) = sock::spliced(fd, Dir::Send) {
+        // SAFETY: the application's msghdr and iovecs.
+        if let Some(sent) = unsafe { splice::send(fd, m, flags, raw, r) } {
+            return Some(sent);
+        }
+    }
     let dest = sockaddr_to_std(m.msg_name.cast(), m.msg_namelen);
     // SAFETY: iovecs described by the msghdr.
     unsafe {
@@ -411,6 +453,25 @@ fn recv_plain(
         // SAFETY: the application passes `len` writable bytes at `buf`.
         unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
     };
+    if let Some(r) = sock::spliced(fd, Dir::Recv) {
+        let named = !addr.is_null() && !alen.is_null();
+        // SAFETY: the caller's address length, if it passed one.
+        let name_len = if named { unsafe { *alen } } else { 0 };
+        let mut m = message(
+            if named { addr } else { std::ptr::null_mut() },
+            name_len,
+            std::ptr::null_mut(),
+            0,
+        );
+        // SAFETY: `m` names the caller's address buffer; `app` its buffer.
+        if let Some(n) = unsafe { splice::recv(fd, &mut m, app, flags, r) } {
+            if named && n >= 0 {
+                // SAFETY: as above.
+                unsafe { *alen = m.msg_namelen };
+            }
+            return Some(n);
+        }
+    }
     let mut wire = |b: &mut [u8], fl: c_int| {
         // SAFETY: receiving into our buffer; address out-params are the
         // caller's, filled by the kernel.
@@ -552,6 +613,12 @@ unsafe fn recvmsg_tapped(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<ss
             // SAFETY: as above; the application lent us this buffer.
             unsafe { std::slice::from_raw_parts_mut(base, len) }
         };
+        if let Some(r) = sock::spliced(fd, Dir::Recv) {
+            // SAFETY: as below.
+            if let Some(n) = unsafe { splice::recv(fd, m, app, flags, r) } {
+                return Some(n);
+            }
+        }
         // SAFETY: `m` and `app` come from the application's live msghdr.
         return unsafe { recvmsg_into(fd, m, flags, app, false) };
     }

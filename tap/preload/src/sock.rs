@@ -12,6 +12,7 @@ use libc::{c_int, sockaddr, socklen_t};
 
 use crate::process;
 use crate::real::HOT;
+use crate::splice;
 
 pub const MAX_FD: usize = 65536;
 
@@ -39,11 +40,13 @@ fn inet_state(stream: bool) -> u8 {
 /// would cost several).
 #[repr(C, align(64))]
 struct FdEntry {
-    /// `(1 + generation) << 2 | PASS_SEND | PASS_RECV`: the control-area
-    /// generation at which the socket was last synced and the directions
-    /// that need no tap work then (no attached module acts on them, nothing
-    /// pending or held); 0 if unknown. While the generation stays, data
-    /// calls in those directions go straight to libc: two loads, no lock.
+    /// `pass_word(generation, bits)`: the control-area generation at which
+    /// the socket was last synced, the directions that need no tap work
+    /// then (`PASS_SEND`, `PASS_RECV`: no attached module acts on them,
+    /// nothing pending or held) and the socket's splice recipe, if its
+    /// chain is one (`RECIPE_SHIFT`); 0 if unknown. While the generation
+    /// stays, data calls in the passing directions go straight to libc and
+    /// spliced ones to `splice`: two loads, no lock.
     pass: AtomicU64,
     /// The socket's record (a leaked box, allocated on first use).
     cell: AtomicPtr<Cell>,
@@ -90,7 +93,7 @@ impl StickyKey {
     fn new(key: &ChainKey, slot: usize, tid: u32, peer: SocketAddr) -> StickyKey {
         StickyKey {
             generation: key.generation,
-            port_bits_slot: u64::from(key.peer_port) << 48 | key.pass_bits << 40 | slot as u64,
+            port_bits_slot: u64::from(key.peer_port) << 48 | key.pass_bits << 32 | slot as u64,
             pid_tid: u64::from(key.pid) << 32 | u64::from(tid),
             peer: peer_word(peer),
         }
@@ -112,11 +115,11 @@ impl StickyKey {
     }
 
     fn pass_bits(&self) -> u64 {
-        (self.port_bits_slot >> 40) & (PASS_SEND | PASS_RECV)
+        (self.port_bits_slot >> 32) & BITS
     }
 
     fn slot(&self) -> usize {
-        (self.port_bits_slot & 0xff_ffff_ffff) as usize
+        (self.port_bits_slot & 0xffff_ffff) as usize
     }
 
     fn pid(&self) -> u32 {
@@ -229,7 +232,8 @@ pub struct ChainKey {
     /// The process that attached it (a forked child does not own the
     /// parent's table slot).
     pub pid: u32,
-    /// The pass bits (`PASS_SEND`, `PASS_RECV`) the chain gave.
+    /// The pass word's bits (`PASS_SEND`, `PASS_RECV`, the splice recipe)
+    /// the chain gave.
     pub pass_bits: u64,
 }
 
@@ -599,7 +603,7 @@ fn renew(i: usize, g: &mut RecGuard) {
         None => slot.insert(Sock::new(stream)),
     };
     let pass = entry.pass.load(Ordering::Acquire);
-    if entry.sighted.swap(false, Ordering::AcqRel) && pass >= 4 {
+    if entry.sighted.swap(false, Ordering::AcqRel) && pass != 0 {
         // First sight happened without the record: later calls refresh
         // the (empty) chain, they do not match anew. Its peer is looked up
         // if a rule needs it (getpeername).
@@ -608,7 +612,7 @@ fn renew(i: usize, g: &mut RecGuard) {
             entry.parked.store(false, Ordering::Relaxed);
         }
         fresh.matched = true;
-        fresh.chain.generation = (pass >> 2) - 1;
+        fresh.chain.generation = (pass >> GEN_SHIFT) - 1;
         fresh.role = Some(Role::Client);
     }
 }
@@ -627,6 +631,17 @@ pub fn lookup(fd: c_int) -> Option<Rec> {
 
 const PASS_SEND: u64 = 1;
 const PASS_RECV: u64 = 2;
+/// Bits 4..16 of a pass word: the number of the socket's splice recipe
+/// (`splice::get`), 0 if it has none.
+const RECIPE_SHIFT: u32 = 4;
+/// The generation (+ 1, so that 0 means unknown) sits above the bits.
+const GEN_SHIFT: u32 = 16;
+const BITS: u64 = (1 << GEN_SHIFT) - 1;
+
+#[inline]
+fn pass_word(generation: u64, bits: u64) -> u64 {
+    (generation + 1) << GEN_SHIFT | bits
+}
 
 /// A data call's direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -651,10 +666,27 @@ pub fn passes(fd: c_int, dir: Dir) -> bool {
                 Dir::Send => PASS_SEND,
                 Dir::Recv => PASS_RECV,
             };
-            process::generation().is_some_and(|g| pass >> 2 == g + 1 && pass & bit != 0)
+            process::generation().is_some_and(|g| pass >> GEN_SHIFT == g + 1 && pass & bit != 0)
         }
         _ => false,
     }
+}
+
+/// The splice recipe a data call in direction `dir` on `fd` follows: the
+/// socket's chain was one splice at the current generation, in this
+/// direction. Plain loads, no lock.
+#[inline]
+pub fn spliced(fd: c_int, dir: Dir) -> Option<&'static splice::Recipe> {
+    let i = index(fd)?;
+    if FDS[i].state.load(Ordering::Acquire) != DGRAM {
+        return None;
+    }
+    let pass = FDS[i].pass.load(Ordering::Acquire);
+    let n = (pass & BITS) >> RECIPE_SHIFT;
+    if n == 0 || process::generation()? + 1 != pass >> GEN_SHIFT {
+        return None;
+    }
+    splice::get(n as usize).filter(|r| r.sends() == (dir == Dir::Send))
 }
 
 /// Whether closing `fd` leaves the tap nothing to do but forget it (not a
@@ -906,7 +938,7 @@ pub fn resume(fd: c_int, remote: SocketAddr) -> bool {
     shm.restore_socket(key.slot(), key.pid());
     entry.stick_ok.store(true, Ordering::Release);
     entry.pass.store(
-        (key.generation + 1) << 2 | key.pass_bits(),
+        pass_word(key.generation, key.pass_bits()),
         Ordering::Release,
     );
     true
@@ -1023,12 +1055,12 @@ fn sync_moved(fd: c_int, s: &mut Sock, role: Role) {
     let moved = sync_chain(fd, s, role);
     let Some(i) = index(fd) else { return };
     let entry = &FDS[i];
-    let current = (s.chain.generation + 1) << 2;
+    let current = pass_word(s.chain.generation, 0);
     if !moved
         && s.pass_exact
         && s.held.is_empty()
         && s.pending.is_empty()
-        && entry.pass.load(Ordering::Relaxed) & !3 == current
+        && entry.pass.load(Ordering::Relaxed) & !BITS == current
     {
         return;
     }
@@ -1051,10 +1083,25 @@ fn sync_moved(fd: c_int, s: &mut Sock, role: Role) {
         if !acts.recv && s.held.is_empty() {
             pass |= PASS_RECV;
         }
+        if !s.stream {
+            pass |= recipe_bits(s);
+        }
     }
     // Computed with nothing held or pending: exact until the chain moves.
     s.pass_exact = s.matched && s.held.is_empty() && s.pending.is_empty();
     entry.pass.store(pass, Ordering::Release);
+}
+
+/// The splice recipe bits of a matched UDP socket's pass word: its chain
+/// as one splice in the direction its role customizes, interned.
+fn recipe_bits(s: &Sock) -> u64 {
+    let role = s.role.unwrap_or(Role::Client);
+    let Some((sp, by)) = s.chain.splice(role) else {
+        return 0;
+    };
+    let a = &s.chain.entries[by];
+    let n = splice::intern(splice::Recipe::new(&sp, role == Role::Client, a.slot, a.id));
+    (n as u64) << RECIPE_SHIFT
 }
 
 /// True if the socket was matched or its chain refreshed.
@@ -1151,7 +1198,7 @@ pub fn sight_by_filter(fd: c_int, remote: SocketAddr) -> Option<bool> {
 fn settle_sighted(entry: &FdEntry, generation: u64) {
     entry.sighted.store(true, Ordering::Release);
     entry.pass.store(
-        (generation + 1) << 2 | PASS_SEND | PASS_RECV,
+        pass_word(generation, PASS_SEND | PASS_RECV),
         Ordering::Release,
     );
 }
@@ -1347,17 +1394,15 @@ pub fn unpark(fd: c_int, s: &mut Sock, peer_port: u16) -> bool {
     FDS[i].owns.store(true, Ordering::Release);
     FDS[i]
         .pass
-        .store((key.generation + 1) << 2 | key.pass_bits, Ordering::Release);
+        .store(pass_word(key.generation, key.pass_bits), Ordering::Release);
     s.pass_exact = true;
     arm_sticky(fd, s, &key);
     true
 }
 
-/// The pass bits of descriptor `fd`'s current pass word.
+/// The bits (below the generation) of descriptor `fd`'s current pass word.
 pub fn pass_bits(fd: c_int) -> u64 {
-    index(fd).map_or(0, |i| {
-        FDS[i].pass.load(Ordering::Acquire) & (PASS_SEND | PASS_RECV)
-    })
+    index(fd).map_or(0, |i| FDS[i].pass.load(Ordering::Acquire) & BITS)
 }
 
 /// The socket is going away: detach every module.

@@ -1,0 +1,344 @@
+//! Spliced datagrams: a UDP socket whose chain is one insertion (a DNS
+//! front or middle tag, a clearance code: `Chain::splice`) is customized
+//! with scatter/gather I/O. The kernel reads the inserted bytes from the
+//! recipe, and writes the received ones into a buffer on our stack, around
+//! the application's own buffer: no socket lock, no thread-local buffers, no
+//! copy of the datagram and no module call. The outcome is the module's
+//! (`l45_modules::Splice` says how, and a test in the modules crate holds
+//! each kind to it); statistics are credited as the chain would.
+//!
+//! Recipes are interned process-wide and never freed, so a data call may
+//! read one without a lock while another thread re-syncs the socket: its
+//! number rides in the socket's pass word (`sock::spliced`), which data calls
+//! load anyway.
+
+use std::mem::MaybeUninit;
+use std::sync::{Mutex, OnceLock};
+
+use l45_modules::{Splice, Tag, MAX_TAG};
+use libc::{c_int, c_long, c_void, iovec, msghdr, ssize_t};
+
+use crate::io::{credit, credit_drop, credit_error, nonblocking, set_errno};
+use crate::real;
+
+/// One socket chain's splice, with the deciding module's statistics slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recipe {
+    at: usize,
+    bytes: Tag,
+    min_send: usize,
+    /// Customizes sends (a client's), else receives (a server's).
+    sends: bool,
+    slot: usize,
+    id: u32,
+}
+
+impl Recipe {
+    pub fn new(sp: &Splice<'_>, sends: bool, slot: usize, id: u32) -> Option<Recipe> {
+        Some(Recipe {
+            at: sp.at,
+            bytes: Tag::new(sp.bytes)?,
+            min_send: sp.min_send,
+            sends,
+            slot,
+            id,
+        })
+    }
+
+    #[inline]
+    pub fn sends(&self) -> bool {
+        self.sends
+    }
+
+    fn splice(&self) -> Splice<'_> {
+        Splice {
+            at: self.at,
+            bytes: self.bytes.as_bytes(),
+            min_send: self.min_send,
+        }
+    }
+}
+
+/// Distinct recipes one process can hold (a recipe per module instance
+/// and role; an edited tag is a new one). Beyond, sockets take the
+/// general path. Twelve bits of the pass word number them.
+const MAX_RECIPES: usize = 1023;
+
+/// Allocated with the first recipe (a static array would be initialized
+/// data: 100 KB more to map in every tapped process).
+static RECIPES: OnceLock<Box<[OnceLock<Recipe>]>> = OnceLock::new();
+/// How many of `RECIPES` are set; taken only to add one.
+static INTERNED: Mutex<usize> = Mutex::new(0);
+
+/// The number (1-based) of `recipe` in the process's table, added if new;
+/// 0 if there is none (no recipe, or the table is full).
+pub fn intern(recipe: Option<Recipe>) -> usize {
+    let Some(recipe) = recipe else { return 0 };
+    let mut count = INTERNED.lock().unwrap_or_else(|p| p.into_inner());
+    let table = RECIPES.get_or_init(|| (0..MAX_RECIPES).map(|_| OnceLock::new()).collect());
+    if let Some(k) = table[..*count]
+        .iter()
+        .position(|r| r.get() == Some(&recipe))
+    {
+        return k + 1;
+    }
+    if *count == MAX_RECIPES {
+        return 0;
+    }
+    let _ = table[*count].set(recipe);
+    *count += 1;
+    *count
+}
+
+/// Recipe number `n` (from a pass word).
+#[inline]
+pub fn get(n: usize) -> Option<&'static Recipe> {
+    RECIPES.get()?.get(n.checked_sub(1)?)?.get()
+}
+
+/// A customized datagram up to this long is built in a buffer on the
+/// stack, and a received one of up to this long (with the application's
+/// buffer no longer) lands in one, so the kernel gets a single buffer: a
+/// list of them it first copies in and checks, which cost dig ≈ 70 ns per
+/// query here (same-run benchmark). Longer ones are spliced with lists.
+const STACK_SEND: usize = 512;
+const STACK_RECV: usize = 2048;
+
+/// Most iovecs a spliced send takes from the application as a list (two
+/// more are the inserted bytes and the split one's tail); longer lists
+/// take the general path.
+const MAX_SEND_IOV: usize = 14;
+
+/// Sends the message `m` with the recipe's bytes inserted, or as it is if
+/// it is too short for them. `raw`: the application made the system call
+/// itself, and so do we. `None`: a long datagram in a long iovec list (the
+/// caller takes the general path).
+///
+/// # Safety
+/// `m` is the application's msghdr, its iovecs valid for reading.
+pub unsafe fn send(fd: c_int, m: &msghdr, flags: c_int, raw: bool, r: &Recipe) -> Option<ssize_t> {
+    let n = m.msg_iovlen;
+    let app: &[iovec] = if n == 0 || m.msg_iov.is_null() {
+        &[]
+    } else {
+        // SAFETY: the caller's msghdr promises `n` valid iovecs.
+        unsafe { std::slice::from_raw_parts(m.msg_iov, n) }
+    };
+    let total: usize = app.iter().map(|v| v.iov_len).sum();
+    if total < r.min_send {
+        // Too short for the module: it goes out as it came.
+        // SAFETY: the application's own message.
+        return Some(unsafe { send_msg(fd, m, flags, raw) });
+    }
+    let bytes = r.bytes.as_bytes();
+    let t = bytes.len();
+    let mut storage = MaybeUninit::<[u8; STACK_SEND]>::uninit();
+    let mut list = [iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_SEND_IOV + 2];
+    let mut copy = *m;
+    if total + t <= STACK_SEND {
+        let p = storage.as_mut_ptr().cast::<u8>();
+        // SAFETY: `total + t` bytes fit the buffer. The application's bytes
+        // go to `p[t..]`, its first `at` move to the front, the inserted
+        // ones follow: `p[..total + t]` is all written.
+        unsafe {
+            let mut off = t;
+            for v in app.iter().filter(|v| !v.iov_base.is_null()) {
+                std::ptr::copy_nonoverlapping(v.iov_base.cast::<u8>(), p.add(off), v.iov_len);
+                off += v.iov_len;
+            }
+            std::ptr::copy(p.add(t), p, r.at);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(r.at), t);
+        }
+        list[0] = iovec {
+            iov_base: p.cast(),
+            iov_len: total + t,
+        };
+        copy.msg_iovlen = 1;
+    } else {
+        if app.len() > MAX_SEND_IOV {
+            return None;
+        }
+        copy.msg_iovlen = gather_list(app, r.at, bytes, &mut list);
+    }
+    copy.msg_iov = list.as_mut_ptr();
+    credit(r.slot, r.id, true, total);
+    // SAFETY: our iovecs over the application's buffers, the recipe, and
+    // the stack buffer.
+    let sent = unsafe { send_msg(fd, &copy, flags, raw) };
+    if sent < 0 {
+        credit_error(r.slot, r.id);
+        return Some(sent);
+    }
+    Some(total as ssize_t)
+}
+
+/// Fills `list` with the application's iovecs and `bytes` inserted at
+/// offset `at` (which their total reaches); returns how many it used.
+fn gather_list(app: &[iovec], at: usize, bytes: &[u8], list: &mut [iovec]) -> usize {
+    let mut k = 0;
+    let mut offset = 0;
+    let mut inserted = false;
+    for v in app {
+        if !inserted && offset + v.iov_len >= at {
+            // The insertion point is in (or at the end of) this iovec.
+            let head = at - offset;
+            list[k] = iovec {
+                iov_base: v.iov_base,
+                iov_len: head,
+            };
+            list[k + 1] = iovec {
+                iov_base: bytes.as_ptr() as *mut c_void,
+                iov_len: bytes.len(),
+            };
+            list[k + 2] = iovec {
+                iov_base: v.iov_base.cast::<u8>().wrapping_add(head).cast(),
+                iov_len: v.iov_len - head,
+            };
+            k += 3;
+            inserted = true;
+        } else {
+            list[k] = *v;
+            k += 1;
+        }
+        offset += v.iov_len;
+    }
+    k
+}
+
+/// # Safety
+/// `m` describes valid buffers.
+unsafe fn send_msg(fd: c_int, m: &msghdr, flags: c_int, raw: bool) -> ssize_t {
+    // SAFETY: as the caller promises.
+    unsafe {
+        if raw {
+            let ptr = std::ptr::from_ref(m) as c_long;
+            real::syscall(libc::SYS_sendmsg, fd.into(), ptr, flags.into(), 0, 0, 0) as ssize_t
+        } else {
+            real::sendmsg(fd, m, flags)
+        }
+    }
+}
+
+/// Receives one datagram into the application's single buffer `app` with
+/// the recipe's bytes taken out, as the module would: recognised, it is
+/// delivered without them; not recognised, it is dropped (and the next one
+/// received, or EAGAIN if the call must not block). `m` is the
+/// application's msghdr: its name and control buffers are filled, its flags
+/// set, as by `recvmsg`. `None`: not a case for the splice (a peek, the
+/// error queue, a buffer shorter than the insertion point).
+///
+/// The datagram is received into a buffer on the stack as long as `app`
+/// and the inserted bytes, or, for a larger `app`, scattered over
+/// `app[..at]`, a buffer for the inserted bytes and `app[at..]`: either
+/// way the kernel truncates exactly where the application's buffer ends.
+///
+/// # Safety
+/// `m` is the application's msghdr (name and control buffers valid for
+/// writing); `app` its one buffer.
+pub unsafe fn recv(
+    fd: c_int,
+    m: &mut msghdr,
+    app: &mut [u8],
+    flags: c_int,
+    r: &Recipe,
+) -> Option<ssize_t> {
+    if flags & (libc::MSG_PEEK | libc::MSG_ERRQUEUE) != 0 || app.len() < r.at {
+        return None;
+    }
+    let sp = r.splice();
+    let (at, t) = (sp.at, sp.bytes.len());
+    let cap = app.len() + t;
+    let small = cap <= STACK_RECV;
+    let mut storage = MaybeUninit::<[u8; STACK_RECV]>::uninit();
+    let stack = storage.as_mut_ptr().cast::<u8>();
+    let mut tag = [0u8; MAX_TAG];
+    let (name_len, control_len) = (m.msg_namelen, m.msg_controllen);
+    loop {
+        let app_ptr = app.as_mut_ptr();
+        let mut iov = [
+            iovec {
+                iov_base: if small { stack } else { app_ptr }.cast(),
+                iov_len: if small { cap } else { at },
+            },
+            iovec {
+                iov_base: tag.as_mut_ptr().cast(),
+                iov_len: t,
+            },
+            iovec {
+                iov_base: app_ptr.wrapping_add(at).cast(),
+                iov_len: app.len() - at,
+            },
+        ];
+        let mut copy = *m;
+        copy.msg_iov = iov.as_mut_ptr();
+        copy.msg_iovlen = if small { 1 } else { 3 };
+        copy.msg_namelen = name_len;
+        copy.msg_controllen = control_len;
+        // SAFETY: our iovecs; the name/control buffers are the caller's.
+        let n = unsafe { real::recvmsg(fd, &mut copy, flags) };
+        m.msg_namelen = copy.msg_namelen;
+        m.msg_controllen = copy.msg_controllen;
+        if n < 0 {
+            return Some(n);
+        }
+        // `n` is the datagram's whole length with MSG_TRUNC.
+        let n = n as usize;
+        let got = n.min(cap);
+        let recognised = got >= sp.min_send + t
+            && if small {
+                // SAFETY: the kernel wrote `got` ≥ `at + t` bytes there.
+                sp.is_inserted(unsafe { std::slice::from_raw_parts(stack.add(at), t) })
+            } else {
+                sp.is_inserted(&tag[..t])
+            };
+        if !recognised {
+            credit_drop(r.slot, r.id);
+            if nonblocking(fd, flags) {
+                set_errno(libc::EAGAIN);
+                return Some(-1);
+            }
+            continue;
+        }
+        if small {
+            // SAFETY: the kernel wrote `got` bytes; `got - t` ≤ `app.len()`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(stack, app_ptr, at);
+                std::ptr::copy_nonoverlapping(stack.add(at + t), app_ptr.add(at), got - t - at);
+            }
+        }
+        credit(r.slot, r.id, false, n);
+        m.msg_flags = copy.msg_flags;
+        return Some(if flags & libc::MSG_TRUNC != 0 {
+            n - t
+        } else {
+            got - t
+        } as ssize_t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipes_are_interned_once_and_read_back() {
+        let tag = *b"XTAGXdig";
+        let sp = Splice {
+            at: 0,
+            bytes: &tag,
+            min_send: 12,
+        };
+        let a = intern(Recipe::new(&sp, true, 3, 7));
+        let b = intern(Recipe::new(&sp, false, 3, 7));
+        assert!(a > 0 && b > 0 && a != b);
+        assert_eq!(intern(Recipe::new(&sp, true, 3, 7)), a);
+        assert!(get(a).is_some_and(|r| r.sends() && r.splice() == sp));
+        assert!(get(b).is_some_and(|r| !r.sends()));
+        assert_eq!(get(0), None);
+        assert_eq!(get(MAX_RECIPES + 1), None);
+        assert_eq!(intern(None), 0);
+    }
+}
