@@ -131,6 +131,14 @@ out = [
 s.connect(dest)
 out.append(s.send(payload(50, 9)))
 out.append(os.write(s.fileno(), payload(13, 10)))
+# A bad message vector, raw (as dig calls it) and through libc: the
+# kernel's error, not a crash.
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+for call in (lambda: libc.syscall(307, s.fileno(), None, 1, 0),  # SYS_sendmmsg
+             lambda: libc.sendmmsg(s.fileno(), None, 1, 0)):
+    ctypes.set_errno(0)
+    out.append([call(), errno.errorcode.get(ctypes.get_errno())])
 print(json.dumps(out), flush=True)
 """
 
@@ -150,7 +158,7 @@ def test_spliced_send_inserts_at_its_offset_for_every_call_shape(tap, kind):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     # The application sees its own byte counts.
-    assert json.loads(p.stdout) == [len(x) for x in sent]
+    assert json.loads(p.stdout) == [len(x) for x in sent] + [[-1, "EFAULT"]] * 2
     for k, x in enumerate(sent):
         d, _ = server.recvfrom(8192)
         want = x if len(x) < 12 else insert(x, tag, at)

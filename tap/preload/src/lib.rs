@@ -191,7 +191,7 @@ pub unsafe extern "C" fn accept4(
     }
 }
 
-pass_first! { close(fd: c_int) -> c_int; if sock::closes_plainly(fd); else close_slow }
+pass_first! { close(fd: c_int) -> c_int; if sock::closes_plainly(fd) || sock::closes_kept(fd); else close_slow }
 
 #[inline(never)]
 unsafe fn close_slow(fd: c_int) -> c_int {
@@ -413,12 +413,38 @@ unsafe fn sendmmsg_tapped(
     flags: c_int,
     raw: bool,
 ) -> c_int {
+    if vec.is_null() {
+        // SAFETY: passthrough: the kernel reports the bad address.
+        return unsafe {
+            if raw {
+                let v = vec as c_long;
+                real::syscall(
+                    libc::SYS_sendmmsg,
+                    fd.into(),
+                    v,
+                    vlen.into(),
+                    flags.into(),
+                    0,
+                    0,
+                ) as c_int
+            } else {
+                real::sendmmsg(fd, vec, vlen, flags)
+            }
+        };
+    }
     let mut sent = 0;
+    let spliced = sock::spliced(fd, Dir::Send);
     for i in 0..vlen as usize {
         // SAFETY: `vlen` entries at `vec`.
         let entry = unsafe { &mut *vec.add(i) };
         // SAFETY: one message, as `sendmsg` would get it.
-        let r = match unsafe { sendmsg_tapped(fd, &entry.msg_hdr, flags, raw) } {
+        let r = match unsafe {
+            match spliced {
+                Some(recipe) => splice::send(fd, &entry.msg_hdr, flags, raw, recipe),
+                None => None,
+            }
+            .or_else(|| sendmsg_tapped(fd, &entry.msg_hdr, flags, raw))
+        } {
             Some(r) => r,
             // SAFETY: passthrough for this message.
             None => unsafe { real::sendmsg(fd, &entry.msg_hdr, flags) },
@@ -848,12 +874,25 @@ unsafe extern "C" fn l45_syscall(
         libc::SYS_recvmmsg | libc::SYS_recvmsg | libc::SYS_recvfrom => {
             sock::passes(a1 as c_int, Dir::Recv)
         }
-        libc::SYS_close => sock::closes_plainly(a1 as c_int),
+        libc::SYS_close => sock::closes_plainly(a1 as c_int) || sock::closes_kept(a1 as c_int),
         _ => true,
     };
     if plain {
         // SAFETY: passthrough.
         return unsafe { real::syscall(n, a1, a2, a3, a4, a5, a6) };
+    }
+    if n == libc::SYS_sendmmsg && sock::spliced(a1 as c_int, Dir::Send).is_some() {
+        // dig's query on a spliced socket: straight to the splice.
+        // SAFETY: sendmmsg's arguments.
+        return unsafe {
+            sendmmsg_tapped(
+                a1 as c_int,
+                a2 as *mut mmsghdr,
+                a3 as c_uint,
+                a4 as c_int,
+                true,
+            )
+        } as c_long;
     }
     // SAFETY: the same arguments.
     unsafe { l45_syscall_slow(n, [a1, a2, a3, a4, a5, a6]) }

@@ -864,6 +864,24 @@ pub fn closed(fd: c_int) -> Vec<u8> {
     closed_owning(fd)
 }
 
+/// Whether closing `fd` keeps its record whole for the next socket on the
+/// number (`stick`): then that is done here, with no lock, and the caller
+/// just closes. Else `closed_owning` does the rest.
+#[inline]
+pub fn closes_kept(fd: c_int) -> bool {
+    let Some(i) = index(fd) else { return false };
+    let entry = &FDS[i];
+    if !entry.stick_ok.load(Ordering::Acquire) {
+        return false;
+    }
+    entry.pass.store(0, Ordering::Release);
+    if !stick(entry) {
+        return false;
+    }
+    entry.state.store(UNKNOWN, Ordering::Release);
+    true
+}
+
 /// `closed` for a descriptor `closes_plainly` just said no to (the close
 /// wrappers' slow paths): a socket that may hold modules, a table slot or
 /// bytes (`owns`).
@@ -871,12 +889,11 @@ pub fn closed_owning(fd: c_int) -> Vec<u8> {
     let Some(i) = index(fd) else {
         return Vec::new();
     };
-    let entry = &FDS[i];
-    entry.pass.store(0, Ordering::Release);
-    if stick(entry) {
-        entry.state.store(UNKNOWN, Ordering::Release);
+    if closes_kept(fd) {
         return Vec::new();
     }
+    let entry = &FDS[i];
+    entry.pass.store(0, Ordering::Release);
     let pending = release(i);
     entry.state.store(UNKNOWN, Ordering::Release);
     pending

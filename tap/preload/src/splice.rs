@@ -116,63 +116,110 @@ const MAX_SEND_IOV: usize = 14;
 ///
 /// # Safety
 /// `m` is the application's msghdr, its iovecs valid for reading.
+#[inline]
 pub unsafe fn send(fd: c_int, m: &msghdr, flags: c_int, raw: bool, r: &Recipe) -> Option<ssize_t> {
-    let n = m.msg_iovlen;
-    let app: &[iovec] = if n == 0 || m.msg_iov.is_null() {
-        &[]
-    } else {
-        // SAFETY: the caller's msghdr promises `n` valid iovecs.
-        unsafe { std::slice::from_raw_parts(m.msg_iov, n) }
-    };
+    // SAFETY: as the caller promises.
+    let app = unsafe { iovecs(m) };
     let total: usize = app.iter().map(|v| v.iov_len).sum();
+    let bytes = r.bytes.as_bytes();
+    let t = bytes.len();
+    if total < r.min_send || total + t > STACK_SEND {
+        // SAFETY: as the caller promises.
+        return unsafe { send_other(fd, m, app, total, flags, raw, r) };
+    }
+    let mut storage = MaybeUninit::<[u8; STACK_SEND]>::uninit();
+    let p = storage.as_mut_ptr().cast::<u8>();
+    // SAFETY: `total + t` bytes fit the buffer. The application's bytes go
+    // to `p[t..]`, its first `at` move to the front, the inserted ones
+    // follow: `p[..total + t]` is all written.
+    unsafe {
+        let mut off = t;
+        for v in app.iter().filter(|v| !v.iov_base.is_null()) {
+            std::ptr::copy_nonoverlapping(v.iov_base.cast::<u8>(), p.add(off), v.iov_len);
+            off += v.iov_len;
+        }
+        std::ptr::copy(p.add(t), p, r.at);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(r.at), t);
+    }
+    let mut one = iovec {
+        iov_base: p.cast(),
+        iov_len: total + t,
+    };
+    let mut copy = *m;
+    copy.msg_iov = &mut one;
+    copy.msg_iovlen = 1;
+    // SAFETY: the stack buffer, the application's name and control data.
+    Some(unsafe { send_counted(fd, &copy, total, flags, raw, r) })
+}
+
+/// The application's iovecs of `m`.
+///
+/// # Safety
+/// `m`'s iovecs are valid.
+unsafe fn iovecs(m: &msghdr) -> &[iovec] {
+    if m.msg_iovlen == 0 || m.msg_iov.is_null() {
+        return &[];
+    }
+    // SAFETY: the caller's msghdr promises `msg_iovlen` valid iovecs.
+    unsafe { std::slice::from_raw_parts(m.msg_iov, m.msg_iovlen) }
+}
+
+/// Sends customized `m` (`total` bytes of the application's) and counts it.
+///
+/// # Safety
+/// `m` describes valid buffers.
+#[inline]
+unsafe fn send_counted(
+    fd: c_int,
+    m: &msghdr,
+    total: usize,
+    flags: c_int,
+    raw: bool,
+    r: &Recipe,
+) -> ssize_t {
+    credit(r.slot, r.id, true, total);
+    // SAFETY: as the caller promises.
+    let sent = unsafe { send_msg(fd, m, flags, raw) };
+    if sent < 0 {
+        credit_error(r.slot, r.id);
+        return sent;
+    }
+    total as ssize_t
+}
+
+/// `send` of a datagram too short for the module (it goes out as it
+/// came) or too long for the stack buffer (an iovec list with the
+/// inserted bytes in it).
+///
+/// # Safety
+/// As for `send`; `app` is `m`'s iovecs, `total` their length.
+#[cold]
+#[inline(never)]
+unsafe fn send_other(
+    fd: c_int,
+    m: &msghdr,
+    app: &[iovec],
+    total: usize,
+    flags: c_int,
+    raw: bool,
+    r: &Recipe,
+) -> Option<ssize_t> {
     if total < r.min_send {
-        // Too short for the module: it goes out as it came.
         // SAFETY: the application's own message.
         return Some(unsafe { send_msg(fd, m, flags, raw) });
     }
-    let bytes = r.bytes.as_bytes();
-    let t = bytes.len();
-    let mut storage = MaybeUninit::<[u8; STACK_SEND]>::uninit();
+    if app.len() > MAX_SEND_IOV {
+        return None;
+    }
     let mut list = [iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
     }; MAX_SEND_IOV + 2];
     let mut copy = *m;
-    if total + t <= STACK_SEND {
-        let p = storage.as_mut_ptr().cast::<u8>();
-        // SAFETY: `total + t` bytes fit the buffer. The application's bytes
-        // go to `p[t..]`, its first `at` move to the front, the inserted
-        // ones follow: `p[..total + t]` is all written.
-        unsafe {
-            let mut off = t;
-            for v in app.iter().filter(|v| !v.iov_base.is_null()) {
-                std::ptr::copy_nonoverlapping(v.iov_base.cast::<u8>(), p.add(off), v.iov_len);
-                off += v.iov_len;
-            }
-            std::ptr::copy(p.add(t), p, r.at);
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(r.at), t);
-        }
-        list[0] = iovec {
-            iov_base: p.cast(),
-            iov_len: total + t,
-        };
-        copy.msg_iovlen = 1;
-    } else {
-        if app.len() > MAX_SEND_IOV {
-            return None;
-        }
-        copy.msg_iovlen = gather_list(app, r.at, bytes, &mut list);
-    }
+    copy.msg_iovlen = gather_list(app, r.at, r.bytes.as_bytes(), &mut list);
     copy.msg_iov = list.as_mut_ptr();
-    credit(r.slot, r.id, true, total);
-    // SAFETY: our iovecs over the application's buffers, the recipe, and
-    // the stack buffer.
-    let sent = unsafe { send_msg(fd, &copy, flags, raw) };
-    if sent < 0 {
-        credit_error(r.slot, r.id);
-        return Some(sent);
-    }
-    Some(total as ssize_t)
+    // SAFETY: our iovecs over the application's buffers and the recipe.
+    Some(unsafe { send_counted(fd, &copy, total, flags, raw, r) })
 }
 
 /// Fills `list` with the application's iovecs and `bytes` inserted at
@@ -210,6 +257,7 @@ fn gather_list(app: &[iovec], at: usize, bytes: &[u8], list: &mut [iovec]) -> us
 
 /// # Safety
 /// `m` describes valid buffers.
+#[inline]
 unsafe fn send_msg(fd: c_int, m: &msghdr, flags: c_int, raw: bool) -> ssize_t {
     // SAFETY: as the caller promises.
     unsafe {
@@ -238,6 +286,7 @@ unsafe fn send_msg(fd: c_int, m: &msghdr, flags: c_int, raw: bool) -> ssize_t {
 /// # Safety
 /// `m` is the application's msghdr (name and control buffers valid for
 /// writing); `app` its one buffer.
+#[inline]
 pub unsafe fn recv(
     fd: c_int,
     m: &mut msghdr,
@@ -251,30 +300,94 @@ pub unsafe fn recv(
     let sp = r.splice();
     let (at, t) = (sp.at, sp.bytes.len());
     let cap = app.len() + t;
-    let small = cap <= STACK_RECV;
+    if cap > STACK_RECV {
+        // SAFETY: as the caller promises.
+        return Some(unsafe { recv_scattered(fd, m, app, flags, r) });
+    }
     let mut storage = MaybeUninit::<[u8; STACK_RECV]>::uninit();
     let stack = storage.as_mut_ptr().cast::<u8>();
+    let mut one = [iovec {
+        iov_base: stack.cast(),
+        iov_len: cap,
+    }];
+    // SAFETY: as the caller promises; the stack buffer is `cap` long.
+    Some(unsafe {
+        receive(fd, m, flags, r, &mut one, cap, |got| {
+            // SAFETY: the kernel wrote `got` bytes to the stack buffer.
+            let wire = std::slice::from_raw_parts(stack, got);
+            if !sp.recognises(wire) {
+                return false;
+            }
+            app[..at].copy_from_slice(&wire[..at]);
+            app[at..got - t].copy_from_slice(&wire[at + t..]);
+            true
+        })
+    })
+}
+
+/// `recv` into an application buffer too long for the stack one.
+///
+/// # Safety
+/// As for `recv`.
+#[cold]
+#[inline(never)]
+unsafe fn recv_scattered(
+    fd: c_int,
+    m: &mut msghdr,
+    app: &mut [u8],
+    flags: c_int,
+    r: &Recipe,
+) -> ssize_t {
+    let sp = r.splice();
+    let (at, t) = (sp.at, sp.bytes.len());
+    let cap = app.len() + t;
     let mut tag = [0u8; MAX_TAG];
+    let base = app.as_mut_ptr();
+    let mut iov = [
+        iovec {
+            iov_base: base.cast(),
+            iov_len: at,
+        },
+        iovec {
+            iov_base: tag.as_mut_ptr().cast(),
+            iov_len: t,
+        },
+        iovec {
+            iov_base: base.wrapping_add(at).cast(),
+            iov_len: app.len() - at,
+        },
+    ];
+    // SAFETY: as the caller promises; the iovecs cover `app` and `tag`.
+    unsafe {
+        receive(fd, m, flags, r, &mut iov, cap, |got| {
+            got >= sp.min_send + t && sp.is_inserted(&tag[..t])
+        })
+    }
+}
+
+/// The receive loop of `recv`: `iov` (`cap` bytes) receives a datagram;
+/// `take(got)` says whether the splice recognised its `got` bytes (and
+/// moved them into the application's buffer); a datagram it does not take
+/// is dropped. Returns what `recvmsg` returns to the application.
+///
+/// # Safety
+/// As for `recv`; `iov` describes writable buffers.
+#[inline(always)]
+unsafe fn receive(
+    fd: c_int,
+    m: &mut msghdr,
+    flags: c_int,
+    r: &Recipe,
+    iov: &mut [iovec],
+    cap: usize,
+    mut take: impl FnMut(usize) -> bool,
+) -> ssize_t {
+    let t = r.bytes.len();
     let (name_len, control_len) = (m.msg_namelen, m.msg_controllen);
     loop {
-        let app_ptr = app.as_mut_ptr();
-        let mut iov = [
-            iovec {
-                iov_base: if small { stack } else { app_ptr }.cast(),
-                iov_len: if small { cap } else { at },
-            },
-            iovec {
-                iov_base: tag.as_mut_ptr().cast(),
-                iov_len: t,
-            },
-            iovec {
-                iov_base: app_ptr.wrapping_add(at).cast(),
-                iov_len: app.len() - at,
-            },
-        ];
         let mut copy = *m;
         copy.msg_iov = iov.as_mut_ptr();
-        copy.msg_iovlen = if small { 1 } else { 3 };
+        copy.msg_iovlen = iov.len();
         copy.msg_namelen = name_len;
         copy.msg_controllen = control_len;
         // SAFETY: our iovecs; the name/control buffers are the caller's.
@@ -282,40 +395,26 @@ pub unsafe fn recv(
         m.msg_namelen = copy.msg_namelen;
         m.msg_controllen = copy.msg_controllen;
         if n < 0 {
-            return Some(n);
+            return n;
         }
         // `n` is the datagram's whole length with MSG_TRUNC.
         let n = n as usize;
         let got = n.min(cap);
-        let recognised = got >= sp.min_send + t
-            && if small {
-                // SAFETY: the kernel wrote `got` ≥ `at + t` bytes there.
-                sp.is_inserted(unsafe { std::slice::from_raw_parts(stack.add(at), t) })
-            } else {
-                sp.is_inserted(&tag[..t])
-            };
-        if !recognised {
+        if !take(got) {
             credit_drop(r.slot, r.id);
             if nonblocking(fd, flags) {
                 set_errno(libc::EAGAIN);
-                return Some(-1);
+                return -1;
             }
             continue;
         }
-        if small {
-            // SAFETY: the kernel wrote `got` bytes; `got - t` ≤ `app.len()`.
-            unsafe {
-                std::ptr::copy_nonoverlapping(stack, app_ptr, at);
-                std::ptr::copy_nonoverlapping(stack.add(at + t), app_ptr.add(at), got - t - at);
-            }
-        }
         credit(r.slot, r.id, false, n);
         m.msg_flags = copy.msg_flags;
-        return Some(if flags & libc::MSG_TRUNC != 0 {
+        return if flags & libc::MSG_TRUNC != 0 {
             n - t
         } else {
             got - t
-        } as ssize_t);
+        } as ssize_t;
     }
 }
 
