@@ -138,7 +138,9 @@ pub unsafe fn send(fd: c_int, m: &msghdr, flags: c_int, raw: bool, r: &Recipe) -
             std::ptr::copy_nonoverlapping(v.iov_base.cast::<u8>(), p.add(off), v.iov_len);
             off += v.iov_len;
         }
-        std::ptr::copy(p.add(t), p, r.at);
+        if r.at > 0 {
+            std::ptr::copy(p.add(t), p, r.at);
+        }
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(r.at), t);
     }
     let mut one = iovec {
