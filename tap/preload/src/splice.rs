@@ -13,7 +13,8 @@
 //! load anyway.
 
 use std::mem::MaybeUninit;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Mutex;
 
 use l45_modules::{Splice, Tag, MAX_TAG};
 use libc::{c_int, c_long, c_void, iovec, msghdr, ssize_t};
@@ -62,11 +63,14 @@ impl Recipe {
 /// Distinct recipes one process can hold (a recipe per module instance
 /// and role; an edited tag is a new one). Beyond, sockets take the
 /// general path. Twelve bits of the pass word number them.
-const MAX_RECIPES: usize = 1023;
+const MAX_RECIPES: usize = 4095;
 
-/// Allocated with the first recipe (a static array would be initialized
-/// data: 100 KB more to map in every tapped process).
-static RECIPES: OnceLock<Box<[OnceLock<Recipe>]>> = OnceLock::new();
+/// Interned recipes, each a leaked box (never freed: a data call may read
+/// one while the table grows). Null pointers are zero bytes, so the table
+/// is untouched memory until used (a table of initialized cells cost every
+/// tapped process ≈ 26 page faults).
+static RECIPES: [AtomicPtr<Recipe>; MAX_RECIPES] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_RECIPES];
 /// How many of `RECIPES` are set; taken only to add one.
 static INTERNED: Mutex<usize> = Mutex::new(0);
 
@@ -75,17 +79,13 @@ static INTERNED: Mutex<usize> = Mutex::new(0);
 pub fn intern(recipe: Option<Recipe>) -> usize {
     let Some(recipe) = recipe else { return 0 };
     let mut count = INTERNED.lock().unwrap_or_else(|p| p.into_inner());
-    let table = RECIPES.get_or_init(|| (0..MAX_RECIPES).map(|_| OnceLock::new()).collect());
-    if let Some(k) = table[..*count]
-        .iter()
-        .position(|r| r.get() == Some(&recipe))
-    {
-        return k + 1;
+    if let Some(k) = (1..=*count).find(|&k| get(k) == Some(&recipe)) {
+        return k;
     }
     if *count == MAX_RECIPES {
         return 0;
     }
-    let _ = table[*count].set(recipe);
+    RECIPES[*count].store(Box::into_raw(Box::new(recipe)), Ordering::Release);
     *count += 1;
     *count
 }
@@ -93,7 +93,9 @@ pub fn intern(recipe: Option<Recipe>) -> usize {
 /// Recipe number `n` (from a pass word).
 #[inline]
 pub fn get(n: usize) -> Option<&'static Recipe> {
-    RECIPES.get()?.get(n.checked_sub(1)?)?.get()
+    let p = RECIPES.get(n.checked_sub(1)?)?.load(Ordering::Acquire);
+    // SAFETY: a non-null entry is a leaked box, never freed or changed.
+    (!p.is_null()).then(|| unsafe { &*p })
 }
 
 /// A customized datagram up to this long is built in a buffer on the
