@@ -122,7 +122,12 @@ const MAX_SEND_IOV: usize = 14;
 pub unsafe fn send(fd: c_int, m: &msghdr, flags: c_int, raw: bool, r: &Recipe) -> Option<ssize_t> {
     // SAFETY: as the caller promises.
     let app = unsafe { iovecs(m) };
-    let total: usize = app.iter().map(|v| v.iov_len).sum();
+    // Null bases are left out, as the general path's gather leaves them.
+    let total: usize = app
+        .iter()
+        .filter(|v| !v.iov_base.is_null())
+        .map(|v| v.iov_len)
+        .sum();
     let bytes = r.bytes.as_bytes();
     let t = bytes.len();
     if total < r.min_send || total + t > STACK_SEND {
@@ -232,7 +237,7 @@ fn gather_list(app: &[iovec], at: usize, bytes: &[u8], list: &mut [iovec]) -> us
     let mut k = 0;
     let mut offset = 0;
     let mut inserted = false;
-    for v in app {
+    for v in app.iter().filter(|v| !v.iov_base.is_null()) {
         if !inserted && offset + v.iov_len >= at {
             // The insertion point is in (or at the end of) this iovec.
             let head = at - offset;
@@ -283,9 +288,12 @@ unsafe fn send_msg(fd: c_int, m: &msghdr, flags: c_int, raw: bool) -> ssize_t {
 /// error queue, a buffer shorter than the insertion point).
 ///
 /// The datagram is received into a buffer on the stack as long as `app`
-/// and the inserted bytes, or, for a larger `app`, scattered over
-/// `app[..at]`, a buffer for the inserted bytes and `app[at..]`: either
-/// way the kernel truncates exactly where the application's buffer ends.
+/// (or the shortest datagram the module recognises, if longer) and the
+/// inserted bytes, or, for a larger `app`, scattered over `app[..at]`, a
+/// buffer for the inserted bytes and `app[at..]`: either way every byte the
+/// application can be given arrives, and the kernel reports the datagram's
+/// whole length (MSG_TRUNC is always asked for), so truncation, the return
+/// value and the statistics are those of the general path.
 ///
 /// # Safety
 /// `m` is the application's msghdr (name and control buffers valid for
@@ -303,7 +311,7 @@ pub unsafe fn recv(
     }
     let sp = r.splice();
     let (at, t) = (sp.at, sp.bytes.len());
-    let cap = app.len() + t;
+    let cap = app.len().max(sp.min_send) + t;
     if cap > STACK_RECV {
         // SAFETY: as the caller promises.
         return Some(unsafe { recv_scattered(fd, m, app, flags, r) });
@@ -320,11 +328,12 @@ pub unsafe fn recv(
             // SAFETY: the kernel wrote `got` bytes to the stack buffer.
             let wire = std::slice::from_raw_parts(stack, got);
             if !sp.recognises(wire) {
-                return false;
+                return None;
             }
+            let k = (got - t).min(app.len());
             app[..at].copy_from_slice(&wire[..at]);
-            app[at..got - t].copy_from_slice(&wire[at + t..]);
-            true
+            app[at..k].copy_from_slice(&wire[at + t..k + t]);
+            Some(k)
         })
     })
 }
@@ -346,6 +355,9 @@ unsafe fn recv_scattered(
     let (at, t) = (sp.at, sp.bytes.len());
     let cap = app.len() + t;
     let mut tag = [0u8; MAX_TAG];
+    // The kernel writes the tag through this pointer; it is read back
+    // through it too (no reference to `tag` lives across the call).
+    let tag = tag.as_mut_ptr();
     let base = app.as_mut_ptr();
     let mut iov = [
         iovec {
@@ -353,7 +365,7 @@ unsafe fn recv_scattered(
             iov_len: at,
         },
         iovec {
-            iov_base: tag.as_mut_ptr().cast(),
+            iov_base: tag.cast(),
             iov_len: t,
         },
         iovec {
@@ -364,15 +376,19 @@ unsafe fn recv_scattered(
     // SAFETY: as the caller promises; the iovecs cover `app` and `tag`.
     unsafe {
         receive(fd, m, flags, r, &mut iov, cap, |got| {
-            got >= sp.min_send + t && sp.is_inserted(&tag[..t])
+            // SAFETY: `got` ≥ `at + t` bytes arrived: the tag buffer is full.
+            let recognised =
+                got >= sp.min_send + t && sp.is_inserted(std::slice::from_raw_parts(tag, t));
+            recognised.then_some(got - t)
         })
     }
 }
 
 /// The receive loop of `recv`: `iov` (`cap` bytes) receives a datagram;
-/// `take(got)` says whether the splice recognised its `got` bytes (and
-/// moved them into the application's buffer); a datagram it does not take
-/// is dropped. Returns what `recvmsg` returns to the application.
+/// `take(got)` says whether the splice recognised its first `got` bytes,
+/// and if so has put what the application gets in its buffer and says how
+/// much; a datagram it does not take is dropped. Returns what `recvmsg`
+/// returns to the application.
 ///
 /// # Safety
 /// As for `recv`; `iov` describes writable buffers.
@@ -384,7 +400,7 @@ unsafe fn receive(
     r: &Recipe,
     iov: &mut [iovec],
     cap: usize,
-    mut take: impl FnMut(usize) -> bool,
+    mut take: impl FnMut(usize) -> Option<usize>,
 ) -> ssize_t {
     let t = r.bytes.len();
     let (name_len, control_len) = (m.msg_namelen, m.msg_controllen);
@@ -395,29 +411,32 @@ unsafe fn receive(
         copy.msg_namelen = name_len;
         copy.msg_controllen = control_len;
         // SAFETY: our iovecs; the name/control buffers are the caller's.
-        let n = unsafe { real::recvmsg(fd, &mut copy, flags) };
+        // With MSG_TRUNC the kernel returns the datagram's whole length.
+        let n = unsafe { real::recvmsg(fd, &mut copy, flags | libc::MSG_TRUNC) };
         m.msg_namelen = copy.msg_namelen;
         m.msg_controllen = copy.msg_controllen;
         if n < 0 {
             return n;
         }
-        // `n` is the datagram's whole length with MSG_TRUNC.
-        let n = n as usize;
-        let got = n.min(cap);
-        if !take(got) {
+        let full = n as usize;
+        let got = full.min(cap);
+        let Some(delivered) = take(got) else {
             credit_drop(r.slot, r.id);
             if nonblocking(fd, flags) {
                 set_errno(libc::EAGAIN);
                 return -1;
             }
             continue;
+        };
+        credit(r.slot, r.id, false, full);
+        m.msg_flags = copy.msg_flags & !libc::MSG_TRUNC;
+        if full - t > delivered {
+            m.msg_flags |= libc::MSG_TRUNC;
         }
-        credit(r.slot, r.id, false, n);
-        m.msg_flags = copy.msg_flags;
         return if flags & libc::MSG_TRUNC != 0 {
-            n - t
+            full - t
         } else {
-            got - t
+            delivered
         } as ssize_t;
     }
 }
