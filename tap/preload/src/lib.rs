@@ -336,18 +336,20 @@ unsafe fn writev_slow(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
 /// application made the raw system call (`syscall(SYS_sendmmsg…)`,
 /// as dig does), so the customized bytes go out the same way, without
 /// glibc's cancellation-point bookkeeping.
+/// `spliced`: the socket's splice recipe, as the caller looked it up.
 unsafe fn sendmsg_tapped(
     fd: c_int,
     msg: *const msghdr,
     flags: c_int,
     raw: bool,
+    spliced: Option<&splice::Recipe>,
 ) -> Option<ssize_t> {
     if msg.is_null() {
         return None;
     }
     // SAFETY: the application's msghdr.
     let m = unsafe { &*msg };
-    if let Some(r) = sock::spliced(fd, Dir::Send) {
+    if let Some(r) = spliced {
         // SAFETY: the application's msghdr and iovecs.
         if let Some(sent) = unsafe { splice::send(fd, m, flags, raw, r) } {
             return Some(sent);
@@ -387,7 +389,7 @@ unsafe fn sendmsg_slow(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
         return unsafe { real::sendmsg(fd, msg, flags) };
     }
     // SAFETY: pointers from the application, checked inside.
-    match unsafe { sendmsg_tapped(fd, msg, flags, false) } {
+    match unsafe { sendmsg_tapped(fd, msg, flags, false, sock::spliced(fd, Dir::Send)) } {
         Some(r) => r,
         // SAFETY: passthrough.
         None => unsafe { real::sendmsg(fd, msg, flags) },
@@ -403,7 +405,7 @@ unsafe fn sendmmsg_slow(fd: c_int, vec: *mut mmsghdr, vlen: c_uint, flags: c_int
         return unsafe { real::sendmmsg(fd, vec, vlen, flags) };
     }
     // SAFETY: the caller's `vlen` messages.
-    unsafe { sendmmsg_tapped(fd, vec, vlen, flags, false) }
+    unsafe { sendmmsg_tapped(fd, vec, vlen, flags, false, sock::spliced(fd, Dir::Send)) }
 }
 
 unsafe fn sendmmsg_tapped(
@@ -412,6 +414,7 @@ unsafe fn sendmmsg_tapped(
     vlen: c_uint,
     flags: c_int,
     raw: bool,
+    spliced: Option<&splice::Recipe>,
 ) -> c_int {
     if vec.is_null() {
         // SAFETY: passthrough: the kernel reports the bad address.
@@ -433,18 +436,11 @@ unsafe fn sendmmsg_tapped(
         };
     }
     let mut sent = 0;
-    let spliced = sock::spliced(fd, Dir::Send);
     for i in 0..vlen as usize {
         // SAFETY: `vlen` entries at `vec`.
         let entry = unsafe { &mut *vec.add(i) };
         // SAFETY: one message, as `sendmsg` would get it.
-        let r = match unsafe {
-            match spliced {
-                Some(recipe) => splice::send(fd, &entry.msg_hdr, flags, raw, recipe),
-                None => None,
-            }
-            .or_else(|| sendmsg_tapped(fd, &entry.msg_hdr, flags, raw))
-        } {
+        let r = match unsafe { sendmsg_tapped(fd, &entry.msg_hdr, flags, raw, spliced) } {
             Some(r) => r,
             // SAFETY: passthrough for this message.
             None => unsafe { real::sendmsg(fd, &entry.msg_hdr, flags) },
@@ -881,18 +877,21 @@ unsafe extern "C" fn l45_syscall(
         // SAFETY: passthrough.
         return unsafe { real::syscall(n, a1, a2, a3, a4, a5, a6) };
     }
-    if n == libc::SYS_sendmmsg && sock::spliced(a1 as c_int, Dir::Send).is_some() {
-        // dig's query on a spliced socket: straight to the splice.
-        // SAFETY: sendmmsg's arguments.
-        return unsafe {
-            sendmmsg_tapped(
-                a1 as c_int,
-                a2 as *mut mmsghdr,
-                a3 as c_uint,
-                a4 as c_int,
-                true,
-            )
-        } as c_long;
+    if n == libc::SYS_sendmmsg {
+        if let Some(r) = sock::spliced(a1 as c_int, Dir::Send) {
+            // dig's query on a spliced socket: straight to the splice.
+            // SAFETY: sendmmsg's arguments.
+            return unsafe {
+                sendmmsg_tapped(
+                    a1 as c_int,
+                    a2 as *mut mmsghdr,
+                    a3 as c_uint,
+                    a4 as c_int,
+                    true,
+                    Some(r),
+                )
+            } as c_long;
+        }
     }
     // SAFETY: the same arguments.
     unsafe { l45_syscall_slow(n, [a1, a2, a3, a4, a5, a6]) }
@@ -922,6 +921,7 @@ unsafe fn l45_syscall_slow(n: c_long, args: [c_long; 6]) -> c_long {
                 a3 as c_uint,
                 a4 as c_int,
                 true,
+                sock::spliced(a1 as c_int, Dir::Send),
             ) as c_long,
             libc::SYS_recvmmsg => recvmmsg_slow(
                 a1 as c_int,

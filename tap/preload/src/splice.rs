@@ -1,11 +1,11 @@
 //! Spliced datagrams: a UDP socket whose chain is one insertion (a DNS
 //! front or middle tag, a clearance code: `Chain::splice`) is customized
-//! with scatter/gather I/O. The kernel reads the inserted bytes from the
-//! recipe, and writes the received ones into a buffer on our stack, around
-//! the application's own buffer: no socket lock, no thread-local buffers, no
-//! copy of the datagram and no module call. The outcome is the module's
-//! (`l45_modules::Splice` says how, and a test in the modules crate holds
-//! each kind to it); statistics are credited as the chain would.
+//! here, without its socket lock, the thread-local buffers or a module
+//! call. A datagram is built, or received, in a buffer on the stack (the
+//! common, short case: one buffer for the kernel) or spliced around the
+//! application's buffers with an iovec list (long ones). The outcome is the
+//! module's (`l45_modules::Splice` says how, and a test in the modules crate
+//! holds each kind to it); statistics are credited as the chain would.
 //!
 //! Recipes are interned process-wide and never freed, so a data call may
 //! read one without a lock while another thread re-syncs the socket: its
