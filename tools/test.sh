@@ -26,6 +26,9 @@ for f in yang/*.yang; do
   fi
 done
 
+echo "== import cycles (tools/check_cycles.py)"
+if python3 tools/check_cycles.py; then passed=$((passed+1)); else failed=$((failed+1)); fi
+
 echo "== interop and tap tests (release agent, preload library, real programs)"
 cargo build --release -p l45-agent -p l45-tap-preload -p l45-nco --quiet
 cargo build --release -p l45-modules --bin l45-dissector --quiet
