@@ -153,7 +153,7 @@ impl Cib {
                              not connecting (re-pin with the CLI if the device was reinstalled)"
                         ),
                     };
-                    crate::monitor::insert_alert(tx, now, &alert)?;
+                    crate::rows::insert_alert(tx, now, &alert)?;
                     Ok(HostKeyCheck::Mismatch { pinned })
                 }
             }

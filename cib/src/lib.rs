@@ -21,6 +21,7 @@ mod migrate;
 mod modules;
 mod monitor;
 mod requests;
+mod rows;
 mod types;
 mod validate;
 

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::{CibError, Result};
-use crate::modules::{load_module, query_modules};
+use crate::rows::{load_module, query_modules};
 use crate::types::{
     FlowEnd, FlowMatch, FlowQuery, InverseModule, Middlebox, MiddleboxDeployment,
     MiddleboxDeploymentState, NewMiddlebox, Protocol, Timestamp,

@@ -2,13 +2,12 @@
 
 use std::io::Read;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{CibError, Result};
-use crate::types::{
-    Attach, MatchRules, Module, ModuleStatus, NewModule, Protocol, Request, Timestamp,
-};
-use crate::{device_row, opt_ts, record_history, to_u32, validate, Action, Cib};
+use crate::rows::{insert_request, load_module, query_modules};
+use crate::types::{Module, ModuleStatus, NewModule, Protocol, Request, Timestamp};
+use crate::{device_row, record_history, validate, Action, Cib};
 
 /// A 256-bit key from the kernel's CSPRNG (no extra dependency).
 fn random_key() -> Result<[u8; 32]> {
@@ -37,120 +36,6 @@ fn allocate_module_id(conn: &Connection, device: &str) -> Result<u32> {
         params![device, next + 1],
     )?;
     Ok(id)
-}
-
-const MODULE_COLUMNS: &str =
-    "m.id, d.name, m.module_id, m.name, m.kind, m.priority, m.activated, m.deprecated,
-     m.attach, m.match_protocol, m.match_source_address, m.match_source_port,
-     m.match_destination_address, m.match_destination_port, m.match_thread_name,
-     m.match_process_name, m.security_key, m.status, m.created_at, m.deployed_at, m.revoked_at";
-
-/// A module row as read, before its parameters are attached.
-struct RawModule {
-    row: i64,
-    module: Module,
-    attach: String,
-    protocol: Option<String>,
-    status: String,
-    key: Vec<u8>,
-    module_id: i64,
-    priority: i64,
-}
-
-fn raw_module(r: &Row<'_>) -> rusqlite::Result<RawModule> {
-    Ok(RawModule {
-        row: r.get(0)?,
-        module_id: r.get(2)?,
-        priority: r.get(5)?,
-        attach: r.get(8)?,
-        protocol: r.get(9)?,
-        key: r.get(16)?,
-        status: r.get(17)?,
-        module: Module {
-            device: r.get(1)?,
-            module_id: 0,
-            name: r.get(3)?,
-            kind: r.get(4)?,
-            parameters: Vec::new(),
-            priority: 0,
-            activated: r.get(6)?,
-            deprecated: r.get(7)?,
-            attach: Attach::NewSockets,
-            match_rules: MatchRules {
-                protocol: None,
-                source_address: r.get(10)?,
-                source_port: r.get(11)?,
-                destination_address: r.get(12)?,
-                destination_port: r.get(13)?,
-                thread_name: r.get(14)?,
-                process_name: r.get(15)?,
-            },
-            key: [0; 32],
-            status: ModuleStatus::Built,
-            created_at: Timestamp(r.get(18)?),
-            deployed_at: opt_ts(r.get(19)?),
-            revoked_at: opt_ts(r.get(20)?),
-        },
-    })
-}
-
-fn finish_module(conn: &Connection, raw: RawModule) -> Result<(i64, Module)> {
-    let mut m = raw.module;
-    m.module_id = to_u32(raw.module_id, "module id")?;
-    m.priority = u16::try_from(raw.priority)
-        .map_err(|_| CibError::corrupt(format!("priority {}", raw.priority)))?;
-    m.attach = Attach::from_db(&raw.attach)?;
-    m.match_rules.protocol = raw.protocol.as_deref().map(Protocol::from_db).transpose()?;
-    m.status = ModuleStatus::from_db(&raw.status)?;
-    m.key = raw
-        .key
-        .try_into()
-        .map_err(|_| CibError::corrupt("module key that is not 32 bytes"))?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT name, value FROM module_parameter WHERE module_row = ?1 ORDER BY position",
-    )?;
-    m.parameters = stmt
-        .query_map([raw.row], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok((raw.row, m))
-}
-
-/// Modules matching `where_clause` (over `m` = module, `d` = device).
-pub(crate) fn query_modules(
-    conn: &Connection,
-    where_clause: &str,
-    args: impl rusqlite::Params,
-) -> Result<Vec<(i64, Module)>> {
-    let sql = format!(
-        "SELECT {MODULE_COLUMNS} FROM module m JOIN device d ON d.id = m.device_id
-         WHERE {where_clause} ORDER BY d.name, m.module_id"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let raws = stmt
-        .query_map(args, raw_module)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    raws.into_iter()
-        .map(|raw| finish_module(conn, raw))
-        .collect()
-}
-
-/// The module row and value of (device, module id), or the right error.
-pub(crate) fn load_module(
-    conn: &Connection,
-    device: &str,
-    module_id: u32,
-) -> Result<(i64, Module)> {
-    device_row(conn, device)?;
-    query_modules(
-        conn,
-        "d.name = ?1 AND m.module_id = ?2",
-        params![device, module_id],
-    )?
-    .pop()
-    .ok_or_else(|| CibError::UnknownModule {
-        device: device.to_owned(),
-        module: format!("with id {module_id}"),
-    })
 }
 
 /// Inserts one module (validated by the caller) in the caller's transaction.
@@ -249,7 +134,7 @@ impl Cib {
                 .iter()
                 .map(|m| {
                     let built = insert_module(tx, m, now)?;
-                    let request = crate::requests::insert_request(
+                    let request = insert_request(
                         tx,
                         &built.device,
                         built.module_id,

@@ -5,8 +5,7 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::{CibError, Result};
-use crate::modules::{load_module, query_modules};
-use crate::requests::insert_request;
+use crate::rows::{insert_alert, insert_request, load_module, query_modules};
 use crate::types::{
     alert_kind, Alert, Deployment, DeviceStatus, HistoryEntry, HistoryFilter, Module, ModuleReport,
     ModuleStatus, NewAlert, ReportOutcome, ReportedState, SecurityOutcome, Severity, Timestamp,
@@ -16,49 +15,6 @@ use crate::{
 };
 
 // ===== alerts =====
-
-/// Inserts an alert unless an identical one (kind, device, module) is still
-/// unacknowledged; returns the id of the new or the existing alert.
-pub(crate) fn insert_alert(conn: &Connection, now: Timestamp, alert: &NewAlert) -> Result<i64> {
-    let open: Option<i64> = conn
-        .query_row(
-            "SELECT id FROM alert WHERE acknowledged = 0 AND kind = ?1
-               AND device IS ?2 AND module_id IS ?3 ORDER BY id LIMIT 1",
-            params![alert.kind, alert.device, alert.module_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(id) = open {
-        return Ok(id);
-    }
-    conn.execute(
-        "INSERT INTO alert (at, severity, device, module_id, kind, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![now.0, alert.severity.as_str(), alert.device, alert.module_id, alert.kind, alert.message],
-    )?;
-    let id = conn.last_insert_rowid();
-    let detail = format!(
-        "alert {id} [{}] {}: {}",
-        alert.severity, alert.kind, alert.message
-    );
-    record_history(
-        conn,
-        now,
-        alert.device.as_deref(),
-        alert.module_id,
-        "alert-raised",
-        &detail,
-    )?;
-    tracing::warn!(
-        alert = id,
-        severity = %alert.severity,
-        kind = %alert.kind,
-        device = alert.device.as_deref(),
-        module_id = alert.module_id,
-        "{}",
-        alert.message
-    );
-    Ok(id)
-}
 
 fn alert_from_row(r: &Row<'_>) -> rusqlite::Result<(Alert, String, Option<i64>)> {
     Ok((
