@@ -14,6 +14,7 @@
 //!   across restarts and deletions;
 //! - times are Unix milliseconds ([`Timestamp`]).
 
+mod addr;
 mod devices;
 mod error;
 mod middlebox;

@@ -2,13 +2,14 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use crate::addr::prefix_contains;
 use crate::error::{CibError, Result};
 use crate::rows::{load_module, query_modules};
 use crate::types::{
     FlowEnd, FlowMatch, FlowQuery, InverseModule, Middlebox, MiddleboxDeployment,
     MiddleboxDeploymentState, NewMiddlebox, Protocol, Timestamp,
 };
-use crate::validate::{self, prefix_contains};
+use crate::validate;
 use crate::{record_history, to_u32, Cib};
 
 fn middlebox_from_row(r: &Row<'_>) -> rusqlite::Result<Middlebox> {

@@ -182,7 +182,7 @@ pub struct Device {
 impl Device {
     /// Host part of `address` (brackets of an IPv6 literal removed).
     pub fn host(&self) -> &str {
-        crate::validate::split_host_port(&self.address)
+        crate::addr::split_host_port(&self.address)
             .map(|(host, _)| host)
             .unwrap_or(&self.address)
     }
