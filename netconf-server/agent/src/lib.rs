@@ -1,15 +1,28 @@
 //! The Layer 4.5 device agent: a NETCONF-over-SSH server for the
 //! `layer45-customization` model that drives a tap backend.
+//!
+//! A request flows `ssh` → `session` (framing, hello) → `ops` (typed
+//! request, NACM, one file per operation group) → `config::edit::compute`
+//! (the change, by the native or the libyang engine) → `config::commit`
+//! (tap prepare → persist → tap apply → swap → notify). `datastore` holds
+//! the data, `state` the config-false data, `error` the one conversion to
+//! `<rpc-error>`.
 
 pub mod agent;
-pub mod edit;
+pub mod config;
+pub mod datastore;
+pub mod error;
 pub mod filter;
 #[allow(unsafe_code)]
 pub mod memtrim;
 pub mod nacm;
-pub mod persist;
+pub mod notify;
+pub mod ops;
 pub mod session;
+pub mod sessions;
 pub mod ssh;
-pub mod store;
-pub mod tapbridge;
+pub mod state;
+#[cfg(test)]
+mod testutil;
+pub mod time;
 pub mod yangerr;

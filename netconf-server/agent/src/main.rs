@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use l45_agent::agent::{Agent, AgentOptions};
+use l45_agent::config::edit::Engine;
 use l45_agent::ssh::{self, AuthConfig, SshServer};
 use l45_tap_control::{RecordingTap, TapControl};
 use l45_tap_kernel::KernelTap;
@@ -78,6 +79,10 @@ struct Args {
     /// sharing one host key. Prints one ready line per device.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=5000))]
     emulate: Option<u32>,
+    /// Compute every edit and read with libyang, never with the native
+    /// module store's engine (slower; for cross-checking its results).
+    #[arg(long)]
+    libyang_only: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -247,6 +252,11 @@ async fn start_device(
         },
         admins,
         hello_timeout: Duration::from_secs(args.hello_timeout),
+        engine: if args.libyang_only {
+            Engine::LibyangOnly
+        } else {
+            Engine::Auto
+        },
     };
     let agent = Agent::new(opts, tap, tokio::runtime::Handle::current())?;
     {

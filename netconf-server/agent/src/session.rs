@@ -9,7 +9,8 @@ use l45_netconf_proto::{framing, Decoder, ErrorTag, ErrorType, Frame, Framing, R
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::agent::{After, Agent};
+use crate::agent::Agent;
+use crate::ops::After;
 
 async fn send<W: AsyncWrite + Unpin>(
     w: &mut W,
@@ -46,7 +47,7 @@ where
             return;
         }
         let mut got_hello = false;
-        let mut events: Option<tokio::sync::broadcast::Receiver<crate::agent::Event>> = None;
+        let mut events: Option<tokio::sync::broadcast::Receiver<crate::notify::Event>> = None;
         let mut buf = vec![0u8; 64 * 1024];
         // When the first byte of the message being received arrived (for the
         // debug timings of each rpc).
@@ -161,7 +162,7 @@ where
                 event = async { match events.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                     match event {
                         Ok(ev) => {
-                            let xml = message::notification(&crate::agent::rfc3339(ev.time), &ev.xml);
+                            let xml = message::notification(&crate::time::rfc3339(ev.time), &ev.xml);
                             agent.count_notification();
                             info.out_notifications.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             if send(&mut writer, decoder.framing(), &xml).await.is_err() { break 'outer; }

@@ -21,7 +21,10 @@ use std::sync::Arc;
 
 use yang3::data::{DataPrinterFlags, DataTree};
 
-use crate::store::{Delta, Entry, ModuleMap, L45_NS};
+use std::collections::BTreeMap;
+
+use super::entry::{Entry, ModuleMap};
+use super::L45 as L45_NS;
 
 /// Journal size below which a snapshot is never rewritten for its sake.
 const COMPACT_MIN: u64 = 8 << 20;
@@ -122,18 +125,21 @@ impl Journal {
         Ok(())
     }
 
-    /// Appends one commit and makes it durable.
+    /// Appends one commit and makes it durable: `clear` drops every entry
+    /// first, `changes` sets (`Some`) or deletes (`None`) entries, `rest`
+    /// replaces the non-module data.
     pub fn append(
         &mut self,
-        delta: &Delta,
+        clear: bool,
+        changes: &BTreeMap<u32, Option<Entry>>,
         rest: Option<&DataTree<'static>>,
     ) -> std::io::Result<()> {
-        let mut rec: Vec<u8> = Vec::with_capacity(64 + delta.changes.len() * 128);
+        let mut rec: Vec<u8> = Vec::with_capacity(64 + changes.len() * 128);
         rec.extend_from_slice(b"B\n");
-        if delta.clear {
+        if clear {
             rec.extend_from_slice(b"C\n");
         }
-        for (id, change) in &delta.changes {
+        for (id, change) in changes {
             match change {
                 Some(e) => {
                     rec.extend_from_slice(format!("U {}\n", e.len()).as_bytes());

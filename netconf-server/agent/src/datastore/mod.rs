@@ -1,0 +1,230 @@
+//! The agent's datastores (RFC 6241 running, candidate, startup).
+//!
+//! A datastore ([`Ds`]) is a small libyang tree for everything but the
+//! module list (NACM) plus a `BTreeMap` from module id to the entry's
+//! canonical XML ([`entry`]), ≈100 bytes instead of ≈6 KB of libyang
+//! nodes. Entries are immutable and shared (`Arc<str>`) between running,
+//! candidate, startup and backups. The entry layout comes from the schema
+//! ([`schema`]); running is made durable by [`journal`].
+
+pub mod entry;
+pub mod journal;
+pub mod schema;
+
+use std::path::Path;
+
+use yang3::context::Context;
+use yang3::data::{Data, DataPrinterFlags, DataTree};
+
+pub use entry::{entries_of, entry_of, module_path, Entry, ModuleMap, Slots};
+pub use schema::{schema, ListSchema};
+
+/// The data path of the module list's container.
+pub const CUSTOMIZATIONS: &str = "/layer45-customization:customizations";
+pub(crate) const L45: &str = l45_yang::L45_NAMESPACE;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("schema node {0} cannot be held by the native store")]
+    UnsupportedSchema(String),
+    #[error("stored entry is not valid XML: {0}")]
+    BadEntry(String),
+}
+
+/// A datastore an operation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datastore {
+    Running,
+    Candidate,
+    Startup,
+}
+
+impl Datastore {
+    pub fn name(self) -> &'static str {
+        match self {
+            Datastore::Running => "running",
+            Datastore::Candidate => "candidate",
+            Datastore::Startup => "startup",
+        }
+    }
+}
+
+/// The three datastores and the candidate's state.
+pub struct Stores {
+    pub running: Ds,
+    /// `None`: candidate is running (shared, nothing copied). Becomes its
+    /// own datastore (entries still shared) on its first edit.
+    pub candidate: Option<Ds>,
+    pub startup: Ds,
+    /// Candidate differs from running by edits not yet committed.
+    pub candidate_dirty: bool,
+    /// An edit with test-option `set` put unvalidated data in candidate.
+    pub candidate_unvalidated: bool,
+}
+
+impl Stores {
+    pub fn get(&self, ds: Datastore) -> &Ds {
+        match ds {
+            Datastore::Running => &self.running,
+            Datastore::Candidate => self.candidate.as_ref().unwrap_or(&self.running),
+            Datastore::Startup => &self.startup,
+        }
+    }
+
+    /// Candidate becomes running again (commit, discard, unlock).
+    pub fn reset_candidate(&mut self) {
+        self.candidate = None;
+        self.candidate_dirty = false;
+        self.candidate_unvalidated = false;
+    }
+
+    /// Candidate as its own datastore, ready for an edit.
+    pub fn candidate_mut(&mut self) -> Result<&mut Ds, yang3::Error> {
+        if self.candidate.is_none() {
+            self.candidate = Some(self.running.share()?);
+        }
+        match self.candidate.as_mut() {
+            Some(c) => Ok(c),
+            None => unreachable!("candidate was just set"),
+        }
+    }
+}
+
+/// One datastore: the libyang tree of everything but the module list, and
+/// the module entries.
+pub struct Ds {
+    pub rest: DataTree<'static>,
+    pub modules: ModuleMap,
+}
+
+impl Ds {
+    pub fn new(ctx: &'static Context) -> Ds {
+        Ds {
+            rest: DataTree::new(ctx),
+            modules: ModuleMap::new(),
+        }
+    }
+
+    /// A copy sharing every entry (O(n) pointer copies, no entry copies).
+    pub fn share(&self) -> Result<Ds, yang3::Error> {
+        Ok(Ds {
+            rest: self.rest.duplicate()?,
+            modules: self.modules.clone(),
+        })
+    }
+
+    /// `<customizations>…</customizations>` of `modules`, or nothing when
+    /// there is no entry (libyang prints no empty non-presence container).
+    pub fn write_customizations(
+        modules: &ModuleMap,
+        with_keys: bool,
+        out: &mut impl std::fmt::Write,
+    ) -> std::fmt::Result {
+        if modules.is_empty() {
+            return Ok(());
+        }
+        write!(out, "<customizations xmlns=\"{L45}\">")?;
+        for e in modules.values() {
+            if !with_keys && Slots::has_security(e) {
+                if let Ok(schema) = schema() {
+                    if let Ok(s) = Slots::parse(schema, e) {
+                        out.write_str(&s.to_xml(schema, false))?;
+                        continue;
+                    }
+                }
+            }
+            out.write_str(e)?;
+        }
+        out.write_str("</customizations>")
+    }
+
+    /// The datastore as libyang XML (explicit mode), as running.xml holds it.
+    pub fn to_xml(&self) -> Result<String, yang3::Error> {
+        let mut text = l45_yang::print_xml(
+            &self.rest,
+            DataPrinterFlags::WD_EXPLICIT | DataPrinterFlags::SHRINK,
+        )?;
+        text.reserve(self.modules.values().map(|e| e.len()).sum::<usize>() + 128);
+        let _ = Self::write_customizations(&self.modules, true, &mut text);
+        Ok(text)
+    }
+
+    /// The whole datastore as one validated libyang tree (for the general
+    /// paths: filters, `get` with state, `validate`).
+    pub fn to_tree(&self, ctx: &'static Context) -> Result<DataTree<'static>, yang3::Error> {
+        self.tree_of(ctx, self.modules.values())
+    }
+
+    /// The rest tree plus the given entries, validated.
+    pub fn tree_of<'a>(
+        &self,
+        ctx: &'static Context,
+        entries: impl Iterator<Item = &'a Entry>,
+    ) -> Result<DataTree<'static>, yang3::Error> {
+        let mut tree = self.rest.duplicate()?;
+        let mut text = String::new();
+        for e in entries {
+            text.push_str(e);
+        }
+        if !text.is_empty() {
+            let xml = format!("<customizations xmlns=\"{L45}\">{text}</customizations>");
+            let part = DataTree::parse_string(
+                ctx,
+                &xml,
+                yang3::data::DataFormat::XML,
+                yang3::data::DataParserFlags::STRICT
+                    | yang3::data::DataParserFlags::NO_STATE
+                    | yang3::data::DataParserFlags::NO_VALIDATION,
+                yang3::data::DataValidationFlags::empty(),
+            )?;
+            tree.merge(&part)?;
+        }
+        tree.validate(yang3::data::DataValidationFlags::NO_STATE)?;
+        Ok(tree)
+    }
+
+    /// Splits a libyang tree into the native form.
+    pub fn from_tree(tree: &DataTree<'static>) -> Result<Ds, yang3::Error> {
+        let mut rest = tree.duplicate()?;
+        let modules = entries_of(tree)?;
+        if rest.find_path(CUSTOMIZATIONS).is_ok() {
+            rest.remove(CUSTOMIZATIONS)?;
+        }
+        Ok(Ds { rest, modules })
+    }
+}
+
+/// Writes a file whole or not at all: a temporary file beside it, synced,
+/// renamed over it, the directory synced.
+pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{ctx, L45, RICH};
+
+    #[test]
+    fn to_tree_round_trips() {
+        let src =
+            format!("<customizations xmlns=\"{L45}\" xmlns:l45=\"{L45}\">{RICH}</customizations>");
+        let ds = Ds::from_tree(&crate::testutil::tree(&src)).unwrap();
+        let back = ds.to_tree(ctx()).unwrap();
+        assert_eq!(
+            l45_yang::print_xml(&back, DataPrinterFlags::WD_ALL).unwrap(),
+            l45_yang::print_xml(&crate::testutil::tree(&src), DataPrinterFlags::WD_ALL).unwrap()
+        );
+    }
+}

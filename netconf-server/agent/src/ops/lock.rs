@@ -1,0 +1,81 @@
+//! `lock`, `unlock` and `kill-session` (RFC 6241 7.5, 7.6, 7.9).
+
+use std::sync::Arc;
+
+use l45_netconf_proto::message::Rpc;
+use l45_netconf_proto::BASE_NS;
+
+use super::{datastore_param, ok, Reply};
+use crate::agent::{guard, Agent};
+use crate::datastore::Datastore;
+use crate::error::OpError;
+use crate::sessions::SessionInfo;
+
+impl Agent {
+    pub(super) fn op_lock(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
+        let target = datastore_param(&rpc.operation, "target")?;
+        let mut locks = guard(&self.locks);
+        if let Some(owner) = locks.get(target.name()) {
+            return Err(OpError::Locked {
+                datastore: target,
+                owner: *owner,
+                already: true,
+            });
+        }
+        if target == Datastore::Candidate && self.stores().candidate_dirty {
+            return Err(OpError::CandidateDirty);
+        }
+        locks.insert(target.name(), s.id);
+        ok()
+    }
+
+    pub(super) fn op_unlock(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
+        let target = datastore_param(&rpc.operation, "target")?;
+        let mut locks = guard(&self.locks);
+        match locks.get(target.name()).copied() {
+            Some(o) if o == s.id => {
+                locks.remove(target.name());
+                ok()
+            }
+            Some(o) => Err(OpError::Locked {
+                datastore: target,
+                owner: o,
+                already: false,
+            }),
+            None => Err(OpError::NotLocked(target)),
+        }
+    }
+
+    pub(super) fn op_kill_session(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
+        let text = rpc
+            .operation
+            .child(BASE_NS, "session-id")
+            .map(|e| e.trimmed_text().to_string());
+        let Some(id) = text.as_deref().and_then(|t| t.parse::<u32>().ok()) else {
+            return Err(OpError::MissingParameter {
+                element: "session-id",
+                message: "kill-session needs a session-id".into(),
+            });
+        };
+        if id == s.id {
+            return Err(OpError::Contradiction(
+                "a session cannot kill itself; use close-session".into(),
+            ));
+        }
+        let target = guard(&self.sessions).get(&id).cloned();
+        match target {
+            Some(info) => {
+                // (the session may have ended on its own meanwhile)
+                let _ = info.kill.send(true);
+                // Release its locks now, so the caller can take them at once.
+                self.close_session(id);
+                ok()
+            }
+            None => Err(OpError::InvalidValue {
+                message: format!("no session {id}"),
+                element: Some("session-id"),
+                path: None,
+            }),
+        }
+    }
+}

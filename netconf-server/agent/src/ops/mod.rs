@@ -1,0 +1,202 @@
+//! NETCONF operations: [`Agent::handle`] routes an `<rpc>` to its
+//! operation (one file per group), after the NACM exec check, and turns an
+//! operation's [`OpError`] into `<rpc-error>`s — the only place that does.
+
+mod candidate;
+mod edit;
+mod get;
+mod l45;
+mod lock;
+mod monitoring;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use l45_netconf_proto::message::{self, Rpc, NOTIFICATION_NS};
+use l45_netconf_proto::xml::Element;
+use l45_netconf_proto::{ErrorTag, ErrorType, BASE_NS};
+use yang3::data::DataPrinterFlags;
+
+use crate::agent::Agent;
+use crate::datastore::Datastore;
+use crate::error::OpError;
+use crate::nacm::Nacm;
+use crate::sessions::SessionInfo;
+
+pub const MONITORING_NS: &str = "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring";
+pub const WITH_DEFAULTS_NS: &str = "urn:ietf:params:xml:ns:yang:ietf-netconf-with-defaults";
+
+/// What the session loop must do after a reply.
+#[derive(Debug, PartialEq, Eq)]
+pub enum After {
+    Continue,
+    Close,
+    Subscribe,
+}
+
+/// An operation's reply body (inside `<rpc-reply>`) and what follows it.
+type Reply = Result<(String, After), OpError>;
+
+fn ok() -> Reply {
+    Ok(("<ok/>".into(), After::Continue))
+}
+
+impl Agent {
+    /// Handles one RPC of a session (run on a blocking thread): the reply
+    /// and what the session does next.
+    pub fn handle(self: &Arc<Self>, session: &SessionInfo, rpc: &Rpc) -> (String, After) {
+        self.counters.in_rpcs.fetch_add(1, Ordering::Relaxed);
+        session.in_rpcs.fetch_add(1, Ordering::Relaxed);
+        match self.dispatch(session, rpc) {
+            Ok((body, after)) => (message::rpc_reply(&rpc.echo_attrs, &body), after),
+            Err(error) => {
+                let errors = error.into_rpc_errors(self.ctx);
+                self.counters.out_rpc_errors.fetch_add(1, Ordering::Relaxed);
+                session.out_rpc_errors.fetch_add(1, Ordering::Relaxed);
+                if errors.iter().any(|e| {
+                    matches!(
+                        e.tag,
+                        ErrorTag::UnknownElement
+                            | ErrorTag::UnknownNamespace
+                            | ErrorTag::OperationNotSupported
+                    ) && e.error_type == ErrorType::Protocol
+                }) {
+                    self.counters.in_bad_rpcs.fetch_add(1, Ordering::Relaxed);
+                    session.in_bad_rpcs.fetch_add(1, Ordering::Relaxed);
+                }
+                (
+                    message::error_reply(&rpc.echo_attrs, &errors),
+                    After::Continue,
+                )
+            }
+        }
+    }
+
+    fn dispatch(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
+        let op = &rpc.operation;
+        let ns = op.ns.as_deref().unwrap_or("");
+        let nacm = Nacm::from_running(&self.stores().running.rest);
+        let module = match ns {
+            BASE_NS => "ietf-netconf",
+            MONITORING_NS => "ietf-netconf-monitoring",
+            NOTIFICATION_NS => "notifications",
+            l45_yang::L45_NAMESPACE => l45_yang::L45_MODULE,
+            _ => "",
+        };
+        if !module.is_empty() {
+            let default_deny = module == "ietf-netconf"
+                && matches!(op.name.as_str(), "kill-session" | "delete-config");
+            if !nacm.may_exec(&s.username, module, &op.name, default_deny) {
+                return Err(OpError::AccessDenied {
+                    message: format!("user '{}' may not run {}", s.username, op.name),
+                    path: None,
+                });
+            }
+        }
+        match (ns, op.name.as_str()) {
+            (BASE_NS, "get") => self.op_get(s, rpc, &nacm, true),
+            (BASE_NS, "get-config") => self.op_get(s, rpc, &nacm, false),
+            (BASE_NS, "edit-config") => self.op_edit_config(s, rpc, &nacm),
+            (BASE_NS, "copy-config") => self.op_copy_config(s, rpc, &nacm),
+            (BASE_NS, "delete-config") => self.op_delete_config(s, rpc),
+            (BASE_NS, "lock") => self.op_lock(s, rpc),
+            (BASE_NS, "unlock") => self.op_unlock(s, rpc),
+            (BASE_NS, "close-session") => Ok(("<ok/>".into(), After::Close)),
+            (BASE_NS, "kill-session") => self.op_kill_session(s, rpc),
+            (BASE_NS, "validate") => self.op_validate(rpc),
+            (BASE_NS, "commit") => self.op_commit(s, rpc),
+            (BASE_NS, "discard-changes") => self.op_discard(s),
+            (BASE_NS, "cancel-commit") => self.op_cancel_commit(s, rpc),
+            (MONITORING_NS, "get-schema") => self.op_get_schema(rpc),
+            (NOTIFICATION_NS, "create-subscription") => op_create_subscription(rpc),
+            (l45_yang::L45_NAMESPACE, _) => self.op_l45(s, rpc),
+            (BASE_NS, other) => Err(not_supported(other)),
+            (_, other) if self.ctx.get_module_latest_ns(ns).is_some() => Err(not_supported(other)),
+            (_, other) => Err(OpError::UnknownNamespace {
+                operation: other.to_string(),
+                namespace: ns.to_string(),
+            }),
+        }
+    }
+}
+
+fn not_supported(operation: &str) -> OpError {
+    OpError::NotSupported {
+        element: Some(operation.to_string()),
+        message: format!("operation {operation} is not supported"),
+    }
+}
+
+/// RFC 5277 `create-subscription` on the NETCONF stream, without replay.
+fn op_create_subscription(rpc: &Rpc) -> Reply {
+    let op = &rpc.operation;
+    if let Some(stream) = op.child(NOTIFICATION_NS, "stream") {
+        if stream.trimmed_text() != "NETCONF" {
+            return Err(OpError::InvalidValue {
+                message: format!("no stream {}", stream.trimmed_text()),
+                element: Some("stream"),
+                path: None,
+            });
+        }
+    }
+    if op.child(NOTIFICATION_NS, "startTime").is_some() {
+        return Err(OpError::NotSupported {
+            element: Some("startTime".into()),
+            message: "notification replay is not supported".into(),
+        });
+    }
+    Ok(("<ok/>".into(), After::Subscribe))
+}
+
+// ===== parameters =====
+
+/// The datastore named by `<source>`/`<target>`.
+fn datastore_param(op: &Element, which: &'static str) -> Result<Datastore, OpError> {
+    let el = op
+        .child(BASE_NS, which)
+        .ok_or_else(|| OpError::MissingParameter {
+            element: which,
+            message: format!("<{which}> is missing"),
+        })?;
+    let Some(ds) = el.children.first() else {
+        return Err(OpError::MissingParameter {
+            element: which,
+            message: format!("<{which}> names no datastore"),
+        });
+    };
+    if ds.ns.as_deref() != Some(BASE_NS) {
+        return Err(OpError::DatastoreNamespace {
+            element: ds.name.clone(),
+        });
+    }
+    match ds.name.as_str() {
+        "running" => Ok(Datastore::Running),
+        "candidate" => Ok(Datastore::Candidate),
+        "startup" => Ok(Datastore::Startup),
+        "url" => Err(OpError::NotSupported {
+            element: Some("url".into()),
+            message: "the :url capability is not supported".into(),
+        }),
+        other => Err(OpError::UnknownDatastore(other.to_string())),
+    }
+}
+
+/// RFC 6243 with-defaults mode of a read.
+fn print_flags(op: &Element) -> Result<DataPrinterFlags, OpError> {
+    let Some(wd) = op.child(WITH_DEFAULTS_NS, "with-defaults") else {
+        return Ok(DataPrinterFlags::WD_EXPLICIT);
+    };
+    Ok(match wd.trimmed_text() {
+        "report-all" => DataPrinterFlags::WD_ALL,
+        "report-all-tagged" => DataPrinterFlags::from_bits_retain(yang3::ffi::LYD_PRINT_WD_ALL_TAG),
+        "trim" => DataPrinterFlags::WD_TRIM,
+        "explicit" => DataPrinterFlags::WD_EXPLICIT,
+        other => {
+            return Err(OpError::InvalidValue {
+                message: format!("unknown with-defaults mode {other}"),
+                element: Some("with-defaults"),
+                path: None,
+            })
+        }
+    })
+}

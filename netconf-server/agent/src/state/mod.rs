@@ -1,0 +1,20 @@
+//! Config-false data added to `get` replies: the tap's module statistics
+//! and sockets ([`tap`]), RFC 6022 monitoring ([`monitoring`]) and the RFC
+//! 8525 YANG library with the hello's capabilities ([`library`]).
+
+mod library;
+mod monitoring;
+mod tap;
+
+use yang3::data::DataTree;
+
+use crate::agent::Agent;
+
+impl Agent {
+    /// Adds every kind of state data to `tree`.
+    pub(crate) fn add_state(&self, tree: &mut DataTree<'static>) -> Result<(), yang3::Error> {
+        self.add_tap_state(tree)?;
+        self.add_monitoring(tree)?;
+        self.add_yang_library(tree)
+    }
+}

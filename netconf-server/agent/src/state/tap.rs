@@ -1,0 +1,64 @@
+//! The tap's view: per module state and counters, per tapped socket its
+//! 5-tuple, process and attached modules.
+
+use l45_tap_control::Protocol;
+use yang3::data::{Data, DataTree};
+
+use crate::agent::Agent;
+use crate::datastore::CUSTOMIZATIONS;
+use crate::time::rfc3339;
+
+impl Agent {
+    pub(super) fn add_tap_state(&self, tree: &mut DataTree<'static>) -> Result<(), yang3::Error> {
+        let base = CUSTOMIZATIONS;
+        for st in self.tap.module_stats() {
+            let m = format!("{base}/module[id='{}']", st.id);
+            if tree.find_path(&m).is_err() {
+                continue;
+            }
+            let p = format!("{m}/state");
+            tree.new_path(&format!("{p}/state"), Some(st.state.as_str()), false)?;
+            if let Some(ts) = st.active_ts {
+                tree.new_path(&format!("{p}/active-ts"), Some(&rfc3339(ts)), false)?;
+            }
+            for (leaf, v) in [
+                ("socket-count", st.socket_count as u64),
+                ("bytes-sent", st.bytes_sent),
+                ("bytes-received", st.bytes_received),
+                ("messages-sent", st.messages_sent),
+                ("messages-received", st.messages_received),
+                ("errors", st.errors),
+            ] {
+                tree.new_path(&format!("{p}/{leaf}"), Some(&v.to_string()), false)?;
+            }
+        }
+        for sock in self.tap.sockets() {
+            let p = format!("{base}/socket[id='{}']", sock.id);
+            let proto = match sock.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+                Protocol::Any => "any",
+            };
+            tree.new_path(&format!("{p}/protocol"), Some(proto), false)?;
+            for (end, addr) in [("source", sock.source), ("destination", sock.destination)] {
+                if let Some(a) = addr {
+                    let ip = a.ip().to_string();
+                    tree.new_path(&format!("{p}/{end}-address"), Some(&ip), false)?;
+                    let port = a.port().to_string();
+                    tree.new_path(&format!("{p}/{end}-port"), Some(&port), false)?;
+                }
+            }
+            tree.new_path(&format!("{p}/pid"), Some(&sock.pid.to_string()), false)?;
+            tree.new_path(&format!("{p}/thread-name"), Some(&sock.thread_name), false)?;
+            tree.new_path(
+                &format!("{p}/process-name"),
+                Some(&sock.process_name),
+                false,
+            )?;
+            for id in &sock.modules {
+                tree.new_path(&format!("{p}/module[.='{id}']"), None, false)?;
+            }
+        }
+        Ok(())
+    }
+}
