@@ -154,8 +154,16 @@ pub fn translate_xpath(ctx: &Context, select: &str, scope: &[NsDecl]) -> Result<
                     .rev()
                     .find(|(p, _)| p.as_deref() == Some(word.as_str()))
                     .map(|(_, u)| u.as_str());
+                // Unbound prefixes may be module names, as netopeer2-cli and
+                // JSON-style paths write them.
                 let module = uri
                     .and_then(|u| ctx.get_module_latest_ns(u))
+                    .or_else(|| {
+                        uri.is_none()
+                            .then(|| ctx.get_module_latest(&word))
+                            .flatten()
+                            .filter(|m| m.is_implemented())
+                    })
                     .map(|m| m.name().to_string());
                 match module {
                     Some(m) => out.push_str(&m),

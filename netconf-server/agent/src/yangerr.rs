@@ -37,6 +37,10 @@ fn classify(message: &str, apptag: Option<&str>) -> ErrorTag {
         ErrorTag::MissingElement
     } else if message.contains("No module with namespace") || message.contains("No module named") {
         ErrorTag::UnknownNamespace
+    } else if message.starts_with("Invalid ") {
+        // A value libyang could not take ("Invalid identityref ... not
+        // found", "Invalid type uint16 value ..."): RFC 7950 8.3.1.
+        ErrorTag::InvalidValue
     } else if message.contains("not found")
         || message.contains("Unknown element")
         || message.contains("unknown element")

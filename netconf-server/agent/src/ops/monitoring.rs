@@ -33,8 +33,15 @@ impl Agent {
                 });
             }
         }
+        let unknown = || OpError::InvalidValue {
+            message: format!("no schema {id}"),
+            element: Some("identifier"),
+            path: None,
+        };
+        if l45_yang::INTERNAL_MODULES.contains(&id.as_str()) {
+            return Err(unknown());
+        }
         let module = l45_yang::find_module(&id, version.as_deref())
-            .filter(|m| !l45_yang::INTERNAL_MODULES.contains(&m.name))
             .map(|m| m.text.to_string())
             .or_else(|| {
                 // Modules built into libyang (ietf-inet-types, ...).
@@ -48,11 +55,7 @@ impl Agent {
                 )
                 .ok()
             })
-            .ok_or_else(|| OpError::InvalidValue {
-                message: format!("no schema {id}"),
-                element: Some("identifier"),
-                path: None,
-            })?;
+            .ok_or_else(unknown)?;
         Ok((
             format!(
                 "<data xmlns=\"{MONITORING_NS}\">{}</data>",

@@ -159,6 +159,18 @@ impl Applier<'_> {
                     }
                 }
                 SchemaNodeKind::Container | SchemaNodeKind::List => {
+                    // RFC 6241 7.2: under `none`, data without a corresponding
+                    // level in the target is data-missing (list entries; an
+                    // absent non-presence container is no level of its own).
+                    if op == EditOp::None && kind == SchemaNodeKind::List && !self.exists(&path) {
+                        let e = self.error_at(
+                            ErrorTag::DataMissing,
+                            &path,
+                            "the entry does not exist and default-operation none does not create it"
+                                .into(),
+                        );
+                        return self.fail(e);
+                    }
                     if op == EditOp::Merge && !self.exists(&path) {
                         if let Err(e) = self.target.new_path(&path, None, false) {
                             let e = to_rpc_error(self.ctx, &e);

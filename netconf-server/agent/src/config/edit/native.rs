@@ -212,6 +212,8 @@ pub fn fast_edit(
         let existing = if clear { None } else { current.get(&id) };
         let path = || module_path(id);
         let new_slots = match mop {
+            // (a missing entry is data-missing: the libyang engine says so)
+            EditOp::None if existing.is_none() => return None,
             EditOp::None => return Some(()),
             EditOp::Delete | EditOp::Remove => {
                 if existing.is_none() {
