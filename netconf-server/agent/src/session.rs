@@ -3,14 +3,18 @@
 //! notifications, kill-session.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use l45_netconf_proto::message::{self, Hello, Incoming};
 use l45_netconf_proto::{framing, Decoder, ErrorTag, ErrorType, Frame, Framing, RpcError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::sync::broadcast;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::agent::Agent;
+use crate::notify::Event;
 use crate::ops::After;
+use crate::sessions::SessionInfo;
 
 async fn send<W: AsyncWrite + Unpin>(
     w: &mut W,
@@ -23,6 +27,182 @@ async fn send<W: AsyncWrite + Unpin>(
         w.write_all(&part).await?;
     }
     w.flush().await
+}
+
+/// Whether the session goes on after a message.
+enum Flow {
+    Continue,
+    End,
+}
+
+/// A session's state between messages.
+struct Conn<S> {
+    agent: Arc<Agent>,
+    info: SessionInfo,
+    writer: WriteHalf<S>,
+    decoder: Decoder,
+    got_hello: bool,
+    events: Option<broadcast::Receiver<Event>>,
+    /// When the first byte of the message being received arrived (for the
+    /// debug timings of each rpc).
+    msg_started: Option<Instant>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+    /// Sends `msg`; a failed write ends the session.
+    async fn reply(&mut self, msg: &str) -> Flow {
+        match send(&mut self.writer, self.decoder.framing(), msg).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::End,
+        }
+    }
+
+    /// Bytes from the peer: every complete frame in them, in order.
+    async fn on_bytes(&mut self, bytes: &[u8]) -> Flow {
+        self.msg_started.get_or_insert_with(Instant::now);
+        self.decoder.push(bytes);
+        loop {
+            let frame = match self.decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => return Flow::Continue,
+                Err(e) => {
+                    warn!(error = %e, "framing error; closing session");
+                    let err = RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage)
+                        .message(e.to_string());
+                    self.reply(&message::error_reply(&[], &[err])).await;
+                    return Flow::End;
+                }
+            };
+            let received = Instant::now();
+            let recv_ms = self
+                .msg_started
+                .map(|t| received.duration_since(t).as_secs_f64() * 1e3)
+                .unwrap_or(0.0);
+            self.msg_started = (self.decoder.buffered() > 0).then_some(received);
+            let flow = if self.got_hello {
+                self.on_rpc(frame, received, recv_ms).await
+            } else {
+                self.on_hello(&frame)
+            };
+            if let Flow::End = flow {
+                return Flow::End;
+            }
+        }
+    }
+
+    fn on_hello(&mut self, frame: &Frame) -> Flow {
+        let bytes = match frame {
+            Frame::Message(m) => m.as_slice(),
+            Frame::Oversized { head, .. } => head.as_slice(),
+        };
+        match Hello::parse(bytes) {
+            Ok(h) if h.session_id.is_none() => {
+                self.got_hello = true;
+                if h.supports_base_11() {
+                    self.decoder.set_framing(Framing::Chunked);
+                }
+                debug!(base11 = h.supports_base_11(), "hello received");
+                Flow::Continue
+            }
+            Ok(_) => {
+                warn!("client hello carries a session-id; closing");
+                self.agent.count_bad_hello();
+                Flow::End
+            }
+            Err(e) => {
+                warn!(error = %e, "bad hello; closing");
+                self.agent.count_bad_hello();
+                Flow::End
+            }
+        }
+    }
+
+    async fn on_rpc(&mut self, frame: Frame, received: Instant, recv_ms: f64) -> Flow {
+        let bytes = match frame {
+            Frame::Oversized { head, size } => {
+                let echo = message::message_id_from_head(&head)
+                    .map(|m| vec![("message-id".to_string(), m)])
+                    .unwrap_or_default();
+                let err = RpcError::new(ErrorType::Rpc, ErrorTag::TooBig).message(format!(
+                    "message of {size} bytes exceeds the limit of {} bytes",
+                    self.agent.opts.limits.max_message
+                ));
+                self.agent.count_bad_rpc(&self.info);
+                warn!(size, "oversized message discarded");
+                return self.reply(&message::error_reply(&echo, &[err])).await;
+            }
+            Frame::Message(m) => m,
+        };
+        let bytes_in = bytes.len();
+        let rpc = match message::parse_rpc(bytes) {
+            Incoming::Rpc(rpc) => rpc,
+            Incoming::Invalid { echo_attrs, error } => {
+                self.agent.count_bad_rpc(&self.info);
+                debug!(error = %error, "invalid rpc");
+                return self
+                    .reply(&message::error_reply(&echo_attrs, &[error]))
+                    .await;
+            }
+        };
+        let op = rpc.operation.name.clone();
+        let started = Instant::now();
+        let parse_ms = started.duration_since(received).as_secs_f64() * 1e3;
+        let (a, s) = (Arc::clone(&self.agent), self.info.clone());
+        let (reply, after) = match tokio::task::spawn_blocking(move || a.handle(&s, &rpc)).await {
+            Ok(r) => r,
+            // The runtime is shutting down (the agent is stopping): end the
+            // session, not an rpc-error claiming the operation failed.
+            Err(e) if e.is_cancelled() => return Flow::End,
+            Err(e) => {
+                warn!(error = %e, "operation panicked");
+                let err = RpcError::new(ErrorType::Application, ErrorTag::OperationFailed)
+                    .message("internal error");
+                (message::error_reply(&[], &[err]), After::Continue)
+            }
+        };
+        let handled = Instant::now();
+        let handle_ms = handled.duration_since(started).as_secs_f64() * 1e3;
+        if let Flow::End = self.reply(&reply).await {
+            return Flow::End;
+        }
+        let send_ms = handled.elapsed().as_secs_f64() * 1e3;
+        // recv: first byte to complete frame (mostly the client sending);
+        // parse: XML envelope; handle: the operation with its reply text;
+        // send: framing and writing into the SSH channel (flow control
+        // included).
+        debug!(op = %op, bytes_in, bytes_out = reply.len(), recv_ms, parse_ms, handle_ms, send_ms, "rpc handled");
+        match after {
+            After::Continue => Flow::Continue,
+            After::Close => Flow::End,
+            After::Subscribe => {
+                if self.events.is_none() {
+                    self.events = Some(self.agent.subscribe_events());
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: Result<Event, broadcast::error::RecvError>) -> Flow {
+        match event {
+            Ok(ev) => {
+                let xml = message::notification(&crate::time::rfc3339(ev.time), &ev.xml);
+                self.agent.count_notification();
+                self.info
+                    .out_notifications
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.reply(&xml).await
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                warn!(missed = n, "subscriber fell behind; notifications lost");
+                Flow::Continue
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                self.events = None;
+                Flow::Continue
+            }
+        }
+    }
 }
 
 /// Runs a session to its end. Returns when the peer leaves, closes, is
@@ -39,150 +219,51 @@ where
     let id = info.id;
     async move {
         info!("session opened");
-        let (mut reader, mut writer) = tokio::io::split(stream);
-        let mut decoder = Decoder::new(agent.opts.limits);
-        let hello = Hello { capabilities: agent.capabilities(), session_id: Some(info.id) };
-        if send(&mut writer, Framing::EndOfMessage, &hello.to_xml()).await.is_err() {
-            agent.close_session(id);
-            return;
-        }
-        let mut got_hello = false;
-        let mut events: Option<tokio::sync::broadcast::Receiver<crate::notify::Event>> = None;
-        let mut buf = vec![0u8; 64 * 1024];
-        // When the first byte of the message being received arrived (for the
-        // debug timings of each rpc).
-        let mut msg_started: Option<std::time::Instant> = None;
+        let (mut reader, writer) = tokio::io::split(stream);
+        let hello = Hello {
+            capabilities: agent.capabilities(),
+            session_id: Some(info.id),
+        };
         let hello_deadline = tokio::time::Instant::now() + agent.opts.hello_timeout;
-        'outer: loop {
-            tokio::select! {
-                read = reader.read(&mut buf) => {
-                    let n = match read {
-                        Ok(0) | Err(_) => break 'outer,
-                        Ok(n) => n,
-                    };
-                    msg_started.get_or_insert_with(std::time::Instant::now);
-                    decoder.push(&buf[..n]);
-                    loop {
-                        let frame = match decoder.next_frame() {
-                            Ok(Some(f)) => f,
-                            Ok(None) => break,
-                            Err(e) => {
-                                warn!(error = %e, "framing error; closing session");
-                                let err = RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage).message(e.to_string());
-                                let _ = send(&mut writer, decoder.framing(), &message::error_reply(&[], &[err])).await;
-                                break 'outer;
-                            }
-                        };
-                        let received = std::time::Instant::now();
-                        let recv_ms = msg_started.map(|t| received.duration_since(t).as_secs_f64() * 1e3).unwrap_or(0.0);
-                        msg_started = (decoder.buffered() > 0).then_some(received);
-                        if !got_hello {
-                            let bytes = match &frame { Frame::Message(m) => m.as_slice(), Frame::Oversized { head, .. } => head.as_slice() };
-                            match Hello::parse(bytes) {
-                                Ok(h) if h.session_id.is_none() => {
-                                    got_hello = true;
-                                    if h.supports_base_11() {
-                                        decoder.set_framing(Framing::Chunked);
-                                    }
-                                    debug!(base11 = h.supports_base_11(), "hello received");
-                                    continue;
-                                }
-                                Ok(_) => {
-                                    warn!("client hello carries a session-id; closing");
-                                    agent.count_bad_hello();
-                                    break 'outer;
-                                }
-                                Err(e) => {
-                                    warn!(error = %e, "bad hello; closing");
-                                    agent.count_bad_hello();
-                                    break 'outer;
-                                }
-                            }
+        let mut conn = Conn {
+            decoder: Decoder::new(agent.opts.limits),
+            agent: Arc::clone(&agent),
+            info,
+            writer,
+            got_hello: false,
+            events: None,
+            msg_started: None,
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        if let Flow::Continue = conn.reply(&hello.to_xml()).await {
+            loop {
+                let flow = tokio::select! {
+                    read = reader.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => Flow::End,
+                        Ok(n) => conn.on_bytes(&buf[..n]).await,
+                    },
+                    event = async {
+                        match conn.events.as_mut() {
+                            Some(rx) => rx.recv().await,
+                            None => std::future::pending().await,
                         }
-                        let framing = decoder.framing();
-                        let rpc = match frame {
-                            Frame::Oversized { head, size } => {
-                                let echo = message::message_id_from_head(&head).map(|m| vec![("message-id".to_string(), m)]).unwrap_or_default();
-                                let err = RpcError::new(ErrorType::Rpc, ErrorTag::TooBig)
-                                    .message(format!("message of {size} bytes exceeds the limit of {} bytes", agent.opts.limits.max_message));
-                                agent.count_bad_rpc(&info);
-                                warn!(size, "oversized message discarded");
-                                if send(&mut writer, framing, &message::error_reply(&echo, &[err])).await.is_err() { break 'outer; }
-                                continue;
-                            }
-                            Frame::Message(m) => m,
-                        };
-                        let bytes_in = rpc.len();
-                        let rpc = match message::parse_rpc(rpc) {
-                            Incoming::Rpc(rpc) => rpc,
-                            Incoming::Invalid { echo_attrs, error } => {
-                                agent.count_bad_rpc(&info);
-                                debug!(error = %error, "invalid rpc");
-                                if send(&mut writer, framing, &message::error_reply(&echo_attrs, &[error])).await.is_err() { break 'outer; }
-                                continue;
-                            }
-                        };
-                        let op = rpc.operation.name.clone();
-                        let started = std::time::Instant::now();
-                        let parse_ms = started.duration_since(received).as_secs_f64() * 1e3;
-                        let (a, s) = (Arc::clone(&agent), info.clone());
-                        let result = tokio::task::spawn_blocking(move || a.handle(&s, &rpc)).await;
-                        let (reply, after) = match result {
-                            Ok(r) => r,
-                            // The runtime is shutting down (the agent is
-                            // stopping): end the session, not an rpc-error
-                            // claiming the operation failed.
-                            Err(e) if e.is_cancelled() => break 'outer,
-                            Err(e) => {
-                                warn!(error = %e, "operation panicked");
-                                let err = RpcError::new(ErrorType::Application, ErrorTag::OperationFailed).message("internal error");
-                                (message::error_reply(&[], &[err]), After::Continue)
-                            }
-                        };
-                        let handled = std::time::Instant::now();
-                        let handle_ms = handled.duration_since(started).as_secs_f64() * 1e3;
-                        if send(&mut writer, framing, &reply).await.is_err() { break 'outer; }
-                        let send_ms = handled.elapsed().as_secs_f64() * 1e3;
-                        // recv: first byte to complete frame (mostly the client
-                        // sending); parse: XML envelope; handle: the operation
-                        // with its reply text; send: framing and writing into
-                        // the SSH channel (flow control included).
-                        debug!(op = %op, bytes_in, bytes_out = reply.len(), recv_ms, parse_ms, handle_ms, send_ms, "rpc handled");
-                        match after {
-                            After::Continue => {}
-                            After::Close => break 'outer,
-                            After::Subscribe => {
-                                if events.is_none() {
-                                    events = Some(agent.subscribe_events());
-                                }
-                            }
-                        }
+                    } => conn.on_event(event).await,
+                    _ = killed.changed() => {
+                        info!("session killed");
+                        Flow::End
                     }
-                }
-                event = async { match events.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
-                    match event {
-                        Ok(ev) => {
-                            let xml = message::notification(&crate::time::rfc3339(ev.time), &ev.xml);
-                            agent.count_notification();
-                            info.out_notifications.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if send(&mut writer, decoder.framing(), &xml).await.is_err() { break 'outer; }
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!(missed = n, "subscriber fell behind; notifications lost"),
-                        Err(_) => events = None,
+                    _ = tokio::time::sleep_until(hello_deadline), if !conn.got_hello => {
+                        warn!("no hello in time; closing");
+                        agent.count_bad_hello();
+                        Flow::End
                     }
-                }
-                _ = killed.changed() => {
-                    info!("session killed");
-                    break 'outer;
-                }
-                _ = tokio::time::sleep_until(hello_deadline), if !got_hello => {
-                    warn!("no hello in time; closing");
-                    agent.count_bad_hello();
-                    break 'outer;
+                };
+                if let Flow::End = flow {
+                    break;
                 }
             }
         }
-        let _ = writer.shutdown().await;
+        let _ = conn.writer.shutdown().await;
         agent.close_session(id);
         info!("session closed");
     }

@@ -101,102 +101,110 @@ pub struct WriteAccess {
     pub keys: bool,
 }
 
-/// Applies an edit whose `<config>` holds only `customizations` natively.
-/// `None` means: use the general path (which also produces every error).
-/// `config_children` may be lazy (see `xml::parse_lazy`); their content is
-/// then read from `source` one module at a time.
-#[allow(clippy::too_many_arguments)]
-pub fn fast_edit(
-    schema: &ListSchema,
+/// What the container-level operation leaves the module entries to do.
+struct ContainerPlan {
+    /// The operation a module without its own attribute gets.
+    inherited: EditOp,
+    /// Every entry not named goes (replace of the list).
+    clear: bool,
+    /// The container's own operation (or the default one).
+    op: EditOp,
+    /// No operation attribute anywhere, default merge: only values change.
+    plain_merge: bool,
+}
+
+/// Decides the `<customizations>` element's own operation. `Err(None)`:
+/// leave the edit to libyang; `Err(Some(..))`: the edit is complete.
+fn plan_container(
+    cust: &Element,
     current: &ModuleMap,
-    source: &[u8],
-    config_children: &[Element],
-    scope: &[NsDecl],
     default_op: EditOp,
-    access: WriteAccess,
-) -> Option<(Delta, Vec<Touched>)> {
-    let [cust] = config_children else {
-        return None;
-    };
-    if !cust.is(L45, "customizations") || !access.module {
-        return None;
-    }
-    let parent_scope = scope;
-    let scope = cust.scope_for_children(scope);
-    let attr = op_attr(cust).ok()?;
+    touched: &mut Vec<Touched>,
+) -> Result<ContainerPlan, Option<Delta>> {
+    let attr = op_attr(cust).map_err(|_| None)?;
     let cop = attr.unwrap_or(default_op);
     let (no_children, attrs_below) = match cust.lazy {
         Some(l) => (l.children == 0, l.attributes_below),
         None => (cust.children.is_empty(), has_op_below(cust)),
     };
     let any_ops = attr.is_some() || attrs_below;
-    let mut delta = Delta::default();
-    let mut touched = Vec::new();
-    // Container-level operations.
-    let inherited = match cop {
+    let container = |op| Touched {
+        path: CUSTOMIZATIONS.into(),
+        op,
+    };
+    let (inherited, clear) = match cop {
         EditOp::Delete | EditOp::Remove => {
             if !no_children || (cop == EditOp::Delete && current.is_empty()) {
-                return None;
+                return Err(None);
             }
-            delta.clear = true;
             if !current.is_empty() {
-                touch(&mut touched, || Touched {
-                    path: CUSTOMIZATIONS.into(),
-                    op: cop,
-                });
+                touch(touched, || container(cop));
             }
-            return Some((delta, touched));
+            return Err(Some(Delta {
+                clear: true,
+                ..Delta::default()
+            }));
         }
-        EditOp::Create if !current.is_empty() => return None,
+        EditOp::Create if !current.is_empty() => return Err(None),
+        // (under `none`, a missing container is data-missing: libyang says so)
+        EditOp::None if current.is_empty() => return Err(None),
         EditOp::Create | EditOp::Replace => {
             if attrs_below {
-                return None;
+                return Err(None);
             }
-            delta.clear = cop == EditOp::Replace;
-            touch(&mut touched, || Touched {
-                path: CUSTOMIZATIONS.into(),
-                op: cop,
-            });
-            EditOp::Replace
+            touch(touched, || container(cop));
+            (EditOp::Replace, cop == EditOp::Replace)
         }
         EditOp::Merge | EditOp::None => {
             if !any_ops {
-                if cop == EditOp::None {
-                    // Nothing is created or changed; values still get checked.
-                } else if no_children {
-                    touch(&mut touched, || Touched {
-                        path: CUSTOMIZATIONS.into(),
-                        op: EditOp::Merge,
-                    });
+                // (under `none` nothing is created or changed; values
+                // still get checked)
+                if cop == EditOp::Merge && no_children {
+                    touch(touched, || container(EditOp::Merge));
                 }
             } else if cop == EditOp::Merge && current.is_empty() {
-                touch(&mut touched, || Touched {
-                    path: CUSTOMIZATIONS.into(),
-                    op: EditOp::Create,
-                });
+                touch(touched, || container(EditOp::Create));
             }
-            cop
+            (cop, false)
         }
     };
-    let plain_merge = !any_ops && cop == EditOp::Merge;
-    let mut seen_ids = std::collections::HashSet::new();
+    Ok(ContainerPlan {
+        inherited,
+        clear,
+        op: cop,
+        plain_merge: !any_ops && cop == EditOp::Merge,
+    })
+}
+
+/// The module entries of one native edit, computed one at a time.
+struct ModuleEdits<'a> {
+    schema: &'a ListSchema,
+    current: &'a ModuleMap,
+    access: WriteAccess,
+    plan: ContainerPlan,
+    seen_ids: std::collections::HashSet<u32>,
     // Collected unordered, sorted once at the end (a bulk-built map is
     // cheaper than 100k single inserts).
-    let mut changes: Vec<(u32, Option<Entry>)> = Vec::new();
-    let mut parsed_all: Vec<(u32, Parsed)> = Vec::new();
-    let clear = delta.clear;
-    let mut one = |m: &Element| -> Option<()> {
+    changes: Vec<(u32, Option<Entry>)>,
+    parsed: Vec<(u32, Parsed)>,
+    touched: Vec<Touched>,
+}
+
+impl ModuleEdits<'_> {
+    /// One `<module>` element; `None` leaves the whole edit to libyang.
+    fn module(&mut self, m: &Element, scope: &[NsDecl]) -> Option<()> {
+        let schema = self.schema;
         if !m.is(L45, "module") {
             return None;
         }
-        let mop = op_attr(m).ok()?.unwrap_or(inherited);
-        let scope = m.scope_cow(&scope);
+        let mop = op_attr(m).ok()?.unwrap_or(self.plan.inherited);
+        let scope = m.scope_cow(scope);
         let id_el = m.children.first().filter(|c| c.is(L45, "id"))?;
         if !id_el.attrs.is_empty() || !id_el.children.is_empty() {
             return None;
         }
         let id = schema.key_of(&id_el.text)?;
-        if !seen_ids.insert(id) {
+        if !self.seen_ids.insert(id) {
             return None;
         }
         let mut slots = Slots::empty(schema, id);
@@ -206,10 +214,14 @@ pub fn fast_edit(
             schema.leaves.iter().zip(&slots.values).any(|(l, v)| {
                 v.is_some() && l.parents.first().map(String::as_str) == Some("security")
             });
-        if has_key && !access.keys {
+        if has_key && !self.access.keys {
             return None;
         }
-        let existing = if clear { None } else { current.get(&id) };
+        let existing = if self.plan.clear {
+            None
+        } else {
+            self.current.get(&id)
+        };
         let path = || module_path(id);
         let new_slots = match mop {
             // (a missing entry is data-missing: the libyang engine says so)
@@ -217,13 +229,10 @@ pub fn fast_edit(
             EditOp::None => return Some(()),
             EditOp::Delete | EditOp::Remove => {
                 if existing.is_none() {
-                    if mop == EditOp::Delete {
-                        return None;
-                    }
-                    return Some(());
+                    return (mop == EditOp::Remove).then_some(());
                 }
-                changes.push((id, None));
-                touch(&mut touched, || Touched {
+                self.changes.push((id, None));
+                touch(&mut self.touched, || Touched {
                     path: path(),
                     op: mop,
                 });
@@ -232,54 +241,16 @@ pub fn fast_edit(
             EditOp::Create if existing.is_some() => return None,
             EditOp::Create | EditOp::Replace => {
                 // Children of a created or replaced container are inserted
-                // with it and not reported one by one (as before).
-                if !matches!(cop, EditOp::Create | EditOp::Replace) {
-                    touch(&mut touched, || Touched {
+                // with it and not reported one by one.
+                if !matches!(self.plan.op, EditOp::Create | EditOp::Replace) {
+                    touch(&mut self.touched, || Touched {
                         path: path(),
                         op: mop,
                     });
                 }
                 slots
             }
-            EditOp::Merge => {
-                let mut base = match existing {
-                    Some(e) => Slots::parse(schema, e).ok()?,
-                    None => Slots::empty(schema, id),
-                };
-                if plain_merge {
-                    touch(&mut touched, || Touched {
-                        path: path(),
-                        op: EditOp::Merge,
-                    });
-                } else if existing.is_none() {
-                    touch(&mut touched, || Touched {
-                        path: path(),
-                        op: EditOp::Create,
-                    });
-                }
-                for (i, v) in slots.values.into_iter().enumerate() {
-                    if let Some(v) = v {
-                        if !plain_merge {
-                            touch(&mut touched, || {
-                                let l = &schema.leaves[i];
-                                let mut p = path();
-                                for c in &l.parents {
-                                    p.push('/');
-                                    p.push_str(c);
-                                }
-                                p.push('/');
-                                p.push_str(&l.name);
-                                Touched {
-                                    path: p,
-                                    op: EditOp::Merge,
-                                }
-                            });
-                        }
-                        base.values[i] = Some(v);
-                    }
-                }
-                base
-            }
+            EditOp::Merge => self.merge(id, existing, slots)?,
         };
         if !new_slots.complete(schema) {
             return None;
@@ -300,14 +271,93 @@ pub fn fast_edit(
             config: new_slots.module_config(schema),
             case: new_slots.parameters_case_index(schema),
         };
-        parsed_all.push((id, parsed));
-        changes.push((id, Some(xml)));
+        self.parsed.push((id, parsed));
+        self.changes.push((id, Some(xml)));
         Some(())
+    }
+
+    /// The values of `slots` merged over the existing entry (if any).
+    fn merge(&mut self, id: u32, existing: Option<&Entry>, slots: Slots) -> Option<Slots> {
+        let schema = self.schema;
+        let mut base = match existing {
+            Some(e) => Slots::parse(schema, e).ok()?,
+            None => Slots::empty(schema, id),
+        };
+        if self.plan.plain_merge {
+            touch(&mut self.touched, || Touched {
+                path: module_path(id),
+                op: EditOp::Merge,
+            });
+        } else if existing.is_none() {
+            touch(&mut self.touched, || Touched {
+                path: module_path(id),
+                op: EditOp::Create,
+            });
+        }
+        for (i, v) in slots.values.into_iter().enumerate() {
+            let Some(v) = v else { continue };
+            if !self.plan.plain_merge {
+                touch(&mut self.touched, || {
+                    let l = &schema.leaves[i];
+                    let mut p = module_path(id);
+                    for c in &l.parents {
+                        p.push('/');
+                        p.push_str(c);
+                    }
+                    p.push('/');
+                    p.push_str(&l.name);
+                    Touched {
+                        path: p,
+                        op: EditOp::Merge,
+                    }
+                });
+            }
+            base.values[i] = Some(v);
+        }
+        Some(base)
+    }
+}
+
+/// Applies an edit whose `<config>` holds only `customizations` natively.
+/// `None` means: use the libyang engine (which also produces every error).
+/// `config_children` may be lazy (see `xml::parse_lazy`); their content is
+/// then read from `source` one module at a time.
+pub fn fast_edit(
+    schema: &ListSchema,
+    current: &ModuleMap,
+    source: &[u8],
+    config_children: &[Element],
+    scope: &[NsDecl],
+    default_op: EditOp,
+    access: WriteAccess,
+) -> Option<(Delta, Vec<Touched>)> {
+    let [cust] = config_children else {
+        return None;
     };
+    if !cust.is(L45, "customizations") || !access.module {
+        return None;
+    }
+    let mut touched = Vec::new();
+    let plan = match plan_container(cust, current, default_op, &mut touched) {
+        Ok(plan) => plan,
+        Err(done) => return done.map(|delta| (delta, touched)),
+    };
+    let clear = plan.clear;
+    let mut edits = ModuleEdits {
+        schema,
+        current,
+        access,
+        plan,
+        seen_ids: Default::default(),
+        changes: Vec::new(),
+        parsed: Vec::new(),
+        touched,
+    };
+    let inner_scope = cust.scope_for_children(scope);
     if cust.lazy.is_some() {
         let mut ok = true;
-        let read = l45_netconf_proto::xml::for_each_child(source, cust, parent_scope, |m| {
-            ok = one(m).is_some();
+        let read = l45_netconf_proto::xml::for_each_child(source, cust, scope, |m| {
+            ok = edits.module(m, &inner_scope).is_some();
             ok
         });
         if read.is_err() || !ok {
@@ -315,15 +365,18 @@ pub fn fast_edit(
         }
     } else {
         for m in &cust.children {
-            one(m)?;
+            edits.module(m, &inner_scope)?;
         }
     }
     // (ids are unique: `seen_ids`)
-    changes.sort_unstable_by_key(|(id, _)| *id);
-    parsed_all.sort_unstable_by_key(|(id, _)| *id);
-    delta.changes = changes.into_iter().collect();
-    delta.parsed = parsed_all;
-    Some((delta, touched))
+    edits.changes.sort_unstable_by_key(|(id, _)| *id);
+    edits.parsed.sort_unstable_by_key(|(id, _)| *id);
+    let delta = Delta {
+        clear,
+        changes: edits.changes.into_iter().collect(),
+        parsed: edits.parsed,
+    };
+    Some((delta, edits.touched))
 }
 
 #[cfg(test)]
