@@ -1,0 +1,136 @@
+//! `modules deploy`: construct one module instance per device and deploy
+//! it, now or at a time.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use l45_cib::{Attach, MatchRules, NewModule, Protocol, Request, Timestamp};
+use l45_nco::Nco;
+
+use super::output::print_requests;
+use super::time::parse_time;
+use super::{exit_for, parse_pair, Global};
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// Devices to deploy to (repeat).
+    #[arg(long = "device", required = true)]
+    devices: Vec<String>,
+    /// Module name, the same on every device (unique per device among live
+    /// modules).
+    #[arg(long)]
+    name: String,
+    /// Module kind (YANG identity), e.g. dns-front-tag.
+    #[arg(long)]
+    kind: String,
+    /// Kind parameter NAME=VALUE (repeat), e.g. tag=XTAGXdig.
+    #[arg(long = "param", value_parser = parse_pair)]
+    params: Vec<(String, String)>,
+    /// Order in a socket's chain: lower runs first.
+    #[arg(long, default_value_t = 100)]
+    priority: u16,
+    /// Deploy deactivated (attached, pass-through).
+    #[arg(long)]
+    deactivated: bool,
+    /// Attach to live sockets at once (default: new sockets only).
+    #[arg(long)]
+    immediate: bool,
+    /// Match rule: transport protocol (default: any).
+    #[arg(long, value_parser = ["tcp", "udp", "any"])]
+    protocol: Option<String>,
+    /// Match rule: local (source) address or prefix.
+    #[arg(long)]
+    src_addr: Option<String>,
+    /// Match rule: local (source) port.
+    #[arg(long)]
+    src_port: Option<u16>,
+    /// Match rule: remote (destination) address or prefix.
+    #[arg(long)]
+    dst_addr: Option<String>,
+    /// Match rule: remote (destination) port.
+    #[arg(long)]
+    dst_port: Option<u16>,
+    /// Match rule: name of the thread that first uses the socket (comm),
+    /// e.g. isc-worker0000 for dig.
+    #[arg(long)]
+    thread: Option<String>,
+    /// Match rule: name of the process (comm), e.g. dig.
+    #[arg(long)]
+    process: Option<String>,
+    /// Deploy at a time: +30s, +5m, +2h, unix seconds or RFC 3339 UTC
+    /// (YYYY-MM-DDTHH:MM:SS[.sss]Z); only queues the requests.
+    #[arg(long, value_parser = parse_time)]
+    at: Option<Timestamp>,
+    /// Only queue the requests (a running `serve` carries them out).
+    #[arg(long)]
+    no_wait: bool,
+    /// After deploying, ask every device for its state report and record
+    /// it (the CIB then shows the module registered).
+    #[arg(long)]
+    report: bool,
+}
+
+impl DeployArgs {
+    fn new_modules(&self) -> Vec<NewModule> {
+        let protocol = self.protocol.as_deref().and_then(Protocol::parse);
+        self.devices
+            .iter()
+            .map(|d| NewModule {
+                device: d.clone(),
+                name: self.name.clone(),
+                kind: self.kind.clone(),
+                parameters: self.params.clone(),
+                priority: self.priority,
+                activated: !self.deactivated,
+                attach: if self.immediate {
+                    Attach::Immediate
+                } else {
+                    Attach::NewSockets
+                },
+                match_rules: MatchRules {
+                    protocol,
+                    source_address: self.src_addr.clone(),
+                    source_port: self.src_port,
+                    destination_address: self.dst_addr.clone(),
+                    destination_port: self.dst_port,
+                    thread_name: self.thread.clone(),
+                    process_name: self.process.clone(),
+                },
+            })
+            .collect()
+    }
+
+    pub async fn run(&self, g: &Global, nco: &Arc<Nco>) -> anyhow::Result<ExitCode> {
+        let built = nco
+            .cib()
+            .construct_and_deploy(&self.new_modules(), self.at)?;
+        let ids: Vec<i64> = built.iter().map(|(_, r)| r.id).collect();
+        if self.no_wait || self.at.is_some() {
+            let reqs: Vec<Request> = built.into_iter().map(|(_, r)| r).collect();
+            print_requests(g.json, &reqs);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let done = g.wait_for(nco, "deploy", &ids).await?;
+        if self.report {
+            report_all(nco, &self.devices).await;
+        }
+        print_requests(g.json, &done);
+        Ok(exit_for(&done))
+    }
+}
+
+/// Asks every device for its state report at once; a device that does not
+/// answer is named on stderr.
+async fn report_all(nco: &Arc<Nco>, devices: &[String]) {
+    let mut set = tokio::task::JoinSet::new();
+    for d in devices.iter().cloned() {
+        let nco = nco.clone();
+        set.spawn(async move { (nco.report(&d).await, d) });
+    }
+    while let Some(joined) = set.join_next().await {
+        if let Ok((Err(e), d)) = joined {
+            eprintln!("l45-nco: no report from {d}: {e}");
+        }
+    }
+}

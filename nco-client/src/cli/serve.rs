@@ -1,0 +1,46 @@
+//! `serve`: the scheduler service.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use l45_nco::NcoConfig;
+
+use super::Global;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Seconds between state reports from every device.
+    #[arg(long, default_value_t = 30)]
+    state_req_window: u64,
+    /// Seconds between security checks of every module.
+    #[arg(long, default_value_t = 300)]
+    sec_check_window: u64,
+}
+
+impl ServeArgs {
+    pub async fn run(&self, g: &Global) -> anyhow::Result<ExitCode> {
+        let cfg = NcoConfig {
+            state_req_window: Duration::from_secs(self.state_req_window.max(1)),
+            sec_check_window: Duration::from_secs(self.sec_check_window.max(1)),
+            ..NcoConfig::default()
+        };
+        let nco = g.open_nco(cfg)?;
+        eprintln!("l45-nco serving (CIB {})", g.cib.display());
+        nco.serve(shutdown_signal()).await?;
+        eprintln!("l45-nco stopped");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
