@@ -1,10 +1,12 @@
 """The NCO end to end: the l45-nco CLI and service against real agents."""
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -26,6 +28,21 @@ def device_modules(agent):
     return out
 
 
+def nco_time(text):
+    """A time the NCO printed: RFC 3339 in UTC with milliseconds
+    (2026-12-05T18:30:00.250Z), as an aware datetime."""
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", text), text
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    assert t.utcoffset() == timedelta(0), text
+    return t
+
+
+def recent(text, seconds=120):
+    """The NCO time `text` lies within `seconds` before now."""
+    age = (datetime.now(timezone.utc) - nco_time(text)).total_seconds()
+    return -1 <= age <= seconds
+
+
 def deploy_args(device, name="tag", kind="dns-front-tag", extra=()):
     return ["modules", "deploy", "--device", device, "--name", name, "--kind", kind, *extra]
 
@@ -42,10 +59,15 @@ def test_deploy_report_priority_activate_revoke(nco, make_tap):
     assert on_dev["destination-port"] == "53" and len(on_dev["key"]) == 44  # 32-byte key, base64
     devices = nco.json("devices", "list")
     assert devices[0]["host_key"] and devices[0]["host_key"].startswith("SHA256:")
+    assert recent(devices[0]["added_at"]), devices[0]
+    assert recent(reqs[0]["created_at"]) and recent(reqs[0]["finished_at"]), reqs[0]
 
     assert nco.json("monitor")["reported"] == 1
     status = nco.json("status")[0]
     assert status["modules_deployed"] == 1 and status["last_report_at"] is not None
+    assert recent(status["last_report_at"]), status
+    table = nco.run("status").stdout
+    assert status["last_report_at"] in table, table
 
     nco.json("modules", "priority", "--device", "d1", "--id", mid, "--priority", "7")
     assert device_modules(dev)[mid]["priority"] == "7"
@@ -58,8 +80,13 @@ def test_deploy_report_priority_activate_revoke(nco, make_tap):
 
     nco.json("modules", "revoke", "--device", "d1", "--id", mid)
     assert mid not in device_modules(dev)
-    assert nco.json("modules", "list")[0]["status"] == "revoked"
-    events = [h["event"] for h in nco.json("history", "--device", "d1")]
+    revoked = nco.json("modules", "list")[0]
+    assert revoked["status"] == "revoked"
+    assert nco_time(revoked["created_at"]) <= nco_time(revoked["deployed_at"]) <= nco_time(revoked["revoked_at"])
+    history = nco.json("history", "--device", "d1")
+    times = [nco_time(h["at"]) for h in history]
+    assert times == sorted(times, reverse=True) and recent(history[0]["at"]), history  # newest first
+    events = [h["event"] for h in history]
     for e in ("module-deployed", "priority-set", "module-deactivated", "module-activated", "module-revoked"):
         assert e in events, events
 
@@ -69,7 +96,11 @@ def test_scheduled_deploy_fires_on_time(nco, make_tap):
     nco.add_tap_device("d1", dev)
     queued = time.time()
     reqs = nco.json(*deploy_args("d1", extra=["--at", "+3s"]))
+    answered = time.time()
     assert reqs[0]["state"] == "pending"
+    # +3s counts from when the command ran (milliseconds: 0.001 s slack).
+    due = nco_time(reqs[0]["not_before"]).timestamp()
+    assert queued + 3 - 0.001 <= due <= answered + 3, (queued, reqs[0]["not_before"], answered)
     mid = reqs[0]["module"]
     nco.serve("--state-req-window", "60", "--sec-check-window", "3600")
     wait_for(lambda: mid in device_modules(dev), 20, "scheduled deploy")
@@ -112,6 +143,7 @@ def test_security_check_passes_and_a_wrong_key_revokes_with_alert(nco, make_tap)
     assert mid not in device_modules(dev), "a module that failed its check must be revoked"
     alerts = nco.json("alerts")
     assert any(a["kind"] == "security-check-failed" and a["module"] == mid for a in alerts), alerts
+    assert all(recent(a["at"]) for a in alerts), alerts
 
 
 def test_device_rpc_error_is_recorded_not_retried(nco, tmp_path, cleanup):
