@@ -36,12 +36,8 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{:03}",
-            self.0.div_euclid(1000),
-            self.0.rem_euclid(1000)
-        )
+        // RFC 3339 in UTC with the CIB's precision (milliseconds).
+        f.write_str(&l45_netconf_proto::time::date_and_time(self.0, true))
     }
 }
 

@@ -82,6 +82,7 @@ fn spawn_agent(
         limits: l45_netconf_proto::Limits::default(),
         admins: vec![USER.to_string()],
         hello_timeout: Duration::from_secs(30),
+        engine: l45_agent::config::edit::Engine::Auto,
     };
     let tap = Arc::new(RecordingTap::new(None, false));
     let agent = Agent::new(opts, tap, rt.clone()).expect("agent starts");

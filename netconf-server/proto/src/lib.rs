@@ -4,6 +4,7 @@
 
 pub mod framing;
 pub mod message;
+pub mod time;
 pub mod xml;
 
 pub use framing::{Decoder, Frame, Framing, FramingError, Limits};
