@@ -5,7 +5,6 @@
 //! rate-limit delay) happens with no lock held.
 
 use std::cell::RefCell;
-use std::sync::atomic::Ordering;
 
 use l45_modules::Role;
 use l45_tap_engine::{RecvOutcome, SendOutcome};
@@ -13,6 +12,8 @@ use libc::{c_int, ssize_t};
 
 use crate::process;
 use crate::sock;
+use crate::stats::{credit, credit_drop, credit_error};
+use crate::sys::{errno, nonblocking, set_errno};
 
 thread_local! {
     /// The thread's buffers; borrowed for as long as the thread is inside
@@ -42,55 +43,6 @@ fn inside<R>(f: impl FnOnce(&mut Bufs) -> Option<R>) -> Option<R> {
 
 /// Largest datagram (UDP over IPv6 jumbograms aside).
 const MAX_DATAGRAM: usize = 65536;
-
-#[inline]
-pub fn errno() -> c_int {
-    // SAFETY: errno location of the calling thread.
-    unsafe { *libc::__errno_location() }
-}
-
-#[inline]
-pub fn set_errno(e: c_int) {
-    // SAFETY: errno location of the calling thread.
-    unsafe { *libc::__errno_location() = e };
-}
-
-pub(crate) fn nonblocking(fd: c_int, flags: c_int) -> bool {
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return true;
-    }
-    // SAFETY: F_GETFL takes no argument.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    fl >= 0 && fl & libc::O_NONBLOCK != 0
-}
-
-pub(crate) fn credit(slot: usize, id: u32, sent: bool, bytes: usize) {
-    if let Some(st) = process::stats(slot, id) {
-        if sent {
-            st.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
-            st.messages_sent.fetch_add(1, Ordering::Relaxed);
-        } else {
-            st.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
-            st.messages_received.fetch_add(1, Ordering::Relaxed);
-        }
-        st.active_ts_ns.store(process::now_ns(), Ordering::Relaxed);
-    }
-}
-
-/// A customized message the kernel refused (the application sees the
-/// error too).
-pub(crate) fn credit_error(slot: usize, id: u32) {
-    if let Some(st) = process::stats(slot, id) {
-        st.errors.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-pub(crate) fn credit_drop(slot: usize, id: u32) {
-    if let Some(st) = process::stats(slot, id) {
-        st.dropped.fetch_add(1, Ordering::Relaxed);
-        st.active_ts_ns.store(process::now_ns(), Ordering::Relaxed);
-    }
-}
 
 /// Writes all of `bytes` with `send_wire`; returns how many were written
 /// and the errno that stopped it early.

@@ -38,6 +38,8 @@ mod readiness;
 mod real;
 mod sock;
 mod splice;
+mod stats;
+mod sys;
 
 use l45_modules::Role;
 use libc::{
@@ -142,12 +144,12 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: passthrough.
     let r = unsafe { real::connect(fd, addr, len) };
-    if r == 0 || (r < 0 && io::errno() == libc::EINPROGRESS) {
-        let e = io::errno();
+    if r == 0 || (r < 0 && sys::errno() == libc::EINPROGRESS) {
+        let e = sys::errno();
         io::established(fd, Role::Client, sockaddr_to_std(addr, len));
         // The errno connect left for the caller (first sight may have made
         // calls of its own).
-        io::set_errno(e);
+        sys::set_errno(e);
     }
     r
 }

@@ -19,8 +19,9 @@ use std::sync::Mutex;
 use l45_modules::{Splice, Tag, MAX_TAG};
 use libc::{c_int, c_long, c_void, iovec, msghdr, ssize_t};
 
-use crate::io::{credit, credit_drop, credit_error, nonblocking, set_errno};
 use crate::real;
+use crate::stats::{credit, credit_drop, credit_error};
+use crate::sys::{nonblocking, set_errno};
 
 /// One socket chain's splice, with the deciding module's statistics slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
