@@ -9,7 +9,11 @@ same run (interleaved trials, medians).
         (loading the library, mapping the control area) and per query.
         With --attribution, also an empty and a pass-through preload library
         (tools/preload_baseline.c): what LD_PRELOAD itself costs. With
-        --control, a second plain configuration: the noise floor.
+        --control, a second plain configuration: the noise floor. With
+        --compare-preload PATH, also "front tag, other library": the front
+        tag with PATH as LD_PRELOAD (an earlier build, say), same rules and
+        port, its trials interleaved with the others; reported also as this
+        library's paired ratio over it (below 1: this one is faster).
         Every trial starts a fresh dnsmasq per configuration (one
         unmeasured query first): a long-lived server would carry its
         memory layout's luck into every trial of its configuration.
@@ -22,7 +26,7 @@ same run (interleaved trials, medians).
 
 Usage: .venv/bin/python tools/bench_tap.py [--queries 1000] [--mbytes 1024] [--trials 15]
                                            [--split] [--dig-per-query] [--only dns|http]
-                                           [--attribution] [--control]
+                                           [--attribution] [--control] [--compare-preload PATH]
 Needs target/release/l45-agent and libl45tap.so (cargo build --release).
 """
 import argparse
@@ -145,10 +149,11 @@ def reference_preloads(work):
     return out
 
 
-def dns_bench(work, agent, counts, trials, per_process, attribution=False, control=False):
+def dns_bench(work, agent, counts, trials, per_process, attribution=False, control=False, other=None):
     """{queries: {configuration: [(wall, cpu, client cpu, server cpu)]}} for each query count."""
     plain = os.environ.copy()
     tapped = agent.env()
+    others = [(OTHER, {**tapped, "LD_PRELOAD": str(pathlib.Path(other).resolve())})] if other else []
     references = reference_preloads(work) if attribution else []
     batches = {}
     for queries in counts:
@@ -158,7 +163,7 @@ def dns_bench(work, agent, counts, trials, per_process, attribution=False, contr
         # +time=2: a lost query would show as a 2 s stall, not hide.
         batches[queries].write_text(
             "".join(f"q{i}.example.test A +tries=1 +time=2 +short\n" for i in range(queries)))
-    configs = configs_of(control, references, plain, tapped)
+    configs = configs_of(control, references, plain, tapped) + others
     results = {queries: {name: [] for name, _ in configs} for queries in counts}
     # One port per configuration, kept by each of its servers (the front
     # tag's server-side rule names it).
@@ -168,6 +173,8 @@ def dns_bench(work, agent, counts, trials, per_process, attribution=False, contr
             pass
         ports[name] = p
     port_ft = ports["front tag"]
+    if others:
+        ports[OTHER] = port_ft  # the same rules apply to it
     agent.edit(
         module(1, "dns-front-tag", 10,
                f"<protocol>udp</protocol><destination-port>{port_ft}</destination-port><process-name>dig</process-name>"),
@@ -203,6 +210,19 @@ def dns_bench(work, agent, counts, trials, per_process, attribution=False, contr
 def configs_of(control, references, plain, tapped):
     controls = [("baseline B", plain)] if control else []
     return [("baseline", plain), *controls, *references, ("tapped", tapped), ("front tag", tapped)]
+
+
+OTHER = "front tag, other library"
+
+
+def compare(results):
+    """The front tag through this library over the other library, per trial."""
+    ours, other = results["front tag"], results[OTHER]
+    cells = []
+    for k, what in ((0, "wall"), (1, "CPU")):
+        med, lo, hi = median_ci(a[k] / b[k] for a, b in zip(ours, other))
+        cells.append(f"paired {what} ratio {med:.4f} [{lo:.4f}, {hi:.4f}]")
+    print("front tag, this library / other library: " + ", ".join(cells))
 
 
 def warmup(work):
@@ -329,6 +349,9 @@ def main():
                          "library (tools/preload_baseline.c): what any LD_PRELOAD costs")
     ap.add_argument("--control", action="store_true",
                     help="DNS: also run a second, identical baseline: the noise floor of the ratios")
+    ap.add_argument("--compare-preload", metavar="PATH",
+                    help="DNS: also run the front tag with this preload library instead, and report "
+                         "this library's paired ratio over it")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
@@ -339,7 +362,7 @@ def main():
             if args.only != "http":
                 counts = [1, args.queries] if args.split else [args.queries]
                 dns = dns_bench(work, agent, counts, args.trials, args.dig_per_query, args.attribution,
-                                args.control)
+                                args.control, args.compare_preload)
             if args.only != "dns":
                 http = http_bench(work, agent, args.mbytes, args.trials)
         finally:
@@ -348,6 +371,8 @@ def main():
     if dns:
         for queries, results in dns.items():
             report(f"DNS: {queries} sequential queries dig → dnsmasq ({mode}), {args.trials} trials", results)
+            if OTHER in results:
+                compare(results)
         if args.split:
             split(list(dns), dns)
     if http:
