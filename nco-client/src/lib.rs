@@ -1,4 +1,5 @@
-//! The network-wide orchestrator (NCO). Being built (issue 4).
+//! The network-wide orchestrator (NCO): the NETCONF client, the CIB-driven
+//! request waves, monitoring, security checks, rotation and middleboxes.
 
 pub mod device_xml;
 pub mod middlebox;

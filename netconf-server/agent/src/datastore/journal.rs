@@ -1,5 +1,5 @@
 //! Durable running datastore: a snapshot (`running.xml`, the libyang XML of
-//! the whole datastore, as before) plus an append-only journal
+//! the whole datastore) plus an append-only journal
 //! (`running.journal`) of the commits since.
 //!
 //! A small commit appends one record and `fsync`s it before the reply; a
