@@ -1,6 +1,6 @@
 //! The data path: sending and receiving through a socket's module chain.
 //!
-//! Locking rule: a socket's mutex is held only while the chain runs over
+//! Locking rule: a socket's lock (`sock::cell::Cell`) is held only while the chain runs over
 //! bytes already in memory. Every call that may block (the real send/recv, a
 //! rate-limit delay) happens with no lock held.
 
