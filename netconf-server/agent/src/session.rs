@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use l45_netconf_proto::message::{self, Hello, Incoming};
+use l45_netconf_proto::message::{self, Hello, Incoming, Rpc};
 use l45_netconf_proto::{framing, Decoder, ErrorTag, ErrorType, Frame, Framing, RpcError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::broadcast;
@@ -27,6 +27,35 @@ async fn send<W: AsyncWrite + Unpin>(
         w.write_all(&part).await?;
     }
     w.flush().await
+}
+
+/// A complete message as an `<rpc>`, or the error reply to send instead
+/// (an oversized message, one that is not a usable `<rpc>`). No I/O: the
+/// session loop and the conformance suite share it.
+pub fn decode_rpc(agent: &Agent, info: &SessionInfo, frame: Frame) -> Result<Rpc, String> {
+    let bytes = match frame {
+        Frame::Oversized { head, size } => {
+            let echo = message::message_id_from_head(&head)
+                .map(|m| vec![("message-id".to_string(), m)])
+                .unwrap_or_default();
+            let err = RpcError::new(ErrorType::Rpc, ErrorTag::TooBig).message(format!(
+                "message of {size} bytes exceeds the limit of {} bytes",
+                agent.opts.limits.max_message
+            ));
+            agent.count_bad_rpc(info);
+            warn!(size, "oversized message discarded");
+            return Err(message::error_reply(&echo, &[err]));
+        }
+        Frame::Message(m) => m,
+    };
+    match message::parse_rpc(bytes) {
+        Incoming::Rpc(rpc) => Ok(rpc),
+        Incoming::Invalid { echo_attrs, error } => {
+            agent.count_bad_rpc(info);
+            debug!(error = %error, "invalid rpc");
+            Err(message::error_reply(&echo_attrs, &[error]))
+        }
+    }
 }
 
 /// Whether the session goes on after a message.
@@ -118,31 +147,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     }
 
     async fn on_rpc(&mut self, frame: Frame, received: Instant, recv_ms: f64) -> Flow {
-        let bytes = match frame {
-            Frame::Oversized { head, size } => {
-                let echo = message::message_id_from_head(&head)
-                    .map(|m| vec![("message-id".to_string(), m)])
-                    .unwrap_or_default();
-                let err = RpcError::new(ErrorType::Rpc, ErrorTag::TooBig).message(format!(
-                    "message of {size} bytes exceeds the limit of {} bytes",
-                    self.agent.opts.limits.max_message
-                ));
-                self.agent.count_bad_rpc(&self.info);
-                warn!(size, "oversized message discarded");
-                return self.reply(&message::error_reply(&echo, &[err])).await;
-            }
-            Frame::Message(m) => m,
+        let bytes_in = match &frame {
+            Frame::Message(m) => m.len(),
+            Frame::Oversized { size, .. } => *size,
         };
-        let bytes_in = bytes.len();
-        let rpc = match message::parse_rpc(bytes) {
-            Incoming::Rpc(rpc) => rpc,
-            Incoming::Invalid { echo_attrs, error } => {
-                self.agent.count_bad_rpc(&self.info);
-                debug!(error = %error, "invalid rpc");
-                return self
-                    .reply(&message::error_reply(&echo_attrs, &[error]))
-                    .await;
-            }
+        let rpc = match decode_rpc(&self.agent, &self.info, frame) {
+            Ok(rpc) => rpc,
+            Err(reply) => return self.reply(&reply).await,
         };
         let op = rpc.operation.name.clone();
         let started = Instant::now();

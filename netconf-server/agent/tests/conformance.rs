@@ -8,8 +8,9 @@
 //! An input may start with a comment choosing its session,
 //! `<!-- session: NAME user: USER -->`; sessions are opened on first use
 //! (the first is session 1, user `admin`, a NACM admin). `close-session`
-//! and `kill-session` end sessions as the session loop would. Times in
-//! replies become `TIME`.
+//! and `kill-session` end sessions as the session loop would. Inputs go
+//! through the session's framing decoder (32 KiB message limit) and envelope
+//! parsing. Times in replies become `TIME`.
 //!
 //! Every case runs twice, with the native engine and with libyang only, and
 //! both runs must give byte-identical results. `L45_UPDATE_CONFORMANCE=1`
@@ -24,10 +25,14 @@ use l45_agent::agent::{Agent, AgentOptions};
 use l45_agent::config::edit::Engine;
 use l45_agent::notify::Event;
 use l45_agent::ops::After;
+use l45_agent::session::decode_rpc;
 use l45_agent::sessions::SessionInfo;
-use l45_netconf_proto::message::{self, Incoming};
+use l45_netconf_proto::Decoder;
 use l45_tap_control::{Recorded, RecordingTap};
 use tokio::sync::broadcast;
+
+/// The agent's message limit in the suite.
+const MAX_MESSAGE: usize = 32 * 1024;
 
 /// What one step produced.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -124,7 +129,11 @@ impl Run {
         let opts = AgentOptions {
             state_dir: state.path().to_path_buf(),
             max_sessions: 8,
-            limits: l45_netconf_proto::Limits::default(),
+            // Small, so that a case can exceed it.
+            limits: l45_netconf_proto::Limits {
+                max_message: MAX_MESSAGE,
+                max_chunk: MAX_MESSAGE as u64,
+            },
             admins: vec!["admin".into()],
             hello_timeout: Duration::from_secs(30),
             engine,
@@ -151,11 +160,18 @@ impl Run {
         }
         let tap_before = self.tap.log().len();
         let session = &self.sessions[&name];
-        let (reply, after) = match message::parse_rpc(input.as_bytes().to_vec()) {
-            Incoming::Rpc(rpc) => self.agent.handle(&session.info, &rpc),
-            Incoming::Invalid { echo_attrs, error } => {
-                (message::error_reply(&echo_attrs, &[error]), After::Continue)
-            }
+        // As the session loop does: end-of-message framing (the message
+        // limit applies), then the rpc envelope, then the operation.
+        let mut decoder = Decoder::new(self.agent.opts.limits);
+        decoder.push(input.as_bytes());
+        decoder.push(b"]]>]]>");
+        let frame = match decoder.next_frame() {
+            Ok(Some(frame)) => frame,
+            other => panic!("step input does not frame: {other:?}"),
+        };
+        let (reply, after) = match decode_rpc(&self.agent, &session.info, frame) {
+            Ok(rpc) => self.agent.handle(&session.info, &rpc),
+            Err(reply) => (reply, After::Continue),
         };
         match after {
             After::Continue => {}
