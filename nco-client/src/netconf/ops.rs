@@ -13,47 +13,11 @@ use super::session::Session;
 /// Namespace of the layer45-customization YANG module.
 pub const L45_NS: &str = "urn:layer45:params:xml:ns:yang:layer45-customization";
 
-/// A configuration datastore.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Datastore {
-    Running,
-    Candidate,
-    Startup,
-}
+pub use l45_netconf_proto::params::{Datastore, DefaultOperation, ErrorOption, TestOption};
 
-impl Datastore {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Datastore::Running => "running",
-            Datastore::Candidate => "candidate",
-            Datastore::Startup => "startup",
-        }
-    }
-
-    fn xml(self) -> String {
-        format!("<{}/>", self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DefaultOperation {
-    Merge,
-    Replace,
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TestOption {
-    TestThenSet,
-    Set,
-    TestOnly,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorOption {
-    StopOnError,
-    ContinueOnError,
-    RollbackOnError,
+/// `<running/>` and the like.
+fn datastore_xml(d: Datastore) -> String {
+    format!("<{}/>", d.as_str())
 }
 
 /// Optional parameters of `<edit-config>`.
@@ -115,7 +79,7 @@ impl Session {
         self.rpc_raw(
             &format!(
                 "<get-config><source>{}</source>{}</get-config>",
-                source.xml(),
+                datastore_xml(source),
                 filter_xml(filter)
             ),
             self.default_rpc_timeout(),
@@ -132,27 +96,19 @@ impl Session {
         config: &str,
         options: EditOptions,
     ) -> Result<(), NetconfError> {
-        let mut body = format!("<edit-config><target>{}</target>", target.xml());
-        if let Some(d) = options.default_operation {
-            body.push_str(match d {
-                DefaultOperation::Merge => "<default-operation>merge</default-operation>",
-                DefaultOperation::Replace => "<default-operation>replace</default-operation>",
-                DefaultOperation::None => "<default-operation>none</default-operation>",
-            });
-        }
-        if let Some(t) = options.test_option {
-            body.push_str(match t {
-                TestOption::TestThenSet => "<test-option>test-then-set</test-option>",
-                TestOption::Set => "<test-option>set</test-option>",
-                TestOption::TestOnly => "<test-option>test-only</test-option>",
-            });
-        }
-        if let Some(e) = options.error_option {
-            body.push_str(match e {
-                ErrorOption::StopOnError => "<error-option>stop-on-error</error-option>",
-                ErrorOption::ContinueOnError => "<error-option>continue-on-error</error-option>",
-                ErrorOption::RollbackOnError => "<error-option>rollback-on-error</error-option>",
-            });
+        let mut body = format!("<edit-config><target>{}</target>", datastore_xml(target));
+        let options = [
+            (
+                "default-operation",
+                options.default_operation.map(|d| d.as_str()),
+            ),
+            ("test-option", options.test_option.map(|t| t.as_str())),
+            ("error-option", options.error_option.map(|e| e.as_str())),
+        ];
+        for (name, value) in options {
+            if let Some(v) = value {
+                body.push_str(&format!("<{name}>{v}</{name}>"));
+            }
         }
         body.push_str("<config>");
         body.push_str(config);
@@ -183,22 +139,25 @@ impl Session {
     pub async fn validate(&self, source: Datastore) -> Result<(), NetconfError> {
         self.rpc(&format!(
             "<validate><source>{}</source></validate>",
-            source.xml()
+            datastore_xml(source)
         ))
         .await?
         .into_ok()
     }
 
     pub async fn lock(&self, target: Datastore) -> Result<(), NetconfError> {
-        self.rpc(&format!("<lock><target>{}</target></lock>", target.xml()))
-            .await?
-            .into_ok()
+        self.rpc(&format!(
+            "<lock><target>{}</target></lock>",
+            datastore_xml(target)
+        ))
+        .await?
+        .into_ok()
     }
 
     pub async fn unlock(&self, target: Datastore) -> Result<(), NetconfError> {
         self.rpc(&format!(
             "<unlock><target>{}</target></unlock>",
-            target.xml()
+            datastore_xml(target)
         ))
         .await?
         .into_ok()

@@ -233,7 +233,7 @@ impl Agent {
 
     /// The session holding `ds`'s lock, when it is not `s`, as an error.
     pub(crate) fn check_lock(&self, ds: Datastore, s: &SessionInfo) -> Result<(), OpError> {
-        match guard(&self.locks).get(ds.name()) {
+        match guard(&self.locks).get(ds.as_str()) {
             Some(owner) if *owner != s.id => Err(OpError::Locked {
                 datastore: ds,
                 owner: *owner,

@@ -59,7 +59,7 @@ pub enum OpError {
         path: Option<String>,
     },
     /// The datastore is locked by another session.
-    #[error("{} is {}locked by session {owner}", datastore.name(), if *already { "already " } else { "" })]
+    #[error("{} is {}locked by session {owner}", datastore.as_str(), if *already { "already " } else { "" })]
     Locked {
         datastore: Datastore,
         owner: u32,
@@ -70,7 +70,7 @@ pub enum OpError {
     #[error("candidate has uncommitted changes")]
     CandidateDirty,
     /// `unlock` of a datastore nobody locked.
-    #[error("{} is not locked", .0.name())]
+    #[error("{} is not locked", .0.as_str())]
     NotLocked(Datastore),
 
     // ----- the data -----

@@ -4,6 +4,7 @@
 
 pub mod framing;
 pub mod message;
+pub mod params;
 pub mod time;
 pub mod xml;
 

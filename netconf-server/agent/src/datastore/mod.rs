@@ -31,23 +31,7 @@ pub enum StoreError {
     BadEntry(String),
 }
 
-/// A datastore an operation names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Datastore {
-    Running,
-    Candidate,
-    Startup,
-}
-
-impl Datastore {
-    pub fn name(self) -> &'static str {
-        match self {
-            Datastore::Running => "running",
-            Datastore::Candidate => "candidate",
-            Datastore::Startup => "startup",
-        }
-    }
-}
+pub use l45_netconf_proto::params::Datastore;
 
 /// The three datastores and the candidate's state.
 pub struct Stores {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use l45_netconf_proto::message::Rpc;
+use l45_netconf_proto::xml::Element;
 use l45_netconf_proto::BASE_NS;
 use yang3::data::{Data, DataTree, DataValidationFlags};
 
@@ -25,6 +26,15 @@ pub(super) fn replaced() -> [Touched; 1] {
         path: CUSTOMIZATIONS.to_string(),
         op: EditOp::Replace,
     }]
+}
+
+/// The `<source>` of copy-config and validate.
+fn source_element(op: &Element) -> Result<&Element, OpError> {
+    op.child(BASE_NS, "source")
+        .ok_or_else(|| OpError::MissingParameter {
+            element: "source",
+            message: "<source> is missing".into(),
+        })
 }
 
 impl Agent {
@@ -136,12 +146,7 @@ impl Agent {
     ) -> Reply {
         let op = &rpc.operation;
         let target = datastore_param(op, "target")?;
-        let source_el = op
-            .child(BASE_NS, "source")
-            .ok_or_else(|| OpError::MissingParameter {
-                element: "source",
-                message: "<source> is missing".into(),
-            })?;
+        let source_el = source_element(op)?;
         let new_ds = match source_el.child(BASE_NS, "config") {
             Some(config) => {
                 let scope = source_el.scope_for_children(&rpc.op_child_scope());
@@ -219,12 +224,7 @@ impl Agent {
 
     pub(super) fn op_validate(self: &Arc<Self>, rpc: &Rpc) -> Reply {
         let op = &rpc.operation;
-        let source_el = op
-            .child(BASE_NS, "source")
-            .ok_or_else(|| OpError::MissingParameter {
-                element: "source",
-                message: "<source> is missing".into(),
-            })?;
+        let source_el = source_element(op)?;
         let mut tree = match source_el.child(BASE_NS, "config") {
             Some(config) => {
                 let scope = source_el.scope_for_children(&rpc.op_child_scope());

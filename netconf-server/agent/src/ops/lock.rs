@@ -15,7 +15,7 @@ impl Agent {
     pub(super) fn op_lock(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
         let target = datastore_param(&rpc.operation, "target")?;
         let mut locks = guard(&self.locks);
-        if let Some(owner) = locks.get(target.name()) {
+        if let Some(owner) = locks.get(target.as_str()) {
             return Err(OpError::Locked {
                 datastore: target,
                 owner: *owner,
@@ -25,16 +25,16 @@ impl Agent {
         if target == Datastore::Candidate && self.stores().candidate_dirty {
             return Err(OpError::CandidateDirty);
         }
-        locks.insert(target.name(), s.id);
+        locks.insert(target.as_str(), s.id);
         ok()
     }
 
     pub(super) fn op_unlock(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
         let target = datastore_param(&rpc.operation, "target")?;
         let mut locks = guard(&self.locks);
-        match locks.get(target.name()).copied() {
+        match locks.get(target.as_str()).copied() {
             Some(o) if o == s.id => {
-                locks.remove(target.name());
+                locks.remove(target.as_str());
                 ok()
             }
             Some(o) => Err(OpError::Locked {

@@ -12,6 +12,7 @@ pub mod libyang;
 pub mod native;
 
 use l45_netconf_proto::message::{Rpc, BASE_NS};
+pub use l45_netconf_proto::params::{DefaultOperation, ErrorOption, TestOption};
 use l45_netconf_proto::xml::Element;
 use l45_netconf_proto::RpcError;
 use yang3::context::Context;
@@ -77,22 +78,6 @@ pub(crate) fn touch(touched: &mut Vec<Touched>, t: impl FnOnce() -> Touched) {
     }
 }
 
-/// RFC 6241 `test-option`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TestOption {
-    TestThenSet,
-    Set,
-    TestOnly,
-}
-
-/// RFC 6241 `error-option`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorOption {
-    StopOnError,
-    ContinueOnError,
-    RollbackOnError,
-}
-
 /// Which engine computes edits: `Auto` tries the native one first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -139,22 +124,23 @@ impl<'r> EditConfig<'r> {
         let op = &rpc.operation;
         let text = |name: &str| op.child(BASE_NS, name).map(|e| e.trimmed_text());
         let default_operation = match text("default-operation") {
-            None | Some("merge") => EditOp::Merge,
-            Some("replace") => EditOp::Replace,
-            Some("none") => EditOp::None,
-            Some(other) => return Err(bad("default-operation", "default-operation", other)),
+            None => EditOp::Merge,
+            Some(t) => match DefaultOperation::parse(t) {
+                Some(DefaultOperation::Merge) => EditOp::Merge,
+                Some(DefaultOperation::Replace) => EditOp::Replace,
+                Some(DefaultOperation::None) => EditOp::None,
+                None => return Err(bad("default-operation", "default-operation", t)),
+            },
         };
         let test_option = match text("test-option") {
-            None | Some("test-then-set") => TestOption::TestThenSet,
-            Some("set") => TestOption::Set,
-            Some("test-only") => TestOption::TestOnly,
-            Some(other) => return Err(bad("test-option", "test-option", other)),
+            None => TestOption::TestThenSet,
+            Some(t) => TestOption::parse(t).ok_or_else(|| bad("test-option", "test-option", t))?,
         };
         let error_option = match text("error-option") {
-            None | Some("stop-on-error") => ErrorOption::StopOnError,
-            Some("continue-on-error") => ErrorOption::ContinueOnError,
-            Some("rollback-on-error") => ErrorOption::RollbackOnError,
-            Some(other) => return Err(bad("error-option", "error-option", other)),
+            None => ErrorOption::StopOnError,
+            Some(t) => {
+                ErrorOption::parse(t).ok_or_else(|| bad("error-option", "error-option", t))?
+            }
         };
         Ok(EditConfig {
             target,
