@@ -1,13 +1,12 @@
 //! Per-process state: the mapped control area and the parsed module table.
 
-use std::path::PathBuf;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::real::HOT;
 use l45_tap_engine::{Config, Needs, PeerPortFilter, PEER_FILTER_MAX};
-use l45_tap_shm::{ShmReader, StatsSlot, DEFAULT_PATH, NAME_LEN, PATH_ENV, PROTO_TCP, PROTO_UDP};
+use l45_tap_shm::{ShmReader, StatsSlot, NAME_LEN, PROTO_TCP, PROTO_UDP};
 
 static SHM: OnceLock<ShmReader> = OnceLock::new();
 /// Last time (s since the epoch) opening the control area failed.
@@ -43,8 +42,10 @@ pub fn now_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
-/// The control area, once it exists. Until the agent has created it, the
-/// tap passes everything through and retries at most once a second.
+/// The control area, once it exists. Until the agent has created it (or
+/// while the file at the path is not one this process may trust:
+/// `ShmReader::open`), the tap passes everything through and retries at
+/// most once a second.
 #[inline]
 pub fn shm() -> Option<&'static ShmReader> {
     match SHM.get() {
@@ -61,9 +62,8 @@ fn open_shm() -> Option<&'static ShmReader> {
         return None;
     }
     LAST_TRY.store(now.max(1), Ordering::Relaxed);
-    let path = std::env::var_os(PATH_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+    // L45_TAP_SHM only if this is not a set-uid/set-gid process.
+    let path = l45_tap_shm::control_path_of_this_process();
     match ShmReader::open(&path) {
         Ok(r) => {
             let _ = SHM.set(r);
@@ -109,15 +109,16 @@ pub fn generation() -> Option<u64> {
 }
 
 /// The parsed module table of generation `generation` (parsed once per
-/// process per generation).
-pub fn config(shm: &ShmReader, generation: u64) -> Arc<Active> {
+/// process per generation); `None` if the agent did not finish writing it
+/// in time (the caller keeps its socket's chain for this call).
+pub fn config(shm: &ShmReader, generation: u64) -> Option<Arc<Active>> {
     let mut cached = CONFIG.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = cached.as_ref() {
         if c.config.generation == generation {
-            return c.clone();
+            return Some(c.clone());
         }
     }
-    let (g, slots) = shm.snapshot_used();
+    let (g, slots) = shm.snapshot_used()?;
     let config = Config::from_used(g, slots.iter().map(|(i, s)| (*i, s)));
     let name = process_name();
     let needs = [config.needs(PROTO_TCP, name), config.needs(PROTO_UDP, name)];
@@ -132,7 +133,7 @@ pub fn config(shm: &ShmReader, generation: u64) -> Arc<Active> {
         candidates,
     });
     *cached = Some(c.clone());
-    c
+    Some(c)
 }
 
 /// `Config::peer_port_filter` of this process's new UDP sockets, for the
@@ -190,8 +191,13 @@ std::thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f` on the parsed module table of generation `generation`.
-pub fn with_config<R>(shm: &ShmReader, generation: u64, mut f: impl FnMut(&Active) -> R) -> R {
+/// Runs `f` on the parsed module table of generation `generation`; `None`
+/// as `config`.
+pub fn with_config<R>(
+    shm: &ShmReader,
+    generation: u64,
+    mut f: impl FnMut(&Active) -> R,
+) -> Option<R> {
     let hit = THREAD_CONFIG.try_with(|c| {
         let cached = c.try_borrow().ok()?;
         let active = cached
@@ -200,16 +206,16 @@ pub fn with_config<R>(shm: &ShmReader, generation: u64, mut f: impl FnMut(&Activ
         Some(f(active))
     });
     if let Ok(Some(r)) = hit {
-        return r;
+        return Some(r);
     }
-    let active = config(shm, generation);
+    let active = config(shm, generation)?;
     let r = f(&active);
     let _ = THREAD_CONFIG.try_with(|c| {
         if let Ok(mut slot) = c.try_borrow_mut() {
             *slot = Some(active);
         }
     });
-    r
+    Some(r)
 }
 
 pub fn stats(slot: usize, id: u32) -> Option<&'static StatsSlot> {

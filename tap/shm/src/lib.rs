@@ -1,31 +1,44 @@
 //! The shared-memory control area of the user-space tap.
 //!
-//! One file (default `/dev/shm/l45-tap`) in three parts:
-//! - the control part — a header with a generation counter and the module
-//!   table. The agent is its only writer (a seqlock: the generation is odd
-//!   while it writes); tapped processes map it read-only and read it on their
-//!   hot path with one atomic load, re-reading the table only when the
-//!   generation moved. No IPC per send.
-//! - per-module statistics, one slot per module-table slot, updated by the
-//!   tapped processes with atomic adds and read by the agent;
-//! - the socket table: a tapped process claims a slot (compare-and-swap on
-//!   the owner pid) for every socket that has modules attached; the agent
-//!   lists them and reclaims slots of processes that died.
+//! Two parts, with different writers:
+//! - the control part, a file (default `/dev/shm/l45-tap`, mode 0644, owned
+//!   by the agent's user): a header with a generation counter and the
+//!   module table. The agent is its only writer (a seqlock: the generation
+//!   is odd while it writes); tapped processes map it read-only and read it
+//!   on their hot path with one atomic load, re-reading the table only when
+//!   the generation moved. No IPC per send. It holds no key material.
+//! - the shared part, a System V shared-memory segment (mode 0666, created
+//!   by the agent, its id in the control header): per-module statistics
+//!   (atomics added to by the tapped processes) and the socket table (a
+//!   tapped process claims a slot by compare-and-swap on the owner pid for
+//!   every socket that has modules attached; the agent lists them and
+//!   reclaims slots of processes that died). Tapped processes of every user
+//!   write it, so everything in it is self-reported and the agent reads it
+//!   as untrusted input. A segment cannot be truncated or resized by
+//!   anyone once created, so no reader can be made to fault on it (a
+//!   writable file could be `ftruncate`d under every mapping: SIGBUS).
+//!
+//! A tapped process maps a control file only if its owner is root, the
+//! process's own user or the owner of the file's directory, and it is not
+//! writable by group or others; the segment must belong to the same user
+//! (`ShmReader::open`).
 //!
 //! Only this crate and the tap backends know the layout (an invariant in
 //! `docs/ARCHITECTURE.md`).
 #![allow(unsafe_code)] // mmap and shared-memory access; every block has a SAFETY note
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"L45TAP\0\x01");
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 pub const MAX_MODULES: usize = 64;
 pub const MAX_SOCKETS: usize = 4096;
 pub const MAX_CHAIN: usize = 8;
@@ -34,6 +47,16 @@ pub const PARAMS_LEN: usize = 224;
 pub const DEFAULT_PATH: &str = "/dev/shm/l45-tap";
 /// Environment variable naming the control file for tapped processes.
 pub const PATH_ENV: &str = "L45_TAP_SHM";
+/// Mode of the control file: the agent's user writes, everyone reads.
+pub const CONTROL_MODE: u32 = 0o644;
+/// Mode of the shared segment: tapped processes of every user write it.
+pub const SHARED_MODE: u32 = 0o666;
+/// Mode of the lock file that keeps a second agent off the control file:
+/// only the agent's user can open it, so nobody else can hold its lock.
+pub const LOCK_MODE: u32 = 0o600;
+/// How long a reader waits for the agent to finish writing the table
+/// before it gives up for this call (the agent may have died mid-write).
+const SNAPSHOT_PATIENCE: Duration = Duration::from_millis(50);
 
 const PAGE: usize = 4096;
 
@@ -45,7 +68,6 @@ pub mod flags {
     pub const ACTIVATED: u32 = 2;
     pub const DEPRECATED: u32 = 4;
     pub const IMMEDIATE: u32 = 8;
-    pub const HAS_KEY: u32 = 16;
     pub const HAS_SRC_PORT: u32 = 32;
     pub const HAS_DST_PORT: u32 = 64;
 }
@@ -86,9 +108,10 @@ pub struct ModuleSlot {
     /// NUL-padded; empty matches any.
     pub thread_name: [u8; NAME_LEN],
     pub process_name: [u8; NAME_LEN],
-    /// Kind parameters as `name=value` lines (YANG leaf names).
+    /// Kind parameters as `name=value` lines (YANG leaf names). No
+    /// security key: the table is readable by every local user, and only
+    /// the agent answers challenges.
     pub params: [u8; PARAMS_LEN],
-    pub key: [u8; 32],
     /// Bumped by the agent on every change of this slot, so processes can
     /// tell an updated module from an unchanged one.
     pub revision: u32,
@@ -111,7 +134,6 @@ impl Default for ModuleSlot {
             thread_name: [0; NAME_LEN],
             process_name: [0; NAME_LEN],
             params: [0; PARAMS_LEN],
-            key: [0; 32],
             revision: 0,
             _reserved: 0,
         }
@@ -185,6 +207,9 @@ struct Header {
     max_sockets: u32,
     agent_pid: AtomicU32,
     generation: AtomicU64,
+    /// System V id of the shared part; written under the seqlock.
+    shared_id: AtomicI32,
+    _reserved: u32,
 }
 
 #[repr(C)]
@@ -290,14 +315,11 @@ const fn align(n: usize) -> usize {
     n.div_ceil(PAGE) * PAGE
 }
 
-const CONTROL_LEN: usize = align(std::mem::size_of::<Control>());
-const STATS_OFFSET: usize = CONTROL_LEN;
+/// Size of the control file.
+pub const CONTROL_LEN: usize = align(std::mem::size_of::<Control>());
 const STATS_LEN: usize = std::mem::size_of::<StatsSlot>() * MAX_MODULES;
-const SOCKETS_OFFSET: usize = STATS_OFFSET + STATS_LEN;
-/// Size of the whole file.
-pub const FILE_LEN: usize = align(SOCKETS_OFFSET + std::mem::size_of::<SocketSlot>() * MAX_SOCKETS);
-/// The read-write part (statistics and sockets) as mapped by processes.
-const SHARED_LEN: usize = FILE_LEN - CONTROL_LEN;
+/// Size of the shared segment (statistics, then the socket table).
+pub const SHARED_LEN: usize = align(STATS_LEN + std::mem::size_of::<SocketSlot>() * MAX_SOCKETS);
 
 // ===== mappings =====
 
@@ -311,11 +333,17 @@ pub enum ShmError {
     Busy { path: String },
     #[error("{path} is not a Layer 4.5 control area of version {VERSION}")]
     Foreign { path: String },
+    #[error("{path} is not trusted: {reason}")]
+    Untrusted { path: String, reason: String },
+    #[error("shared segment of {path}: {reason}")]
+    Shared { path: String, reason: String },
 }
 
 struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Attached with `shmat` (detached with `shmdt`), else `mmap`ed.
+    sysv: bool,
 }
 
 // SAFETY: the mapping is plain shared memory; all shared mutation goes through
@@ -325,20 +353,14 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    fn new(
-        file: &File,
-        offset: usize,
-        len: usize,
-        writable: bool,
-        path: &Path,
-    ) -> Result<Mapping, ShmError> {
+    fn new(file: &File, len: usize, writable: bool, path: &Path) -> Result<Mapping, ShmError> {
         let prot = if writable {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
             libc::PROT_READ
         };
-        // SAFETY: mapping a regular file we hold open, with a length and a
-        // page-aligned offset inside the file (the caller sized it).
+        // SAFETY: mapping a regular file we hold open from offset 0, with a
+        // length its size (checked by the caller with fstat) covers.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -346,7 +368,7 @@ impl Mapping {
                 prot,
                 libc::MAP_SHARED,
                 file.as_raw_fd(),
-                offset as libc::off_t,
+                0,
             )
         };
         if ptr == libc::MAP_FAILED {
@@ -356,20 +378,72 @@ impl Mapping {
             });
         }
         NonNull::new(ptr.cast())
-            .map(|ptr| Mapping { ptr, len })
+            .map(|ptr| Mapping {
+                ptr,
+                len,
+                sysv: false,
+            })
             .ok_or_else(|| ShmError::Map {
                 path: path.display().to_string(),
                 source: io::Error::other("mmap returned NULL"),
             })
     }
+
+    /// Attaches segment `id` read-write if it is `SHARED_LEN` bytes and
+    /// `owner` created and owns it (and, with `mode`, has exactly that
+    /// mode): an id read from a file, or a segment recycled under the same
+    /// id, is not taken on trust.
+    fn attach(id: i32, owner: u32, mode: Option<u32>) -> Result<Mapping, String> {
+        // SAFETY: shmat maps the segment wherever the kernel chooses; the
+        // result is checked below before any access.
+        let ptr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+        if ptr as isize == -1 {
+            return Err(format!("shmat: {}", io::Error::last_os_error()));
+        }
+        let Some(ptr) = NonNull::new(ptr.cast::<u8>()) else {
+            return Err("shmat returned NULL".into());
+        };
+        // From here on, dropping the mapping detaches it.
+        let map = Mapping {
+            ptr,
+            len: SHARED_LEN,
+            sysv: true,
+        };
+        // Asked after attaching: while attached, the id names this segment.
+        // SAFETY: shmid_ds is plain data; IPC_STAT fills it.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: IPC_STAT writes one shmid_ds.
+        if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } != 0 {
+            return Err(format!("shmctl: {}", io::Error::last_os_error()));
+        }
+        if ds.shm_segsz != SHARED_LEN {
+            return Err(format!("{} bytes, not {SHARED_LEN}", ds.shm_segsz));
+        }
+        if ds.shm_perm.uid != owner || ds.shm_perm.cuid != owner {
+            return Err(format!(
+                "owned by uid {} (created by {}), not {owner}",
+                ds.shm_perm.uid, ds.shm_perm.cuid
+            ));
+        }
+        if let Some(m) = mode {
+            if u32::from(ds.shm_perm.mode) & 0o777 != m {
+                return Err(format!("mode {:o}, not {m:o}", ds.shm_perm.mode & 0o777));
+            }
+        }
+        Ok(map)
+    }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped; no references outlive
-        // the owner of the mapping.
+        // SAFETY: unmapping exactly what `new`/`attach` mapped; no
+        // references outlive the owner of the mapping.
         unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+            if self.sysv {
+                libc::shmdt(self.ptr.as_ptr().cast());
+            } else {
+                libc::munmap(self.ptr.as_ptr().cast(), self.len);
+            }
         }
     }
 }
@@ -432,62 +506,154 @@ impl SharedPart {
     }
 }
 
-fn open_file(path: &Path, create: bool) -> Result<File, ShmError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .mode(0o666)
-        .open(path)
-        .map_err(|source| ShmError::Open {
-            path: path.display().to_string(),
-            source,
-        })
+/// Opens `path` for reading and writing if it is a regular file the
+/// agent's user owns that nobody else may write (`exact`: with exactly
+/// `mode`), else replaces it by a new empty file created with `mode`. A
+/// file someone else made (squatting on the name in a world-writable
+/// directory), a symlink, or a file others could have written is never
+/// reused. Returns the file and whether it was reused.
+fn open_own(path: &Path, mode: u32, exact: bool) -> Result<(File, bool), ShmError> {
+    let shown = || path.display().to_string();
+    let open_err = |source| ShmError::Open {
+        path: shown(),
+        source,
+    };
+    let euid = euid();
+    // Bounded: another process racing on the name makes us give up, not spin.
+    for _ in 0..4 {
+        let existing = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path);
+        match existing {
+            Ok(f) => {
+                let m = f.metadata().map_err(open_err)?;
+                let bits = m.mode() & 0o7777;
+                let trusted = m.file_type().is_file()
+                    && m.uid() == euid
+                    && if exact {
+                        bits == mode
+                    } else {
+                        bits & 0o7022 == 0
+                    };
+                if trusted {
+                    return Ok((f, true));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // A symlink (ELOOP), or a file of another user we cannot open.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ELOOP | libc::EACCES | libc::EPERM | libc::ENXIO)
+                ) => {}
+            Err(e) => return Err(open_err(e)),
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ShmError::Untrusted {
+                    path: shown(),
+                    reason: format!(
+                        "it is not the agent user's own file (or others may write it) and cannot be removed: {e}"
+                    ),
+                })
+            }
+        }
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(f) => return Ok((f, false)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(open_err(e)),
+        }
+    }
+    Err(ShmError::Untrusted {
+        path: shown(),
+        reason: "another process keeps recreating it".into(),
+    })
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The lock file next to the control file: `PATH.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut p = OsString::from(path.as_os_str());
+    p.push(".lock");
+    PathBuf::from(p)
 }
 
 // ===== agent side =====
 
 /// The agent's handle: sole writer of the control part.
 pub struct ShmWriter {
+    _lock: File,
     _file: File,
     control: Mapping,
     shared: SharedPart,
+    shared_id: i32,
     path: String,
 }
 
 impl ShmWriter {
     /// Opens or creates the control area and takes the writer lock. An
-    /// existing file is reused (processes that mapped it keep seeing
-    /// updates across agent restarts); its module table is cleared.
+    /// existing control file of the agent's own user is reused (processes
+    /// that mapped it keep seeing updates across agent restarts), as is its
+    /// shared segment while any process still has it attached; the module
+    /// table is cleared. Any other file at the path is replaced, or the
+    /// agent refuses to start if it cannot remove it.
     pub fn create(path: &Path) -> Result<ShmWriter, ShmError> {
-        let file = open_file(path, true)?;
+        let shown = || path.display().to_string();
+        let (lock, _) = open_own(&lock_path(path), LOCK_MODE, false)?;
         // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(ShmError::Busy {
-                path: path.display().to_string(),
-            });
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(ShmError::Busy { path: shown() });
         }
-        // Processes may run as other users; they need to map statistics
-        // read-write. umask would otherwise narrow the mode.
-        let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len != FILE_LEN as u64 {
-            file.set_len(FILE_LEN as u64)
+        let (file, reused) = open_own(path, CONTROL_MODE, false)?;
+        let len = file
+            .metadata()
+            .map_err(|source| ShmError::Open {
+                path: shown(),
+                source,
+            })?
+            .len();
+        let reused = reused && len == CONTROL_LEN as u64;
+        if len != CONTROL_LEN as u64 {
+            // Only the agent's user can resize its own 0644 file.
+            file.set_len(CONTROL_LEN as u64)
                 .map_err(|source| ShmError::Open {
-                    path: path.display().to_string(),
+                    path: shown(),
                     source,
                 })?;
         }
-        let control = Mapping::new(&file, 0, CONTROL_LEN, true, path)?;
-        let shared = SharedPart {
-            map: Mapping::new(&file, CONTROL_LEN, SHARED_LEN, true, path)?,
-        };
+        let control = Mapping::new(&file, CONTROL_LEN, true, path)?;
+        // SAFETY: the header is at the start of the control mapping, which
+        // we hold the lock for.
+        let previous = reused
+            .then(|| unsafe {
+                let h = &*control.ptr.as_ptr().cast::<Header>();
+                (h.magic == MAGIC && h.version == VERSION)
+                    .then(|| h.shared_id.load(Ordering::Relaxed))
+            })
+            .flatten();
+        let (shared, shared_id) = shared_segment(previous, path)?;
         let w = ShmWriter {
+            _lock: lock,
             _file: file,
             control,
-            shared,
-            path: path.display().to_string(),
+            shared: SharedPart { map: shared },
+            shared_id,
+            path: shown(),
         };
         w.init();
         Ok(w)
@@ -517,6 +683,9 @@ impl ShmWriter {
             }
         }
         self.header()
+            .shared_id
+            .store(self.shared_id, Ordering::Relaxed);
+        self.header()
             .agent_pid
             .store(std::process::id(), Ordering::Relaxed);
         self.end_write();
@@ -541,6 +710,11 @@ impl ShmWriter {
 
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The System V id of the shared segment.
+    pub fn shared_id(&self) -> i32 {
+        self.shared_id
     }
 
     pub fn generation(&self) -> u64 {
@@ -615,15 +789,20 @@ impl ShmWriter {
         freed
     }
 
-    /// Sockets published by tapped processes; slots of dead processes are
-    /// freed first.
+    /// Sockets published by tapped processes, as they report them (self-
+    /// reported: see `l45-tap-userspace` for what the agent trusts); slots
+    /// of dead processes are freed first.
     pub fn sockets(&self) -> Vec<(u32, SocketRecord)> {
         self.reclaim_dead_sockets();
         (0..MAX_SOCKETS)
             .map_while(|i| self.shared.socket(i))
             .filter(|slot| slot.hidden.load(Ordering::Acquire) == 0)
             .filter_map(|slot| self.shared.read_record(slot))
-            .filter(|(_, r)| r.modules[0] != 0)
+            // Anyone may write here: a record that cannot name a process's
+            // socket is dropped rather than looked up.
+            .filter(|(pid, r)| {
+                r.modules[0] != 0 && libc::pid_t::try_from(*pid).is_ok() && r.fd >= 0
+            })
             .collect()
     }
 
@@ -656,6 +835,39 @@ fn reset_stats(s: &StatsSlot, id: u32) {
         c.store(0, Ordering::Relaxed);
     }
     s.id.store(id, Ordering::Release);
+}
+
+/// The shared segment: `previous` (the id in a reused control file) if it
+/// still exists and is ours, else a new one. A new segment is marked for
+/// removal at once, so the kernel frees it when the last process (agent or
+/// tapped) detaches; Linux still lets processes attach it by id until then.
+fn shared_segment(previous: Option<i32>, path: &Path) -> Result<(Mapping, i32), ShmError> {
+    let me = euid();
+    if let Some(id) = previous.filter(|&id| id >= 0) {
+        if let Ok(map) = Mapping::attach(id, me, Some(SHARED_MODE)) {
+            return Ok((map, id));
+        }
+    }
+    let err = |reason: String| ShmError::Shared {
+        path: path.display().to_string(),
+        reason,
+    };
+    // SAFETY: plain system call; the mode is not subject to the umask.
+    let id = unsafe {
+        libc::shmget(
+            libc::IPC_PRIVATE,
+            SHARED_LEN,
+            libc::IPC_CREAT | libc::IPC_EXCL | SHARED_MODE as libc::c_int,
+        )
+    };
+    if id < 0 {
+        return Err(err(format!("shmget: {}", io::Error::last_os_error())));
+    }
+    let attached = Mapping::attach(id, me, Some(SHARED_MODE));
+    // SAFETY: removing the segment we just created; it lives on while
+    // attached.
+    unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    Ok((attached.map_err(err)?, id))
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -699,38 +911,143 @@ unsafe fn read_slot(slot: *const ModuleSlot) -> ModuleSlot {
     unsafe { out.assume_init() }
 }
 
-impl ShmReader {
-    pub fn open(path: &Path) -> Result<ShmReader, ShmError> {
-        let file = open_file(path, false)?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len != FILE_LEN as u64 {
-            return Err(ShmError::Foreign {
-                path: path.display().to_string(),
-            });
+/// The control file a tapped process uses: `L45_TAP_SHM` (`env`) unless
+/// the process is set-uid/set-gid or otherwise privileged by exec
+/// (`secure`, the auxiliary vector's `AT_SECURE`): its invoker, not its
+/// owner, chose the environment.
+pub fn control_path(env: Option<OsString>, secure: bool) -> PathBuf {
+    match env {
+        Some(p) if !secure && !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+/// `control_path` for this process.
+pub fn control_path_of_this_process() -> PathBuf {
+    // SAFETY: getauxval has no preconditions; 0 if the entry is absent.
+    let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
+    control_path(std::env::var_os(PATH_ENV), secure)
+}
+
+/// Whether a tapped process of user `euid` may obey a control file owned
+/// by `owner` with permission bits `mode`, in a directory owned by
+/// `dir_owner`: the owner is root, the process's own user or the
+/// directory's owner (who could replace the file anyway), and nobody else
+/// may write it.
+pub fn trusted_control(
+    owner: u32,
+    mode: u32,
+    euid: u32,
+    dir_owner: Option<u32>,
+) -> Result<(), String> {
+    if owner != 0 && owner != euid && Some(owner) != dir_owner {
+        return Err(format!(
+            "owned by uid {owner}, which is neither root, this process's user ({euid}) nor the directory's owner"
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "mode {:o}: group or others may write it",
+            mode & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `read` (a copy of data the agent publishes under the seqlock of
+/// `generation`) until it ran while the generation stayed even and
+/// unchanged. Gives up with `None` after `SNAPSHOT_PATIENCE`: the
+/// generation is the agent's alone, but a reader must not hang on an agent
+/// that died mid-write.
+fn read_stable<T>(generation: &AtomicU64, mut read: impl FnMut() -> T) -> Option<(u64, T)> {
+    let mut started: Option<Instant> = None;
+    loop {
+        let g1 = generation.load(Ordering::Acquire);
+        if g1.is_multiple_of(2) {
+            let value = read();
+            fence(Ordering::Acquire);
+            if generation.load(Ordering::Relaxed) == g1 {
+                return Some((g1, value));
+            }
         }
-        let control = Mapping::new(&file, 0, CONTROL_LEN, false, path)?;
-        let shared = SharedPart {
-            map: Mapping::new(&file, CONTROL_LEN, SHARED_LEN, true, path)?,
-        };
-        let r = ShmReader {
-            _file: file,
-            control,
-            shared,
-        };
+        let since = *started.get_or_insert_with(Instant::now);
+        if since.elapsed() > SNAPSHOT_PATIENCE {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
+impl ShmReader {
+    /// Maps the control file at `path` read-only and its shared segment
+    /// read-write, if they can be trusted (`trusted_control`; the segment
+    /// belongs to the control file's owner and has the expected size).
+    /// Sizes are checked before anything is touched: the control file's
+    /// owner is the only one who can resize it, the segment cannot be.
+    pub fn open(path: &Path) -> Result<ShmReader, ShmError> {
+        let shown = || path.display().to_string();
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|source| ShmError::Open {
+                path: shown(),
+                source,
+            })?;
+        let meta = file.metadata().map_err(|source| ShmError::Open {
+            path: shown(),
+            source,
+        })?;
+        if !meta.file_type().is_file() || meta.len() != CONTROL_LEN as u64 {
+            return Err(ShmError::Foreign { path: shown() });
+        }
+        let dir_owner = path
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .and_then(|d| std::fs::metadata(d).ok())
+            .map(|m| m.uid());
+        trusted_control(meta.uid(), meta.mode(), euid(), dir_owner).map_err(|reason| {
+            ShmError::Untrusted {
+                path: shown(),
+                reason,
+            }
+        })?;
+        let control = Mapping::new(&file, CONTROL_LEN, false, path)?;
         // SAFETY: header fields in bounds of the control mapping.
         let (magic, version) = unsafe {
-            let h = &(*r.control_ptr()).header;
+            let h = &*control.ptr.as_ptr().cast::<Header>();
             (
                 std::ptr::read_volatile(&h.magic),
                 std::ptr::read_volatile(&h.version),
             )
         };
         if magic != MAGIC || version != VERSION {
-            return Err(ShmError::Foreign {
-                path: path.display().to_string(),
-            });
+            return Err(ShmError::Foreign { path: shown() });
         }
-        Ok(r)
+        // SAFETY: as above; the id is written under the seqlock.
+        let header = unsafe { &*control.ptr.as_ptr().cast::<Header>() };
+        let (_, id) = read_stable(&header.generation, || {
+            header.shared_id.load(Ordering::Relaxed)
+        })
+        .ok_or_else(|| ShmError::Shared {
+            path: shown(),
+            reason: "the agent did not finish writing the header".into(),
+        })?;
+        let shared = Mapping::attach(id, meta.uid(), None).map_err(|reason| ShmError::Shared {
+            path: shown(),
+            reason,
+        })?;
+        Ok(ShmReader {
+            _file: file,
+            control,
+            shared: SharedPart { map: shared },
+        })
     }
 
     #[inline]
@@ -758,25 +1075,24 @@ impl ShmReader {
     }
 
     /// A consistent copy of the module table and its generation.
-    pub fn snapshot(&self) -> (u64, Vec<ModuleSlot>) {
-        let (g, used) = self.snapshot_used();
+    pub fn snapshot(&self) -> Option<(u64, Vec<ModuleSlot>)> {
+        let (g, used) = self.snapshot_used()?;
         let mut table = vec![ModuleSlot::default(); MAX_MODULES];
         for (i, slot) in used {
             table[i] = slot;
         }
-        (g, table)
+        Some((g, table))
     }
 
     /// A consistent copy of the used slots only, with their indices: what
     /// a tapped process parses (a full copy would be 23 KB written into
     /// fresh pages, in every process, for a table that is mostly empty).
-    pub fn snapshot_used(&self) -> (u64, Vec<(usize, ModuleSlot)>) {
-        loop {
-            let g1 = self.generation();
-            if g1 % 2 == 1 {
-                std::thread::yield_now();
-                continue;
-            }
+    /// `None` if the agent kept the generation odd longer than a reader
+    /// waits (it may have died mid-write): the caller keeps what it has.
+    pub fn snapshot_used(&self) -> Option<(u64, Vec<(usize, ModuleSlot)>)> {
+        // SAFETY: the header is in bounds of the control mapping.
+        let generation = unsafe { &(*self.control_ptr()).header.generation };
+        read_stable(generation, || {
             let mut used = Vec::new();
             for i in 0..MAX_MODULES {
                 // SAFETY: plain bytes in bounds of the mapping; a concurrent
@@ -789,18 +1105,8 @@ impl ShmReader {
                     }
                 }
             }
-            fence(Ordering::Acquire);
-            // SAFETY: as in `generation`.
-            let g2 = unsafe {
-                (*self.control_ptr())
-                    .header
-                    .generation
-                    .load(Ordering::Relaxed)
-            };
-            if g1 == g2 {
-                return (g1, used);
-            }
-        }
+            used
+        })
     }
 
     #[inline]
@@ -879,6 +1185,7 @@ impl ShmReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn slot(id: u32) -> ModuleSlot {
         let mut s = ModuleSlot {
@@ -903,12 +1210,12 @@ mod tests {
         let mut table = [ModuleSlot::default(); MAX_MODULES];
         table[3] = slot(42);
         w.publish(&table);
-        let (g1, snap) = r.snapshot();
+        let (g1, snap) = r.snapshot().unwrap();
         assert!(g1 > g0);
         assert_eq!(snap[3], table[3]);
         assert_eq!(snap.iter().filter(|s| s.used()).count(), 1);
         // What a tapped process copies: the used slot alone, with its index.
-        assert_eq!(r.snapshot_used(), (g1, vec![(3, table[3])]));
+        assert_eq!(r.snapshot_used(), Some((g1, vec![(3, table[3])])));
         assert_eq!(
             snap[3].param_pairs().collect::<Vec<_>>(),
             vec![("tag", "XTAGXdig")]
@@ -1034,6 +1341,201 @@ mod tests {
         // Our own slot was kept: claiming from its index finds the next one.
         assert_ne!(r.claim_socket(me, mine), Some(mine));
         assert_eq!(w.reclaim_dead_sockets(), 0);
+    }
+
+    /// Overwrites the shared segment byte by byte, as any local user who
+    /// attaches it can.
+    fn scribble(r: &ShmReader, mut byte: impl FnMut() -> u8) {
+        let base = r.shared.map.ptr.as_ptr();
+        for i in 0..SHARED_LEN {
+            // SAFETY: test only: in bounds of the attached segment; a
+            // hostile writer's racy plain stores are the point.
+            unsafe { base.add(i).write_volatile(byte()) };
+        }
+    }
+
+    #[test]
+    fn files_have_their_modes_and_the_segment_its_owner() {
+        let (dir, w, _r) = area();
+        let path = dir.path().join("tap");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&path), CONTROL_MODE);
+        assert_eq!(mode(&lock_path(&path)), LOCK_MODE);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), CONTROL_LEN as u64);
+        // SAFETY: test only; IPC_STAT fills one shmid_ds.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        assert_eq!(
+            unsafe { libc::shmctl(w.shared_id(), libc::IPC_STAT, &mut ds) },
+            0
+        );
+        assert_eq!(u32::from(ds.shm_perm.mode) & 0o777, SHARED_MODE);
+        assert_eq!(ds.shm_perm.uid, euid());
+        assert_eq!(ds.shm_segsz, SHARED_LEN);
+    }
+
+    #[test]
+    fn garbage_in_the_shared_segment_is_survived() {
+        let (_dir, w, r) = area();
+        let mut table = [ModuleSlot::default(); MAX_MODULES];
+        table[0] = slot(42);
+        w.publish(&table);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for pattern in 0..4 {
+            scribble(&r, || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                match pattern {
+                    0 => x as u8,
+                    1 => 0xff,
+                    // Every slot looks listed and odd-sequenced or even.
+                    2 => (x as u8) | 1,
+                    _ => x as u8 & 0x0f,
+                }
+            });
+            let t = Instant::now();
+            let listed = w.sockets();
+            let _ = w.socket_counts();
+            let _ = w.reclaim_dead_sockets();
+            assert!(t.elapsed() < Duration::from_secs(5), "bounded");
+            for (pid, rec) in listed {
+                assert!(libc::pid_t::try_from(pid).is_ok() && rec.fd >= 0);
+            }
+            // The table a process reads is the agent's, untouched.
+            assert_eq!(r.snapshot_used().unwrap().1, vec![(0, table[0])]);
+        }
+    }
+
+    #[test]
+    fn a_socket_slot_stuck_mid_write_is_skipped_not_waited_for() {
+        let (_dir, w, r) = area();
+        let me = std::process::id();
+        let i = r.claim_socket(me, 0).unwrap();
+        let rec = SocketRecord {
+            fd: 3,
+            modules: [7, 0, 0, 0, 0, 0, 0, 0],
+            ..SocketRecord::default()
+        };
+        r.write_socket(i, me, &rec);
+        assert_eq!(w.sockets().len(), 1);
+        let slot = r.shared.socket(i).unwrap();
+        slot.seq.store(1, Ordering::Release); // odd forever
+        let t = Instant::now();
+        assert!(w.sockets().is_empty());
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn forged_owners_are_bounded() {
+        let (_dir, w, r) = area();
+        let rec = SocketRecord {
+            fd: 3,
+            modules: [7, 0, 0, 0, 0, 0, 0, 0],
+            ..SocketRecord::default()
+        };
+        // Owners no process can have, and a negative descriptor.
+        for (k, owner) in [u32::MAX, 0x8000_0000, i32::MAX as u32]
+            .into_iter()
+            .enumerate()
+        {
+            let i = r.claim_socket(owner, k).unwrap();
+            r.write_socket(i, owner, &rec);
+        }
+        let me = std::process::id();
+        let j = r.claim_socket(me, 10).unwrap();
+        r.write_socket(j, me, &SocketRecord { fd: -5, ..rec });
+        assert!(w.sockets().is_empty());
+        // Dead (impossible) owners are reclaimed; ours is kept.
+        assert_eq!(
+            w.reclaim_dead_sockets(),
+            0,
+            "already reclaimed by sockets()"
+        );
+        assert_eq!(r.claim_socket(me, 0), Some(0));
+    }
+
+    #[test]
+    fn an_agent_dead_mid_write_does_not_hang_readers() {
+        let (_dir, w, r) = area();
+        let mut table = [ModuleSlot::default(); MAX_MODULES];
+        table[1] = slot(9);
+        w.publish(&table);
+        w.begin_write(); // and never ends it
+        let t = Instant::now();
+        assert_eq!(r.snapshot_used(), None);
+        assert!(t.elapsed() < Duration::from_secs(1));
+        // A new agent on the same file finishes the job.
+        drop(w);
+    }
+
+    #[test]
+    fn readers_refuse_control_files_others_may_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tap");
+        let _w = ShmWriter::create(&path).unwrap();
+        // Made writable by others behind the agent's back.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(
+            ShmReader::open(&path),
+            Err(ShmError::Untrusted { .. })
+        ));
+        // The ownership rule on its own.
+        assert!(trusted_control(0, 0o644, 1000, Some(0)).is_ok());
+        assert!(trusted_control(1000, 0o644, 1000, Some(0)).is_ok());
+        assert!(trusted_control(998, 0o644, 0, Some(998)).is_ok());
+        assert!(trusted_control(65534, 0o644, 0, Some(0)).is_err());
+        assert!(trusted_control(0, 0o664, 0, Some(0)).is_err());
+        assert!(trusted_control(0, 0o646, 0, Some(0)).is_err());
+    }
+
+    #[test]
+    fn the_environment_names_the_file_only_for_unprivileged_processes() {
+        let env = Some(OsString::from("/tmp/elsewhere"));
+        assert_eq!(
+            control_path(env.clone(), false),
+            Path::new("/tmp/elsewhere")
+        );
+        assert_eq!(control_path(env, true), Path::new(DEFAULT_PATH));
+        assert_eq!(control_path(None, false), Path::new(DEFAULT_PATH));
+        assert_eq!(
+            control_path(Some(OsString::new()), false),
+            Path::new(DEFAULT_PATH)
+        );
+    }
+
+    #[test]
+    fn the_agent_replaces_what_it_cannot_trust_at_its_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tap");
+        // A loosened file (an older agent's 0666), and a symlink at the lock.
+        let old = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        old.set_permissions(std::fs::Permissions::from_mode(0o666))
+            .unwrap();
+        let old_ino = old.metadata().unwrap().ino();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, lock_path(&path)).unwrap();
+        let w = ShmWriter::create(&path).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_ne!(meta.ino(), old_ino, "a new file");
+        assert_eq!(meta.mode() & 0o7777, CONTROL_MODE);
+        assert!(std::fs::symlink_metadata(lock_path(&path))
+            .unwrap()
+            .is_file());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        // Its own file is reused across restarts, with its segment.
+        let (ino, id) = (meta.ino(), w.shared_id());
+        let r = ShmReader::open(&path).unwrap();
+        drop(w);
+        let w = ShmWriter::create(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
+        assert_eq!(w.shared_id(), id, "still attached by a reader");
+        drop(r);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The agent's backend for the user-space tap: every committed transaction
 //! becomes one new module table in the shared-memory control area, which
 //! every tapped process (running ones included) picks up on its next socket
-//! call. Statistics and tapped sockets are read back from the same area.
+//! call. Statistics and tapped sockets are read back from the shared part,
+//! which tapped processes of every user write: the agent treats it as
+//! untrusted input (see `SeenSockets` for what socket counts guarantee).
+//! Security keys never leave the agent's memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -15,14 +18,39 @@ use l45_tap_control::{
     TapControl, TapError, Transaction,
 };
 use l45_tap_shm::{
-    flags, set_name, AddrMatch, ModuleSlot, ShmError, ShmWriter, MAX_MODULES, PROTO_ANY, PROTO_TCP,
-    PROTO_UDP,
+    flags, set_name, AddrMatch, ModuleSlot, ShmError, ShmWriter, SocketRecord, MAX_CHAIN,
+    MAX_MODULES, MAX_SOCKETS, PROTO_ANY, PROTO_TCP, PROTO_UDP,
 };
 
 pub struct UserspaceTap {
     shm: ShmWriter,
     inner: Mutex<Inner>,
+    seen: Mutex<SeenSockets>,
 }
+
+/// The sockets the agent has seen listed with modules attached, by
+/// (pid, descriptor, socket inode), with every module id listed for them.
+///
+/// The socket table is writable by every local user, so a listing alone
+/// proves little: a hostile process can add records (naming other
+/// processes' pids), rewrite them or erase them. Counts are made so that
+/// erasing cannot hide a socket the agent has seen: a seen socket counts
+/// until /proc shows its descriptor closed (or no longer that socket) or
+/// its process gone, whatever the table says meanwhile. A record counts
+/// only if /proc shows that pid holds a socket on that descriptor. What a
+/// forger can still do: make a module look used by naming real sockets
+/// (it delays `deprecated-module-idle`, as holding a real tapped socket
+/// would); hide a socket the agent never saw listed (erased between its
+/// publication and the agent's next read, at least once a second) or one
+/// that found the table full. Where /proc cannot be read (a non-root agent
+/// and another user's process) a record counts while it is listed.
+#[derive(Default)]
+struct SeenSockets {
+    sockets: HashMap<(u32, i32, u64), Vec<u32>>,
+}
+
+/// Most sockets remembered; beyond it, new ones count only while listed.
+const SEEN_MAX: usize = 4 * MAX_SOCKETS;
 
 #[derive(Default)]
 struct Inner {
@@ -141,9 +169,10 @@ pub fn module_slot(m: &ModuleConfig, revision: u32) -> Result<ModuleSlot, SlotEr
     if !s.set_params(pairs()) {
         return Err(SlotError::TooLong);
     }
-    if let Some(k) = &m.key {
-        s.key = k.as_slice().try_into().map_err(|_| SlotError::Key)?;
-        s.flags |= flags::HAS_KEY;
+    // The key stays in the agent (`challenge`): the table is readable by
+    // every local user.
+    if m.key.as_ref().is_some_and(|k| k.len() != 32) {
+        return Err(SlotError::Key);
     }
     Ok(s)
 }
@@ -154,6 +183,7 @@ impl UserspaceTap {
         Ok(UserspaceTap {
             shm: ShmWriter::create(path)?,
             inner: Mutex::default(),
+            seen: Mutex::default(),
         })
     }
 
@@ -164,6 +194,78 @@ impl UserspaceTap {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Listed sockets whose pid holds a socket on that descriptor (or
+    /// cannot be checked), with its inode when checked.
+    fn checked_sockets(&self) -> Vec<(u32, SocketRecord, Option<u64>)> {
+        self.shm
+            .sockets()
+            .into_iter()
+            .filter_map(|(pid, r)| match procfs::socket_of(pid, r.fd) {
+                procfs::Socket::Open(inode) => Some((pid, r, Some(inode))),
+                procfs::Socket::Unknown => Some((pid, r, None)),
+                procfs::Socket::Gone => None,
+            })
+            .collect()
+    }
+
+    /// Sockets per module id, as `SeenSockets` explains.
+    fn socket_counts(&self) -> HashMap<u32, u32> {
+        let listed = self.checked_sockets();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now: HashMap<(u32, i32, u64), Vec<u32>> = HashMap::new();
+        let mut counts = HashMap::new();
+        let mut count = |modules: &[u32]| {
+            for &id in modules {
+                *counts.entry(id).or_insert(0u32) += 1;
+            }
+        };
+        for (pid, r, inode) in listed {
+            let ids = chain_ids(&r);
+            let Some(inode) = inode else {
+                count(&ids);
+                continue;
+            };
+            let key = (pid, r.fd, inode);
+            if !now.contains_key(&key) {
+                let known = seen.sockets.remove(&key);
+                if known.is_none() && now.len() + seen.sockets.len() >= SEEN_MAX {
+                    count(&ids);
+                    continue;
+                }
+                now.insert(key, known.unwrap_or_default());
+            }
+            let Some(modules) = now.get_mut(&key) else {
+                continue;
+            };
+            // A rewrite never drops a module the socket was seen with.
+            for id in ids {
+                if !modules.contains(&id) && modules.len() < 2 * MAX_CHAIN {
+                    modules.push(id);
+                }
+            }
+        }
+        for (key, modules) in seen.sockets.drain() {
+            if !now.contains_key(&key)
+                && procfs::socket_of(key.0, key.1) == procfs::Socket::Open(key.2)
+            {
+                now.insert(key, modules);
+            }
+        }
+        for modules in now.values() {
+            count(modules);
+        }
+        seen.sockets = now;
+        counts
+    }
+}
+
+fn chain_ids(r: &SocketRecord) -> Vec<u32> {
+    r.modules
+        .iter()
+        .copied()
+        .take_while(|&id| id != 0)
+        .collect()
 }
 
 impl TapControl for UserspaceTap {
@@ -247,7 +349,7 @@ impl TapControl for UserspaceTap {
         let inner = self.lock();
         // Made from the socket table, not kept by the tapped processes: a
         // process that exits (or is killed) stops counting with it.
-        let counts = self.shm.socket_counts();
+        let counts = self.socket_counts();
         inner
             .modules
             .values()
@@ -289,13 +391,15 @@ impl TapControl for UserspaceTap {
         if freed > 0 {
             tracing::debug!(freed, "socket-table slots of exited processes freed");
         }
+        // Every second, so a socket is seen (and protected from erasure)
+        // soon after it is listed, whether or not anyone asks.
+        let _ = self.socket_counts();
     }
 
     fn sockets(&self) -> Vec<SocketInfo> {
-        self.shm
-            .sockets()
+        self.checked_sockets()
             .into_iter()
-            .map(|(pid, r)| SocketInfo {
+            .map(|(pid, r, _)| SocketInfo {
                 id: (u64::from(pid) << 32) | u64::from(r.fd as u32),
                 protocol: match r.protocol {
                     PROTO_TCP => Protocol::Tcp,
@@ -319,12 +423,7 @@ impl TapControl for UserspaceTap {
                     [] => procfs::process_name(pid).unwrap_or_default(),
                     name => String::from_utf8_lossy(name).into_owned(),
                 },
-                modules: r
-                    .modules
-                    .iter()
-                    .copied()
-                    .take_while(|&id| id != 0)
-                    .collect(),
+                modules: chain_ids(&r),
             })
             .collect()
     }
@@ -335,23 +434,26 @@ impl TapControl for UserspaceTap {
         nonce: &[u8],
         ciphertext: &[u8],
     ) -> Result<ChallengeAnswer, TapError> {
-        // The key the tap holds for the module (the table entry), not the
-        // agent's configuration: the answer proves what the tap runs.
-        let slot = self
-            .shm
-            .modules()
-            .into_iter()
-            .find(|s| s.used() && s.id == id)
-            .ok_or(TapError::UnknownModule(id))?;
-        if !slot.has(flags::HAS_KEY) {
-            return Err(TapError::Refused {
+        // Answered from the agent's own copy of the applied module's key:
+        // it proves this agent holds the key the NCO configured, not that a
+        // tapped process runs the module (processes never see keys).
+        let key: [u8; 32] = {
+            let inner = self.lock();
+            let (_, m) = inner.modules.get(&id).ok_or(TapError::UnknownModule(id))?;
+            let Some(k) = &m.key else {
+                return Err(TapError::Refused {
+                    id,
+                    reason: "module has no security key".into(),
+                });
+            };
+            k.as_slice().try_into().map_err(|_| TapError::Refused {
                 id,
-                reason: "module has no security key".into(),
-            });
-        }
+                reason: "security key must be 32 bytes".into(),
+            })?
+        };
         let mut fresh = [0u8; security::NONCE_LEN];
         fill_random(&mut fresh).map_err(|e| TapError::Backend(format!("no randomness: {e}")))?;
-        let answer = security::respond(&slot.key, id, nonce, ciphertext, &fresh).map_err(|e| {
+        let answer = security::respond(&key, id, nonce, ciphertext, &fresh).map_err(|e| {
             TapError::Refused {
                 id,
                 reason: format!("challenge failed: {e}"),

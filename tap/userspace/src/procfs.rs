@@ -22,6 +22,32 @@ pub fn local_address(pid: u32, fd: i32, stream: bool) -> Option<SocketAddr> {
     })
 }
 
+/// What /proc says about descriptor `fd` of process `pid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Socket {
+    /// A socket, with its inode.
+    Open(u64),
+    /// Closed, not a socket, or the process is gone.
+    Gone,
+    /// Not ours to look at (another user's process, for a non-root agent).
+    Unknown,
+}
+
+/// Whether process `pid` holds a socket on descriptor `fd`.
+pub fn socket_of(pid: u32, fd: i32) -> Socket {
+    if pid == 0 || fd < 0 {
+        return Socket::Gone;
+    }
+    match std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) {
+        Ok(link) => link
+            .to_str()
+            .and_then(socket_inode)
+            .map_or(Socket::Gone, Socket::Open),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Socket::Unknown,
+        Err(_) => Socket::Gone,
+    }
+}
+
 /// The name of thread `tid` of process `pid`, if it still runs.
 pub fn thread_name(pid: u32, tid: u32) -> Option<String> {
     if tid == 0 {

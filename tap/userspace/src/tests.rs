@@ -37,7 +37,7 @@ fn committed_modules_reach_a_reader_and_prepare_failures_change_nothing() {
     m.matching.process_name = Some("dig".into());
     m.parameters.insert("tag".into(), "ABCD".into());
     commit(&tap, vec![Change::Register(m.clone())]).unwrap();
-    let (g, slots) = reader.snapshot();
+    let (g, slots) = reader.snapshot().unwrap();
     let config = Config::from_slots(g, &slots);
     assert_eq!(config.modules.len(), 1);
     assert_eq!(config.modules[0].id, 7);
@@ -65,14 +65,14 @@ fn committed_modules_reach_a_reader_and_prepare_failures_change_nothing() {
         assert!(e.to_string().contains(needle), "{e}");
     }
     assert_eq!(
-        reader.snapshot().0,
+        reader.snapshot().unwrap().0,
         g,
         "no generation step for refused prepares"
     );
 
     // Revoke empties the slot.
     commit(&tap, vec![Change::Unregister(m.id)]).unwrap();
-    let (_, slots) = reader.snapshot();
+    let (_, slots) = reader.snapshot().unwrap();
     assert!(slots.iter().all(|s| !s.used()));
 }
 
@@ -90,7 +90,7 @@ fn capacity_is_the_table_size() {
 }
 
 #[test]
-fn challenge_uses_the_key_in_the_table() {
+fn challenge_uses_the_agents_own_key() {
     let dir = tempfile::tempdir().unwrap();
     let tap = UserspaceTap::new(&dir.path().join("tap")).unwrap();
     let key = [5u8; 32];
@@ -129,4 +129,99 @@ fn challenge_uses_the_key_in_the_table() {
         tap.challenge(5, &nonce, &ct),
         Err(TapError::UnknownModule(5))
     );
+}
+
+#[test]
+fn keys_never_reach_the_control_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tap");
+    let tap = UserspaceTap::new(&path).unwrap();
+    let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+    let mut m = module(3, "dns-compression");
+    m.key = Some(key.clone());
+    commit(&tap, vec![Change::Register(m)]).unwrap();
+    for p in [path.clone(), l45_tap_shm::lock_path(&path)] {
+        let bytes = std::fs::read(&p).unwrap();
+        for part in key.chunks(8) {
+            assert!(
+                !bytes.windows(8).any(|w| w == part),
+                "key bytes in {}",
+                p.display()
+            );
+        }
+    }
+    // A wrong-length key is still refused at prepare.
+    let mut bad = module(4, "dns-compression");
+    bad.key = Some(vec![1; 16]);
+    assert!(commit(&tap, vec![Change::Register(bad)]).is_err());
+}
+
+fn record(fd: i32, modules: &[u32]) -> l45_tap_shm::SocketRecord {
+    let mut r = l45_tap_shm::SocketRecord {
+        fd,
+        protocol: l45_tap_shm::PROTO_UDP,
+        ..Default::default()
+    };
+    r.modules[..modules.len()].copy_from_slice(modules);
+    r
+}
+
+#[test]
+fn a_seen_socket_counts_until_it_closes_whatever_the_table_says() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tap");
+    let tap = UserspaceTap::new(&path).unwrap();
+    let mut m = module(7, "rate-limit");
+    commit(&tap, vec![Change::Register(m.clone())]).unwrap();
+    let hostile = ShmReader::open(&path).unwrap();
+    let me = std::process::id();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let fd = sock.as_raw_fd();
+    let i = hostile.claim_socket(me, 0).unwrap();
+    hostile.write_socket(i, me, &record(fd, &[7]));
+    assert_eq!(tap.socket_counts(), [(7, 1)].into());
+    // Deprecated, then its record rewritten, hidden and freed by someone
+    // else: the socket is still open, so the module is not idle.
+    m.deprecated = true;
+    commit(&tap, vec![Change::Update(m)]).unwrap();
+    hostile.write_socket(i, me, &record(fd, &[8]));
+    assert_eq!(tap.socket_counts().get(&7), Some(&1));
+    hostile.withdraw_socket(i, me);
+    hostile.release_socket(i, me);
+    let st = &tap.module_stats()[0];
+    assert_eq!((st.state, st.socket_count), (ModuleState::Deprecated, 1));
+    // Closed: no longer counted, idle.
+    drop(sock);
+    assert_eq!(tap.module_stats()[0].socket_count, 0);
+    assert!(tap.socket_counts().is_empty());
+}
+
+#[test]
+fn forged_records_count_only_for_real_sockets() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tap");
+    let tap = UserspaceTap::new(&path).unwrap();
+    let hostile = ShmReader::open(&path).unwrap();
+    let me = std::process::id();
+    let file = std::fs::File::open(&path).unwrap();
+    let forged = [
+        (me, file.as_raw_fd()), // not a socket
+        (me, 99_999),           // no such descriptor
+        (0x3fff_fff0, 3),       // no such process
+    ];
+    for (k, (pid, fd)) in forged.into_iter().enumerate() {
+        let i = hostile.claim_socket(pid, k).unwrap();
+        hostile.write_socket(i, pid, &record(fd, &[7, 9]));
+    }
+    assert!(tap.socket_counts().is_empty());
+    assert!(tap.sockets().is_empty());
+    // What a forger can do: name a real socket (here its own) — counted,
+    // which only delays an idle announcement.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let i = hostile.claim_socket(me, 100).unwrap();
+    hostile.write_socket(i, me, &record(sock.as_raw_fd(), &[7]));
+    assert_eq!(tap.socket_counts(), [(7, 1)].into());
+    assert_eq!(tap.sockets().len(), 1);
 }

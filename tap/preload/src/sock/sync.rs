@@ -124,10 +124,11 @@ fn sync_chain(fd: c_int, s: &mut Sock, role: Role) -> bool {
     if generation % 2 == 1 {
         return false; // agent mid-write: keep the current chain for this call
     }
+    // None: the agent stopped mid-write; keep the chain for this call.
     process::with_config(shm, generation, |active| {
         sync_with(fd, s, active, generation)
-    });
-    true
+    })
+    .is_some()
 }
 
 fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64) {
@@ -272,4 +273,5 @@ pub fn sight_by_table(fd: c_int, remote: SocketAddr) -> bool {
         settle_sighted(&FDS[i], generation);
         true
     })
+    .unwrap_or(false)
 }
