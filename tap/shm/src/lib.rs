@@ -755,6 +755,17 @@ impl ShmWriter {
         self.shared.stats(slot)
     }
 
+    /// Gives statistics slot `slot` to module `id` again (counters from
+    /// zero) if its id is not `id`: anyone may have overwritten it, and
+    /// tapped processes add only to a slot that names their module.
+    pub fn stamp_stats(&self, slot: usize, id: u32) {
+        if let Some(s) = self.shared.stats(slot) {
+            if s.id.load(Ordering::Acquire) != id {
+                reset_stats(s, id);
+            }
+        }
+    }
+
     /// Frees the socket slots of processes that are gone (a process that
     /// exits leaves its slots claimed); returns how many. Reads one word
     /// per slot and asks the kernel once per owner seen.

@@ -354,16 +354,18 @@ impl TapControl for UserspaceTap {
             .modules
             .values()
             .map(|(slot, m)| {
-                let Some(st) = self
+                // Sockets and state never depend on the statistics slot,
+                // which anyone may overwrite (a wrong id there only loses
+                // the counters until `housekeeping` stamps it again).
+                let st = self
                     .shm
                     .stats(*slot)
-                    .filter(|s| s.id.load(Ordering::Acquire) == m.id)
-                else {
-                    return ModuleStats::idle(m.id, ModuleState::Registered);
+                    .filter(|s| s.id.load(Ordering::Acquire) == m.id);
+                let load = |f: fn(&l45_tap_shm::StatsSlot) -> &std::sync::atomic::AtomicU64| {
+                    st.map_or(0, |s| f(s).load(Ordering::Relaxed))
                 };
                 let sockets = counts.get(&m.id).copied().unwrap_or(0);
-                let active_ts =
-                    l45_tap_control::active_ts_from_ns(st.active_ts_ns.load(Ordering::Relaxed));
+                let active_ts = l45_tap_control::active_ts_from_ns(load(|s| &s.active_ts_ns));
                 let state = if m.deprecated {
                     ModuleState::Deprecated
                 } else if sockets > 0 || active_ts.is_some() {
@@ -376,11 +378,11 @@ impl TapControl for UserspaceTap {
                     state,
                     active_ts,
                     socket_count: sockets,
-                    bytes_sent: st.bytes_sent.load(Ordering::Relaxed),
-                    bytes_received: st.bytes_received.load(Ordering::Relaxed),
-                    messages_sent: st.messages_sent.load(Ordering::Relaxed),
-                    messages_received: st.messages_received.load(Ordering::Relaxed),
-                    errors: st.errors.load(Ordering::Relaxed),
+                    bytes_sent: load(|s| &s.bytes_sent),
+                    bytes_received: load(|s| &s.bytes_received),
+                    messages_sent: load(|s| &s.messages_sent),
+                    messages_received: load(|s| &s.messages_received),
+                    errors: load(|s| &s.errors),
                 }
             })
             .collect()
@@ -390,6 +392,10 @@ impl TapControl for UserspaceTap {
         let freed = self.shm.reclaim_dead_sockets();
         if freed > 0 {
             tracing::debug!(freed, "socket-table slots of exited processes freed");
+        }
+        // Statistics slots whose id someone overwrote count again from zero.
+        for (slot, m) in self.lock().modules.values() {
+            self.shm.stamp_stats(*slot, m.id);
         }
         // Every second, so a socket is seen (and protected from erasure)
         // soon after it is listed, whether or not anyone asks.
