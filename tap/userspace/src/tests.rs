@@ -225,3 +225,23 @@ fn forged_records_count_only_for_real_sockets() {
     assert_eq!(tap.socket_counts(), [(7, 1)].into());
     assert_eq!(tap.sockets().len(), 1);
 }
+
+#[test]
+fn an_overwritten_statistics_slot_changes_no_state_and_is_stamped_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tap");
+    let tap = UserspaceTap::new(&path).unwrap();
+    let mut m = module(7, "rate-limit");
+    m.deprecated = true;
+    commit(&tap, vec![Change::Register(m)]).unwrap();
+    let hostile = ShmReader::open(&path).unwrap();
+    let slot = hostile.stats(0).unwrap();
+    slot.bytes_sent.store(5, Ordering::Relaxed);
+    slot.id.store(0xdead, Ordering::Relaxed);
+    let st = &tap.module_stats()[0];
+    assert_eq!((st.state, st.bytes_sent), (ModuleState::Deprecated, 0));
+    tap.housekeeping();
+    assert_eq!(slot.id.load(Ordering::Relaxed), 7);
+    slot.bytes_sent.fetch_add(3, Ordering::Relaxed);
+    assert_eq!(tap.module_stats()[0].bytes_sent, 3);
+}
