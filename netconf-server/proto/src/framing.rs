@@ -150,8 +150,9 @@ impl Decoder {
             }
             None => {
                 // Over the limit without a delimiter: keep only the head and a
-                // tail long enough to hold a split delimiter.
-                if self.message_size + self.input.len() > self.limits.max_message {
+                // tail long enough to hold a split delimiter. That tail may be
+                // the start of the delimiter, not message bytes.
+                if self.message_size + self.input.len() > self.limits.max_message + EOM.len() - 1 {
                     if !self.discarding {
                         self.discarding = true;
                         self.message = self.input[..self.input.len().min(OVERSIZE_HEAD)].to_vec();
@@ -389,6 +390,28 @@ mod tests {
             got,
             vec![
                 Frame::Message(b"<a/>".to_vec()),
+                Frame::Message(b"<b/>".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn eom_message_at_the_limit_with_a_split_delimiter_is_not_oversized() {
+        // Found by fuzzing: the first bytes of a split delimiter were
+        // counted as message bytes.
+        let mut d = Decoder::new(Limits {
+            max_message: 17,
+            ..Limits::default()
+        });
+        d.push(b"0123456789abcdefg");
+        assert_eq!(d.next_frame().unwrap(), None);
+        d.push(b"]]>]");
+        assert_eq!(d.next_frame().unwrap(), None);
+        d.push(b"]><b/>]]>]]>");
+        assert_eq!(
+            decode_all(&mut d).unwrap(),
+            vec![
+                Frame::Message(b"0123456789abcdefg".to_vec()),
                 Frame::Message(b"<b/>".to_vec())
             ]
         );
