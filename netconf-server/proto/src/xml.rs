@@ -199,7 +199,10 @@ const POOL_MAX: usize = 256;
 
 impl<'s> Parser<'s> {
     fn new(source: &'s [u8], offset: usize, mut decls: Vec<NsDecl>) -> Parser<'s> {
-        let mut reader = Reader::from_reader(source);
+        // quick-xml skips a byte-order mark without counting it in its
+        // positions; skipping it here keeps spans indexing `source`.
+        let bom = if source.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+        let mut reader = Reader::from_reader(&source[bom..]);
         reader.config_mut().check_end_names = true;
         reader.config_mut().check_comments = true;
         if decls.is_empty() {
@@ -207,7 +210,7 @@ impl<'s> Parser<'s> {
         }
         Parser {
             reader,
-            offset,
+            offset: offset + bom,
             decls,
             stack: Vec::new(),
             root: None,
@@ -566,6 +569,19 @@ pub fn escape_attr(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_order_mark_keeps_spans_in_the_source() {
+        // Found by fuzzing: after a BOM every span was 3 bytes early.
+        let src = "\u{feff}<a xmlns=\"urn:x\"><b>t</b></a>".as_bytes();
+        let root = parse(src).unwrap();
+        assert_eq!(&src[root.span.clone()], br#"<a xmlns="urn:x"><b>t</b></a>"#);
+        assert_eq!(&src[root.children[0].span.clone()], b"<b>t</b>");
+        assert_eq!(
+            root.children[0].standalone_xml(src, &[(None, "urn:x".into())]),
+            r#"<b xmlns="urn:x">t</b>"#
+        );
+    }
 
     #[test]
     fn resolves_prefixed_and_default_namespaces() {
