@@ -29,6 +29,17 @@ done
 echo "== import cycles (tools/check_cycles.py)"
 if python3 tools/check_cycles.py; then passed=$((passed+1)); else failed=$((failed+1)); fi
 
+echo "== fuzz targets: 15 s each from the kept corpora (tools/fuzz.sh, docs/fuzzing.md)"
+# The instrumented build is cached outside the clone, as the kernel is.
+export L45_FUZZ_TARGET_DIR=${L45_FUZZ_TARGET_DIR:-$HOME/.cache/l45-fuzz/target}
+if tools/fuzz.sh --build; then
+  for t in $(tools/fuzz.sh --list); do
+    if tools/fuzz.sh 15 "$t"; then passed=$((passed+1)); else failed=$((failed+1)); fi
+  done
+else
+  failed=$((failed+1)); echo "FAIL fuzz build"
+fi
+
 echo "== interop and tap tests (release agent, preload library, real programs)"
 cargo build --release -p l45-agent -p l45-tap-preload -p l45-nco --quiet
 cargo build --release -p l45-modules --bin l45-dissector --quiet
