@@ -50,6 +50,9 @@ impl Cib {
     /// to date.
     pub fn open(path: impl AsRef<Path>) -> Result<Cib> {
         let path = path.as_ref();
+        if path != Path::new(":memory:") {
+            create_private(path)?;
+        }
         let conn = Connection::open(path)?;
         let cib = Cib::setup(conn)?;
         tracing::debug!(path = %path.display(), "CIB open");
@@ -108,6 +111,50 @@ impl Cib {
         tx.commit()?;
         Ok(value)
     }
+}
+
+/// Mode of the database file: it holds every module's key.
+const FILE_MODE: u32 = 0o600;
+
+/// Creates the database file with mode 0600 before SQLite opens it (SQLite
+/// gives its `-wal` and `-shm` files the database file's mode), or checks
+/// an existing one: a database, `-wal` or `-shm` that group or others may
+/// use is refused rather than chmod'ed, so the operator sees it.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let refuse = |file: &Path, reason: String| CibError::InvalidState {
+        subject: file.display().to_string(),
+        reason,
+    };
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|e| refuse(path, e.to_string()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        match std::fs::metadata(file) {
+            Ok(m) if m.mode() & 0o077 != 0 => {
+                return Err(refuse(
+                    file,
+                    format!(
+                        "mode {:04o} lets other users read the module keys in it; \
+                         chmod 600 {}",
+                        m.mode() & 0o7777,
+                        file.display()
+                    ),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(refuse(file, e.to_string())),
+        }
+    }
+    Ok(())
 }
 
 // ===== helpers shared by the parts =====

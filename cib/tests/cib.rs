@@ -99,6 +99,35 @@ fn database_from_a_newer_program_is_refused() {
 }
 
 #[test]
+fn database_and_its_wal_and_shm_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cib.sqlite");
+    let mut cib = Cib::open(&path).unwrap();
+    cib.add_device(&new_device("d1", "192.0.2.1")).unwrap();
+    let mode = |suffix: &str| {
+        let p = dir.path().join(format!("cib.sqlite{suffix}"));
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o777
+    };
+    // (open connection: the WAL and shared-memory index exist)
+    assert_eq!(mode(""), 0o600);
+    assert_eq!(mode("-wal"), 0o600);
+    assert_eq!(mode("-shm"), 0o600);
+    drop(cib);
+}
+
+#[test]
+fn database_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cib.sqlite");
+    drop(Cib::open(&path).unwrap());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Cib::open(&path).err().unwrap();
+    assert!(err.to_string().contains("mode 0644"), "{err}");
+}
+
+#[test]
 fn file_database_is_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cib.sqlite");
