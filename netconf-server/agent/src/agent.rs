@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use l45_tap_control::{TapControl, TapError};
@@ -16,8 +16,12 @@ use yang3::context::Context;
 use yang3::data::{DataFormat, DataParserFlags, DataTree, DataValidationFlags};
 
 use crate::config::edit::{self, Engine};
+use crate::datastore::confirmed::{self, PendingError};
 use crate::datastore::journal::{apply_replay, Journal};
-use crate::datastore::{schema, write_atomically, Datastore, Ds, Entry, ModuleMap, Slots, Stores};
+use crate::datastore::{
+    prepare_state_dir, schema, write_atomically, Datastore, Ds, Entry, ModuleMap, Slots,
+    StateDirError, Stores,
+};
 use crate::error::OpError;
 use crate::nacm;
 use crate::notify::{Event, Notifier};
@@ -36,16 +40,24 @@ pub struct AgentOptions {
     pub engine: Engine,
 }
 
-/// A confirmed commit waiting for its confirmation.
+/// A confirmed commit waiting for its confirmation (stored in the state
+/// directory as well, `datastore::confirmed`).
 pub(crate) struct ConfirmedCommit {
     pub backup: Ds,
     pub session_id: u32,
     pub persist: Option<String>,
     /// Bumped on every (re)arm so a stale timer does nothing.
     pub generation: u64,
+    pub deadline: SystemTime,
+    /// Its time is up (timeout, cancel, session end) but restoring the
+    /// previous configuration failed: retries are scheduled and it can no
+    /// longer be confirmed.
+    pub owed: bool,
 }
 
 pub struct Agent {
+    /// This agent, for the timers it starts from `&self` methods.
+    pub(crate) me: Weak<Agent>,
     pub ctx: &'static Context,
     pub opts: AgentOptions,
     pub(crate) stores: RwLock<Stores>,
@@ -76,6 +88,10 @@ pub enum AgentError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    UnsafeStateDir(#[from] StateDirError),
+    #[error("pending confirmed commit: {0}")]
+    Pending(#[from] PendingError),
     #[error("stored configuration {path} is invalid: {message}")]
     BadStore { path: PathBuf, message: String },
     #[error("tap refused the stored configuration: {0}")]
@@ -117,7 +133,7 @@ impl Agent {
             let path = path.to_path_buf();
             move |source| AgentError::StateDir { path, source }
         };
-        std::fs::create_dir_all(&opts.state_dir).map_err(state_err(&opts.state_dir))?;
+        prepare_state_dir(&opts.state_dir)?;
         let running_path = opts.state_dir.join("running.xml");
         let startup_path = opts.state_dir.join("startup.xml");
         let schema = schema().map_err(AgentError::Yang)?;
@@ -136,7 +152,12 @@ impl Agent {
         };
         let mut journal = Journal::new(&opts.state_dir);
         let startup = load(&startup_path)?;
-        let running = match load(&running_path)? {
+        let snapshot = journal
+            .read_snapshot()
+            .map_err(state_err(&running_path))?
+            .map(|text| edit::load(ctx, opts.engine, &text).map_err(bad_store(&running_path)))
+            .transpose()?;
+        let running = match snapshot {
             Some(mut r) => {
                 let records = journal.replay().map_err(state_err(&running_path))?;
                 for rec in records {
@@ -161,7 +182,8 @@ impl Agent {
                 .share()
                 .map_err(|e| AgentError::Yang(e.to_string()))?,
         };
-        let agent = Arc::new(Agent {
+        let agent = Arc::new_cyclic(|me| Agent {
+            me: me.clone(),
             ctx,
             stores: RwLock::new(Stores {
                 running: Ds::new(ctx),
@@ -192,6 +214,12 @@ impl Agent {
         agent
             .save(Datastore::Startup)
             .map_err(|e| bad_store(&startup_path)(e.to_string()))?;
+        if let Some(pending) = confirmed::load(&agent.opts.state_dir)? {
+            let path = confirmed::path(&agent.opts.state_dir);
+            agent
+                .resume_confirmed(pending)
+                .map_err(|e| bad_store(&path)(e.to_string()))?;
+        }
         Ok(agent)
     }
 
@@ -303,16 +331,14 @@ impl Agent {
         }
         let pending = guard(&self.confirmed)
             .as_ref()
-            .map(|c| c.session_id == id && c.persist.is_none())
-            .unwrap_or(false);
-        if pending {
+            .filter(|c| c.session_id == id && c.persist.is_none())
+            .map(|c| c.generation);
+        if let (Some(generation), Some(me)) = (pending, self.me.upgrade()) {
             tracing::info!(
                 session_id = id,
                 "session with a pending confirmed commit ended; rolling back"
             );
-            if let Err(e) = self.rollback_confirmed(None) {
-                tracing::error!(error = %e, "rolling back the confirmed commit failed");
-            }
+            me.rollback_or_retry(generation, 0);
         }
     }
 

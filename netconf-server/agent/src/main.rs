@@ -131,8 +131,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.admins.clone()
     };
-    std::fs::create_dir_all(&args.state_dir)
-        .with_context(|| format!("creating {}", args.state_dir.display()))?;
+    l45_agent::datastore::prepare_state_dir(&args.state_dir)?;
     let host_keys = ssh::load_or_create_host_keys(&args.state_dir)?;
     let fingerprint = host_keys[0]
         .public_key()
@@ -241,8 +240,7 @@ async fn start_device(
     auth: &Arc<AuthConfig>,
     config: &Arc<russh::server::Config>,
 ) -> anyhow::Result<(SocketAddr, Running)> {
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("creating {}", state_dir.display()))?;
+    l45_agent::datastore::prepare_state_dir(state_dir)?;
     let opts = AgentOptions {
         state_dir: state_dir.to_path_buf(),
         max_sessions: args.max_sessions,

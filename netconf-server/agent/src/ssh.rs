@@ -96,8 +96,11 @@ pub fn load_or_create_host_keys(dir: &Path) -> Result<Vec<PrivateKey>, KeyError>
             key.write_openssh_file(&path, russh::keys::ssh_key::LineEnding::LF)
                 .map_err(|e| io(&e))?;
             let public = key.public_key().to_openssh().map_err(|e| io(&e))?;
-            std::fs::write(path.with_extension("pub"), format!("{public}\n"))
-                .map_err(|e| io(&e))?;
+            crate::datastore::write_atomically(
+                &path.with_extension("pub"),
+                format!("{public}\n").as_bytes(),
+            )
+            .map_err(|e| io(&e))?;
             key
         };
         keys.push(key);

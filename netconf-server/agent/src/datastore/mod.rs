@@ -7,11 +7,13 @@
 //! candidate, startup and backups. The entry layout comes from the schema
 //! ([`schema`]); running is made durable by [`journal`].
 
+pub mod confirmed;
 pub mod entry;
+pub mod fault;
 pub mod journal;
 pub mod schema;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use yang3::context::Context;
 use yang3::data::{Data, DataPrinterFlags, DataTree};
@@ -178,21 +180,135 @@ impl Ds {
     }
 }
 
-/// Writes a file whole or not at all: a temporary file beside it, synced,
-/// renamed over it, the directory synced.
-pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
+/// Mode of every file the agent writes in its state directory: they hold
+/// module keys and host keys.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the state directory (and of any parent the agent creates).
+pub const DIR_MODE: u32 = 0o700;
+
+/// A state directory the agent will not use.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    #[error("state directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state directory {path} is not a directory")]
+    NotDirectory { path: PathBuf },
+    #[error(
+        "state directory {path} has mode {mode:04o}: other users could replace the datastores \
+         and keys in it; make it 0700 (chmod 700 {path})"
+    )]
+    OpenToOthers { path: PathBuf, mode: u32 },
+    #[error(
+        "state directory {path} is owned by uid {owner}, not by the agent's user (uid {euid})"
+    )]
+    NotOwned {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
+}
+
+/// The effective uid of this process (from `/proc`, so no `unsafe` call is
+/// needed for it).
+pub fn effective_uid() -> std::io::Result<u32> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|euid| euid.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no effective uid in /proc/self/status"))
+}
+
+/// Creates the state directory (and missing parents) with mode 0700, or
+/// checks an existing one: it must be a directory owned by the agent's
+/// user that group and others cannot write. An existing directory is never
+/// chmod'ed: a writable one is refused (so the operator sees it), one that
+/// others may only list is accepted with a warning.
+pub fn prepare_state_dir(path: &Path) -> Result<(), StateDirError> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    let io = |source| StateDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+        .map_err(io)?;
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_dir() {
+        return Err(StateDirError::NotDirectory {
+            path: path.to_path_buf(),
+        });
     }
-    std::fs::rename(&tmp, path)?;
+    let euid = effective_uid().map_err(io)?;
+    if meta.uid() != euid {
+        return Err(StateDirError::NotOwned {
+            path: path.to_path_buf(),
+            owner: meta.uid(),
+            euid,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(StateDirError::OpenToOthers {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    if mode & 0o055 != 0 {
+        // Not refused: the files in it are 0600, so others see names only.
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:04o}"),
+            "state directory lets other users list it; 0700 is recommended"
+        );
+    }
+    Ok(())
+}
+
+/// Creates `path` anew with mode 0600 for writing. A leftover file of that
+/// name (a temporary file of a crashed write, perhaps with another mode) is
+/// removed first, so the mode is always the one given at creation.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Syncs the directory holding `path`, so a rename or creation in it is
+/// durable.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Writes a file whole or not at all, mode 0600: a temporary file beside
+/// it, synced, renamed over it, the directory synced.
+pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = create_private(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_parent(path)
 }
 
 #[cfg(test)]

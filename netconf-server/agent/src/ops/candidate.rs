@@ -1,10 +1,19 @@
 //! The candidate: `commit` (with RFC 6241 8.4 confirmed commit: timeout,
 //! persist, persist-id), `cancel-commit`, `discard-changes`, and the
 //! rollback of a confirmed commit that was not confirmed.
+//!
+//! The pending confirmed commit is stored (`datastore::confirmed`) before
+//! running changes and forgotten only once it is settled, so a crash
+//! anywhere leaves either the stored state before the request or after it.
+//! After a restart (`resume_confirmed`) the timer resumes with the time
+//! left; one that ran out while the agent was down, or one without
+//! `persist` (its session is gone, RFC 6241 8.4.1), is rolled back at once.
+//! A rollback that fails (the tap refuses) keeps the commit pending, logs
+//! an error and is retried with backoff until it succeeds.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use l45_netconf_proto::message::Rpc;
 use l45_netconf_proto::BASE_NS;
@@ -14,12 +23,25 @@ use super::{ok, Reply};
 use crate::agent::{guard, Agent, ConfirmedCommit};
 use crate::config::commit::Commit;
 use crate::config::delta::Delta;
+use crate::config::edit;
+use crate::datastore::confirmed::{self, PendingRecord};
 use crate::datastore::Datastore;
 use crate::error::OpError;
 use crate::sessions::{Actor, SessionInfo};
 
 /// Seconds a confirmed commit waits without `confirm-timeout` (RFC 6241).
 const DEFAULT_CONFIRM_TIMEOUT: u32 = 600;
+
+/// First wait before a failed rollback is tried again; it doubles up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+fn retry_delay(attempt: u32) -> Duration {
+    RETRY_FIRST
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(RETRY_MAX)
+}
 
 /// The parameters of `<commit>`.
 struct CommitRequest {
@@ -64,7 +86,7 @@ impl Agent {
         self.check_lock(Datastore::Running, s)?;
         // A pending confirmed commit may only be confirmed by its session or
         // by the holder of its persist id.
-        match guard(&self.confirmed).as_ref() {
+        let prior = match guard(&self.confirmed).as_ref() {
             Some(p) => {
                 let allowed = match (&p.persist, &req.persist_id) {
                     (Some(expected), Some(given)) => expected == given,
@@ -76,6 +98,14 @@ impl Agent {
                         "a confirmed commit of another session is pending".into(),
                     ));
                 }
+                if p.owed {
+                    return Err(OpError::InUse(
+                        "the confirmed commit has ended; restoring the configuration \
+                         before it failed and is being retried"
+                            .into(),
+                    ));
+                }
+                Some(record_of(p)?)
             }
             None if req.persist_id.is_some() => {
                 return Err(OpError::InvalidValue {
@@ -84,8 +114,8 @@ impl Agent {
                     path: None,
                 })
             }
-            None => {}
-        }
+            None => None,
+        };
         let (delta, rest, backup) = {
             let stores = self.stores();
             let c = stores.get(Datastore::Candidate);
@@ -98,13 +128,42 @@ impl Agent {
                 stores.running.share()?,
             )
         };
-        self.commit(Commit {
+        let deadline = SystemTime::now() + Duration::from_secs(u64::from(req.timeout));
+        // What is stored after this commit, stored before running changes:
+        // a crash in between then restores the configuration before this
+        // (unacknowledged) commit, or keeps it confirmed.
+        let next = match (&prior, req.confirmed) {
+            (_, false) => None,
+            (Some(p), true) => Some(PendingRecord {
+                deadline,
+                persist: req.persist.clone().or_else(|| p.persist.clone()),
+                ..p.clone()
+            }),
+            (None, true) => Some(PendingRecord {
+                deadline,
+                session_id: s.id,
+                persist: req.persist.clone(),
+                backup: backup.to_xml()?,
+            }),
+        };
+        if prior.is_some() || next.is_some() {
+            self.store_pending(next.as_ref())?;
+        }
+        let committed = self.commit(Commit {
             actor: s.actor(),
             delta,
             rest: Some(rest),
             touched: &replaced(),
             source: "candidate",
-        })?;
+        });
+        if let Err(e) = committed {
+            if prior.is_some() || next.is_some() {
+                if let Err(undo) = self.store_pending(prior.as_ref()) {
+                    tracing::error!(error = %undo, "restoring the stored confirmed commit failed");
+                }
+            }
+            return Err(e);
+        }
         self.stores_mut().reset_candidate();
         let mut pending = guard(&self.confirmed);
         if req.confirmed {
@@ -112,6 +171,7 @@ impl Agent {
             match pending.as_mut() {
                 Some(p) => {
                     p.generation = generation;
+                    p.deadline = deadline;
                     if req.persist.is_some() {
                         p.persist = req.persist;
                     }
@@ -122,56 +182,146 @@ impl Agent {
                         session_id: s.id,
                         persist: req.persist,
                         generation,
+                        deadline,
+                        owed: false,
                     })
                 }
             }
-            let agent = Arc::clone(self);
-            let timeout = req.timeout;
-            self.runtime.spawn(async move {
-                tokio::time::sleep(Duration::from_secs(u64::from(timeout))).await;
-                let rolled =
-                    tokio::task::spawn_blocking(move || agent.rollback_confirmed(Some(generation)))
-                        .await;
-                if let Ok(Err(e)) = rolled {
-                    tracing::error!(error = %e, "rolling back the confirmed commit failed");
-                }
-            });
-            tracing::info!(session_id = s.id, timeout, "confirmed commit pending");
+            self.schedule_rollback(generation, Duration::from_secs(u64::from(req.timeout)), 0);
+            tracing::info!(
+                session_id = s.id,
+                timeout = req.timeout,
+                "confirmed commit pending"
+            );
         } else if pending.take().is_some() {
             tracing::info!(session_id = s.id, "confirmed commit confirmed");
         }
         ok()
     }
 
+    /// Stores the pending confirmed commit, or forgets it (`None`).
+    fn store_pending(&self, record: Option<&PendingRecord>) -> Result<(), OpError> {
+        let dir = &self.opts.state_dir;
+        match record {
+            Some(r) => confirmed::save(dir, r),
+            None => confirmed::remove(dir),
+        }
+        .map_err(|source| OpError::Persist {
+            what: "the pending confirmed commit",
+            source,
+        })
+    }
+
+    /// Takes up a confirmed commit stored before the agent stopped: its
+    /// timer goes on with the time left; one whose time ran out, or one
+    /// without persist (its session ended with the agent), is rolled back
+    /// now.
+    pub(crate) fn resume_confirmed(self: &Arc<Self>, record: PendingRecord) -> Result<(), OpError> {
+        let backup =
+            edit::load(self.ctx, self.opts.engine, &record.backup).map_err(OpError::Failed)?;
+        let generation = self.confirmed_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let left = record
+            .deadline
+            .duration_since(SystemTime::now())
+            .ok()
+            .filter(|_| record.persist.is_some());
+        *guard(&self.confirmed) = Some(ConfirmedCommit {
+            backup,
+            session_id: record.session_id,
+            persist: record.persist,
+            generation,
+            deadline: record.deadline,
+            owed: false,
+        });
+        match left {
+            Some(left) => {
+                tracing::info!(
+                    remaining_s = left.as_secs(),
+                    "confirmed commit still pending after the restart"
+                );
+                self.schedule_rollback(generation, left, 0);
+            }
+            None => {
+                tracing::info!(
+                    "confirmed commit not confirmed before the restart (timed out, or its \
+                     session ended); rolling back"
+                );
+                self.rollback_or_retry(generation, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// After `delay`, rolls back the confirmed commit armed as `generation`
+    /// (nothing if it was confirmed or re-armed since).
+    fn schedule_rollback(self: &Arc<Self>, generation: u64, delay: Duration, attempt: u32) {
+        let agent = Arc::clone(self);
+        self.runtime.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ =
+                tokio::task::spawn_blocking(move || agent.rollback_or_retry(generation, attempt))
+                    .await;
+        });
+    }
+
+    /// Rolls back the confirmed commit armed as `generation`; when that
+    /// fails it stays pending (and stored), and is tried again with
+    /// backoff.
+    pub(crate) fn rollback_or_retry(self: &Arc<Self>, generation: u64, attempt: u32) {
+        if let Err(e) = self.rollback_confirmed(Some(generation)) {
+            let delay = retry_delay(attempt);
+            tracing::error!(
+                error = %e,
+                attempt = attempt + 1,
+                retry_in_s = delay.as_secs(),
+                "restoring the configuration before the confirmed commit failed; will retry"
+            );
+            self.schedule_rollback(generation, delay, attempt + 1);
+        }
+    }
+
     /// Restores running from before a confirmed commit. `generation` None
     /// rolls back unconditionally; otherwise only if the timer is current.
+    /// On failure the commit stays pending, marked owed.
     pub fn rollback_confirmed(&self, generation: Option<u64>) -> Result<(), OpError> {
         let _w = guard(&self.write_lock);
         let backup = {
-            let mut pending = guard(&self.confirmed);
+            let pending = guard(&self.confirmed);
             match (pending.as_ref(), generation) {
                 (None, _) => return Ok(()),
                 (Some(p), Some(g)) if p.generation != g => return Ok(()),
-                _ => {}
-            }
-            match pending.take() {
-                Some(p) => p.backup,
-                None => return Ok(()),
+                (Some(p), _) => p.backup.share(),
             }
         };
-        tracing::warn!(
-            "confirmed commit not confirmed; restoring the previous running configuration"
-        );
-        let delta = Delta::between(&self.stores().running.modules, &backup.modules);
-        self.commit(Commit {
-            actor: Actor::SYSTEM,
-            delta,
-            rest: Some(backup.rest),
-            touched: &replaced(),
-            source: "running",
-        })?;
-        self.stores_mut().reset_candidate();
-        Ok(())
+        let result = backup.map_err(OpError::from).and_then(|backup| {
+            tracing::warn!(
+                "confirmed commit not confirmed; restoring the previous running configuration"
+            );
+            let delta = Delta::between(&self.stores().running.modules, &backup.modules);
+            self.commit(Commit {
+                actor: Actor::SYSTEM,
+                delta,
+                rest: Some(backup.rest),
+                touched: &replaced(),
+                source: "running",
+            })?;
+            self.store_pending(None)
+        });
+        let mut pending = guard(&self.confirmed);
+        match result {
+            Ok(()) => {
+                *pending = None;
+                drop(pending);
+                self.stores_mut().reset_candidate();
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(p) = pending.as_mut() {
+                    p.owed = true;
+                }
+                Err(e)
+            }
+        }
     }
 
     pub(super) fn op_cancel_commit(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
@@ -195,7 +345,13 @@ impl Agent {
                 ));
             }
         }
-        self.rollback_confirmed(None)?;
+        if let Err(e) = self.rollback_confirmed(None) {
+            // The cancel stands: the rollback is owed and retried.
+            if let Some(generation) = guard(&self.confirmed).as_ref().map(|p| p.generation) {
+                self.schedule_rollback(generation, retry_delay(0), 1);
+            }
+            return Err(e);
+        }
         ok()
     }
 
@@ -205,4 +361,14 @@ impl Agent {
         self.stores_mut().reset_candidate();
         ok()
     }
+}
+
+/// The stored form of a pending confirmed commit.
+fn record_of(p: &ConfirmedCommit) -> Result<PendingRecord, OpError> {
+    Ok(PendingRecord {
+        deadline: p.deadline,
+        session_id: p.session_id,
+        persist: p.persist.clone(),
+        backup: p.backup.to_xml()?,
+    })
 }
