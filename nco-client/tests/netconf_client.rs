@@ -82,6 +82,8 @@ fn spawn_agent(
         limits: l45_netconf_proto::Limits::default(),
         admins: vec![USER.to_string()],
         hello_timeout: Duration::from_secs(30),
+        max_sessions_per_user: 8,
+        idle_timeout: None,
         engine: l45_agent::config::edit::Engine::Auto,
     };
     let tap = Arc::new(RecordingTap::new(None, false));

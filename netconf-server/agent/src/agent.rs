@@ -35,6 +35,10 @@ pub struct AgentOptions {
     /// Users put in the NACM admin group on first start.
     pub admins: Vec<String>,
     pub hello_timeout: Duration,
+    /// Most concurrent sessions of one user.
+    pub max_sessions_per_user: usize,
+    /// A session without an RPC (or a notification) this long is closed.
+    pub idle_timeout: Option<Duration>,
     /// Which engine computes edits (`LibyangOnly` to cross-check the
     /// native one).
     pub engine: Engine,
@@ -235,6 +239,16 @@ impl Agent {
         self.notifier.subscribe()
     }
 
+    /// Whether NACM lets `user` receive `event` (RFC 8341 3.4.6), under
+    /// the running configuration of now.
+    pub fn may_receive(&self, user: &str, event: &Event) -> bool {
+        nacm::Nacm::from_running(&self.stores().running.rest).may_notify(
+            user,
+            event.module,
+            event.name,
+        )
+    }
+
     /// Emits `deprecated-module-idle` once for every deprecated module the
     /// tap reports attached to no socket (see [`Notifier::idle_deprecated`]).
     pub fn announce_idle_deprecated(&self, announced: &mut BTreeSet<u32>) {
@@ -280,6 +294,14 @@ impl Agent {
         source_host: Option<String>,
     ) -> Option<(SessionInfo, watch::Receiver<bool>)> {
         let mut sessions = guard(&self.sessions);
+        let of_user = sessions.values().filter(|s| s.username == username).count();
+        if of_user >= self.opts.max_sessions_per_user {
+            tracing::warn!(user = username, limit = self.opts.max_sessions_per_user, "per-user session limit reached");
+            self.counters
+                .dropped_sessions
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         if sessions.len() >= self.opts.max_sessions {
             self.counters
                 .dropped_sessions

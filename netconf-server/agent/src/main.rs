@@ -13,7 +13,6 @@ use l45_agent::ssh::{self, AuthConfig, SshServer};
 use l45_tap_control::{RecordingTap, TapControl};
 use l45_tap_kernel::KernelTap;
 use l45_tap_userspace::UserspaceTap;
-use russh::server::Server as _;
 
 /// Layer 4.5 device agent: serves the layer45-customization YANG model over
 /// NETCONF (RFC 6241) on SSH (RFC 6242) and turns committed changes of
@@ -32,8 +31,9 @@ struct Args {
     /// Directory for host keys and persisted datastores (created if absent).
     #[arg(long)]
     state_dir: PathBuf,
-    /// OpenSSH authorized_keys file; `USER:FILE` limits its keys to USER.
-    /// May be repeated.
+    /// OpenSSH authorized_keys file whose keys log in as USER (repeatable).
+    /// Without `USER:` the keys log in as the first --admin, and only as
+    /// that user.
     #[arg(long = "authorized-keys", value_name = "[USER:]FILE")]
     authorized_keys: Vec<String>,
     /// User name for password login (labs only; with --password-file).
@@ -56,6 +56,20 @@ struct Args {
     /// Seconds a client has to send its hello.
     #[arg(long, default_value_t = 30)]
     hello_timeout: u64,
+    /// Seconds a connection has to authenticate (SSH banner and key
+    /// exchange included) before it is closed.
+    #[arg(long, default_value_t = 30)]
+    login_grace_time: u64,
+    /// Most connections not yet authenticated; more are closed at once.
+    #[arg(long, default_value_t = 64)]
+    max_unauthenticated: usize,
+    /// Most concurrent NETCONF sessions of one user; more are refused.
+    #[arg(long, default_value_t = 16)]
+    max_sessions_per_user: usize,
+    /// Close a NETCONF session after this many seconds without an RPC
+    /// (default: never; subscribed sessions count their notifications).
+    #[arg(long, value_name = "SECONDS")]
+    idle_timeout: Option<u64>,
     /// Tap backend. `userspace` drives the preload library
     /// (libl45tap.so) through the shared-memory file --tap-shm; `kernel`
     /// drives the l45 kernel module (kmod/) over generic netlink; `recording`
@@ -105,14 +119,21 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let admins = if args.admins.is_empty() {
+        vec![args.user.clone().unwrap_or_else(|| "admin".into())]
+    } else {
+        args.admins.clone()
+    };
     let mut auth = AuthConfig::default();
     for spec in &args.authorized_keys {
+        // Every key logs in as exactly one user: the one given, or the
+        // first admin (a client never picks the name a key is trusted as).
         let (user, file) = match spec.split_once(':') {
-            Some((u, f)) if !u.is_empty() && !u.contains('/') => (Some(u.to_string()), f),
-            _ => (None, spec.as_str()),
+            Some((u, f)) if !u.is_empty() && !u.contains('/') => (u, f),
+            _ => (admins[0].as_str(), spec.as_str()),
         };
         let n = auth.add_authorized_keys(user, std::path::Path::new(file))?;
-        tracing::info!(file, keys = n, "authorized keys loaded");
+        tracing::info!(file, user, keys = n, "authorized keys loaded");
     }
     if let (Some(user), Some(file)) = (&args.user, &args.password_file) {
         let text =
@@ -126,11 +147,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if auth.keys.is_empty() && auth.password.is_none() {
         bail!("nobody could log in: give --authorized-keys, or --user with --password-file");
     }
-    let admins = if args.admins.is_empty() {
-        vec![args.user.clone().unwrap_or_else(|| "admin".into())]
-    } else {
-        args.admins.clone()
-    };
     l45_agent::datastore::prepare_state_dir(&args.state_dir)?;
     let host_keys = ssh::load_or_create_host_keys(&args.state_dir)?;
     let fingerprint = host_keys[0]
@@ -216,7 +232,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 type Running = (
-    russh::server::RunningServerHandle,
+    ssh::ServerHandle,
     tokio::task::JoinHandle<std::io::Result<()>>,
 );
 
@@ -250,6 +266,8 @@ async fn start_device(
         },
         admins,
         hello_timeout: Duration::from_secs(args.hello_timeout),
+        max_sessions_per_user: args.max_sessions_per_user,
+        idle_timeout: args.idle_timeout.map(Duration::from_secs),
         engine: if args.libyang_only {
             Engine::LibyangOnly
         } else {
@@ -282,19 +300,15 @@ async fn start_device(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
-    let mut server = SshServer {
+    let server = SshServer {
         agent,
         auth: auth.clone(),
     };
-    let config = config.clone();
-    let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(async move {
-        let running = server.run_on_socket(config, &listener);
-        let _ = handle_tx.send(running.handle());
-        running.await
-    });
-    let handle = handle_rx.await.context("SSH server did not start")?;
-    Ok((local, (handle, task)))
+    let limits = ssh::EdgeLimits {
+        preauth_timeout: Duration::from_secs(args.login_grace_time),
+        max_unauthenticated: args.max_unauthenticated,
+    };
+    Ok((local, ssh::serve(server, config.clone(), listener, limits)))
 }
 
 async fn shutdown_signal() {

@@ -1,9 +1,11 @@
 //! NETCONF access control (RFC 8341), enforced for read, write and exec.
 //!
-//! Rules come from `/ietf-netconf-acm:nacm` in running. Granularity: exec per
-//! RPC; write and read per top-level module, plus the `default-deny-all`
-//! nodes of our model (the module keys), which only an explicit permit rule
-//! reveals or changes.
+//! Rules come from `/ietf-netconf-acm:nacm` in running, checked in order,
+//! the first matching rule deciding (RFC 8341 3.4.4). Exec per RPC;
+//! notifications per name (3.4.6); read and write per data node: by module,
+//! and by `path` where a rule has one (then every node of a reply or an edit
+//! is checked, [`Nacm::data_rules`]). The `default-deny-all` nodes of our
+//! model (the module keys) need an explicit permit.
 
 use yang3::data::{Data, DataTree};
 
@@ -20,6 +22,7 @@ pub enum Access {
 struct Rule {
     module: String,
     rpc: Option<String>,
+    notification: Option<String>,
     path: Option<String>,
     ops: String,
     permit: bool,
@@ -40,6 +43,16 @@ pub struct Nacm {
     exec_default: bool,
     groups: Vec<(String, Vec<String>)>,
     rule_lists: Vec<RuleList>,
+}
+
+/// What a rule is matched against.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Rpc(&'a str),
+    Notification(&'a str),
+    /// A data node; with a node, `path` rules are matched by whether the
+    /// rule's path covers it.
+    Data(Option<&'a dyn Fn(&str) -> bool>),
 }
 
 /// What a rule search decided.
@@ -104,6 +117,7 @@ impl Nacm {
                                     match f.schema().name() {
                                         "module-name" => rule.module = v,
                                         "rpc-name" => rule.rpc = Some(v),
+                                        "notification-name" => rule.notification = Some(v),
                                         "path" => rule.path = Some(v),
                                         "access-operations" => rule.ops = v,
                                         "action" => rule.permit = v == "permit",
@@ -131,14 +145,9 @@ impl Nacm {
             .collect()
     }
 
-    fn search(
-        &self,
-        user: &str,
-        module: &str,
-        rpc: Option<&str>,
-        access: Access,
-        path: Option<&str>,
-    ) -> Decision {
+    /// The first rule of `user`'s rule lists that matches `target` of
+    /// `module` for `access`.
+    fn search(&self, user: &str, module: &str, access: Access, target: Target<'_>) -> Decision {
         let groups = self.user_groups(user);
         let op = match access {
             Access::Read => "read",
@@ -164,16 +173,17 @@ impl Nacm {
                 if !ops_ok {
                     continue;
                 }
-                if let Some(r) = &rule.rpc {
-                    if access != Access::Exec || (r != "*" && Some(r.as_str()) != rpc) {
-                        continue;
-                    }
-                }
-                if let Some(p) = &rule.path {
-                    match path {
-                        Some(target) if target.starts_with(p.as_str()) || p == "/" => {}
-                        _ => continue,
-                    }
+                // The rule's type (RFC 8341 rule-type): none matches every
+                // request of the module.
+                let type_ok = match (&rule.rpc, &rule.notification, &rule.path, &target) {
+                    (None, None, None, _) => true,
+                    (Some(r), None, None, Target::Rpc(name)) => r == "*" || r == name,
+                    (None, Some(n), None, Target::Notification(name)) => n == "*" || n == name,
+                    (None, None, Some(p), Target::Data(Some(covers))) => covers(p),
+                    _ => false,
+                };
+                if !type_ok {
+                    continue;
                 }
                 return if rule.permit {
                     Decision::Permit
@@ -191,7 +201,7 @@ impl Nacm {
         if !self.enabled || rpc == "close-session" {
             return true;
         }
-        match self.search(user, module, Some(rpc), Access::Exec, None) {
+        match self.search(user, module, Access::Exec, Target::Rpc(rpc)) {
             Decision::Permit => true,
             Decision::Deny => false,
             Decision::NoMatch => !default_deny && self.exec_default,
@@ -204,7 +214,7 @@ impl Nacm {
         if !self.enabled {
             return true;
         }
-        match self.search(user, module, None, access, None) {
+        match self.search(user, module, access, Target::Data(None)) {
             Decision::Permit => true,
             Decision::Deny => false,
             Decision::NoMatch => {
@@ -217,11 +227,88 @@ impl Nacm {
             }
         }
     }
+    /// May `user` receive notification `name` of `module`? (RFC 8341
+    /// 3.4.6: read access to the notification.)
+    pub fn may_notify(&self, user: &str, module: &str, name: &str) -> bool {
+        if !self.enabled {
+            return true;
+        }
+        match self.search(user, module, Access::Read, Target::Notification(name)) {
+            Decision::Permit => true,
+            Decision::Deny => false,
+            Decision::NoMatch => self.read_default,
+        }
+    }
+
+    /// The `path` of every rule that may decide `access` to data for
+    /// `user`; empty when module-level decisions are exact.
+    pub fn data_rules(&self, user: &str, access: Access) -> Vec<String> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let groups = self.user_groups(user);
+        let op = match access {
+            Access::Read => "read",
+            _ => "update",
+        };
+        self.rule_lists
+            .iter()
+            .filter(|l| l.groups.iter().any(|g| g == "*" || groups.contains(&g.as_str())))
+            .flat_map(|l| &l.rules)
+            .filter(|r| {
+                r.ops == "*"
+                    || r.ops.split_whitespace().any(|o| {
+                        o == op || (access == Access::Write && matches!(o, "create" | "delete"))
+                    })
+            })
+            .filter_map(|r| r.path.clone())
+            .collect()
+    }
+
+    /// May `user` read or write the data node at `node_path` (a libyang data
+    /// path) of `module`? `covers` tells whether a rule's path selects the
+    /// node or one of its ancestors.
+    pub fn may_node(
+        &self,
+        user: &str,
+        module: &str,
+        access: Access,
+        sensitive: bool,
+        covers: &dyn Fn(&str) -> bool,
+    ) -> bool {
+        if !self.enabled {
+            return true;
+        }
+        match self.search(user, module, access, Target::Data(Some(covers))) {
+            Decision::Permit => true,
+            Decision::Deny => false,
+            Decision::NoMatch => {
+                !sensitive
+                    && match access {
+                        Access::Read => self.read_default,
+                        Access::Write => self.write_default,
+                        Access::Exec => self.exec_default,
+                    }
+            }
+        }
+    }
+
+    /// Whether some user could still write the NACM configuration: a
+    /// configuration that locks everyone out of it is refused.
+    pub fn someone_may_write_nacm(&self) -> bool {
+        // Users named in groups, and one in no group (rule lists for "*").
+        let nobody = "\u{0}";
+        std::iter::once(nobody)
+            .chain(self.groups.iter().flat_map(|(_, users)| users.iter().map(String::as_str)))
+            .any(|u| self.may(u, "ietf-netconf-acm", Access::Write, false))
+    }
 }
 
+
 /// The NACM configuration a new device starts with: `admins` may do
-/// anything; everyone else may read (but not keys) and run `report`, and
-/// nothing else that changes the device.
+/// anything; everyone else may read (not the module keys), get schemas,
+/// run `report`, subscribe to notifications and close their session —
+/// every other operation is denied (exec-default deny).
 pub fn bootstrap_xml(admins: &[String]) -> String {
     let users: String = admins
         .iter()
@@ -237,14 +324,17 @@ pub fn bootstrap_xml(admins: &[String]) -> String {
   <enable-nacm>true</enable-nacm>
   <read-default>permit</read-default>
   <write-default>deny</write-default>
-  <exec-default>permit</exec-default>
+  <exec-default>deny</exec-default>
   <groups><group><name>admin</name>{users}</group></groups>
   <rule-list><name>admin</name><group>admin</group>
     <rule><name>permit-all</name><module-name>*</module-name><access-operations>*</access-operations><action>permit</action></rule>
   </rule-list>
-  <rule-list><name>operators</name><group>*</group>
+  <rule-list><name>readers</name><group>*</group>
+    <rule><name>get</name><module-name>ietf-netconf</module-name><rpc-name>get</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
+    <rule><name>get-config</name><module-name>ietf-netconf</module-name><rpc-name>get-config</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
+    <rule><name>get-schema</name><module-name>ietf-netconf-monitoring</module-name><rpc-name>get-schema</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
+    <rule><name>create-subscription</name><module-name>notifications</module-name><rpc-name>create-subscription</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
     <rule><name>report</name><module-name>layer45-customization</module-name><rpc-name>report</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
-    <rule><name>no-module-rpcs</name><module-name>layer45-customization</module-name><rpc-name>*</rpc-name><access-operations>exec</access-operations><action>deny</action></rule>
   </rule-list>
 </nacm>"#
     )

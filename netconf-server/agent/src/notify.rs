@@ -15,6 +15,7 @@ use yang3::context::Context;
 use crate::config::edit::{EditOp, Touched, TOUCHED_MAX};
 use crate::sessions::Actor;
 
+const L45: &str = l45_yang::L45_MODULE;
 const NC_NOTIF_NS: &str = "urn:ietf:params:xml:ns:yang:ietf-netconf-notifications";
 
 /// A notification for subscribed sessions: content XML and event time.
@@ -22,6 +23,10 @@ const NC_NOTIF_NS: &str = "urn:ietf:params:xml:ns:yang:ietf-netconf-notification
 pub struct Event {
     pub time: SystemTime,
     pub xml: String,
+    /// The YANG module and name of the notification (for NACM, RFC 8341
+    /// 3.4.6).
+    pub module: &'static str,
+    pub name: &'static str,
 }
 
 /// The agent's event stream: every subscribed session gets every event.
@@ -42,9 +47,11 @@ impl Notifier {
         self.events.subscribe()
     }
 
-    fn emit(&self, xml: String) {
+    fn emit(&self, module: &'static str, name: &'static str, xml: String) {
         // (no subscriber is not an error)
         let _ = self.events.send(Event {
+            module,
+            name,
             time: SystemTime::now(),
             xml,
         });
@@ -61,7 +68,7 @@ impl Notifier {
             if st.state == ModuleState::Deprecated && st.socket_count == 0 {
                 idle.insert(st.id);
                 if !announced.contains(&st.id) {
-                    self.emit(format!(
+                    self.emit(L45, "deprecated-module-idle", format!(
                         "<deprecated-module-idle xmlns=\"{}\"><id>{}</id></deprecated-module-idle>",
                         l45_yang::L45_NAMESPACE,
                         st.id
@@ -73,7 +80,7 @@ impl Notifier {
     }
 
     pub fn security_check_failed(&self, id: u32, reason: &str) {
-        self.emit(format!(
+        self.emit(L45, "security-check-failed", format!(
             "<security-check-failed xmlns=\"{}\"><id>{id}</id><reason>{}</reason></security-check-failed>",
             l45_yang::L45_NAMESPACE,
             escape_text(reason)
@@ -115,16 +122,16 @@ impl Notifier {
             ));
         }
         xml.push_str("</netconf-config-change>");
-        self.emit(xml);
+        self.emit("ietf-netconf-notifications", "netconf-config-change", xml);
         for change in &txn.changes {
             match change {
-                Change::Register(m) => self.emit(format!(
+                Change::Register(m) => self.emit(L45, "module-registered", format!(
                     "<module-registered xmlns=\"{}\"><id>{}</id><name>{}</name></module-registered>",
                     l45_yang::L45_NAMESPACE,
                     m.id,
                     escape_text(&m.name)
                 )),
-                Change::Unregister(id) => self.emit(format!(
+                Change::Unregister(id) => self.emit(L45, "module-revoked", format!(
                     "<module-revoked xmlns=\"{}\"><id>{}</id><reason>removed from running</reason></module-revoked>",
                     l45_yang::L45_NAMESPACE,
                     id

@@ -196,6 +196,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     async fn on_event(&mut self, event: Result<Event, broadcast::error::RecvError>) -> Flow {
         match event {
+            Ok(ev) if !self.agent.may_receive(&self.info.username, &ev) => Flow::Continue,
             Ok(ev) => {
                 let xml = message::notification(&crate::time::rfc3339(ev.time), &ev.xml);
                 self.agent.count_notification();
@@ -246,21 +247,35 @@ where
             msg_started: None,
         };
         let mut buf = vec![0u8; 64 * 1024];
+        // Traffic from the client or a notification to it resets the idle
+        // timer (`--idle-timeout`).
+        let idle_timeout = agent.opts.idle_timeout;
+        let mut idle_since = tokio::time::Instant::now();
         if let Flow::Continue = conn.reply(&hello.to_xml()).await {
             loop {
                 let flow = tokio::select! {
                     read = reader.read(&mut buf) => match read {
                         Ok(0) | Err(_) => Flow::End,
-                        Ok(n) => conn.on_bytes(&buf[..n]).await,
+                        Ok(n) => {
+                            idle_since = tokio::time::Instant::now();
+                            conn.on_bytes(&buf[..n]).await
+                        }
                     },
                     event = async {
                         match conn.events.as_mut() {
                             Some(rx) => rx.recv().await,
                             None => std::future::pending().await,
                         }
-                    } => conn.on_event(event).await,
+                    } => {
+                        idle_since = tokio::time::Instant::now();
+                        conn.on_event(event).await
+                    }
                     _ = killed.changed() => {
                         info!("session killed");
+                        Flow::End
+                    }
+                    _ = tokio::time::sleep_until(idle_since + idle_timeout.unwrap_or_default()), if idle_timeout.is_some() => {
+                        info!("idle timeout; closing");
                         Flow::End
                     }
                     _ = tokio::time::sleep_until(hello_deadline), if !conn.got_hello => {

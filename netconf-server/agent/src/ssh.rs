@@ -6,19 +6,23 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use russh::keys::{Algorithm, PrivateKey, PublicKey};
 use russh::server::{Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId};
-use tracing::{info, warn};
+use russh::{Channel, ChannelId, Disconnect};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, oneshot, Semaphore};
+use tracing::{debug, info, warn};
 
 use crate::agent::Agent;
 
 /// Who may log in.
 #[derive(Debug, Default, Clone)]
 pub struct AuthConfig {
-    /// Authorized keys; `Some(user)` restricts a key to that user name.
-    pub keys: Vec<(Option<String>, PublicKey)>,
+    /// Authorized keys, each bound to exactly one user name: a client
+    /// logs in under that name only.
+    pub keys: Vec<(String, PublicKey)>,
     /// Lab login: user name and password.
     pub password: Option<(String, String)>,
 }
@@ -39,13 +43,13 @@ impl AuthConfig {
     fn key_allowed(&self, user: &str, key: &PublicKey) -> bool {
         self.keys
             .iter()
-            .any(|(u, k)| u.as_deref().is_none_or(|u| u == user) && k.key_data() == key.key_data())
+            .any(|(u, k)| u == user && k.key_data() == key.key_data())
     }
 
-    /// Reads an authorized_keys file; `user` restricts its keys.
+    /// Reads an authorized_keys file whose keys log in as `user`.
     pub fn add_authorized_keys(
         &mut self,
-        user: Option<String>,
+        user: &str,
         path: &Path,
     ) -> Result<usize, KeyError> {
         let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io {
@@ -63,7 +67,7 @@ impl AuthConfig {
                 line: i + 1,
                 message: e.to_string(),
             })?;
-            self.keys.push((user.clone(), key));
+            self.keys.push((user.to_string(), key));
             n += 1;
         }
         Ok(n)
@@ -124,6 +128,7 @@ impl russh::server::Server for SshServer {
             peer,
             user: None,
             channels: HashMap::new(),
+            authenticated: None,
         }
     }
 }
@@ -134,6 +139,20 @@ pub struct SshHandler {
     peer: Option<SocketAddr>,
     user: Option<String>,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Told once the client has authenticated (ends its pre-auth limits).
+    authenticated: Option<oneshot::Sender<()>>,
+}
+
+impl SshHandler {
+    fn accept(&mut self, user: &str, method: &str) -> Auth {
+        info!(user, peer = ?self.peer, method, "authenticated");
+        self.user = Some(user.to_string());
+        if let Some(tx) = self.authenticated.take() {
+            // (the connection task may already be gone)
+            let _ = tx.send(());
+        }
+        Auth::Accept
+    }
 }
 
 impl russh::server::Handler for SshHandler {
@@ -147,6 +166,7 @@ impl russh::server::Handler for SshHandler {
         Ok(if self.auth.key_allowed(user, offer.public_key) {
             Auth::Accept
         } else {
+            warn!(user, peer = ?self.peer, "public key refused");
             Auth::reject()
         })
     }
@@ -157,9 +177,7 @@ impl russh::server::Handler for SshHandler {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         if self.auth.key_allowed(user, key.public_key) {
-            info!(user, peer = ?self.peer, method = "publickey", "authenticated");
-            self.user = Some(user.to_string());
-            Ok(Auth::Accept)
+            Ok(self.accept(user, "publickey"))
         } else {
             warn!(user, peer = ?self.peer, "public key refused");
             Ok(Auth::reject())
@@ -169,9 +187,7 @@ impl russh::server::Handler for SshHandler {
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         match &self.auth.password {
             Some((u, p)) if u == user && constant_time_eq(p.as_bytes(), password.as_bytes()) => {
-                info!(user, peer = ?self.peer, method = "password", "authenticated");
-                self.user = Some(user.to_string());
-                Ok(Auth::Accept)
+                Ok(self.accept(user, "password"))
             }
             _ => {
                 warn!(user, peer = ?self.peer, "password refused");
@@ -217,4 +233,139 @@ impl russh::server::Handler for SshHandler {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Limits on connections that have not authenticated yet (OpenSSH's
+/// `LoginGraceTime` and `MaxStartups`).
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLimits {
+    /// Time from accept to authentication (banner and key exchange
+    /// included); then the connection is closed.
+    pub preauth_timeout: Duration,
+    /// Connections not yet authenticated; more are closed at accept.
+    pub max_unauthenticated: usize,
+}
+
+/// Stops a running [`serve`] loop and every connection it accepted.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shutdown: broadcast::Sender<String>,
+}
+
+impl ServerHandle {
+    pub fn shutdown(&self, reason: String) {
+        // (no connection left is not an error)
+        let _ = self.shutdown.send(reason);
+    }
+}
+
+/// Accepts SSH connections on `listener` until shut down.
+pub fn serve(
+    server: SshServer,
+    config: Arc<russh::server::Config>,
+    listener: TcpListener,
+    limits: EdgeLimits,
+) -> (ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let (shutdown, _) = broadcast::channel(1);
+    let handle = ServerHandle {
+        shutdown: shutdown.clone(),
+    };
+    let unauthenticated = Arc::new(Semaphore::new(limits.max_unauthenticated));
+    let task = tokio::spawn(async move {
+        let mut stop = shutdown.subscribe();
+        loop {
+            let (socket, peer) = tokio::select! {
+                _ = stop.recv() => return Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    // Out of descriptors and the like: the listener stays.
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = Arc::clone(&unauthenticated).try_acquire_owned() else {
+                warn!(peer = %peer, limit = limits.max_unauthenticated, "too many unauthenticated connections; closing");
+                continue;
+            };
+            if config.nodelay {
+                if let Err(e) = socket.set_nodelay(true) {
+                    debug!(error = %e, "set_nodelay failed");
+                }
+            }
+            let (tx, authenticated) = oneshot::channel();
+            let mut handler = russh::server::Server::new_client(&mut server.clone(), Some(peer));
+            handler.authenticated = Some(tx);
+            let config = Arc::clone(&config);
+            let stop = shutdown.subscribe();
+            tokio::spawn(connection(config, socket, peer, handler, authenticated, permit, stop, limits.preauth_timeout));
+        }
+    });
+    (handle, task)
+}
+
+/// One connection: the pre-authentication deadline, then the session until
+/// it ends or the server shuts down.
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    config: Arc<russh::server::Config>,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    handler: SshHandler,
+    authenticated: oneshot::Receiver<()>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    mut stop: broadcast::Receiver<String>,
+    preauth_timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + preauth_timeout;
+    let session = match tokio::time::timeout_at(deadline, russh::server::run_stream(config, socket, handler)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(peer = %peer, error = %e, "SSH connection setup failed");
+            return;
+        }
+        Err(_) => {
+            warn!(peer = %peer, "no SSH identification in time; closing");
+            return;
+        }
+    };
+    let handle = session.handle();
+    tokio::pin!(session);
+    let disconnect = |reason: String| async {
+        if handle
+            .disconnect(Disconnect::ByApplication, reason, String::new())
+            .await
+            .is_err()
+        {
+            debug!(peer = %peer, "disconnect not sent");
+        }
+    };
+    tokio::select! {
+        r = authenticated => {
+            drop(permit);
+            if r.is_err() {
+                // The handler is gone: the session ended before auth.
+                return;
+            }
+        }
+        _ = tokio::time::sleep_until(deadline) => {
+            warn!(peer = %peer, "not authenticated in time; closing");
+            disconnect("authentication timeout".into()).await;
+            return;
+        }
+        _ = &mut session => return,
+        reason = stop.recv() => {
+            disconnect(reason.unwrap_or_default()).await;
+            return;
+        }
+    }
+    tokio::select! {
+        r = &mut session => {
+            if let Err(e) = r {
+                debug!(peer = %peer, error = %e, "SSH connection closed with an error");
+            }
+        }
+        reason = stop.recv() => disconnect(reason.unwrap_or_default()).await,
+    }
 }

@@ -127,7 +127,9 @@ impl Run {
             .expect("runtime");
         let tap = Arc::new(RecordingTap::new(Some(64), true));
         let opts = AgentOptions {
-            state_dir: state.path().to_path_buf(),
+            // A directory the agent creates itself (0700), inside the
+            // temporary one.
+            state_dir: state.path().join("agent"),
             max_sessions: 8,
             // Small, so that a case can exceed it.
             limits: l45_netconf_proto::Limits {
@@ -136,6 +138,8 @@ impl Run {
             },
             admins: vec!["admin".into()],
             hello_timeout: Duration::from_secs(30),
+            max_sessions_per_user: 8,
+            idle_timeout: None,
             engine,
         };
         let agent = Agent::new(opts, tap.clone(), runtime.handle().clone()).expect("agent");
@@ -207,7 +211,10 @@ impl Run {
         for (name, s) in self.sessions.iter_mut() {
             if let Some(rx) = s.events.as_mut() {
                 while let Ok(ev) = rx.try_recv() {
-                    notifications.push_str(&format!("<!-- to {name} -->{}\n", ev.xml));
+                    // As the session loop: NACM decides per event.
+                    if self.agent.may_receive(&s.info.username, &ev) {
+                        notifications.push_str(&format!("<!-- to {name} -->{}\n", ev.xml));
+                    }
                 }
             }
         }

@@ -169,6 +169,20 @@ impl Agent {
             touched,
             source,
         } = commit;
+        // Nobody may lock every user out of NACM (a device nobody can
+        // reconfigure); the agent's own restores are exempt.
+        if let Some(rest) = &rest {
+            if actor.session_id != Actor::SYSTEM.session_id
+                && !crate::nacm::Nacm::from_running(rest).someone_may_write_nacm()
+            {
+                return Err(OpError::InvalidValue {
+                    message: "the change would leave no user able to write the NACM configuration"
+                        .into(),
+                    element: None,
+                    path: Some(crate::nacm::NACM_PATH.to_string()),
+                });
+            }
+        }
         let txn = transaction(schema, &self.stores().running.modules, &mut delta)?;
         let txn_ms = ms(t0);
         let t = std::time::Instant::now();

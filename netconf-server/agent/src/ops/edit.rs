@@ -8,11 +8,13 @@ use l45_netconf_proto::message::Rpc;
 use l45_netconf_proto::xml::Element;
 use l45_netconf_proto::BASE_NS;
 use yang3::data::{Data, DataTree, DataValidationFlags};
+use yang3::schema::SchemaNodeKind;
 
 use super::{datastore_param, ok, Reply};
 use crate::agent::{guard, Agent};
 use crate::config::commit::Commit;
 use crate::config::delta::Delta;
+use crate::config::edit::apply::node_op;
 use crate::config::edit::content::{config_xml, parse_config};
 use crate::config::edit::{self, EditConfig, EditOp, TestOption, Touched, WriteAccess};
 use crate::datastore::{Datastore, Ds, CUSTOMIZATIONS};
@@ -46,6 +48,10 @@ impl Agent {
         nacm: &Nacm,
         edit: &DataTree<'static>,
     ) -> Result<(), OpError> {
+        let rule_paths = nacm.data_rules(&s.username, Access::Write);
+        if !rule_paths.is_empty() {
+            return self.check_write_access_nodes(s, nacm, edit, &rule_paths);
+        }
         if let Some(first) = edit.reference() {
             for top in first.inclusive_siblings() {
                 let module = top.schema().module().name().to_string();
@@ -71,6 +77,62 @@ impl Agent {
         Ok(())
     }
 
+    /// Write access decided per node of the edit (RFC 8341 3.4.5), for
+    /// users with `path` rules: every value the edit sets and every node
+    /// it creates, replaces or deletes explicitly. A rule's path covers the
+    /// node it selects and everything below it.
+    fn check_write_access_nodes(
+        &self,
+        s: &SessionInfo,
+        nacm: &Nacm,
+        edit: &DataTree<'static>,
+        rule_paths: &[String],
+    ) -> Result<(), OpError> {
+        let selected: Vec<(&str, Vec<String>)> = rule_paths
+            .iter()
+            .map(|p| {
+                let nodes = edit
+                    .find_xpath(p)
+                    .map(|set| set.map(|n| n.path()).collect())
+                    .unwrap_or_default();
+                (p.as_str(), nodes)
+            })
+            .collect();
+        for node in edit.traverse() {
+            // What the edit changes: values (not keys, which only name an
+            // entry) and nodes with an explicit operation.
+            let schema = node.schema();
+            let terminal = matches!(
+                schema.kind(),
+                SchemaNodeKind::Leaf | SchemaNodeKind::LeafList
+            ) && !schema.is_list_key();
+            if !terminal && node_op(&node).is_none() {
+                continue;
+            }
+            let path = node.path();
+            let under = |nodes: &[String]| {
+                nodes.iter().any(|n| {
+                    path.strip_prefix(n.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                })
+            };
+            let covers = |rule_path: &str| {
+                selected
+                    .iter()
+                    .any(|(p, nodes)| *p == rule_path && under(nodes))
+            };
+            let module = node.schema().module().name().to_string();
+            let sensitive = path.ends_with("/security/key");
+            if !nacm.may_node(&s.username, &module, Access::Write, sensitive, &covers) {
+                return Err(OpError::AccessDenied {
+                    message: format!("user '{}' may not write this node", s.username),
+                    path: Some(path),
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn op_edit_config(
         self: &Arc<Self>,
         s: &SessionInfo,
@@ -87,8 +149,11 @@ impl Agent {
         let request = EditConfig::parse(rpc, target)?;
         let _w = guard(&self.write_lock);
         self.check_lock(target, s)?;
+        // Path rules are decided per node, by the libyang engine's check.
+        let per_node = !nacm.data_rules(&s.username, Access::Write).is_empty();
         let access = WriteAccess {
-            module: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Write, false),
+            module: !per_node
+                && nacm.may(&s.username, l45_yang::L45_MODULE, Access::Write, false),
             keys: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Write, true),
         };
         let authorize = |tree: &DataTree<'static>| self.check_write_access(s, nacm, tree);

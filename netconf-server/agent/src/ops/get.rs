@@ -20,8 +20,23 @@ fn print_xml(tree: &DataTree<'static>, flags: DataPrinterFlags) -> Result<String
     l45_yang::print_xml(tree, flags | DataPrinterFlags::SHRINK)
 }
 
-/// Removes what NACM hides from `user` in a reply tree.
+/// Whether the data node at `node` is one of `selected` or below one.
+fn under(node: &str, selected: &[String]) -> bool {
+    selected.iter().any(|s| {
+        node.strip_prefix(s.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+/// Removes what NACM hides from `user` in a reply tree. With `path` rules
+/// for the user every node is decided (RFC 8341 3.4.5), else per top-level
+/// module plus the module keys.
 fn nacm_read_filter(tree: &mut DataTree<'static>, user: &str, nacm: &Nacm) {
+    let rule_paths = nacm.data_rules(user, Access::Read);
+    if !rule_paths.is_empty() {
+        nacm_read_filter_nodes(tree, user, nacm, &rule_paths);
+        return;
+    }
     let tops: Vec<(String, String)> = match tree.reference() {
         Some(first) => first
             .inclusive_siblings()
@@ -36,13 +51,48 @@ fn nacm_read_filter(tree: &mut DataTree<'static>, user: &str, nacm: &Nacm) {
         }
     }
     if !nacm.may(user, l45_yang::L45_MODULE, Access::Read, true) {
-        let keys: Vec<String> = tree
-            .find_xpath("/layer45-customization:customizations/module/security/key")
-            .map(|set| set.map(|n| n.path()).collect())
-            .unwrap_or_default();
-        for k in keys {
+        for k in key_paths(tree) {
             let _ = tree.remove(&k);
         }
+    }
+}
+
+fn key_paths(tree: &DataTree<'static>) -> Vec<String> {
+    tree.find_xpath("/layer45-customization:customizations/module/security/key")
+        .map(|set| set.map(|n| n.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Every node decided on its own: the nodes each rule's path selects are
+/// found once, then a node is covered by a rule when it is one of them or
+/// below one.
+fn nacm_read_filter_nodes(tree: &mut DataTree<'static>, user: &str, nacm: &Nacm, rule_paths: &[String]) {
+    let selected: std::collections::HashMap<&str, Vec<String>> = rule_paths
+        .iter()
+        .map(|p| {
+            let nodes = tree
+                .find_xpath(p)
+                .map(|set| set.map(|n| n.path()).collect())
+                .unwrap_or_default();
+            (p.as_str(), nodes)
+        })
+        .collect();
+    let keys = key_paths(tree);
+    let mut removed: Vec<String> = Vec::new();
+    for node in tree.traverse() {
+        let path = node.path();
+        if under(&path, &removed) {
+            continue;
+        }
+        let module = node.schema().module().name().to_string();
+        let covers = |rule_path: &str| selected.get(rule_path).is_some_and(|s| under(&path, s));
+        let sensitive = keys.contains(&path);
+        if !nacm.may_node(user, &module, Access::Read, sensitive, &covers) {
+            removed.push(path);
+        }
+    }
+    for p in removed {
+        let _ = tree.remove(&p);
     }
 }
 
@@ -67,20 +117,23 @@ impl Agent {
         let only_customizations =
             filter == filter::Filter::XPaths(vec![CUSTOMIZATIONS.to_string()]);
         if self.opts.engine == Engine::Auto
+            && nacm.data_rules(&s.username, Access::Read).is_empty()
             && !with_state
             && flags.bits() == DataPrinterFlags::WD_EXPLICIT.bits()
             && (whole || only_customizations)
         {
             return self.get_config_stored(s, ds, nacm, whole);
         }
-        let mut tree = {
+        // The filter sees only what the user may read: nothing hidden can
+        // be probed by a predicate.
+        let tree = {
             let mut full = self.stores().get(ds).to_tree(self.ctx)?;
             if with_state {
                 self.add_state(&mut full)?;
             }
+            nacm_read_filter(&mut full, &s.username, nacm);
             filter::select(self.ctx, &full, &filter)?
         };
-        nacm_read_filter(&mut tree, &s.username, nacm);
         let body = print_xml(&tree, flags)?;
         Ok((format!("<data>{body}</data>"), After::Continue))
     }
