@@ -77,21 +77,16 @@ fn spawn_agent(
     authorized: &[PublicKey],
 ) -> SocketAddr {
     let opts = AgentOptions {
-        state_dir: state_dir.to_path_buf(),
         max_sessions,
-        limits: l45_netconf_proto::Limits::default(),
         admins: vec![USER.to_string()],
-        hello_timeout: Duration::from_secs(30),
-        max_sessions_per_user: 8,
-        idle_timeout: None,
-        engine: l45_agent::config::edit::Engine::Auto,
+        ..AgentOptions::new(state_dir)
     };
     let tap = Arc::new(RecordingTap::new(None, false));
     let agent = Agent::new(opts, tap, rt.clone()).expect("agent starts");
     let auth = AuthConfig {
         keys: authorized
             .iter()
-            .map(|k| (Some(USER.to_string()), k.clone()))
+            .map(|k| (USER.to_string(), k.clone()))
             .collect(),
         password: None,
     };

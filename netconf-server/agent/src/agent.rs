@@ -44,6 +44,23 @@ pub struct AgentOptions {
     pub engine: Engine,
 }
 
+impl AgentOptions {
+    /// The defaults of `l45-agent`'s options, with `admin` as the first
+    /// admin and state in `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> AgentOptions {
+        AgentOptions {
+            state_dir: state_dir.into(),
+            max_sessions: 64,
+            limits: l45_netconf_proto::Limits::default(),
+            admins: vec!["admin".into()],
+            hello_timeout: Duration::from_secs(30),
+            max_sessions_per_user: 16,
+            idle_timeout: None,
+            engine: Engine::Auto,
+        }
+    }
+}
+
 /// A confirmed commit waiting for its confirmation (stored in the state
 /// directory as well, `datastore::confirmed`).
 pub(crate) struct ConfirmedCommit {
@@ -296,7 +313,11 @@ impl Agent {
         let mut sessions = guard(&self.sessions);
         let of_user = sessions.values().filter(|s| s.username == username).count();
         if of_user >= self.opts.max_sessions_per_user {
-            tracing::warn!(user = username, limit = self.opts.max_sessions_per_user, "per-user session limit reached");
+            tracing::warn!(
+                user = username,
+                limit = self.opts.max_sessions_per_user,
+                "per-user session limit reached"
+            );
             self.counters
                 .dropped_sessions
                 .fetch_add(1, Ordering::Relaxed);

@@ -253,7 +253,11 @@ impl Nacm {
         };
         self.rule_lists
             .iter()
-            .filter(|l| l.groups.iter().any(|g| g == "*" || groups.contains(&g.as_str())))
+            .filter(|l| {
+                l.groups
+                    .iter()
+                    .any(|g| g == "*" || groups.contains(&g.as_str()))
+            })
             .flat_map(|l| &l.rules)
             .filter(|r| {
                 r.ops == "*"
@@ -299,11 +303,14 @@ impl Nacm {
         // Users named in groups, and one in no group (rule lists for "*").
         let nobody = "\u{0}";
         std::iter::once(nobody)
-            .chain(self.groups.iter().flat_map(|(_, users)| users.iter().map(String::as_str)))
+            .chain(
+                self.groups
+                    .iter()
+                    .flat_map(|(_, users)| users.iter().map(String::as_str)),
+            )
             .any(|u| self.may(u, "ietf-netconf-acm", Access::Write, false))
     }
 }
-
 
 /// The NACM configuration a new device starts with: `admins` may do
 /// anything; everyone else may read (not the module keys), get schemas,

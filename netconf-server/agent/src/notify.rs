@@ -68,11 +68,15 @@ impl Notifier {
             if st.state == ModuleState::Deprecated && st.socket_count == 0 {
                 idle.insert(st.id);
                 if !announced.contains(&st.id) {
-                    self.emit(L45, "deprecated-module-idle", format!(
+                    self.emit(
+                        L45,
+                        "deprecated-module-idle",
+                        format!(
                         "<deprecated-module-idle xmlns=\"{}\"><id>{}</id></deprecated-module-idle>",
                         l45_yang::L45_NAMESPACE,
                         st.id
-                    ));
+                    ),
+                    );
                 }
             }
         }

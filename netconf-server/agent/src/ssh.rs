@@ -47,11 +47,7 @@ impl AuthConfig {
     }
 
     /// Reads an authorized_keys file whose keys log in as `user`.
-    pub fn add_authorized_keys(
-        &mut self,
-        user: &str,
-        path: &Path,
-    ) -> Result<usize, KeyError> {
+    pub fn add_authorized_keys(&mut self, user: &str, path: &Path) -> Result<usize, KeyError> {
         let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -299,7 +295,16 @@ pub fn serve(
             handler.authenticated = Some(tx);
             let config = Arc::clone(&config);
             let stop = shutdown.subscribe();
-            tokio::spawn(connection(config, socket, peer, handler, authenticated, permit, stop, limits.preauth_timeout));
+            tokio::spawn(connection(
+                config,
+                socket,
+                peer,
+                handler,
+                authenticated,
+                permit,
+                stop,
+                limits.preauth_timeout,
+            ));
         }
     });
     (handle, task)
@@ -319,17 +324,20 @@ async fn connection(
     preauth_timeout: Duration,
 ) {
     let deadline = tokio::time::Instant::now() + preauth_timeout;
-    let session = match tokio::time::timeout_at(deadline, russh::server::run_stream(config, socket, handler)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            debug!(peer = %peer, error = %e, "SSH connection setup failed");
-            return;
-        }
-        Err(_) => {
-            warn!(peer = %peer, "no SSH identification in time; closing");
-            return;
-        }
-    };
+    let session =
+        match tokio::time::timeout_at(deadline, russh::server::run_stream(config, socket, handler))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!(peer = %peer, error = %e, "SSH connection setup failed");
+                return;
+            }
+            Err(_) => {
+                warn!(peer = %peer, "no SSH identification in time; closing");
+                return;
+            }
+        };
     let handle = session.handle();
     tokio::pin!(session);
     let disconnect = |reason: String| async {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use l45_agent::agent::{Agent, AgentOptions};
-use l45_agent::config::edit::Engine;
 use l45_agent::session::decode_rpc;
 use l45_agent::sessions::SessionInfo;
 use l45_netconf_proto::Decoder;
@@ -116,15 +115,12 @@ fn refused_rollback_is_retried_until_it_succeeds() {
         refused: AtomicU32::new(0),
     });
     let opts = AgentOptions {
-        state_dir: state.path().to_path_buf(),
         max_sessions: 8,
         limits: l45_netconf_proto::Limits {
             max_message: 1 << 20,
             max_chunk: 1 << 20,
         },
-        admins: vec!["admin".into()],
-        hello_timeout: Duration::from_secs(30),
-        engine: Engine::Auto,
+        ..AgentOptions::new(state.path())
     };
     let agent = Agent::new(opts, tap.clone(), runtime.handle().clone()).expect("agent");
     let (s, _killed) = agent.open_session("admin", None).expect("session");

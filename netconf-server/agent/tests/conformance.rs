@@ -19,7 +19,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use l45_agent::agent::{Agent, AgentOptions};
 use l45_agent::config::edit::Engine;
@@ -127,20 +126,17 @@ impl Run {
             .expect("runtime");
         let tap = Arc::new(RecordingTap::new(Some(64), true));
         let opts = AgentOptions {
-            // A directory the agent creates itself (0700), inside the
-            // temporary one.
-            state_dir: state.path().join("agent"),
-            max_sessions: 8,
             // Small, so that a case can exceed it.
             limits: l45_netconf_proto::Limits {
                 max_message: MAX_MESSAGE,
                 max_chunk: MAX_MESSAGE as u64,
             },
-            admins: vec!["admin".into()],
-            hello_timeout: Duration::from_secs(30),
+            max_sessions: 8,
             max_sessions_per_user: 8,
-            idle_timeout: None,
             engine,
+            // A directory the agent creates itself (0700), inside the
+            // temporary one.
+            ..AgentOptions::new(state.path().join("agent"))
         };
         let agent = Agent::new(opts, tap.clone(), runtime.handle().clone()).expect("agent");
         Run {

@@ -152,8 +152,7 @@ impl Agent {
         // Path rules are decided per node, by the libyang engine's check.
         let per_node = !nacm.data_rules(&s.username, Access::Write).is_empty();
         let access = WriteAccess {
-            module: !per_node
-                && nacm.may(&s.username, l45_yang::L45_MODULE, Access::Write, false),
+            module: !per_node && nacm.may(&s.username, l45_yang::L45_MODULE, Access::Write, false),
             keys: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Write, true),
         };
         let authorize = |tree: &DataTree<'static>| self.check_write_access(s, nacm, tree);

@@ -66,7 +66,12 @@ fn key_paths(tree: &DataTree<'static>) -> Vec<String> {
 /// Every node decided on its own: the nodes each rule's path selects are
 /// found once, then a node is covered by a rule when it is one of them or
 /// below one.
-fn nacm_read_filter_nodes(tree: &mut DataTree<'static>, user: &str, nacm: &Nacm, rule_paths: &[String]) {
+fn nacm_read_filter_nodes(
+    tree: &mut DataTree<'static>,
+    user: &str,
+    nacm: &Nacm,
+    rule_paths: &[String],
+) {
     let selected: std::collections::HashMap<&str, Vec<String>> = rule_paths
         .iter()
         .map(|p| {
