@@ -381,7 +381,7 @@ impl Agent {
                 session_id = id,
                 "session with a pending confirmed commit ended; rolling back"
             );
-            me.rollback_or_retry(generation, 0);
+            me.rollback_or_retry(generation, 0, "cancel");
         }
     }
 

@@ -91,6 +91,24 @@ impl Notifier {
         ));
     }
 
+    /// RFC 6470 `netconf-confirmed-commit`: `event` is start, extend,
+    /// complete, cancel or timeout; `timeout` (seconds) with start and
+    /// extend.
+    pub fn confirmed_commit(&self, actor: &Actor<'_>, event: &str, timeout: Option<u32>) {
+        let timeout = timeout
+            .map(|t| format!("<timeout>{t}</timeout>"))
+            .unwrap_or_default();
+        self.emit(
+            "ietf-netconf-notifications",
+            "netconf-confirmed-commit",
+            format!(
+                "<netconf-confirmed-commit xmlns=\"{NC_NOTIF_NS}\"><username>{}</username><session-id>{}</session-id><confirm-event>{event}</confirm-event>{timeout}</netconf-confirmed-commit>",
+                escape_text(actor.user),
+                actor.session_id
+            ),
+        );
+    }
+
     pub fn config_change(
         &self,
         ctx: &Context,

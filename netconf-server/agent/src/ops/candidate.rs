@@ -168,6 +168,9 @@ impl Agent {
         let mut pending = guard(&self.confirmed);
         if req.confirmed {
             let generation = self.confirmed_generation.fetch_add(1, Ordering::Relaxed) + 1;
+            let event = if pending.is_some() { "extend" } else { "start" };
+            self.notifier
+                .confirmed_commit(&s.actor(), event, Some(req.timeout));
             match pending.as_mut() {
                 Some(p) => {
                     p.generation = generation;
@@ -187,7 +190,12 @@ impl Agent {
                     })
                 }
             }
-            self.schedule_rollback(generation, Duration::from_secs(u64::from(req.timeout)), 0);
+            self.schedule_rollback(
+                generation,
+                Duration::from_secs(u64::from(req.timeout)),
+                0,
+                "timeout",
+            );
             tracing::info!(
                 session_id = s.id,
                 timeout = req.timeout,
@@ -195,6 +203,7 @@ impl Agent {
             );
         } else if pending.take().is_some() {
             tracing::info!(session_id = s.id, "confirmed commit confirmed");
+            self.notifier.confirmed_commit(&s.actor(), "complete", None);
         }
         ok()
     }
@@ -239,44 +248,64 @@ impl Agent {
                     remaining_s = left.as_secs(),
                     "confirmed commit still pending after the restart"
                 );
-                self.schedule_rollback(generation, left, 0);
+                self.schedule_rollback(generation, left, 0, "timeout");
             }
             None => {
                 tracing::info!(
                     "confirmed commit not confirmed before the restart (timed out, or its \
                      session ended); rolling back"
                 );
-                self.rollback_or_retry(generation, 0);
+                self.rollback_or_retry(generation, 0, "timeout");
             }
         }
         Ok(())
     }
 
     /// After `delay`, rolls back the confirmed commit armed as `generation`
-    /// (nothing if it was confirmed or re-armed since).
-    fn schedule_rollback(self: &Arc<Self>, generation: u64, delay: Duration, attempt: u32) {
+    /// (nothing if it was confirmed or re-armed since); `event` is the RFC
+    /// 6470 confirm-event announced when it is done.
+    fn schedule_rollback(
+        self: &Arc<Self>,
+        generation: u64,
+        delay: Duration,
+        attempt: u32,
+        event: &'static str,
+    ) {
         let agent = Arc::clone(self);
         self.runtime.spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ =
-                tokio::task::spawn_blocking(move || agent.rollback_or_retry(generation, attempt))
-                    .await;
+            let _ = tokio::task::spawn_blocking(move || {
+                agent.rollback_or_retry(generation, attempt, event)
+            })
+            .await;
         });
     }
 
     /// Rolls back the confirmed commit armed as `generation`; when that
     /// fails it stays pending (and stored), and is tried again with
     /// backoff.
-    pub(crate) fn rollback_or_retry(self: &Arc<Self>, generation: u64, attempt: u32) {
-        if let Err(e) = self.rollback_confirmed(Some(generation)) {
-            let delay = retry_delay(attempt);
-            tracing::error!(
-                error = %e,
-                attempt = attempt + 1,
-                retry_in_s = delay.as_secs(),
-                "restoring the configuration before the confirmed commit failed; will retry"
-            );
-            self.schedule_rollback(generation, delay, attempt + 1);
+    pub(crate) fn rollback_or_retry(
+        self: &Arc<Self>,
+        generation: u64,
+        attempt: u32,
+        event: &'static str,
+    ) {
+        let current = guard(&self.confirmed)
+            .as_ref()
+            .is_some_and(|p| p.generation == generation);
+        match self.rollback_confirmed(Some(generation)) {
+            Ok(()) if current => self.notifier.confirmed_commit(&Actor::SYSTEM, event, None),
+            Ok(()) => {}
+            Err(e) => {
+                let delay = retry_delay(attempt);
+                tracing::error!(
+                    error = %e,
+                    attempt = attempt + 1,
+                    retry_in_s = delay.as_secs(),
+                    "restoring the configuration before the confirmed commit failed; will retry"
+                );
+                self.schedule_rollback(generation, delay, attempt + 1, event);
+            }
         }
     }
 
@@ -348,10 +377,11 @@ impl Agent {
         if let Err(e) = self.rollback_confirmed(None) {
             // The cancel stands: the rollback is owed and retried.
             if let Some(generation) = guard(&self.confirmed).as_ref().map(|p| p.generation) {
-                self.schedule_rollback(generation, retry_delay(0), 1);
+                self.schedule_rollback(generation, retry_delay(0), 1, "cancel");
             }
             return Err(e);
         }
+        self.notifier.confirmed_commit(&s.actor(), "cancel", None);
         ok()
     }
 
