@@ -119,7 +119,10 @@ fn notification(root: &Element, source: &[u8]) -> Notification {
             continue;
         }
         if kind.is_none() {
-            kind = Some((child.ns.clone().unwrap_or_default(), child.name.clone()));
+            kind = Some((
+                child.ns.as_deref().unwrap_or_default().to_string(),
+                child.name.clone(),
+            ));
         }
         body.push_str(&child.standalone_xml(source, &scope));
     }
@@ -203,7 +206,11 @@ fn rpc_error(e: &Element, source: &[u8], parent_scope: &[NsDecl]) -> RpcErrorInf
             "error-app-tag" => info.error_app_tag = Some(text()),
             "error-path" => {
                 info.error_path = Some(text());
-                info.error_path_namespaces = c.scope_for_children(&scope);
+                info.error_path_namespaces = c
+                    .scope_for_children(&scope)
+                    .into_iter()
+                    .map(|(p, uri)| (p.map(|p| p.to_string()), uri.to_string()))
+                    .collect();
             }
             "error-message" => info.error_message = Some(text()),
             "error-info" => info.error_info = Some(c.standalone_xml(source, &scope)),

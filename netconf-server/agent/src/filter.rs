@@ -153,7 +153,7 @@ pub fn translate_xpath(ctx: &Context, select: &str, scope: &[NsDecl]) -> Result<
                     .iter()
                     .rev()
                     .find(|(p, _)| p.as_deref() == Some(word.as_str()))
-                    .map(|(_, u)| u.as_str());
+                    .map(|(_, u)| &**u);
                 // Unbound prefixes may be module names, as netopeer2-cli and
                 // JSON-style paths write them.
                 let module = uri
@@ -268,7 +268,8 @@ mod tests {
 
     #[test]
     fn xpath_prefixes_become_module_names() {
-        let scope = vec![(Some("x".to_string()), l45_yang::L45_NAMESPACE.to_string())];
+        let scope: Vec<l45_netconf_proto::xml::NsDecl> =
+            vec![(Some("x".into()), l45_yang::L45_NAMESPACE.into())];
         let t = translate_xpath(ctx(), "/x:customizations/x:module[x:name='a:b']", &scope).unwrap();
         assert_eq!(t, "/layer45-customization:customizations/layer45-customization:module[layer45-customization:name='a:b']");
         assert!(translate_xpath(ctx(), "/y:customizations", &scope).is_err());

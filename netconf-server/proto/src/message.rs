@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::xml::{self, escape_attr, escape_text, Element, NsDecl, XmlError};
+use crate::xml::{self, escape_attr, escape_text, Element, NsDecl, XmlError, XmlErrorKind};
 
 pub const BASE_NS: &str = "urn:ietf:params:xml:ns:netconf:base:1.0";
 pub const NOTIFICATION_NS: &str = "urn:ietf:params:xml:ns:netconf:notification:1.0";
@@ -166,7 +166,7 @@ pub fn parse_rpc(bytes: Vec<u8>) -> Incoming {
     // it with `xml::for_each_child`, or calls `Rpc::full` for the tree.
     let root = match xml::parse_lazy(&bytes, EDIT_CONFIG_DATA) {
         Ok(root) => root,
-        Err(e) => return malformed(&bytes, e.to_string()),
+        Err(e) => return unparsable(&bytes, &e),
     };
     let echo_attrs: Vec<(String, String)> = root
         .attrs
@@ -175,7 +175,7 @@ pub fn parse_rpc(bytes: Vec<u8>) -> Incoming {
         .chain(
             root.ns_decls
                 .iter()
-                .filter_map(|(p, uri)| p.as_ref().map(|p| (format!("xmlns:{p}"), uri.clone()))),
+                .filter_map(|(p, uri)| p.as_ref().map(|p| (format!("xmlns:{p}"), uri.to_string()))),
         )
         .collect();
     if !root.is(BASE_NS, "rpc") {
@@ -226,12 +226,27 @@ pub fn parse_rpc(bytes: Vec<u8>) -> Incoming {
 /// A `malformed-message` error that still names the message-id when the
 /// head of the message shows one.
 fn malformed(bytes: &[u8], message: String) -> Incoming {
+    refused(bytes, ErrorTag::MalformedMessage, message)
+}
+
+/// The error for a message the XML parser refused: `malformed-message`, or
+/// `too-big` when it went over one of the parser's limits (like a message
+/// over the size limit).
+fn unparsable(bytes: &[u8], e: &XmlError) -> Incoming {
+    let tag = match e.kind {
+        XmlErrorKind::Malformed => ErrorTag::MalformedMessage,
+        XmlErrorKind::Limit => ErrorTag::TooBig,
+    };
+    refused(bytes, tag, e.to_string())
+}
+
+fn refused(bytes: &[u8], tag: ErrorTag, message: String) -> Incoming {
     let echo_attrs = message_id_from_head(bytes)
         .map(|id| vec![("message-id".to_string(), id)])
         .unwrap_or_default();
     Incoming::Invalid {
         echo_attrs,
-        error: RpcError::new(ErrorType::Rpc, ErrorTag::MalformedMessage).message(message),
+        error: RpcError::new(ErrorType::Rpc, tag).message(message),
     }
 }
 

@@ -2,28 +2,58 @@
 //! into the source so that subtrees can be handed on (e.g. to libyang)
 //! without re-serialising them.
 
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::sync::Arc;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use thiserror::Error;
 
+// Limits that keep the cost of a document linear in its size: every
+// per-element step below is bounded by one of them.
+
 /// Deepest nesting accepted; deeper input is rejected, not recursed into.
 pub const MAX_DEPTH: usize = 512;
+/// Most attributes on one element, namespace declarations included. Data
+/// of the YANG models the agent serves carries a handful (an edit
+/// `operation`, a filter's `type`/`select`, declarations); the cap bounds
+/// the per-element work of namespace resolution and of readers that scan an
+/// element's attributes.
+pub const MAX_ATTRIBUTES: usize = 256;
+/// Most namespace declarations in scope at any element (those on its
+/// ancestors and itself, redeclarations counted). Copying or walking a
+/// scope (`Element::scope_for_children`, `Element::standalone_xml`) costs
+/// at most this many steps per element.
+pub const MAX_NS_IN_SCOPE: usize = 256;
+
+/// Why a document was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XmlErrorKind {
+    /// Not well-formed (or not namespace-well-formed) XML.
+    Malformed,
+    /// Well-formed as far as read, but over one of this module's limits
+    /// ([`MAX_DEPTH`], [`MAX_ATTRIBUTES`], [`MAX_NS_IN_SCOPE`]).
+    Limit,
+}
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[error("malformed XML at byte {position}: {message}")]
+#[error("{} at byte {position}: {message}", match kind { XmlErrorKind::Malformed => "malformed XML", XmlErrorKind::Limit => "XML over a limit" })]
 pub struct XmlError {
     pub position: u64,
     pub message: String,
+    pub kind: XmlErrorKind,
 }
 
-/// A namespace declaration: `None` prefix is the default namespace.
-pub type NsDecl = (Option<String>, String);
+/// A namespace declaration: `None` prefix is the default namespace. The
+/// strings are shared: the tree holds one copy of each declaration however
+/// many elements and scopes refer to it.
+pub type NsDecl = (Option<Arc<str>>, Arc<str>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribute {
-    pub ns: Option<String>,
+    /// Shared with the declaration that bound it (see [`NsDecl`]).
+    pub ns: Option<Arc<str>>,
     pub name: String,
     /// The qualified name as written (`nc:operation`).
     pub qname: String,
@@ -32,8 +62,9 @@ pub struct Attribute {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
-    /// Namespace URI, `None` when the element is in no namespace.
-    pub ns: Option<String>,
+    /// Namespace URI, `None` when the element is in no namespace; shared
+    /// with the declaration that bound it (see [`NsDecl`]).
+    pub ns: Option<Arc<str>>,
     pub name: String,
     pub attrs: Vec<Attribute>,
     /// Namespace declarations made on this element.
@@ -72,13 +103,18 @@ impl Element {
     }
 
     /// The in-scope declarations for this element's children, given the
-    /// declarations in scope at this element's parent.
+    /// declarations in scope at this element's parent. Costs one step per
+    /// declaration (the strings are shared, not copied).
     pub fn scope_for_children(&self, parent_scope: &[NsDecl]) -> Vec<NsDecl> {
-        let mut scope: Vec<NsDecl> = parent_scope.to_vec();
-        for decl in &self.ns_decls {
-            scope.retain(|(p, _)| p != &decl.0);
-            scope.push(decl.clone());
-        }
+        let mut scope: Vec<NsDecl> = Vec::with_capacity(parent_scope.len() + self.ns_decls.len());
+        let redeclared = Redeclared::new(&self.ns_decls);
+        scope.extend(
+            parent_scope
+                .iter()
+                .filter(|(p, _)| !redeclared.contains(p.as_deref()))
+                .cloned(),
+        );
+        scope.extend(self.ns_decls.iter().cloned());
         scope
     }
 
@@ -98,19 +134,52 @@ impl Element {
     pub fn standalone_xml(&self, source: &[u8], scope: &[NsDecl]) -> String {
         let raw = &source[self.span.clone()];
         let name_end = self.name_end - self.span.start;
+        let redeclared = Redeclared::new(&self.ns_decls);
         let mut out = String::with_capacity(raw.len() + 128);
         out.push_str(&String::from_utf8_lossy(&raw[..name_end]));
         for (prefix, uri) in scope {
-            if self.ns_decls.iter().any(|(p, _)| p == prefix) {
+            if redeclared.contains(prefix.as_deref()) {
                 continue;
             }
             match prefix {
-                Some(p) => out.push_str(&format!(" xmlns:{p}=\"{}\"", escape_attr(uri))),
-                None => out.push_str(&format!(" xmlns=\"{}\"", escape_attr(uri))),
+                Some(p) => {
+                    out.push_str(" xmlns:");
+                    out.push_str(p);
+                }
+                None => out.push_str(" xmlns"),
             }
+            out.push_str("=\"");
+            out.push_str(&escape_attr(uri));
+            out.push('"');
         }
         out.push_str(&String::from_utf8_lossy(&raw[name_end..]));
         out
+    }
+}
+
+/// The prefixes an element declares, for "is this one redeclared here"
+/// in one step each: a list scan while short, a set beyond.
+enum Redeclared<'a> {
+    Few(&'a [NsDecl]),
+    Many(HashSet<Option<&'a str>>),
+}
+
+impl<'a> Redeclared<'a> {
+    const SCAN_MAX: usize = 8;
+
+    fn new(decls: &'a [NsDecl]) -> Self {
+        if decls.len() <= Self::SCAN_MAX {
+            Redeclared::Few(decls)
+        } else {
+            Redeclared::Many(decls.iter().map(|(p, _)| p.as_deref()).collect())
+        }
+    }
+
+    fn contains(&self, prefix: Option<&str>) -> bool {
+        match self {
+            Redeclared::Few(decls) => decls.iter().any(|(p, _)| p.as_deref() == prefix),
+            Redeclared::Many(set) => set.contains(&prefix),
+        }
     }
 }
 
@@ -143,12 +212,13 @@ pub fn parse(source: &[u8]) -> Result<Element, XmlError> {
 /// fails the same way), but only their name, attributes, declarations, span
 /// and a [`Lazy`] summary remain. Read them with [`for_each_child`].
 pub fn parse_lazy(source: &[u8], lazy_below: &[(&str, &str)]) -> Result<Element, XmlError> {
-    let mut parser = Parser::new(source, 0, Vec::new());
+    let mut parser = Parser::new(source, 0, &[]);
     parser.run_inner(lazy_below, None, &mut |_, _| true)?;
     // (run_inner only returns Ok after the root element ended)
     parser.root.take().ok_or_else(|| XmlError {
         position: 0,
         message: "no root element".into(),
+        kind: XmlErrorKind::Malformed,
     })
 }
 
@@ -166,25 +236,108 @@ pub fn for_each_child(
     let bytes = source.get(element.span.clone()).ok_or_else(|| XmlError {
         position: element.span.start as u64,
         message: "element span outside the source".into(),
+        kind: XmlErrorKind::Malformed,
     })?;
-    let mut decls = vec![base_decl()];
-    decls.extend(scope.iter().cloned());
-    Parser::new(bytes, element.span.start, decls).run_children(&mut f)
+    Parser::new(bytes, element.span.start, scope).run_children(&mut f)
 }
 
-fn base_decl() -> NsDecl {
-    (
-        Some("xml".to_string()),
-        "http://www.w3.org/XML/1998/namespace".to_string(),
-    )
+/// The namespace declarations in scope while parsing, innermost last, with
+/// an index from prefix to its bindings: resolving a name is one hash probe
+/// however many declarations are in scope.
+struct Scope {
+    decls: Vec<NsDecl>,
+    /// Indices in `decls` binding the default namespace, innermost last.
+    default: Vec<usize>,
+    /// Indices in `decls` binding each prefix, innermost last.
+    prefixed: HashMap<Arc<str>, Vec<usize>>,
+    /// Every namespace and prefix string of the document, once: elements
+    /// and declarations share them.
+    interned: HashSet<Arc<str>>,
+}
+
+impl Scope {
+    /// A scope holding `xml` and then `given`.
+    fn new(given: &[NsDecl]) -> Scope {
+        let mut scope = Scope {
+            decls: Vec::with_capacity(given.len() + 8),
+            default: Vec::new(),
+            prefixed: HashMap::new(),
+            interned: HashSet::new(),
+        };
+        let xml = (
+            Some(scope.intern("xml")),
+            scope.intern("http://www.w3.org/XML/1998/namespace"),
+        );
+        scope.push(xml);
+        for decl in given {
+            scope.push(decl.clone());
+        }
+        scope
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.interned.get(s) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(s);
+        self.interned.insert(Arc::clone(&shared));
+        shared
+    }
+
+    fn len(&self) -> usize {
+        self.decls.len()
+    }
+
+    fn push(&mut self, decl: NsDecl) {
+        let at = self.decls.len();
+        match &decl.0 {
+            None => self.default.push(at),
+            Some(p) => self.prefixed.entry(Arc::clone(p)).or_default().push(at),
+        }
+        self.decls.push(decl);
+    }
+
+    /// Drops the declarations made after the scope had `len` of them.
+    fn truncate(&mut self, len: usize) {
+        while self.decls.len() > len {
+            let Some((prefix, _)) = self.decls.pop() else {
+                return;
+            };
+            match prefix {
+                None => {
+                    self.default.pop();
+                }
+                Some(p) => {
+                    if let Some(stack) = self.prefixed.get_mut(&p) {
+                        stack.pop();
+                        if stack.is_empty() {
+                            self.prefixed.remove(&p);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The namespace bound to `prefix`; `None` when unbound or undeclared
+    /// (`xmlns=""`).
+    fn lookup(&self, prefix: Option<&str>) -> Option<&Arc<str>> {
+        let at = match prefix {
+            None => self.default.last(),
+            Some(p) => self.prefixed.get(p).and_then(|stack| stack.last()),
+        }?;
+        self.decls
+            .get(*at)
+            .map(|(_, uri)| uri)
+            .filter(|u| !u.is_empty())
+    }
 }
 
 struct Parser<'s> {
     reader: Reader<&'s [u8]>,
     /// Added to reader positions (when parsing a slice of a message).
     offset: usize,
-    /// In-scope declarations, innermost last.
-    decls: Vec<NsDecl>,
+    scope: Scope,
     stack: Vec<Frame>,
     /// The root element once it ended.
     root: Option<Element>,
@@ -198,20 +351,21 @@ struct Parser<'s> {
 const POOL_MAX: usize = 256;
 
 impl<'s> Parser<'s> {
-    fn new(source: &'s [u8], offset: usize, mut decls: Vec<NsDecl>) -> Parser<'s> {
+    fn new(source: &'s [u8], offset: usize, given: &[NsDecl]) -> Parser<'s> {
         // quick-xml skips a byte-order mark without counting it in its
         // positions; skipping it here keeps spans indexing `source`.
-        let bom = if source.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+        let bom = if source.starts_with(b"\xEF\xBB\xBF") {
+            3
+        } else {
+            0
+        };
         let mut reader = Reader::from_reader(&source[bom..]);
         reader.config_mut().check_end_names = true;
         reader.config_mut().check_comments = true;
-        if decls.is_empty() {
-            decls.push(base_decl());
-        }
         Parser {
             reader,
             offset: offset + bom,
-            decls,
+            scope: Scope::new(given),
             stack: Vec::new(),
             root: None,
             pool: Vec::new(),
@@ -242,11 +396,18 @@ impl<'s> Parser<'s> {
             let event = self.reader.read_event().map_err(|e| XmlError {
                 position: self.reader.error_position() + self.offset as u64,
                 message: e.to_string(),
+                kind: XmlErrorKind::Malformed,
             })?;
             let end_pos = self.reader.buffer_position() as usize + self.offset;
             let err = |message: String| XmlError {
                 position: start_pos as u64,
                 message,
+                kind: XmlErrorKind::Malformed,
+            };
+            let refused = |(kind, message): (XmlErrorKind, String)| XmlError {
+                position: start_pos as u64,
+                message,
+                kind,
             };
             match event {
                 Event::Start(_) | Event::Empty(_) if root_seen && self.stack.is_empty() => {
@@ -255,15 +416,18 @@ impl<'s> Parser<'s> {
                 Event::Start(ref start) | Event::Empty(ref start) => {
                     let is_empty = matches!(event, Event::Empty(_));
                     if self.stack.len() >= MAX_DEPTH {
-                        return Err(err(format!("elements nested deeper than {MAX_DEPTH}")));
+                        return Err(refused((
+                            XmlErrorKind::Limit,
+                            format!("elements nested deeper than {MAX_DEPTH}"),
+                        )));
                     }
                     root_seen = true;
-                    let decl_mark = self.decls.len();
+                    let decl_mark = self.scope.len();
                     let keep = lazy_at.is_none();
                     let reuse = if keep { self.pool.pop() } else { None };
                     let (element, attrs) =
-                        open_element(start, &mut self.decls, start_pos, end_pos, keep, reuse)
-                            .map_err(err)?;
+                        open_element(start, &mut self.scope, start_pos, end_pos, keep, reuse)
+                            .map_err(refused)?;
                     if let Some(at) = lazy_at {
                         let direct = self.stack.len() == at + 1;
                         if let Some(Some(lazy)) =
@@ -372,7 +536,7 @@ impl<'s> Parser<'s> {
         let Some(frame) = self.stack.pop() else {
             return false;
         };
-        self.decls.truncate(frame.decl_mark);
+        self.scope.truncate(frame.decl_mark);
         let depth = self.stack.len();
         if *lazy_at == Some(depth) {
             *lazy_at = None;
@@ -381,6 +545,11 @@ impl<'s> Parser<'s> {
             return false;
         };
         element.span.end = end_pos;
+        // A long list of children grew by doubling: give back the unused
+        // half so a tree stays within a fixed multiple of its source.
+        if element.children.capacity() - element.children.len() > 64 {
+            element.children.shrink_to_fit();
+        }
         if depth == 0 {
             let go = done(depth, &element);
             self.root = Some(element);
@@ -421,62 +590,127 @@ fn is_lazy(stack: &[Frame], lazy_below: &[(&str, &str)]) -> bool {
             .all(|(f, (ns, name))| f.element.as_ref().is_some_and(|e| e.is(ns, name)))
 }
 
-/// Reads a start tag: pushes its namespace declarations onto `decls`,
+/// Attribute names of one start tag, for the duplicate check: a list scan
+/// while short, a set beyond, so a tag costs linear time in its size.
+#[derive(Default)]
+struct SeenNames<'a> {
+    list: Vec<&'a [u8]>,
+    set: HashSet<&'a [u8]>,
+}
+
+impl<'a> SeenNames<'a> {
+    const SCAN_MAX: usize = 8;
+
+    /// Adds `name`; false when it was there already.
+    fn insert(&mut self, name: &'a [u8]) -> bool {
+        if self.list.len() < Self::SCAN_MAX {
+            count_name_comparisons(self.list.len());
+            if self.list.contains(&name) {
+                return false;
+            }
+            self.list.push(name);
+            return true;
+        }
+        if self.set.is_empty() {
+            self.set.extend(self.list.iter().copied());
+        }
+        count_name_comparisons(1);
+        self.set.insert(name)
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Attribute-name comparisons (a set probe counts one) made by this
+    /// thread's duplicate checks: the tests' measure of work.
+    static NAME_COMPARISONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+fn count_name_comparisons(n: usize) {
+    NAME_COMPARISONS.with(|c| c.set(c.get() + n));
+}
+
+#[cfg(not(test))]
+fn count_name_comparisons(_: usize) {}
+
+/// Why a start tag was refused.
+type Refusal = (XmlErrorKind, String);
+
+fn malformed(message: impl ToString) -> Refusal {
+    (XmlErrorKind::Malformed, message.to_string())
+}
+
+/// Reads a start tag: pushes its namespace declarations onto `scope`,
 /// resolves and checks every name; builds the element when `keep`.
 /// Returns the element and its number of attributes (declarations aside).
 fn open_element(
     start: &BytesStart<'_>,
-    decls: &mut Vec<NsDecl>,
+    scope: &mut Scope,
     start_pos: usize,
     end_pos: usize,
     keep: bool,
     reuse: Option<Element>,
-) -> Result<(Option<Element>, usize), String> {
+) -> Result<(Option<Element>, usize), Refusal> {
     let qname = start.name();
-    let qname = std::str::from_utf8(qname.as_ref()).map_err(|e| e.to_string())?;
+    let qname = std::str::from_utf8(qname.as_ref()).map_err(malformed)?;
     let mut ns_decls = Vec::new();
     let mut raw_attrs: Vec<(String, String)> = Vec::new();
-    for attr in start.attributes().with_checks(true) {
-        let attr = attr.map_err(|e| e.to_string())?;
-        let key = std::str::from_utf8(attr.key.as_ref()).map_err(|e| e.to_string())?;
-        let value = attr.unescape_value().map_err(|e| e.to_string())?;
+    let mut seen = SeenNames::default();
+    let mut attributes = start.attributes();
+    // quick-xml's own duplicate check compares each name with every earlier
+    // one (quadratic in the attribute count); `seen` replaces it.
+    attributes.with_checks(false);
+    for (i, attr) in attributes.enumerate() {
+        if i == MAX_ATTRIBUTES {
+            return Err((
+                XmlErrorKind::Limit,
+                format!("element <{qname}> has more than {MAX_ATTRIBUTES} attributes"),
+            ));
+        }
+        let attr = attr.map_err(malformed)?;
+        let key_bytes = attr.key.into_inner();
+        let key = std::str::from_utf8(key_bytes).map_err(malformed)?;
+        if !seen.insert(key_bytes) {
+            return Err(malformed(format!("duplicated attribute '{key}'")));
+        }
+        let value = attr.unescape_value().map_err(malformed)?;
         if key == "xmlns" {
-            ns_decls.push((None, value.into_owned()));
+            ns_decls.push((None, scope.intern(&value)));
         } else if let Some(prefix) = key.strip_prefix("xmlns:") {
             if value.is_empty() {
-                return Err(format!("empty namespace for prefix {prefix}"));
+                return Err(malformed(format!("empty namespace for prefix {prefix}")));
             }
-            ns_decls.push((Some(prefix.to_string()), value.into_owned()));
+            ns_decls.push((Some(scope.intern(prefix)), scope.intern(&value)));
         } else {
             raw_attrs.push((key.to_string(), value.into_owned()));
         }
     }
-    decls.extend(ns_decls.iter().cloned());
-    let lookup = |prefix: Option<&str>| -> Option<&str> {
-        decls
-            .iter()
-            .rev()
-            .find(|(p, _)| p.as_deref() == prefix)
-            .map(|(_, uri)| uri.as_str())
-            .filter(|u| !u.is_empty())
+    for decl in &ns_decls {
+        scope.push(decl.clone());
+    }
+    // (the xml prefix's built-in declaration is not counted)
+    if scope.len() > MAX_NS_IN_SCOPE + 1 {
+        return Err((
+            XmlErrorKind::Limit,
+            format!("more than {MAX_NS_IN_SCOPE} namespace declarations in scope"),
+        ));
+    }
+    let resolve = |prefix: &str| -> Result<Arc<str>, Refusal> {
+        scope
+            .lookup(Some(prefix))
+            .cloned()
+            .ok_or_else(|| malformed(format!("undeclared namespace prefix '{prefix}'")))
     };
     let (ns, name) = match qname.split_once(':') {
-        Some((prefix, local)) => {
-            let ns = lookup(Some(prefix))
-                .ok_or_else(|| format!("undeclared namespace prefix '{prefix}'"))?;
-            (Some(ns), local)
-        }
-        None => (lookup(None), qname),
+        Some((prefix, local)) => (Some(resolve(prefix)?), local),
+        None => (scope.lookup(None).cloned(), qname),
     };
     let mut attrs = Vec::with_capacity(if keep { raw_attrs.len() } else { 0 });
     let count = raw_attrs.len();
     for (key, value) in raw_attrs {
         let (ns, name) = match key.split_once(':') {
-            Some((prefix, local)) => {
-                let ns = lookup(Some(prefix))
-                    .ok_or_else(|| format!("undeclared namespace prefix '{prefix}'"))?;
-                (Some(ns.to_string()), local.to_string())
-            }
+            Some((prefix, local)) => (Some(resolve(prefix)?), local.to_string()),
             // Unprefixed attributes are in no namespace.
             None => (None, key.clone()),
         };
@@ -495,13 +729,7 @@ fn open_element(
     let element = match reuse {
         // A recycled element: same content as a new one, its buffers kept.
         Some(mut e) => {
-            match (&mut e.ns, ns) {
-                (Some(buf), Some(ns)) => {
-                    buf.clear();
-                    buf.push_str(ns);
-                }
-                (slot, ns) => *slot = ns.map(str::to_string),
-            }
+            e.ns = ns;
             e.name.clear();
             e.name.push_str(name);
             e.attrs = attrs;
@@ -514,7 +742,7 @@ fn open_element(
             e
         }
         None => Element {
-            ns: ns.map(str::to_string),
+            ns,
             name: name.to_string(),
             attrs,
             ns_decls,
@@ -730,6 +958,206 @@ mod tests {
             parse(deep.as_bytes()).unwrap_err(),
             parse_lazy(deep.as_bytes(), LAZY_PATH).unwrap_err()
         );
+    }
+
+    fn attributes(n: usize) -> String {
+        (0..n).map(|i| format!(" a{i}='{i}'")).collect()
+    }
+
+    fn comparisons_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        NAME_COMPARISONS.with(|c| c.set(0));
+        let out = f();
+        (out, NAME_COMPARISONS.with(|c| c.get()))
+    }
+
+    #[test]
+    fn attributes_up_to_the_cap_are_checked_in_linear_work() {
+        // Namespace declarations count as attributes.
+        let doc = format!(
+            "<a xmlns='urn:a' xmlns:p='urn:p'{} p:x='1'/>",
+            attributes(MAX_ATTRIBUTES - 3)
+        );
+        let (root, work) = comparisons_during(|| parse(doc.as_bytes()));
+        let root = root.unwrap();
+        assert_eq!(root.attrs.len(), MAX_ATTRIBUTES - 2);
+        assert_eq!(root.attr(Some("urn:p"), "x"), Some("1"));
+        // At most SCAN_MAX comparisons per attribute (a quadratic check
+        // would make ~n²/2 = 32 640).
+        assert!(work <= MAX_ATTRIBUTES * SeenNames::SCAN_MAX, "{work}");
+    }
+
+    #[test]
+    fn too_many_attributes_are_refused_at_the_cap() {
+        for n in [MAX_ATTRIBUTES + 1, 20_000, 200_000] {
+            let doc = format!("<r><f><x{}/></f></r>", attributes(n));
+            let (err, work) = comparisons_during(|| parse(doc.as_bytes()));
+            let err = err.unwrap_err();
+            assert_eq!(err.kind, XmlErrorKind::Limit, "{n}: {err}");
+            assert!(err.message.contains("more than 256 attributes"), "{err}");
+            assert_eq!(err.position, 6, "the element with too many");
+            // The work stops at the cap, whatever the message holds.
+            assert!(work <= MAX_ATTRIBUTES * SeenNames::SCAN_MAX, "{n}: {work}");
+        }
+        // The lazy parse refuses it the same way.
+        let doc = format!(
+            r#"<rpc xmlns="urn:b"><edit><config><top><x{}/></top></config></edit></rpc>"#,
+            attributes(1000)
+        );
+        assert_eq!(
+            parse(doc.as_bytes()).unwrap_err(),
+            parse_lazy(doc.as_bytes(), LAZY_PATH).unwrap_err()
+        );
+    }
+
+    #[test]
+    fn duplicate_attributes_are_found_among_many() {
+        for (n, dup) in [(3, 1), (8, 7), (9, 0), (200, 3), (200, 199)] {
+            let doc = format!("<x{} a{dup}='again'/>", attributes(n));
+            let err = parse(doc.as_bytes()).unwrap_err();
+            assert_eq!(err.kind, XmlErrorKind::Malformed);
+            assert!(
+                err.message
+                    .contains(&format!("duplicated attribute 'a{dup}'")),
+                "{err}"
+            );
+        }
+    }
+
+    /// Bytes a tree holds on the heap (allocator overhead aside), each
+    /// shared string counted once.
+    fn tree_bytes(e: &Element, seen: &mut HashSet<*const u8>) -> usize {
+        let mut shared = |s: &Arc<str>| {
+            if seen.insert(s.as_ptr()) {
+                s.len()
+            } else {
+                0
+            }
+        };
+        let mut n = e.name.capacity() + e.text.capacity();
+        n += e.children.capacity() * std::mem::size_of::<Element>();
+        n += e.attrs.capacity() * std::mem::size_of::<Attribute>();
+        n += e.ns_decls.capacity() * std::mem::size_of::<NsDecl>();
+        n += e.ns.as_ref().map_or(0, &mut shared);
+        for a in &e.attrs {
+            n += a.name.capacity() + a.qname.capacity() + a.value.capacity();
+            n += a.ns.as_ref().map_or(0, &mut shared);
+        }
+        for (p, uri) in &e.ns_decls {
+            n += p.as_ref().map_or(0, &mut shared) + shared(uri);
+        }
+        n + e
+            .children
+            .iter()
+            .map(|c| tree_bytes(c, seen))
+            .sum::<usize>()
+    }
+
+    #[test]
+    fn a_namespace_is_held_once_however_many_elements_use_it() {
+        let ns = format!("urn:x:{}", "n".repeat(4090));
+        let n = 200_000;
+        let doc = format!("<top xmlns=\"{ns}\">{}</top>", "<a/>".repeat(n));
+        let root = parse(doc.as_bytes()).unwrap();
+        assert_eq!(root.children.len(), n);
+        let top_ns = root.ns.clone().unwrap();
+        assert!(root
+            .children
+            .iter()
+            .all(|c| c.ns.as_ref().is_some_and(|ns| Arc::ptr_eq(ns, &top_ns))));
+        // The tree, the declaration and this test's copy: no other holder.
+        assert_eq!(Arc::strong_count(&top_ns), n + 3);
+        // One element per 4 source bytes is the densest a document gets;
+        // a tree of empty elements is the largest per source byte.
+        let bytes = tree_bytes(&root, &mut HashSet::new());
+        assert!(bytes <= 48 * doc.len(), "{bytes} for {}", doc.len());
+        // Redeclaring the same namespace shares the string too.
+        let doc = format!("<top>{}</top>", format!("<a xmlns='{ns}'/>").repeat(100));
+        let root = parse(doc.as_bytes()).unwrap();
+        let first = root.children[0].ns.clone().unwrap();
+        assert!(root
+            .children
+            .iter()
+            .all(|c| c.ns.as_ref().is_some_and(|ns| Arc::ptr_eq(ns, &first))));
+    }
+
+    #[test]
+    fn namespace_declarations_in_scope_are_capped() {
+        // Spread over nested elements, each under the attribute cap.
+        let open = |k: usize| {
+            format!(
+                "<e{k}{}>",
+                (0..64)
+                    .map(|i| format!(" xmlns:p{k}x{i}='urn:{i}'"))
+                    .collect::<String>()
+            )
+        };
+        let mut ok = String::new();
+        for k in 0..4 {
+            ok.push_str(&open(k));
+        }
+        let close: String = (0..4).rev().map(|k| format!("</e{k}>")).collect();
+        let root = parse(format!("{ok}<leaf/>{close}").as_bytes()).unwrap();
+        let mut scope = Vec::new();
+        let mut e = &root;
+        loop {
+            scope = e.scope_for_children(&scope);
+            match e.children.first() {
+                Some(c) => e = c,
+                None => break,
+            }
+        }
+        assert_eq!(scope.len(), MAX_NS_IN_SCOPE);
+        let err = parse(format!("{ok}<leaf xmlns='urn:one-more'/>{close}").as_bytes()).unwrap_err();
+        assert_eq!(err.kind, XmlErrorKind::Limit);
+        assert!(
+            err.message.contains("namespace declarations in scope"),
+            "{err}"
+        );
+        // Declarations of siblings are out of scope again.
+        let siblings = format!(
+            "<r>{}</r>",
+            "<s xmlns:a='urn:a' xmlns:b='urn:b'/>".repeat(1000)
+        );
+        parse(siblings.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn scope_for_children_replaces_redeclared_prefixes() {
+        let parent: Vec<NsDecl> = (0..20)
+            .map(|i| {
+                (
+                    Some(Arc::from(format!("p{i}"))),
+                    Arc::from(format!("urn:old{i}")),
+                )
+            })
+            .chain([(None, Arc::from("urn:default"))])
+            .collect();
+        // Many redeclarations (the set path) and a few (the scan path).
+        for count in [2, 10] {
+            let decls: String = (0..count)
+                .map(|i| format!(" xmlns:p{}='urn:new{i}'", i * 2))
+                .collect();
+            let doc = format!("<e xmlns='urn:d2'{decls}/>");
+            let e = parse(doc.as_bytes()).unwrap();
+            let scope = e.scope_for_children(&parent);
+            let lookup = |p: Option<&str>| {
+                scope
+                    .iter()
+                    .rev()
+                    .find(|(q, _)| q.as_deref() == p)
+                    .map(|(_, u)| u.to_string())
+            };
+            assert_eq!(scope.len(), 21);
+            assert_eq!(lookup(None).as_deref(), Some("urn:d2"));
+            assert_eq!(lookup(Some("p0")).as_deref(), Some("urn:new0"));
+            assert_eq!(lookup(Some("p1")).as_deref(), Some("urn:old1"));
+            let xml = e.standalone_xml(doc.as_bytes(), &parent);
+            assert_eq!(xml.matches("xmlns").count(), 21, "{xml}");
+            assert!(
+                !xml.contains("urn:old0") && !xml.contains("urn:default"),
+                "{xml}"
+            );
+        }
     }
 
     #[test]

@@ -19,15 +19,21 @@ use crate::yangerr::to_rpc_error;
 pub fn config_xml(config: &Element, source: &[u8], scope: &[NsDecl]) -> Result<String, RpcError> {
     let inner_scope = config.scope_for_children(scope);
     let mut out = String::new();
+    // Every top-level element repeats the declarations in scope, so many
+    // small ones under a long namespace would make this text far larger
+    // than the message: refuse that instead of building it.
+    let budget = 2 * source.len() + (1 << 20);
     for child in &config.children {
+        if out.len() > budget {
+            return Err(RpcError::new(ErrorType::Application, ErrorTag::TooBig).message(
+                "<config> holds too many top-level elements for the namespace declarations in scope",
+            ));
+        }
         let mut renames: Vec<(usize, usize)> = Vec::new();
         collect_operation_attrs(child, source, &mut renames)?;
         let mut scope = inner_scope.clone();
         if !renames.is_empty() {
-            scope.push((
-                Some("l45nc".to_string()),
-                l45_yang::EDIT_NAMESPACE.to_string(),
-            ));
+            scope.push((Some("l45nc".into()), l45_yang::EDIT_NAMESPACE.into()));
         }
         let text = child.standalone_xml(source, &scope);
         if renames.is_empty() {

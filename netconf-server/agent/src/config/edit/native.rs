@@ -73,7 +73,7 @@ fn read_leaves(
                     .iter()
                     .rev()
                     .find(|(p, _)| p.as_deref() == prefix)
-                    .map(|(_, u)| u.as_str())?;
+                    .map(|(_, u)| &**u)?;
                 if ns != L45 {
                     return None;
                 }
