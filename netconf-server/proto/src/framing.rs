@@ -71,8 +71,12 @@ enum ChunkState {
 pub struct Decoder {
     framing: Framing,
     limits: Limits,
-    /// Bytes received and not yet consumed.
+    /// Bytes received; those before `start` are consumed. Consumed bytes
+    /// are dropped in bulk (see `compact`), never per message: a buffer
+    /// holding many messages costs linear time, not a copy of the rest per
+    /// message.
     input: Vec<u8>,
+    start: usize,
     /// EOM framing: how far `input` was already searched for the delimiter.
     scanned: usize,
     /// Chunked framing: the message assembled so far.
@@ -81,7 +85,13 @@ pub struct Decoder {
     message_size: usize,
     discarding: bool,
     chunk: ChunkState,
+    /// Bytes moved to drop consumed input (tests check it stays linear).
+    #[cfg(test)]
+    moved: usize,
 }
+
+/// Capacity above which an emptied input buffer is freed rather than kept.
+const KEEP_CAPACITY: usize = 1 << 20;
 
 impl Decoder {
     pub fn new(limits: Limits) -> Self {
@@ -89,11 +99,14 @@ impl Decoder {
             framing: Framing::EndOfMessage,
             limits,
             input: Vec::new(),
+            start: 0,
             scanned: 0,
             message: Vec::new(),
             message_size: 0,
             discarding: false,
             chunk: ChunkState::Header,
+            #[cfg(test)]
+            moved: 0,
         }
     }
 
@@ -105,17 +118,40 @@ impl Decoder {
     /// after the hello are decoded with the new framing.
     pub fn set_framing(&mut self, framing: Framing) {
         self.framing = framing;
-        self.scanned = 0;
+        self.scanned = self.start;
     }
 
     /// Appends bytes received from the transport.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.compact();
         self.input.extend_from_slice(bytes);
+    }
+
+    /// Drops consumed input once it is at least half the buffer, so each
+    /// byte is moved a bounded number of times.
+    fn compact(&mut self) {
+        if self.start == self.input.len() {
+            if self.input.capacity() > KEEP_CAPACITY {
+                self.input = Vec::new();
+            } else {
+                self.input.clear();
+            }
+        } else if self.start > 0 && self.start >= self.input.len() / 2 {
+            #[cfg(test)]
+            {
+                self.moved += self.input.len() - self.start;
+            }
+            self.input.drain(..self.start);
+        } else {
+            return;
+        }
+        self.scanned -= self.start.min(self.scanned);
+        self.start = 0;
     }
 
     /// Bytes held but not yet decoded into a message.
     pub fn buffered(&self) -> usize {
-        self.input.len() + self.message.len()
+        self.input.len() - self.start + self.message.len()
     }
 
     /// Takes the next complete frame, if the buffered bytes hold one.
@@ -127,14 +163,28 @@ impl Decoder {
     }
 
     fn next_eom(&mut self) -> Option<Frame> {
-        let start = self.scanned.saturating_sub(EOM.len() - 1);
-        let found = find(&self.input[start..], EOM).map(|i| i + start);
+        let from = self.scanned.saturating_sub(EOM.len() - 1).max(self.start);
+        let found = find(&self.input[from..], EOM).map(|i| i + from);
         match found {
             Some(end) => {
-                let rest = self.input.split_off(end + EOM.len());
-                let mut message = std::mem::replace(&mut self.input, rest);
-                message.truncate(end);
-                self.scanned = 0;
+                let rest = self.input.len() - (end + EOM.len());
+                let message = if self.start == 0 && rest <= end {
+                    // The message is most of the buffer: keep it in place
+                    // and move the (smaller) rest out.
+                    let rest = self.input.split_off(end + EOM.len());
+                    #[cfg(test)]
+                    {
+                        self.moved += rest.len();
+                    }
+                    let mut message = std::mem::replace(&mut self.input, rest);
+                    message.truncate(end);
+                    message
+                } else {
+                    let message = self.input[self.start..end].to_vec();
+                    self.start = end + EOM.len();
+                    message
+                };
+                self.scanned = self.start;
                 let size = self.message_size + message.len();
                 let discarding = std::mem::take(&mut self.discarding);
                 self.message_size = 0;
@@ -152,15 +202,16 @@ impl Decoder {
                 // Over the limit without a delimiter: keep only the head and a
                 // tail long enough to hold a split delimiter. That tail may be
                 // the start of the delimiter, not message bytes.
-                if self.message_size + self.input.len() > self.limits.max_message + EOM.len() - 1 {
+                let held = self.input.len() - self.start;
+                if self.message_size + held > self.limits.max_message + EOM.len() - 1 {
                     if !self.discarding {
                         self.discarding = true;
-                        self.message = self.input[..self.input.len().min(OVERSIZE_HEAD)].to_vec();
+                        self.message =
+                            self.input[self.start..self.start + held.min(OVERSIZE_HEAD)].to_vec();
                     }
-                    let keep = EOM.len() - 1;
-                    let drop = self.input.len().saturating_sub(keep);
+                    let drop = held.saturating_sub(EOM.len() - 1);
                     self.message_size += drop;
-                    self.input.drain(..drop);
+                    self.start += drop;
                 }
                 self.scanned = self.input.len();
                 None
@@ -169,7 +220,7 @@ impl Decoder {
     }
 
     fn next_chunked(&mut self) -> Result<Option<Frame>, FramingError> {
-        let mut pos = 0;
+        let mut pos = self.start;
         let result = loop {
             match self.chunk {
                 ChunkState::Header => {
@@ -272,7 +323,7 @@ impl Decoder {
                 }
             }
         };
-        self.input.drain(..pos);
+        self.start = pos;
         Ok(result)
     }
 }
@@ -558,6 +609,54 @@ mod tests {
         }
         assert_eq!(got[1], Frame::Message(b"<a/>".to_vec()));
         assert!(d.buffered() < 16);
+    }
+
+    #[test]
+    fn many_messages_in_one_buffer_cost_linear_work() {
+        let n = 20_000;
+        for framing in [Framing::EndOfMessage, Framing::Chunked] {
+            let wire: Vec<u8> = (0..n)
+                .flat_map(|i| encode(format!("<m{i}/>").as_bytes(), framing))
+                .collect();
+            let mut d = Decoder::new(Limits::default());
+            d.set_framing(framing);
+            // All at once, then in pieces that split messages and delimiters.
+            d.push(&wire);
+            let mut got = decode_all(&mut d).unwrap();
+            for piece in wire.chunks(4099) {
+                d.push(piece);
+                got.extend(decode_all(&mut d).unwrap());
+            }
+            assert_eq!(got.len(), 2 * n, "{framing:?}");
+            assert_eq!(
+                got[n - 1],
+                Frame::Message(format!("<m{}/>", n - 1).into_bytes())
+            );
+            assert_eq!(got[n], Frame::Message(b"<m0/>".to_vec()));
+            assert_eq!(d.buffered(), 0);
+            // Removing each message from the front of the buffer would move
+            // ~n²/2 messages' worth of bytes.
+            assert!(
+                d.moved <= 2 * wire.len(),
+                "{framing:?}: {} for {}",
+                d.moved,
+                wire.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_message_is_not_copied_out_of_the_buffer() {
+        let big = vec![b'x'; 1 << 20];
+        let mut d = Decoder::new(Limits::default());
+        d.push(&big);
+        d.push(b"]]>]]><a/>]]>]]>");
+        let frames = decode_all(&mut d).unwrap();
+        assert_eq!(
+            frames,
+            vec![Frame::Message(big), Frame::Message(b"<a/>".to_vec())]
+        );
+        assert!(d.moved < 64, "{}", d.moved);
     }
 
     #[test]
