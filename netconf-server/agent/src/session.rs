@@ -58,6 +58,19 @@ pub fn decode_rpc(agent: &Agent, info: &SessionInfo, frame: Frame) -> Result<Rpc
     }
 }
 
+/// Largest message parsed on an async worker; larger ones go to a blocking
+/// thread.
+const INLINE_PARSE_MAX: usize = 64 * 1024;
+
+/// An rpc done on a blocking thread.
+struct Handled {
+    op: String,
+    reply: String,
+    after: After,
+    /// When parsing ended and the operation began.
+    parsed: Instant,
+}
+
 /// Whether the session goes on after a message.
 enum Flow {
     Continue,
@@ -111,7 +124,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             let flow = if self.got_hello {
                 self.on_rpc(frame, received, recv_ms).await
             } else {
-                self.on_hello(&frame)
+                self.on_hello(frame).await
             };
             if let Flow::End = flow {
                 return Flow::End;
@@ -119,12 +132,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
     }
 
-    fn on_hello(&mut self, frame: &Frame) -> Flow {
+    async fn on_hello(&mut self, frame: Frame) -> Flow {
         let bytes = match frame {
-            Frame::Message(m) => m.as_slice(),
-            Frame::Oversized { head, .. } => head.as_slice(),
+            Frame::Message(m) => m,
+            Frame::Oversized { head, .. } => head,
         };
-        match Hello::parse(bytes) {
+        // A hello may be as large as any message: parse a large one off the
+        // async workers (see `on_rpc`).
+        let parsed = if bytes.len() <= INLINE_PARSE_MAX {
+            Hello::parse(&bytes)
+        } else {
+            match tokio::task::spawn_blocking(move || Hello::parse(&bytes)).await {
+                Ok(parsed) => parsed,
+                Err(_) => return Flow::End,
+            }
+        };
+        match parsed {
             Ok(h) if h.session_id.is_none() => {
                 self.got_hello = true;
                 if h.supports_base_11() {
@@ -151,16 +174,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             Frame::Message(m) => m.len(),
             Frame::Oversized { size, .. } => *size,
         };
-        let rpc = match decode_rpc(&self.agent, &self.info, frame) {
-            Ok(rpc) => rpc,
-            Err(reply) => return self.reply(&reply).await,
-        };
-        let op = rpc.operation.name.clone();
-        let started = Instant::now();
-        let parse_ms = started.duration_since(received).as_secs_f64() * 1e3;
         let (a, s) = (Arc::clone(&self.agent), self.info.clone());
-        let (reply, after) = match tokio::task::spawn_blocking(move || a.handle(&s, &rpc)).await {
-            Ok(r) => r,
+        // Parsing is linear in the message, yet a message may be 64 MiB: it
+        // runs, with the operation, on a blocking thread, so the async
+        // workers go on serving other sessions meanwhile. The parsed tree is
+        // dropped there too.
+        let blocking = tokio::task::spawn_blocking(move || -> Result<Handled, String> {
+            let rpc = decode_rpc(&a, &s, frame)?;
+            let parsed = Instant::now();
+            let (reply, after) = a.handle(&s, &rpc);
+            Ok(Handled {
+                op: rpc.operation.name.clone(),
+                reply,
+                after,
+                parsed,
+            })
+        });
+        let Handled {
+            op,
+            reply,
+            after,
+            parsed: started,
+        } = match blocking.await {
+            Ok(Ok(handled)) => handled,
+            Ok(Err(reply)) => return self.reply(&reply).await,
             // The runtime is shutting down (the agent is stopping): end the
             // session, not an rpc-error claiming the operation failed.
             Err(e) if e.is_cancelled() => return Flow::End,
@@ -168,9 +205,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 warn!(error = %e, "operation panicked");
                 let err = RpcError::new(ErrorType::Application, ErrorTag::OperationFailed)
                     .message("internal error");
-                (message::error_reply(&[], &[err]), After::Continue)
+                return self.reply(&message::error_reply(&[], &[err])).await;
             }
         };
+        let parse_ms = started.duration_since(received).as_secs_f64() * 1e3;
         let handled = Instant::now();
         let handle_ms = handled.duration_since(started).as_secs_f64() * 1e3;
         if let Flow::End = self.reply(&reply).await {
