@@ -352,13 +352,13 @@ const POOL_MAX: usize = 256;
 
 impl<'s> Parser<'s> {
     fn new(source: &'s [u8], offset: usize, given: &[NsDecl]) -> Parser<'s> {
-        // quick-xml skips a byte-order mark without counting it in its
-        // positions; skipping it here keeps spans indexing `source`.
-        let bom = if source.starts_with(b"\xEF\xBB\xBF") {
-            3
-        } else {
-            0
-        };
+        // quick-xml skips a byte-order mark at the start of its input
+        // without counting it in its positions; skipping every leading one
+        // here keeps spans indexing `source`.
+        let mut bom = 0;
+        while source[bom..].starts_with(b"\xEF\xBB\xBF") {
+            bom += 3;
+        }
         let mut reader = Reader::from_reader(&source[bom..]);
         reader.config_mut().check_end_names = true;
         reader.config_mut().check_comments = true;
@@ -654,6 +654,10 @@ fn open_element(
 ) -> Result<(Option<Element>, usize), Refusal> {
     let qname = start.name();
     let qname = std::str::from_utf8(qname.as_ref()).map_err(malformed)?;
+    // quick-xml reads `< />` as an element without a name.
+    if qname.is_empty() || qname.starts_with(':') || qname.ends_with(':') {
+        return Err(malformed("element without a name"));
+    }
     let mut ns_decls = Vec::new();
     let mut raw_attrs: Vec<(String, String)> = Vec::new();
     let mut seen = SeenNames::default();
@@ -809,6 +813,17 @@ mod tests {
             root.children[0].standalone_xml(src, &[(None, "urn:x".into())]),
             r#"<b xmlns="urn:x">t</b>"#
         );
+    }
+
+    #[test]
+    fn every_leading_byte_order_mark_is_skipped_and_names_are_required() {
+        // Found by fuzzing: quick-xml skipped a second mark uncounted, and
+        // took `< />` for an element.
+        let src = "\u{feff}\u{feff}<a/>".as_bytes();
+        assert_eq!(&src[parse(src).unwrap().span.clone()], b"<a/>");
+        for bad in ["< />", "<a>< /></a>", "<a: />", "<:a/>"] {
+            assert!(parse(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]
