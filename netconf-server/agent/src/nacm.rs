@@ -211,10 +211,23 @@ impl Nacm {
     /// May `user` read or write data of `module`? `sensitive` marks
     /// `default-deny-all` nodes, which need an explicit permit.
     pub fn may(&self, user: &str, module: &str, access: Access, sensitive: bool) -> bool {
+        self.may_data(user, module, access, sensitive, Target::Data(None))
+    }
+
+    /// The data decision: the first matching rule, else the default for
+    /// `access` (never for `sensitive` nodes).
+    fn may_data(
+        &self,
+        user: &str,
+        module: &str,
+        access: Access,
+        sensitive: bool,
+        target: Target<'_>,
+    ) -> bool {
         if !self.enabled {
             return true;
         }
-        match self.search(user, module, access, Target::Data(None)) {
+        match self.search(user, module, access, target) {
             Decision::Permit => true,
             Decision::Deny => false,
             Decision::NoMatch => {
@@ -280,21 +293,7 @@ impl Nacm {
         sensitive: bool,
         covers: &dyn Fn(&str) -> bool,
     ) -> bool {
-        if !self.enabled {
-            return true;
-        }
-        match self.search(user, module, access, Target::Data(Some(covers))) {
-            Decision::Permit => true,
-            Decision::Deny => false,
-            Decision::NoMatch => {
-                !sensitive
-                    && match access {
-                        Access::Read => self.read_default,
-                        Access::Write => self.write_default,
-                        Access::Exec => self.exec_default,
-                    }
-            }
-        }
+        self.may_data(user, module, access, sensitive, Target::Data(Some(covers)))
     }
 
     /// Whether some user could still write the NACM configuration: a
