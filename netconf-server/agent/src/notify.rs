@@ -109,6 +109,19 @@ impl Notifier {
         );
     }
 
+    /// A confirmed commit's rollback failed (it is retried).
+    pub fn rollback_failed(&self, attempt: u32, retry_in: u64, reason: &str) {
+        self.emit(
+            L45,
+            "confirmed-commit-rollback-failed",
+            format!(
+                "<confirmed-commit-rollback-failed xmlns=\"{}\"><attempt>{attempt}</attempt><retry-in>{retry_in}</retry-in><reason>{}</reason></confirmed-commit-rollback-failed>",
+                l45_yang::L45_NAMESPACE,
+                escape_text(reason)
+            ),
+        );
+    }
+
     pub fn config_change(
         &self,
         ctx: &Context,

@@ -155,6 +155,7 @@ fn refused_rollback_is_retried_until_it_succeeds() {
     ));
     assert_eq!(ids(&agent, &s), [2]);
     assert!(stored.exists());
+    let mut events = agent.subscribe_events();
     tap.refuse.store(true, Ordering::SeqCst);
     // The timeout's rollback and at least one retry are refused.
     wait_for("two refused rollbacks", || {
@@ -162,6 +163,19 @@ fn refused_rollback_is_retried_until_it_succeeds() {
     });
     assert_eq!(ids(&agent, &s), [2]);
     assert!(stored.exists(), "a failed rollback is not forgotten");
+    // Each failure is reported to subscribers, not only logged.
+    let mut failures = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        if ev.name == "confirmed-commit-rollback-failed" {
+            failures.push(ev.xml);
+        }
+    }
+    assert!(failures.len() >= 2, "{failures:?}");
+    assert!(
+        failures[0].contains("<attempt>1</attempt>"),
+        "{}",
+        failures[0]
+    );
     let reply = rpc(&agent, &s, "<commit><persist-id>p</persist-id></commit>");
     assert!(reply.contains("<error-tag>in-use</error-tag>"), "{reply}");
     tap.refuse.store(false, Ordering::SeqCst);

@@ -304,6 +304,8 @@ impl Agent {
                     retry_in_s = delay.as_secs(),
                     "restoring the configuration before the confirmed commit failed; will retry"
                 );
+                self.notifier
+                    .rollback_failed(attempt + 1, delay.as_secs(), &e.to_string());
                 self.schedule_rollback(generation, delay, attempt + 1, event);
             }
         }
