@@ -7,7 +7,8 @@ use l45_netconf_proto::message::BASE_NS;
 use l45_netconf_proto::xml::{Element, NsDecl};
 use l45_netconf_proto::{ErrorTag, ErrorType, RpcError};
 use yang3::context::Context;
-use yang3::data::{DataFormat, DataParserFlags, DataTree, DataValidationFlags};
+use yang3::data::{DataFormat, DataNodeRef, DataParserFlags, DataTree, DataValidationFlags};
+use yang3::schema::SchemaNodeKind;
 
 use super::EditOp;
 use crate::yangerr::to_rpc_error;
@@ -120,7 +121,7 @@ pub fn parse_config(ctx: &'static Context, xml: &str) -> Result<DataTree<'static
     if xml.trim().is_empty() {
         return Ok(DataTree::new(ctx));
     }
-    DataTree::parse_string(
+    let tree = DataTree::parse_string(
         ctx,
         xml,
         DataFormat::XML,
@@ -131,5 +132,47 @@ pub fn parse_config(ctx: &'static Context, xml: &str) -> Result<DataTree<'static
         let mut err = to_rpc_error(ctx, &e);
         err.error_type = ErrorType::Protocol;
         err
-    })
+    })?;
+    if let Some(first) = tree.reference() {
+        single_instances(first.inclusive_siblings())?;
+    }
+    Ok(tree)
+}
+
+/// Refuses a container or leaf given twice under one parent. Parsing
+/// without validation lets such trees through, and libyang's validation
+/// of them loops or crashes (two top-level `<nacm>`, found by fuzzing).
+fn single_instances<'a>(siblings: impl Iterator<Item = DataNodeRef<'a>>) -> Result<(), RpcError> {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut set = std::collections::HashSet::new();
+    for node in siblings {
+        let schema = node.schema();
+        if matches!(
+            schema.kind(),
+            SchemaNodeKind::Container | SchemaNodeKind::Leaf
+        ) {
+            let id = (
+                schema.module().name().to_string(),
+                schema.name().to_string(),
+            );
+            // (a short list while few, a set beyond: linear either way)
+            let repeated = if seen.len() < 8 {
+                let r = seen.contains(&id);
+                seen.push(id);
+                r
+            } else {
+                if set.is_empty() {
+                    set.extend(seen.drain(..));
+                }
+                !set.insert(id)
+            };
+            if repeated {
+                return Err(RpcError::new(ErrorType::Protocol, ErrorTag::BadElement)
+                    .message(format!("<{}> appears more than once", schema.name()))
+                    .info("bad-element", schema.name()));
+            }
+        }
+        single_instances(node.children())?;
+    }
+    Ok(())
 }
