@@ -139,7 +139,8 @@ pub fn parse_config(ctx: &'static Context, xml: &str) -> Result<DataTree<'static
     Ok(tree)
 }
 
-/// Refuses a container or leaf given twice under one parent. Parsing
+/// Refuses a container, leaf or list entry (same keys) given twice under
+/// one parent. Parsing
 /// without validation lets such trees through, and libyang's validation
 /// of them loops or crashes (two top-level `<nacm>`, found by fuzzing).
 fn single_instances<'a>(siblings: impl Iterator<Item = DataNodeRef<'a>>) -> Result<(), RpcError> {
@@ -147,13 +148,20 @@ fn single_instances<'a>(siblings: impl Iterator<Item = DataNodeRef<'a>>) -> Resu
     let mut set = std::collections::HashSet::new();
     for node in siblings {
         let schema = node.schema();
-        if matches!(
+        let single = matches!(
             schema.kind(),
             SchemaNodeKind::Container | SchemaNodeKind::Leaf
-        ) {
+        );
+        // A list entry is one instance per key value: its path says which.
+        let entry = schema.kind() == SchemaNodeKind::List;
+        if single || entry {
             let id = (
                 schema.module().name().to_string(),
-                schema.name().to_string(),
+                if entry {
+                    node.path()
+                } else {
+                    schema.name().to_string()
+                },
             );
             // (a short list while few, a set beyond: linear either way)
             let repeated = if seen.len() < 8 {
