@@ -87,7 +87,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     while !c.is_empty() {
         match c.u8() % 7 {
             0 => {
-                let _ = process.claim_socket(c.u32(), usize::from(c.u16()));
+                let _ = process.claim_socket(c.u32());
             }
             1 | 2 => {
                 let index = usize::from(c.u16()) % (MAX_SOCKETS + 1);

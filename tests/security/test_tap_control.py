@@ -2,8 +2,9 @@
 agents, real tapped processes, and `nobody` as the attacker.
 
 The control file (module table) is the agent user's, mode 0644, without
-keys; the shared part (statistics, socket table) is a System V segment
-every user may write but nobody can resize or remove."""
+keys; the shared part (statistics) is a System V segment every user may
+write but nobody can resize or remove; each user's socket table is a
+segment only that user can write."""
 import base64
 import ctypes
 import os
@@ -21,6 +22,7 @@ PYTHON = "/usr/bin/python3"  # stdlib only, readable by nobody
 KEY = bytes(((i * 37) & 0xFF) ^ 0xA5 for i in range(32))
 TAG = "SECTAGxx"
 SHARED_ID_OFFSET = 32  # header: magic, version, max_modules, max_sockets, agent_pid, generation
+TABLE_LEN = 528_384  # a socket table segment (l45-tap-shm checks the same figure)
 
 # A tapped UDP client: sends each query line's datagram, says so, and keeps
 # its socket until stdin closes (so the agent can list it meanwhile).
@@ -36,8 +38,8 @@ for line in sys.stdin:
     print("sent", flush=True)
 """
 
-# Writes garbage over a System V segment, then tries to remove it and to
-# change its owner (both must fail for anyone but the agent's user).
+# Writes garbage over a System V segment, then tries to remove it (which
+# must fail for anyone but its owner).
 GARBLE = r"""
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -183,6 +185,21 @@ def segment_size(shmid):
     return segment_info(shmid)[0]
 
 
+def socket_tables(uid):
+    """Ids of the socket tables (segments of their size) owned by `uid`."""
+    lines = pathlib.Path("/proc/sysvipc/shm").read_text().splitlines()
+    head = lines[0].split()
+    out = []
+    for line in lines[1:]:
+        f = dict(zip(head, line.split()))
+        if int(f["size"]) == TABLE_LEN and int(f["uid"]) == uid and int(f["cuid"]) == uid:
+            out.append(int(f["shmid"]))
+    return out
+
+
+NOBODY = 65534
+
+
 def test_no_key_material_where_others_can_read(tap):
     a, nc, path = tap
     rx, port = receiver()
@@ -197,6 +214,8 @@ def test_no_key_material_where_others_can_read(tap):
     readable = {p: p.read_bytes() for p in path.parent.iterdir()
                 if p.stat().st_mode & 0o004}
     readable["shared segment"] = segment_bytes(shmid)
+    for t in socket_tables(os.geteuid()):
+        readable[f"socket table {t}"] = segment_bytes(t)
     for where, data in readable.items():
         for i in range(0, 32, 8):
             assert KEY[i:i + 8] not in data, f"key bytes in {where}"
@@ -234,6 +253,20 @@ def test_garbage_in_the_shared_part_is_survived(tap, nobody_dir, garbage):
         assert r.returncode == 0, r.stderr
         # EPERM (1): nobody cannot remove (or otherwise own) the segment.
         assert r.stdout.split() == ["rmid", "-1", "1"], r.stdout
+        # Nor does garbage in nobody's own socket table (kept alive by a
+        # tapped process of nobody's) hurt the agent.
+        holder = Client(port, path, user="nobody")
+        try:
+            holder.send(dns_query())
+            assert rx.recvfrom(4096)[0] == TAG.encode() + dns_query()
+            tables = socket_tables(NOBODY)
+            assert tables, "nobody's tapped process made its socket table"
+            for t in tables:
+                r = as_nobody([PYTHON, "-c", GARBLE, str(t), garbage, str(TABLE_LEN)])
+                assert r.returncode == 0, r.stderr
+            assert module_state(nc, 1) is not None
+        finally:
+            holder.close()
         # The agent still answers, and a new edit reaches a tapped process.
         assert module_state(nc, 1) is not None
         assert a.proc.poll() is None
@@ -301,11 +334,11 @@ def test_a_challenge_through_netconf_passes(tap):
     assert plain == challenge + (7).to_bytes(4, "big")
 
 
-def test_erasing_the_socket_table_does_not_make_a_used_module_idle(tap):
-    """A root process holds a socket using module 1; `nobody` zeroes the
-    whole shared part and the module is deprecated: its socket still
-    counts (what `deprecated-module-idle` is decided on) until the socket
-    really closes."""
+def test_another_user_cannot_touch_a_users_socket_table(tap):
+    """A root process's socket is listed in root's socket table: `nobody`
+    may read it but not attach it for writing or remove it, so it cannot
+    erase, rewrite or hide a record there, even one the agent has not read
+    yet."""
     a, nc, path = tap
     rx, port = receiver()
     with rx:
@@ -314,14 +347,47 @@ def test_erasing_the_socket_table_does_not_make_a_used_module_idle(tap):
         try:
             c.send(dns_query())
             assert rx.recvfrom(4096)[0] == TAG.encode() + dns_query()
-            assert module_state(nc, 1)["socket-count"] == "1"  # seen by the agent
+            tables = socket_tables(0)
+            assert tables
+            for t in tables:
+                assert segment_info(t)[1] == 0o644
+                r = as_nobody([PYTHON, "-c", GARBLE, str(t), "zero", str(TABLE_LEN)])
+                assert r.returncode != 0 and "Permission denied" in r.stderr, r.stderr
+            assert module_state(nc, 1)["socket-count"] == "1"
+        finally:
+            c.close()
+
+
+def test_filling_or_erasing_the_tables_does_not_make_a_used_module_idle(tap):
+    """A root process holds a socket using module 1; `nobody` zeroes the
+    shared part and fills its own socket table with records, and the module
+    is deprecated: the root socket still counts (what
+    `deprecated-module-idle` is decided on) until it really closes."""
+    a, nc, path = tap
+    rx, port = receiver()
+    rx2, port2 = receiver()
+    with rx, rx2:
+        # nobody's own socket uses module 2: it makes nobody's table.
+        edit(nc, module(1, port) + module(2, port2, tag="OTHERtag"))
+        filler = Client(port2, path, user="nobody")
+        c = Client(port, path)
+        try:
+            filler.send(dns_query())
+            assert rx2.recvfrom(4096)[0] == b"OTHERtag" + dns_query()
+            c.send(dns_query())
+            assert rx.recvfrom(4096)[0] == TAG.encode() + dns_query()
             shmid = shared_id(path)
             r = as_nobody([PYTHON, "-c", GARBLE, str(shmid), "zero", str(segment_size(shmid))])
             assert r.returncode == 0, r.stderr
+            for t in socket_tables(NOBODY):
+                # Every slot claimed (by pid 0xffffffff) and odd-sequenced.
+                r = as_nobody([PYTHON, "-c", GARBLE, str(t), "ones", str(TABLE_LEN)])
+                assert r.returncode == 0, r.stderr
             edit(nc, "<module><id>1</id><deprecated>true</deprecated></module>")
             st = module_state(nc, 1)
             assert (st["state"], st["socket-count"]) == ("deprecated", "1"), st
         finally:
             c.close()
+            filler.close()
         st = module_state(nc, 1)
         assert st["socket-count"] == "0", st

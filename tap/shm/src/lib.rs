@@ -8,15 +8,16 @@
 //!   on their hot path with one atomic load, re-reading the table only when
 //!   the generation moved. No IPC per send. It holds no key material.
 //! - the shared part, a System V shared-memory segment (mode 0666, created
-//!   by the agent, its id in the control header): per-module statistics
-//!   (atomics added to by the tapped processes) and the socket table (a
-//!   tapped process claims a slot by compare-and-swap on the owner pid for
-//!   every socket that has modules attached; the agent lists them and
-//!   reclaims slots of processes that died). Tapped processes of every user
-//!   write it, so everything in it is self-reported and the agent reads it
-//!   as untrusted input. A segment cannot be truncated or resized by
-//!   anyone once created, so no reader can be made to fault on it (a
+//!   by the agent, its id in the control header): per-module statistics,
+//!   atomics added to by the tapped processes. Tapped processes of every
+//!   user write it, so everything in it is self-reported and the agent
+//!   reads it as untrusted input. A segment cannot be truncated or resized
+//!   by anyone once created, so no reader can be made to fault on it (a
 //!   writable file could be `ftruncate`d under every mapping: SIGBUS).
+//! - the socket tables, one System V segment per user (`sockets`): a
+//!   tapped process claims a slot by compare-and-swap on the owner pid for
+//!   every socket that has modules attached, in its own user's table,
+//!   which only that user can write; the agent reads them all.
 //!
 //! A tapped process maps a control file only if its owner is root, the
 //! process's own user or the owner of the file's directory, and it is not
@@ -35,12 +36,14 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"L45TAP\0\x01");
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 pub const MAX_MODULES: usize = 64;
-pub const MAX_SOCKETS: usize = 4096;
+/// Sockets one user's table lists.
+pub const MAX_SOCKETS: usize = sockets::TABLE_SOCKETS;
 pub const MAX_CHAIN: usize = 8;
 pub const NAME_LEN: usize = 16;
 pub const PARAMS_LEN: usize = 224;
@@ -59,6 +62,9 @@ pub const LOCK_MODE: u32 = 0o600;
 const SNAPSHOT_PATIENCE: Duration = Duration::from_millis(50);
 
 const PAGE: usize = 4096;
+
+mod sockets;
+pub use sockets::{parse_segments, Segment, TABLE_LEN, TABLE_MODE};
 
 // ===== layout =====
 
@@ -298,19 +304,6 @@ pub struct SocketRecord {
     pub modules: [u32; MAX_CHAIN],
 }
 
-#[repr(C)]
-struct SocketSlot {
-    /// Owning pid; 0 = free.
-    owner: AtomicU32,
-    /// Odd while the owner rewrites `record`.
-    seq: AtomicU32,
-    /// Non-zero: the record is not listed (claimed but not written yet, or
-    /// a closed socket's, kept for the next one on its descriptor number).
-    /// One store on the slot's first cache line hides or shows it again.
-    hidden: AtomicU32,
-    record: SocketRecord,
-}
-
 const fn align(n: usize) -> usize {
     n.div_ceil(PAGE) * PAGE
 }
@@ -318,8 +311,8 @@ const fn align(n: usize) -> usize {
 /// Size of the control file.
 pub const CONTROL_LEN: usize = align(std::mem::size_of::<Control>());
 const STATS_LEN: usize = std::mem::size_of::<StatsSlot>() * MAX_MODULES;
-/// Size of the shared segment (statistics, then the socket table).
-pub const SHARED_LEN: usize = align(STATS_LEN + std::mem::size_of::<SocketSlot>() * MAX_SOCKETS);
+/// Size of the shared segment (statistics).
+pub const SHARED_LEN: usize = align(STATS_LEN);
 
 // ===== mappings =====
 
@@ -389,14 +382,19 @@ impl Mapping {
             })
     }
 
-    /// Attaches segment `id` read-write if it is `SHARED_LEN` bytes and
-    /// `owner` created and owns it (and, with `mode`, has exactly that
-    /// mode): an id read from a file, or a segment recycled under the same
-    /// id, is not taken on trust.
-    fn attach(id: i32, owner: u32, mode: Option<u32>) -> Result<Mapping, String> {
+    /// Attaches segment `id` (read-only or read-write) if it is `len`
+    /// bytes, with what the kernel says of it: an id read from a file or
+    /// a list, or a segment recycled under the same id, is not taken on
+    /// trust, and while attached the id names this segment.
+    fn attach_segment(
+        id: i32,
+        len: usize,
+        readonly: bool,
+    ) -> Result<(Mapping, libc::shmid_ds), String> {
+        let flags = if readonly { libc::SHM_RDONLY } else { 0 };
         // SAFETY: shmat maps the segment wherever the kernel chooses; the
         // result is checked below before any access.
-        let ptr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+        let ptr = unsafe { libc::shmat(id, std::ptr::null(), flags) };
         if ptr as isize == -1 {
             return Err(format!("shmat: {}", io::Error::last_os_error()));
         }
@@ -406,19 +404,25 @@ impl Mapping {
         // From here on, dropping the mapping detaches it.
         let map = Mapping {
             ptr,
-            len: SHARED_LEN,
+            len,
             sysv: true,
         };
-        // Asked after attaching: while attached, the id names this segment.
         // SAFETY: shmid_ds is plain data; IPC_STAT fills it.
         let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
         // SAFETY: IPC_STAT writes one shmid_ds.
         if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } != 0 {
             return Err(format!("shmctl: {}", io::Error::last_os_error()));
         }
-        if ds.shm_segsz != SHARED_LEN {
-            return Err(format!("{} bytes, not {SHARED_LEN}", ds.shm_segsz));
+        if ds.shm_segsz != len {
+            return Err(format!("{} bytes, not {len}", ds.shm_segsz));
         }
+        Ok((map, ds))
+    }
+
+    /// Attaches the shared segment `id` read-write if `owner` created and
+    /// owns it (and, with `mode`, it has exactly that mode).
+    fn attach(id: i32, owner: u32, mode: Option<u32>) -> Result<Mapping, String> {
+        let (map, ds) = Mapping::attach_segment(id, SHARED_LEN, false)?;
         if ds.shm_perm.uid != owner || ds.shm_perm.cuid != owner {
             return Err(format!(
                 "owned by uid {} (created by {}), not {owner}",
@@ -462,47 +466,6 @@ impl SharedPart {
         // SAFETY: the stats array starts at the beginning of this mapping,
         // is in bounds (checked), and StatsSlot is all atomics.
         Some(unsafe { &*(self.map.ptr.as_ptr().cast::<StatsSlot>().add(slot)) })
-    }
-
-    fn socket(&self, index: usize) -> Option<&SocketSlot> {
-        if index >= MAX_SOCKETS {
-            return None;
-        }
-        // SAFETY: the socket array follows the stats array inside this
-        // mapping; index checked; fields are atomics or read/written only
-        // with volatile copies under the slot's seq counter.
-        Some(unsafe {
-            &*(self
-                .map
-                .ptr
-                .as_ptr()
-                .add(STATS_LEN)
-                .cast::<SocketSlot>()
-                .add(index))
-        })
-    }
-
-    fn read_record(&self, slot: &SocketSlot) -> Option<(u32, SocketRecord)> {
-        for _ in 0..8 {
-            let owner = slot.owner.load(Ordering::Acquire);
-            if owner == 0 {
-                return None;
-            }
-            let s1 = slot.seq.load(Ordering::Acquire);
-            if s1 % 2 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            // SAFETY: a plain-bytes record in bounds; a torn read is detected
-            // by the seq check below and retried.
-            let record = unsafe { std::ptr::read_volatile(&slot.record) };
-            fence(Ordering::Acquire);
-            if slot.seq.load(Ordering::Relaxed) == s1 && slot.owner.load(Ordering::Relaxed) == owner
-            {
-                return Some((owner, record));
-            }
-        }
-        None
     }
 }
 
@@ -602,6 +565,7 @@ pub struct ShmWriter {
     control: Mapping,
     shared: SharedPart,
     shared_id: i32,
+    tables: sockets::AllTables,
     path: String,
 }
 
@@ -653,6 +617,7 @@ impl ShmWriter {
             control,
             shared: SharedPart { map: shared },
             shared_id,
+            tables: sockets::AllTables::default(),
             path: shown(),
         };
         w.init();
@@ -766,55 +731,11 @@ impl ShmWriter {
         }
     }
 
-    /// Frees the socket slots of processes that are gone (a process that
-    /// exits leaves its slots claimed); returns how many. Reads one word
-    /// per slot and asks the kernel once per owner seen.
-    pub fn reclaim_dead_sockets(&self) -> usize {
-        let mut alive: Vec<(u32, bool)> = Vec::new();
-        let mut freed = 0;
-        for i in 0..MAX_SOCKETS {
-            let Some(slot) = self.shared.socket(i) else {
-                break;
-            };
-            let owner = slot.owner.load(Ordering::Acquire);
-            if owner == 0 {
-                continue;
-            }
-            let live = match alive.iter().find(|(pid, _)| *pid == owner) {
-                Some(&(_, live)) => live,
-                None => {
-                    let live = process_alive(owner);
-                    alive.push((owner, live));
-                    live
-                }
-            };
-            if !live
-                && slot
-                    .owner
-                    .compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            {
-                freed += 1;
-            }
-        }
-        freed
-    }
-
-    /// Sockets published by tapped processes, as they report them (self-
-    /// reported: see `l45-tap-userspace` for what the agent trusts); slots
-    /// of dead processes are freed first.
+    /// Sockets published by tapped processes of every user, as they
+    /// report them (self-reported: see `l45-tap-userspace` for what the
+    /// agent trusts), of processes that are still alive.
     pub fn sockets(&self) -> Vec<(u32, SocketRecord)> {
-        self.reclaim_dead_sockets();
-        (0..MAX_SOCKETS)
-            .map_while(|i| self.shared.socket(i))
-            .filter(|slot| slot.hidden.load(Ordering::Acquire) == 0)
-            .filter_map(|slot| self.shared.read_record(slot))
-            // Anyone may write here: a record that cannot name a process's
-            // socket is dropped rather than looked up.
-            .filter(|(pid, r)| {
-                r.modules[0] != 0 && libc::pid_t::try_from(*pid).is_ok() && r.fd >= 0
-            })
-            .collect()
+        self.tables.records(self.shared_id as u32)
     }
 
     /// How many listed sockets (`sockets`) have each module attached, by
@@ -897,6 +818,13 @@ pub struct ShmReader {
     _file: File,
     control: Mapping,
     shared: SharedPart,
+    /// The agent's shared segment id, which this user's socket table names.
+    instance: u32,
+    /// This user's socket table, joined at the first socket to list.
+    table: OnceLock<sockets::SocketTable>,
+    /// When joining last failed (monotonic ns): retried a second later,
+    /// not on every new socket.
+    join_failed_at: AtomicU64,
 }
 
 /// A copy of a module slot another process may be rewriting (the caller
@@ -1058,6 +986,9 @@ impl ShmReader {
             _file: file,
             control,
             shared: SharedPart { map: shared },
+            instance: id as u32,
+            table: OnceLock::new(),
+            join_failed_at: AtomicU64::new(0),
         })
     }
 
@@ -1125,72 +1056,73 @@ impl ShmReader {
         self.shared.stats(slot)
     }
 
-    /// Claims a free socket slot for this process.
-    pub fn claim_socket(&self, pid: u32, hint: usize) -> Option<usize> {
-        for k in 0..MAX_SOCKETS {
-            let i = (hint + k) % MAX_SOCKETS;
-            let slot = self.shared.socket(i)?;
-            if slot
-                .owner
-                .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                // Listed once `write_socket` has filled it in.
-                slot.hidden.store(1, Ordering::Release);
-                return Some(i);
+    /// This user's socket table, joined (or created) on first use.
+    fn table(&self) -> Option<&sockets::SocketTable> {
+        if let Some(t) = self.table.get() {
+            return Some(t);
+        }
+        let now = monotonic_ns();
+        let failed = self.join_failed_at.load(Ordering::Relaxed);
+        if failed != 0 && now.saturating_sub(failed) < 1_000_000_000 {
+            return None;
+        }
+        match sockets::SocketTable::join(self.instance) {
+            // A thread that joined first wins; ours is detached on drop.
+            Ok(t) => Some(self.table.get_or_init(|| t)),
+            Err(_) => {
+                self.join_failed_at.store(now.max(1), Ordering::Relaxed);
+                None
             }
         }
-        None
     }
 
-    /// Rewrites the record of a slot this process owns, with the slot's
-    /// seq odd meanwhile so readers retry, and lists it.
+    /// Claims a free slot in this user's socket table for process `pid`
+    /// (`None`: the table is full or could not be joined; the socket is
+    /// then not listed).
+    pub fn claim_socket(&self, pid: u32) -> Option<usize> {
+        self.table()?.claim(pid)
+    }
+
+    /// Rewrites the record of a slot `pid` owns, with the slot's seq odd
+    /// meanwhile so readers retry, and lists it.
     pub fn write_socket(&self, index: usize, pid: u32, record: &SocketRecord) {
-        let Some(slot) = self.shared.socket(index) else {
-            return;
-        };
-        if slot.owner.load(Ordering::Acquire) != pid {
-            return;
+        if let Some(t) = self.table.get() {
+            t.write(index, pid, record);
         }
-        let s = slot.seq.load(Ordering::Relaxed);
-        slot.seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        // SAFETY: this process owns the slot (checked above); readers detect
-        // the rewrite through the odd seq.
-        unsafe { std::ptr::write_volatile(std::ptr::addr_of!(slot.record).cast_mut(), *record) };
-        slot.seq
-            .store((s.wrapping_add(1) | 1).wrapping_add(1), Ordering::Release);
-        slot.hidden.store(0, Ordering::Release);
     }
 
     /// Stops listing (and counting) a slot this process owns: a closed
     /// socket's, kept with its record for the next one on its descriptor
     /// number.
     pub fn withdraw_socket(&self, index: usize, pid: u32) {
-        self.set_hidden(index, pid, true);
+        if let Some(t) = self.table.get() {
+            t.set_hidden(index, pid, true);
+        }
     }
 
     /// Undoes `withdraw_socket`: the record as it was is listed again.
     pub fn restore_socket(&self, index: usize, pid: u32) {
-        self.set_hidden(index, pid, false);
-    }
-
-    fn set_hidden(&self, index: usize, pid: u32, hidden: bool) {
-        if let Some(slot) = self.shared.socket(index) {
-            if slot.owner.load(Ordering::Acquire) == pid {
-                slot.hidden.store(u32::from(hidden), Ordering::Release);
-            }
+        if let Some(t) = self.table.get() {
+            t.set_hidden(index, pid, false);
         }
     }
 
     /// Frees a slot this process owns.
     pub fn release_socket(&self, index: usize, pid: u32) {
-        if let Some(slot) = self.shared.socket(index) {
-            let _ = slot
-                .owner
-                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+        if let Some(t) = self.table.get() {
+            t.release(index, pid);
         }
     }
+}
+
+fn monotonic_ns() -> u64 {
+    // SAFETY: timespec is plain data that clock_gettime fills.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 #[cfg(test)]
@@ -1280,7 +1212,7 @@ mod tests {
     fn sockets_are_claimed_listed_and_reaped() {
         let (_dir, w, r) = area();
         let me = std::process::id();
-        let i = r.claim_socket(me, 0).unwrap();
+        let i = r.claim_socket(me).unwrap();
         let rec = SocketRecord {
             fd: 7,
             protocol: PROTO_UDP,
@@ -1291,11 +1223,19 @@ mod tests {
         assert_eq!(w.sockets(), vec![(me, rec)]);
         r.release_socket(i, me);
         assert!(w.sockets().is_empty());
-        // A slot owned by a pid that does not exist is reclaimed.
+        // A record of a pid that does not exist is not listed.
         let dead = 0x3fff_fff0;
-        let j = r.claim_socket(dead, 5).unwrap();
+        let j = r.claim_socket(dead).unwrap();
+        r.write_socket(j, dead, &rec);
         assert!(w.sockets().is_empty());
-        assert_eq!(r.claim_socket(me, j), Some(j));
+        // A second process of the same user joins the same table.
+        let path = _dir.path().join("tap");
+        let other = ShmReader::open(&path).unwrap();
+        let k = other.claim_socket(me).unwrap();
+        assert_ne!(k, j, "slots of one table");
+        other.write_socket(k, me, &rec);
+        assert_eq!(w.sockets(), vec![(me, rec)]);
+        assert_eq!(w.tables.count(), 1);
     }
 
     #[test]
@@ -1308,12 +1248,12 @@ mod tests {
             modules,
             ..SocketRecord::default()
         };
-        let a = r.claim_socket(me, 0).unwrap();
+        let a = r.claim_socket(me).unwrap();
         // Claimed, not written yet: neither listed nor counted.
         assert!(w.sockets().is_empty());
         assert!(w.socket_counts().is_empty());
         r.write_socket(a, me, &record(3, [42, 7, 0, 0, 0, 0, 0, 0]));
-        let b = r.claim_socket(me, 1).unwrap();
+        let b = r.claim_socket(me).unwrap();
         r.write_socket(b, me, &record(4, [42, 0, 0, 0, 0, 0, 0, 0]));
         assert_eq!(w.socket_counts(), [(42, 2), (7, 1)].into());
         // A parked socket's slot: hidden, so not counted, record kept.
@@ -1329,36 +1269,45 @@ mod tests {
         r.release_socket(b, me);
         assert_eq!(w.socket_counts(), [(42, 1), (7, 1)].into());
         let dead = 0x3fff_fff0;
-        let c = r.claim_socket(dead, 9).unwrap();
+        let c = r.claim_socket(dead).unwrap();
         r.write_socket(c, dead, &record(5, [7, 0, 0, 0, 0, 0, 0, 0]));
         assert_eq!(w.socket_counts(), [(42, 1), (7, 1)].into());
     }
 
     #[test]
-    fn slots_of_exited_processes_are_reclaimed_and_live_ones_kept() {
-        let (_dir, w, r) = area();
+    fn a_full_table_gives_slots_of_exited_processes_to_live_ones() {
+        let (_dir, _w, r) = area();
         let me = std::process::id();
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let gone = child.id();
         child.wait().unwrap();
-        let mine = r.claim_socket(me, 100).unwrap();
-        let theirs: Vec<usize> = (0..3)
-            .map(|k| r.claim_socket(gone, 200 + k).unwrap())
+        let mine = r.claim_socket(me).unwrap();
+        let theirs: Vec<usize> = (1..MAX_SOCKETS)
+            .map(|_| r.claim_socket(gone).unwrap())
             .collect();
-        assert_eq!(w.reclaim_dead_sockets(), 3);
-        for i in theirs {
-            assert_eq!(r.claim_socket(me, i), Some(i), "slot {i} is free again");
+        assert!(!theirs.contains(&mine));
+        // Full: the next claim takes a slot of the exited process.
+        let taken = r.claim_socket(me).unwrap();
+        assert!(theirs.contains(&taken));
+        // Full of live owners: no slot, and our own were kept.
+        for _ in 2..MAX_SOCKETS {
+            assert!(r.claim_socket(me).is_some());
         }
-        // Our own slot was kept: claiming from its index finds the next one.
-        assert_ne!(r.claim_socket(me, mine), Some(mine));
-        assert_eq!(w.reclaim_dead_sockets(), 0);
+        assert_eq!(r.claim_socket(me), None);
     }
 
-    /// Overwrites the shared segment byte by byte, as any local user who
-    /// attaches it can.
+    /// Overwrites the shared segment and this user's socket table byte by
+    /// byte, as any local user who attaches the first, and a process of
+    /// this user the second, can.
     fn scribble(r: &ShmReader, mut byte: impl FnMut() -> u8) {
         let base = r.shared.map.ptr.as_ptr();
         for i in 0..SHARED_LEN {
+            // SAFETY: test only: in bounds of the attached segment; a
+            // hostile writer's racy plain stores are the point.
+            unsafe { base.add(i).write_volatile(byte()) };
+        }
+        let base = r.table().unwrap().base().as_ptr();
+        for i in 0..TABLE_LEN {
             // SAFETY: test only: in bounds of the attached segment; a
             // hostile writer's racy plain stores are the point.
             unsafe { base.add(i).write_volatile(byte()) };
@@ -1390,6 +1339,10 @@ mod tests {
         let mut table = [ModuleSlot::default(); MAX_MODULES];
         table[0] = slot(42);
         w.publish(&table);
+        let me = std::process::id();
+        let i = r.claim_socket(me).unwrap();
+        r.write_socket(i, me, &SocketRecord { fd: 1, modules: [42, 0, 0, 0, 0, 0, 0, 0], ..SocketRecord::default() });
+        assert_eq!(w.sockets().len(), 1);
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for pattern in 0..4 {
             scribble(&r, || {
@@ -1407,7 +1360,8 @@ mod tests {
             let t = Instant::now();
             let listed = w.sockets();
             let _ = w.socket_counts();
-            let _ = w.reclaim_dead_sockets();
+            // A process whose table was scribbled on still claims slots.
+            let _ = r.claim_socket(me);
             assert!(t.elapsed() < Duration::from_secs(5), "bounded");
             for (pid, rec) in listed {
                 assert!(libc::pid_t::try_from(pid).is_ok() && rec.fd >= 0);
@@ -1421,7 +1375,7 @@ mod tests {
     fn a_socket_slot_stuck_mid_write_is_skipped_not_waited_for() {
         let (_dir, w, r) = area();
         let me = std::process::id();
-        let i = r.claim_socket(me, 0).unwrap();
+        let i = r.claim_socket(me).unwrap();
         let rec = SocketRecord {
             fd: 3,
             modules: [7, 0, 0, 0, 0, 0, 0, 0],
@@ -1429,7 +1383,7 @@ mod tests {
         };
         r.write_socket(i, me, &rec);
         assert_eq!(w.sockets().len(), 1);
-        let slot = r.shared.socket(i).unwrap();
+        let slot = r.table().unwrap().slot(i).unwrap();
         slot.seq.store(1, Ordering::Release); // odd forever
         let t = Instant::now();
         assert!(w.sockets().is_empty());
@@ -1445,24 +1399,16 @@ mod tests {
             ..SocketRecord::default()
         };
         // Owners no process can have, and a negative descriptor.
-        for (k, owner) in [u32::MAX, 0x8000_0000, i32::MAX as u32]
-            .into_iter()
-            .enumerate()
-        {
-            let i = r.claim_socket(owner, k).unwrap();
+        for owner in [u32::MAX, 0x8000_0000, i32::MAX as u32] {
+            let i = r.claim_socket(owner).unwrap();
             r.write_socket(i, owner, &rec);
         }
         let me = std::process::id();
-        let j = r.claim_socket(me, 10).unwrap();
+        let j = r.claim_socket(me).unwrap();
         r.write_socket(j, me, &SocketRecord { fd: -5, ..rec });
         assert!(w.sockets().is_empty());
-        // Dead (impossible) owners are reclaimed; ours is kept.
-        assert_eq!(
-            w.reclaim_dead_sockets(),
-            0,
-            "already reclaimed by sockets()"
-        );
-        assert_eq!(r.claim_socket(me, 0), Some(0));
+        r.write_socket(j, me, &rec);
+        assert_eq!(w.sockets(), vec![(me, rec)]);
     }
 
     #[test]

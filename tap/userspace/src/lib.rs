@@ -1,9 +1,9 @@
 //! The agent's backend for the user-space tap: every committed transaction
 //! becomes one new module table in the shared-memory control area, which
 //! every tapped process (running ones included) picks up on its next socket
-//! call. Statistics and tapped sockets are read back from the shared part,
-//! which tapped processes of every user write: the agent treats it as
-//! untrusted input (see `SeenSockets` for what socket counts guarantee).
+//! call. Statistics and tapped sockets are read back from the shared part
+//! and the users' socket tables, which tapped processes write: the agent
+//! treats them as untrusted input (see `SeenSockets` for what socket counts guarantee).
 //! Security keys never leave the agent's memory.
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,19 +31,19 @@ pub struct UserspaceTap {
 /// The sockets the agent has seen listed with modules attached, by
 /// (pid, descriptor, socket inode), with every module id listed for them.
 ///
-/// The socket table is writable by every local user, so a listing alone
-/// proves little: a hostile process can add records (naming other
-/// processes' pids), rewrite them or erase them. Counts are made so that
-/// erasing cannot hide a socket the agent has seen: a seen socket counts
-/// until /proc shows its descriptor closed (or no longer that socket) or
-/// its process gone, whatever the table says meanwhile. A record counts
-/// only if /proc shows that pid holds a socket on that descriptor. What a
-/// forger can still do: make a module look used by naming real sockets
-/// (it delays `deprecated-module-idle`, as holding a real tapped socket
-/// would); hide a socket the agent never saw listed (erased between its
-/// publication and the agent's next read, at least once a second) or one
-/// that found the table full. Where /proc cannot be read (a non-root agent
-/// and another user's process) a record counts while it is listed.
+/// Socket tables are per user (`l45_tap_shm`): only a process of a
+/// socket's own user can rewrite or erase its record, but any user can
+/// list records naming other users' pids in their own table, so a listing
+/// alone proves little. A record counts only if /proc shows that pid
+/// holds a socket on that descriptor, and erasing cannot hide a socket the
+/// agent has seen: a seen socket counts until /proc shows its descriptor
+/// closed (or no longer that socket) or its process gone, whatever the
+/// table says meanwhile (the agent reads the tables at least once a
+/// second). What a forger can still do: make a module look used by naming
+/// real sockets (it delays `deprecated-module-idle`, as holding a real
+/// tapped socket would). Where /proc cannot be read (a non-root agent and
+/// another user's process) a record counts while it is listed, which only
+/// that user's processes can change.
 #[derive(Default)]
 struct SeenSockets {
     sockets: HashMap<(u32, i32, u64), Vec<u32>>,
@@ -389,10 +389,6 @@ impl TapControl for UserspaceTap {
     }
 
     fn housekeeping(&self) {
-        let freed = self.shm.reclaim_dead_sockets();
-        if freed > 0 {
-            tracing::debug!(freed, "socket-table slots of exited processes freed");
-        }
         // Statistics slots whose id someone overwrote count again from zero.
         for (slot, m) in self.lock().modules.values() {
             self.shm.stamp_stats(*slot, m.id);

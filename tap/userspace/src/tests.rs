@@ -178,11 +178,12 @@ fn a_seen_socket_counts_until_it_closes_whatever_the_table_says() {
     let me = std::process::id();
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let fd = sock.as_raw_fd();
-    let i = hostile.claim_socket(me, 0).unwrap();
+    let i = hostile.claim_socket(me).unwrap();
     hostile.write_socket(i, me, &record(fd, &[7]));
     assert_eq!(tap.socket_counts(), [(7, 1)].into());
-    // Deprecated, then its record rewritten, hidden and freed by someone
-    // else: the socket is still open, so the module is not idle.
+    // Deprecated, then its record rewritten, hidden and freed by another
+    // process of its user: the socket is still open, so the module is not
+    // idle.
     m.deprecated = true;
     commit(&tap, vec![Change::Update(m)]).unwrap();
     hostile.write_socket(i, me, &record(fd, &[8]));
@@ -211,8 +212,8 @@ fn forged_records_count_only_for_real_sockets() {
         (me, 99_999),           // no such descriptor
         (0x3fff_fff0, 3),       // no such process
     ];
-    for (k, (pid, fd)) in forged.into_iter().enumerate() {
-        let i = hostile.claim_socket(pid, k).unwrap();
+    for (pid, fd) in forged {
+        let i = hostile.claim_socket(pid).unwrap();
         hostile.write_socket(i, pid, &record(fd, &[7, 9]));
     }
     assert!(tap.socket_counts().is_empty());
@@ -220,7 +221,7 @@ fn forged_records_count_only_for_real_sockets() {
     // What a forger can do: name a real socket (here its own) — counted,
     // which only delays an idle announcement.
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let i = hostile.claim_socket(me, 100).unwrap();
+    let i = hostile.claim_socket(me).unwrap();
     hostile.write_socket(i, me, &record(sock.as_raw_fd(), &[7]));
     assert_eq!(tap.socket_counts(), [(7, 1)].into());
     assert_eq!(tap.sockets().len(), 1);

@@ -21,8 +21,7 @@ pub(super) fn publish(fd: c_int, s: &mut Sock) {
         return;
     }
     if s.table_slot.is_none() {
-        s.table_slot =
-            shm.claim_socket(me, (me as usize).wrapping_mul(31).wrapping_add(fd as usize));
+        s.table_slot = shm.claim_socket(me);
         if s.remote.is_none() && !s.known.remote {
             // Sighted without a record (or no rule needed the peer): the
             // table shows it, so look it up once, now that a module is on.
