@@ -72,7 +72,7 @@ opts=$(grep -v '^#' "$here/kernel.config")
 args=(); for o in $opts; do args+=(-e "$o"); done
 scripts/config "${args[@]}" -d MODVERSIONS -d DEBUG_INFO_BTF
 mk olddefconfig >&2
-for o in RUST PROVE_LOCKING CRYPTO_GCM MODULES; do
+for o in RUST PROVE_LOCKING CRYPTO_GCM MODULES KCOV; do
   grep -q "^CONFIG_$o=y" .config || { log "CONFIG_$o is not set after olddefconfig"; exit 1; }
 done
 mk rustavailable >&2

@@ -5,6 +5,8 @@
 # kmod/vm/tests.sh there. Prints exactly one "N passed, N failed" line at the
 # end (exit status non-zero if any failed). Benchmark ratios are written to
 # $L45_KBENCH_OUT (default /tmp/l45-kbench.txt); L45_BENCH=0 skips them.
+# L45_KFUZZ_SECONDS (default 60) is how long the netlink fuzzer runs;
+# L45_KFUZZ_KEEP=1 adds its new inputs to fuzz/corpus/kernel_netlink.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -37,6 +39,7 @@ copy_bin "$(command -v dig)" /usr/bin/dig
 copy_bin "$(command -v dnsmasq)" /usr/bin/dnsmasq
 copy_bin "$(command -v ssh)" /usr/bin/ssh
 cp "$here/l45.ko" "$ir/l45.ko"
+mkdir -p "$ir/kfuzz"; cp "$root"/fuzz/corpus/kernel_netlink/* "$ir/kfuzz/" 2>/dev/null || true
 cp "$here/vm/init" "$ir/init"; cp "${L45_VM_TESTS:-$here/vm/tests.sh}" "$ir/tests.sh"; chmod +x "$ir/init"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$ir/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$ir/etc/group"
@@ -49,19 +52,20 @@ ssh-keygen -q -t ed25519 -N '' -f "$ir/root/key"
 log "booting the VM (TCG)"
 out=$work/console.log
 set +e
-timeout "${L45_VM_TIMEOUT:-900}" qemu-system-x86_64 -m 1024M -smp ${L45_VM_SMP:-2,sockets=2,cores=1} -nographic -no-reboot -nic none \
+kfuzz=${L45_KFUZZ_SECONDS:-60}
+timeout "${L45_VM_TIMEOUT:-$((900 + kfuzz))}" qemu-system-x86_64 -m 1024M -smp ${L45_VM_SMP:-2,sockets=2,cores=1} -nographic -no-reboot -nic none \
   -kernel "$ktree/arch/x86/boot/bzImage" -initrd "$work/initramfs.cpio.gz" \
-  -append "console=ttyS0 panic=-1 L45_BENCH=${L45_BENCH:-1}" < /dev/null > "$out" 2>&1
+  -append "console=ttyS0 panic=-1 L45_BENCH=${L45_BENCH:-1} L45_KFUZZ_SECONDS=$kfuzz" < /dev/null > "$out" 2>&1
 qrc=$?
 set -e
 t_vm=$(date +%s)
 tr -d '\r' < "$out" > "$out.txt"
 cp "$out.txt" "${L45_VM_LOG:-/tmp/l45-vm-console.log}"   # the whole console, for a failed run
-grep -vE '^RESULT|^BENCH' "$out.txt" | sed 's/^/  vm| /' >&2 || true
+grep -vE '^RESULT|^BENCH| KFUZZ ' "$out.txt" | sed 's/^/  vm| /' >&2 || true
 passed=$(grep -c '^RESULT pass' "$out.txt" || true)
 failed=$(grep -c '^RESULT fail' "$out.txt" || true)
 grep '^RESULT' "$out.txt" >&2 || true
-expected=15
+expected=16
 if ! grep -q '^VM: done' "$out.txt"; then
   log "the VM did not finish (qemu status $qrc)"; failed=$((failed + 1))
 fi
@@ -70,6 +74,16 @@ if (( passed + failed < expected )); then
 fi
 
 # Benchmark ratios (best of three rounds) against the unloaded kernel.
+# L45_KFUZZ_KEEP=1: the fuzzer's new corpus entries join the kept corpus.
+if [[ ${L45_KFUZZ_KEEP:-0} == 1 ]]; then
+  mkdir -p "$root/fuzz/corpus/kernel_netlink"
+  grep -o 'KFUZZ [0-9a-f]*' "$out.txt" | while read -r _ hex; do
+    f="$root/fuzz/corpus/kernel_netlink/$(printf %s "$hex" | sha1sum | cut -c1-16)"
+    python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(sys.argv[1]))' "$hex" > "$f"
+  done
+  log "kernel netlink corpus: $(ls "$root/fuzz/corpus/kernel_netlink" | wc -l) entries"
+fi
+
 bench=${L45_KBENCH_OUT:-/tmp/l45-kbench.txt}
 if grep -q '^BENCH' "$out.txt"; then
   # (POSIX awk: mawk has no asort)

@@ -278,6 +278,13 @@ t_malformed_netlink() {
   $KT malformed
 }
 
+# Coverage-guided fuzzing of the netlink family (KCOV), from the corpus
+# kept in fuzz/corpus/kernel_netlink; dmesg_clean (last) checks for splats.
+t_fuzz_netlink() {
+  grep -q ' /sys/kernel/debug ' /proc/mounts || mount -t debugfs debugfs /sys/kernel/debug
+  $KT fuzz-netlink "${L45_KFUZZ_SECONDS:-60}" --corpus /kfuzz --print-new
+}
+
 t_statistics_through_agent() {
   dnsmasq_on 5357
   mkfifo /tmp/agent.out
@@ -376,6 +383,7 @@ run config_churn_under_traffic t_config_churn_under_traffic
 run rate_limit_delay t_rate_limit_delay
 run security_challenge t_security_challenge
 run malformed_netlink t_malformed_netlink
+run fuzz_netlink t_fuzz_netlink
 run statistics_through_agent t_statistics_through_agent
 if [ "${L45_BENCH:-1}" = 1 ]; then
   [ -d /sys/module/l45 ] || insmod /l45.ko

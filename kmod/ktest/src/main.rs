@@ -16,6 +16,8 @@ use l45_tap_control::{Attach, MatchRules, ModuleConfig, Protocol};
 use l45_tap_kernel::nl::{self, attr, cmd, Attrs};
 use l45_tap_kernel::Client;
 
+mod fuzz;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Err(e) = run(&args) {
@@ -71,13 +73,14 @@ fn run(args: &[String]) -> Result<()> {
         }
         "challenge" => challenge(args),
         "malformed" => malformed(),
+        "fuzz-netlink" => fuzz::fuzz_netlink(args),
         "tcp-serve" => tcp_serve(num(args, 1, "port")?, num(args, 2, "bytes")?, num(args, 3, "connections")?),
         "tcp-get" => tcp_get(num(args, 1, "port")?, num(args, 2, "bytes")?),
         "dns-loop" => dns_loop(num(args, 1, "port")?, num(args, 2, "count")?, opt(args, "--until")),
         "hold" => hold(num(args, 1, "port")?),
         "netconf" => netconf(args),
         _ => bail!(
-            "usage: l45-ktest reg|revoke|activate|deprecate|prio|stats|report|sockets|challenge|malformed|\
+            "usage: l45-ktest reg|revoke|activate|deprecate|prio|stats|report|sockets|challenge|malformed|fuzz-netlink|\
              tcp-serve|tcp-get|dns-loop|hold|netconf ..."
         ),
     }

@@ -298,6 +298,29 @@ impl Genl {
         self.family
     }
 
+    /// Bounds how long a request waits for its answer (`EAGAIN` after
+    /// `timeout`): for callers that must tell a silent kernel from a slow one.
+    pub fn set_receive_timeout(&self, timeout: std::time::Duration) -> Result<(), NlError> {
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+        };
+        // SAFETY: valid fd, pointer to a timeval of the given size.
+        let r = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        Ok(())
+    }
+
     /// Sends `cmd` with `attrs` (plus NLM_F_ACK, and `flags`) and collects
     /// the answer: the messages before the final ACK or, for a dump, every
     /// part up to NLMSG_DONE.
