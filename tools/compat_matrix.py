@@ -271,20 +271,21 @@ def row_curl_h2(lab, www, files):
     return row
 
 
+# (node -e: process.argv is [node, arg1, arg2].)
 NODE_HTTP = """
 const http = require('http'), fs = require('fs');
-const buf = fs.readFileSync(process.argv[3]);
-http.createServer((q, s) => s.end(buf)).listen(+process.argv[2], '127.0.0.1', () => console.log('ready'));
+const buf = fs.readFileSync(process.argv[2]);
+http.createServer((q, s) => s.end(buf)).listen(+process.argv[1], '127.0.0.1', () => console.log('ready'));
 """
 NODE_NET_SERVER = """
 const net = require('net'), fs = require('fs');
-net.createServer(c => fs.createReadStream(process.argv[3]).pipe(c))
-   .listen(+process.argv[2], '127.0.0.1', () => console.log('ready'));
+net.createServer(c => fs.createReadStream(process.argv[2]).pipe(c))
+   .listen(+process.argv[1], '127.0.0.1', () => console.log('ready'));
 """
 NODE_NET_CLIENT = """
 const net = require('net'), fs = require('fs');
-const out = fs.createWriteStream(process.argv[3]);
-const c = net.connect(+process.argv[2], '127.0.0.1');
+const out = fs.createWriteStream(process.argv[2]);
+const c = net.connect(+process.argv[1], '127.0.0.1');
 c.pipe(out); out.on('finish', () => process.exit(0)); c.on('error', e => { console.error(e); process.exit(1); });
 """
 
