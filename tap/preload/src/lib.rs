@@ -40,6 +40,7 @@ mod sock;
 mod splice;
 mod stats;
 mod sys;
+mod unacked;
 
 use l45_modules::Role;
 use libc::{
@@ -128,6 +129,20 @@ fn iov_total(iov: *const libc::iovec, n: usize) -> usize {
         .sum()
 }
 
+/// The buffers of an iovec array, in order (empty and null ones left out).
+unsafe fn iov_parts<'a>(iov: *const libc::iovec, n: usize) -> Vec<&'a [u8]> {
+    if iov.is_null() || n == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the caller's msghdr promises `n` valid iovecs.
+    let iovs = unsafe { std::slice::from_raw_parts(iov, n) };
+    iovs.iter()
+        .filter(|v| !v.iov_base.is_null() && v.iov_len > 0)
+        // SAFETY: each iovec has iov_len readable bytes, alive for the call.
+        .map(|v| unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) })
+        .collect()
+}
+
 // ===== socket lifecycle =====
 
 #[no_mangle]
@@ -135,6 +150,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     // SAFETY: passthrough.
     let fd = unsafe { real::socket(domain, ty, protocol) };
     if fd >= 0 {
+        unacked::forget(fd);
         sock::created(fd, domain, ty, protocol);
     }
     fd
@@ -158,6 +174,7 @@ unsafe fn accepted(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) {
     if fd < 0 {
         return;
     }
+    unacked::forget(fd);
     sock::forget(fd);
     let peer = if addr.is_null() || len.is_null() {
         None
@@ -319,12 +336,22 @@ unsafe fn writev_slow(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
                 return sent;
             }
         }
-        // SAFETY: the caller passes `n` valid iovecs.
-        let r = unsafe {
-            gather(iov, n as usize, |data| {
-                let mut wire = |b: &[u8]| real::send(fd, b.as_ptr().cast(), b.len(), 0);
-                io::send(fd, data, 0, None, &mut wire)
-            })
+        let mut wire = |b: &[u8]| {
+            // SAFETY: sending our own buffer, as the application's write would.
+            unsafe { real::send(fd, b.as_ptr().cast(), b.len(), 0) }
+        };
+        let r = if sock::is_stream(fd) {
+            // A stream reads the application's buffers where they are.
+            // SAFETY: the caller passes `n` valid iovecs.
+            let parts = unsafe { iov_parts(iov, n as usize) };
+            io::send_stream(fd, &parts, &mut wire)
+        } else {
+            // SAFETY: the caller passes `n` valid iovecs.
+            unsafe {
+                gather(iov, n as usize, |data| {
+                    io::send(fd, data, 0, None, &mut wire)
+                })
+            }
         };
         if let Some(r) = r {
             return r;
@@ -358,25 +385,34 @@ unsafe fn sendmsg_tapped(
         }
     }
     let dest = sockaddr_to_std(m.msg_name.cast(), m.msg_namelen);
+    let mut wire = |b: &[u8]| {
+        let mut iov = libc::iovec {
+            iov_base: b.as_ptr() as *mut c_void,
+            iov_len: b.len(),
+        };
+        let mut copy = *m;
+        copy.msg_iov = &mut iov;
+        copy.msg_iovlen = 1;
+        // SAFETY: the application's msghdr with our one iovec over a live
+        // buffer; its name and control buffers are the caller's.
+        unsafe {
+            if raw {
+                let ptr = std::ptr::from_ref(&copy) as c_long;
+                let r = real::syscall(libc::SYS_sendmsg, fd.into(), ptr, flags.into(), 0, 0, 0);
+                r as ssize_t
+            } else {
+                real::sendmsg(fd, &copy, flags)
+            }
+        }
+    };
+    if sock::is_stream(fd) {
+        // SAFETY: iovecs described by the msghdr.
+        let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
+        return io::send_stream(fd, &parts, &mut wire);
+    }
     // SAFETY: iovecs described by the msghdr.
     unsafe {
         gather(m.msg_iov, m.msg_iovlen, |data| {
-            let mut wire = |b: &[u8]| {
-                let mut iov = libc::iovec {
-                    iov_base: b.as_ptr() as *mut c_void,
-                    iov_len: b.len(),
-                };
-                let mut copy = *m;
-                copy.msg_iov = &mut iov;
-                copy.msg_iovlen = 1;
-                if raw {
-                    let ptr = std::ptr::from_ref(&copy) as c_long;
-                    let r = real::syscall(libc::SYS_sendmsg, fd.into(), ptr, flags.into(), 0, 0, 0);
-                    r as ssize_t
-                } else {
-                    real::sendmsg(fd, &copy, flags)
-                }
-            };
             io::send(fd, data, flags, dest, &mut wire)
         })
     }
