@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # Tap tests: real DNS, HTTP(S) and capture tools.
 DEBS=(cmake libpcre2-dev libyang2-tools netconfd yangcli openssh-client
       dnsmasq-base bind9-dnsutils curl openssl tcpdump tshark
+      # tests/tap/test_nginx.py (the tests run their own nginx, on a free port)
+      nginx
       # benchmark only (tools/bench_agent.py): sshd in front of netconfd
       openssh-server)
 missing=()

@@ -10,7 +10,10 @@ large `res.end(buf)`: it hands the kernel up to IOV buffers at once
 (`writev` or `sendmsg`), advances through them by the count it is told,
 and after a short count or EAGAIN waits for EPOLLOUT and retries the
 rest. MODE: writev | sendmsg (level-triggered, like libuv) | et (writev,
-edge-triggered: write until EAGAIN, then wait for the edge, like nginx).
+edge-triggered: write until EAGAIN, then wait for the edge, like nginx);
+or from a file: sendfile (with an offset, like nginx), sendfile-pos (the
+file position, checked at the end), sendfile-blocking (a blocking socket),
+splice (file to pipe, pipe to socket).
 At the end it shuts its side down (the peer sees end of stream after the
 last byte it was told went out) and waits for the peer to close.
 
@@ -60,6 +63,11 @@ def send(port, mode, total):
     ep = select.epoll()
     edge = mode == "et"
     ep.register(fd, select.EPOLLOUT | (select.EPOLLET if edge else 0))
+    if mode.startswith(("sendfile", "splice")):
+        stats = send_file(conn, ep, mode, data)
+        finish(conn)
+        print(json.dumps(stats), flush=True)
+        return
     i, off = 0, 0
     calls = short = again = 0
     while i < len(bufs):
@@ -87,13 +95,64 @@ def send(port, mode, total):
             short += 1
             if not edge:
                 ep.poll(30)  # libuv: a short write waits for EPOLLOUT
+    finish(conn)
+    print(json.dumps({"calls": calls, "short": short, "eagain": again}), flush=True)
+
+
+def finish(conn):
     conn.shutdown(socket.SHUT_WR)
     conn.setblocking(True)
     conn.settimeout(60)
     while conn.recv(65536):
         pass
     conn.close()
-    print(json.dumps({"calls": calls, "short": short, "eagain": again}), flush=True)
+
+
+def send_file(conn, ep, mode, data):
+    """The payload from a file, by sendfile or splice, retried after short
+    counts and EAGAIN as nginx does."""
+    path = f"/tmp/l45-partial-{os.getpid()}"
+    with open(path, "wb") as f:
+        f.write(data)
+    src = os.open(path, os.O_RDONLY)
+    os.unlink(path)
+    fd = conn.fileno()
+    if mode == "sendfile-blocking":
+        conn.setblocking(True)
+    total, calls, short, again = len(data), 0, 0, 0
+    sent = 0
+    pipe_r, pipe_w = os.pipe() if mode == "splice" else (None, None)
+    in_pipe = 0
+    while sent < total:
+        calls += 1
+        want = total - sent
+        try:
+            if mode == "splice":
+                if in_pipe == 0:
+                    in_pipe = os.splice(src, pipe_w, min(want, 65536))
+                asked = in_pipe
+                n = os.splice(pipe_r, fd, in_pipe)
+                in_pipe -= n
+            elif mode == "sendfile-pos":
+                n = os.sendfile(fd, src, None, want)
+                asked = want
+            else:
+                n = os.sendfile(fd, src, sent, want)
+                asked = want
+        except BlockingIOError:
+            again += 1
+            ep.poll(30)
+            continue
+        assert 0 < n <= asked, (n, asked)
+        sent += n
+        if n < asked:
+            short += 1
+            ep.poll(30)
+    stats = {"calls": calls, "short": short, "eagain": again}
+    if mode == "sendfile-pos":
+        # The file position moved by exactly what was sent.
+        stats["position"] = os.lseek(src, 0, os.SEEK_CUR)
+    return stats
 
 
 def recv(port, total):

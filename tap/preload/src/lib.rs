@@ -1,14 +1,15 @@
 //! `libl45tap.so`: the user-space Layer 4.5 tap, loaded with `LD_PRELOAD`.
 //!
 //! It interposes the libc socket calls (`send*`, `recv*`, `read`/`write` on
-//! sockets, `connect`, `accept*`, `close`, raw `syscall(SYS_sendmmsg…)`,
-//! readiness calls and `FIONREAD`) and runs matching sockets' module chains.
+//! sockets, `sendfile`/`splice` to sockets, `connect`, `accept*`, `close`,
+//! raw `syscall(SYS_sendmmsg…)`, readiness calls and `FIONREAD`) and runs
+//! matching sockets' module chains.
 //! The agent configures it through the shared-memory control area
 //! (`l45-tap-shm`); there is no IPC on the data path. Descriptors that are not
 //! IPv4/IPv6 TCP/UDP sockets cost one atomic load per call.
 //!
 //! Limits (see `docs/user-space-tap.md`): static binaries, io_uring,
-//! `sendfile`/`splice`, raw `syscall` numbers other than the socket ones,
+//! `splice` from a socket, raw `syscall` numbers other than the socket ones,
 //! setuid programs (the loader ignores `LD_PRELOAD`), datagram `MSG_PEEK`
 //! (sees wire bytes).
 #![allow(unsafe_code)] // an FFI interposition layer; every block has a SAFETY note
@@ -36,6 +37,7 @@ mod io;
 mod process;
 mod readiness;
 mod real;
+mod sendfile;
 mod sock;
 mod splice;
 mod stats;
@@ -490,6 +492,87 @@ unsafe fn sendmmsg_tapped(
         sent += 1;
     }
     sent
+}
+
+// ===== file to socket =====
+//
+// The kernel moves these bytes without the tap seeing them: on a stream
+// socket whose chain acts on sends they are read and sent through it
+// instead (`sendfile.rs`); everything else keeps the kernel's fast path.
+
+/// Whether a file-to-socket call on `fd` must go through the chain: a
+/// tapped stream socket whose chain acts on sends (the callers checked
+/// `sock::passes` first).
+fn file_send_tapped(fd: c_int) -> bool {
+    sock::tapped_or_unseen(fd) && sock::is_stream(fd)
+}
+
+pass_first! { sendfile(out_fd: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t; if sock::passes(out_fd, Dir::Send); else sendfile_slow }
+
+#[inline(never)]
+unsafe fn sendfile_slow(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut libc::off_t,
+    count: size_t,
+) -> ssize_t {
+    if file_send_tapped(out_fd) {
+        let off = if offset.is_null() {
+            sendfile::Offset::None
+        } else {
+            sendfile::Offset::Off(offset)
+        };
+        if let Some(r) = sendfile::sendfile(out_fd, in_fd, off, count) {
+            return r;
+        }
+    }
+    // SAFETY: passthrough.
+    unsafe { real::sendfile(out_fd, in_fd, offset, count) }
+}
+
+pass_first! { sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut libc::off64_t, count: size_t) -> ssize_t; if sock::passes(out_fd, Dir::Send); else sendfile64_slow }
+
+#[inline(never)]
+unsafe fn sendfile64_slow(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut libc::off64_t,
+    count: size_t,
+) -> ssize_t {
+    if file_send_tapped(out_fd) {
+        let off = if offset.is_null() {
+            sendfile::Offset::None
+        } else {
+            sendfile::Offset::Off64(offset)
+        };
+        if let Some(r) = sendfile::sendfile(out_fd, in_fd, off, count) {
+            return r;
+        }
+    }
+    // SAFETY: passthrough.
+    unsafe { real::sendfile64(out_fd, in_fd, offset, count) }
+}
+
+pass_first! { splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int, off_out: *mut libc::loff_t, len: size_t, flags: c_uint) -> ssize_t; if sock::passes(fd_out, Dir::Send); else splice_slow }
+
+#[inline(never)]
+unsafe fn splice_slow(
+    fd_in: c_int,
+    off_in: *mut libc::loff_t,
+    fd_out: c_int,
+    off_out: *mut libc::loff_t,
+    len: size_t,
+    flags: c_uint,
+) -> ssize_t {
+    // A pipe (no offset) into a tapped socket (no offset either); offsets
+    // the kernel refuses there go to the kernel to refuse.
+    if off_in.is_null() && off_out.is_null() && file_send_tapped(fd_out) {
+        if let Some(r) = sendfile::splice_from_pipe(fd_in, fd_out, len, flags) {
+            return r;
+        }
+    }
+    // SAFETY: passthrough.
+    unsafe { real::splice(fd_in, off_in, fd_out, off_out, len, flags) }
 }
 
 // ===== receiving =====
