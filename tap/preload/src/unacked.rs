@@ -10,7 +10,8 @@
 //!
 //! Rare (a refused send on a customized stream), so a short list behind
 //! one lock, taken only while `COUNT` says it holds something or to add to
-//! it; nothing blocking or calling out happens under the lock.
+//! it; nothing blocking or calling out happens under the lock, and nobody
+//! waits for it long (`list`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,10 +31,21 @@ struct Entry {
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 static LIST: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
-fn list() -> std::sync::MutexGuard<'static, Vec<Entry>> {
-    // A panic cannot happen under the lock (no call out); if it ever did,
-    // the list is still consistent.
-    LIST.lock().unwrap_or_else(|e| e.into_inner())
+/// The list, if its lock can be had. Its holders never block, so it is
+/// free within a few tries, except for a thread that interrupted itself
+/// while holding it (a signal handler's `close`) or a child forked while
+/// another thread held it: they give up rather than wait forever.
+fn list() -> Option<std::sync::MutexGuard<'static, Vec<Entry>>> {
+    for _ in 0..1000 {
+        match LIST.try_lock() {
+            Ok(l) => return Some(l),
+            // Nothing panics under the lock; if something did, the list is
+            // still consistent.
+            Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
+        }
+    }
+    None
 }
 
 /// Takes the bytes kept for the socket on `fd` whose peer is `peer`.
@@ -41,16 +53,17 @@ pub fn take(fd: c_int, peer: Option<SocketAddr>) -> Option<Vec<u8>> {
     if COUNT.load(Ordering::Acquire) == 0 {
         return None;
     }
-    let mut l = list();
+    let mut l = list()?;
     let i = l.iter().position(|e| e.fd == fd)?;
     let e = l.swap_remove(i);
     COUNT.store(l.len(), Ordering::Release);
     (e.peer == peer).then_some(e.bytes)
 }
 
-/// Whether bytes are kept for `fd`.
+/// Whether bytes may be kept for `fd` (yes when the list cannot be read:
+/// the caller then takes the path that looks).
 pub fn has(fd: c_int) -> bool {
-    COUNT.load(Ordering::Acquire) != 0 && list().iter().any(|e| e.fd == fd)
+    COUNT.load(Ordering::Acquire) != 0 && list().is_none_or(|l| l.iter().any(|e| e.fd == fd))
 }
 
 /// Keeps `bytes` for the socket on `fd` (replacing what was kept).
@@ -59,7 +72,7 @@ pub fn put(fd: c_int, peer: Option<SocketAddr>, bytes: Vec<u8>) {
         forget(fd);
         return;
     }
-    let mut l = list();
+    let Some(mut l) = list() else { return };
     l.retain(|e| e.fd != fd);
     l.push(Entry { fd, peer, bytes });
     COUNT.store(l.len(), Ordering::Release);
@@ -70,7 +83,8 @@ pub fn forget(fd: c_int) {
     if COUNT.load(Ordering::Acquire) == 0 {
         return;
     }
-    let mut l = list();
+    // A stale entry left here cannot be taken for another peer (`take`).
+    let Some(mut l) = list() else { return };
     l.retain(|e| e.fd != fd);
     COUNT.store(l.len(), Ordering::Release);
 }
