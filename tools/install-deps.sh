@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # Tap tests: real DNS, HTTP(S) and capture tools.
 DEBS=(cmake libpcre2-dev libyang2-tools netconfd yangcli openssh-client
       dnsmasq-base bind9-dnsutils curl openssl tcpdump tshark
-      # real servers under the tap (soak, sendfile): nginx, Node.js
+      # real servers under the tap (tests/tap: nginx, soak), each run on a free port
       nginx nodejs
       # benchmark only (tools/bench_agent.py): sshd in front of netconfd
       openssh-server)

@@ -3,7 +3,7 @@
 # tests, the YANG checks (yanglint, pyang --strict), the interop tests
 # against the real agent (ncclient, netconf-console2, yangcli, OpenSSH) and
 # the user-space tap tests with real programs (dig, dnsmasq, curl, python
-# http.server, openssl, tcpdump, tshark), the NCO end to end, the lab, and
+# http.server, openssl, nginx, tcpdump, tshark), the NCO end to end, the lab, and
 # the kernel tap's VM tests (kmod/vm-test.sh: qemu, ~12 min cold, ~1 min with
 # the kernel cached). Ends with one "N passed, N failed" line.
 set -euo pipefail

@@ -236,9 +236,12 @@ def dig(port, env=None, extra=(), timeout=3, server="127.0.0.1", prefix=()):
 class Capture:
     """tcpdump on loopback, started before traffic and stopped after."""
 
-    def __init__(self, path, bpf, iface="lo", prefix=()):
+    def __init__(self, path, bpf, iface="lo", prefix=(), buffer_kib=None):
+        """`buffer_kib`: tcpdump's kernel buffer (-B), for captures of
+        megabytes that must miss nothing."""
         self.path = path
-        self.proc = subprocess.Popen([*prefix, "tcpdump", "-i", iface, "-U", "--immediate-mode", "-n", "-w", str(path), bpf],
+        size = ["-B", str(buffer_kib)] if buffer_kib else []
+        self.proc = subprocess.Popen([*prefix, "tcpdump", "-i", iface, "-U", "--immediate-mode", *size, "-n", "-w", str(path), bpf],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()  # "listening on lo, ..." once the capture runs
         assert "listening on" in line, f"tcpdump did not start: {line!r}"

@@ -9,6 +9,8 @@ INTERPOSED = {
     "connect", "dup2", "dup3", "epoll_ctl", "epoll_pwait", "epoll_wait", "ioctl", "poll", "ppoll",
     "read", "readv", "recv", "recvfrom", "recvmmsg", "recvmsg", "select", "send", "sendmmsg",
     "sendmsg", "sendto", "socket", "syscall", "write", "writev",
+    # file to socket: through the chain when it changes what is sent
+    "sendfile", "sendfile64", "splice",
 }
 
 

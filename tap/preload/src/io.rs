@@ -10,10 +10,14 @@ use l45_modules::Role;
 use l45_tap_engine::{RecvOutcome, SendOutcome};
 use libc::{c_int, ssize_t};
 
+use l45_modules::SocketState;
+use l45_tap_shm::MAX_CHAIN;
+
 use crate::process;
 use crate::sock;
 use crate::stats::{credit, credit_drop, credit_error};
 use crate::sys::{errno, nonblocking, set_errno};
+use crate::unacked;
 
 thread_local! {
     /// The thread's buffers; borrowed for as long as the thread is inside
@@ -136,15 +140,51 @@ fn send_in(
         s.remote = dest;
     }
     sock::sync(fd, s, Role::Client);
-    if s.chain.is_empty() && s.pending.is_empty() {
+    if s.stream {
+        if s.chain.is_empty() && s.pending.is_empty() && !unacked::has(fd) {
+            return None;
+        }
+        return send_stream_locked(
+            cell,
+            fd,
+            AppBytes::new(std::slice::from_ref(&data)),
+            g,
+            send_wire,
+            b,
+        );
+    }
+    if s.chain.is_empty() {
         return None;
     }
-    if s.stream || s.chain.has_delay || !s.pending.is_empty() {
-        return send_stream_or_delayed(cell, data, g, send_wire, b);
+    if s.chain.has_delay {
+        return send_delayed_datagram(cell, data, g, send_wire, b);
     }
     let decided = customize_send(s, data, &mut b.out)?;
     drop(g);
     Some(send_datagram(decided, &b.out, data.len(), send_wire))
+}
+
+/// A stream send of the application's bytes `parts` (a `writev`'s or
+/// `sendmsg`'s buffers, read where they are). `None`: the socket is not
+/// tapped or nothing customizes it; the caller makes the original call.
+pub fn send_stream(
+    fd: c_int,
+    parts: &[&[u8]],
+    send_wire: &mut impl FnMut(&[u8]) -> ssize_t,
+) -> Option<ssize_t> {
+    let cell = sock::lookup(fd)?;
+    inside(|b| {
+        let mut g = cell.lock();
+        let s = g.as_mut()?;
+        if !s.stream {
+            return None;
+        }
+        sock::sync(fd, s, Role::Client);
+        if s.chain.is_empty() && s.pending.is_empty() && !unacked::has(fd) {
+            return None;
+        }
+        send_stream_locked(cell, fd, AppBytes::new(parts), g, send_wire, b)
+    })
 }
 
 /// Sends a customized datagram (or drops it) and accounts for it; the
@@ -209,17 +249,15 @@ fn decided(
     Some((len, chain.entries[by].slot, chain.entries[by].id))
 }
 
-/// A send on a stream (tags across sends, partial writes kept for later)
-/// or through a rate limit (the wait happens without the lock).
+/// A datagram through a rate limit: the wait happens without the lock.
 #[inline(never)]
-fn send_stream_or_delayed(
+fn send_delayed_datagram(
     cell: sock::Rec,
     data: &[u8],
     mut g: sock::RecGuard,
     send_wire: &mut dyn FnMut(&[u8]) -> ssize_t,
     b: &mut Bufs,
 ) -> Option<ssize_t> {
-    // Rate limit: wait without the lock.
     let s = g.as_mut()?;
     if let Some((ms, by)) = s.chain.send_delay() {
         let (slot, id) = (s.chain.entries[by].slot, s.chain.entries[by].id);
@@ -229,25 +267,6 @@ fn send_stream_or_delayed(
         g = cell.lock();
     }
     let s = g.as_mut()?;
-    // Bytes a non-blocking send could not hand over earlier go first.
-    if !s.pending.is_empty() {
-        let pending = std::mem::take(&mut s.pending);
-        drop(g);
-        let (done, err) = send_all(&pending, send_wire);
-        g = cell.lock();
-        let s = g.as_mut()?;
-        if err.is_some() {
-            let mut rest = pending[done..].to_vec();
-            rest.extend_from_slice(&s.pending);
-            s.pending = rest;
-            set_errno(err.unwrap_or(libc::EAGAIN));
-            return Some(-1);
-        }
-    }
-    // The chain writes into `out`, the socket lock is released, and the
-    // bytes go to the kernel from there.
-    let s = g.as_mut()?;
-    let stream = s.stream;
     let (len, slot, id) = customize_send(s, data, &mut b.out)?;
     drop(g);
     let Some(len) = len else {
@@ -255,33 +274,256 @@ fn send_stream_or_delayed(
         return Some(data.len() as ssize_t);
     };
     credit(slot, id, true, data.len());
-    let wire = &b.out[..len];
-    if !stream {
-        let r = send_wire(wire);
-        if r < 0 {
-            credit_error(slot, id);
-            return Some(r);
-        }
-        return Some(data.len() as ssize_t);
+    let r = send_wire(&b.out[..len]);
+    if r < 0 {
+        credit_error(slot, id);
+        return Some(r);
     }
-    let (done, err) = send_all(wire, send_wire);
-    match err {
-        None => Some(data.len() as ssize_t),
-        Some(e) if (e == libc::EAGAIN || e == libc::EWOULDBLOCK) || done > 0 => {
-            // The module has taken the bytes: keep the rest for the next
-            // send; the application sees a full send.
-            let mut g = cell.lock();
-            if let Some(s) = g.as_mut() {
-                s.pending.extend_from_slice(&wire[done..]);
+    Some(data.len() as ssize_t)
+}
+
+/// The application's bytes for one stream send, in order: one buffer or
+/// the buffers of a `writev`/`sendmsg`, read where they are (a large
+/// vectored send retried after a short count is not copied whole again).
+#[derive(Clone, Copy)]
+pub struct AppBytes<'a> {
+    parts: &'a [&'a [u8]],
+    len: usize,
+}
+
+impl<'a> AppBytes<'a> {
+    pub fn new(parts: &'a [&'a [u8]]) -> AppBytes<'a> {
+        AppBytes {
+            parts,
+            len: parts.iter().map(|p| p.len()).sum(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes `at..at + n` (within `len`): borrowed when they lie in one
+    /// buffer, else copied into `scratch`.
+    fn range<'b>(&'b self, at: usize, n: usize, scratch: &'b mut Vec<u8>) -> &'b [u8] {
+        let mut skip = at;
+        let mut parts = self.parts.iter();
+        for p in parts.by_ref() {
+            if skip < p.len() {
+                if p.len() - skip >= n {
+                    return &p[skip..skip + n];
+                }
+                scratch.clear();
+                scratch.extend_from_slice(&p[skip..]);
+                break;
             }
-            Some(data.len() as ssize_t)
+            skip -= p.len();
         }
-        Some(e) => {
-            credit_error(slot, id);
-            set_errno(e);
-            Some(-1)
+        for p in parts {
+            if scratch.len() >= n {
+                break;
+            }
+            let k = p.len().min(n - scratch.len());
+            scratch.extend_from_slice(&p[..k]);
+        }
+        scratch.truncate(n);
+        scratch
+    }
+
+    /// Whether the bytes start with `prefix` (as far as they go).
+    fn starts_with(&self, prefix: &[u8]) -> bool {
+        let mut at = 0;
+        for p in self.parts {
+            if at == prefix.len() {
+                break;
+            }
+            let k = p.len().min(prefix.len() - at);
+            if p[..k] != prefix[at..at + k] {
+                return false;
+            }
+            at += k;
+        }
+        true
+    }
+}
+
+/// Application bytes the chain takes per call on a stream. The most a
+/// send the kernel refused part of leaves for the application to retry.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// The chain's per-socket module states, to undo the chain's work on a
+/// chunk the kernel took nothing of.
+struct States {
+    n: usize,
+    ids: [u32; MAX_CHAIN],
+    states: [SocketState; MAX_CHAIN],
+}
+
+impl States {
+    fn of(chain: &l45_tap_engine::Chain) -> Option<States> {
+        if chain.entries.len() > MAX_CHAIN {
+            return None;
+        }
+        let mut s = States {
+            n: chain.entries.len(),
+            ids: [0; MAX_CHAIN],
+            states: [SocketState::default(); MAX_CHAIN],
+        };
+        for (i, a) in chain.entries.iter().enumerate() {
+            s.ids[i] = a.id;
+            s.states[i] = a.state;
+        }
+        Some(s)
+    }
+
+    fn same(&self, chain: &l45_tap_engine::Chain) -> bool {
+        self.n == chain.entries.len()
+            && chain
+                .entries
+                .iter()
+                .enumerate()
+                .all(|(i, a)| a.id == self.ids[i] && a.state == self.states[i])
+    }
+
+    fn restore(&self, chain: &mut l45_tap_engine::Chain) {
+        for (i, a) in chain.entries.iter_mut().enumerate().take(self.n) {
+            a.state = self.states[i];
         }
     }
+}
+
+/// A send on a stream: tags across sends, the rate limit's wait (without
+/// the lock), and partial sends.
+///
+/// The application is told exactly the bytes whose customized form the
+/// kernel took whole. The chain runs over a chunk at a time; a chunk the
+/// kernel takes nothing of is undone (module states put back), one it
+/// takes part of keeps the rest of its customized form in `pending` and
+/// its own bytes in `unacked`, and is not counted: the application sends
+/// those bytes again (its retry after a short count or EAGAIN), and the
+/// next send recognises them, sends what is pending first and counts them
+/// then, without running the chain over them again.
+#[inline(never)]
+fn send_stream_locked(
+    cell: sock::Rec,
+    fd: c_int,
+    app: AppBytes<'_>,
+    mut g: sock::RecGuard,
+    send_wire: &mut dyn FnMut(&[u8]) -> ssize_t,
+    b: &mut Bufs,
+) -> Option<ssize_t> {
+    let Bufs { wire: scratch, out } = b;
+    let s = g.as_mut()?;
+    if let Some((ms, by)) = s.chain.send_delay() {
+        let (slot, id) = (s.chain.entries[by].slot, s.chain.entries[by].id);
+        drop(g);
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
+        credit(slot, id, true, app.len());
+        g = cell.lock();
+    }
+    let s = g.as_mut()?;
+    let peer = s.remote;
+    let mut done = 0usize;
+    // What an earlier send left: the rest of a chunk's customized form
+    // goes first, and the application's bytes it stood for count now.
+    let taken = unacked::take(fd, peer);
+    if !s.pending.is_empty() {
+        let pending = std::mem::take(&mut s.pending);
+        drop(g);
+        let (sent, err) = send_all(&pending, send_wire);
+        g = cell.lock();
+        let s = g.as_mut()?;
+        if let Some(e) = err {
+            let mut rest = pending[sent..].to_vec();
+            rest.extend_from_slice(&s.pending);
+            s.pending = rest;
+            if let Some(t) = taken {
+                unacked::put(fd, peer, t);
+            }
+            set_errno(e);
+            return Some(-1);
+        }
+    }
+    if let Some(t) = taken {
+        if app.starts_with(&t) {
+            // The application's retry of those bytes: they are out now.
+            done = t.len().min(app.len());
+            if done < t.len() {
+                unacked::put(fd, peer, t[done..].to_vec());
+                return Some(done as ssize_t);
+            }
+        }
+        // Else the application sent something else instead of its refused
+        // bytes; what the chain made of them is out regardless (a limit,
+        // docs/user-space-tap.md).
+    }
+    while done < app.len() {
+        let Some(s) = g.as_mut() else {
+            // Closed meanwhile (by another thread).
+            if done > 0 {
+                break;
+            }
+            set_errno(libc::EBADF);
+            return Some(-1);
+        };
+        let n = STREAM_CHUNK.min(app.len() - done);
+        let input = app.range(done, n, scratch);
+        let before = States::of(&s.chain);
+        let (ctx, chain) = s.ctx_and_chain();
+        let (bytes, by): (&[u8], Option<usize>) = match chain.send(&ctx, input, out) {
+            SendOutcome::Original => (input, None),
+            SendOutcome::Customized { len, by } => (&out[..len], Some(by)),
+            SendOutcome::Drop { by } => {
+                credit_drop(chain.entries[by].slot, chain.entries[by].id);
+                done += n;
+                continue;
+            }
+        };
+        let decider = by.map(|by| (chain.entries[by].slot, chain.entries[by].id));
+        let after = States::of(chain);
+        drop(g);
+        let (sent, err) = send_all(bytes, send_wire);
+        g = cell.lock();
+        let Some(e) = err else {
+            if let Some((slot, id)) = decider {
+                credit(slot, id, true, n);
+            }
+            done += n;
+            continue;
+        };
+        let s = g.as_mut();
+        let undone = match (s, sent, before, after) {
+            // The kernel took nothing: neither did the chain, unless another
+            // thread's send ran it meanwhile.
+            (Some(s), 0, Some(before), Some(after)) if after.same(&s.chain) => {
+                before.restore(&mut s.chain);
+                true
+            }
+            _ => false,
+        };
+        if !undone {
+            if let Some(s) = g.as_mut() {
+                let mut rest = s.pending.split_off(0);
+                s.pending = bytes[sent..].to_vec();
+                s.pending.append(&mut rest);
+                unacked::put(fd, peer, input.to_vec());
+            }
+            if let Some((slot, id)) = decider {
+                credit(slot, id, true, n);
+            }
+        }
+        if e != libc::EAGAIN && e != libc::EWOULDBLOCK {
+            if let Some((slot, id)) = decider {
+                credit_error(slot, id);
+            }
+        }
+        if done > 0 {
+            return Some(done as ssize_t);
+        }
+        set_errno(e);
+        return Some(-1);
+    }
+    Some(done as ssize_t)
 }
 
 /// What a real receive returned.
@@ -666,11 +908,13 @@ pub fn established(fd: c_int, role: Role, peer: Option<std::net::SocketAddr>) {
 /// `close`: detach the socket (best-effort flush of pending bytes first,
 /// while the descriptor is still open).
 pub fn closing(fd: c_int) {
+    unacked::forget(fd);
     flush_last(fd, sock::closed(fd));
 }
 
 /// `closing` for a descriptor `sock::closes_plainly` just said no to.
 pub fn closing_owning(fd: c_int) {
+    unacked::forget(fd);
     flush_last(fd, sock::closed_owning(fd));
 }
 
@@ -693,4 +937,43 @@ fn flush_pending(fd: c_int, pending: Vec<u8>) {
         send_all(&pending, &mut send_wire);
         Some(())
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_bytes_ranges_across_buffers() {
+        let parts: [&[u8]; 4] = [b"ab", b"", b"cdef", b"g"];
+        let app = AppBytes::new(&parts);
+        assert_eq!(app.len(), 7);
+        let mut scratch = Vec::new();
+        for at in 0..7 {
+            for n in 0..=(7 - at) {
+                assert_eq!(
+                    app.range(at, n, &mut scratch),
+                    &b"abcdefg"[at..at + n],
+                    "{at}+{n}"
+                );
+            }
+        }
+        // Inside one buffer: borrowed, the scratch buffer untouched.
+        scratch.clear();
+        assert_eq!(app.range(3, 2, &mut scratch), b"de");
+        assert!(scratch.is_empty());
+    }
+
+    #[test]
+    fn app_bytes_prefixes() {
+        let parts: [&[u8]; 3] = [b"ab", b"cd", b"e"];
+        let app = AppBytes::new(&parts);
+        assert!(app.starts_with(b""));
+        assert!(app.starts_with(b"abc"));
+        assert!(app.starts_with(b"abcde"));
+        // Longer than the bytes: as far as they go (a shorter retry).
+        assert!(app.starts_with(b"abcdefgh"));
+        assert!(!app.starts_with(b"abd"));
+        assert!(!app.starts_with(b"abcdx"));
+    }
 }

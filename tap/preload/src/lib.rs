@@ -1,14 +1,15 @@
 //! `libl45tap.so`: the user-space Layer 4.5 tap, loaded with `LD_PRELOAD`.
 //!
 //! It interposes the libc socket calls (`send*`, `recv*`, `read`/`write` on
-//! sockets, `connect`, `accept*`, `close`, raw `syscall(SYS_sendmmsg…)`,
-//! readiness calls and `FIONREAD`) and runs matching sockets' module chains.
+//! sockets, `sendfile`/`splice` to sockets, `connect`, `accept*`, `close`,
+//! raw `syscall(SYS_sendmmsg…)`, readiness calls and `FIONREAD`) and runs
+//! matching sockets' module chains.
 //! The agent configures it through the shared-memory control area
 //! (`l45-tap-shm`); there is no IPC on the data path. Descriptors that are not
 //! IPv4/IPv6 TCP/UDP sockets cost one atomic load per call.
 //!
 //! Limits (see `docs/user-space-tap.md`): static binaries, io_uring,
-//! `sendfile`/`splice`, raw `syscall` numbers other than the socket ones,
+//! `splice` from a socket, raw `syscall` numbers other than the socket ones,
 //! setuid programs (the loader ignores `LD_PRELOAD`), datagram `MSG_PEEK`
 //! (sees wire bytes).
 #![allow(unsafe_code)] // an FFI interposition layer; every block has a SAFETY note
@@ -36,10 +37,12 @@ mod io;
 mod process;
 mod readiness;
 mod real;
+mod sendfile;
 mod sock;
 mod splice;
 mod stats;
 mod sys;
+mod unacked;
 
 use l45_modules::Role;
 use libc::{
@@ -128,6 +131,20 @@ fn iov_total(iov: *const libc::iovec, n: usize) -> usize {
         .sum()
 }
 
+/// The buffers of an iovec array, in order (empty and null ones left out).
+unsafe fn iov_parts<'a>(iov: *const libc::iovec, n: usize) -> Vec<&'a [u8]> {
+    if iov.is_null() || n == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the caller's msghdr promises `n` valid iovecs.
+    let iovs = unsafe { std::slice::from_raw_parts(iov, n) };
+    iovs.iter()
+        .filter(|v| !v.iov_base.is_null() && v.iov_len > 0)
+        // SAFETY: each iovec has iov_len readable bytes, alive for the call.
+        .map(|v| unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) })
+        .collect()
+}
+
 // ===== socket lifecycle =====
 
 #[no_mangle]
@@ -135,6 +152,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     // SAFETY: passthrough.
     let fd = unsafe { real::socket(domain, ty, protocol) };
     if fd >= 0 {
+        unacked::forget(fd);
         sock::created(fd, domain, ty, protocol);
     }
     fd
@@ -158,6 +176,7 @@ unsafe fn accepted(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) {
     if fd < 0 {
         return;
     }
+    unacked::forget(fd);
     sock::forget(fd);
     let peer = if addr.is_null() || len.is_null() {
         None
@@ -319,12 +338,22 @@ unsafe fn writev_slow(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t {
                 return sent;
             }
         }
-        // SAFETY: the caller passes `n` valid iovecs.
-        let r = unsafe {
-            gather(iov, n as usize, |data| {
-                let mut wire = |b: &[u8]| real::send(fd, b.as_ptr().cast(), b.len(), 0);
-                io::send(fd, data, 0, None, &mut wire)
-            })
+        let mut wire = |b: &[u8]| {
+            // SAFETY: sending our own buffer, as the application's write would.
+            unsafe { real::send(fd, b.as_ptr().cast(), b.len(), 0) }
+        };
+        let r = if sock::is_stream(fd) {
+            // A stream reads the application's buffers where they are.
+            // SAFETY: the caller passes `n` valid iovecs.
+            let parts = unsafe { iov_parts(iov, n as usize) };
+            io::send_stream(fd, &parts, &mut wire)
+        } else {
+            // SAFETY: the caller passes `n` valid iovecs.
+            unsafe {
+                gather(iov, n as usize, |data| {
+                    io::send(fd, data, 0, None, &mut wire)
+                })
+            }
         };
         if let Some(r) = r {
             return r;
@@ -358,25 +387,34 @@ unsafe fn sendmsg_tapped(
         }
     }
     let dest = sockaddr_to_std(m.msg_name.cast(), m.msg_namelen);
+    let mut wire = |b: &[u8]| {
+        let mut iov = libc::iovec {
+            iov_base: b.as_ptr() as *mut c_void,
+            iov_len: b.len(),
+        };
+        let mut copy = *m;
+        copy.msg_iov = &mut iov;
+        copy.msg_iovlen = 1;
+        // SAFETY: the application's msghdr with our one iovec over a live
+        // buffer; its name and control buffers are the caller's.
+        unsafe {
+            if raw {
+                let ptr = std::ptr::from_ref(&copy) as c_long;
+                let r = real::syscall(libc::SYS_sendmsg, fd.into(), ptr, flags.into(), 0, 0, 0);
+                r as ssize_t
+            } else {
+                real::sendmsg(fd, &copy, flags)
+            }
+        }
+    };
+    if sock::is_stream(fd) {
+        // SAFETY: iovecs described by the msghdr.
+        let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
+        return io::send_stream(fd, &parts, &mut wire);
+    }
     // SAFETY: iovecs described by the msghdr.
     unsafe {
         gather(m.msg_iov, m.msg_iovlen, |data| {
-            let mut wire = |b: &[u8]| {
-                let mut iov = libc::iovec {
-                    iov_base: b.as_ptr() as *mut c_void,
-                    iov_len: b.len(),
-                };
-                let mut copy = *m;
-                copy.msg_iov = &mut iov;
-                copy.msg_iovlen = 1;
-                if raw {
-                    let ptr = std::ptr::from_ref(&copy) as c_long;
-                    let r = real::syscall(libc::SYS_sendmsg, fd.into(), ptr, flags.into(), 0, 0, 0);
-                    r as ssize_t
-                } else {
-                    real::sendmsg(fd, &copy, flags)
-                }
-            };
             io::send(fd, data, flags, dest, &mut wire)
         })
     }
@@ -454,6 +492,87 @@ unsafe fn sendmmsg_tapped(
         sent += 1;
     }
     sent
+}
+
+// ===== file to socket =====
+//
+// The kernel moves these bytes without the tap seeing them: on a stream
+// socket whose chain acts on sends they are read and sent through it
+// instead (`sendfile.rs`); everything else keeps the kernel's fast path.
+
+/// Whether a file-to-socket call on `fd` must go through the chain: a
+/// tapped stream socket whose chain acts on sends (the callers checked
+/// `sock::passes` first).
+fn file_send_tapped(fd: c_int) -> bool {
+    sock::tapped_or_unseen(fd) && sock::is_stream(fd)
+}
+
+pass_first! { sendfile(out_fd: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t; if sock::passes(out_fd, Dir::Send); else sendfile_slow }
+
+#[inline(never)]
+unsafe fn sendfile_slow(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut libc::off_t,
+    count: size_t,
+) -> ssize_t {
+    if file_send_tapped(out_fd) {
+        let off = if offset.is_null() {
+            sendfile::Offset::None
+        } else {
+            sendfile::Offset::Off(offset)
+        };
+        if let Some(r) = sendfile::sendfile(out_fd, in_fd, off, count) {
+            return r;
+        }
+    }
+    // SAFETY: passthrough.
+    unsafe { real::sendfile(out_fd, in_fd, offset, count) }
+}
+
+pass_first! { sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut libc::off64_t, count: size_t) -> ssize_t; if sock::passes(out_fd, Dir::Send); else sendfile64_slow }
+
+#[inline(never)]
+unsafe fn sendfile64_slow(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut libc::off64_t,
+    count: size_t,
+) -> ssize_t {
+    if file_send_tapped(out_fd) {
+        let off = if offset.is_null() {
+            sendfile::Offset::None
+        } else {
+            sendfile::Offset::Off64(offset)
+        };
+        if let Some(r) = sendfile::sendfile(out_fd, in_fd, off, count) {
+            return r;
+        }
+    }
+    // SAFETY: passthrough.
+    unsafe { real::sendfile64(out_fd, in_fd, offset, count) }
+}
+
+pass_first! { splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int, off_out: *mut libc::loff_t, len: size_t, flags: c_uint) -> ssize_t; if sock::passes(fd_out, Dir::Send); else splice_slow }
+
+#[inline(never)]
+unsafe fn splice_slow(
+    fd_in: c_int,
+    off_in: *mut libc::loff_t,
+    fd_out: c_int,
+    off_out: *mut libc::loff_t,
+    len: size_t,
+    flags: c_uint,
+) -> ssize_t {
+    // A pipe (no offset) into a tapped socket (no offset either); offsets
+    // the kernel refuses there go to the kernel to refuse.
+    if off_in.is_null() && off_out.is_null() && file_send_tapped(fd_out) {
+        if let Some(r) = sendfile::splice_from_pipe(fd_in, fd_out, len, flags) {
+            return r;
+        }
+    }
+    // SAFETY: passthrough.
+    unsafe { real::splice(fd_in, off_in, fd_out, off_out, len, flags) }
 }
 
 // ===== receiving =====

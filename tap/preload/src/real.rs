@@ -4,7 +4,7 @@
 //! All of them live in one table (`HOT`), the hot ones first, so a call
 //! that passes straight through touches one or two cache lines of ours
 //! besides its descriptor's entry. Each pointer is resolved on first use:
-//! a `dlsym` costs about 2 µs, and a program uses a dozen of the 27.
+//! a `dlsym` costs about 2 µs, and a program uses a dozen of the 30.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
@@ -126,6 +126,9 @@ real! {
     ppoll(fds: *mut pollfd, n: nfds_t, timeout: *const libc::timespec, mask: *const libc::sigset_t) -> c_int;
     select(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, t: *mut libc::timeval) -> c_int;
     epoll_pwait(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: *const libc::sigset_t) -> c_int;
+    sendfile(out_fd: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t;
+    sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut libc::off64_t, count: size_t) -> ssize_t;
+    splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int, off_out: *mut libc::loff_t, len: size_t, flags: c_uint) -> ssize_t;
 }
 
 /// glibc's `syscall`, which is variadic.
