@@ -203,28 +203,31 @@ impl UserspaceTap {
         self.bypass.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Looks for sockets escaping the activated modules (`bypass.rs`).
-    fn detect_bypasses(&self) {
+    /// Counts sockets (`SeenSockets`) and looks for sockets escaping the
+    /// activated modules (`bypass.rs`), from one read of the tables.
+    fn count_and_detect(&self) {
         let table = self.shm.modules();
         let mut watch = self.watch();
         if !bypass::Watch::wanted(&table) {
+            let _ = self.socket_counts_of(self.checked_sockets());
             watch.tick(&table, &[], &[], &bypass::Proc { me: 0 });
             return;
         }
         // /proc/net first: a socket a tapped process has just made is
         // listed by the time the tables are read.
         let net = procfs::read_net_sockets();
-        let listed: Vec<bypass::Listed> = self
-            .checked_sockets()
-            .into_iter()
+        let checked = self.checked_sockets();
+        let listed: Vec<bypass::Listed> = checked
+            .iter()
             .filter_map(|(pid, r, inode)| {
                 Some(bypass::Listed {
-                    pid,
-                    inode: inode?,
-                    chain: chain_ids(&r),
+                    pid: *pid,
+                    inode: (*inode)?,
+                    chain: chain_ids(r),
                 })
             })
             .collect();
+        let _ = self.socket_counts_of(checked);
         watch.tick(
             &table,
             &net,
@@ -251,7 +254,10 @@ impl UserspaceTap {
 
     /// Sockets per module id, as `SeenSockets` explains.
     fn socket_counts(&self) -> HashMap<u32, u32> {
-        let listed = self.checked_sockets();
+        self.socket_counts_of(self.checked_sockets())
+    }
+
+    fn socket_counts_of(&self, listed: Vec<(u32, SocketRecord, Option<u64>)>) -> HashMap<u32, u32> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut now: HashMap<(u32, i32, u64), Vec<u32>> = HashMap::new();
         let mut counts = HashMap::new();
@@ -446,8 +452,7 @@ impl TapControl for UserspaceTap {
         }
         // Every second, so a socket is seen (and protected from erasure)
         // soon after it is listed, whether or not anyone asks.
-        let _ = self.socket_counts();
-        self.detect_bypasses();
+        self.count_and_detect();
     }
 
     fn bypasses(&self) -> Vec<Bypass> {
