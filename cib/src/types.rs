@@ -145,6 +145,9 @@ pub mod alert_kind {
     pub const RPC_ERROR: &str = "rpc-error";
     pub const HOST_KEY_MISMATCH: &str = "host-key-mismatch";
     pub const FLOW_REJECTED: &str = "flow-rejected";
+    /// A device's tap found a socket escaping a module (the agent's
+    /// `module-bypassed` notification).
+    pub const MODULE_BYPASSED: &str = "module-bypassed";
 }
 
 // ===== devices and middleboxes =====

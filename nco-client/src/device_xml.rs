@@ -152,6 +152,72 @@ pub fn parse_report(output: &str) -> Result<Vec<ModuleReport>, ReportError> {
     Ok(out)
 }
 
+/// A device's `module-bypassed` notification: a socket that module `id`'s
+/// match selects escapes the tap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bypassed {
+    pub id: u32,
+    /// `not-tapped` or `io-uring` (as sent; an unknown reason is kept).
+    pub reason: String,
+    pub pid: Option<u32>,
+    pub process_name: String,
+    pub protocol: String,
+    /// `addr:port` (`[v6]:port`) of our end and the peer, when sent.
+    pub source: Option<String>,
+    pub destination: Option<String>,
+}
+
+impl Bypassed {
+    /// The alert's text.
+    pub fn message(&self, device: &str) -> String {
+        let who = match self.pid {
+            Some(pid) => format!("process {pid} ({})", self.process_name),
+            None => format!("process {}", self.process_name),
+        };
+        let why = match self.reason.as_str() {
+            "not-tapped" => "does not run the tap".to_string(),
+            "io-uring" => "runs the tap but uses io_uring".to_string(),
+            other => format!("escapes the tap ({other})"),
+        };
+        let socket = match (&self.source, &self.destination) {
+            (Some(s), Some(d)) => format!(" on {} {s} -> {d}", self.protocol),
+            (Some(s), None) => format!(" on {} {s}", self.protocol),
+            _ => String::new(),
+        };
+        format!(
+            "module {} on {device} is bypassed: {who} {why}{socket}; its traffic is not customized",
+            self.id
+        )
+    }
+}
+
+/// Parses a `module-bypassed` notification's content (`None` if it is not
+/// one or has no valid id).
+pub fn parse_bypassed(body: &str) -> Option<Bypassed> {
+    let root = xml::parse(body.as_bytes()).ok()?;
+    if !root.is(L45_NS, "module-bypassed") {
+        return None;
+    }
+    let end = |end: &str| {
+        let addr = text(&root, &format!("{end}-address"))?;
+        let port = text(&root, &format!("{end}-port")).unwrap_or("?");
+        Some(if addr.contains(':') {
+            format!("[{addr}]:{port}")
+        } else {
+            format!("{addr}:{port}")
+        })
+    };
+    Some(Bypassed {
+        id: text(&root, "id")?.parse().ok()?,
+        reason: text(&root, "reason").unwrap_or("").to_owned(),
+        pid: text(&root, "pid").and_then(|p| p.parse().ok()),
+        process_name: text(&root, "process-name").unwrap_or("").to_owned(),
+        protocol: text(&root, "protocol").unwrap_or("").to_owned(),
+        source: end("source"),
+        destination: end("destination"),
+    })
+}
+
 /// Reads `<nonce>` and `<ciphertext>` of a `challenge` reply.
 pub fn parse_challenge_answer(output: &str) -> Option<(Vec<u8>, Vec<u8>)> {
     let wrapped = format!("<challenge-output>{output}</challenge-output>");
@@ -242,5 +308,56 @@ mod tests {
             Some((vec![0, 1, 2], vec![3, 4]))
         );
         assert_eq!(parse_challenge_answer("<nonce/>"), None);
+    }
+
+    #[test]
+    fn bypassed_notifications_are_read_and_worded() {
+        let body = format!(
+            "<module-bypassed xmlns=\"{L45_NS}\"><id>3</id><reason>not-tapped</reason><pid>4242</pid>\
+             <process-name>static&lt;1&gt;</process-name><protocol>tcp</protocol>\
+             <source-address>::1</source-address><source-port>40000</source-port>\
+             <destination-address>127.0.0.1</destination-address><destination-port>8080</destination-port>\
+             </module-bypassed>"
+        );
+        let b = parse_bypassed(&body).unwrap();
+        assert_eq!(
+            b,
+            Bypassed {
+                id: 3,
+                reason: "not-tapped".into(),
+                pid: Some(4242),
+                process_name: "static<1>".into(),
+                protocol: "tcp".into(),
+                source: Some("[::1]:40000".into()),
+                destination: Some("127.0.0.1:8080".into()),
+            }
+        );
+        assert_eq!(
+            b.message("d1"),
+            "module 3 on d1 is bypassed: process 4242 (static<1>) does not run the tap on tcp [::1]:40000 -> 127.0.0.1:8080; its traffic is not customized"
+        );
+        let io = parse_bypassed(&format!(
+            "<module-bypassed xmlns=\"{L45_NS}\"><id>4</id><reason>io-uring</reason><pid>7</pid>\
+             <process-name>srv</process-name><protocol>udp</protocol></module-bypassed>"
+        ))
+        .unwrap();
+        assert_eq!(
+            io.message("d2"),
+            "module 4 on d2 is bypassed: process 7 (srv) runs the tap but uses io_uring; its traffic is not customized"
+        );
+        // Not one, or no id: nothing.
+        for bad in [
+            format!(
+                "<deprecated-module-idle xmlns=\"{L45_NS}\"><id>3</id></deprecated-module-idle>"
+            ),
+            format!(
+                "<module-bypassed xmlns=\"{L45_NS}\"><reason>io-uring</reason></module-bypassed>"
+            ),
+            format!("<module-bypassed xmlns=\"{L45_NS}\"><id>x</id></module-bypassed>"),
+            "<module-bypassed><id>3</id></module-bypassed>".to_string(),
+            "<module-bypassed".to_string(),
+        ] {
+            assert_eq!(parse_bypassed(&bad), None, "{bad}");
+        }
     }
 }

@@ -632,6 +632,25 @@ impl Nco {
     /// triggers a report at once (the CIB then queues the revoke) instead of
     /// waiting for the next monitor round. Reconnects through the pool's
     /// backoff when the session ends.
+    /// A device's tap found a socket escaping a module: a warning alert
+    /// for that module (one while unacknowledged, as for every alert).
+    fn alert_bypassed(&self, device: &str, body: &str) {
+        let Some(b) = device_xml::parse_bypassed(body) else {
+            tracing::warn!(%device, "module-bypassed notification without a module id");
+            return;
+        };
+        let alert = NewAlert {
+            severity: Severity::Warning,
+            device: Some(device.to_string()),
+            module_id: Some(b.id),
+            kind: alert_kind::MODULE_BYPASSED.to_string(),
+            message: b.message(device),
+        };
+        if let Err(e) = self.cib().raise_alert(&alert) {
+            tracing::warn!(%device, module = b.id, error = %e, "recording a module-bypassed alert");
+        }
+    }
+
     async fn watch(self: Arc<Self>, device: String) {
         loop {
             if let Ok(session) = self.session(&device).await {
@@ -650,6 +669,8 @@ impl Nco {
                             if let Err(e) = self.report(&device).await {
                                 tracing::warn!(%device, error = %e, "report after idle notification");
                             }
+                        } else if name == "module-bypassed" {
+                            self.alert_bypassed(&device, &n.body);
                         }
                     }
                 }

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import NCO, Emulator, free_port_block
-from taplab import NS, Dnsmasq, dig, wait_for
+from taplab import NS, BypassClient, Dnsmasq, HoldingServer, build_bypass_client, dig, wait_for
 
 
 def device_modules(agent):
@@ -326,3 +326,41 @@ def test_monitor_alerts_a_customization_active_on_one_end_only(nco, make_tap, tm
     alerts = nco.json("alerts")
     one_sided = [a for a in alerts if a["kind"] == "active-on-one-end-only"]
     assert [(a["device"], a["module"]) for a in one_sided] == [("server", 1)], alerts
+
+
+def test_a_bypassed_module_raises_an_alert(nco, make_tap, tmp_path, cleanup):
+    """A static binary on a socket a deployed module's match selects: the
+    agent's module-bypassed notification becomes a warning alert in the CIB,
+    shown by `l45-nco alerts`."""
+    static = build_bypass_client(tmp_path, static=True)
+    dev = make_tap()
+    nco.add_tap_device("d1", dev)
+    srv = HoldingServer()
+    cleanup.append(srv)
+    mid = nco.json(*deploy_args("d1", kind="stream-tag", extra=[
+        "--param", "interval=1000", "--param", "tag=XTAGTAGTAGTAGTAGTAGTAGTAGTAGTAGX", "--protocol", "tcp", "--dst-port", srv.port]))[0]["module"]
+    nco.serve("--state-req-window", "3600", "--sec-check-window", "3600")
+
+    def alerted():
+        return [a for a in nco.json("alerts") if a["kind"] == "module-bypassed"]
+
+    # The service subscribes to the device's notifications soon after it
+    # starts, and nothing outside shows when: each new static connection is
+    # a new escaping socket (a new notification), until one gets through.
+    def connect_and_look():
+        client = BypassClient(static, "plain", srv.port)
+        cleanup.append(client)
+        try:
+            return wait_for(alerted, 3, "a module-bypassed alert")
+        except AssertionError:
+            return None
+        finally:
+            client.stop()
+
+    found = wait_for(connect_and_look, 40, "a module-bypassed alert from the service")
+    a = found[0]
+    assert (a["device"], a["module"], a["severity"]) == ("d1", mid, "warning"), a
+    assert "does not run the tap" in a["message"] and "bypass_static" in a["message"], a
+    assert f"-> 127.0.0.1:{srv.port}" in a["message"], a
+    table = nco.run("alerts").stdout
+    assert "module-bypassed" in table and "bypass_static" in table, table

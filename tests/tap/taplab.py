@@ -282,3 +282,106 @@ def udp_tcp_payloads(path):
     return out
 
 
+
+
+# ===== bypass detection (test_bypass.py, tests/nco) =====
+
+BYPASS_CLIENT_C = pathlib.Path(__file__).resolve().parent / "bypass_client.c"
+
+
+def build_bypass_client(outdir, static):
+    """Compiles bypass_client.c with gcc, statically (a program the tap cannot
+    be preloaded into; named bypass_static) or not (bypass_client). Skips the
+    test if gcc or a static libc is missing."""
+    import pytest
+    gcc = shutil.which("gcc")
+    if not gcc:
+        pytest.skip("gcc is not installed")
+    out = pathlib.Path(outdir) / ("bypass_static" if static else "bypass_client")
+    r = subprocess.run([gcc, "-O1", "-Wall", *(["-static"] if static else []), "-o", str(out), str(BYPASS_CLIENT_C)],
+                       capture_output=True, text=True)
+    if r.returncode != 0 and static and "-lc" in r.stderr:
+        pytest.skip(f"no static libc to link with: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+class HoldingServer:
+    """A TCP server on a free loopback port that accepts connections and holds
+    them open until stopped (its sockets are the server ends: a match on the
+    peer's port does not select them)."""
+
+    def __init__(self):
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def stop(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(timeout=10)
+        for c in self.conns:
+            c.close()
+
+
+class BypassClient:
+    """bypass_client MODE 127.0.0.1 PORT, holding its connection until
+    stopped. `unavailable` is set (and the process gone) when the kernel
+    refused io_uring."""
+
+    def __init__(self, binary, mode, port, env=None):
+        self.proc = subprocess.Popen([str(binary), mode, "127.0.0.1", str(port)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env or {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+        self.pid = self.proc.pid
+        line = self.proc.stdout.readline().strip()
+        self.unavailable = None
+        if line.startswith("io_uring unavailable"):
+            self.unavailable = line
+            self.proc.wait(timeout=10)
+            return
+        assert line.startswith("connected "), f"{binary} {mode}: {line!r} {self.proc.stderr.read() if self.proc.poll() is not None else ''}"
+        self.port = int(line.split()[1])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def next_notification(session, name, timeout):
+    """The next notification called `name` on a subscribed ncclient session
+    (others are skipped), as {leaf: text}; None at the deadline."""
+    from lxml import etree
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        n = session.take_notification(block=True, timeout=left)
+        if n is None:
+            return None
+        root = etree.fromstring(n.notification_xml.encode())
+        for el in root:
+            if el.tag == f"{{{NS}}}{name}":
+                return {c.tag.split("}")[1]: c.text for c in el}

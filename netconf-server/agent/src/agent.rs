@@ -278,6 +278,21 @@ impl Agent {
         self.tap.housekeeping();
     }
 
+    /// Emits `module-bypassed` for the sockets the tap found escaping a
+    /// module since the last call (a burst is capped; the modules'
+    /// `bypassed` counters count every one).
+    pub fn announce_bypasses(&self) {
+        let found = self.tap.bypasses();
+        let left_out = self.notifier.module_bypassed(&found);
+        if left_out > 0 {
+            tracing::warn!(
+                found = found.len(),
+                left_out,
+                "too many bypassed sockets at once: not every one is notified"
+            );
+        }
+    }
+
     /// Writes a whole datastore file (startup; running has its journal).
     pub(crate) fn save(&self, ds: Datastore) -> Result<(), OpError> {
         let (file, what) = match ds {

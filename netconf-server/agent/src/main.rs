@@ -288,6 +288,7 @@ async fn start_device(
                 let mut set = std::mem::take(&mut announced);
                 announced = tokio::task::spawn_blocking(move || {
                     agent.tap_housekeeping();
+                    agent.announce_bypasses();
                     agent.announce_idle_deprecated(&mut set);
                     set
                 })

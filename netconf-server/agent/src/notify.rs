@@ -1,12 +1,13 @@
 //! Notifications (RFC 5277): the agent's event stream, the config-change
 //! notification (RFC 6470) and the model's module-registered/revoked,
-//! security-check-failed and deprecated-module-idle events.
+//! security-check-failed, deprecated-module-idle and module-bypassed
+//! events.
 
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use l45_netconf_proto::xml::escape_text;
-use l45_tap_control::{Change, ModuleState, Transaction};
+use l45_tap_control::{Bypass, Change, ModuleState, Protocol, Transaction};
 use tokio::sync::broadcast;
 
 use l45_tap_control::ModuleStats;
@@ -81,6 +82,19 @@ impl Notifier {
             }
         }
         *announced = idle;
+    }
+
+    /// Most `module-bypassed` notifications sent per call (per tick of
+    /// the agent); the module's `bypassed` counter counts every one.
+    pub const BYPASSES_PER_TICK: usize = 16;
+
+    /// Emits `module-bypassed` for each of `found` (at most
+    /// [`Self::BYPASSES_PER_TICK`]); returns how many were left out.
+    pub fn module_bypassed(&self, found: &[Bypass]) -> usize {
+        for b in found.iter().take(Self::BYPASSES_PER_TICK) {
+            self.emit(L45, "module-bypassed", module_bypassed_xml(b));
+        }
+        found.len().saturating_sub(Self::BYPASSES_PER_TICK)
     }
 
     pub fn security_check_failed(&self, id: u32, reason: &str) {
@@ -174,5 +188,96 @@ impl Notifier {
                 Change::Update(_) => {}
             }
         }
+    }
+}
+
+/// The `module-bypassed` notification's content.
+fn module_bypassed_xml(b: &Bypass) -> String {
+    let protocol = match b.protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Any => "any",
+    };
+    let mut xml = format!(
+        "<module-bypassed xmlns=\"{}\"><id>{}</id><reason>{}</reason><pid>{}</pid><process-name>{}</process-name><protocol>{protocol}</protocol>",
+        l45_yang::L45_NAMESPACE,
+        b.module,
+        b.reason.as_str(),
+        b.pid,
+        escape_text(&b.process_name),
+    );
+    for (end, addr) in [("source", b.source), ("destination", b.destination)] {
+        if let Some(a) = addr {
+            xml.push_str(&format!(
+                "<{end}-address>{}</{end}-address><{end}-port>{}</{end}-port>",
+                a.ip(),
+                a.port()
+            ));
+        }
+    }
+    xml.push_str("</module-bypassed>");
+    xml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use l45_tap_control::BypassReason;
+
+    fn bypass(module: u32) -> Bypass {
+        Bypass {
+            module,
+            reason: BypassReason::NotTapped,
+            pid: 4242,
+            process_name: "static<&>".into(),
+            protocol: Protocol::Tcp,
+            source: Some("[::1]:40000".parse().unwrap()),
+            destination: None,
+        }
+    }
+
+    #[test]
+    fn module_bypassed_is_exact_and_valid_against_the_model() {
+        let xml = module_bypassed_xml(&bypass(7));
+        assert_eq!(
+            xml,
+            format!(
+                "<module-bypassed xmlns=\"{}\"><id>7</id><reason>not-tapped</reason><pid>4242</pid>\
+                 <process-name>static&lt;&amp;&gt;</process-name><protocol>tcp</protocol>\
+                 <source-address>::1</source-address><source-port>40000</source-port></module-bypassed>",
+                l45_yang::L45_NAMESPACE
+            )
+        );
+        let ctx = l45_yang::context().expect("the model loads");
+        let parse = |xml: &str| {
+            yang3::data::DataTree::parse_op_string(
+                ctx,
+                xml,
+                yang3::data::DataFormat::XML,
+                yang3::data::DataOperation::NotificationYang,
+            )
+            .map(|_| ())
+        };
+        parse(&xml).expect("the model accepts the notification");
+        let mut io_uring = bypass(8);
+        io_uring.reason = BypassReason::IoUring;
+        io_uring.destination = Some("10.0.0.1:53".parse().unwrap());
+        parse(&module_bypassed_xml(&io_uring)).expect("io-uring with a peer");
+        // The check can fail: a reason the model does not have.
+        assert!(parse(&xml.replace("not-tapped", "static")).is_err());
+    }
+
+    #[test]
+    fn a_burst_is_capped_per_tick() {
+        let n = Notifier::default();
+        let mut rx = n.subscribe();
+        let found: Vec<Bypass> = (1..=20).map(bypass).collect();
+        assert_eq!(n.module_bypassed(&found), 4);
+        let mut got = 0;
+        while let Ok(e) = rx.try_recv() {
+            assert_eq!(e.name, "module-bypassed");
+            got += 1;
+        }
+        assert_eq!(got, Notifier::BYPASSES_PER_TICK);
     }
 }

@@ -124,6 +124,9 @@ pub struct ModuleStats {
     pub messages_sent: u64,
     pub messages_received: u64,
     pub errors: u64,
+    /// Sockets this module's match selects that escaped it (see
+    /// [`Bypass`]), since the module was applied.
+    pub bypassed: u64,
 }
 
 /// A tap's "last active" timestamp (ns since the epoch, 0 = never).
@@ -143,6 +146,7 @@ impl ModuleStats {
             messages_sent: 0,
             messages_received: 0,
             errors: 0,
+            bypassed: 0,
         }
     }
 }
@@ -158,6 +162,42 @@ pub struct SocketInfo {
     pub process_name: String,
     /// Attached modules in chain order.
     pub modules: Vec<u32>,
+}
+
+/// Why a socket that a module's match selects escaped the module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BypassReason {
+    /// Its process does not run the tap (a static binary, a program
+    /// started without the preload library).
+    NotTapped,
+    /// Its process runs the tap but holds an io_uring instance, whose
+    /// submissions the tap cannot see.
+    IoUring,
+}
+
+impl BypassReason {
+    /// The YANG enumeration's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BypassReason::NotTapped => "not-tapped",
+            BypassReason::IoUring => "io-uring",
+        }
+    }
+}
+
+/// A socket a module's match selects whose traffic the module cannot see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bypass {
+    /// The module it escaped.
+    pub module: u32,
+    pub reason: BypassReason,
+    pub pid: u32,
+    pub process_name: String,
+    pub protocol: Protocol,
+    /// Our end (the match's "source").
+    pub source: Option<std::net::SocketAddr>,
+    /// The peer (the match's "destination"), when the socket has one.
+    pub destination: Option<std::net::SocketAddr>,
 }
 
 /// Answer of a module to a security challenge.
@@ -205,6 +245,12 @@ pub trait TapControl: Send + Sync {
     fn housekeeping(&self) {}
     /// Sockets the tap has matched.
     fn sockets(&self) -> Vec<SocketInfo>;
+    /// Sockets found escaping a module since the last call (each reported
+    /// once; drained). A backend that sees every socket (the kernel tap)
+    /// has none.
+    fn bypasses(&self) -> Vec<Bypass> {
+        Vec::new()
+    }
     /// Relays a challenge to module `id` and returns its answer.
     fn challenge(
         &self,

@@ -572,6 +572,8 @@ impl TapControl for KernelTap {
                     messages_sent: s.messages_sent,
                     messages_received: s.messages_received,
                     errors: s.errors,
+                    // The kernel sees every socket of the namespace.
+                    bypassed: 0,
                 }
             })
             .collect()

@@ -4,7 +4,9 @@
 //! call. Statistics and tapped sockets are read back from the shared part
 //! and the users' socket tables, which tapped processes write: the agent
 //! treats them as untrusted input (see `SeenSockets` for what socket counts guarantee).
-//! Security keys never leave the agent's memory.
+//! Security keys never leave the agent's memory. Sockets that a module's
+//! match selects but that escape the tap are found from /proc
+//! (`bypass.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -14,8 +16,8 @@ use std::sync::Mutex;
 
 use l45_modules::{security, Instance, Kind};
 use l45_tap_control::{
-    Attach, ChallengeAnswer, Change, ModuleConfig, ModuleState, ModuleStats, Protocol, SocketInfo,
-    TapControl, TapError, Transaction,
+    Attach, Bypass, ChallengeAnswer, Change, ModuleConfig, ModuleState, ModuleStats, Protocol,
+    SocketInfo, TapControl, TapError, Transaction,
 };
 use l45_tap_shm::{
     flags, set_name, AddrMatch, ModuleSlot, ShmError, ShmWriter, SocketRecord, MAX_CHAIN,
@@ -26,6 +28,7 @@ pub struct UserspaceTap {
     shm: ShmWriter,
     inner: Mutex<Inner>,
     seen: Mutex<SeenSockets>,
+    bypass: Mutex<bypass::Watch>,
 }
 
 /// The sockets the agent has seen listed with modules attached, by
@@ -184,6 +187,7 @@ impl UserspaceTap {
             shm: ShmWriter::create(path)?,
             inner: Mutex::default(),
             seen: Mutex::default(),
+            bypass: Mutex::default(),
         })
     }
 
@@ -193,6 +197,45 @@ impl UserspaceTap {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn watch(&self) -> std::sync::MutexGuard<'_, bypass::Watch> {
+        self.bypass.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts sockets (`SeenSockets`) and looks for sockets escaping the
+    /// activated modules (`bypass.rs`), from one read of the tables.
+    fn count_and_detect(&self) {
+        let table = self.shm.modules();
+        let mut watch = self.watch();
+        if !bypass::Watch::wanted(&table) {
+            let _ = self.socket_counts_of(self.checked_sockets());
+            watch.tick(&table, &[], &[], &bypass::Proc { me: 0 });
+            return;
+        }
+        // /proc/net first: a socket a tapped process has just made is
+        // listed by the time the tables are read.
+        let net = procfs::read_net_sockets();
+        let checked = self.checked_sockets();
+        let listed: Vec<bypass::Listed> = checked
+            .iter()
+            .filter_map(|(pid, r, inode)| {
+                Some(bypass::Listed {
+                    pid: *pid,
+                    inode: (*inode)?,
+                    chain: chain_ids(r),
+                })
+            })
+            .collect();
+        let _ = self.socket_counts_of(checked);
+        watch.tick(
+            &table,
+            &net,
+            &listed,
+            &bypass::Proc {
+                me: std::process::id(),
+            },
+        );
     }
 
     /// Listed sockets whose pid holds a socket on that descriptor (or
@@ -211,7 +254,10 @@ impl UserspaceTap {
 
     /// Sockets per module id, as `SeenSockets` explains.
     fn socket_counts(&self) -> HashMap<u32, u32> {
-        let listed = self.checked_sockets();
+        self.socket_counts_of(self.checked_sockets())
+    }
+
+    fn socket_counts_of(&self, listed: Vec<(u32, SocketRecord, Option<u64>)>) -> HashMap<u32, u32> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut now: HashMap<(u32, i32, u64), Vec<u32>> = HashMap::new();
         let mut counts = HashMap::new();
@@ -333,6 +379,15 @@ impl TapControl for UserspaceTap {
             self.shm.publish(&p.table);
             inner.modules = p.modules;
             inner.revision = p.revision;
+            // Modules attaching to new sockets only do not count the
+            // sockets that exist now as escaping them.
+            let mut watch = self.watch();
+            let net = if watch.needs_net(&p.table[..]) {
+                procfs::read_net_sockets()
+            } else {
+                Vec::new()
+            };
+            watch.applied(&p.table[..], &net);
             tracing::info!(
                 generation = self.shm.generation(),
                 modules = inner.modules.len(),
@@ -350,6 +405,7 @@ impl TapControl for UserspaceTap {
         // Made from the socket table, not kept by the tapped processes: a
         // process that exits (or is killed) stops counting with it.
         let counts = self.socket_counts();
+        let watch = self.watch();
         inner
             .modules
             .values()
@@ -383,6 +439,7 @@ impl TapControl for UserspaceTap {
                     messages_sent: load(|s| &s.messages_sent),
                     messages_received: load(|s| &s.messages_received),
                     errors: load(|s| &s.errors),
+                    bypassed: watch.count(m.id),
                 }
             })
             .collect()
@@ -395,7 +452,11 @@ impl TapControl for UserspaceTap {
         }
         // Every second, so a socket is seen (and protected from erasure)
         // soon after it is listed, whether or not anyone asks.
-        let _ = self.socket_counts();
+        self.count_and_detect();
+    }
+
+    fn bypasses(&self) -> Vec<Bypass> {
+        self.watch().drain()
     }
 
     fn sockets(&self) -> Vec<SocketInfo> {
@@ -479,6 +540,7 @@ fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
+mod bypass;
 mod procfs;
 
 #[cfg(test)]

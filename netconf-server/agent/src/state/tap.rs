@@ -23,6 +23,7 @@ impl Agent {
             }
             for (leaf, v) in [
                 ("socket-count", st.socket_count as u64),
+                ("bypassed", st.bypassed),
                 ("bytes-sent", st.bytes_sent),
                 ("bytes-received", st.bytes_received),
                 ("messages-sent", st.messages_sent),
