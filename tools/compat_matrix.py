@@ -474,11 +474,15 @@ def row_java(lab, www, files):
     return row
 
 
+# A raw client that keeps its connection a few seconds (the agent looks
+# once a second): it reads whatever the customized server sends.
 GO_CLIENT = """package main
-import ("io"; "net/http"; "os")
+import ("io"; "net"; "os"; "time")
 func main() {
-  r, err := http.Get(os.Args[1]); if err != nil { os.Exit(2) }
-  f, _ := os.Create(os.Args[2]); io.Copy(f, r.Body); f.Close()
+  c, err := net.Dial("tcp", os.Args[1]); if err != nil { os.Exit(2) }
+  c.Write([]byte("GET /big HTTP/1.0\\r\\n\\r\\n"))
+  time.Sleep(3 * time.Second)
+  f, _ := os.Create(os.Args[2]); io.Copy(f, c); f.Close()
 }
 """
 
@@ -498,14 +502,22 @@ def row_go_static(lab, www, files):
         return row
     port = nginx(lab, www, True)
     client_id = lab.stream_modules(port)[1]
-    r = subprocess.run([str(d / "client"), f"http://127.0.0.1:{port}/small", str(lab.work / "go-out")],
+    sub = lab.agent.second_session()
+    sub.create_subscription()
+    r = subprocess.run([str(d / "client"), f"127.0.0.1:{port}", str(lab.work / "go-out")],
                        env=lab.env(), capture_output=True, text=True, timeout=60)
     try:
         wait_for(lambda: int(lab.agent.state()[0].get(client_id, {}).get("bypassed") or 0) >= 1, 10,
                  "the agent to count the bypass")
         bypassed = int(lab.agent.state()[0][client_id]["bypassed"])
+        n = sub.take_notification(timeout=10)
+        xml = n.notification_xml if n is not None else ""
+        if "module-bypassed" not in xml or "not-tapped" not in xml:
+            raise AssertionError(f"no module-bypassed notification: {xml[:200]}")
         row.result = "cannot tap (reported)"
-        row.detail = f"client exit {r.returncode}; module {client_id} `bypassed` = {bypassed}, `module-bypassed` sent"
+        got = (lab.work / "go-out").read_bytes() if (lab.work / "go-out").exists() else b""
+        row.detail = (f"module {client_id} `bypassed` = {bypassed} and a `module-bypassed` notification, reason not-tapped; "
+                      f"the client received the server's tags raw ({got.count(TAG)} in {len(got)} B)")
     except AssertionError:
         row.result = "FAIL"
         row.detail = f"client exit {r.returncode}; no bypass reported"
