@@ -488,7 +488,7 @@ func main() {
 
 
 def row_go_static(lab, www, files):
-    row = Row("Go (static)", version("go", ("version",)), "a CGO_ENABLED=0 HTTP client: cannot be tapped; "
+    row = Row("Go (static)", version("go", ("version",)), "a CGO_ENABLED=0 client (net.Dial, an HTTP request): cannot be tapped; "
               "the agent must report it")
     d = lab.work / "goclient"
     d.mkdir(exist_ok=True)
