@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Installs the build dependencies and builds (or reuses) the VM test kernel.
+# Installs the build dependencies and builds (or reuses) a VM kernel:
+#   build-kernel.sh [CONFIG]   CONFIG: kmod/kernel.config (default; the test kernel, with
+#                              lockdep and KCOV) or kmod/kernel-bench.config (no debug checks)
 # Prints the path of the kernel tree on stdout (last line). Logs go to stderr.
 #
 # Cache: ~/.cache/l45-kernel/<key>/ where key = kernel package version + rustc version +
-# bindgen version + sha256 of kmod/kernel.config. A tree is built in-tree (relocatable) in a
+# bindgen version + sha256 of the config. A tree is built in-tree (relocatable) in a
 # temporary directory and renamed into place only when complete; its KEY file is verified on
 # reuse, so an interrupted or concurrent build never yields a half-built cache entry.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+config=$(realpath -- "${1:-$here/kernel.config}")
+[[ -f $config ]] || { echo "[kernel] no config $config" >&2; exit 1; }
 cache=${L45_KERNEL_CACHE:-$HOME/.cache/l45-kernel}
 KPKG=linux-source-6.12
 BINDGEN_VER=0.70.1
@@ -49,7 +53,7 @@ fi
 
 kver=$(dpkg-query -W -f '${Version}' $KPKG)
 rver=$(/usr/bin/rustc --version | awk '{print $2}')
-chash=$(grep -v '^#' "$here/kernel.config" | sha256sum | cut -c1-16)
+chash=$(grep -v '^#' "$config" | sha256sum | cut -c1-16)
 key="linux-$kver-rustc-$rver-bindgen-$BINDGEN_VER-cfg-$chash"
 key=${key//[^A-Za-z0-9._-]/_}
 dir=$cache/$key
@@ -68,12 +72,19 @@ tar xf /usr/src/$KPKG.tar.xz -C "$tmp/linux" --strip-components=1
 cd "$tmp/linux"
 mk() { make RUSTC=/usr/bin/rustc BINDGEN="$BINDGEN" LIBCLANG_PATH=/usr/lib/llvm-19/lib "$@"; }
 mk tinyconfig >&2
-opts=$(grep -v '^#' "$here/kernel.config")
+opts=$(grep -v '^#' "$config")
 args=(); for o in $opts; do args+=(-e "$o"); done
 scripts/config "${args[@]}" -d MODVERSIONS -d DEBUG_INFO_BTF
 mk olddefconfig >&2
-for o in RUST PROVE_LOCKING CRYPTO_GCM MODULES KCOV; do
-  grep -q "^CONFIG_$o=y" .config || { log "CONFIG_$o is not set after olddefconfig"; exit 1; }
+# The options the tests or the benchmark rely on: set when the config asks
+# for them (olddefconfig drops what lacks a dependency), absent when not
+# (the benchmark kernel must not carry the debug checks).
+for o in RUST CRYPTO_GCM MODULES PROVE_LOCKING KCOV DEBUG_ATOMIC_SLEEP; do
+  if grep -v '^#' "$config" | grep -qw "$o"; then
+    grep -q "^CONFIG_$o=y" .config || { log "CONFIG_$o is not set after olddefconfig"; exit 1; }
+  else
+    ! grep -q "^CONFIG_$o=y" .config || { log "CONFIG_$o is set but $config does not ask for it"; exit 1; }
+  fi
 done
 mk rustavailable >&2
 mk -j"$(nproc)" >&2

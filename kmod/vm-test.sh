@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Kernel-tap tests in a VM: builds (or reuses) the kernel, builds the module,
+# Kernel-tap tests in a VM: builds (or reuses) the kernels, builds the module,
 # the release agent and l45-ktest, packs an initramfs with busybox, dig,
 # dnsmasq, ssh and their libraries, boots it under qemu (TCG) and runs
 # kmod/vm/tests.sh there. Prints exactly one "N passed, N failed" line at the
-# end (exit status non-zero if any failed). Benchmark ratios are written to
-# $L45_KBENCH_OUT (default /tmp/l45-kbench.txt); L45_BENCH=0 skips them.
+# end (exit status non-zero if any failed).
+#
+# Two kernels: the tests run on the test kernel (kmod/kernel.config: lockdep,
+# atomic-sleep checks, KCOV), the benchmark on the benchmark kernel
+# (kmod/kernel-bench.config: the same without the debug checks), in a second
+# boot. Benchmark ratios are written to $L45_KBENCH_OUT (default
+# /tmp/l45-kbench.txt); L45_BENCH=0 skips the benchmark (and its kernel).
 # L45_KFUZZ_SECONDS (default 60) is how long the netlink fuzzer runs;
 # L45_KFUZZ_KEEP=1 adds its new inputs to fuzz/corpus/kernel_netlink.
 set -euo pipefail
@@ -12,17 +17,32 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 t0=$(date +%s)
 log() { echo "[vm-test] $*" >&2; }
+bench_on=${L45_BENCH:-1}
 
-ktree=$("$here/build-kernel.sh" | tail -1)
+ktree=$("$here/build-kernel.sh" "$here/kernel.config" | tail -1)
 [[ -f $ktree/arch/x86/boot/bzImage ]] || { log "no kernel"; echo "0 passed, 1 failed"; exit 1; }
+btree=
+if [[ $bench_on != 0 ]]; then
+  btree=$("$here/build-kernel.sh" "$here/kernel-bench.config" | tail -1)
+  [[ -f $btree/arch/x86/boot/bzImage ]] || { log "no benchmark kernel"; echo "0 passed, 1 failed"; exit 1; }
+fi
 t_kernel=$(date +%s)
-bindgen=${L45_KERNEL_CACHE:-$HOME/.cache/l45-kernel}/tools/bin/bindgen
-make -s -C "$here" KDIR="$ktree" BINDGEN="$bindgen" >&2
-(cd "$root" && cargo build --release -q -p l45-agent -p l45-ktest >&2)
-t_build=$(date +%s)
 
 work=$(mktemp -d /tmp/l45-vm.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+bindgen=${L45_KERNEL_CACHE:-$HOME/.cache/l45-kernel}/tools/bin/bindgen
+# build_module TREE OUT: the module for the kernel in TREE (a build for
+# another tree is cleaned first: Kbuild keys objects to their commands).
+build_module() {
+  make -s -C "$here" KDIR="$1" clean >&2
+  make -s -C "$here" KDIR="$1" BINDGEN="$bindgen" >&2
+  cp "$here/l45.ko" "$2"
+}
+[[ -z $btree ]] || build_module "$btree" "$work/l45-bench.ko"
+build_module "$ktree" "$work/l45-test.ko"   # last: kmod/l45.ko stays the test kernel's
+(cd "$root" && cargo build --release -q -p l45-agent -p l45-ktest >&2)
+t_build=$(date +%s)
+
 ir=$work/root
 mkdir -p "$ir"/{bin,sbin,usr/bin,etc,proc,sys,dev,tmp,root,var/run,lib,lib64}
 cp /bin/busybox "$ir/bin/busybox"; ln -s busybox "$ir/bin/sh"
@@ -38,7 +58,6 @@ copy_bin "$root/target/release/l45-ktest" /bin/l45-ktest
 copy_bin "$(command -v dig)" /usr/bin/dig
 copy_bin "$(command -v dnsmasq)" /usr/bin/dnsmasq
 copy_bin "$(command -v ssh)" /usr/bin/ssh
-cp "$here/l45.ko" "$ir/l45.ko"
 mkdir -p "$ir/kfuzz"; cp "$root"/fuzz/corpus/kernel_netlink/* "$ir/kfuzz/" 2>/dev/null || true
 cp "$here/vm/init" "$ir/init"; cp "${L45_VM_TESTS:-$here/vm/tests.sh}" "$ir/tests.sh"; chmod +x "$ir/init"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$ir/etc/passwd"
@@ -47,62 +66,77 @@ printf 'nameserver 127.0.0.1\n' > "$ir/etc/resolv.conf"
 printf 'passwd: files\ngroup: files\nhosts: files\n' > "$ir/etc/nsswitch.conf"
 printf '127.0.0.1 localhost\n' > "$ir/etc/hosts"
 ssh-keygen -q -t ed25519 -N '' -f "$ir/root/key"
-(cd "$ir" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$work/initramfs.cpio.gz"
 
-log "booting the VM (TCG)"
-out=$work/console.log
-set +e
 kfuzz=${L45_KFUZZ_SECONDS:-60}
-timeout "${L45_VM_TIMEOUT:-$((900 + kfuzz))}" qemu-system-x86_64 -m 1024M -smp ${L45_VM_SMP:-2,sockets=2,cores=1} -nographic -no-reboot -nic none \
-  -kernel "$ktree/arch/x86/boot/bzImage" -initrd "$work/initramfs.cpio.gz" \
-  -append "console=ttyS0 panic=-1 L45_BENCH=${L45_BENCH:-1} L45_KFUZZ_SECONDS=$kfuzz" < /dev/null > "$out" 2>&1
-qrc=$?
-set -e
-t_vm=$(date +%s)
-tr -d '\r' < "$out" > "$out.txt"
-cp "$out.txt" "${L45_VM_LOG:-/tmp/l45-vm-console.log}"   # the whole console, for a failed run
-grep -vE '^RESULT|^BENCH| KFUZZ ' "$out.txt" | sed 's/^/  vm| /' >&2 || true
-passed=$(grep -c '^RESULT pass' "$out.txt" || true)
-failed=$(grep -c '^RESULT fail' "$out.txt" || true)
-grep '^RESULT' "$out.txt" >&2 || true
+# boot NAME TREE MODULE MODE: one VM with MODULE as /l45.ko; MODE is what
+# tests.sh does (L45_BENCH: 0 the tests, only the benchmark). The console,
+# without carriage returns, ends up in $work/NAME.txt.
+boot() {
+  local name=$1 tree=$2 module=$3 mode=$4
+  cp "$module" "$ir/l45.ko"
+  (cd "$ir" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$work/$name.cpio.gz"
+  log "booting the $name VM (TCG)"
+  set +e
+  timeout "${L45_VM_TIMEOUT:-$((900 + kfuzz))}" qemu-system-x86_64 -m 1024M -smp ${L45_VM_SMP:-2,sockets=2,cores=1} \
+    -nographic -no-reboot -nic none -kernel "$tree/arch/x86/boot/bzImage" -initrd "$work/$name.cpio.gz" \
+    -append "console=ttyS0 panic=-1 L45_BENCH=$mode L45_KFUZZ_SECONDS=$kfuzz" < /dev/null > "$work/$name.log" 2>&1
+  local qrc=$?
+  set -e
+  tr -d '\r' < "$work/$name.log" > "$work/$name.txt"
+  grep -vE '^RESULT|^BENCH| KFUZZ ' "$work/$name.txt" | sed "s/^/  $name| /" >&2 || true
+  grep -q '^VM: done' "$work/$name.txt" || { log "the $name VM did not finish (qemu status $qrc)"; return 1; }
+}
+
+finished=1
+boot test "$ktree" "$work/l45-test.ko" 0 || finished=0
+cp "$work/test.txt" "${L45_VM_LOG:-/tmp/l45-vm-console.log}"   # the whole console, for a failed run
+passed=$(grep -c '^RESULT pass' "$work/test.txt" || true)
+failed=$(grep -c '^RESULT fail' "$work/test.txt" || true)
+grep '^RESULT' "$work/test.txt" >&2 || true
 expected=16
-if ! grep -q '^VM: done' "$out.txt"; then
-  log "the VM did not finish (qemu status $qrc)"; failed=$((failed + 1))
-fi
+(( finished )) || failed=$((failed + 1))
 if (( passed + failed < expected )); then
   log "only $((passed + failed)) of $expected tests reported"; failed=$((failed + expected - passed - failed))
 fi
 
-# Benchmark ratios (best of three rounds) against the unloaded kernel.
 # L45_KFUZZ_KEEP=1: the fuzzer's new corpus entries join the kept corpus.
 if [[ ${L45_KFUZZ_KEEP:-0} == 1 ]]; then
   mkdir -p "$root/fuzz/corpus/kernel_netlink"
-  grep -o 'KFUZZ [0-9a-f]*' "$out.txt" | while read -r _ hex; do
+  grep -o 'KFUZZ [0-9a-f]*' "$work/test.txt" | while read -r _ hex; do
     f="$root/fuzz/corpus/kernel_netlink/$(printf %s "$hex" | sha1sum | cut -c1-16)"
     python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(sys.argv[1]))' "$hex" > "$f"
   done
   log "kernel netlink corpus: $(ls "$root/fuzz/corpus/kernel_netlink" | wc -l) entries"
 fi
+t_vm=$(date +%s)
 
+# Benchmark ratios (best of three rounds) against the unloaded kernel, on
+# the benchmark kernel.
 bench=${L45_KBENCH_OUT:-/tmp/l45-kbench.txt}
-if grep -q '^BENCH' "$out.txt"; then
-  # (POSIX awk: mawk has no asort)
-  awk '/^BENCH/ { split($NF, a, "="); k = $2 " " $3; n[k]++; v[k, n[k]] = a[2] + 0 }
-       function best(k,   i, b) {
-         b = v[k, 1]; for (i = 2; i <= n[k]; i++) if (v[k, i] < b) b = v[k, i]
-         return b
-       }
-       END {
-         split("dns tcp", ks, " "); split("unloaded loaded tapped tagged", cs, " ")
-         for (i = 1; i <= 2; i++) {
-           k = ks[i]; if (!((k " unloaded") in n)) continue
-           base = best(k " unloaded"); line = k ":"
-           for (j = 1; j <= 4; j++) if ((k " " cs[j]) in n) line = line sprintf(" %s=%.2f", cs[j], best(k " " cs[j]) / base)
-           print line sprintf(" (unloaded best %d us)", base)
+if [[ -n $btree ]]; then
+  if ! boot bench "$btree" "$work/l45-bench.ko" only || ! grep -q '^BENCH' "$work/bench.txt"; then
+    log "the benchmark did not complete"; failed=$((failed + 1))
+  else
+    # (POSIX awk: mawk has no asort)
+    awk '/^BENCH/ { split($NF, a, "="); k = $2 " " $3; n[k]++; v[k, n[k]] = a[2] + 0 }
+         function best(k,   i, b) {
+           b = v[k, 1]; for (i = 2; i <= n[k]; i++) if (v[k, i] < b) b = v[k, i]
+           return b
          }
-       }' "$out.txt" > "$bench"
-  log "benchmark (time relative to the unloaded kernel, best of 3 rounds):"; sed 's/^/  /' "$bench" >&2
+         END {
+           split("dns tcp", ks, " "); split("unloaded loaded tapped tagged", cs, " ")
+           for (i = 1; i <= 2; i++) {
+             k = ks[i]; if (!((k " unloaded") in n)) continue
+             base = best(k " unloaded"); line = k ":"
+             for (j = 1; j <= 4; j++) if ((k " " cs[j]) in n) line = line sprintf(" %s=%.2f", cs[j], best(k " " cs[j]) / base)
+             print line sprintf(" (unloaded best %d us)", base)
+           }
+         }' "$work/bench.txt" > "$bench"
+    log "benchmark on the benchmark kernel (time relative to the unloaded kernel, best of 3 rounds):"
+    sed 's/^/  /' "$bench" >&2
+  fi
 fi
-log "timings: kernel $((t_kernel - t0)) s, module+programs $((t_build - t_kernel)) s, VM $((t_vm - t_build)) s, total $((t_vm - t0)) s"
+t_bench=$(date +%s)
+log "timings: kernels $((t_kernel - t0)) s, modules+programs $((t_build - t_kernel)) s, test VM $((t_vm - t_build)) s, benchmark VM $((t_bench - t_vm)) s, total $((t_bench - t0)) s"
 echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]
