@@ -11,9 +11,10 @@ use yang3::data::{Data, DataPrinterFlags, DataTree};
 use super::{datastore_param, print_flags, After, Reply};
 use crate::agent::Agent;
 use crate::config::edit::Engine;
-use crate::datastore::{Datastore, Ds, CUSTOMIZATIONS};
+use crate::datastore::{schema, Datastore, Ds, CUSTOMIZATIONS};
 use crate::filter;
 use crate::nacm::{Access, Nacm};
+use crate::narrow::{self, Reach};
 use crate::sessions::SessionInfo;
 
 fn print_xml(tree: &DataTree<'static>, flags: DataPrinterFlags) -> Result<String, yang3::Error> {
@@ -132,7 +133,7 @@ impl Agent {
         // The filter sees only what the user may read: nothing hidden can
         // be probed by a predicate.
         let tree = {
-            let mut full = self.stores().get(ds).to_tree(self.ctx)?;
+            let mut full = self.read_tree(s, ds, nacm, &filter)?;
             if with_state {
                 self.add_state(&mut full)?;
             }
@@ -141,6 +142,55 @@ impl Agent {
         };
         let body = print_xml(&tree, flags)?;
         Ok((format!("<data>{body}</data>"), After::Continue))
+    }
+
+    /// The datastore as a libyang tree for `filter`: only the entries the
+    /// filter can select when [`narrow::reach`] proves which (and NACM
+    /// decides per module, as with the default rules), else all of them.
+    /// Either way the same NACM pass and filter then run on it, so the
+    /// reply is the same; the narrowed tree keeps every top node the whole
+    /// one has (one entry at least when the store has any), so an
+    /// expression fails or succeeds alike.
+    fn read_tree(
+        &self,
+        s: &SessionInfo,
+        ds: Datastore,
+        nacm: &Nacm,
+        filter: &filter::Filter,
+    ) -> Result<DataTree<'static>, yang3::Error> {
+        let stores = self.stores();
+        let store = stores.get(ds);
+        let reach = (self.opts.engine == Engine::Auto
+            && *filter != filter::Filter::All
+            && nacm.data_rules(&s.username, Access::Read).is_empty())
+        .then(|| schema().ok())
+        .flatten()
+        .and_then(|schema| narrow::reach(filter, schema, &store.modules));
+        match reach {
+            Some(Reach::Entries(ids)) => {
+                let stand_in = ids.is_empty().then(|| store.modules.values().next());
+                let entries = ids
+                    .iter()
+                    .filter_map(|id| store.modules.get(id))
+                    .chain(stand_in.flatten());
+                tracing::debug!(
+                    datastore = ?ds,
+                    entries = ids.len(),
+                    stored = store.modules.len(),
+                    "read narrowed to the entries the filter can select"
+                );
+                store.tree_of(self.ctx, entries)
+            }
+            Some(Reach::All) | None => {
+                tracing::debug!(
+                    datastore = ?ds,
+                    stored = store.modules.len(),
+                    narrowable = reach.is_some(),
+                    "read of the whole datastore"
+                );
+                store.to_tree(self.ctx)
+            }
+        }
     }
 
     /// The entries copied out as stored (explicit mode), with the rest of
