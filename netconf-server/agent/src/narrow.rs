@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::datastore::{Entry, ListSchema, ModuleMap};
+use crate::datastore::{ListSchema, ModuleMap};
 use crate::filter::Filter;
 
 /// The part of the module list a filter can reach.
@@ -83,29 +83,32 @@ pub fn reach(filter: &Filter, schema: &ListSchema, modules: &ModuleMap) -> Optio
     let mut needs = Vec::with_capacity(paths.len());
     for path in paths {
         let need = need_of(&parse_path(path)?, schema)?;
-        if need == Need::All {
+        if matches!(need, Need::All) {
             return Some(Reach::All);
         }
         needs.push(need);
     }
     let mut out = BTreeSet::new();
-    let mut scans: Vec<&[Content]> = Vec::new();
+    let mut scans: Vec<Vec<Matcher>> = Vec::new();
     for need in &needs {
         match need {
             Need::Nothing | Need::All => {}
             Need::Where { key: Some(id), content } => {
+                let matchers: Vec<Matcher> = content.iter().map(Matcher::new).collect();
                 if let Some((id, e)) = id.and_then(|id| modules.get_key_value(&id)) {
-                    if content.iter().all(|c| holds(e, c)) {
+                    if matchers.iter().all(|m| m.holds(e)) {
                         out.insert(*id);
                     }
                 }
             }
-            Need::Where { key: None, content } => scans.push(content),
+            Need::Where { key: None, content } => {
+                scans.push(content.iter().map(Matcher::new).collect())
+            }
         }
     }
     if !scans.is_empty() {
         for (id, e) in modules {
-            if scans.iter().any(|content| content.iter().all(|c| holds(e, c))) {
+            if scans.iter().any(|m| m.iter().all(|m| m.holds(e))) {
                 out.insert(*id);
             }
         }
@@ -213,31 +216,59 @@ fn content_of(schema: &ListSchema, parents: &[String], leaf: &str, text: &str) -
     })
 }
 
-/// Whether the entry may hold the content: some `<leaf>` element whose
-/// text is one of the values. Errs on the side of yes (an entity it does
-/// not know, a leaf printed empty).
-fn holds(entry: &Entry, c: &Content) -> bool {
-    let open = format!("<{}>", c.leaf);
-    let close = format!("</{}>", c.leaf);
-    let mut rest: &str = entry;
-    while let Some(at) = rest.find(&open) {
-        rest = &rest[at + open.len()..];
-        let Some(end) = rest.find(&close) else {
-            return true;
-        };
-        let text = &rest[..end];
-        if text.contains('<') {
-            // Not a leaf of that name (a container): look further.
-            continue;
-        }
-        match unescape(text) {
-            Some(t) if c.values.iter().any(|v| *v == t) => return true,
-            Some(_) => {}
-            None => return true,
+/// A [`Content`] test with its searchers built once (a scan runs it on
+/// every stored entry).
+struct Matcher<'c> {
+    content: &'c Content,
+    open: memchr::memmem::Finder<'static>,
+    close: memchr::memmem::Finder<'static>,
+}
+
+impl<'c> Matcher<'c> {
+    fn new(content: &'c Content) -> Matcher<'c> {
+        let open = format!("<{}>", content.leaf);
+        let close = format!("</{}>", content.leaf);
+        Matcher {
+            content,
+            open: memchr::memmem::Finder::new(open.as_bytes()).into_owned(),
+            close: memchr::memmem::Finder::new(close.as_bytes()).into_owned(),
         }
     }
-    // A leaf printed empty (`<leaf/>`) cannot hold a non-empty value.
-    false
+
+    /// Whether the entry may hold the content: some `<leaf>` element whose
+    /// text is one of the values. Errs on the side of yes (an entity it
+    /// does not know).
+    fn holds(&self, entry: &str) -> bool {
+        let mut rest = entry.as_bytes();
+        let open_len = self.open.needle().len();
+        while let Some(at) = self.open.find(rest) {
+            rest = &rest[at + open_len..];
+            let Some(end) = self.close.find(rest) else {
+                return true;
+            };
+            let text = &rest[..end];
+            if text.contains(&b'<') {
+                // Not a leaf of that name (a container): look further.
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(text) else {
+                return true;
+            };
+            if !text.contains('&') {
+                if self.content.values.iter().any(|v| v == text) {
+                    return true;
+                }
+                continue;
+            }
+            match unescape(text) {
+                Some(t) if self.content.values.iter().any(|v| *v == t) => return true,
+                Some(_) => {}
+                None => return true,
+            }
+        }
+        // A leaf printed empty (`<leaf/>`) cannot hold a non-empty value.
+        false
+    }
 }
 
 /// XML character data with its entities replaced; `None` for an entity
@@ -408,7 +439,7 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastore::schema;
+    use crate::datastore::{schema, Entry};
     use std::sync::Arc;
 
     fn store() -> ModuleMap {
@@ -526,14 +557,17 @@ mod tests {
     #[test]
     fn holds_reads_escaped_text_and_skips_containers() {
         let e: Entry = Arc::from("<module><id>1</id><name>a&lt;b</name><tag><x>1</x></tag></module>");
-        let c = |leaf: &str, v: &str| Content {
-            leaf: leaf.into(),
-            values: vec![v.into()],
+        let holds = |e: &Entry, leaf: &str, v: &str| {
+            let c = Content {
+                leaf: leaf.into(),
+                values: vec![v.into()],
+            };
+            Matcher::new(&c).holds(e)
         };
-        assert!(holds(&e, &c("name", "a<b")));
-        assert!(!holds(&e, &c("name", "a")));
-        assert!(!holds(&e, &c("tag", "1")));
+        assert!(holds(&e, "name", "a<b"));
+        assert!(!holds(&e, "name", "a"));
+        assert!(!holds(&e, "tag", "1"));
         let odd: Entry = Arc::from("<module><name>&weird;</name></module>");
-        assert!(holds(&odd, &c("name", "a")));
+        assert!(holds(&odd, "name", "a"));
     }
 }
