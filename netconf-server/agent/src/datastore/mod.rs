@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use yang3::context::Context;
 use yang3::data::{Data, DataPrinterFlags, DataTree};
 
-pub use entry::{entries_of, entry_of, module_path, Entry, ModuleMap, Slots};
+pub use entry::{entries_of, entry_of, ids_in, module_path, Entry, ModuleMap, Slots};
 pub use schema::{schema, ListSchema};
 
 /// The data path of the module list's container.

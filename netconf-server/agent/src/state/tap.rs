@@ -2,7 +2,7 @@
 //! 5-tuple, process and attached modules.
 
 use l45_tap_control::Protocol;
-use yang3::data::{Data, DataTree};
+use yang3::data::DataTree;
 
 use crate::agent::Agent;
 use crate::datastore::CUSTOMIZATIONS;
@@ -11,11 +11,13 @@ use crate::time::rfc3339;
 impl Agent {
     pub(super) fn add_tap_state(&self, tree: &mut DataTree<'static>) -> Result<(), yang3::Error> {
         let base = CUSTOMIZATIONS;
+        // State only for the entries in the tree (a narrowed read has few).
+        let present = crate::datastore::ids_in(tree);
         for st in self.tap.module_stats() {
-            let m = format!("{base}/module[id='{}']", st.id);
-            if tree.find_path(&m).is_err() {
+            if !present.contains(&st.id) {
                 continue;
             }
+            let m = format!("{base}/module[id='{}']", st.id);
             let p = format!("{m}/state");
             tree.new_path(&format!("{p}/state"), Some(st.state.as_str()), false)?;
             if let Some(ts) = st.active_ts {
