@@ -11,7 +11,9 @@ use yang3::data::{Data, DataPrinterFlags, DataTree};
 use super::{datastore_param, print_flags, After, Reply};
 use crate::agent::Agent;
 use crate::config::edit::Engine;
-use crate::datastore::{schema, Datastore, Ds, CUSTOMIZATIONS};
+use crate::datastore::{schema, Datastore, Ds, Slots, CUSTOMIZATIONS};
+use crate::error::OpError;
+use crate::state::entry_xml::{push_entry_with_state, renders_as_libyang, StatsById};
 use crate::filter;
 use crate::nacm::{Access, Nacm};
 use crate::narrow::{self, Reach};
@@ -130,6 +132,16 @@ impl Agent {
         {
             return self.get_config_stored(s, ds, nacm, whole);
         }
+        if self.opts.engine == Engine::Auto
+            && nacm.data_rules(&s.username, Access::Read).is_empty()
+            && with_state
+            && flags.bits() == DataPrinterFlags::WD_EXPLICIT.bits()
+            && whole
+        {
+            if let Some(data) = self.get_stored_with_state(s, nacm)? {
+                return Ok((data, After::Continue));
+            }
+        }
         // The filter sees only what the user may read: nothing hidden can
         // be probed by a predicate.
         let tree = {
@@ -191,6 +203,83 @@ impl Agent {
                 store.to_tree(self.ctx)
             }
         }
+    }
+
+    /// An unfiltered `get` (explicit mode, module-level NACM) from the
+    /// stored entries: libyang builds and prints the datastore with only
+    /// its first entry (the rest of the tree, all other state, NACM), and
+    /// that entry's printed text is replaced by every entry with its state
+    /// (`state::entry_xml`, from one snapshot of the tap's statistics). The
+    /// renderer is checked against libyang on the first entry with its
+    /// state each time; `None` when they differ (or the text is not as
+    /// expected): the caller then reads the libyang way.
+    /// Returns the whole `<data>…</data>`.
+    fn get_stored_with_state(
+        &self,
+        s: &SessionInfo,
+        nacm: &Nacm,
+    ) -> Result<Option<String>, OpError> {
+        // One consistent snapshot (entries are shared, not copied); the
+        // state below is added without holding the datastores' lock.
+        let store = self.stores().running.share()?;
+        let stats: StatsById = self
+            .tap
+            .module_stats()
+            .into_iter()
+            .map(|st| (st.id, st))
+            .collect();
+        let first = store.modules.iter().next();
+        let mut tree = store.tree_of(self.ctx, first.map(|(_, e)| e).into_iter())?;
+        self.add_state(&mut tree)?;
+        nacm_read_filter(&mut tree, &s.username, nacm);
+        let text = print_xml(&tree, DataPrinterFlags::WD_EXPLICIT)?;
+        drop(tree);
+        let Some((first_id, first_entry)) = first else {
+            // No entry: the tree was the whole datastore.
+            return Ok(Some(format!("<data>{text}</data>")));
+        };
+        let open = format!("<customizations xmlns=\"{}\">", l45_yang::L45_NAMESPACE);
+        let Some(at) = text.find(&open).map(|at| at + open.len()) else {
+            // The module list is hidden from the user (NACM).
+            return Ok(Some(format!("<data>{text}</data>")));
+        };
+        let end = "</module>";
+        let printed_end = match text[at..].find(end) {
+            Some(e) if text[at..].starts_with("<module>") => at + e + end.len(),
+            _ => return Ok(None),
+        };
+        if !renders_as_libyang(self.ctx, *first_id, first_entry, stats.get(first_id))? {
+            tracing::warn!(
+                id = first_id,
+                "native module state differs from libyang's; reading the libyang way"
+            );
+            return Ok(None);
+        }
+        let keys = nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, true);
+        let schema = schema().map_err(OpError::Failed)?;
+        let push = |id: &u32, e: &str, out: &mut String| -> Option<()> {
+            let stripped;
+            let e = if !keys && Slots::has_security(e) {
+                stripped = Slots::parse(schema, e).ok()?.to_xml(schema, false);
+                stripped.as_str()
+            } else {
+                e
+            };
+            push_entry_with_state(e, stats.get(id), out)
+        };
+        let size: usize = store.modules.values().map(|e| e.len() + 256).sum();
+        let mut body = String::with_capacity(text.len() + size + 13);
+        body.push_str("<data>");
+        body.push_str(&text[..at]);
+        for (id, e) in &store.modules {
+            if push(id, e, &mut body).is_none() {
+                return Ok(None);
+            }
+        }
+        body.push_str(&text[printed_end..]);
+        body.push_str("</data>");
+        tracing::debug!(entries = store.modules.len(), bytes = body.len(), "get answered from the stored entries");
+        Ok(Some(body))
     }
 
     /// The entries copied out as stored (explicit mode), with the rest of

@@ -2,6 +2,7 @@
 //! and sockets ([`tap`]), RFC 6022 monitoring ([`monitoring`]) and the RFC
 //! 8525 YANG library with the hello's capabilities ([`library`]).
 
+pub(crate) mod entry_xml;
 mod library;
 mod monitoring;
 mod tap;
