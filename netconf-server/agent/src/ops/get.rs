@@ -172,7 +172,12 @@ impl Agent {
     ) -> Result<DataTree<'static>, yang3::Error> {
         let stores = self.stores();
         let store = stores.get(ds);
+        // An unvalidated candidate (test-option set) may hold an entry that
+        // fails validation: the whole store's tree then fails to build, and
+        // so must this read.
+        let unvalidated = ds == Datastore::Candidate && stores.candidate_unvalidated;
         let reach = (self.opts.engine == Engine::Auto
+            && !unvalidated
             && *filter != filter::Filter::All
             && nacm.data_rules(&s.username, Access::Read).is_empty())
         .then(|| schema().ok())
