@@ -57,6 +57,8 @@ struct Step {
 /// A leaf of the entry that must hold one of these printed values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Content {
+    /// Containers between `module` and the leaf.
+    parents: Vec<String>,
     leaf: String,
     values: Vec<String>,
 }
@@ -74,17 +76,43 @@ enum Need {
     },
 }
 
+/// What the reader may see of the module list (NACM): the analysis looks
+/// at stored values, so it must not look at values hidden from the reader
+/// — how long a read takes would tell whether some entry holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visible {
+    /// The module list at all.
+    pub modules: bool,
+    /// The `default-deny-all` leaves (module keys, under `security`).
+    pub keys: bool,
+}
+
 /// The entries `filter` can select from `modules`, or `None` when the
 /// analysis cannot tell (then the whole store must be read).
-pub fn reach(filter: &Filter, schema: &ListSchema, modules: &ModuleMap) -> Option<Reach> {
+pub fn reach(
+    filter: &Filter,
+    schema: &ListSchema,
+    modules: &ModuleMap,
+    visible: Visible,
+) -> Option<Reach> {
     let Filter::XPaths(paths) = filter else {
         return Some(Reach::All);
     };
     let mut needs = Vec::with_capacity(paths.len());
     for path in paths {
         let need = need_of(&parse_path(path)?, schema)?;
-        if matches!(need, Need::All) {
-            return Some(Reach::All);
+        match &need {
+            Need::All => return Some(Reach::All),
+            Need::Where { .. } if !visible.modules => return None,
+            Need::Where { content, .. }
+                if !visible.keys
+                    && content
+                        .iter()
+                        .any(|c| c.parents.first().is_some_and(|p| p == "security")) =>
+            {
+                return None
+            }
+            _ => {}
         }
         needs.push(need);
     }
@@ -93,7 +121,10 @@ pub fn reach(filter: &Filter, schema: &ListSchema, modules: &ModuleMap) -> Optio
     for need in &needs {
         match need {
             Need::Nothing | Need::All => {}
-            Need::Where { key: Some(id), content } => {
+            Need::Where {
+                key: Some(id),
+                content,
+            } => {
                 let matchers: Vec<Matcher> = content.iter().map(Matcher::new).collect();
                 if let Some((id, e)) = id.and_then(|id| modules.get_key_value(&id)) {
                     if matchers.iter().all(|m| m.holds(e)) {
@@ -211,6 +242,7 @@ fn content_of(schema: &ListSchema, parents: &[String], leaf: &str, text: &str) -
         return None;
     }
     Some(Content {
+        parents: parents.to_vec(),
         leaf: leaf.to_string(),
         values,
     })
@@ -444,7 +476,12 @@ mod tests {
 
     fn store() -> ModuleMap {
         let mut m = ModuleMap::new();
-        for (id, name, prio) in [(1, "a", 7), (2, "b &amp; c", 100), (3, "a", 100), (10, "x", 7)] {
+        for (id, name, prio) in [
+            (1, "a", 7),
+            (2, "b &amp; c", 100),
+            (3, "a", 100),
+            (10, "x", 7),
+        ] {
             let p = if prio == 100 {
                 String::new()
             } else {
@@ -466,9 +503,42 @@ mod tests {
         m
     }
 
-    fn reach_of(paths: &[&str]) -> Option<Reach> {
+    const ALL: Visible = Visible {
+        modules: true,
+        keys: true,
+    };
+
+    fn reach_as(paths: &[&str], visible: Visible) -> Option<Reach> {
         let f = Filter::XPaths(paths.iter().map(|p| p.to_string()).collect());
-        reach(&f, schema().expect("schema"), &store())
+        reach(&f, schema().expect("schema"), &store(), visible)
+    }
+
+    fn reach_of(paths: &[&str]) -> Option<Reach> {
+        reach_as(paths, ALL)
+    }
+
+    #[test]
+    fn hidden_values_are_not_looked_at() {
+        let key =
+            format!("{C}/module/security[key='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=']");
+        let no_keys = Visible {
+            modules: true,
+            keys: false,
+        };
+        assert_eq!(reach_as(&[&key], ALL), ids(&[]));
+        assert_eq!(reach_as(&[&key], no_keys), None);
+        assert_eq!(
+            reach_as(&[&format!("{C}/module[name='a']")], no_keys),
+            ids(&[1, 3])
+        );
+        let nothing = Visible {
+            modules: false,
+            keys: false,
+        };
+        assert_eq!(reach_as(&[&format!("{C}/module[name='a']")], nothing), None);
+        assert_eq!(reach_as(&[&format!("{C}/module[id='1']")], nothing), None);
+        // Other top nodes need no look at the entries.
+        assert_eq!(reach_as(&["/ietf-netconf-acm:nacm"], nothing), ids(&[]));
     }
 
     fn ids(v: &[u32]) -> Option<Reach> {
@@ -482,15 +552,23 @@ mod tests {
         assert_eq!(reach_of(&[&format!("{C}/module[id='3']")]), ids(&[3]));
         assert_eq!(reach_of(&[&format!("{C}/module[id=3]")]), ids(&[3]));
         assert_eq!(
-            reach_of(&[&format!("{C}/layer45-customization:module[layer45-customization:id = \"10\"]/name")]),
+            reach_of(&[&format!(
+                "{C}/layer45-customization:module[layer45-customization:id = \"10\"]/name"
+            )]),
             ids(&[10])
         );
         // Absent, or two keys at once: nothing.
         assert_eq!(reach_of(&[&format!("{C}/module[id='4']")]), ids(&[]));
-        assert_eq!(reach_of(&[&format!("{C}/module[id='1'][id='3']")]), ids(&[]));
+        assert_eq!(
+            reach_of(&[&format!("{C}/module[id='1'][id='3']")]),
+            ids(&[])
+        );
         // The subtree form of <module><id>1</id><name/></module>.
         assert_eq!(
-            reach_of(&[&format!("{C}/module[id='1']/id"), &format!("{C}/module[id='1']/name")]),
+            reach_of(&[
+                &format!("{C}/module[id='1']/id"),
+                &format!("{C}/module[id='1']/name")
+            ]),
             ids(&[1])
         );
     }
@@ -499,7 +577,10 @@ mod tests {
     fn content_matches_scan_the_entries() {
         assert_eq!(reach_of(&[&format!("{C}/module[name='a']")]), ids(&[1, 3]));
         assert_eq!(reach_of(&[&format!("{C}/module[name='b & c']")]), ids(&[2]));
-        assert_eq!(reach_of(&[&format!("{C}/module[priority='7']")]), ids(&[1, 10]));
+        assert_eq!(
+            reach_of(&[&format!("{C}/module[priority='7']")]),
+            ids(&[1, 10])
+        );
         // The default is not in the stored text: not narrowed.
         assert_eq!(reach_of(&[&format!("{C}/module[priority='100']")]), None);
         assert_eq!(reach_of(&[&format!("{C}/module[activated='true']")]), None);
@@ -508,9 +589,18 @@ mod tests {
             ids(&[])
         );
         // A non-canonical literal: its canonical form counts too.
-        assert_eq!(reach_of(&[&format!("{C}/module[priority='007']")]), ids(&[1, 10]));
-        assert_eq!(reach_of(&[&format!("{C}/module[id='3'][name='a']")]), ids(&[3]));
-        assert_eq!(reach_of(&[&format!("{C}/module[id='1'][name='x']")]), ids(&[]));
+        assert_eq!(
+            reach_of(&[&format!("{C}/module[priority='007']")]),
+            ids(&[1, 10])
+        );
+        assert_eq!(
+            reach_of(&[&format!("{C}/module[id='3'][name='a']")]),
+            ids(&[3])
+        );
+        assert_eq!(
+            reach_of(&[&format!("{C}/module[id='1'][name='x']")]),
+            ids(&[])
+        );
         assert_eq!(reach_of(&[&format!("{C}/module/name[.='x']")]), ids(&[10]));
         assert_eq!(
             reach_of(&[&format!("{C}/module/parameters/stream-tag[interval='500']")]),
@@ -556,9 +646,11 @@ mod tests {
 
     #[test]
     fn holds_reads_escaped_text_and_skips_containers() {
-        let e: Entry = Arc::from("<module><id>1</id><name>a&lt;b</name><tag><x>1</x></tag></module>");
+        let e: Entry =
+            Arc::from("<module><id>1</id><name>a&lt;b</name><tag><x>1</x></tag></module>");
         let holds = |e: &Entry, leaf: &str, v: &str| {
             let c = Content {
+                parents: Vec::new(),
                 leaf: leaf.into(),
                 values: vec![v.into()],
             };

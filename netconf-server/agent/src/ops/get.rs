@@ -13,11 +13,11 @@ use crate::agent::Agent;
 use crate::config::edit::Engine;
 use crate::datastore::{schema, Datastore, Ds, Slots, CUSTOMIZATIONS};
 use crate::error::OpError;
-use crate::state::entry_xml::{push_entry_with_state, renders_as_libyang, StatsById};
 use crate::filter;
 use crate::nacm::{Access, Nacm};
-use crate::narrow::{self, Reach};
+use crate::narrow::{self, Reach, Visible};
 use crate::sessions::SessionInfo;
+use crate::state::entry_xml::{push_entry_with_state, renders_as_libyang, StatsById};
 
 fn print_xml(tree: &DataTree<'static>, flags: DataPrinterFlags) -> Result<String, yang3::Error> {
     l45_yang::print_xml(tree, flags | DataPrinterFlags::SHRINK)
@@ -158,7 +158,8 @@ impl Agent {
 
     /// The datastore as a libyang tree for `filter`: only the entries the
     /// filter can select when [`narrow::reach`] proves which (and NACM
-    /// decides per module, as with the default rules), else all of them.
+    /// decides per module, as with the default rules; the analysis looks
+    /// only at values the user may read), else all of them.
     /// Either way the same NACM pass and filter then run on it, so the
     /// reply is the same; the narrowed tree keeps every top node the whole
     /// one has (one entry at least when the store has any), so an
@@ -182,7 +183,13 @@ impl Agent {
             && nacm.data_rules(&s.username, Access::Read).is_empty())
         .then(|| schema().ok())
         .flatten()
-        .and_then(|schema| narrow::reach(filter, schema, &store.modules));
+        .and_then(|schema| {
+            let visible = Visible {
+                modules: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, false),
+                keys: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, true),
+            };
+            narrow::reach(filter, schema, &store.modules, visible)
+        });
         match reach {
             Some(Reach::Entries(ids)) => {
                 let stand_in = ids.is_empty().then(|| store.modules.values().next());
@@ -283,7 +290,11 @@ impl Agent {
         }
         body.push_str(&text[printed_end..]);
         body.push_str("</data>");
-        tracing::debug!(entries = store.modules.len(), bytes = body.len(), "get answered from the stored entries");
+        tracing::debug!(
+            entries = store.modules.len(),
+            bytes = body.len(),
+            "get answered from the stored entries"
+        );
         Ok(Some(body))
     }
 

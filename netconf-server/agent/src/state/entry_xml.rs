@@ -162,8 +162,14 @@ mod tests {
         assert!(renders_as_libyang(ctx(), 7, entry, None).expect("libyang"));
         let mut out = String::new();
         push_entry_with_state(entry, Some(&st), &mut out).expect("rendered");
-        assert!(out.contains("<state><state>registered</state><active-ts>"), "{out}");
-        assert!(out.ends_with("<errors>0</errors></state></module>"), "{out}");
+        assert!(
+            out.contains("<state><state>registered</state><active-ts>"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("<errors>0</errors></state></module>"),
+            "{out}"
+        );
         // Not an entry as stored: nothing rendered.
         let mut out = String::new();
         assert!(push_entry_with_state("<module>", Some(&st), &mut out).is_none());
