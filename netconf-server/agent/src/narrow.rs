@@ -200,9 +200,8 @@ fn need_of(steps: &[Step], schema: &ListSchema) -> Option<Need> {
         Some(())
     };
     for p in &list.predicates {
-        if p.leaf.is_none() {
-            return None;
-        }
+        // (`.` of a list entry: not a leaf)
+        p.leaf.as_ref()?;
         add(&parents, p, &list.name)?;
     }
     for step in below {
@@ -293,7 +292,7 @@ impl<'c> Matcher<'c> {
                 continue;
             }
             match unescape(text) {
-                Some(t) if self.content.values.iter().any(|v| *v == t) => return true,
+                Some(t) if self.content.values.contains(&t) => return true,
                 Some(_) => {}
                 None => return true,
             }
