@@ -1,6 +1,10 @@
 //! `get` and `get-config`: with-defaults modes, subtree and XPath filters,
 //! NACM read rules. An unfiltered (or `<customizations/>`) explicit-mode
-//! `get-config` copies the stored entries out as they are.
+//! `get-config` copies the stored entries out as they are; an unfiltered
+//! explicit-mode `get` adds their state as text (`state::entry_xml`); a
+//! filtered read builds its libyang tree from only the entries the filter
+//! can select ([`narrow`]). Each shortcut gives the reply the general path
+//! gives (the conformance suite compares them with `--libyang-only`).
 
 use std::sync::Arc;
 
