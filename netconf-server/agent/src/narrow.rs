@@ -147,6 +147,22 @@ pub fn reach(
     Some(Reach::Entries(out))
 }
 
+/// Whether every path of `filter` starts at one of `tops` (module name,
+/// node name); `false` for anything the analysis does not understand.
+pub fn tops_within(filter: &Filter, tops: &[(&str, &str)]) -> bool {
+    let Filter::XPaths(paths) = filter else {
+        return false;
+    };
+    paths.iter().all(|path| {
+        parse_path(path).is_some_and(|steps| {
+            steps.first().is_some_and(|top| {
+                tops.iter()
+                    .any(|(m, n)| top.prefix.as_deref() == Some(*m) && top.name == *n)
+            })
+        })
+    })
+}
+
 /// What a parsed path needs of the module list; `None`: not understood.
 fn need_of(steps: &[Step], schema: &ListSchema) -> Option<Need> {
     let (top, rest) = steps.split_first()?;
@@ -514,6 +530,19 @@ mod tests {
 
     fn reach_of(paths: &[&str]) -> Option<Reach> {
         reach_as(paths, ALL)
+    }
+
+    #[test]
+    fn tops_of_understood_paths() {
+        let tops = [("layer45-customization", "customizations")];
+        let f = |p: &[&str]| Filter::XPaths(p.iter().map(|p| p.to_string()).collect());
+        assert!(tops_within(&f(&[&format!("{C}/module[id='1']")]), &tops));
+        assert!(!tops_within(
+            &f(&[&format!("{C}/module[id='1']"), "/ietf-netconf-acm:nacm"]),
+            &tops
+        ));
+        assert!(!tops_within(&f(&[&format!("{C}/module[id>1]")]), &tops));
+        assert!(!tops_within(&Filter::All, &tops));
     }
 
     #[test]

@@ -23,6 +23,13 @@ use crate::narrow::{self, Reach, Visible};
 use crate::sessions::SessionInfo;
 use crate::state::entry_xml::{push_entry_with_state, renders_as_libyang, StatsById};
 
+/// Top nodes (libyang module name, node) whose state a narrowed `get`
+/// adds when the filter selects from nothing else: the module list's.
+const NARROW_STATE_TOPS: &[(&str, &str)] = &[
+    (l45_yang::L45_MODULE, "customizations"),
+    ("ietf-netconf-acm", "nacm"),
+];
+
 fn print_xml(tree: &DataTree<'static>, flags: DataPrinterFlags) -> Result<String, yang3::Error> {
     l45_yang::print_xml(tree, flags | DataPrinterFlags::SHRINK)
 }
@@ -149,8 +156,12 @@ impl Agent {
         // The filter sees only what the user may read: nothing hidden can
         // be probed by a predicate.
         let tree = {
-            let mut full = self.read_tree(s, ds, nacm, &filter)?;
-            if with_state {
+            let (mut full, narrowed) = self.read_tree(s, ds, nacm, &filter)?;
+            if with_state && narrowed && narrow::tops_within(&filter, NARROW_STATE_TOPS) {
+                // The filter selects nothing from the other state's top
+                // nodes (RFC 6022, the YANG library).
+                self.add_module_state(&mut full)?;
+            } else if with_state {
                 self.add_state(&mut full)?;
             }
             nacm_read_filter(&mut full, &s.username, nacm);
@@ -174,7 +185,7 @@ impl Agent {
         ds: Datastore,
         nacm: &Nacm,
         filter: &filter::Filter,
-    ) -> Result<DataTree<'static>, yang3::Error> {
+    ) -> Result<(DataTree<'static>, bool), yang3::Error> {
         let stores = self.stores();
         let store = stores.get(ds);
         // An unvalidated candidate (test-option set) may hold an entry that
@@ -207,7 +218,7 @@ impl Agent {
                     stored = store.modules.len(),
                     "read narrowed to the entries the filter can select"
                 );
-                store.tree_of(self.ctx, entries)
+                Ok((store.tree_of(self.ctx, entries)?, true))
             }
             Some(Reach::All) | None => {
                 tracing::debug!(
@@ -216,7 +227,7 @@ impl Agent {
                     narrowable = reach.is_some(),
                     "read of the whole datastore"
                 );
-                store.to_tree(self.ctx)
+                Ok((store.to_tree(self.ctx)?, false))
             }
         }
     }

@@ -18,4 +18,12 @@ impl Agent {
         self.add_monitoring(tree)?;
         self.add_yang_library(tree)
     }
+
+    /// Adds the module list's state only (module state, sockets).
+    pub(crate) fn add_module_state(
+        &self,
+        tree: &mut DataTree<'static>,
+    ) -> Result<(), yang3::Error> {
+        self.add_tap_state(tree)
+    }
 }
