@@ -1,4 +1,4 @@
-"""Benchmark: bulk load, full get-config, small edit and memory of l45-agent,
+"""Benchmark: bulk load, full get-config, reads, small edit and memory of l45-agent,
 driven by ncclient over SSH on loopback (recording tap backend).
 
 Usage: .venv/bin/python tools/bench_agent.py [N ...]   (default 10000 100000)
@@ -23,6 +23,13 @@ In the same run it measures, with the same steps and client:
   netconfd gets --port=<our sshd port>, a private --ncxserver-sockname (and
   netconf-subsystem --ncxserver-sockname=PORT@PATH), and --target=running
   (its default target is candidate; the benchmark edits running).
+
+After the full get-config it times the reads of issue 18 (each five times,
+medians; L45_BENCH_READS=0 skips them): one entry by key (subtree and XPath
+filter), one entry with state (`get`), `/nacm` only, a content match on a
+non-key leaf (priority 7: N/100 entries), full get-config and full `get`
+with state; end to end (ncclient) and, for our agent, the server's parse +
+handle + send from its debug log.
 
 L45_BENCH_NCCLIENT_TICK (diagnostic): see below.
 """
@@ -62,7 +69,9 @@ def rss(pid):
 
 
 def load_xml(n, start=1):
-    mods = "".join(f"<module><id>{i}</id><name>m{i}</name><kind>l45:dns-front-tag</kind><priority>{i % 1000}</priority></module>"
+    # priority i % 100: a content match on one priority selects N/100 entries
+    # (1000 at 100k: the "1 000 entries" read)
+    mods = "".join(f"<module><id>{i}</id><name>m{i}</name><kind>l45:dns-front-tag</kind><priority>{i % 100}</priority></module>"
                    for i in range(start, start + n))
     return f'<config xmlns="{BASE}"><customizations xmlns="{NS}" xmlns:l45="{NS}">{mods}</customizations></config>'
 
@@ -92,9 +101,16 @@ class ServerLog:
                 out.append({k: v for k, v in re.findall(r"(\w+)=([\w.-]+)", line)})
         return out
 
+    def server_ms(self):
+        """parse + handle + send of the last get/get-config since the last take, in ms."""
+        recs = [r for r in self.take() if r.get("op") in ("get-config", "get")]
+        if not recs:
+            return None
+        return sum(float(recs[-1].get(k + "_ms", "nan")) for k in ("parse", "handle", "send"))
+
     def split(self, step):
         """recv/parse/handle/send of the step's rpc, in ms."""
-        recs = [r for r in self.take() if r.get("op") in ("edit-config", "get-config")]
+        recs = [r for r in self.take() if r.get("op") in ("edit-config", "get-config", "get")]
         if not recs:
             return ""
         r = recs[-1]
@@ -103,6 +119,43 @@ class ServerLog:
         return (f"  {step:<11} server {server:8.1f} ms (recv {f['recv']:.1f}, parse {f['parse']:.1f}, "
                 f"handle {f['handle']:.1f}, send {f['send']:.1f}; in {int(r.get('bytes_in', 0)) / 1e6:.2f} MB, "
                 f"out {int(r.get('bytes_out', 0)) / 1e6:.2f} MB)")
+
+
+NACM_NS = "urn:ietf:params:xml:ns:yang:ietf-netconf-acm"
+ENTRY = re.compile(r"<module(?:\s[^>]*)?>\s*<id>")
+
+
+def reads(label, n, m, log, repeat=5):
+    """The read rows of issue 18: each read `repeat` times, medians of the
+    client's time (end to end) and of the server's parse + handle + send."""
+    key = n // 2
+    one = f'<customizations xmlns="{NS}"><module><id>{key}</id></module></customizations>'
+    rows = [
+        ("one entry by key, subtree", lambda: m.get_config("running", filter=("subtree", one)), 1),
+        ("one entry by key, XPath", lambda: m.get_config("running", filter=("xpath", ({"l45": NS}, f"/l45:customizations/l45:module[l45:id='{key}']"))), 1),
+        ("one entry with state (get)", lambda: m.get(filter=("subtree", one)), 1),
+        ("/nacm only", lambda: m.get_config("running", filter=("subtree", f'<nacm xmlns="{NACM_NS}"/>')), 0),
+        (f"{n // 100} entries (priority 7)", lambda: m.get_config("running", filter=("subtree", f'<customizations xmlns="{NS}"><module><priority>7</priority></module></customizations>')), n // 100),
+        ("full get-config", lambda: m.get_config("running"), n),
+        ("full get with state", lambda: m.get(), n),
+    ]
+    for name, call, want in rows:
+        ends, servers, size = [], [], 0
+        for _ in range(repeat):
+            log.take()
+            t, r = timed(call)
+            got = len(ENTRY.findall(r.data_xml))  # (yang-library's modules have no id)
+            assert got == want, f"{label} {name}: {got} entries, want {want}"
+            ends.append(t)
+            size = len(r.xml)
+            ms = log.server_ms()
+            if ms is not None:
+                servers.append(ms)
+        ends.sort()
+        servers.sort()
+        server = f"server {servers[len(servers) // 2]:8.1f} ms (min {servers[0]:.1f})" if servers else "server      n/a"
+        print(f"  read {name:<30} end to end {ends[len(ends) // 2] * 1000:8.1f} ms (min {ends[0] * 1000:.1f}), "
+              f"{server}; {want} entries, {size / 1e6:.2f} MB", flush=True)
 
 
 def steps(label, n, connect, pid, log=ServerLog()):
@@ -116,6 +169,14 @@ def steps(label, n, connect, pid, log=ServerLog()):
         t_get, r = timed(lambda: m.get_config("running"))
         split.append(log.split("get-config"))
         assert r.data_xml.count("<module>") == n, label
+        read_lines = []
+        if os.environ.get("L45_BENCH_READS", "1") != "0":
+            import contextlib
+            import io
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                reads(label, n, m, log)
+            read_lines = buf.getvalue().splitlines()
         small = load_xml(1, start=n // 2)
         t_small, _ = timed(lambda: m.edit_config(target="running", config=small))
         split.append(log.split("small edit"))
@@ -141,6 +202,8 @@ def steps(label, n, connect, pid, log=ServerLog()):
     for line in split:
         if line:
             print(line, flush=True)
+    for line in read_lines:
+        print(line, flush=True)
 
 
 def free_port():

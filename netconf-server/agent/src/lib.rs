@@ -16,6 +16,7 @@ pub mod filter;
 #[allow(unsafe_code)]
 pub mod memtrim;
 pub mod nacm;
+pub mod narrow;
 pub mod notify;
 pub mod ops;
 pub mod session;

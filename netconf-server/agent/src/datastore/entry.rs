@@ -282,6 +282,23 @@ pub fn entry_of(node: &DataNodeRef<'_>) -> Result<Entry, yang3::Error> {
     Ok(Arc::from(text))
 }
 
+/// The ids of the module entries in a libyang tree.
+pub fn ids_in(tree: &DataTree<'static>) -> std::collections::HashSet<u32> {
+    let Ok(container) = tree.find_path(CUSTOMIZATIONS) else {
+        return Default::default();
+    };
+    container
+        .children()
+        .filter(|m| m.schema().name() == "module")
+        .filter_map(|m| {
+            m.list_keys()
+                .next()
+                .and_then(|k| k.value_canonical())
+                .and_then(|v| v.parse().ok())
+        })
+        .collect()
+}
+
 /// Every module entry of a libyang tree.
 pub fn entries_of(tree: &DataTree<'static>) -> Result<ModuleMap, yang3::Error> {
     let mut map = ModuleMap::new();

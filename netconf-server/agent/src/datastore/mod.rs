@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use yang3::context::Context;
 use yang3::data::{Data, DataPrinterFlags, DataTree};
 
-pub use entry::{entries_of, entry_of, module_path, Entry, ModuleMap, Slots};
+pub use entry::{entries_of, entry_of, ids_in, module_path, Entry, ModuleMap, Slots};
 pub use schema::{schema, ListSchema};
 
 /// The data path of the module list's container.
@@ -147,24 +147,35 @@ impl Ds {
         ctx: &'static Context,
         entries: impl Iterator<Item = &'a Entry>,
     ) -> Result<DataTree<'static>, yang3::Error> {
-        let mut tree = self.rest.duplicate()?;
-        let mut text = String::new();
+        let mut entries = entries.peekable();
+        if entries.peek().is_none() {
+            let mut tree = self.rest.duplicate()?;
+            tree.validate(yang3::data::DataValidationFlags::NO_STATE)?;
+            return Ok(tree);
+        }
+        // One parse of the rest (as stored, explicit mode) and the entries:
+        // merging parsed entries into a copy of the rest would copy them
+        // all once more.
+        let mut xml = l45_yang::print_xml(
+            &self.rest,
+            DataPrinterFlags::WD_EXPLICIT | DataPrinterFlags::SHRINK,
+        )?;
+        xml.push_str("<customizations xmlns=\"");
+        xml.push_str(L45);
+        xml.push_str("\">");
         for e in entries {
-            text.push_str(e);
+            xml.push_str(e);
         }
-        if !text.is_empty() {
-            let xml = format!("<customizations xmlns=\"{L45}\">{text}</customizations>");
-            let part = DataTree::parse_string(
-                ctx,
-                &xml,
-                yang3::data::DataFormat::XML,
-                yang3::data::DataParserFlags::STRICT
-                    | yang3::data::DataParserFlags::NO_STATE
-                    | yang3::data::DataParserFlags::NO_VALIDATION,
-                yang3::data::DataValidationFlags::empty(),
-            )?;
-            tree.merge(&part)?;
-        }
+        xml.push_str("</customizations>");
+        let mut tree = DataTree::parse_string(
+            ctx,
+            &xml,
+            yang3::data::DataFormat::XML,
+            yang3::data::DataParserFlags::STRICT
+                | yang3::data::DataParserFlags::NO_STATE
+                | yang3::data::DataParserFlags::NO_VALIDATION,
+            yang3::data::DataValidationFlags::empty(),
+        )?;
         tree.validate(yang3::data::DataValidationFlags::NO_STATE)?;
         Ok(tree)
     }

@@ -1,6 +1,10 @@
 //! `get` and `get-config`: with-defaults modes, subtree and XPath filters,
 //! NACM read rules. An unfiltered (or `<customizations/>`) explicit-mode
-//! `get-config` copies the stored entries out as they are.
+//! `get-config` copies the stored entries out as they are; an unfiltered
+//! explicit-mode `get` adds their state as text (`state::entry_xml`); a
+//! filtered read builds its libyang tree from only the entries the filter
+//! can select ([`narrow`]). Each shortcut gives the reply the general path
+//! gives (the conformance suite compares them with `--libyang-only`).
 
 use std::sync::Arc;
 
@@ -11,10 +15,20 @@ use yang3::data::{Data, DataPrinterFlags, DataTree};
 use super::{datastore_param, print_flags, After, Reply};
 use crate::agent::Agent;
 use crate::config::edit::Engine;
-use crate::datastore::{Datastore, Ds, CUSTOMIZATIONS};
+use crate::datastore::{schema, Datastore, Ds, Slots, CUSTOMIZATIONS};
+use crate::error::OpError;
 use crate::filter;
 use crate::nacm::{Access, Nacm};
+use crate::narrow::{self, Reach, Visible};
 use crate::sessions::SessionInfo;
+use crate::state::entry_xml::{push_entry_with_state, renders_as_libyang, StatsById};
+
+/// Top nodes (libyang module name, node) whose state a narrowed `get`
+/// adds when the filter selects from nothing else: the module list's.
+const NARROW_STATE_TOPS: &[(&str, &str)] = &[
+    (l45_yang::L45_MODULE, "customizations"),
+    ("ietf-netconf-acm", "nacm"),
+];
 
 fn print_xml(tree: &DataTree<'static>, flags: DataPrinterFlags) -> Result<String, yang3::Error> {
     l45_yang::print_xml(tree, flags | DataPrinterFlags::SHRINK)
@@ -129,11 +143,25 @@ impl Agent {
         {
             return self.get_config_stored(s, ds, nacm, whole);
         }
+        if self.opts.engine == Engine::Auto
+            && nacm.data_rules(&s.username, Access::Read).is_empty()
+            && with_state
+            && flags.bits() == DataPrinterFlags::WD_EXPLICIT.bits()
+            && whole
+        {
+            if let Some(data) = self.get_stored_with_state(s, nacm)? {
+                return Ok((data, After::Continue));
+            }
+        }
         // The filter sees only what the user may read: nothing hidden can
         // be probed by a predicate.
         let tree = {
-            let mut full = self.stores().get(ds).to_tree(self.ctx)?;
-            if with_state {
+            let (mut full, narrowed) = self.read_tree(s, ds, nacm, &filter)?;
+            if with_state && narrowed && narrow::tops_within(&filter, NARROW_STATE_TOPS) {
+                // The filter selects nothing from the other state's top
+                // nodes (RFC 6022, the YANG library).
+                self.add_module_state(&mut full)?;
+            } else if with_state {
                 self.add_state(&mut full)?;
             }
             nacm_read_filter(&mut full, &s.username, nacm);
@@ -141,6 +169,148 @@ impl Agent {
         };
         let body = print_xml(&tree, flags)?;
         Ok((format!("<data>{body}</data>"), After::Continue))
+    }
+
+    /// The datastore as a libyang tree for `filter`: only the entries the
+    /// filter can select when [`narrow::reach`] proves which (and NACM
+    /// decides per module, as with the default rules; the analysis looks
+    /// only at values the user may read), else all of them.
+    /// Either way the same NACM pass and filter then run on it, so the
+    /// reply is the same; the narrowed tree keeps every top node the whole
+    /// one has (one entry at least when the store has any), so an
+    /// expression fails or succeeds alike.
+    fn read_tree(
+        &self,
+        s: &SessionInfo,
+        ds: Datastore,
+        nacm: &Nacm,
+        filter: &filter::Filter,
+    ) -> Result<(DataTree<'static>, bool), yang3::Error> {
+        let stores = self.stores();
+        let store = stores.get(ds);
+        // An unvalidated candidate (test-option set) may hold an entry that
+        // fails validation: the whole store's tree then fails to build, and
+        // so must this read.
+        let unvalidated = ds == Datastore::Candidate && stores.candidate_unvalidated;
+        let reach = (self.opts.engine == Engine::Auto
+            && !unvalidated
+            && *filter != filter::Filter::All
+            && nacm.data_rules(&s.username, Access::Read).is_empty())
+        .then(|| schema().ok())
+        .flatten()
+        .and_then(|schema| {
+            let visible = Visible {
+                modules: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, false),
+                keys: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, true),
+            };
+            narrow::reach(filter, schema, &store.modules, visible)
+        });
+        match reach {
+            Some(Reach::Entries(ids)) => {
+                let stand_in = ids.is_empty().then(|| store.modules.values().next());
+                let entries = ids
+                    .iter()
+                    .filter_map(|id| store.modules.get(id))
+                    .chain(stand_in.flatten());
+                tracing::debug!(
+                    datastore = ?ds,
+                    entries = ids.len(),
+                    stored = store.modules.len(),
+                    "read narrowed to the entries the filter can select"
+                );
+                Ok((store.tree_of(self.ctx, entries)?, true))
+            }
+            Some(Reach::All) | None => {
+                tracing::debug!(
+                    datastore = ?ds,
+                    stored = store.modules.len(),
+                    narrowable = reach.is_some(),
+                    "read of the whole datastore"
+                );
+                Ok((store.to_tree(self.ctx)?, false))
+            }
+        }
+    }
+
+    /// An unfiltered `get` (explicit mode, module-level NACM) from the
+    /// stored entries: libyang builds and prints the datastore with only
+    /// its first entry (the rest of the tree, all other state, NACM), and
+    /// that entry's printed text is replaced by every entry with its state
+    /// (`state::entry_xml`, from one snapshot of the tap's statistics). The
+    /// renderer is checked against libyang on the first entry with its
+    /// state each time; `None` when they differ (or the text is not as
+    /// expected): the caller then reads the libyang way.
+    /// Returns the whole `<data>…</data>`.
+    fn get_stored_with_state(
+        &self,
+        s: &SessionInfo,
+        nacm: &Nacm,
+    ) -> Result<Option<String>, OpError> {
+        // One consistent snapshot (entries are shared, not copied); the
+        // state below is added without holding the datastores' lock.
+        let store = self.stores().running.share()?;
+        let stats: StatsById = self
+            .tap
+            .module_stats()
+            .into_iter()
+            .map(|st| (st.id, st))
+            .collect();
+        let first = store.modules.iter().next();
+        let mut tree = store.tree_of(self.ctx, first.map(|(_, e)| e).into_iter())?;
+        self.add_state(&mut tree)?;
+        nacm_read_filter(&mut tree, &s.username, nacm);
+        let text = print_xml(&tree, DataPrinterFlags::WD_EXPLICIT)?;
+        drop(tree);
+        let Some((first_id, first_entry)) = first else {
+            // No entry: the tree was the whole datastore.
+            return Ok(Some(format!("<data>{text}</data>")));
+        };
+        let open = format!("<customizations xmlns=\"{}\">", l45_yang::L45_NAMESPACE);
+        let Some(at) = text.find(&open).map(|at| at + open.len()) else {
+            // The module list is hidden from the user (NACM).
+            return Ok(Some(format!("<data>{text}</data>")));
+        };
+        let end = "</module>";
+        let printed_end = match text[at..].find(end) {
+            Some(e) if text[at..].starts_with("<module>") => at + e + end.len(),
+            _ => return Ok(None),
+        };
+        if !renders_as_libyang(self.ctx, *first_id, first_entry, stats.get(first_id))? {
+            tracing::warn!(
+                id = first_id,
+                "native module state differs from libyang's; reading the libyang way"
+            );
+            return Ok(None);
+        }
+        let keys = nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, true);
+        let schema = schema().map_err(OpError::Failed)?;
+        let push = |id: &u32, e: &str, out: &mut String| -> Option<()> {
+            let stripped;
+            let e = if !keys && Slots::has_security(e) {
+                stripped = Slots::parse(schema, e).ok()?.to_xml(schema, false);
+                stripped.as_str()
+            } else {
+                e
+            };
+            push_entry_with_state(e, stats.get(id), out)
+        };
+        let size: usize = store.modules.values().map(|e| e.len() + 256).sum();
+        let mut body = String::with_capacity(text.len() + size + 13);
+        body.push_str("<data>");
+        body.push_str(&text[..at]);
+        for (id, e) in &store.modules {
+            if push(id, e, &mut body).is_none() {
+                return Ok(None);
+            }
+        }
+        body.push_str(&text[printed_end..]);
+        body.push_str("</data>");
+        tracing::debug!(
+            entries = store.modules.len(),
+            bytes = body.len(),
+            "get answered from the stored entries"
+        );
+        Ok(Some(body))
     }
 
     /// The entries copied out as stored (explicit mode), with the rest of

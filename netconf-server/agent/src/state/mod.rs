@@ -2,6 +2,7 @@
 //! and sockets ([`tap`]), RFC 6022 monitoring ([`monitoring`]) and the RFC
 //! 8525 YANG library with the hello's capabilities ([`library`]).
 
+pub(crate) mod entry_xml;
 mod library;
 mod monitoring;
 mod tap;
@@ -16,5 +17,13 @@ impl Agent {
         self.add_tap_state(tree)?;
         self.add_monitoring(tree)?;
         self.add_yang_library(tree)
+    }
+
+    /// Adds the module list's state only (module state, sockets).
+    pub(crate) fn add_module_state(
+        &self,
+        tree: &mut DataTree<'static>,
+    ) -> Result<(), yang3::Error> {
+        self.add_tap_state(tree)
     }
 }

@@ -1,36 +1,49 @@
 //! The tap's view: per module state and counters, per tapped socket its
 //! 5-tuple, process and attached modules.
 
-use l45_tap_control::Protocol;
-use yang3::data::{Data, DataTree};
+use l45_tap_control::{ModuleStats, Protocol};
+use yang3::data::DataTree;
 
 use crate::agent::Agent;
 use crate::datastore::CUSTOMIZATIONS;
 use crate::time::rfc3339;
 
+/// The leaves of a module's `state` container (name, value as given to
+/// libyang). The native `get` renders the same list (`state/entry_xml.rs`),
+/// so a leaf belongs here, not in a `new_path` of its own.
+pub(crate) fn module_state_leaves(st: &ModuleStats) -> Vec<(&'static str, String)> {
+    let mut leaves = Vec::with_capacity(9);
+    leaves.push(("state", st.state.as_str().to_string()));
+    if let Some(ts) = st.active_ts {
+        leaves.push(("active-ts", rfc3339(ts)));
+    }
+    for (leaf, v) in [
+        ("socket-count", st.socket_count as u64),
+        ("bypassed", st.bypassed),
+        ("bytes-sent", st.bytes_sent),
+        ("bytes-received", st.bytes_received),
+        ("messages-sent", st.messages_sent),
+        ("messages-received", st.messages_received),
+        ("errors", st.errors),
+    ] {
+        leaves.push((leaf, v.to_string()));
+    }
+    leaves
+}
+
 impl Agent {
     pub(super) fn add_tap_state(&self, tree: &mut DataTree<'static>) -> Result<(), yang3::Error> {
         let base = CUSTOMIZATIONS;
+        // State only for the entries in the tree (a narrowed read has few).
+        let present = crate::datastore::ids_in(tree);
         for st in self.tap.module_stats() {
-            let m = format!("{base}/module[id='{}']", st.id);
-            if tree.find_path(&m).is_err() {
+            if !present.contains(&st.id) {
                 continue;
             }
+            let m = format!("{base}/module[id='{}']", st.id);
             let p = format!("{m}/state");
-            tree.new_path(&format!("{p}/state"), Some(st.state.as_str()), false)?;
-            if let Some(ts) = st.active_ts {
-                tree.new_path(&format!("{p}/active-ts"), Some(&rfc3339(ts)), false)?;
-            }
-            for (leaf, v) in [
-                ("socket-count", st.socket_count as u64),
-                ("bypassed", st.bypassed),
-                ("bytes-sent", st.bytes_sent),
-                ("bytes-received", st.bytes_received),
-                ("messages-sent", st.messages_sent),
-                ("messages-received", st.messages_received),
-                ("errors", st.errors),
-            ] {
-                tree.new_path(&format!("{p}/{leaf}"), Some(&v.to_string()), false)?;
+            for (leaf, v) in module_state_leaves(&st) {
+                tree.new_path(&format!("{p}/{leaf}"), Some(&v), false)?;
             }
         }
         for sock in self.tap.sockets() {
