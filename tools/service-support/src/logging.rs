@@ -79,7 +79,14 @@ pub fn init(format: &str, filter: EnvFilter, identifier: &str) -> Result<Target,
             let layer = tracing_journald::layer()
                 .map_err(LogError::Journal)?
                 .with_field_prefix(Some(JOURNAL_FIELD_PREFIX.into()))
-                .with_syslog_identifier(identifier.into());
+                .with_syslog_identifier(identifier.into())
+                // syslog's meaning of the levels: info is 6 (the crate's
+                // default makes it 5, notice), debug and trace 7.
+                .with_priority_mappings(tracing_journald::PriorityMappings {
+                    info: tracing_journald::Priority::Informational,
+                    debug: tracing_journald::Priority::Debug,
+                    ..tracing_journald::PriorityMappings::new()
+                });
             init(tracing_subscriber::registry().with(filter).with(layer).try_init())?;
         }
         Target::Json => init(
