@@ -11,7 +11,10 @@ DEBS=(cmake libpcre2-dev libyang2-tools netconfd yangcli openssh-client
       # real servers under the tap (tests/tap: nginx, soak), each run on a free port
       nginx nodejs
       # benchmark only (tools/bench_agent.py): sshd in front of netconfd
-      openssh-server)
+      openssh-server
+      # service tests (tests/service): systemd-analyze verify/security and
+      # systemd-sysusers (no running systemd needed), man -l for the pages
+      systemd man-db)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -82,13 +82,17 @@ impl Command {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = l45_service::assets::run_if_requested(<Cli as clap::CommandFactory>::command)
+    {
+        return code;
+    }
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("L45_LOG").unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = l45_service::logging::init(&cli.global.log_format, filter, "l45-nco") {
+        eprintln!("l45-nco: {e}");
+        return ExitCode::from(1);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use l45_agent::agent::{Agent, AgentOptions};
-use l45_agent::ssh::{AuthConfig, SshServer};
+use l45_agent::ssh::{AuthConfig, SharedAuth, SshServer};
 use l45_nco::netconf::{
     BackoffConfig, ConnectOptions, Datastore, EditOptions, HostKeyPolicy, NetconfError, Pool,
     Reply, Session, L45_NS,
@@ -103,7 +103,7 @@ fn spawn_agent(
     let addr = std_listener.local_addr().expect("local addr");
     let mut server = SshServer {
         agent,
-        auth: Arc::new(auth),
+        auth: Arc::new(SharedAuth::new(auth)),
     };
     rt.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");

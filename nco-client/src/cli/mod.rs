@@ -41,6 +41,11 @@ pub struct Global {
     /// Most devices worked on at once.
     #[arg(long, default_value_t = 256, global = true)]
     pub concurrency: usize,
+    /// Log format: `text` or `json` lines on stderr, `journal` (fields kept
+    /// as journal fields L45_*), or `auto`: `journal` when stderr is the
+    /// journal (a systemd service), else `text`. Level: L45_LOG.
+    #[arg(long, default_value = "auto", value_parser = l45_service::logging::FORMATS, global = true)]
+    pub log_format: String,
 }
 
 impl Global {

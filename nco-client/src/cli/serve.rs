@@ -27,6 +27,7 @@ impl ServeArgs {
         };
         let nco = g.open_nco(cfg)?;
         eprintln!("l45-nco serving (CIB {})", g.cib.display());
+        l45_service::notify::ready("serving");
         nco.serve(shutdown_signal()).await?;
         eprintln!("l45-nco stopped");
         Ok(ExitCode::SUCCESS)

@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 use l45_agent::agent::{Agent, AgentOptions};
 use l45_agent::config::edit::Engine;
-use l45_agent::ssh::{self, AuthConfig, SshServer};
+use l45_agent::ssh::{self, AuthConfig, SharedAuth, SshServer};
 use l45_tap_control::{RecordingTap, TapControl};
 use l45_tap_kernel::KernelTap;
 use l45_tap_userspace::UserspaceTap;
@@ -33,7 +33,8 @@ struct Args {
     state_dir: PathBuf,
     /// OpenSSH authorized_keys file whose keys log in as USER (repeatable).
     /// Without `USER:` the keys log in as the first --admin, and only as
-    /// that user.
+    /// that user. SIGHUP reads the files again (sessions stay; a file that
+    /// does not parse keeps the keys in force).
     #[arg(long = "authorized-keys", value_name = "[USER:]FILE")]
     authorized_keys: Vec<String>,
     /// User name for password login (labs only; with --password-file).
@@ -84,8 +85,11 @@ struct Args {
     /// Most modules the recording tap accepts (default: unlimited).
     #[arg(long)]
     tap_capacity: Option<usize>,
-    /// Log format.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    /// Log format: `text` or `json` lines on stderr, or `journal` (the
+    /// systemd journal, every field kept as a journal field L45_*);
+    /// `auto` is `journal` when stderr is the journal (a systemd service),
+    /// else `text`.
+    #[arg(long, default_value = "auto", value_parser = l45_service::logging::FORMATS)]
     log_format: String,
     /// Scale tests: run N emulated devices in this process, each with its
     /// own datastores (--state-dir/dev-NNNN), recording tap and listener
@@ -99,38 +103,35 @@ struct Args {
     libyang_only: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
+    if let Some(code) =
+        l45_service::assets::run_if_requested(<Args as clap::CommandFactory>::command)
+    {
+        return Ok(code);
+    }
     l45_agent::memtrim::configure();
     let args = Args::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    l45_service::logging::init(&args.log_format, filter, "l45-agent")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(args))?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let admins = if args.admins.is_empty() {
-        vec![args.user.clone().unwrap_or_else(|| "admin".into())]
-    } else {
-        args.admins.clone()
-    };
+/// Reads every --authorized-keys file and the password file: who may log
+/// in. Run at start and again on SIGHUP.
+fn load_auth(args: &Args, admins: &[String]) -> anyhow::Result<AuthConfig> {
     let mut auth = AuthConfig::default();
+    let first_admin = admins.first().map(String::as_str).unwrap_or("admin");
     for spec in &args.authorized_keys {
         // Every key logs in as exactly one user: the one given, or the
         // first admin (a client never picks the name a key is trusted as).
         let (user, file) = match spec.split_once(':') {
             Some((u, f)) if !u.is_empty() && !u.contains('/') => (u, f),
-            _ => (admins[0].as_str(), spec.as_str()),
+            _ => (first_admin, spec.as_str()),
         };
         let n = auth.add_authorized_keys(user, std::path::Path::new(file))?;
         tracing::info!(file, user, keys = n, "authorized keys loaded");
@@ -147,12 +148,56 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if auth.keys.is_empty() && auth.password.is_none() {
         bail!("nobody could log in: give --authorized-keys, or --user with --password-file");
     }
+    Ok(auth)
+}
+
+/// On every SIGHUP: reads the authorized keys again and puts them in force
+/// at once for new logins; sessions already open are not touched. A reload
+/// that fails keeps the keys in force and logs an error.
+fn reload_on_sighup(
+    args: Arc<Args>,
+    admins: Vec<String>,
+    auth: Arc<SharedAuth>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Installed before the agent says it is ready, so an early SIGHUP
+    // reloads instead of killing it.
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            l45_service::notify::reloading();
+            let (a, adm) = (Arc::clone(&args), admins.clone());
+            match tokio::task::spawn_blocking(move || load_auth(&a, &adm)).await {
+                Ok(Ok(new)) => {
+                    let keys = new.keys.len();
+                    auth.replace(new);
+                    tracing::info!(keys, "SIGHUP: authorized keys reloaded");
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: reload failed; the keys in force stay");
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
+            }
+            l45_service::notify::ready("reloaded");
+        }
+    });
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let admins = if args.admins.is_empty() {
+        vec![args.user.clone().unwrap_or_else(|| "admin".into())]
+    } else {
+        args.admins.clone()
+    };
+    let args = Arc::new(args);
+    let auth = Arc::new(SharedAuth::new(load_auth(&args, &admins)?));
+    reload_on_sighup(Arc::clone(&args), admins.clone(), Arc::clone(&auth))?;
     l45_agent::datastore::prepare_state_dir(&args.state_dir)?;
     let host_keys = ssh::load_or_create_host_keys(&args.state_dir)?;
     let fingerprint = host_keys[0]
         .public_key()
         .fingerprint(russh::keys::HashAlg::Sha256);
-    let auth = Arc::new(auth);
     let config = Arc::new(russh::server::Config {
         keys: host_keys,
         auth_rejection_time: Duration::from_millis(300),
@@ -217,6 +262,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
+    l45_service::notify::ready("listening");
     let (handles, tasks): (Vec<_>, Vec<_>) = servers.into_iter().unzip();
     let all = futures_all(tasks);
     tokio::select! {
@@ -253,7 +299,7 @@ async fn start_device(
     listen: SocketAddr,
     tap: Arc<dyn TapControl>,
     admins: Vec<String>,
-    auth: &Arc<AuthConfig>,
+    auth: &Arc<SharedAuth>,
     config: &Arc<russh::server::Config>,
 ) -> anyhow::Result<(SocketAddr, Running)> {
     l45_agent::datastore::prepare_state_dir(state_dir)?;

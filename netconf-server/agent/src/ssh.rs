@@ -27,6 +27,29 @@ pub struct AuthConfig {
     pub password: Option<(String, String)>,
 }
 
+/// The authentication configuration in force, replaced whole on reload
+/// (SIGHUP): a login checks one snapshot, sessions already logged in are
+/// not affected.
+#[derive(Debug, Default)]
+pub struct SharedAuth(std::sync::RwLock<Arc<AuthConfig>>);
+
+impl SharedAuth {
+    pub fn new(auth: AuthConfig) -> Self {
+        Self(std::sync::RwLock::new(Arc::new(auth)))
+    }
+
+    /// The configuration now in force.
+    pub fn current(&self) -> Arc<AuthConfig> {
+        // (a writer cannot panic half-way: the value is one Arc)
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts `auth` in force for every later login.
+    pub fn replace(&self, auth: AuthConfig) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("{path}: {message}")]
@@ -111,7 +134,7 @@ pub fn load_or_create_host_keys(dir: &Path) -> Result<Vec<PrivateKey>, KeyError>
 #[derive(Clone)]
 pub struct SshServer {
     pub agent: Arc<Agent>,
-    pub auth: Arc<AuthConfig>,
+    pub auth: Arc<SharedAuth>,
 }
 
 impl russh::server::Server for SshServer {
@@ -131,7 +154,7 @@ impl russh::server::Server for SshServer {
 
 pub struct SshHandler {
     agent: Arc<Agent>,
-    auth: Arc<AuthConfig>,
+    auth: Arc<SharedAuth>,
     peer: Option<SocketAddr>,
     user: Option<String>,
     channels: HashMap<ChannelId, Channel<Msg>>,
@@ -159,7 +182,7 @@ impl russh::server::Handler for SshHandler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(if self.auth.key_allowed(user, offer.public_key) {
+        Ok(if self.auth.current().key_allowed(user, offer.public_key) {
             Auth::Accept
         } else {
             warn!(user, peer = ?self.peer, "public key refused");
@@ -172,7 +195,7 @@ impl russh::server::Handler for SshHandler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.auth.key_allowed(user, key.public_key) {
+        if self.auth.current().key_allowed(user, key.public_key) {
             Ok(self.accept(user, "publickey"))
         } else {
             warn!(user, peer = ?self.peer, "public key refused");
@@ -181,7 +204,7 @@ impl russh::server::Handler for SshHandler {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        match &self.auth.password {
+        match &self.auth.current().password {
             Some((u, p)) if u == user && constant_time_eq(p.as_bytes(), password.as_bytes()) => {
                 Ok(self.accept(user, "password"))
             }
