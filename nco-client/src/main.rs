@@ -82,7 +82,8 @@ impl Command {
 }
 
 fn main() -> ExitCode {
-    if let Some(code) = l45_service::assets::run_if_requested(<Cli as clap::CommandFactory>::command)
+    if let Some(code) =
+        l45_service::assets::run_if_requested(<Cli as clap::CommandFactory>::command)
     {
         return code;
     }

@@ -249,7 +249,10 @@ fn seeds() -> Result<Vec<Input>> {
                 .u8(matching::PROTO, 17)
                 .bytes(matching::SRC_ADDR, &[10, 0, 0, 0])
                 .u8(matching::SRC_PREFIX, 8)
-                .bytes(matching::DST_ADDR, &[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+                .bytes(
+                    matching::DST_ADDR,
+                    &[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                )
                 .u8(matching::DST_PREFIX, 64)
                 .u16(matching::SRC_PORT, 53)
                 .u16(matching::DST_PORT, 53)
@@ -476,7 +479,11 @@ pub fn fuzz_netlink(args: &[String]) -> Result<()> {
     if let Some(dir) = &corpus_dir {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {
-                if let Some(i) = std::fs::read(e.path()).ok().as_deref().and_then(Input::from_bytes) {
+                if let Some(i) = std::fs::read(e.path())
+                    .ok()
+                    .as_deref()
+                    .and_then(Input::from_bytes)
+                {
                     corpus.push(i);
                     kept += 1;
                 }
@@ -550,9 +557,9 @@ pub fn fuzz_netlink(args: &[String]) -> Result<()> {
         std::fs::create_dir_all(dir)?;
         for e in &new_entries {
             let bytes = e.to_bytes();
-            let name = bytes
-                .iter()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+            let name = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+            });
             std::fs::write(dir.join(format!("{name:016x}")), bytes)?;
         }
     }

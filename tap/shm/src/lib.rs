@@ -1341,7 +1341,15 @@ mod tests {
         w.publish(&table);
         let me = std::process::id();
         let i = r.claim_socket(me).unwrap();
-        r.write_socket(i, me, &SocketRecord { fd: 1, modules: [42, 0, 0, 0, 0, 0, 0, 0], ..SocketRecord::default() });
+        r.write_socket(
+            i,
+            me,
+            &SocketRecord {
+                fd: 1,
+                modules: [42, 0, 0, 0, 0, 0, 0, 0],
+                ..SocketRecord::default()
+            },
+        );
         assert_eq!(w.sockets().len(), 1);
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for pattern in 0..4 {

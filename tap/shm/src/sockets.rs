@@ -59,10 +59,10 @@ pub(crate) struct SocketSlot {
 }
 
 /// Size of a socket table segment.
-pub const TABLE_LEN: usize =
-    (std::mem::size_of::<TableHeader>() + std::mem::size_of::<SocketSlot>() * TABLE_SOCKETS)
-        .div_ceil(PAGE)
-        * PAGE;
+pub const TABLE_LEN: usize = (std::mem::size_of::<TableHeader>()
+    + std::mem::size_of::<SocketSlot>() * TABLE_SOCKETS)
+    .div_ceil(PAGE)
+    * PAGE;
 
 /// One line of `/proc/sysvipc/shm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,8 +492,22 @@ mod tests {
             ..segs[0]
         };
         assert!(table.is_candidate());
-        assert!(!Segment { mode: 0o666, ..table }.is_candidate(), "others may write");
-        assert!(!Segment { creator: 0, ..table }.is_candidate(), "given away");
+        assert!(
+            !Segment {
+                mode: 0o666,
+                ..table
+            }
+            .is_candidate(),
+            "others may write"
+        );
+        assert!(
+            !Segment {
+                creator: 0,
+                ..table
+            }
+            .is_candidate(),
+            "given away"
+        );
         assert!(!segs[1].is_candidate(), "wrong size");
     }
 

@@ -87,7 +87,12 @@ pub fn init(format: &str, filter: EnvFilter, identifier: &str) -> Result<Target,
                     debug: tracing_journald::Priority::Debug,
                     ..tracing_journald::PriorityMappings::new()
                 });
-            init(tracing_subscriber::registry().with(filter).with(layer).try_init())?;
+            init(
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer)
+                    .try_init(),
+            )?;
         }
         Target::Json => init(
             tracing_subscriber::fmt()
