@@ -28,7 +28,7 @@ import traceback
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "tap"))
-from taplab import Capture, TapAgent, free_port, free_udp_tcp_port, module, wait_for  # noqa: E402
+from taplab import Capture, TapAgent, free_port, free_udp_tcp_port, module, stop_process, wait_for  # noqa: E402
 
 TAG = b"XTAGTAGTAGTAGTAGTAGTAGTAGTAGTAGX"
 DNS_TAG = "XTAGXdig"
@@ -149,13 +149,7 @@ class Lab:
 
     def stop_all(self):
         for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p)
         self.procs.clear()
 
     def stream_modules(self, port):

@@ -38,7 +38,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "tap"))
 sys.path.insert(0, str(ROOT / "tools"))
-from taplab import Dnsmasq, TapAgent, dig, free_port, module  # noqa: E402
+from taplab import Dnsmasq, TapAgent, dig, free_port, module, stop_process  # noqa: E402
 from compat_matrix import ASYNCIO_CLIENT, ASYNCIO_SERVER, NGINX_CONF, NODE_HTTP, TAG, make_file  # noqa: E402
 
 FRONT = "<dns-tag><tag>XTAGXdig</tag></dns-tag>"
@@ -298,13 +298,7 @@ class Soak:
 
     def stop(self):
         for _, p in self.servers:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p)
         self.agent.stop()
 
 

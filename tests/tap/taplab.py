@@ -40,6 +40,18 @@ def free_udp_tcp_port():
     raise RuntimeError("no free port")
 
 
+def stop_process(p, timeout=10):
+    """Terminates a process this code started (if still running) and reaps
+    it; killed if it does not exit within `timeout` seconds."""
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def wait_for(cond, timeout=10.0, what="condition"):
     """Polls a condition that has no event to wait on, with a deadline."""
     deadline = time.monotonic() + timeout
@@ -152,13 +164,7 @@ class TapAgent:
                 m.close_session()
             except Exception:
                 pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
         shutil.rmtree(self.shm_dir, ignore_errors=True)
 

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from taplab import Capture, free_port, module, udp_tcp_payloads, wait_for
+from taplab import Capture, free_port, module, stop_process, udp_tcp_payloads, wait_for
 from test_stream import TAG, client_match, make_file, server_match, sha256, stream_params
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -63,13 +63,7 @@ class Nginx:
         assert self.proc.poll() is None, (self.dir / "error.log").read_text()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 
