@@ -329,6 +329,104 @@ pub fn integer_intervals(node: &yang3::schema::SchemaNode<'static>) -> Option<Ve
     )
 }
 
+/// Some value the leaf accepts (JSON encoding: identities as
+/// `module:name`), checked by libyang: its default, else the first that
+/// its type admits among a few candidates (the range's lower bound, the
+/// first enum, an identity derived from the base, `false`, a short
+/// string, an address). For edits that must name a leaf by a value they
+/// never read, such as a delete without one. `None` when none fits.
+pub fn sample_value(node: &yang3::schema::SchemaNode<'static>) -> Option<String> {
+    let leaf = StaticLeaf::new(node);
+    // (yang3 dereferences the default without checking there is one)
+    if let Some(d) = node
+        .has_default()
+        .then(|| node.default_value_canonical())
+        .flatten()
+    {
+        if let Some(v) = leaf.canonical(d) {
+            return Some(v);
+        }
+    }
+    let mut candidates = Vec::new();
+    if let Some(intervals) = integer_intervals(node) {
+        candidates.extend(intervals.first().map(|(lo, _)| lo.to_string()));
+    }
+    if let Some(ty) = node.leaf_type() {
+        type_candidates(ty.as_raw(), &mut candidates, 0);
+    }
+    candidates.extend(["false", "", "x", "0", "0.0.0.0", "::", "0.0.0.0/0"].map(String::from));
+    // Fixed-length strings and binaries (keys, codes, digests).
+    for n in [8, 16, 32, 64] {
+        candidates.push("0".repeat(n));
+        let pad = ["", "AA==", "AAA="][n % 3];
+        candidates.push(format!("{}{pad}", "A".repeat(n / 3 * 4)));
+    }
+    candidates.into_iter().find_map(|c| leaf.canonical(&c))
+}
+
+fn type_candidates(ty: *const yang3::ffi::lysc_type, out: &mut Vec<String>, depth: usize) {
+    use yang3::ffi::LY_DATA_TYPE as T;
+    if ty.is_null() || depth > 8 {
+        return;
+    }
+    let name = |p: *const std::ffi::c_char| -> Option<String> {
+        // SAFETY: non-NULL names of compiled schema items are
+        // NUL-terminated dictionary strings of the static context.
+        (!p.is_null()).then(|| {
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
+    // A libyang sized array stores its element count (LY_ARRAY_COUNT_TYPE,
+    // u64) just before the first element; NULL means empty.
+    // SAFETY (for every `count` call): `a` is NULL or a sized array of the
+    // static context's compiled schema, never modified after compilation.
+    unsafe fn count<E>(a: *const E) -> usize {
+        if a.is_null() {
+            0
+        } else {
+            unsafe { *a.cast::<u64>().sub(1) as usize }
+        }
+    }
+    // SAFETY: `ty` is a compiled type of the static context (read-only
+    // after compilation); the casts follow its `basetype`, as libyang's
+    // own type plugins do.
+    unsafe {
+        match (*ty).basetype {
+            T::LY_TYPE_ENUM => {
+                let enums = (*ty.cast::<yang3::ffi::lysc_type_enum>()).enums;
+                if count(enums) > 0 {
+                    out.extend(name((*enums).name));
+                }
+            }
+            T::LY_TYPE_IDENT => {
+                let bases = (*ty.cast::<yang3::ffi::lysc_type_identityref>()).bases;
+                for b in 0..count(bases) {
+                    let derived = (**bases.add(b)).derived;
+                    for d in 0..count(derived) {
+                        let ident = *derived.add(d);
+                        let module = (*ident).module;
+                        if let (Some(m), Some(n)) = (
+                            module.as_ref().and_then(|m| name(m.name)),
+                            name((*ident).name),
+                        ) {
+                            out.push(format!("{m}:{n}"));
+                        }
+                    }
+                }
+            }
+            T::LY_TYPE_UNION => {
+                let types = (*ty.cast::<yang3::ffi::lysc_type_union>()).types;
+                for t in 0..count(types) {
+                    type_candidates(*types.add(t), out, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Prints one data node and its subtree (no siblings) as XML.
 pub fn print_node_xml(
     node: &yang3::data::DataNodeRef<'_>,
@@ -364,6 +462,31 @@ mod tests {
             assert!(module.is_implemented(), "{} implemented", m.name);
         }
         assert!(ctx.get_module_latest("ietf-yang-library").is_some());
+    }
+
+    #[test]
+    fn every_config_leaf_of_the_model_has_a_sample_value() {
+        let ctx = context().expect("context builds");
+        let module = ctx.get_module_latest(L45_MODULE).expect("model loaded");
+        let mut missing = Vec::new();
+        let mut seen = 0;
+        for node in module.traverse() {
+            if node.kind() != yang3::schema::SchemaNodeKind::Leaf || !node.is_config() {
+                continue;
+            }
+            seen += 1;
+            match sample_value(&node) {
+                Some(v) => assert_eq!(StaticLeaf::new(&node).canonical(&v), Some(v)),
+                None => missing.push(node.path(yang3::schema::SchemaPathFormat::DATA)),
+            }
+        }
+        assert!(seen > 20, "{seen} leaves");
+        assert!(missing.is_empty(), "no sample value for {missing:?}");
+        let of = |p: &str| sample_value(&ctx.find_path(p).expect(p));
+        let m = "/layer45-customization:customizations/module";
+        assert_eq!(of(&format!("{m}/priority")).as_deref(), Some("100"));
+        assert!(of(&format!("{m}/kind")).is_some_and(|k| k.starts_with("layer45-customization:")));
+        assert!(of(&format!("{m}/match/protocol")).is_some_and(|p| p == "tcp" || p == "udp"));
     }
 
     #[test]

@@ -11,7 +11,9 @@ use yang3::context::Context;
 use yang3::data::{Data, DataTree, DataValidationFlags};
 
 use super::apply::{apply, node_op};
-use super::content::{config_xml, parse_config};
+use super::content::{
+    config_xml, config_xml_replacing, config_xml_with_values, parse_config, valueless_leaves,
+};
 use super::{Computed, EditConfig, EditOp, TestOption};
 use crate::config::delta::Delta;
 use crate::datastore::{entries_of, Ds, CUSTOMIZATIONS};
@@ -64,14 +66,32 @@ pub(super) fn compute(
         edit.rpc
     };
     let config = super::config_element(&rpc.operation)?;
-    let xml = config_xml(config, &rpc.source, &rpc.op_child_scope())?;
-    let edit_tree = parse_config(ctx, &xml)?;
-    authorize(&edit_tree)?;
-    let ids = edit_entry_ids(&edit_tree, edit.default_operation);
-    let mut new_tree = match &ids {
-        Some(ids) => current.tree_of(ctx, ids.iter().filter_map(|i| current.modules.get(i))),
-        None => current.to_tree(ctx),
-    }?;
+    let scope = rpc.op_child_scope();
+    let valueless = valueless_leaves(ctx, config);
+    let (edit_tree, ids, mut new_tree) = if valueless.is_empty() {
+        let edit_tree = parse_config(ctx, &config_xml(config, &rpc.source, &scope)?)?;
+        authorize(&edit_tree)?;
+        let ids = edit_entry_ids(&edit_tree, edit.default_operation);
+        let new_tree = target_tree(ctx, current, &ids)?;
+        (edit_tree, ids, new_tree)
+    } else {
+        // Read the edit without those leaves to learn which entries it
+        // names, then again with their values from those entries.
+        let without: Vec<_> = valueless
+            .iter()
+            .map(|l| (l.span.clone(), String::new()))
+            .collect();
+        let probe = parse_config(
+            ctx,
+            &config_xml_replacing(config, &rpc.source, &scope, &without)?,
+        )?;
+        let ids = edit_entry_ids(&probe, edit.default_operation);
+        let new_tree = target_tree(ctx, current, &ids)?;
+        let xml = config_xml_with_values(ctx, config, &rpc.source, &scope, &valueless, &new_tree)?;
+        let edit_tree = parse_config(ctx, &xml)?;
+        authorize(&edit_tree)?;
+        (edit_tree, ids, new_tree)
+    };
     let (touched, errors) = apply(
         ctx,
         &mut new_tree,
@@ -108,6 +128,19 @@ pub(super) fn compute(
         touched,
         errors,
     })
+}
+
+/// The part of `current` an edit naming `ids` can change (all of it for
+/// `None`), as a libyang tree.
+fn target_tree(
+    ctx: &'static Context,
+    current: &Ds,
+    ids: &Option<BTreeSet<u32>>,
+) -> Result<DataTree<'static>, OpError> {
+    Ok(match ids {
+        Some(ids) => current.tree_of(ctx, ids.iter().filter_map(|i| current.modules.get(i))),
+        None => current.to_tree(ctx),
+    }?)
 }
 
 /// Reads a stored datastore whole through libyang.
