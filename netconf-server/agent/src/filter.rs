@@ -34,8 +34,9 @@ pub fn parse_filter(
     match kind {
         "subtree" => {
             let mut out = Vec::new();
+            let scope = filter.scope_for_children(scope);
             for child in &filter.children {
-                subtree(ctx, child, "", None, &mut out);
+                subtree(ctx, child, &scope, "", "", None, &mut out);
             }
             Ok(Filter::XPaths(out))
         }
@@ -67,10 +68,39 @@ fn quote(value: &str) -> String {
     }
 }
 
+/// The value of a content-match node as libyang compares it: an
+/// identityref's `prefix:name` (XML prefixes, RFC 7950 9.10.3) becomes
+/// `module:name`; other values are as written.
+fn content_value(ctx: &Context, el: &Element, scope: &[NsDecl], schema_path: &str) -> String {
+    let text = el.trimmed_text();
+    let identityref = ctx.find_path(schema_path).is_ok_and(|node| {
+        node.leaf_type()
+            .is_some_and(|t| t.base_type() == yang3::schema::DataValueType::IdentityRef)
+    });
+    if !identityref {
+        return text.to_string();
+    }
+    let (prefix, name) = match text.split_once(':') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, text),
+    };
+    let scope = el.scope_cow(scope);
+    scope
+        .iter()
+        .rev()
+        .find(|(p, _)| p.as_deref() == prefix)
+        .and_then(|(_, ns)| ctx.get_module_latest_ns(ns))
+        .map(|m| format!("{}:{name}", m.name()))
+        // An unknown prefix matches no identity: keep it as written.
+        .unwrap_or_else(|| text.to_string())
+}
+
 fn subtree(
     ctx: &Context,
     el: &Element,
+    scope: &[NsDecl],
     parent: &str,
+    parent_schema: &str,
     parent_module: Option<&str>,
     out: &mut Vec<String>,
 ) {
@@ -91,22 +121,31 @@ fn subtree(
         }
     };
     let mut path = format!("{parent}/{}", step(&el.name, &module, parent_module));
+    let schema = format!("{parent_schema}/{module}:{}", el.name);
     let (content, others): (Vec<&Element>, Vec<&Element>) = el
         .children
         .iter()
         .partition(|c| c.children.is_empty() && !c.trimmed_text().is_empty());
     if el.children.is_empty() && !el.trimmed_text().is_empty() {
         // A content-match node at the top: the leaf with that value.
-        out.push(format!("{path}[.={}]", quote(el.trimmed_text())));
+        let value = content_value(ctx, el, scope, &schema);
+        out.push(format!("{path}[.={}]", quote(&value)));
         return;
     }
+    let children_scope = el.scope_cow(scope);
     let mut content_paths = Vec::new();
     for c in &content {
         let Some(cm) = c.ns.as_deref().and_then(|ns| ctx.get_module_latest_ns(ns)) else {
             return;
         };
         let name = step(&c.name, cm.name(), Some(&module));
-        path.push_str(&format!("[{name}={}]", quote(c.trimmed_text())));
+        let value = content_value(
+            ctx,
+            c,
+            &children_scope,
+            &format!("{schema}/{}:{}", cm.name(), c.name),
+        );
+        path.push_str(&format!("[{name}={}]", quote(&value)));
         content_paths.push(name);
     }
     if others.is_empty() {
@@ -117,7 +156,7 @@ fn subtree(
         out.push(format!("{path}/{name}"));
     }
     for o in others {
-        subtree(ctx, o, &path, Some(&module), out);
+        subtree(ctx, o, &children_scope, &path, &schema, Some(&module), out);
     }
 }
 
