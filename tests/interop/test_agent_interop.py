@@ -144,6 +144,30 @@ def test_lock_contention_between_sessions(agent):
         b.unlock("running")
 
 
+def test_locked_time_is_when_the_lock_was_taken(agent):
+    """RFC 6022: a lock's locked-time is when it was acquired, the same on every read."""
+    from datetime import datetime, timezone
+    monitoring = ('<netconf-state xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring">'
+                  '<datastores/></netconf-state>')
+
+    def locked_time(m):
+        found = re.search(r"<(?:\w+:)?locked-time>([^<]+)<", m.get(filter=("subtree", monitoring)).data_xml)
+        assert found, "a locked datastore shows its lock"
+        return datetime.fromisoformat(found.group(1).replace("Z", "+00:00"))
+
+    with agent.connect() as m:
+        before = datetime.now(timezone.utc).replace(microsecond=0)
+        m.lock("running")
+        after = datetime.now(timezone.utc)
+        first = locked_time(m)
+        for i in range(20):   # other work between the reads (milliseconds pass)
+            m.get_config("running")
+        second = locked_time(m)
+        m.unlock("running")
+    assert before <= first <= after
+    assert first == second
+
+
 def test_invalid_value_is_invalid_value_with_path(agent):
     with agent.connect() as m:
         with pytest.raises(RPCError) as e:

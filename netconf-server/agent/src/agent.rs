@@ -27,6 +27,14 @@ use crate::nacm;
 use crate::notify::{Event, Notifier};
 use crate::sessions::{Counters, SessionInfo};
 
+/// A datastore's lock (RFC 6241 7.5): who holds it, since when (RFC 6022
+/// `locked-time`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DatastoreLock {
+    pub session: u32,
+    pub since: std::time::SystemTime,
+}
+
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
     pub state_dir: PathBuf,
@@ -85,8 +93,8 @@ pub struct Agent {
     /// Serialises writers so a write's read-modify-swap is atomic while
     /// readers keep going on the old trees.
     pub(crate) write_lock: Mutex<()>,
-    /// Datastore name → session holding its lock.
-    pub(crate) locks: Mutex<BTreeMap<&'static str, u32>>,
+    /// Datastore name → its lock.
+    pub(crate) locks: Mutex<BTreeMap<&'static str, DatastoreLock>>,
     pub(crate) sessions: Mutex<BTreeMap<u32, SessionInfo>>,
     pub(crate) next_session_id: AtomicU32,
     pub(crate) confirmed: Mutex<Option<ConfirmedCommit>>,
@@ -308,9 +316,9 @@ impl Agent {
     /// The session holding `ds`'s lock, when it is not `s`, as an error.
     pub(crate) fn check_lock(&self, ds: Datastore, s: &SessionInfo) -> Result<(), OpError> {
         match guard(&self.locks).get(ds.as_str()) {
-            Some(owner) if *owner != s.id => Err(OpError::Locked {
+            Some(lock) if lock.session != s.id => Err(OpError::Locked {
                 datastore: ds,
-                owner: *owner,
+                owner: lock.session,
                 already: false,
             }),
             _ => Ok(()),
@@ -369,8 +377,8 @@ impl Agent {
         let mut released_candidate = false;
         {
             let mut locks = guard(&self.locks);
-            locks.retain(|ds, owner| {
-                if *owner == id {
+            locks.retain(|ds, lock| {
+                if lock.session == id {
                     released_candidate |= *ds == "candidate";
                     false
                 } else {

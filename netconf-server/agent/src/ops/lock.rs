@@ -1,12 +1,13 @@
 //! `lock`, `unlock` and `kill-session` (RFC 6241 7.5, 7.6, 7.9).
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use l45_netconf_proto::message::Rpc;
 use l45_netconf_proto::BASE_NS;
 
 use super::{datastore_param, ok, Reply};
-use crate::agent::{guard, Agent};
+use crate::agent::{guard, Agent, DatastoreLock};
 use crate::datastore::Datastore;
 use crate::error::OpError;
 use crate::sessions::SessionInfo;
@@ -15,24 +16,30 @@ impl Agent {
     pub(super) fn op_lock(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
         let target = datastore_param(&rpc.operation, "target")?;
         let mut locks = guard(&self.locks);
-        if let Some(owner) = locks.get(target.as_str()) {
+        if let Some(lock) = locks.get(target.as_str()) {
             return Err(OpError::Locked {
                 datastore: target,
-                owner: *owner,
+                owner: lock.session,
                 already: true,
             });
         }
         if target == Datastore::Candidate && self.stores().candidate_dirty {
             return Err(OpError::CandidateDirty);
         }
-        locks.insert(target.as_str(), s.id);
+        locks.insert(
+            target.as_str(),
+            DatastoreLock {
+                session: s.id,
+                since: SystemTime::now(),
+            },
+        );
         ok()
     }
 
     pub(super) fn op_unlock(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
         let target = datastore_param(&rpc.operation, "target")?;
         let mut locks = guard(&self.locks);
-        match locks.get(target.as_str()).copied() {
+        match locks.get(target.as_str()).map(|l| l.session) {
             Some(o) if o == s.id => {
                 locks.remove(target.as_str());
                 ok()

@@ -2,7 +2,6 @@
 //! schemas, sessions and statistics.
 
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
 
 use yang3::data::DataTree;
 
@@ -29,15 +28,15 @@ impl Agent {
         for ds in ["running", "candidate", "startup"] {
             let p = format!("{base}/datastores/datastore[name='{ds}']");
             tree.new_path(&p, None, false)?;
-            if let Some(owner) = locks.get(ds) {
+            if let Some(lock) = locks.get(ds) {
                 tree.new_path(
                     &format!("{p}/locks/global-lock/locked-by-session"),
-                    Some(&owner.to_string()),
+                    Some(&lock.session.to_string()),
                     false,
                 )?;
                 tree.new_path(
                     &format!("{p}/locks/global-lock/locked-time"),
-                    Some(&rfc3339(SystemTime::now())),
+                    Some(&rfc3339(lock.since)),
                     false,
                 )?;
             }
