@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use l45_nco::nco::{RotationPlan, RotationStep};
+use l45_nco::nco::{parse_duration, Overlap, RotationPlan, RotationStep};
 use l45_nco::{Nco, NcoConfig};
 
 use super::output::emit;
@@ -33,6 +33,19 @@ pub struct RotateArgs {
     /// Default: devices with role `client`.
     #[arg(long, value_delimiter = ',')]
     senders: Vec<String>,
+    /// Keep the old module after the switch (dissertation §5.4): a
+    /// duration (e.g. 2s) keeps it below the new one until its counters
+    /// show no traffic for that long, so reordered or delayed datagrams in
+    /// the old format are still undone; `until-idle` attaches the new
+    /// module to new sockets only and deprecates the old one, so live
+    /// connections (a long TCP transfer) keep it to their end; `none`
+    /// revokes it at once.
+    #[arg(long, default_value = "none", value_name = "DURATION|until-idle|none")]
+    overlap: Overlap,
+    /// Longest the overlap may last before the rotation stops with an
+    /// error, leaving the old module in place.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    overlap_max: Duration,
 }
 
 impl RotateArgs {
@@ -46,6 +59,8 @@ impl RotateArgs {
             receivers: or_role(&nco, &self.receivers, "server")?,
             senders: or_role(&nco, &self.senders, "client")?,
             step_timeout: Duration::from_secs(g.timeout),
+            overlap: self.overlap,
+            overlap_max: self.overlap_max,
         };
         let steps = nco.rotate(&plan, progress_printer(g.json)).await?;
         print_steps(g.json, &steps);
