@@ -688,5 +688,7 @@ pub fn random(buf: &mut [u8]) -> std::io::Result<()> {
 
 // ===== rotation (dissertation figure 5.3, §5.4): nco/rotation.rs =====
 
+mod moving_target;
 mod rotation;
+pub use moving_target::MovingTarget;
 pub use rotation::{parse_duration, Overlap, RotationPlan, RotationStep};

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use l45_nco::nco::{parse_duration, MovingTarget, Overlap};
 use l45_nco::NcoConfig;
 
 use super::Global;
@@ -16,6 +17,24 @@ pub struct ServeArgs {
     /// Seconds between security checks of every module.
     #[arg(long, default_value_t = 300)]
     sec_check_window: u64,
+    /// Moving target (dissertation §6.2.7): rotate the customization NAME
+    /// (the name of its first module) every `--every`, each time to a new
+    /// module (NAME-r2, NAME-r3, …) of the same kind with a fresh random
+    /// tag or code; OVERLAP as `rotate --overlap` (default 2s). Devices
+    /// with role `server` undo it, role `client` apply it. Repeatable.
+    #[arg(long = "rotate", value_name = "NAME[:OVERLAP]", value_parser = parse_moving_target)]
+    rotate: Vec<(String, Overlap)>,
+    /// Period of `--rotate`.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    every: Duration,
+}
+
+fn parse_moving_target(s: &str) -> Result<(String, Overlap), String> {
+    let (name, overlap) = s.split_once(':').unwrap_or((s, "2s"));
+    if name.is_empty() {
+        return Err("a customization name is needed".into());
+    }
+    Ok((name.to_string(), overlap.parse()?))
 }
 
 impl ServeArgs {
@@ -26,9 +45,23 @@ impl ServeArgs {
             ..NcoConfig::default()
         };
         let nco = g.open_nco(cfg)?;
+        let targets: Vec<MovingTarget> = self
+            .rotate
+            .iter()
+            .map(|(name, overlap)| MovingTarget {
+                name: name.clone(),
+                every: self.every,
+                overlap: *overlap,
+                overlap_max: self.every.max(Duration::from_secs(60)),
+                step_timeout: Duration::from_secs(g.timeout),
+            })
+            .collect();
+        let rotations = tokio::spawn(nco.clone().run_moving_targets(targets));
         eprintln!("l45-nco serving (CIB {})", g.cib.display());
         l45_service::notify::ready("serving");
-        nco.serve(shutdown_signal()).await?;
+        let served = nco.serve(shutdown_signal()).await;
+        rotations.abort();
+        served?;
         eprintln!("l45-nco stopped");
         Ok(ExitCode::SUCCESS)
     }
