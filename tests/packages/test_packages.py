@@ -124,6 +124,12 @@ def test_install_run_remove_purge(debs, root, tmp_path, user_tool):
                  "etc/l45/agent.env", "etc/l45/nco.env", "usr/share/man/man1/l45-agent.1.gz"):
         assert (root / path).exists(), path
 
+    # `systemctl enable l45-agent` (README) makes the link [Install]
+    # WantedBy= names; purge must take it away.
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "l45-agent.service").symlink_to("/lib/systemd/system/l45-agent.service")
+
     # The agent from the installed unit and configuration; a client logs in.
     key, key_pub = keypair(tmp_path)
     proc, port, log, dirs = start_agent(root, key_pub, tmp_path)
@@ -162,6 +168,8 @@ def test_install_run_remove_purge(debs, root, tmp_path, user_tool):
     assert (root / "etc/l45/authorized_keys").exists() and (root / "var/lib/l45-agent").is_dir()
     assert (root / "var/lib/l45-nco/cib.sqlite").exists()
     assert "l45:" in (root / "etc/passwd").read_text()
+    # The enabled unit, its file gone, is masked until purge (deb-systemd-helper).
+    assert os.readlink(root / "etc/systemd/system/l45-agent.service") == "/dev/null"
 
     # purge: the root is as it was before the install.
     in_root(root, "dpkg", "--purge", *PACKAGES)
