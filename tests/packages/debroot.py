@@ -17,6 +17,7 @@ import pathlib
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -143,11 +144,18 @@ def exec_start(root, unit_name):
     """(argv, settings, environment) of UNIT_NAME installed in ROOT, with its
     Environment=, EnvironmentFile= and specifiers resolved as systemd does."""
     settings = unit_settings((root / "lib/systemd/system" / unit_name).read_text())
+    specifiers = {"%S": "/var/lib", "%t": "/run", "%%": "%"}
+
+    def resolve(text):
+        for s, v in specifiers.items():
+            text = text.replace(s, v)
+        return text
+
     env = {}
     for assignment in settings.get("Environment", []):
         for word in shlex.split(assignment):
             k, v = word.split("=", 1)
-            env[k] = v
+            env[k] = resolve(v)
     for path in settings.get("EnvironmentFile", []):
         optional = path.startswith("-")
         f = root / path.lstrip("-").lstrip("/")
@@ -155,10 +163,8 @@ def exec_start(root, unit_name):
             env.update(env_file(f.read_text()))
         else:
             assert optional, f"{unit_name}: EnvironmentFile {path} is missing"
-    specifiers = {"%S": "/var/lib", "%t": "/run", "%%": "%"}
     (line,) = settings["ExecStart"]
-    for s, v in specifiers.items():
-        line = line.replace(s, v)
+    line = resolve(line)
     # ${VAR} is one word; $VAR is split on whitespace (systemd.service(5)).
     argv = []
     for word in shlex.split(line):
@@ -191,17 +197,56 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, proc, log, deadline=30):
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > end:
-            pytest.fail(f"the agent did not listen on {port} (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
+class Unit:
+    """A unit of ROOT run by hand as systemd would run it: ExecStart with
+    Environment=/EnvironmentFile=, as User= with UMask=, after creating
+    StateDirectory=/RuntimeDirectory=; Type=notify's readiness comes on a
+    NOTIFY_SOCKET the test binds inside the root. stop() ends it (SIGTERM
+    to its process group) and removes RuntimeDirectory= as systemd does."""
+
+    def __init__(self, root, name, log_dir):
+        self.root, self.name = root, name
+        self.argv, self.settings, self.env = exec_start(root, name)
+        self.dirs = make_unit_dirs(root, self.settings)
+        self.notify_path = root / "run" / f"notify-{name}"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(self.notify_path))
+        os.chmod(self.notify_path, 0o666)   # the unit's user sends to it
+        self.log = log_dir / f"{name}.log"
+        umask = int(self.settings.get("UMask", ["0022"])[0], 8)
+        env = {**self.env, "NOTIFY_SOCKET": f"/run/notify-{name}"}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                in_root_argv(root, *self.argv, user=self.settings["User"][0], env=env),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=lambda: os.umask(umask))
+
+    def wait_ready(self, deadline=30):
+        """Until the service sends READY=1 (Type=notify)."""
+        assert self.settings["Type"] == ["notify"], self.settings["Type"]
+        self.notify.settimeout(0.2)
+        end = time.monotonic() + deadline
+        while time.monotonic() < end and self.proc.poll() is None:
+            try:
+                if "READY=1" in self.notify.recv(4096).decode().split("\n"):
+                    return
+            except socket.timeout:
+                pass
+        pytest.fail(f"{self.name} sent no READY=1 (exit {self.proc.poll()}):\n{self.log.read_text()[-3000:]}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.notify.close()
+        self.notify_path.unlink()
+        for kind, path in self.dirs:
+            if kind == "RuntimeDirectory":
+                shutil.rmtree(path)
 
 
 def file_tree(root):

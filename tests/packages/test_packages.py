@@ -9,14 +9,12 @@ otherwise: both paths run (the second with systemd-standalone-sysusers
 purged from the root first)."""
 import os
 import shutil
-import signal
 import subprocess
 
 import pytest
 from ncclient import manager
 
-from debroot import (PACKAGES, accounts, exec_start, file_tree, free_port, in_root, in_root_argv,
-                      make_unit_dirs, wait_port)
+from debroot import PACKAGES, Unit, accounts, file_tree, free_port, in_root
 
 NACM_NS = "urn:ietf:params:xml:ns:yang:ietf-netconf-acm"
 
@@ -60,36 +58,16 @@ def test_packages_hold_their_files(debs):
     assert "l45-tap" in control(debs["l45-agent"], "Recommends")
 
 
-def start_agent(root, key_pub, tmp_path):
-    """Configures the installed agent as an operator would (a key file, a
-    port in agent.env) and starts l45-agent.service's ExecStart as its
-    User= with its directories and UMask=, as systemd would."""
+def configure_agent(root, key_pub):
+    """What an operator does before starting the agent: a key file, and
+    (here) a free port in agent.env."""
     (root / "etc/l45/authorized_keys").write_text(key_pub)
     os.chmod(root / "etc/l45/authorized_keys", 0o644)
     port = free_port()
     env_path = root / "etc/l45/agent.env"
     env_path.write_text(env_path.read_text().replace("L45_LISTEN=127.0.0.1:8830",
                                                      f"L45_LISTEN=127.0.0.1:{port}"))
-    argv, settings, env = exec_start(root, "l45-agent.service")
-    assert argv[0] == "/usr/bin/l45-agent" and f"127.0.0.1:{port}" in argv, argv
-    dirs = make_unit_dirs(root, settings)
-    log = tmp_path / "agent.log"
-    umask = int(settings["UMask"][0], 8)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(in_root_argv(root, *argv, user=settings["User"][0], env=env),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=lambda: os.umask(umask))
-    return proc, port, log, dirs
-
-
-def stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    return port
 
 
 def keypair(tmp_path):
@@ -132,9 +110,12 @@ def test_install_run_remove_purge(debs, root, tmp_path, user_tool):
 
     # The agent from the installed unit and configuration; a client logs in.
     key, key_pub = keypair(tmp_path)
-    proc, port, log, dirs = start_agent(root, key_pub, tmp_path)
+    port = configure_agent(root, key_pub)
+    agent = Unit(root, "l45-agent.service", tmp_path)
+    nco = None
     try:
-        wait_port(port, proc, log)
+        assert agent.argv[0] == "/usr/bin/l45-agent" and f"127.0.0.1:{port}" in agent.argv, agent.argv
+        agent.wait_ready()
         with manager.connect(host="127.0.0.1", port=port, username="admin", key_filename=str(key),
                              hostkey_verify=False, look_for_keys=False, allow_agent=False,
                              timeout=30) as m:
@@ -143,21 +124,22 @@ def test_install_run_remove_purge(debs, root, tmp_path, user_tool):
         state = root / "var/lib/l45-agent"
         assert state.stat().st_uid == int(passwd["l45"][2]) and state.stat().st_mode & 0o777 == 0o700
         assert any(state.iterdir()), "the agent wrote nothing into its state directory"
-        # The tap library loads in a program of the root, and the NCO and
-        # the dissector run there, the NCO as its user on its state.
-        in_root(root, "/bin/true", env={"LD_PRELOAD": "/usr/lib/l45/libl45tap.so",
-                                        "L45_TAP_SHM": "/run/l45/tap"})
-        in_root(root, "install", "-d", "-m", "0700", "-o", "l45-nco", "-g", "l45-nco", "/var/lib/l45-nco")
-        nco = in_root(root, "l45-nco", "--cib", "/var/lib/l45-nco/cib.sqlite", "status", user="l45-nco")
-        assert "DEVICE" in nco.stdout or nco.stdout == "", nco.stdout
+        # The scheduler from its unit (READY=1 once the CIB is open), the CLI
+        # as l45-nco on the same CIB, the dissector, the tap library in a
+        # program of the root.
+        nco = Unit(root, "l45-nco.service", tmp_path)
+        nco.wait_ready()
         assert (root / "var/lib/l45-nco/cib.sqlite").exists()
+        status = in_root(root, "l45-nco", "--cib", "/var/lib/l45-nco/cib.sqlite", "status", user="l45-nco")
+        assert status.returncode == 0
         lua = in_root(root, "l45-dissector", "dns-front-tag", "tag=abc")
         assert 'Proto("l45_dns_front_tag"' in lua.stdout
+        in_root(root, "/bin/true", env={"LD_PRELOAD": "/usr/lib/l45/libl45tap.so",
+                                        "L45_TAP_SHM": "/run/l45/tap"})
     finally:
-        stop(proc)
-    for kind, path in dirs:  # systemd removes RuntimeDirectory= when the unit stops
-        if kind == "RuntimeDirectory":
-            shutil.rmtree(path)
+        agent.stop()
+        if nco:
+            nco.stop()
 
     # remove: binaries go; configuration (with the operator's edit), state and users stay.
     in_root(root, "dpkg", "--remove", *PACKAGES)
