@@ -40,6 +40,8 @@ def host_codename():
 def base_tarball():
     """The cached minbase tarball, built with debootstrap if missing (under
     a lock, so concurrent runs build it once)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (debootstrap, chroot, unshare), as tools/test.sh runs")
     suite = host_codename()
     args = ["--variant=minbase", "--include=systemd-standalone-sysusers", suite]
     key = hashlib.sha256(" ".join([*args, MIRROR]).encode()).hexdigest()[:12]
