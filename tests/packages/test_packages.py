@@ -130,12 +130,29 @@ def test_install_run_remove_purge(debs, root, tmp_path, user_tool):
         nco = Unit(root, "l45-nco.service", tmp_path)
         nco.wait_ready()
         assert (root / "var/lib/l45-nco/cib.sqlite").exists()
-        status = in_root(root, "l45-nco", "--cib", "/var/lib/l45-nco/cib.sqlite", "status", user="l45-nco")
-        assert status.returncode == 0
+        # An operator deploys a module to the agent with the CLI, as
+        # l45-nco on the service's CIB, the device key in /etc/l45/nco/.
+        in_root(root, "install", "-d", "-m", "0700", "-o", "l45-nco", "-g", "l45-nco", "/etc/l45/nco")
+        in_root(root, "install", "-m", "0600", "-o", "l45-nco", "-g", "l45-nco", "/dev/stdin",
+                "/etc/l45/nco/dev1_key", input=key.read_text())
+        cli = ["l45-nco", "--cib", "/var/lib/l45-nco/cib.sqlite"]
+        in_root(root, *cli, "devices", "add", "dev1", "--address", f"127.0.0.1:{port}",
+                "--key", "/etc/l45/nco/dev1_key", user="l45-nco")
+        deployed = in_root(root, *cli, "modules", "deploy", "--device", "dev1", "--name", "m1",
+                           "--kind", "dns-front-tag", "--dst-port", "53", user="l45-nco")
+        assert "confirmed" in deployed.stdout, deployed.stdout
+        with manager.connect(host="127.0.0.1", port=port, username="admin", key_filename=str(key),
+                             hostkey_verify=False, look_for_keys=False, allow_agent=False,
+                             timeout=30) as m:
+            running = m.get_config(source="running").data_xml
+        assert "<name>m1</name>" in running and "dns-front-tag" in running, running[:3000]
         lua = in_root(root, "l45-dissector", "dns-front-tag", "tag=abc")
         assert 'Proto("l45_dns_front_tag"' in lua.stdout
-        in_root(root, "/bin/true", env={"LD_PRELOAD": "/usr/lib/l45/libl45tap.so",
-                                        "L45_TAP_SHM": "/run/l45/tap"})
+        # The tap library loads into a program of the root (grep reads its
+        # own memory map).
+        maps = in_root(root, "grep", "-c", "/usr/lib/l45/libl45tap.so", "/proc/self/maps",
+                       env={"LD_PRELOAD": "/usr/lib/l45/libl45tap.so", "L45_TAP_SHM": "/run/l45/tap"})
+        assert int(maps.stdout) > 0 and "cannot be preloaded" not in maps.stderr, maps
     finally:
         agent.stop()
         if nco:
