@@ -142,6 +142,8 @@ class Session:
         packages and the files the session generated; a systemctl line is
         checked, not run (see the module's docstring)."""
         if self.host is None:
+            if os.geteuid() != 0:
+                pytest.fail("the README's install section runs in a throwaway root: run this test as root")
             self.host = debroot.extract(debroot.base_tarball(), self.scratch / "host-root")
         host_dir = self.host / HOST_DIR.lstrip("/")
         (host_dir / "target" / "debian").mkdir(parents=True, exist_ok=True)
