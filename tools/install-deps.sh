@@ -32,3 +32,19 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install -q --disable-pip-version-check -r tools/requirements.txt
+
+# Debian packages: dpkg-dev for cargo-deb (dpkg-shlibdeps) and
+# packaging/build-debs.sh (dpkg-parsechangelog), which installs cargo-deb
+# into ~/.cargo/bin itself; their tests (tests/packages): debootstrap for a
+# throwaway root, lintian's report.
+PACKAGING_DEBS=(dpkg-dev debootstrap lintian)
+missing=()
+for p in "${PACKAGING_DEBS[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

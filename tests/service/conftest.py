@@ -11,8 +11,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 AGENT = os.environ.get("L45_AGENT", str(ROOT / "target" / "release" / "l45-agent"))
 NCO = os.environ.get("L45_NCO", str(ROOT / "target" / "release" / "l45-nco"))
+DISSECTOR = os.environ.get("L45_DISSECTOR", str(ROOT / "target" / "release" / "l45-dissector"))
 UNITS = ROOT / "packaging" / "systemd"
-SYSUSERS = ROOT / "packaging" / "sysusers.d" / "l45.conf"
+SYSUSERS = sorted((ROOT / "packaging" / "sysusers.d").glob("*.conf"))
 
 
 def generate_assets(binary, out):
@@ -25,7 +26,7 @@ def generate_assets(binary, out):
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory):
     out = tmp_path_factory.mktemp("assets")
-    files = generate_assets(AGENT, out) + generate_assets(NCO, out)
+    files = generate_assets(AGENT, out) + generate_assets(NCO, out) + generate_assets(DISSECTOR, out)
     return out, files
 
 

@@ -14,7 +14,7 @@ def read(out, rel):
 def test_files_for_every_binary_and_shell(assets):
     out, files = assets
     names = {f.relative_to(out).as_posix() for f in files}
-    for b in ("l45-agent", "l45-nco"):
+    for b in ("l45-agent", "l45-nco", "l45-dissector"):
         for f in (f"completions/{b}.bash", f"completions/_{b}", f"completions/{b}.fish",
                   f"man/man1/{b}.1"):
             assert f in names, f"{f} not in {sorted(names)}"
@@ -37,6 +37,13 @@ def test_completions_name_real_options_and_subcommands(assets, shell_file):
     nco = read(out, "completions/" + shell_file.format(b="l45-nco"))
     for word in ("serve", "devices", "deploy", "security-check", "cib", "rotate"):
         assert word in nco, word
+    dissector = read(out, "completions/" + shell_file.format(b="l45-dissector"))
+    assert "port" in dissector and "all" in dissector
+    # The module kinds, where clap_complete completes positional values
+    # (bash and zsh; its fish script completes options only).
+    if not shell_file.endswith(".fish"):
+        for kind in ("dns-front-tag", "dns-clearance-filter", "rate-limit"):
+            assert kind in dissector, kind
 
 
 def test_bash_completion_completes(assets):
@@ -55,6 +62,23 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
     assert r.stdout.split() == ["serve"], r.stdout + r.stderr
 
 
+def test_bash_completes_dissector_kinds(assets):
+    """`l45-dissector dns-f` completes to the kind dns-front-tag: the kinds
+    come from the binary's clap definition, which takes them from the
+    module catalogue."""
+    if not have("bash"):
+        pytest.skip("no bash")
+    out, _ = assets
+    script = f"""
+source {out}/completions/l45-dissector.bash
+COMP_WORDS=(l45-dissector dns-f); COMP_CWORD=1; COMP_LINE='l45-dissector dns-f'; COMP_POINT=19
+_l45__dissector l45-dissector dns-f l45-dissector
+printf '%s\\n' "${{COMPREPLY[@]}}"
+"""
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    assert r.stdout.split() == ["dns-front-tag"], r.stdout + r.stderr
+
+
 @pytest.mark.skipif(not have("man"), reason="man is not installed")
 def test_man_renders_the_pages(assets):
     out, _ = assets
@@ -66,3 +90,7 @@ def test_man_renders_the_pages(assets):
     serve = subprocess.run(["man", "-l", str(out / "man/man1/l45-nco-serve.1")],
                            capture_output=True, text=True, env=env, timeout=30)
     assert "--sec-check-window" in serve.stdout
+    dissector = subprocess.run(["man", "-l", str(out / "man/man1/l45-dissector.1")],
+                               capture_output=True, text=True, env=env, timeout=30)
+    assert dissector.returncode == 0, dissector.stderr
+    assert "--port" in dissector.stdout and "dns-clearance-filter" in dissector.stdout

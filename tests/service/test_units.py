@@ -80,7 +80,9 @@ def test_least_privilege_per_backend():
 
 def test_sysusers_creates_the_units_users(tmp_path):
     (tmp_path / "etc").mkdir()
-    r = subprocess.run(["systemd-sysusers", f"--root={tmp_path}", str(SYSUSERS)],
+    # One file per package (l45-agent.conf, l45-nco.conf).
+    assert [f.name for f in SYSUSERS] == ["l45-agent.conf", "l45-nco.conf"]
+    r = subprocess.run(["systemd-sysusers", f"--root={tmp_path}", *map(str, SYSUSERS)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     users = {line.split(":")[0]: line.split(":") for line in

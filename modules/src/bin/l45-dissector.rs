@@ -15,10 +15,14 @@
 //! dissector registered there (e.g. `dns` on 53), which still gets the
 //! traffic the module did not customize. Without it only heuristics run.
 
+use std::ffi::OsStr;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use l45_modules::wire::{
     APP_ID_MAGIC, APP_ID_MAX_PREFIX, CLEARANCE_LEN, COMPRESSED_MARKER, DNS_HEADER_LEN,
 };
@@ -28,76 +32,117 @@ use l45_modules::{Kind, Params, TagPosition};
 /// (the kind has no default). Documented in `docs/dissectors.md`.
 pub const EXAMPLE_CLEARANCE_CODE: &str = "0123456789abcdefghijklmnopqrstuv";
 
-const USAGE: &str = "usage: l45-dissector KIND [name=value ...] [--port N]... > FILE.lua\n       \
-                     l45-dissector --all DIR\n\
-                     KIND is one of: dns-front-tag dns-middle-tag dns-end-tag dns-compression \
-                     dns-clearance-filter stream-tag rate-limit app-id-tag";
+/// Generates the Wireshark Lua dissector (the inverse module) of one
+/// Layer 4.5 customization-module instance, on stdout.
+///
+/// Parameters are the YANG leaf names of the kind's parameter container
+/// (e.g. tag=XTAGXdig) and are refused exactly as the taps refuse them;
+/// omitted ones take the model's defaults. Load the output with
+/// `tshark -X lua_script:FILE` or put it in Wireshark's plugin folder.
+#[derive(Debug, Parser)]
+#[command(name = "l45-dissector", version, max_term_width = 100)]
+struct Cli {
+    /// Module kind whose dissector to generate.
+    #[arg(value_name = "KIND", value_parser = KindParser, required_unless_present = "all")]
+    kind: Option<Kind>,
+    /// The instance's parameters, NAME=VALUE with the YANG leaf name.
+    #[arg(value_name = "NAME=VALUE", requires = "kind")]
+    params: Vec<String>,
+    /// Also bind the dissector to port N (UDP for the DNS kinds, TCP for
+    /// stream-tag, both for app-id-tag), ahead of the dissector registered
+    /// there, which still gets what the module did not customize
+    /// (repeatable). Without it only heuristics run.
+    #[arg(long = "port", value_name = "N", value_parser = parse_port, requires = "kind")]
+    ports: Vec<u16>,
+    /// Write the dissector of every kind, with default parameters, as
+    /// DIR/KIND.lua instead.
+    #[arg(long, value_name = "DIR", conflicts_with = "kind", value_hint = clap::ValueHint::DirPath)]
+    all: Option<PathBuf>,
+}
+
+/// Module kind names, offered to completions and refused with the list of
+/// known kinds.
+#[derive(Clone, Copy)]
+struct KindParser;
+
+impl TypedValueParser for KindParser {
+    type Value = Kind;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<Kind, clap::Error> {
+        let name = value.to_string_lossy();
+        Kind::from_name(&name).ok_or_else(|| {
+            let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            cmd.clone().error(
+                ErrorKind::InvalidValue,
+                format!("unknown module kind '{name}' (known: {})", known.join(", ")),
+            )
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            Kind::ALL.iter().map(|k| PossibleValue::new(k.name())),
+        ))
+    }
+}
 
 /// A command-line error: printed on stderr, exit code 2.
-#[derive(Debug, PartialEq, Eq)]
-struct CliError(String);
+#[derive(Debug)]
+enum CliError {
+    /// The command line does not parse (clap's message and usage).
+    Usage(clap::Error),
+    /// It parses, but the kind refuses its parameters or ports.
+    Invalid(String),
+}
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
-    Help,
     One {
         kind: Kind,
         params: Params,
         ports: Vec<u16>,
     },
     All {
-        dir: String,
+        dir: PathBuf,
     },
 }
 
-fn parse_args(args: &[String]) -> Result<Command, CliError> {
-    let Some(first) = args.first() else {
-        return Err(CliError(format!("no module kind given\n{USAGE}")));
-    };
-    match first.as_str() {
-        "-h" | "--help" => return Ok(Command::Help),
-        "--all" => {
-            return match args {
-                [_, dir] if !dir.starts_with('-') => Ok(Command::All { dir: dir.clone() }),
-                _ => Err(CliError(format!(
-                    "--all takes exactly one directory\n{USAGE}"
-                ))),
-            }
-        }
-        _ => {}
+/// `args` without the program name.
+fn parse_args<I, T>(args: I) -> Result<Command, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv = std::iter::once(std::ffi::OsString::from("l45-dissector"))
+        .chain(args.into_iter().map(Into::into));
+    let cli = Cli::try_parse_from(argv).map_err(CliError::Usage)?;
+    if let Some(dir) = cli.all {
+        return Ok(Command::All { dir });
     }
-    let kind = Kind::from_name(first).ok_or_else(|| {
-        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        CliError(format!(
-            "unknown module kind '{first}' (known: {})",
-            known.join(", ")
-        ))
-    })?;
+    // clap requires one of the two.
+    let Some(kind) = cli.kind else {
+        return Err(CliError::Usage(
+            Cli::command().error(ErrorKind::MissingRequiredArgument, "no module kind given"),
+        ));
+    };
     let mut pairs: Vec<(&str, &str)> = Vec::new();
-    let mut ports = Vec::new();
-    let mut rest = args[1..].iter();
-    while let Some(arg) = rest.next() {
-        if arg == "--port" {
-            let value = rest
-                .next()
-                .ok_or_else(|| CliError("--port needs a port number".into()))?;
-            ports.push(parse_port(value)?);
-        } else if let Some(value) = arg.strip_prefix("--port=") {
-            ports.push(parse_port(value)?);
-        } else if arg.starts_with('-') {
-            return Err(CliError(format!("unknown option '{arg}'\n{USAGE}")));
-        } else if let Some((name, value)) = arg.split_once('=') {
-            pairs.push((name, value));
-        } else {
-            return Err(CliError(format!(
+    for arg in &cli.params {
+        let Some((name, value)) = arg.split_once('=') else {
+            return Err(CliError::Invalid(format!(
                 "'{arg}' is not a parameter: write name=value with the YANG leaf name, e.g. tag=XTAGXdig"
             )));
-        }
+        };
+        pairs.push((name, value));
     }
     let params = Params::parse(kind, pairs.iter().copied()).map_err(|e| {
         let names: Vec<&str> = pairs.iter().map(|(n, _)| *n).collect();
-        CliError(format!(
+        CliError::Invalid(format!(
             "{}: {e} (parameters given: {})",
             kind.name(),
             if names.is_empty() {
@@ -107,8 +152,9 @@ fn parse_args(args: &[String]) -> Result<Command, CliError> {
             }
         ))
     })?;
+    let mut ports = cli.ports;
     if kind == Kind::RateLimit && !ports.is_empty() {
-        return Err(CliError(
+        return Err(CliError::Invalid(
             "rate-limit puts no bytes on the wire, so there is nothing to bind to a port".into(),
         ));
     }
@@ -121,10 +167,10 @@ fn parse_args(args: &[String]) -> Result<Command, CliError> {
     })
 }
 
-fn parse_port(value: &str) -> Result<u16, CliError> {
+fn parse_port(value: &str) -> Result<u16, String> {
     match value.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
-        _ => Err(CliError(format!("bad port '{value}': expected 1..65535"))),
+        _ => Err(format!("bad port '{value}': expected 1..65535")),
     }
 }
 
@@ -135,31 +181,29 @@ fn default_params(kind: Kind) -> Result<Params, CliError> {
         _ => &[],
     };
     Params::parse(kind, pairs.iter().copied())
-        .map_err(|e| CliError(format!("{}: default parameters refused: {e}", kind.name())))
+        .map_err(|e| CliError::Invalid(format!("{}: default parameters refused: {e}", kind.name())))
 }
 
-fn write_all(dir: &str) -> Result<Vec<String>, CliError> {
-    let dir = Path::new(dir);
-    std::fs::create_dir_all(dir)
-        .map_err(|e| CliError(format!("cannot create directory {}: {e}", dir.display())))?;
+fn write_all(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        CliError::Invalid(format!("cannot create directory {}: {e}", dir.display()))
+    })?;
     let mut written = Vec::new();
     for kind in Kind::ALL {
         let lua = generate(kind, &default_params(kind)?, &[]);
         let path = dir.join(format!("{}.lua", kind.name()));
         std::fs::write(&path, lua)
-            .map_err(|e| CliError(format!("cannot write {}: {e}", path.display())))?;
-        written.push(path.display().to_string());
+            .map_err(|e| CliError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+        written.push(path);
     }
     Ok(written)
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = parse_args(&args).and_then(|cmd| match cmd {
-        Command::Help => {
-            println!("{USAGE}");
-            Ok(())
-        }
+    if let Some(code) = l45_service::assets::run_if_requested(Cli::command) {
+        return code;
+    }
+    let result = parse_args(std::env::args_os().skip(1)).and_then(|cmd| match cmd {
         Command::One {
             kind,
             params,
@@ -170,14 +214,16 @@ fn main() -> ExitCode {
         }
         Command::All { dir } => {
             for path in write_all(&dir)? {
-                eprintln!("wrote {path}");
+                eprintln!("wrote {}", path.display());
             }
             Ok(())
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(CliError(msg)) => {
+        // Help and --version (stdout, 0) and usage errors (stderr, 2).
+        Err(CliError::Usage(e)) => e.exit(),
+        Err(CliError::Invalid(msg)) => {
             eprintln!("l45-dissector: {msg}");
             ExitCode::from(2)
         }
@@ -742,12 +788,8 @@ end
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
     fn one(list: &[&str]) -> String {
-        match parse_args(&args(list)) {
+        match parse_args(list) {
             Ok(Command::One {
                 kind,
                 params,
@@ -836,9 +878,14 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_refused_like_the_taps_refuse_them() {
-        let err = |list: &[&str]| match parse_args(&args(list)) {
-            Err(CliError(msg)) => msg,
+        let err = |list: &[&str]| match parse_args(list) {
+            Err(CliError::Invalid(msg)) => msg,
+            Err(CliError::Usage(e)) => e.to_string(),
             other => panic!("{list:?} accepted: {other:?}"),
+        };
+        let usage = |list: &[&str]| match parse_args(list) {
+            Err(CliError::Usage(e)) => e.kind(),
+            other => panic!("{list:?} is not a usage error: {other:?}"),
         };
         assert!(err(&["dns-front-tag", "tag="]).contains("bad value for parameter tag"));
         assert!(err(&["stream-tag", "interval=15"]).contains("bad value for parameter interval"));
@@ -850,33 +897,42 @@ mod tests {
         );
         assert!(err(&["dns-tag"]).contains("unknown module kind 'dns-tag'"));
         assert!(err(&["dns-front-tag", "XTAG"]).contains("not a parameter"));
-        assert!(err(&["dns-front-tag", "--port"]).contains("--port needs"));
         assert!(err(&["dns-front-tag", "--port", "0"]).contains("bad port"));
         assert!(err(&["dns-front-tag", "--port", "70000"]).contains("bad port"));
-        assert!(err(&["dns-front-tag", "--verbose"]).contains("unknown option"));
         assert!(err(&["rate-limit", "--port", "53"]).contains("no bytes on the wire"));
-        assert!(err(&[]).contains("no module kind"));
-        assert!(err(&["--all"]).contains("--all takes exactly one directory"));
-        assert!(err(&["--all", "a", "b"]).contains("--all takes exactly one directory"));
+        assert_eq!(usage(&["dns-front-tag", "--port"]), ErrorKind::InvalidValue);
+        assert_eq!(
+            usage(&["dns-front-tag", "--verbose"]),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(usage(&[]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(usage(&["--all"]), ErrorKind::InvalidValue);
+        assert_eq!(
+            usage(&["--all", "a", "stream-tag"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(usage(&["--help"]), ErrorKind::DisplayHelp);
         // Kind names are exact, and ports are deduplicated.
-        assert!(parse_args(&args(&["DNS-FRONT-TAG"])).is_err());
-        match parse_args(&args(&[
-            "app-id-tag",
-            "--port",
-            "9",
-            "--port=9",
-            "--port",
-            "7",
-        ])) {
+        assert_eq!(usage(&["DNS-FRONT-TAG"]), ErrorKind::InvalidValue);
+        match parse_args(["app-id-tag", "--port", "9", "--port=9", "--port", "7"]) {
             Ok(Command::One { ports, .. }) => assert_eq!(ports, vec![7, 9]),
+            other => panic!("{other:?}"),
+        }
+        match parse_args(["--all", "some/dir"]) {
+            Ok(Command::All { dir }) => assert_eq!(dir, Path::new("some/dir")),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
+    fn the_clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
     fn all_writes_one_file_per_kind() {
         let dir = std::env::temp_dir().join(format!("l45-dissector-test-{}", std::process::id()));
-        let written = write_all(dir.to_str().expect("utf-8 temp dir")).expect("write");
+        let written = write_all(&dir).expect("write");
         assert_eq!(written.len(), Kind::ALL.len());
         for kind in Kind::ALL {
             let text =
