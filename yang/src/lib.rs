@@ -65,6 +65,20 @@ pub const MODULES: &[YangModule] = &[
         &[]
     ),
     module!(
+        "ietf-origin",
+        "2018-02-14",
+        "../ietf/ietf-origin@2018-02-14.yang",
+        true,
+        &[]
+    ),
+    module!(
+        "ietf-netconf-nmda",
+        "2019-01-07",
+        "../ietf/ietf-netconf-nmda@2019-01-07.yang",
+        true,
+        &["origin", "with-defaults"]
+    ),
+    module!(
         "ietf-netconf-acm",
         "2018-02-14",
         "../ietf/ietf-netconf-acm@2018-02-14.yang",
@@ -327,6 +341,40 @@ pub fn integer_intervals(node: &yang3::schema::SchemaNode<'static>) -> Option<Ve
             .filter(|(a, b)| a <= b)
             .collect(),
     )
+}
+
+/// Adds metadata `name` (an annotation, `module:name`, e.g.
+/// `ietf-origin:origin`) with `value` (JSON encoding: identities as
+/// `module:identity`) to `node`. `yang3` has no call for it.
+pub fn add_meta(
+    node: &yang3::data::DataNodeRef<'_>,
+    name: &str,
+    value: &str,
+) -> Result<(), yang3::Error> {
+    use yang3::data::Data as _;
+    let (Ok(name_c), Ok(value_c)) = (std::ffi::CString::new(name), std::ffi::CString::new(value))
+    else {
+        return Err(yang3::Error::new(node.context()));
+    };
+    // SAFETY: `node` is a node of a tree alive (and borrowed) for this call;
+    // the strings are NUL-terminated copies alive for it; with a parent (no
+    // context needed: the node's is used) and no `meta` out-pointer
+    // libyang stores the new metadata in the node.
+    let ret = unsafe {
+        yang3::ffi::lyd_new_meta(
+            std::ptr::null(),
+            node.as_raw(),
+            std::ptr::null(),
+            name_c.as_ptr(),
+            value_c.as_ptr(),
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    if ret != yang3::ffi::LY_ERR::LY_SUCCESS {
+        return Err(yang3::Error::new(node.context()));
+    }
+    Ok(())
 }
 
 /// Prints one data node and its subtree (no siblings) as XML.
