@@ -377,6 +377,23 @@ pub fn add_meta(
     Ok(())
 }
 
+/// Clears the "default" flag of a data node (and of its ancestors, which
+/// hold it too when it is set), so a non-presence container left without
+/// children on purpose is printed as an empty element in every
+/// with-defaults mode rather than skipped as a default node.
+pub fn mark_explicit(node: &yang3::data::DataNodeRef<'_>) {
+    let mut raw = node.as_raw();
+    while !raw.is_null() {
+        // SAFETY: `raw` is `node` or one of its ancestors, in a tree alive
+        // (and borrowed) for this call; only the flags word is written,
+        // which libyang reads when printing and validating.
+        unsafe {
+            (*raw).flags &= !yang3::ffi::LYD_DEFAULT;
+            raw = (*raw).parent.cast();
+        }
+    }
+}
+
 /// Prints one data node and its subtree (no siblings) as XML.
 pub fn print_node_xml(
     node: &yang3::data::DataNodeRef<'_>,

@@ -246,11 +246,9 @@ impl GetData {
             (Some(subtree), None) => filter::subtree_filter(ctx, subtree),
             (None, Some(xpath)) => {
                 let scope = xpath.scope_for_children(&op_scope);
-                Filter::XPaths(vec![filter::translate_xpath(
-                    ctx,
-                    xpath.trimmed_text(),
-                    &scope,
-                )?])
+                let translated = filter::translate_xpath(ctx, xpath.trimmed_text(), &scope)
+                    .map_err(|e| names_element(e, "xpath-filter"))?;
+                Filter::XPaths(vec![translated])
             }
             (None, None) => Filter::All,
         };
@@ -338,6 +336,16 @@ impl GetData {
             && self.max_depth.is_none()
             && !self.with_origin
     }
+}
+
+/// A filter error (which names `<filter>`) naming get-data's parameter.
+fn names_element(mut error: RpcError, element: &str) -> RpcError {
+    for (name, text) in &mut error.info {
+        if name == "bad-element" && text == "filter" {
+            *text = element.to_string();
+        }
+    }
+    error
 }
 
 /// The identities of ietf-origin.
@@ -433,28 +441,43 @@ fn limit_depth(
             }
         }
     }
-    let mut drop = Vec::new();
+    let mut cuts = Cuts::default();
     if let Some(first) = tree.reference() {
         for top in first.inclusive_siblings() {
-            cut(&top, &selected_set, &ancestors, None, max, &mut drop);
+            cut(&top, &selected_set, &ancestors, None, max, &mut cuts);
         }
     }
-    for path in drop {
+    for path in cuts.drop {
         tree.remove(&path)?;
+    }
+    // A container whose content was cut is still there, empty: without
+    // this libyang would take it for a default node and print nothing.
+    for path in cuts.emptied {
+        if let Ok(node) = tree.find_path(&path) {
+            l45_yang::mark_explicit(&node);
+        }
     }
     Ok(())
 }
 
+/// What [`cut`] found: subtrees to remove and non-presence containers
+/// they leave empty.
+#[derive(Default)]
+struct Cuts {
+    drop: Vec<String>,
+    emptied: Vec<String>,
+}
+
 /// `levels`: how many levels `node` and its subtree may still use (`None`:
-/// not below a selected node).
+/// not below a selected node). Whether `node` itself is cut.
 fn cut(
     node: &DataNodeRef<'_>,
     selected: &HashSet<&str>,
     ancestors: &HashSet<String>,
     levels: Option<u16>,
     max: u16,
-    drop: &mut Vec<String>,
-) {
+    cuts: &mut Cuts,
+) -> bool {
     let path = node.path();
     let levels = if selected.contains(path.as_str()) {
         Some(levels.map_or(max, |l| l.max(max)))
@@ -462,13 +485,21 @@ fn cut(
         levels
     };
     if levels == Some(0) && !node.schema().is_list_key() && !ancestors.contains(&path) {
-        drop.push(path);
-        return;
+        cuts.drop.push(path);
+        return true;
     }
     let below = levels.map(|l| l.saturating_sub(1));
+    let mut cut_content = false;
     for child in node.children() {
-        cut(&child, selected, ancestors, below, max, drop);
+        let default = child.is_default();
+        if cut(&child, selected, ancestors, below, max, cuts) && !default {
+            cut_content = true;
+        }
     }
+    if cut_content && node.schema().is_np_container() {
+        cuts.emptied.push(path);
+    }
+    false
 }
 
 /// Puts the origin annotation on each top-level node and each node whose
@@ -507,7 +538,24 @@ impl Agent {
                 return Ok((body, After::Continue));
             }
         }
-        let mut selected = self.read_selected(s, nacm, &read, request.max_depth.is_some())?;
+        let filter_element = match request.filter {
+            Filter::All => "subtree-filter",
+            Filter::XPaths(_) if rpc.operation.child(NMDA_NS, "xpath-filter").is_some() => {
+                "xpath-filter"
+            }
+            Filter::XPaths(_) => "subtree-filter",
+        };
+        let mut selected = self
+            .read_selected(s, nacm, &read, request.max_depth.is_some())
+            .map_err(|e| match e {
+                OpError::Wire(errors) => OpError::Wire(
+                    errors
+                        .into_iter()
+                        .map(|e| names_element(e, filter_element))
+                        .collect(),
+                ),
+                other => other,
+            })?;
         let tree = &mut selected.tree;
         if let Some(config) = request.config_filter {
             keep_only(tree, &|n| n.schema().is_config() == config)?;

@@ -7,9 +7,6 @@ use yang3::schema::SchemaModule;
 
 use crate::agent::Agent;
 
-/// The revision of ietf-yang-library the context implements.
-const YANG_LIBRARY_REVISION: &str = "2019-01-04";
-
 // RFC 8525 module sets and schemas, as in its Appendix B example: the
 // conventional datastores (and intended) hold the modules with
 // configuration; operational adds those with only state, RPCs,
@@ -20,8 +17,10 @@ const CONFIG_SCHEMA: &str = "config-schema";
 const STATE_SCHEMA: &str = "state-schema";
 
 /// Whether a module defines configuration (a config true top-level node).
+/// ietf-netconf defines none: libyang compiles a `rpc-error` container into
+/// it (to parse replies), which no datastore holds.
 fn has_config(m: &SchemaModule<'_>) -> bool {
-    m.data().any(|n| n.is_config())
+    m.name() != "ietf-netconf" && m.data().any(|n| n.is_config())
 }
 
 impl Agent {
@@ -49,8 +48,13 @@ impl Agent {
         // RFC 8526 2: an NMDA server advertises the RFC 8525 YANG library.
         // The module capabilities below stay for clients that read only
         // the hello (RFC 7950 5.6.4 asks them for YANG 1.0 modules).
+        let revision = self
+            .ctx
+            .get_module_latest("ietf-yang-library")
+            .and_then(|m| m.revision().map(str::to_string))
+            .unwrap_or_default();
         caps.push(format!(
-            "urn:ietf:params:netconf:capability:yang-library:1.1?revision={YANG_LIBRARY_REVISION}&content-id={}",
+            "urn:ietf:params:netconf:capability:yang-library:1.1?revision={revision}&content-id={}",
             self.ctx.get_module_set_id()
         ));
         for m in self.ctx.modules(false) {
