@@ -309,7 +309,7 @@ impl Agent {
             }
             None => self
                 .stores()
-                .get(datastore_param(op, "source")?)
+                .get(super::nmda::datastore_in(rpc, "source")?)
                 .to_tree(self.ctx)?,
         };
         tree.validate(DataValidationFlags::NO_STATE)?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use l45_netconf_proto::message::Rpc;
 use l45_netconf_proto::BASE_NS;
 
-use super::{datastore_param, ok, Reply};
+use super::{ok, Reply};
 use crate::agent::{guard, Agent};
 use crate::datastore::Datastore;
 use crate::error::OpError;
@@ -13,7 +13,7 @@ use crate::sessions::SessionInfo;
 
 impl Agent {
     pub(super) fn op_lock(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
-        let target = datastore_param(&rpc.operation, "target")?;
+        let target = super::nmda::datastore_in(rpc, "target")?;
         let mut locks = guard(&self.locks);
         if let Some(owner) = locks.get(target.as_str()) {
             return Err(OpError::Locked {
@@ -30,7 +30,7 @@ impl Agent {
     }
 
     pub(super) fn op_unlock(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
-        let target = datastore_param(&rpc.operation, "target")?;
+        let target = super::nmda::datastore_in(rpc, "target")?;
         let mut locks = guard(&self.locks);
         match locks.get(target.as_str()).copied() {
             Some(o) if o == s.id => {

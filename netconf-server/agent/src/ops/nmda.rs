@@ -524,6 +524,30 @@ fn annotate_origin(tree: &DataTree<'static>) -> Result<(), yang3::Error> {
     Ok(())
 }
 
+/// The `<target>`/`<source>` of lock, unlock and validate, which RFC 8526
+/// augments with `<datastore>`: running, candidate and startup there are
+/// the conventional ones; the others cannot be locked or validated
+/// (invalid-value).
+pub(super) fn datastore_in(rpc: &Rpc, which: &'static str) -> Result<Datastore, OpError> {
+    let op = &rpc.operation;
+    let Some(el) = op.child(l45_netconf_proto::BASE_NS, which) else {
+        return super::datastore_param(op, which);
+    };
+    if el.child(NMDA_NS, "datastore").is_none() {
+        return super::datastore_param(op, which);
+    }
+    let scope = el.scope_for_children(&rpc.op_child_scope());
+    match NmdaDatastore::parse(el, &scope)? {
+        NmdaDatastore::Running => Ok(Datastore::Running),
+        NmdaDatastore::Candidate => Ok(Datastore::Candidate),
+        NmdaDatastore::Startup => Ok(Datastore::Startup),
+        other => Err(bad(
+            "datastore",
+            format!("{} is not supported on datastore {}", op.name, other.name()),
+        )),
+    }
+}
+
 impl Agent {
     pub(super) fn op_get_data(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc, nacm: &Nacm) -> Reply {
         let request = GetData::parse(self.ctx, rpc)?;
