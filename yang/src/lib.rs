@@ -394,6 +394,41 @@ pub fn mark_explicit(node: &yang3::data::DataNodeRef<'_>) {
     }
 }
 
+/// Removes the data node at `path` (and its subtree) from `tree`.
+/// `yang3`'s `DataTree::remove` frees a top-level node that is the tree's
+/// first without moving the tree to the next one, so the tree would point
+/// at freed memory (a use after free and a double free when it is
+/// dropped); here the tree then starts at the next top-level node.
+pub fn remove_path(tree: &mut yang3::data::DataTree<'_>, path: &str) -> Result<(), yang3::Error> {
+    use yang3::data::Data as _;
+    use yang3::utils::Binding as _;
+    let node = tree.find_path(path)?.raw();
+    let Some(first) = tree.reference().map(|f| f.raw()) else {
+        return Ok(());
+    };
+    if node != first {
+        // SAFETY: `node` is a node of `tree` other than its first
+        // top-level node; freeing it (unlinked from its siblings and
+        // parent by libyang) leaves `tree` valid.
+        unsafe { yang3::ffi::lyd_free_tree(node) };
+        return Ok(());
+    }
+    let ctx = tree.context();
+    // SAFETY: `first` is the tree's first top-level node; its `next` is the
+    // following top-level node or NULL (the last node's `next` is NULL).
+    let next = unsafe { (*first).next };
+    // The old handle gives up the nodes without freeing them...
+    let old = std::mem::replace(tree, yang3::data::DataTree::new(ctx));
+    let _ = old.into_raw();
+    // SAFETY: ...`first` is unlinked from `next` and freed, and the new
+    // handle owns `next` and its siblings (or nothing).
+    unsafe {
+        yang3::ffi::lyd_free_tree(first);
+        *tree = yang3::data::DataTree::from_raw(ctx, next);
+    }
+    Ok(())
+}
+
 /// Prints one data node and its subtree (no siblings) as XML.
 pub fn print_node_xml(
     node: &yang3::data::DataNodeRef<'_>,
@@ -429,6 +464,56 @@ mod tests {
             assert!(module.is_implemented(), "{} implemented", m.name);
         }
         assert!(ctx.get_module_latest("ietf-yang-library").is_some());
+    }
+
+    #[test]
+    fn remove_path_of_the_first_top_level_node_keeps_the_tree_valid() {
+        use yang3::data::{Data as _, DataFormat, DataParserFlags, DataTree, DataValidationFlags};
+        let ctx = context().expect("context builds");
+        let xml = format!(
+            "<nacm xmlns=\"urn:ietf:params:xml:ns:yang:ietf-netconf-acm\"><enable-nacm>false</enable-nacm></nacm>\
+             <customizations xmlns=\"{L45_NAMESPACE}\" xmlns:l45=\"{L45_NAMESPACE}\"><module><id>1</id><name>a</name><kind>l45:dns-front-tag</kind></module></customizations>"
+        );
+        let parse = || {
+            DataTree::parse_string(
+                ctx,
+                &xml,
+                DataFormat::XML,
+                DataParserFlags::STRICT | DataParserFlags::NO_STATE,
+                DataValidationFlags::NO_STATE,
+            )
+            .expect("data parses")
+        };
+        let names = |t: &DataTree<'_>| -> Vec<String> {
+            t.reference()
+                .map(|f| {
+                    f.inclusive_siblings()
+                        .map(|n| n.schema().name().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut tree = parse();
+        let first = names(&tree)[0].clone();
+        let first_path = tree.reference().expect("not empty").path();
+        remove_path(&mut tree, &first_path).expect("removed");
+        assert!(!names(&tree).contains(&first), "{:?}", names(&tree));
+        assert_eq!(names(&tree).len(), 1);
+        let last = tree.reference().expect("one left").path();
+        remove_path(&mut tree, &last).expect("removed");
+        assert!(tree.reference().is_none());
+        let mut tree = parse();
+        remove_path(
+            &mut tree,
+            "/layer45-customization:customizations/module[id='1']/name",
+        )
+        .expect("removed");
+        assert_eq!(names(&tree).len(), 2);
+        assert!(remove_path(
+            &mut tree,
+            "/layer45-customization:customizations/module[id='9']"
+        )
+        .is_err());
     }
 
     #[test]

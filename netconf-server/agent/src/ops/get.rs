@@ -61,12 +61,12 @@ fn nacm_read_filter(tree: &mut DataTree<'static>, user: &str, nacm: &Nacm) {
     // (a node that is already gone needs no removing)
     for (path, module) in tops {
         if !nacm.may(user, &module, Access::Read, false) {
-            let _ = tree.remove(&path);
+            let _ = l45_yang::remove_path(tree, &path);
         }
     }
     if !nacm.may(user, l45_yang::L45_MODULE, Access::Read, true) {
         for k in key_paths(tree) {
-            let _ = tree.remove(&k);
+            let _ = l45_yang::remove_path(tree, &k);
         }
     }
 }
@@ -111,7 +111,7 @@ fn nacm_read_filter_nodes(
         }
     }
     for p in removed {
-        let _ = tree.remove(&p);
+        let _ = l45_yang::remove_path(tree, &p);
     }
 }
 

@@ -367,30 +367,15 @@ fn keep_only(
     selects: &dyn Fn(&DataNodeRef<'_>) -> bool,
 ) -> Result<(), yang3::Error> {
     let mut drop = Vec::new();
-    let mut dropped_top = false;
     if let Some(first) = tree.reference() {
         for top in first.inclusive_siblings() {
             if !mark_kept(&top, selects, &mut drop) {
-                dropped_top = true;
+                drop.push(top.path());
             }
         }
     }
     for path in drop {
-        tree.remove(&path)?;
-    }
-    if dropped_top {
-        // `DataTree::remove` of the tree's first node would leave the tree
-        // pointing at freed memory: the kept top-level nodes are copied
-        // into a new tree instead.
-        let mut kept = DataTree::new(tree.context());
-        if let Some(first) = tree.reference() {
-            for top in first.inclusive_siblings() {
-                if mark_kept(&top, selects, &mut Vec::new()) {
-                    kept.merge(&top.duplicate(false)?)?;
-                }
-            }
-        }
-        *tree = kept;
+        l45_yang::remove_path(tree, &path)?;
     }
     Ok(())
 }
@@ -448,7 +433,7 @@ fn limit_depth(
         }
     }
     for path in cuts.drop {
-        tree.remove(&path)?;
+        l45_yang::remove_path(tree, &path)?;
     }
     // A container whose content was cut is still there, empty: without
     // this libyang would take it for a default node and print nothing.
