@@ -468,7 +468,7 @@ mod tests {
 
     #[test]
     fn remove_path_of_the_first_top_level_node_keeps_the_tree_valid() {
-        use yang3::data::{Data as _, DataFormat, DataParserFlags, DataTree, DataValidationFlags};
+        use yang3::data::{DataFormat, DataParserFlags, DataTree, DataValidationFlags};
         let ctx = context().expect("context builds");
         let xml = format!(
             "<nacm xmlns=\"urn:ietf:params:xml:ns:yang:ietf-netconf-acm\"><enable-nacm>false</enable-nacm></nacm>\
