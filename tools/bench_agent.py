@@ -103,7 +103,7 @@ class ServerLog:
 
     def server_ms(self):
         """parse + handle + send of the last get/get-config since the last take, in ms."""
-        recs = [r for r in self.take() if r.get("op") in ("get-config", "get")]
+        recs = [r for r in self.take() if r.get("op") in ("get-config", "get", "get-data")]
         if not recs:
             return None
         return sum(float(recs[-1].get(k + "_ms", "nan")) for k in ("parse", "handle", "send"))
@@ -125,6 +125,34 @@ NACM_NS = "urn:ietf:params:xml:ns:yang:ietf-netconf-acm"
 ENTRY = re.compile(r"<module(?:\s[^>]*)?>\s*<id>")
 
 
+NMDA_NS = "urn:ietf:params:xml:ns:yang:ietf-netconf-nmda"
+DS_NS = "urn:ietf:params:xml:ns:yang:ietf-datastores"
+
+
+class RawReply:
+    """A dispatched RPC's reply, read like ncclient's get replies."""
+
+    def __init__(self, reply):
+        self.xml = self.data_xml = reply.xml
+
+
+def nmda_rows(m, key):
+    """RFC 8526 get-data by key (running; operational with origins), when
+    the server has it (netconfd does not)."""
+    if not any(c.startswith(f"{NMDA_NS}?") for c in m.server_capabilities):
+        return []
+    from ncclient.xml_ import to_ele
+
+    def get_data(ds, extra=""):
+        return lambda: RawReply(m.dispatch(to_ele(
+            f'<get-data xmlns="{NMDA_NS}" xmlns:ds="{DS_NS}"><datastore>ds:{ds}</datastore>'
+            f"<xpath-filter xmlns:l45=\"{NS}\">/l45:customizations/l45:module[l45:id='{key}']</xpath-filter>{extra}</get-data>")))
+    return [
+        ("get-data running, one entry by key", get_data("running"), 1),
+        ("get-data operational, one, with-origin", get_data("operational", "<with-origin/>"), 1),
+    ]
+
+
 def reads(label, n, m, log, repeat=5):
     """The read rows of issue 18: each read `repeat` times, medians of the
     client's time (end to end) and of the server's parse + handle + send."""
@@ -135,6 +163,7 @@ def reads(label, n, m, log, repeat=5):
         ("one entry by key, XPath", lambda: m.get_config("running", filter=("xpath", ({"l45": NS}, f"/l45:customizations/l45:module[l45:id='{key}']"))), 1),
         ("one entry with state (get)", lambda: m.get(filter=("subtree", one)), 1),
         ("/nacm only", lambda: m.get_config("running", filter=("subtree", f'<nacm xmlns="{NACM_NS}"/>')), 0),
+        *nmda_rows(m, key),
         (f"{n // 100} entries (priority 7)", lambda: m.get_config("running", filter=("subtree", f'<customizations xmlns="{NS}"><module><priority>7</priority></module></customizations>')), n // 100),
         ("full get-config", lambda: m.get_config("running"), n),
         ("full get with state", lambda: m.get(), n),

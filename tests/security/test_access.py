@@ -48,6 +48,7 @@ def test_reader_cannot_probe_a_key_with_xpath(agent):
     lambda m: m.copy_config(source="running", target="startup"),
     lambda m: m.validate(source="running"),
     lambda m: m.edit_config(target="running", config=module_xml(9)),
+    lambda m: m.dispatch(edit_data_rpc(9)),
 ])
 def test_reader_may_not_change_or_hold_the_device(agent, op):
     with agent.connect("operator") as reader:
@@ -61,6 +62,34 @@ def test_reader_may_read_report_and_subscribe(agent):
         reader.dispatch(subscription_rpc())
         reply = reader.dispatch(report_rpc())
         assert reply.ok
+
+
+NMDA = "urn:ietf:params:xml:ns:yang:ietf-netconf-nmda"
+DATASTORES = "urn:ietf:params:xml:ns:yang:ietf-datastores"
+
+
+def edit_data_rpc(mid):
+    from ncclient.xml_ import to_ele
+    return to_ele(f'<edit-data xmlns="{NMDA}" xmlns:ds="{DATASTORES}"><datastore>ds:running</datastore><config>'
+                  f'<customizations xmlns="{NS}" xmlns:l45="{NS}"><module><id>{mid}</id><name>m{mid}</name>'
+                  f"<kind>l45:dns-front-tag</kind></module></customizations></config></edit-data>")
+
+
+def test_reader_cannot_probe_a_key_with_get_data(agent):
+    from ncclient.xml_ import to_ele
+    with agent.connect() as admin:
+        admin.edit_config(target="running", config=keyed_module(1))
+    with agent.connect("operator") as reader:
+        for ds in ("running", "operational"):
+            for guess in (KEY[:4], "ZZZZ"):
+                sel = f"/l45:customizations/l45:module[starts-with(l45:security/l45:key,'{guess}')]/l45:id"
+                reply = reader.dispatch(to_ele(
+                    f'<get-data xmlns="{NMDA}" xmlns:ds="{DATASTORES}"><datastore>ds:{ds}</datastore>'
+                    f'<xpath-filter xmlns:l45="{NS}">{sel}</xpath-filter></get-data>')).xml
+                assert "<id>" not in reply, reply
+            whole = reader.dispatch(to_ele(
+                f'<get-data xmlns="{NMDA}" xmlns:ds="{DATASTORES}"><datastore>ds:{ds}</datastore></get-data>')).xml
+            assert "<name>m1</name>" in whole and KEY not in whole
 
 
 def subscription_rpc():

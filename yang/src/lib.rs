@@ -65,6 +65,20 @@ pub const MODULES: &[YangModule] = &[
         &[]
     ),
     module!(
+        "ietf-origin",
+        "2018-02-14",
+        "../ietf/ietf-origin@2018-02-14.yang",
+        true,
+        &[]
+    ),
+    module!(
+        "ietf-netconf-nmda",
+        "2019-01-07",
+        "../ietf/ietf-netconf-nmda@2019-01-07.yang",
+        true,
+        &["origin", "with-defaults"]
+    ),
+    module!(
         "ietf-netconf-acm",
         "2018-02-14",
         "../ietf/ietf-netconf-acm@2018-02-14.yang",
@@ -329,6 +343,92 @@ pub fn integer_intervals(node: &yang3::schema::SchemaNode<'static>) -> Option<Ve
     )
 }
 
+/// Adds metadata `name` (an annotation, `module:name`, e.g.
+/// `ietf-origin:origin`) with `value` (JSON encoding: identities as
+/// `module:identity`) to `node`. `yang3` has no call for it.
+pub fn add_meta(
+    node: &yang3::data::DataNodeRef<'_>,
+    name: &str,
+    value: &str,
+) -> Result<(), yang3::Error> {
+    use yang3::data::Data as _;
+    let (Ok(name_c), Ok(value_c)) = (std::ffi::CString::new(name), std::ffi::CString::new(value))
+    else {
+        return Err(yang3::Error::new(node.context()));
+    };
+    // SAFETY: `node` is a node of a tree alive (and borrowed) for this call;
+    // the strings are NUL-terminated copies alive for it; with a parent (no
+    // context needed: the node's is used) and no `meta` out-pointer
+    // libyang stores the new metadata in the node.
+    let ret = unsafe {
+        yang3::ffi::lyd_new_meta(
+            std::ptr::null(),
+            node.as_raw(),
+            std::ptr::null(),
+            name_c.as_ptr(),
+            value_c.as_ptr(),
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    if ret != yang3::ffi::LY_ERR::LY_SUCCESS {
+        return Err(yang3::Error::new(node.context()));
+    }
+    Ok(())
+}
+
+/// Clears the "default" flag of a data node (and of its ancestors, which
+/// hold it too when it is set), so a non-presence container left without
+/// children on purpose is printed as an empty element in every
+/// with-defaults mode rather than skipped as a default node.
+pub fn mark_explicit(node: &yang3::data::DataNodeRef<'_>) {
+    let mut raw = node.as_raw();
+    while !raw.is_null() {
+        // SAFETY: `raw` is `node` or one of its ancestors, in a tree alive
+        // (and borrowed) for this call; only the flags word is written,
+        // which libyang reads when printing and validating.
+        unsafe {
+            (*raw).flags &= !yang3::ffi::LYD_DEFAULT;
+            raw = (*raw).parent.cast();
+        }
+    }
+}
+
+/// Removes the data node at `path` (and its subtree) from `tree`.
+/// `yang3`'s `DataTree::remove` frees a top-level node that is the tree's
+/// first without moving the tree to the next one, so the tree would point
+/// at freed memory (a use after free and a double free when it is
+/// dropped); here the tree then starts at the next top-level node.
+pub fn remove_path(tree: &mut yang3::data::DataTree<'_>, path: &str) -> Result<(), yang3::Error> {
+    use yang3::data::Data as _;
+    use yang3::utils::Binding as _;
+    let node = tree.find_path(path)?.raw();
+    let Some(first) = tree.reference().map(|f| f.raw()) else {
+        return Ok(());
+    };
+    if node != first {
+        // SAFETY: `node` is a node of `tree` other than its first
+        // top-level node; freeing it (unlinked from its siblings and
+        // parent by libyang) leaves `tree` valid.
+        unsafe { yang3::ffi::lyd_free_tree(node) };
+        return Ok(());
+    }
+    let ctx = tree.context();
+    // SAFETY: `first` is the tree's first top-level node; its `next` is the
+    // following top-level node or NULL (the last node's `next` is NULL).
+    let next = unsafe { (*first).next };
+    // The old handle gives up the nodes without freeing them...
+    let old = std::mem::replace(tree, yang3::data::DataTree::new(ctx));
+    let _ = old.into_raw();
+    // SAFETY: ...`first` is unlinked from `next` and freed, and the new
+    // handle owns `next` and its siblings (or nothing).
+    unsafe {
+        yang3::ffi::lyd_free_tree(first);
+        *tree = yang3::data::DataTree::from_raw(ctx, next);
+    }
+    Ok(())
+}
+
 /// Some value the leaf accepts (JSON encoding: identities as
 /// `module:name`), checked by libyang: its default, else the first that
 /// its type admits among a few candidates (the range's lower bound, the
@@ -462,6 +562,56 @@ mod tests {
             assert!(module.is_implemented(), "{} implemented", m.name);
         }
         assert!(ctx.get_module_latest("ietf-yang-library").is_some());
+    }
+
+    #[test]
+    fn remove_path_of_the_first_top_level_node_keeps_the_tree_valid() {
+        use yang3::data::{DataFormat, DataParserFlags, DataTree, DataValidationFlags};
+        let ctx = context().expect("context builds");
+        let xml = format!(
+            "<nacm xmlns=\"urn:ietf:params:xml:ns:yang:ietf-netconf-acm\"><enable-nacm>false</enable-nacm></nacm>\
+             <customizations xmlns=\"{L45_NAMESPACE}\" xmlns:l45=\"{L45_NAMESPACE}\"><module><id>1</id><name>a</name><kind>l45:dns-front-tag</kind></module></customizations>"
+        );
+        let parse = || {
+            DataTree::parse_string(
+                ctx,
+                &xml,
+                DataFormat::XML,
+                DataParserFlags::STRICT | DataParserFlags::NO_STATE,
+                DataValidationFlags::NO_STATE,
+            )
+            .expect("data parses")
+        };
+        let names = |t: &DataTree<'_>| -> Vec<String> {
+            t.reference()
+                .map(|f| {
+                    f.inclusive_siblings()
+                        .map(|n| n.schema().name().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut tree = parse();
+        let first = names(&tree)[0].clone();
+        let first_path = tree.reference().expect("not empty").path();
+        remove_path(&mut tree, &first_path).expect("removed");
+        assert!(!names(&tree).contains(&first), "{:?}", names(&tree));
+        assert_eq!(names(&tree).len(), 1);
+        let last = tree.reference().expect("one left").path();
+        remove_path(&mut tree, &last).expect("removed");
+        assert!(tree.reference().is_none());
+        let mut tree = parse();
+        remove_path(
+            &mut tree,
+            "/layer45-customization:customizations/module[id='1']/name",
+        )
+        .expect("removed");
+        assert_eq!(names(&tree).len(), 2);
+        assert!(remove_path(
+            &mut tree,
+            "/layer45-customization:customizations/module[id='9']"
+        )
+        .is_err());
     }
 
     #[test]

@@ -32,14 +32,7 @@ pub fn parse_filter(
         .or_else(|| filter.attr(Some(BASE_NS), "type"))
         .unwrap_or("subtree");
     match kind {
-        "subtree" => {
-            let mut out = Vec::new();
-            let scope = filter.scope_for_children(scope);
-            for child in &filter.children {
-                subtree(ctx, child, &scope, "", "", None, &mut out);
-            }
-            Ok(Filter::XPaths(out))
-        }
+        "subtree" => Ok(subtree_filter(ctx, filter, scope)),
         "xpath" => {
             let select = filter
                 .attr(None, "select")
@@ -58,6 +51,17 @@ pub fn parse_filter(
             .info("bad-attribute", "type")
             .info("bad-element", "filter")),
     }
+}
+
+/// A subtree filter given as an element's children (RFC 8526
+/// `subtree-filter`); no children select nothing, as an empty `<filter>`.
+pub fn subtree_filter(ctx: &Context, filter: &Element, parent_scope: &[NsDecl]) -> Filter {
+    let mut out = Vec::new();
+    let scope = filter.scope_for_children(parent_scope);
+    for child in &filter.children {
+        subtree(ctx, child, &scope, "", "", None, &mut out);
+    }
+    Filter::XPaths(out)
 }
 
 fn quote(value: &str) -> String {
@@ -227,6 +231,38 @@ pub fn translate_xpath(ctx: &Context, select: &str, scope: &[NsDecl]) -> Result<
     Ok(out)
 }
 
+/// The data paths of the nodes `filter` selects in `tree` (for no filter,
+/// its top-level nodes), each once.
+pub fn selected_paths(tree: &DataTree<'static>, filter: &Filter) -> Result<Vec<String>, RpcError> {
+    let Some(first) = tree.reference() else {
+        return Ok(Vec::new());
+    };
+    let paths = match filter {
+        Filter::All => return Ok(first.inclusive_siblings().map(|n| n.path()).collect()),
+        Filter::XPaths(paths) => paths,
+    };
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for xpath in paths {
+        let set = tree
+            .find_xpath(xpath)
+            .map_err(|e| bad_expression(xpath, &e))?;
+        for node in set {
+            let path = node.path();
+            if seen.insert(path.clone()) {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn bad_expression(xpath: &str, e: &yang3::Error) -> RpcError {
+    RpcError::new(ErrorType::Application, ErrorTag::InvalidValue)
+        .message(format!("bad filter expression {xpath}: {e}"))
+        .info("bad-element", "filter")
+}
+
 /// Copies what `filter` selects from `tree` into a new tree.
 pub fn select(
     ctx: &'static Context,
@@ -246,11 +282,9 @@ pub fn select(
         return Ok(result);
     }
     for xpath in paths {
-        let set = tree.find_xpath(xpath).map_err(|e| {
-            RpcError::new(ErrorType::Application, ErrorTag::InvalidValue)
-                .message(format!("bad filter expression {xpath}: {e}"))
-                .info("bad-element", "filter")
-        })?;
+        let set = tree
+            .find_xpath(xpath)
+            .map_err(|e| bad_expression(xpath, &e))?;
         for node in set {
             let dup = node
                 .duplicate(true)

@@ -338,6 +338,7 @@ pub fn bootstrap_xml(admins: &[String]) -> String {
   <rule-list><name>readers</name><group>*</group>
     <rule><name>get</name><module-name>ietf-netconf</module-name><rpc-name>get</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
     <rule><name>get-config</name><module-name>ietf-netconf</module-name><rpc-name>get-config</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
+    <rule><name>get-data</name><module-name>ietf-netconf-nmda</module-name><rpc-name>get-data</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
     <rule><name>get-schema</name><module-name>ietf-netconf-monitoring</module-name><rpc-name>get-schema</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
     <rule><name>create-subscription</name><module-name>notifications</module-name><rpc-name>create-subscription</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
     <rule><name>report</name><module-name>layer45-customization</module-name><rpc-name>report</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>

@@ -147,6 +147,18 @@ impl Agent {
             });
         }
         let request = EditConfig::parse(rpc, target)?;
+        self.edit(s, nacm, &request)
+    }
+
+    /// Carries out a parsed edit (`edit-config`, `edit-data`) on running or
+    /// candidate.
+    pub(super) fn edit(
+        self: &Arc<Self>,
+        s: &SessionInfo,
+        nacm: &Nacm,
+        request: &EditConfig<'_>,
+    ) -> Reply {
+        let target = request.target;
         let _w = guard(&self.write_lock);
         self.check_lock(target, s)?;
         // Path rules are decided per node, by the libyang engine's check.
@@ -161,7 +173,7 @@ impl Agent {
             edit::compute(
                 self.ctx,
                 self.opts.engine,
-                &request,
+                request,
                 stores.get(target),
                 access,
                 &authorize,
@@ -297,7 +309,7 @@ impl Agent {
             }
             None => self
                 .stores()
-                .get(datastore_param(op, "source")?)
+                .get(super::nmda::datastore_in(rpc, "source")?)
                 .to_tree(self.ctx)?,
         };
         tree.validate(DataValidationFlags::NO_STATE)?;

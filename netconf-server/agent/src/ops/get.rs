@@ -61,12 +61,12 @@ fn nacm_read_filter(tree: &mut DataTree<'static>, user: &str, nacm: &Nacm) {
     // (a node that is already gone needs no removing)
     for (path, module) in tops {
         if !nacm.may(user, &module, Access::Read, false) {
-            let _ = tree.remove(&path);
+            let _ = l45_yang::remove_path(tree, &path);
         }
     }
     if !nacm.may(user, l45_yang::L45_MODULE, Access::Read, true) {
         for k in key_paths(tree) {
-            let _ = tree.remove(&k);
+            let _ = l45_yang::remove_path(tree, &k);
         }
     }
 }
@@ -111,8 +111,25 @@ fn nacm_read_filter_nodes(
         }
     }
     for p in removed {
-        let _ = tree.remove(&p);
+        let _ = l45_yang::remove_path(tree, &p);
     }
+}
+
+/// A read of one datastore, as `get`/`get-config` and RFC 8526 `get-data`
+/// ask for it.
+pub(super) struct Read<'a> {
+    pub ds: Datastore,
+    /// Config and state (`get`, the operational datastore), else config.
+    pub with_state: bool,
+    pub flags: DataPrinterFlags,
+    pub filter: &'a filter::Filter,
+}
+
+/// A filtered read's tree and, when asked for, the paths of the nodes the
+/// filter selected (the top-level nodes for no filter).
+pub(super) struct Selected {
+    pub tree: DataTree<'static>,
+    pub selected: Vec<String>,
 }
 
 impl Agent {
@@ -132,43 +149,77 @@ impl Agent {
         let flags = print_flags(op)?;
         let filter =
             filter::parse_filter(self.ctx, op.child(BASE_NS, "filter"), &rpc.op_child_scope())?;
-        let whole = filter == filter::Filter::All;
+        let read = Read {
+            ds,
+            with_state,
+            flags,
+            filter: &filter,
+        };
+        if let Some(body) = self.read_stored(s, nacm, &read, "<data>")? {
+            return Ok((body, After::Continue));
+        }
+        let selected = self.read_selected(s, nacm, &read, false)?;
+        let body = print_xml(&selected.tree, read.flags)?;
+        Ok((format!("<data>{body}</data>"), After::Continue))
+    }
+
+    /// The shortcuts from the stored entries: an unfiltered (or
+    /// `<customizations/>`) explicit-mode config read copies them out, an
+    /// unfiltered explicit-mode read with state renders their state as
+    /// text. `Some` is the whole reply body, `data_open` its start tag.
+    pub(super) fn read_stored(
+        &self,
+        s: &SessionInfo,
+        nacm: &Nacm,
+        read: &Read<'_>,
+        data_open: &str,
+    ) -> Result<Option<String>, OpError> {
+        let whole = *read.filter == filter::Filter::All;
         let only_customizations =
-            filter == filter::Filter::XPaths(vec![CUSTOMIZATIONS.to_string()]);
-        if self.opts.engine == Engine::Auto
+            *read.filter == filter::Filter::XPaths(vec![CUSTOMIZATIONS.to_string()]);
+        let plain = self.opts.engine == Engine::Auto
             && nacm.data_rules(&s.username, Access::Read).is_empty()
-            && !with_state
-            && flags.bits() == DataPrinterFlags::WD_EXPLICIT.bits()
-            && (whole || only_customizations)
-        {
-            return self.get_config_stored(s, ds, nacm, whole);
+            && read.flags.bits() == DataPrinterFlags::WD_EXPLICIT.bits();
+        if plain && !read.with_state && (whole || only_customizations) {
+            return Ok(Some(
+                self.get_config_stored(s, read.ds, nacm, whole, data_open)?,
+            ));
         }
-        if self.opts.engine == Engine::Auto
-            && nacm.data_rules(&s.username, Access::Read).is_empty()
-            && with_state
-            && flags.bits() == DataPrinterFlags::WD_EXPLICIT.bits()
-            && whole
-        {
-            if let Some(data) = self.get_stored_with_state(s, nacm)? {
-                return Ok((data, After::Continue));
-            }
+        if plain && read.with_state && whole && read.ds == Datastore::Running {
+            return self.get_stored_with_state(s, nacm, data_open);
         }
+        Ok(None)
+    }
+
+    /// The general read: the datastore's tree (narrowed to what the filter
+    /// can select), its state, NACM, then the filter. With `want_selected`
+    /// the paths of the nodes the filter selects are returned too.
+    pub(super) fn read_selected(
+        &self,
+        s: &SessionInfo,
+        nacm: &Nacm,
+        read: &Read<'_>,
+        want_selected: bool,
+    ) -> Result<Selected, OpError> {
+        let filter = read.filter;
         // The filter sees only what the user may read: nothing hidden can
         // be probed by a predicate.
-        let tree = {
-            let (mut full, narrowed) = self.read_tree(s, ds, nacm, &filter)?;
-            if with_state && narrowed && narrow::tops_within(&filter, NARROW_STATE_TOPS) {
-                // The filter selects nothing from the other state's top
-                // nodes (RFC 6022, the YANG library).
-                self.add_module_state(&mut full)?;
-            } else if with_state {
-                self.add_state(&mut full)?;
-            }
-            nacm_read_filter(&mut full, &s.username, nacm);
-            filter::select(self.ctx, &full, &filter)?
+        let (mut full, narrowed) = self.read_tree(s, read.ds, nacm, filter)?;
+        if read.with_state && narrowed && narrow::tops_within(filter, NARROW_STATE_TOPS) {
+            // The filter selects nothing from the other state's top
+            // nodes (RFC 6022, the YANG library).
+            self.add_module_state(&mut full)?;
+        } else if read.with_state {
+            self.add_state(&mut full)?;
+        }
+        nacm_read_filter(&mut full, &s.username, nacm);
+        let selected = if want_selected {
+            filter::selected_paths(&full, filter)?
+        } else {
+            Vec::new()
         };
-        let body = print_xml(&tree, flags)?;
-        Ok((format!("<data>{body}</data>"), After::Continue))
+        let tree = filter::select(self.ctx, &full, filter)?;
+        Ok(Selected { tree, selected })
     }
 
     /// The datastore as a libyang tree for `filter`: only the entries the
@@ -245,6 +296,7 @@ impl Agent {
         &self,
         s: &SessionInfo,
         nacm: &Nacm,
+        data_open: &str,
     ) -> Result<Option<String>, OpError> {
         // One consistent snapshot (entries are shared, not copied); the
         // state below is added without holding the datastores' lock.
@@ -263,12 +315,12 @@ impl Agent {
         drop(tree);
         let Some((first_id, first_entry)) = first else {
             // No entry: the tree was the whole datastore.
-            return Ok(Some(format!("<data>{text}</data>")));
+            return Ok(Some(format!("{data_open}{text}</data>")));
         };
         let open = format!("<customizations xmlns=\"{}\">", l45_yang::L45_NAMESPACE);
         let Some(at) = text.find(&open).map(|at| at + open.len()) else {
             // The module list is hidden from the user (NACM).
-            return Ok(Some(format!("<data>{text}</data>")));
+            return Ok(Some(format!("{data_open}{text}</data>")));
         };
         let end = "</module>";
         let printed_end = match text[at..].find(end) {
@@ -295,8 +347,8 @@ impl Agent {
             push_entry_with_state(e, stats.get(id), out)
         };
         let size: usize = store.modules.values().map(|e| e.len() + 256).sum();
-        let mut body = String::with_capacity(text.len() + size + 13);
-        body.push_str("<data>");
+        let mut body = String::with_capacity(text.len() + size + data_open.len() + 7);
+        body.push_str(data_open);
         body.push_str(&text[..at]);
         for (id, e) in &store.modules {
             if push(id, e, &mut body).is_none() {
@@ -314,8 +366,15 @@ impl Agent {
     }
 
     /// The entries copied out as stored (explicit mode), with the rest of
-    /// the datastore when `whole`.
-    fn get_config_stored(&self, s: &SessionInfo, ds: Datastore, nacm: &Nacm, whole: bool) -> Reply {
+    /// the datastore when `whole`: the whole reply body.
+    fn get_config_stored(
+        &self,
+        s: &SessionInfo,
+        ds: Datastore,
+        nacm: &Nacm,
+        whole: bool,
+        data_open: &str,
+    ) -> Result<String, OpError> {
         let stores = self.stores();
         let store = stores.get(ds);
         let mut rest_xml = String::new();
@@ -326,7 +385,7 @@ impl Agent {
         }
         let size: usize = store.modules.values().map(|e| e.len()).sum();
         let mut body = String::with_capacity(size + rest_xml.len() + 128);
-        body.push_str("<data>");
+        body.push_str(data_open);
         body.push_str(&rest_xml);
         if nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, false) {
             let keys = nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, true);
@@ -334,6 +393,6 @@ impl Agent {
             let _ = Ds::write_customizations(&store.modules, keys, &mut body);
         }
         body.push_str("</data>");
-        Ok((body, After::Continue))
+        Ok(body)
     }
 }

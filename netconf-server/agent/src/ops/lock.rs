@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use l45_netconf_proto::message::Rpc;
 use l45_netconf_proto::BASE_NS;
 
-use super::{datastore_param, ok, Reply};
+use super::{ok, Reply};
 use crate::agent::{guard, Agent, DatastoreLock};
 use crate::datastore::Datastore;
 use crate::error::OpError;
@@ -14,7 +14,7 @@ use crate::sessions::SessionInfo;
 
 impl Agent {
     pub(super) fn op_lock(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
-        let target = datastore_param(&rpc.operation, "target")?;
+        let target = super::nmda::datastore_in(rpc, "target")?;
         let mut locks = guard(&self.locks);
         if let Some(lock) = locks.get(target.as_str()) {
             return Err(OpError::Locked {
@@ -37,7 +37,7 @@ impl Agent {
     }
 
     pub(super) fn op_unlock(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
-        let target = datastore_param(&rpc.operation, "target")?;
+        let target = super::nmda::datastore_in(rpc, "target")?;
         let mut locks = guard(&self.locks);
         match locks.get(target.as_str()).map(|l| l.session) {
             Some(o) if o == s.id => {

@@ -8,6 +8,7 @@ mod get;
 mod l45;
 mod lock;
 mod monitoring;
+mod nmda;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -79,6 +80,7 @@ impl Agent {
         let module = match ns {
             BASE_NS => "ietf-netconf",
             MONITORING_NS => "ietf-netconf-monitoring",
+            nmda::NMDA_NS => "ietf-netconf-nmda",
             NOTIFICATION_NS => "notifications",
             l45_yang::L45_NAMESPACE => l45_yang::L45_MODULE,
             _ => "",
@@ -108,6 +110,8 @@ impl Agent {
             (BASE_NS, "discard-changes") => self.op_discard(s),
             (BASE_NS, "cancel-commit") => self.op_cancel_commit(s, rpc),
             (MONITORING_NS, "get-schema") => self.op_get_schema(rpc),
+            (nmda::NMDA_NS, "get-data") => self.op_get_data(s, rpc, &nacm),
+            (nmda::NMDA_NS, "edit-data") => self.op_edit_data(s, rpc, &nacm),
             (NOTIFICATION_NS, "create-subscription") => op_create_subscription(rpc),
             (l45_yang::L45_NAMESPACE, _) => self.op_l45(s, rpc),
             (BASE_NS, other) => Err(not_supported(other)),
@@ -183,7 +187,13 @@ fn datastore_param(op: &Element, which: &'static str) -> Result<Datastore, OpErr
 
 /// RFC 6243 with-defaults mode of a read.
 fn print_flags(op: &Element) -> Result<DataPrinterFlags, OpError> {
-    let Some(wd) = op.child(WITH_DEFAULTS_NS, "with-defaults") else {
+    print_flags_in(op.child(WITH_DEFAULTS_NS, "with-defaults"))
+}
+
+/// The with-defaults mode a `<with-defaults>` parameter (in whichever
+/// namespace the operation takes it) asks for; explicit without one.
+fn print_flags_in(wd: Option<&Element>) -> Result<DataPrinterFlags, OpError> {
+    let Some(wd) = wd else {
         return Ok(DataPrinterFlags::WD_EXPLICIT);
     };
     Ok(match wd.trimmed_text() {

@@ -3,8 +3,25 @@
 //! 5.6.4 module capabilities).
 
 use yang3::data::DataTree;
+use yang3::schema::SchemaModule;
 
 use crate::agent::Agent;
+
+// RFC 8525 module sets and schemas, as in its Appendix B example: the
+// conventional datastores (and intended) hold the modules with
+// configuration; operational adds those with only state, RPCs,
+// notifications or annotations (RFC 8342 6: they belong to operational).
+const CONFIG_MODULES: &str = "config-modules";
+const STATE_MODULES: &str = "state-modules";
+const CONFIG_SCHEMA: &str = "config-schema";
+const STATE_SCHEMA: &str = "state-schema";
+
+/// Whether a module defines configuration (a config true top-level node).
+/// ietf-netconf defines none: libyang compiles a `rpc-error` container into
+/// it (to parse replies), which no datastore holds.
+fn has_config(m: &SchemaModule<'_>) -> bool {
+    m.name() != "ietf-netconf" && m.data().any(|n| n.is_config())
+}
 
 impl Agent {
     pub fn capabilities(&self) -> Vec<String> {
@@ -21,10 +38,25 @@ impl Agent {
             "urn:ietf:params:netconf:capability:with-defaults:1.0?basic-mode=explicit&also-supported=report-all,report-all-tagged,trim",
             "urn:ietf:params:netconf:capability:notification:1.0",
             "urn:ietf:params:netconf:capability:interleave:1.0",
+            // RFC 8526 3.1.1.2: with-defaults also applies to get-data on
+            // the operational datastore.
+            "urn:ietf:params:netconf:capability:with-operational-defaults:1.0",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // RFC 8526 2: an NMDA server advertises the RFC 8525 YANG library.
+        // The module capabilities below stay for clients that read only
+        // the hello (RFC 7950 5.6.4 asks them for YANG 1.0 modules).
+        let revision = self
+            .ctx
+            .get_module_latest("ietf-yang-library")
+            .and_then(|m| m.revision().map(str::to_string))
+            .unwrap_or_default();
+        caps.push(format!(
+            "urn:ietf:params:netconf:capability:yang-library:1.1?revision={revision}&content-id={}",
+            self.ctx.get_module_set_id()
+        ));
         for m in self.ctx.modules(false) {
             if l45_yang::INTERNAL_MODULES.contains(&m.name()) || !m.is_implemented() {
                 continue;
@@ -48,13 +80,20 @@ impl Agent {
         tree: &mut DataTree<'static>,
     ) -> Result<(), yang3::Error> {
         let lib = "/ietf-yang-library:yang-library";
-        let set = format!("{lib}/module-set[name='complete']");
         let legacy = "/ietf-yang-library:modules-state";
         for m in self.ctx.modules(false) {
             if l45_yang::INTERNAL_MODULES.contains(&m.name()) {
                 continue;
             }
             let rev = m.revision().unwrap_or("");
+            let set = format!(
+                "{lib}/module-set[name='{}']",
+                if !m.is_implemented() || has_config(&m) {
+                    CONFIG_MODULES
+                } else {
+                    STATE_MODULES
+                }
+            );
             if m.is_implemented() {
                 let p = format!("{set}/module[name='{}']", m.name());
                 if !rev.is_empty() {
@@ -87,15 +126,28 @@ impl Agent {
         }
         let content_id = self.ctx.get_module_set_id().to_string();
         tree.new_path(&format!("{legacy}/module-set-id"), Some(&content_id), false)?;
-        tree.new_path(
-            &format!("{lib}/schema[name='complete']/module-set[.='complete']"),
-            None,
-            false,
-        )?;
-        for ds in ["running", "candidate", "startup", "operational"] {
+        for (schema, sets) in [
+            (CONFIG_SCHEMA, &[CONFIG_MODULES][..]),
+            (STATE_SCHEMA, &[CONFIG_MODULES, STATE_MODULES][..]),
+        ] {
+            for set in sets {
+                tree.new_path(
+                    &format!("{lib}/schema[name='{schema}']/module-set[.='{set}']"),
+                    None,
+                    false,
+                )?;
+            }
+        }
+        for (ds, schema) in [
+            ("running", CONFIG_SCHEMA),
+            ("candidate", CONFIG_SCHEMA),
+            ("startup", CONFIG_SCHEMA),
+            ("intended", CONFIG_SCHEMA),
+            ("operational", STATE_SCHEMA),
+        ] {
             tree.new_path(
                 &format!("{lib}/datastore[name='ietf-datastores:{ds}']/schema"),
-                Some("complete"),
+                Some(schema),
                 false,
             )?;
         }

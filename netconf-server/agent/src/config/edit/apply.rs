@@ -127,7 +127,7 @@ impl Applier<'_> {
             }
             EditOp::Delete | EditOp::Remove => {
                 if self.exists(&path) {
-                    if let Err(e) = self.target.remove(&path) {
+                    if let Err(e) = l45_yang::remove_path(self.target, &path) {
                         let e = to_rpc_error(self.ctx, &e);
                         return self.fail(e);
                     }
@@ -143,7 +143,7 @@ impl Applier<'_> {
             }
             EditOp::Replace => {
                 if self.exists(&path) {
-                    if let Err(e) = self.target.remove(&path) {
+                    if let Err(e) = l45_yang::remove_path(self.target, &path) {
                         let e = to_rpc_error(self.ctx, &e);
                         return self.fail(e);
                     }

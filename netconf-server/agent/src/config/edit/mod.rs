@@ -97,11 +97,18 @@ pub struct EditConfig<'r> {
     pub rpc: &'r Rpc,
 }
 
+/// The namespace of an operation's parameters: its own (`edit-config`'s is
+/// the base namespace, RFC 8526 `edit-data`'s that of ietf-netconf-nmda).
+fn param_ns(op: &Element) -> &str {
+    op.ns.as_deref().unwrap_or(BASE_NS)
+}
+
 /// The `<config>` child of an operation, or why there is none.
 fn config_element(op: &Element) -> Result<&Element, OpError> {
-    match op.child(BASE_NS, "config") {
+    let ns = param_ns(op);
+    match op.child(ns, "config") {
         Some(c) => Ok(c),
-        None if op.child(BASE_NS, "url").is_some() => Err(OpError::NotSupported {
+        None if op.child(ns, "url").is_some() => Err(OpError::NotSupported {
             element: None,
             message: "the :url capability is not supported".into(),
         }),
@@ -120,9 +127,12 @@ fn bad(element: &str, what: &str, value: &str) -> OpError {
 }
 
 impl<'r> EditConfig<'r> {
+    /// Parses `edit-config`, or `edit-data` (whose parameters are a subset:
+    /// no test-option or error-option, so the defaults apply).
     pub fn parse(rpc: &'r Rpc, target: Datastore) -> Result<EditConfig<'r>, OpError> {
         let op = &rpc.operation;
-        let text = |name: &str| op.child(BASE_NS, name).map(|e| e.trimmed_text());
+        let ns = param_ns(op);
+        let text = |name: &str| op.child(ns, name).map(|e| e.trimmed_text());
         let default_operation = match text("default-operation") {
             None => EditOp::Merge,
             Some(t) => match DefaultOperation::parse(t) {
@@ -132,6 +142,7 @@ impl<'r> EditConfig<'r> {
                 None => return Err(bad("default-operation", "default-operation", t)),
             },
         };
+        // (edit-data has neither: its own children are checked by its caller)
         let test_option = match text("test-option") {
             None => TestOption::TestThenSet,
             Some(t) => TestOption::parse(t).ok_or_else(|| bad("test-option", "test-option", t))?,
