@@ -1,6 +1,7 @@
 //! `serve`: the scheduler service.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -16,6 +17,10 @@ pub struct ServeArgs {
     /// Seconds between security checks of every module.
     #[arg(long, default_value_t = 300)]
     sec_check_window: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, GET
+    /// only: bind it to a loopback or management address). Off by default.
+    #[arg(long, value_name = "ADDR", env = "L45_METRICS")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 impl ServeArgs {
@@ -26,6 +31,17 @@ impl ServeArgs {
             ..NcoConfig::default()
         };
         let nco = g.open_nco(cfg)?;
+        if let Some(addr) = self.metrics {
+            let listener = l45_service::metrics::bind(addr).await?;
+            let at = listener.local_addr()?;
+            let registry = l45_nco::metrics::registry(&nco);
+            l45_service::metrics::spawn(
+                listener,
+                Arc::new(move || l45_service::metrics::render(&registry)),
+                l45_service::metrics::Limits::default(),
+            );
+            eprintln!("l45-nco metrics on {at}");
+        }
         eprintln!("l45-nco serving (CIB {})", g.cib.display());
         l45_service::notify::ready("serving");
         nco.serve(shutdown_signal()).await?;

@@ -96,6 +96,8 @@ pub struct Agent {
     pub(crate) journal: Mutex<Journal>,
     pub(crate) notifier: Notifier,
     pub(crate) counters: Counters,
+    /// RPCs and commits for `--metrics` (`metrics.rs`).
+    pub metrics: crate::metrics::AgentMetrics,
     pub(crate) started: SystemTime,
     pub(crate) runtime: tokio::runtime::Handle,
 }
@@ -223,6 +225,7 @@ impl Agent {
             journal: Mutex::new(journal),
             notifier: Notifier::default(),
             counters: Counters::default(),
+            metrics: Default::default(),
             started: SystemTime::now(),
             runtime,
             opts,

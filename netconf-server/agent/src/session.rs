@@ -2,6 +2,7 @@
 //! an in-memory pipe in tests): hello exchange, framing, RPCs in order,
 //! notifications, kill-session.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -182,7 +183,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         let blocking = tokio::task::spawn_blocking(move || -> Result<Handled, String> {
             let rpc = decode_rpc(&a, &s, frame)?;
             let parsed = Instant::now();
+            let errors_before = s.out_rpc_errors.load(Ordering::Relaxed);
             let (reply, after) = a.handle(&s, &rpc);
+            let op = a.operation_label(rpc.operation.ns.as_deref(), &rpc.operation.name);
+            let ok = s.out_rpc_errors.load(Ordering::Relaxed) == errors_before;
+            a.metrics.rpc(op, ok, received.elapsed());
             Ok(Handled {
                 op: rpc.operation.name.clone(),
                 reply,
