@@ -143,7 +143,9 @@ fn gauges<L: EncodeLabelSet>(
     help: &str,
     series: impl IntoIterator<Item = (L, u64)>,
 ) -> std::fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    // A full stop, as `Registry::register` writes help texts.
+    let help = format!("{help}.");
+    let mut m = e.encode_descriptor(name, &help, None, MetricType::Gauge)?;
     for (labels, v) in series {
         ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(m.encode_family(&labels)?)?;
     }
@@ -233,9 +235,54 @@ impl Collector for NcoCollector {
         )?;
         ConstGauge::new(cib_ok).encode(e.encode_descriptor(
             "cib_up",
-            "1 when this scrape read the CIB, 0 when a query failed",
+            "1 when this scrape read the CIB, 0 when a query failed.",
             None,
             MetricType::Gauge,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use l45_cib::{Cib, NewAlert, NewDevice, Severity};
+
+    use super::*;
+    use crate::NcoConfig;
+
+    #[test]
+    fn the_page_counts_from_the_cib_and_what_this_process_did() {
+        let mut cib = Cib::open_in_memory().unwrap();
+        cib.add_device(&NewDevice {
+            name: "d1".into(),
+            address: "192.0.2.1:830".into(),
+            username: "admin".into(),
+            ssh_key_path: "/etc/l45/nco/key".into(),
+            ..NewDevice::default()
+        })
+        .unwrap();
+        cib.raise_alert(&NewAlert {
+            severity: Severity::Warning,
+            device: Some("d1".into()),
+            module_id: None,
+            kind: "module-bypassed".into(),
+            message: "m".into(),
+        })
+        .unwrap();
+        let nco = Nco::new(cib, NcoConfig::default());
+        nco.metrics().request(Action::Deploy, true, Duration::from_millis(3));
+        nco.metrics().security_check(false);
+        let text = l45_service::metrics::render(&registry(&nco));
+        for line in [
+            "l45_nco_devices{state=\"idle\"} 1\n",
+            "l45_nco_devices{state=\"connected\"} 0\n",
+            "l45_nco_requests{state=\"pending\"} 0\n",
+            "l45_nco_alerts_open{kind=\"module-bypassed\"} 1\n",
+            "l45_nco_request_duration_seconds_count{action=\"deploy\",outcome=\"ok\"} 1\n",
+            "l45_nco_security_checks_total{result=\"failed\"} 1\n",
+            "l45_nco_security_checks_total{result=\"passed\"} 0\n",
+            "l45_nco_cib_up 1\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in:\n{text}");
+        }
     }
 }

@@ -96,8 +96,8 @@ pub struct Agent {
     pub(crate) journal: Mutex<Journal>,
     pub(crate) notifier: Notifier,
     pub(crate) counters: Counters,
-    /// RPCs and commits for `--metrics` (`metrics.rs`).
-    pub metrics: crate::metrics::AgentMetrics,
+    /// RPCs and commits for `--metrics` (`metrics/recorded.rs`).
+    pub metrics: crate::metrics::recorded::AgentMetrics,
     pub(crate) started: SystemTime,
     pub(crate) runtime: tokio::runtime::Handle,
 }

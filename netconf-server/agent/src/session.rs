@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::agent::Agent;
+use crate::metrics::recorded::operation_label;
 use crate::notify::Event;
 use crate::ops::After;
 use crate::sessions::SessionInfo;
@@ -185,7 +186,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             let parsed = Instant::now();
             let errors_before = s.out_rpc_errors.load(Ordering::Relaxed);
             let (reply, after) = a.handle(&s, &rpc);
-            let op = a.operation_label(rpc.operation.ns.as_deref(), &rpc.operation.name);
+            let op = operation_label(a.ctx, rpc.operation.ns.as_deref(), &rpc.operation.name);
             let ok = s.out_rpc_errors.load(Ordering::Relaxed) == errors_before;
             a.metrics.rpc(op, ok, received.elapsed());
             Ok(Handled {

@@ -64,11 +64,11 @@ fn a_registry_renders_in_the_prometheus_text_format() {
                 l45_test_rpcs_total{operation=\"get-config\"} 3\n\
                 # HELP l45_test_rpc_duration_seconds RPC time.\n\
                 # TYPE l45_test_rpc_duration_seconds histogram\n\
-                l45_test_rpc_duration_seconds_sum 0.5\n\
-                l45_test_rpc_duration_seconds_count 1\n\
                 l45_test_rpc_duration_seconds_bucket{le=\"0.1\"} 0\n\
-                l45_test_rpc_duration_seconds_bucket{le=\"1.0\"} 1\n\
-                l45_test_rpc_duration_seconds_bucket{le=\"+Inf\"} 1\n";
+                l45_test_rpc_duration_seconds_bucket{le=\"1\"} 1\n\
+                l45_test_rpc_duration_seconds_bucket{le=\"+Inf\"} 1\n\
+                l45_test_rpc_duration_seconds_sum 0.5\n\
+                l45_test_rpc_duration_seconds_count 1\n";
     let expected = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -139,7 +139,7 @@ async fn the_server_answers_and_refuses_byte_for_byte() {
 #[tokio::test]
 async fn a_silent_client_neither_stalls_others_nor_stays() {
     let limits = Limits {
-        read_deadline: Duration::from_millis(300),
+        read_deadline: Duration::from_secs(2),
         max_connections: 2,
         ..Limits::default()
     };
@@ -160,7 +160,7 @@ async fn a_silent_client_neither_stalls_others_nor_stays() {
     let mut out = Vec::new();
     silent.read_to_end(&mut out).await.unwrap();
     assert_eq!(status(&out), "HTTP/1.1 408 Request Timeout");
-    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(t.elapsed() >= Duration::from_secs(2));
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! What `l45-agent --metrics ADDR` exposes to Prometheus (names and labels:
 //! `docs/service.md`). Two sources:
-//! - [`AgentMetrics`], recorded as things happen: RPCs by operation and
-//!   outcome with their durations (counted once, in the session loop), and
-//!   changes of running by source and outcome (`Agent::commit`);
+//! - [`recorded::AgentMetrics`], recorded as things happen: RPCs by
+//!   operation and outcome with their durations (counted once, in the
+//!   session loop), and changes of running by source and outcome
+//!   (`Agent::commit`);
 //! - [`AgentCollector`], read at scrape time from what the agent keeps
 //!   anyway: sessions and the RFC 6022 counters, and the tap's per-module
 //!   statistics from `TapControl::module_stats` — the call `get` uses for
@@ -10,121 +11,24 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::agent::{guard, Agent};
 use crate::datastore::{schema, Slots};
 
+pub mod recorded;
+
 /// Per-module series are written for at most this many modules by default
 /// (`--metrics-module-limit`); above it only the totals are.
 pub const DEFAULT_MODULE_LIMIT: usize = 1000;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RpcLabels {
-    operation: String,
-    outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OperationLabel {
-    operation: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CommitLabels {
-    source: &'static str,
-    outcome: &'static str,
-}
-
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
-fn rpc_histogram() -> Histogram {
-    // 100 µs … ≈ 26 s: a get-config of one module to a commit of 100k.
-    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
-}
-
-/// Counters and histograms recorded as RPCs and commits happen (cheap
-/// enough to keep whether or not an endpoint is open).
-pub struct AgentMetrics {
-    rpcs: Family<RpcLabels, Counter>,
-    rpc_seconds: HistogramFamily<OperationLabel>,
-    commits: Family<CommitLabels, Counter>,
-}
-
-impl Default for AgentMetrics {
-    fn default() -> Self {
-        AgentMetrics {
-            rpcs: Family::default(),
-            rpc_seconds: Family::new_with_constructor(rpc_histogram),
-            commits: Family::default(),
-        }
-    }
-}
-
-fn outcome(ok: bool) -> &'static str {
-    if ok {
-        "ok"
-    } else {
-        "error"
-    }
-}
-
-impl AgentMetrics {
-    /// One RPC that reached dispatch: `ok` when its reply carries no
-    /// `<rpc-error>`, `took` from the complete message to the reply text.
-    pub fn rpc(&self, operation: String, ok: bool, took: Duration) {
-        self.rpcs
-            .get_or_create(&RpcLabels {
-                operation: operation.clone(),
-                outcome: outcome(ok),
-            })
-            .inc();
-        self.rpc_seconds
-            .get_or_create(&OperationLabel { operation })
-            .observe(took.as_secs_f64());
-    }
-
-    /// One change of running (`Agent::commit`) from `source`.
-    pub fn commit(&self, source: &'static str, ok: bool) {
-        self.commits
-            .get_or_create(&CommitLabels {
-                source,
-                outcome: outcome(ok),
-            })
-            .inc();
-    }
-}
-
-impl Agent {
-    /// The label for an RPC's operation: its name when the schema defines
-    /// it in that namespace (or it is RFC 5277's create-subscription), else
-    /// `other` — a peer's made-up names must not make new series.
-    pub fn operation_label(&self, ns: Option<&str>, name: &str) -> String {
-        let ns = ns.unwrap_or("");
-        let known = (ns == l45_netconf_proto::message::NOTIFICATION_NS
-            && name == "create-subscription")
-            || self
-                .ctx
-                .get_module_latest_ns(ns)
-                .is_some_and(|m| m.rpcs().any(|r| r.name() == name));
-        if known {
-            name.to_string()
-        } else {
-            "other".to_string()
-        }
-    }
-}
-
-/// The agent's registry: [`AgentMetrics`] plus the scrape-time
+/// The agent's registry: [`recorded::AgentMetrics`] plus the scrape-time
 /// [`AgentCollector`]. Per-module tap series for at most `module_limit`
 /// modules (see `docs/service.md`, "Label cardinality").
 pub fn registry(agent: &Arc<Agent>, module_limit: usize) -> Registry {
@@ -159,12 +63,16 @@ pub struct AgentCollector {
     module_limit: usize,
 }
 
+// Help texts end with a full stop, as `Registry::register` writes them.
+
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
-    ConstCounter::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
+    let help = format!("{help}.");
+    ConstCounter::new(v).encode(e.encode_descriptor(name, &help, None, MetricType::Counter)?)
 }
 
 fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
-    ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
+    let help = format!("{help}.");
+    ConstGauge::new(v).encode(e.encode_descriptor(name, &help, None, MetricType::Gauge)?)
 }
 
 /// A metric with one series per label set.
@@ -175,7 +83,8 @@ fn family<L: EncodeLabelSet>(
     ty: MetricType,
     series: impl IntoIterator<Item = (L, u64)>,
 ) -> std::fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, ty)?;
+    let help = format!("{help}.");
+    let mut m = e.encode_descriptor(name, &help, None, ty)?;
     for (labels, v) in series {
         match ty {
             MetricType::Gauge => ConstGauge::new(v as i64).encode(m.encode_family(&labels)?)?,
