@@ -269,7 +269,8 @@ mod tests {
         })
         .unwrap();
         let nco = Nco::new(cib, NcoConfig::default());
-        nco.metrics().request(Action::Deploy, true, Duration::from_millis(3));
+        nco.metrics()
+            .request(Action::Deploy, true, Duration::from_millis(3));
         nco.metrics().security_check(false);
         let text = l45_service::metrics::render(&registry(&nco));
         for line in [

@@ -89,7 +89,10 @@ fn the_page_shows_commits_and_the_taps_modules() {
     }
     // Over the cap: totals only.
     let text = page(&agent, 2);
-    assert!(text.contains("l45_agent_tap_modules{state=\"registered\"} 3\n"), "{text}");
+    assert!(
+        text.contains("l45_agent_tap_modules{state=\"registered\"} 3\n"),
+        "{text}"
+    );
     assert!(!text.contains("module_id="), "{text}");
 
     agent.close_session(s.id);
@@ -114,7 +117,10 @@ fn only_operations_the_schema_knows_become_labels() {
     assert_eq!(label(BASE, "commit"), "commit");
     assert_eq!(label(L45, "report"), "report");
     assert_eq!(
-        label("urn:ietf:params:xml:ns:netconf:notification:1.0", "create-subscription"),
+        label(
+            "urn:ietf:params:xml:ns:netconf:notification:1.0",
+            "create-subscription"
+        ),
         "create-subscription"
     );
     assert_eq!(label(BASE, "made-up-op"), "other");
