@@ -70,7 +70,7 @@ impl Default for NcoMetrics {
 
 impl NcoMetrics {
     /// One request carried out on its device (a deploy, revoke, …), from
-    /// its RPC's start to the device's answer.
+    /// taking the device's session (connecting if needed) to its answer.
     pub fn request(&self, action: Action, ok: bool, took: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
