@@ -14,7 +14,10 @@ DEBS=(cmake libpcre2-dev libyang2-tools netconfd yangcli openssh-client
       openssh-server
       # service tests (tests/service): systemd-analyze verify/security and
       # systemd-sysusers (no running systemd needed), man -l for the pages
-      systemd man-db)
+      systemd man-db
+      # metrics tests (tests/service/test_metrics.py): a real Prometheus
+      # scrapes the agent's and the NCO's --metrics endpoints
+      prometheus)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -8,7 +8,8 @@ use crate::error::{CibError, Result};
 use crate::rows::{insert_alert, insert_request, load_module, query_modules};
 use crate::types::{
     alert_kind, Alert, Deployment, DeviceStatus, HistoryEntry, HistoryFilter, Module, ModuleReport,
-    ModuleStatus, NewAlert, ReportOutcome, ReportedState, SecurityOutcome, Severity, Timestamp,
+    ModuleStatus, NewAlert, ReportOutcome, ReportedState, RequestState, SecurityOutcome, Severity,
+    Timestamp,
 };
 use crate::{
     counter_from_db, counter_to_db, device_row, opt_ts, record_history, to_u32, Action, Cib,
@@ -404,6 +405,32 @@ impl Cib {
     }
 
     // ===== status =====
+
+    /// How many requests are in each state (states without any left out).
+    pub fn request_counts(&self) -> Result<Vec<(RequestState, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM request GROUP BY state ORDER BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|row| {
+            let (state, n) = row?;
+            Ok((RequestState::from_db(&state)?, n.max(0) as u64))
+        })
+        .collect()
+    }
+
+    /// How many unacknowledged alerts there are of each kind.
+    pub fn open_alert_counts(&self) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT kind, COUNT(*) FROM alert WHERE acknowledged = 0 GROUP BY kind ORDER BY kind",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|row| {
+            let (kind, n) = row?;
+            Ok((kind, n.max(0) as u64))
+        })
+        .collect()
+    }
 
     /// One line per device: module, request and alert counts, last report.
     pub fn status_summary(&self) -> Result<Vec<DeviceStatus>> {

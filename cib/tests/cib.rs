@@ -1257,6 +1257,36 @@ fn status_summary_counts_per_device() {
     );
 }
 
+#[test]
+fn counts_by_request_state_and_open_alert_kind() {
+    let mut cib = cib_with_devices(&["a"]);
+    assert_eq!(cib.request_counts().unwrap(), vec![]);
+    deployed(&mut cib, NewModule::new("a", "m1", "dns-front-tag"));
+    let m2 = cib
+        .construct_module(&NewModule::new("a", "m2", "dns-front-tag"))
+        .unwrap();
+    cib.request("a", m2.module_id, Action::Deploy, None)
+        .unwrap();
+    assert_eq!(
+        cib.request_counts().unwrap(),
+        vec![(RequestState::Confirmed, 1), (RequestState::Pending, 1)]
+    );
+    let alert = |kind: &str| NewAlert {
+        severity: Severity::Warning,
+        device: Some("a".into()),
+        module_id: None,
+        kind: kind.into(),
+        message: "x".into(),
+    };
+    let first = cib.raise_alert(&alert("module-bypassed")).unwrap();
+    cib.raise_alert(&alert("device-unreachable")).unwrap();
+    cib.acknowledge_alert(first).unwrap();
+    assert_eq!(
+        cib.open_alert_counts().unwrap(),
+        vec![("device-unreachable".to_string(), 1)]
+    );
+}
+
 // ===== middleboxes =====
 
 #[test]

@@ -2,6 +2,7 @@
 //! request waves, monitoring, security checks, rotation and middleboxes.
 
 pub mod device_xml;
+pub mod metrics;
 pub mod middlebox;
 pub mod nco;
 pub mod netconf;

@@ -110,6 +110,7 @@ pub struct Nco {
     pool: Pool,
     cfg: NcoConfig,
     registered: Mutex<HashSet<String>>,
+    metrics: crate::metrics::NcoMetrics,
 }
 
 fn now() -> Timestamp {
@@ -147,6 +148,7 @@ impl Nco {
             pool: Pool::new(cfg.backoff),
             cfg,
             registered: Mutex::new(HashSet::new()),
+            metrics: Default::default(),
         })
     }
 
@@ -157,6 +159,11 @@ impl Nco {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// What this process recorded for `--metrics` (`metrics.rs`).
+    pub fn metrics(&self) -> &crate::metrics::NcoMetrics {
+        &self.metrics
     }
 
     /// Registers a CIB device with the pool (once), pinned if the CIB has
@@ -253,7 +260,10 @@ impl Nco {
             let sem = sem.clone();
             set.spawn(async move {
                 let _permit = sem.acquire_owned().await;
+                let started = std::time::Instant::now();
                 let result = nco.execute(&r).await;
+                nco.metrics
+                    .request(r.action, result.is_ok(), started.elapsed());
                 (r, result)
             });
         }
@@ -486,7 +496,10 @@ impl Nco {
         let mut results = Vec::new();
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(Ok(r)) => results.push(r),
+                Ok(Ok(r)) => {
+                    self.metrics.security_check(r.passed);
+                    results.push(r)
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "security check not done"),
                 Err(_) => {}
             }

@@ -92,3 +92,13 @@ def test_sysusers_creates_the_units_users(tmp_path):
         assert name in users, f"{unit.name}: User={name} not created"
         assert int(users[name][2]) < 1000  # a system user
         assert users[name][6].endswith("nologin")
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDS))
+def test_units_say_how_to_turn_metrics_on(name):
+    """--metrics is read from L45_METRICS (clap env), which the env file
+    sets; the unit's hardening already allows the TCP listener."""
+    text = (UNITS / name).read_text()
+    assert "L45_METRICS=127.0.0.1:944" in text and "docs/service.md" in text
+    s = service_section(UNITS / name)
+    assert "AF_INET" in s["RestrictAddressFamilies"] and "EnvironmentFile" in s

@@ -1,6 +1,7 @@
 //! `serve`: the scheduler service.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -27,6 +28,10 @@ pub struct ServeArgs {
     /// Period of `--rotate`.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     every: Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, GET
+    /// only: bind it to a loopback or management address). Off by default.
+    #[arg(long, value_name = "ADDR", env = "L45_METRICS")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse_moving_target(s: &str) -> Result<(String, Overlap), String> {
@@ -57,6 +62,17 @@ impl ServeArgs {
             })
             .collect();
         let rotations = tokio::spawn(nco.clone().run_moving_targets(targets));
+        if let Some(addr) = self.metrics {
+            let listener = l45_service::metrics::bind(addr).await?;
+            let at = listener.local_addr()?;
+            let registry = l45_nco::metrics::registry(&nco);
+            l45_service::metrics::spawn(
+                listener,
+                Arc::new(move || l45_service::metrics::render(&registry)),
+                l45_service::metrics::Limits::default(),
+            );
+            eprintln!("l45-nco metrics on {at}");
+        }
         eprintln!("l45-nco serving (CIB {})", g.cib.display());
         l45_service::notify::ready("serving");
         let served = nco.serve(shutdown_signal()).await;

@@ -168,6 +168,17 @@ impl Nco {
     pub async fn rotate(
         self: &Arc<Self>,
         plan: &RotationPlan,
+        progress: impl FnMut(&str, usize, usize) + Send,
+    ) -> Result<Vec<RotationStep>, NcoError> {
+        let started = std::time::Instant::now();
+        let result = self.rotate_uncounted(plan, progress).await;
+        self.metrics.rotation(result.is_ok(), started.elapsed());
+        result
+    }
+
+    async fn rotate_uncounted(
+        self: &Arc<Self>,
+        plan: &RotationPlan,
         mut progress: impl FnMut(&str, usize, usize) + Send,
     ) -> Result<Vec<RotationStep>, NcoError> {
         let mut steps = Vec::new();

@@ -104,6 +104,8 @@ pub struct Agent {
     pub(crate) journal: Mutex<Journal>,
     pub(crate) notifier: Notifier,
     pub(crate) counters: Counters,
+    /// RPCs and commits for `--metrics` (`metrics/recorded.rs`).
+    pub metrics: crate::metrics::recorded::AgentMetrics,
     pub(crate) started: SystemTime,
     pub(crate) runtime: tokio::runtime::Handle,
 }
@@ -231,6 +233,7 @@ impl Agent {
             journal: Mutex::new(journal),
             notifier: Notifier::default(),
             counters: Counters::default(),
+            metrics: Default::default(),
             started: SystemTime::now(),
             runtime,
             opts,

@@ -15,6 +15,7 @@ pub mod error;
 pub mod filter;
 #[allow(unsafe_code)]
 pub mod memtrim;
+pub mod metrics;
 pub mod nacm;
 pub mod narrow;
 pub mod notify;

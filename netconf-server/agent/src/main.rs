@@ -101,6 +101,14 @@ struct Args {
     /// module store's engine (slower; for cross-checking its results).
     #[arg(long)]
     libyang_only: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, GET
+    /// only: bind it to a loopback or management address). Off by default.
+    #[arg(long, value_name = "ADDR", env = "L45_METRICS")]
+    metrics: Option<SocketAddr>,
+    /// Most tap modules given per-module metric series (module_id, kind);
+    /// with more modules only the totals are exposed. 0: totals only.
+    #[arg(long, value_name = "N", default_value_t = l45_agent::metrics::DEFAULT_MODULE_LIMIT)]
+    metrics_module_limit: usize,
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -213,6 +221,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if args.tap != "recording" {
             bail!("--emulate works with --tap recording only");
         }
+        if args.metrics.is_some() {
+            bail!("--metrics serves one device's metrics: not with --emulate");
+        }
         for i in 1..=n {
             let name = format!("dev-{i:04}");
             let listen = match args.listen.port() {
@@ -221,7 +232,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             };
             let tap: Arc<dyn TapControl> = Arc::new(RecordingTap::new(args.tap_capacity, false));
             let dir = args.state_dir.join(&name);
-            let (local, running) =
+            let (local, running, _) =
                 start_device(&args, &dir, listen, tap, admins.clone(), &auth, &config).await?;
             println!(
                 "l45-agent listening on {local} host-key {fingerprint} tap recording device {name}"
@@ -243,7 +254,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             _ => Arc::new(RecordingTap::new(args.tap_capacity, false)),
         };
-        let (local, running) = start_device(
+        let (local, running, agent) = start_device(
             &args,
             &args.state_dir,
             args.listen,
@@ -253,6 +264,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             &config,
         )
         .await?;
+        if let Some(addr) = args.metrics {
+            let listener = l45_service::metrics::bind(addr).await?;
+            let at = listener.local_addr()?;
+            let registry = l45_agent::metrics::registry(&agent, args.metrics_module_limit);
+            l45_service::metrics::spawn(
+                listener,
+                Arc::new(move || l45_service::metrics::render(&registry)),
+                l45_service::metrics::Limits::default(),
+            );
+            tracing::info!(%at, "metrics at http://{at}/metrics");
+            println!("l45-agent metrics on {at}");
+        }
         // One line on stdout that scripts can wait for.
         println!(
             "l45-agent listening on {local} host-key {fingerprint} tap {}",
@@ -301,7 +324,7 @@ async fn start_device(
     admins: Vec<String>,
     auth: &Arc<SharedAuth>,
     config: &Arc<russh::server::Config>,
-) -> anyhow::Result<(SocketAddr, Running)> {
+) -> anyhow::Result<(SocketAddr, Running, Arc<Agent>)> {
     l45_agent::datastore::prepare_state_dir(state_dir)?;
     let opts = AgentOptions {
         state_dir: state_dir.to_path_buf(),
@@ -348,14 +371,18 @@ async fn start_device(
         .with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
     let server = SshServer {
-        agent,
+        agent: agent.clone(),
         auth: auth.clone(),
     };
     let limits = ssh::EdgeLimits {
         preauth_timeout: Duration::from_secs(args.login_grace_time),
         max_unauthenticated: args.max_unauthenticated,
     };
-    Ok((local, ssh::serve(server, config.clone(), listener, limits)))
+    Ok((
+        local,
+        ssh::serve(server, config.clone(), listener, limits),
+        agent,
+    ))
 }
 
 async fn shutdown_signal() {

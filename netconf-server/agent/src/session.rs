@@ -2,6 +2,7 @@
 //! an in-memory pipe in tests): hello exchange, framing, RPCs in order,
 //! notifications, kill-session.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::agent::Agent;
+use crate::metrics::recorded::operation_label;
 use crate::notify::Event;
 use crate::ops::After;
 use crate::sessions::SessionInfo;
@@ -182,7 +184,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         let blocking = tokio::task::spawn_blocking(move || -> Result<Handled, String> {
             let rpc = decode_rpc(&a, &s, frame)?;
             let parsed = Instant::now();
+            let errors_before = s.out_rpc_errors.load(Ordering::Relaxed);
             let (reply, after) = a.handle(&s, &rpc);
+            let op = operation_label(a.ctx, rpc.operation.ns.as_deref(), &rpc.operation.name);
+            let ok = s.out_rpc_errors.load(Ordering::Relaxed) == errors_before;
+            a.metrics.rpc(op, ok, received.elapsed());
             Ok(Handled {
                 op: rpc.operation.name.clone(),
                 reply,

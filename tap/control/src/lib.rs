@@ -251,6 +251,12 @@ pub trait TapControl: Send + Sync {
     fn bypasses(&self) -> Vec<Bypass> {
         Vec::new()
     }
+    /// Failures of the backend's own channel to the data path since start
+    /// (shared memory, netlink), by what failed, for the agent's metrics.
+    /// Every kind the backend counts is listed, zero or not.
+    fn backend_errors(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Relays a challenge to module `id` and returns its answer.
     fn challenge(
         &self,

@@ -8,6 +8,7 @@ pub mod nl;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use l45_modules::{Instance, Kind};
@@ -389,6 +390,18 @@ fn parse_socket(a: &[u8]) -> SocketInfo {
 pub struct KernelTap {
     client: Client,
     inner: Mutex<Inner>,
+    errors: NetlinkErrors,
+}
+
+/// Failed netlink exchanges with the module, for the agent's metrics.
+#[derive(Default)]
+struct NetlinkErrors {
+    /// A register, revoke, activate, deprecate or priority request.
+    request: AtomicU64,
+    /// A statistics dump.
+    report: AtomicU64,
+    /// A socket dump.
+    sockets: AtomicU64,
 }
 
 #[derive(Default)]
@@ -403,6 +416,7 @@ impl KernelTap {
         Ok(KernelTap {
             client: Client::open()?,
             inner: Mutex::default(),
+            errors: NetlinkErrors::default(),
         })
     }
 
@@ -522,11 +536,13 @@ impl TapControl for KernelTap {
         // Revocations first, so that a replaced module's slot is free.
         for op in ops.iter().filter(|o| matches!(o, Op::Revoke(_))) {
             if let Err(e) = self.run(op) {
+                self.errors.request.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "kernel tap: revoke failed");
             }
         }
         for op in ops.iter().filter(|o| !matches!(o, Op::Revoke(_))) {
             if let Err(e) = self.run(op) {
+                self.errors.request.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "kernel tap: request failed");
             }
         }
@@ -542,6 +558,7 @@ impl TapControl for KernelTap {
         let report: BTreeMap<u32, KernelStats> = match self.client.report() {
             Ok(r) => r.into_iter().map(|s| (s.id, s)).collect(),
             Err(e) => {
+                self.errors.report.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "kernel tap: report failed");
                 BTreeMap::new()
             }
@@ -581,9 +598,19 @@ impl TapControl for KernelTap {
 
     fn sockets(&self) -> Vec<SocketInfo> {
         self.client.sockets().unwrap_or_else(|e| {
+            self.errors.sockets.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "kernel tap: socket dump failed");
             Vec::new()
         })
+    }
+
+    fn backend_errors(&self) -> Vec<(&'static str, u64)> {
+        let e = &self.errors;
+        vec![
+            ("netlink_request", e.request.load(Ordering::Relaxed)),
+            ("netlink_report", e.report.load(Ordering::Relaxed)),
+            ("netlink_socket_dump", e.sockets.load(Ordering::Relaxed)),
+        ]
     }
 
     fn challenge(

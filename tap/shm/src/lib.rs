@@ -723,11 +723,14 @@ impl ShmWriter {
     /// Gives statistics slot `slot` to module `id` again (counters from
     /// zero) if its id is not `id`: anyone may have overwritten it, and
     /// tapped processes add only to a slot that names their module.
-    pub fn stamp_stats(&self, slot: usize, id: u32) {
-        if let Some(s) = self.shared.stats(slot) {
-            if s.id.load(Ordering::Acquire) != id {
+    /// Returns whether it had been overwritten.
+    pub fn stamp_stats(&self, slot: usize, id: u32) -> bool {
+        match self.shared.stats(slot) {
+            Some(s) if s.id.load(Ordering::Acquire) != id => {
                 reset_stats(s, id);
+                true
             }
+            _ => false,
         }
     }
 

@@ -29,6 +29,8 @@ pub struct UserspaceTap {
     inner: Mutex<Inner>,
     seen: Mutex<SeenSockets>,
     bypass: Mutex<bypass::Watch>,
+    /// Statistics slots found naming another module (`housekeeping`).
+    overwritten_stats: std::sync::atomic::AtomicU64,
 }
 
 /// The sockets the agent has seen listed with modules attached, by
@@ -188,6 +190,7 @@ impl UserspaceTap {
             inner: Mutex::default(),
             seen: Mutex::default(),
             bypass: Mutex::default(),
+            overwritten_stats: Default::default(),
         })
     }
 
@@ -448,7 +451,14 @@ impl TapControl for UserspaceTap {
     fn housekeeping(&self) {
         // Statistics slots whose id someone overwrote count again from zero.
         for (slot, m) in self.lock().modules.values() {
-            self.shm.stamp_stats(*slot, m.id);
+            if self.shm.stamp_stats(*slot, m.id) {
+                self.overwritten_stats.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    module = m.id,
+                    slot,
+                    "statistics slot overwritten by another process; counting again from zero"
+                );
+            }
         }
         // Every second, so a socket is seen (and protected from erasure)
         // soon after it is listed, whether or not anyone asks.
@@ -457,6 +467,13 @@ impl TapControl for UserspaceTap {
 
     fn bypasses(&self) -> Vec<Bypass> {
         self.watch().drain()
+    }
+
+    fn backend_errors(&self) -> Vec<(&'static str, u64)> {
+        vec![(
+            "shm_stats_slot_overwritten",
+            self.overwritten_stats.load(Ordering::Relaxed),
+        )]
     }
 
     fn sockets(&self) -> Vec<SocketInfo> {

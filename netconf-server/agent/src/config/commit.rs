@@ -159,6 +159,13 @@ impl Agent {
     /// The one path by which running changes. Call with the write lock
     /// held.
     pub(crate) fn commit(&self, commit: Commit<'_>) -> Result<(), OpError> {
+        let source = commit.source;
+        let result = self.commit_uncounted(commit);
+        self.metrics.commit(source, result.is_ok());
+        result
+    }
+
+    fn commit_uncounted(&self, commit: Commit<'_>) -> Result<(), OpError> {
         let schema = schema().map_err(OpError::Failed)?;
         let t0 = std::time::Instant::now();
         let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
