@@ -98,6 +98,9 @@ pub struct Agent {
     pub(crate) counters: Counters,
     pub(crate) started: SystemTime,
     pub(crate) runtime: tokio::runtime::Handle,
+    /// What the device says about itself (`/l45:device`); unset in
+    /// in-process tests, whose replies must not depend on the host.
+    pub(crate) device_info: std::sync::OnceLock<crate::device_info::DeviceInfo>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +228,7 @@ impl Agent {
             counters: Counters::default(),
             started: SystemTime::now(),
             runtime,
+            device_info: std::sync::OnceLock::new(),
             opts,
         });
         agent.commit_startup(running).map_err(|e| match e {
