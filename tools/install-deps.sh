@@ -14,7 +14,10 @@ DEBS=(cmake libpcre2-dev libyang2-tools netconfd yangcli openssh-client
       openssh-server
       # service tests (tests/service): systemd-analyze verify/security and
       # systemd-sysusers (no running systemd needed), man -l for the pages
-      systemd man-db)
+      systemd man-db
+      # call-home tests (tests/callhome): a device in a network namespace
+      # whose firewall lets only its own outbound connections through
+      iproute2 nftables)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -117,6 +117,12 @@ struct Args {
     /// device N's token.
     #[arg(long, value_name = "FILE")]
     enrollment_token_file: Option<PathBuf>,
+    /// Seconds between SSH keepalives to clients (an NCO that vanished is
+    /// noticed after three unanswered ones, and a call-home connection is
+    /// then opened again).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    ssh_keepalive: u64,
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -219,7 +225,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::from_millis(0)),
         inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_interval: Some(Duration::from_secs(args.ssh_keepalive)),
         // Request/response traffic: do not let Nagle hold back replies.
         nodelay: true,
         ..Default::default()
