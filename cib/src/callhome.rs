@@ -296,30 +296,8 @@ impl Cib {
         check_data(data)?;
         let now = Timestamp::now();
         self.write(|tx| {
-            if !data.machine_id.is_empty() {
-                let known: Option<(String, Option<String>)> = tx
-                    .query_row(
-                        "SELECT d.name, d.host_key_fingerprint FROM device_data x
-                         JOIN device d ON d.id = x.device_id WHERE x.machine_id = ?1",
-                        [&data.machine_id],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                if let Some((device, Some(pinned))) = known {
-                    let alert = NewAlert {
-                        severity: Severity::Critical,
-                        device: Some(device.clone()),
-                        module_id: None,
-                        kind: alert_kind::HOST_KEY_MISMATCH.to_owned(),
-                        message: format!(
-                            "machine {} called home with host key {fingerprint}, but {pinned} is \
-                             pinned; refused (re-pin with the CLI if the device was reinstalled)",
-                            data.machine_id
-                        ),
-                    };
-                    crate::rows::insert_alert(tx, now, &alert)?;
-                    return Ok(UnknownCall::HostKeyChanged { device, pinned });
-                }
+            if let Some(changed) = changed_host_key(tx, fingerprint, data, now)? {
+                return Ok(changed);
             }
             let existing: Option<(String, String)> = tx
                 .query_row(
@@ -621,6 +599,14 @@ impl Cib {
                 )?;
                 Ok(EnrollOutcome::Refused(reason))
             };
+            // A known machine with another key: refused whatever it holds.
+            if let Some(UnknownCall::HostKeyChanged { device, pinned }) =
+                changed_host_key(tx, fingerprint, data, now)?
+            {
+                return Ok(EnrollOutcome::Refused(format!(
+                    "machine of device {device} presents a new host key ({pinned} is pinned)"
+                )));
+            }
             let Some((id, name, role, labels, expires_at, used_at)) = row else {
                 return refuse("unknown token".into());
             };
@@ -677,6 +663,46 @@ impl Cib {
             Ok(EnrollOutcome::Enrolled(load_device(tx, &name)?))
         })
     }
+}
+
+/// A call from `fingerprint` by the machine of a known device whose pinned
+/// key is another: raises the critical `host-key-mismatch` alert.
+fn changed_host_key(
+    conn: &Connection,
+    fingerprint: &str,
+    data: &DeviceData,
+    now: Timestamp,
+) -> Result<Option<UnknownCall>> {
+    if data.machine_id.is_empty() {
+        return Ok(None);
+    }
+    let known: Option<(String, Option<String>)> = conn
+        .query_row(
+            "SELECT d.name, d.host_key_fingerprint FROM device_data x
+             JOIN device d ON d.id = x.device_id WHERE x.machine_id = ?1",
+            [&data.machine_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((device, Some(pinned))) = known else {
+        return Ok(None);
+    };
+    if pinned == fingerprint {
+        return Ok(None);
+    }
+    let alert = NewAlert {
+        severity: Severity::Critical,
+        device: Some(device.clone()),
+        module_id: None,
+        kind: alert_kind::HOST_KEY_MISMATCH.to_owned(),
+        message: format!(
+            "machine {} called home with host key {fingerprint}, but {pinned} is pinned; \
+             refused (re-pin with the CLI if the device was reinstalled)",
+            data.machine_id
+        ),
+    };
+    crate::rows::insert_alert(conn, now, &alert)?;
+    Ok(Some(UnknownCall::HostKeyChanged { device, pinned }))
 }
 
 fn device_named_by_key(conn: &Connection, fingerprint: &str) -> Result<Option<String>> {

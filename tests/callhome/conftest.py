@@ -32,7 +32,7 @@ class Nco:
         self.dir = pathlib.Path(workdir)
         self.cib = self.dir / "cib.sqlite"
         self.key = keygen(self.dir / "nco_key")
-        self.env = {**os.environ, "L45_CIB": str(self.cib), "L45_LOG": "info,russh=warn"}
+        self.env = {**os.environ, "L45_CIB": str(self.cib)}
         self.service = None
         self.log_path = self.dir / "serve.log"
 
@@ -54,8 +54,12 @@ class Nco:
         self.service = subprocess.Popen(
             [NCO, "serve", "--state-req-window", "2", "--call-home-listen", listen,
              "--call-home-key", self.key, "--call-home-keepalive", "1", *map(str, extra)],
-            env=self.env, stdout=self.log, stderr=subprocess.PIPE, text=True)
-        line = self.service.stderr.readline()
+            env={**self.env, "L45_LOG": "info,russh=warn", "NO_COLOR": "1"},
+            stdout=self.log, stderr=subprocess.PIPE, text=True)
+        for _ in range(50):
+            line = self.service.stderr.readline()
+            if "serving" in line or not line:
+                break
         assert "serving" in line and "call home on" in line, f"serve did not start: {line!r}"
         # The rest of stderr (the log) goes to the file, so serve never
         # blocks on a full pipe.
