@@ -6,5 +6,6 @@ pub mod device_xml;
 pub mod middlebox;
 pub mod nco;
 pub mod netconf;
+pub mod rotation;
 
 pub use nco::{Nco, NcoConfig, NcoError};

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use l45_nco::nco::{RotationPlan, RotationStep};
+use l45_nco::rotation::{RotationPlan, RotationStep};
 use l45_nco::{Nco, NcoConfig};
 
 use super::output::emit;

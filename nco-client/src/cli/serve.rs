@@ -92,9 +92,10 @@ impl ServeArgs {
             keepalive: Duration::from_secs(self.call_home_keepalive.max(1)),
         };
         tokio::spawn(std::sync::Arc::clone(nco).serve_call_home(listener, cfg));
+        let pool = nco.pool().clone();
         tokio::spawn(l45_nco::netconf::relay::serve(
             relay,
-            nco.pool().clone(),
+            move |device: &str| pool.live(device),
             Duration::from_secs(10),
         ));
         Ok(format!("call home on {local}"))

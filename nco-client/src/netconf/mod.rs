@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod ops;
+pub mod options;
 pub mod pool;
 pub mod relay;
 pub mod reply;

@@ -20,8 +20,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
 
 use super::error::{NetconfError, Phase};
-use super::pool::Pool;
-use super::session::{ConnectOptions, Session};
+use super::options::ConnectOptions;
+use super::session::Session;
 
 /// Longest request line.
 const MAX_LINE: u64 = 512;
@@ -163,9 +163,13 @@ pub fn bind(cib: &Path) -> std::io::Result<UnixListener> {
     UnixListener::bind(&path)
 }
 
-/// Serves relay requests with the call-home sessions in `pool`: waits up
-/// to `wait` for a device that has not called (yet, or again).
-pub async fn serve(listener: UnixListener, pool: Pool, wait: Duration) {
+/// Serves relay requests with the call-home sessions `live` finds by
+/// device name: waits up to `wait` for a device that has not called (yet,
+/// or again).
+pub async fn serve<F>(listener: UnixListener, live: F, wait: Duration)
+where
+    F: Fn(&str) -> Option<Arc<Session>> + Clone + Send + Sync + 'static,
+{
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -175,16 +179,20 @@ pub async fn serve(listener: UnixListener, pool: Pool, wait: Duration) {
                 continue;
             }
         };
-        let pool = pool.clone();
+        let live = live.clone();
         tokio::spawn(async move {
-            if let Err(e) = relay_one(stream, pool, wait).await {
+            if let Err(e) = relay_one(stream, live, wait).await {
                 debug!(error = %e, "relay connection ended");
             }
         });
     }
 }
 
-async fn relay_one(stream: UnixStream, pool: Pool, wait: Duration) -> std::io::Result<()> {
+async fn relay_one(
+    stream: UnixStream,
+    live: impl Fn(&str) -> Option<Arc<Session>>,
+    wait: Duration,
+) -> std::io::Result<()> {
     let mut stream = BufReader::new(stream);
     let mut line = String::new();
     (&mut stream).take(MAX_LINE).read_line(&mut line).await?;
@@ -194,7 +202,7 @@ async fn relay_one(stream: UnixStream, pool: Pool, wait: Duration) -> std::io::R
     };
     let deadline = tokio::time::Instant::now() + wait;
     let session: Arc<Session> = loop {
-        if let Some(s) = pool.live(&device) {
+        if let Some(s) = live(&device) {
             break s;
         }
         if tokio::time::Instant::now() >= deadline {

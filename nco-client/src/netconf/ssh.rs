@@ -9,7 +9,7 @@ use russh::ChannelMsg;
 use tracing::warn;
 
 use super::error::NetconfError;
-use super::session::{fingerprints_match, ConnectOptions, HostKeyPolicy};
+use super::options::{fingerprints_match, ConnectOptions, HostKeyPolicy};
 
 /// An SSH connection to a device agent.
 pub type SshHandle = russh::client::Handle<ClientHandler>;
