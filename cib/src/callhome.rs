@@ -24,6 +24,9 @@ use crate::{device_row, record_history, validate, Cib};
 /// Enrollment tokens are valid this long unless the operator says.
 pub const DEFAULT_ENROLLMENT_TTL_MS: i64 = 24 * 3600 * 1000;
 
+/// An `enrollment` row: id, device name, role, labels, expiry, use.
+type EnrollmentRow = (i64, String, Option<String>, String, i64, Option<i64>);
+
 /// What a call with an enrollment token came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnrollOutcome {
@@ -557,7 +560,7 @@ impl Cib {
         let now = Timestamp::now();
         let hash = sha256_hex(token.trim());
         self.write(|tx| {
-            let row: Option<(i64, String, Option<String>, String, i64, Option<i64>)> = tx
+            let row: Option<EnrollmentRow> = tx
                 .query_row(
                     "SELECT id, device_name, role, labels, expires_at, used_at FROM enrollment
                      WHERE token_sha256 = ?1",

@@ -1,6 +1,12 @@
 //! Devices that call home: pending, accept, reject, enrollment tokens, a
 //! changed host key, check-ins and what construct does with them.
 
+// Helpers outside #[test] fns are not covered by clippy.toml's allow-unwrap-in-tests.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
+
 use l45_cib::*;
 
 const FP_A: &str = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";

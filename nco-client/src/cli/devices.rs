@@ -265,7 +265,7 @@ fn data_json(d: &DeviceData) -> Json {
         ("tap_backend", Json::str(&d.tap_backend)),
         (
             "userspace_abi_version",
-            d.userspace_abi_version.map_or(Json::Null, |v| Json::num(v)),
+            d.userspace_abi_version.map_or(Json::Null, Json::num),
         ),
         (
             "kernel_module_release",
