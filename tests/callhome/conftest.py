@@ -86,7 +86,7 @@ class Agent:
     network namespace (`netns`)."""
 
     def __init__(self, workdir, nco_key, call_home, listen="127.0.0.1:0", token=None,
-                 netns=None, extra=()):
+                 netns=None, machine_id=None, extra=()):
         self.dir = pathlib.Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.args = [AGENT, "--listen", listen, "--state-dir", str(self.dir / "state"),
@@ -101,11 +101,19 @@ class Agent:
             os.close(fd)
             self.args += ["--enrollment-token-file", str(tf)]
         self.netns = netns
+        self.machine_id = None
+        if machine_id:
+            # Another machine: its own /etc/machine-id in a mount namespace.
+            self.machine_id = self.dir / "machine-id"
+            self.machine_id.write_text(machine_id + "\n")
         self.proc = None
         self.start()
 
     def start(self):
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        if self.machine_id:
+            prefix += ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/machine-id && exec "$@"',
+                       str(self.machine_id)]
         self.log = open(self.dir / "agent.log", "ab")
         self.proc = subprocess.Popen(prefix + self.args, stdout=subprocess.PIPE, stderr=self.log,
                                      text=True)

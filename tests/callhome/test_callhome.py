@@ -91,8 +91,8 @@ def test_enrollment_token_is_used_once_and_a_changed_host_key_is_refused(nco, tm
     assert d["call_home"] and d["host_key"] == a.fingerprint and d["role"] == "client"
     assert not pending(nco)
     assert deploy(nco, "host9")[0]["state"] == "confirmed"
-    # The same token from another device: refused, not pending.
-    b = Agent(tmp_path / "b", nco.key, addr, token=token)
+    # The same token from another machine: refused, not pending.
+    b = Agent(tmp_path / "b", nco.key, addr, token=token, machine_id="0123456789abcdef0123456789abcdef")
     cleanup.append(b)
     wait_until(lambda: alerts(nco, "enrollment-refused"), what="the reused token to be refused")
     assert all(x["host_key"] != b.fingerprint for x in nco.json("devices", "list"))
