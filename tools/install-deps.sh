@@ -17,7 +17,10 @@ DEBS=(cmake libpcre2-dev libyang2-tools netconfd yangcli openssh-client
       systemd man-db
       # metrics tests (tests/service/test_metrics.py): a real Prometheus
       # scrapes the agent's and the NCO's --metrics endpoints
-      prometheus)
+      prometheus
+      # call-home tests (tests/callhome): a device in a network namespace
+      # whose firewall lets only its own outbound connections through
+      iproute2 nftables)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

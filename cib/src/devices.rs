@@ -1,41 +1,11 @@
 //! Devices: inventory, host-key pinning.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::params;
 
 use crate::error::{CibError, Result};
+use crate::rows::{insert_device, load_device, DEVICE_COLUMNS};
 use crate::types::{alert_kind, Device, HostKeyCheck, NewAlert, NewDevice, Severity, Timestamp};
 use crate::{device_row, record_history, validate, Cib};
-
-const DEVICE_COLUMNS: &str =
-    "name, address, username, ssh_key_path, host_key_fingerprint, role, labels, added_at";
-
-fn device_from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
-    let labels: String = r.get(6)?;
-    Ok(Device {
-        name: r.get(0)?,
-        address: r.get(1)?,
-        username: r.get(2)?,
-        ssh_key_path: r.get(3)?,
-        host_key_fingerprint: r.get(4)?,
-        role: r.get(5)?,
-        labels: labels
-            .split(',')
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        added_at: Timestamp(r.get(7)?),
-    })
-}
-
-pub(crate) fn load_device(conn: &Connection, name: &str) -> Result<Device> {
-    conn.query_row(
-        &format!("SELECT {DEVICE_COLUMNS} FROM device WHERE name = ?1"),
-        [name],
-        device_from_row,
-    )
-    .optional()?
-    .ok_or_else(|| CibError::UnknownDevice(name.to_owned()))
-}
 
 impl Cib {
     /// Adds a device. Refuses a name already in use.
@@ -43,34 +13,15 @@ impl Cib {
         validate::new_device(device)?;
         let now = Timestamp::now();
         self.write(|tx| {
-            let exists: bool =
-                tx.query_row("SELECT EXISTS(SELECT 1 FROM device WHERE name = ?1)", [&device.name], |r| r.get(0))?;
-            if exists {
-                return Err(CibError::Duplicate {
-                    what: "a device named",
-                    key: device.name.clone(),
-                });
-            }
-            tx.execute(
-                "INSERT INTO device (name, address, username, ssh_key_path, host_key_fingerprint, role, labels, added_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    device.name,
-                    device.address,
-                    device.username,
-                    device.ssh_key_path,
-                    device.host_key_fingerprint,
-                    device.role,
-                    device.labels.join(","),
-                    now.0
-                ],
+            insert_device(tx, device, false, now)?;
+            record_history(
+                tx,
+                now,
+                Some(&device.name),
+                None,
+                "device-added",
+                &device.address,
             )?;
-            // The counter row may survive from an earlier device of this name.
-            tx.execute(
-                "INSERT OR IGNORE INTO module_id_counter (device_name, next_id) VALUES (?1, 1)",
-                [&device.name],
-            )?;
-            record_history(tx, now, Some(&device.name), None, "device-added", &device.address)?;
             load_device(tx, &device.name)
         })
     }
@@ -111,7 +62,7 @@ impl Cib {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {DEVICE_COLUMNS} FROM device ORDER BY name"
         ))?;
-        let rows = stmt.query_map([], device_from_row)?;
+        let rows = stmt.query_map([], crate::rows::device_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

@@ -28,6 +28,15 @@ pub enum CibError {
     #[error("no inverse module for kind \"{kind}\" on middlebox type \"{mb_type}\" (register one first)")]
     NoInverse { kind: String, mb_type: String },
 
+    #[error("device \"{device}\" cannot take this: {reason}")]
+    DeviceCannot { device: String, reason: String },
+
+    #[error("enrollment refused: {0}")]
+    Enrollment(String),
+
+    #[error("no pending device \"{0}\" (see the pending list)")]
+    UnknownPending(String),
+
     #[error("{what} \"{key}\" already exists")]
     Duplicate { what: &'static str, key: String },
 

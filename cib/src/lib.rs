@@ -15,6 +15,7 @@
 //! - times are Unix milliseconds ([`Timestamp`]).
 
 mod addr;
+mod callhome;
 mod devices;
 mod error;
 mod middlebox;
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+pub use callhome::{EnrollOutcome, DEFAULT_ENROLLMENT_TTL_MS};
 pub use error::{CibError, Result};
 pub use types::*;
 

@@ -12,10 +12,16 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001_initial",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001_initial",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        name: "0002_call_home",
+        sql: include_str!("../migrations/0002_call_home.sql"),
+    },
+];
 
 /// The schema version this program writes.
 pub(crate) const LATEST: u32 = MIGRATIONS.len() as u32;

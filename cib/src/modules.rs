@@ -41,6 +41,13 @@ fn allocate_module_id(conn: &Connection, device: &str) -> Result<u32> {
 /// Inserts one module (validated by the caller) in the caller's transaction.
 fn insert_module(conn: &Connection, m: &NewModule, now: Timestamp) -> Result<Module> {
     let device = device_row(conn, &m.device)?;
+    // Built for what the device said it can run at its last check-in.
+    if let Some(reason) = crate::rows::device_lacks(conn, &m.device, &m.kind)? {
+        return Err(CibError::DeviceCannot {
+            device: m.device.clone(),
+            reason,
+        });
+    }
     let name_taken: bool = conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM module WHERE device_id = ?1 AND name = ?2 AND status <> 'revoked')",
         params![device, m.name],

@@ -1,5 +1,6 @@
 //! Row access the feature files share: modules, requests and alerts as
-//! stored, read and written inside the caller's transaction. It sits below
+//! stored, read and written inside the caller's transaction (and devices
+//! with their check-in data). It sits below
 //! `modules`, `requests`, `monitor`, `middlebox` and `devices`, and uses
 //! only `types`, `error` and the crate root's helpers.
 
@@ -7,10 +8,135 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::{CibError, Result};
 use crate::types::{
-    Action, Attach, MatchRules, Module, ModuleStatus, NewAlert, Protocol, Request, RequestState,
-    RetryPolicy, Timestamp,
+    Action, Attach, Device, DeviceData, MatchRules, Module, ModuleStatus, NewAlert, NewDevice,
+    Protocol, Request, RequestState, RetryPolicy, Timestamp,
 };
 use crate::{device_row, opt_ts, record_history, to_u32};
+
+// ===== devices =====
+
+pub(crate) const DEVICE_COLUMNS: &str =
+    "name, address, username, ssh_key_path, host_key_fingerprint, role, labels, added_at, call_home";
+
+pub(crate) fn device_from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
+    let labels: String = r.get(6)?;
+    Ok(Device {
+        name: r.get(0)?,
+        address: r.get(1)?,
+        username: r.get(2)?,
+        ssh_key_path: r.get(3)?,
+        host_key_fingerprint: r.get(4)?,
+        role: r.get(5)?,
+        labels: labels
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        added_at: Timestamp(r.get(7)?),
+        call_home: r.get(8)?,
+    })
+}
+
+pub(crate) fn load_device(conn: &Connection, name: &str) -> Result<Device> {
+    conn.query_row(
+        &format!("SELECT {DEVICE_COLUMNS} FROM device WHERE name = ?1"),
+        [name],
+        device_from_row,
+    )
+    .optional()?
+    .ok_or_else(|| CibError::UnknownDevice(name.to_owned()))
+}
+
+/// Inserts a device (validated by the caller) and its module-id counter,
+/// in the caller's transaction; refuses a name in use.
+pub(crate) fn insert_device(
+    conn: &Connection,
+    device: &NewDevice,
+    call_home: bool,
+    now: Timestamp,
+) -> Result<()> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM device WHERE name = ?1)",
+        [&device.name],
+        |r| r.get(0),
+    )?;
+    if exists {
+        return Err(CibError::Duplicate {
+            what: "a device named",
+            key: device.name.clone(),
+        });
+    }
+    conn.execute(
+        "INSERT INTO device (name, address, username, ssh_key_path, host_key_fingerprint, role, labels, added_at, call_home)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            device.name,
+            device.address,
+            device.username,
+            device.ssh_key_path,
+            device.host_key_fingerprint,
+            device.role,
+            device.labels.join(","),
+            now.0,
+            call_home
+        ],
+    )?;
+    // The counter row may survive from an earlier device of this name.
+    conn.execute(
+        "INSERT OR IGNORE INTO module_id_counter (device_name, next_id) VALUES (?1, 1)",
+        [&device.name],
+    )?;
+    Ok(())
+}
+
+/// The device's last check-in data, if it ever checked in.
+pub(crate) fn device_data_of(
+    conn: &Connection,
+    device_id: i64,
+) -> Result<Option<(DeviceData, Timestamp)>> {
+    Ok(conn
+        .query_row(
+            "SELECT host_name, machine_id, architecture, os_name, kernel_release, agent_version,
+                    tap_backend, userspace_abi_version, kernel_module_release, kinds, last_start,
+                    checked_in_at
+             FROM device_data WHERE device_id = ?1",
+            [device_id],
+            |r| Ok((device_data_from_row(r, 0)?, Timestamp(r.get(11)?))),
+        )
+        .optional()?)
+}
+
+/// `DeviceData` from 11 columns starting at `at` (the order of
+/// `device_data`'s columns).
+pub(crate) fn device_data_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<DeviceData> {
+    let kinds: String = r.get(at + 9)?;
+    let abi: Option<i64> = r.get(at + 7)?;
+    Ok(DeviceData {
+        host_name: r.get(at)?,
+        machine_id: r.get(at + 1)?,
+        architecture: r.get(at + 2)?,
+        os_name: r.get(at + 3)?,
+        kernel_release: r.get(at + 4)?,
+        agent_version: r.get(at + 5)?,
+        tap_backend: r.get(at + 6)?,
+        userspace_abi_version: abi.and_then(|v| u32::try_from(v).ok()),
+        kernel_module_release: r.get(at + 8)?,
+        kinds: kinds
+            .split(',')
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        last_start: r.get(at + 10)?,
+    })
+}
+
+/// Why a module of `kind` cannot be built for the device, from its last
+/// check-in; `None` when it can (or it never checked in: nothing is known
+/// against it).
+pub(crate) fn device_lacks(conn: &Connection, device: &str, kind: &str) -> Result<Option<String>> {
+    let row = device_row(conn, device)?;
+    Ok(device_data_of(conn, row)?.and_then(|(d, _)| d.lacks(kind)))
+}
 
 // ===== modules =====
 

@@ -148,6 +148,11 @@ pub mod alert_kind {
     /// A device's tap found a socket escaping a module (the agent's
     /// `module-bypassed` notification).
     pub const MODULE_BYPASSED: &str = "module-bypassed";
+    /// A device called home with a host key the CIB does not know and no
+    /// valid enrollment token: it waits for `devices accept`.
+    pub const DEVICE_PENDING: &str = "device-pending";
+    /// An enrollment token was presented that is unknown, used or expired.
+    pub const ENROLLMENT_REFUSED: &str = "enrollment-refused";
 }
 
 // ===== devices and middleboxes =====
@@ -173,6 +178,9 @@ pub struct Device {
     pub username: String,
     pub ssh_key_path: String,
     pub host_key_fingerprint: Option<String>,
+    /// The device calls the NCO (RFC 8071); `address` is where its last
+    /// call came from.
+    pub call_home: bool,
     pub role: Option<String>,
     pub labels: Vec<String>,
     pub added_at: Timestamp,
@@ -185,6 +193,105 @@ impl Device {
             .map(|(host, _)| host)
             .unwrap_or(&self.address)
     }
+}
+
+/// What a device reports about itself (`/l45:device`), its check-in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceData {
+    pub host_name: String,
+    pub machine_id: String,
+    pub architecture: String,
+    pub os_name: String,
+    pub kernel_release: String,
+    pub agent_version: String,
+    /// `recording`, `userspace` or `kernel`.
+    pub tap_backend: String,
+    pub userspace_abi_version: Option<u32>,
+    pub kernel_module_release: Option<String>,
+    /// Module kinds the tap runs (YANG identity names).
+    pub kinds: Vec<String>,
+    /// When the agent last started, as it reported it.
+    pub last_start: Option<String>,
+}
+
+impl DeviceData {
+    /// Why a module of `kind` cannot be built for this device, if it
+    /// cannot.
+    pub fn lacks(&self, kind: &str) -> Option<String> {
+        (!self.kinds.iter().any(|k| k == kind)).then(|| {
+            format!(
+                "its {} tap ({}, {}) does not run {kind} (it runs: {})",
+                self.tap_backend,
+                self.architecture,
+                self.kernel_release,
+                if self.kinds.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    self.kinds.join(", ")
+                }
+            )
+        })
+    }
+}
+
+/// A device's latest check-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckIn {
+    pub device: String,
+    pub data: DeviceData,
+    pub checked_in_at: Timestamp,
+}
+
+/// `pending` (waiting for the operator) or `rejected` (calls are refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingState {
+    Pending,
+    Rejected,
+}
+
+impl PendingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PendingState::Pending => "pending",
+            PendingState::Rejected => "rejected",
+        }
+    }
+}
+
+/// A device that called with an unknown host key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDevice {
+    /// Proposed name (its host name, made unique).
+    pub name: String,
+    pub host_key_fingerprint: String,
+    pub state: PendingState,
+    /// Where the last call came from.
+    pub peer: String,
+    pub username: String,
+    pub ssh_key_path: String,
+    pub data: DeviceData,
+    pub first_seen_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub calls: u32,
+}
+
+/// What the CIB made of a call from a host key it does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnknownCall {
+    /// Recorded (or refreshed) as pending; an alert was raised the first time.
+    Pending { name: String },
+    /// The operator rejected this key.
+    Rejected { name: String },
+    /// Another host key is pinned for this machine: refused, critical alert.
+    HostKeyChanged { device: String, pinned: String },
+}
+
+/// A one-time enrollment token as issued (the token itself is shown once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    pub device: String,
+    pub token: String,
+    pub expires_at: Timestamp,
 }
 
 /// What [`crate::Cib::check_host_key`] found.

@@ -152,6 +152,64 @@ pub fn parse_report(output: &str) -> Result<Vec<ModuleReport>, ReportError> {
     Ok(out)
 }
 
+/// The subtree filter that reads a device's check-in data.
+pub fn device_filter() -> String {
+    format!("<device xmlns=\"{L45_NS}\"/>")
+}
+
+/// A device's check-in as read from `/l45:device`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckInData {
+    pub data: l45_cib::DeviceData,
+    /// The host key fingerprint the agent says it has.
+    pub host_key_fingerprint: Option<String>,
+    /// The one-time enrollment token the agent was started with.
+    pub enrollment_token: Option<String>,
+}
+
+/// Parses the content of `<data>` of a `get` with [`device_filter`]. An
+/// agent without the container (older, or in-process) gives empty data.
+pub fn parse_device(data: &str) -> Result<CheckInData, ReportError> {
+    let wrapped = format!("<data>{data}</data>");
+    let root = xml::parse(wrapped.as_bytes()).map_err(|e| ReportError::Xml(e.to_string()))?;
+    let Some(d) = root.children.iter().find(|c| c.is(L45_NS, "device")) else {
+        return Ok(CheckInData::default());
+    };
+    let owned = |name: &str| text(d, name).unwrap_or("").to_string();
+    let tap = d.child(L45_NS, "tap");
+    let tap_text = |name: &str| tap.and_then(|t| text(t, name)).map(str::to_string);
+    let kinds = tap
+        .map(|t| {
+            t.children
+                .iter()
+                .filter(|c| c.is(L45_NS, "kind"))
+                .map(|c| {
+                    let k = c.trimmed_text();
+                    // An identityref: drop the prefix.
+                    k.rsplit(':').next().unwrap_or(k).to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(CheckInData {
+        data: l45_cib::DeviceData {
+            host_name: owned("host-name"),
+            machine_id: owned("machine-id"),
+            architecture: owned("architecture"),
+            os_name: owned("os-name"),
+            kernel_release: owned("kernel-release"),
+            agent_version: owned("agent-version"),
+            tap_backend: tap_text("backend").unwrap_or_default(),
+            userspace_abi_version: tap_text("userspace-abi-version").and_then(|v| v.parse().ok()),
+            kernel_module_release: tap_text("kernel-module-release"),
+            kinds,
+            last_start: text(d, "last-start").map(str::to_string),
+        },
+        host_key_fingerprint: text(d, "host-key-fingerprint").map(str::to_string),
+        enrollment_token: text(d, "enrollment-token").map(str::to_string),
+    })
+}
+
 /// A device's `module-bypassed` notification: a socket that module `id`'s
 /// match selects escapes the tap.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,5 +417,28 @@ mod tests {
         ] {
             assert_eq!(parse_bypassed(&bad), None, "{bad}");
         }
+    }
+    #[test]
+    fn device_data_is_read_from_the_device_container() {
+        let xml = format!(
+            "<device xmlns=\"{L45_NS}\"><host-name>h1</host-name><machine-id>m1</machine-id>\
+             <architecture>x86_64</architecture><os-name>Debian</os-name>\
+             <kernel-release>6.12.1</kernel-release><agent-version>0.1.0</agent-version>\
+             <host-key-fingerprint>SHA256:x</host-key-fingerprint>\
+             <last-start>2026-12-06T00:00:00Z</last-start>\
+             <tap><backend>userspace</backend><userspace-abi-version>4</userspace-abi-version>\
+             <kind xmlns:l45=\"{L45_NS}\">l45:dns-front-tag</kind><kind>l45:stream-tag</kind></tap>\
+             <enrollment-token>l45e-ab</enrollment-token></device>"
+        );
+        let c = parse_device(&xml).unwrap();
+        assert_eq!(c.data.host_name, "h1");
+        assert_eq!(c.data.tap_backend, "userspace");
+        assert_eq!(c.data.userspace_abi_version, Some(4));
+        assert_eq!(c.data.kernel_module_release, None);
+        assert_eq!(c.data.kinds, vec!["dns-front-tag", "stream-tag"]);
+        assert_eq!(c.data.last_start.as_deref(), Some("2026-12-06T00:00:00Z"));
+        assert_eq!(c.enrollment_token.as_deref(), Some("l45e-ab"));
+        assert_eq!(parse_device("").unwrap(), CheckInData::default());
+        assert!(parse_device("<device").is_err());
     }
 }

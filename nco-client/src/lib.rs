@@ -1,6 +1,7 @@
 //! The network-wide orchestrator (NCO): the NETCONF client, the CIB-driven
 //! request waves, monitoring, security checks, rotation and middleboxes.
 
+pub mod callhome;
 pub mod device_xml;
 pub mod metrics;
 pub mod middlebox;

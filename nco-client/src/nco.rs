@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use crate::device_xml;
 use crate::netconf::{
     BackoffConfig, ConnectOptions, Datastore, EditOptions, HostKeyPolicy, NetconfError, Pool,
-    Session,
+    Route, Session,
 };
 
 /// Timing and concurrency of the NCO.
@@ -111,6 +111,12 @@ pub struct Nco {
     cfg: NcoConfig,
     registered: Mutex<HashSet<String>>,
     metrics: crate::metrics::NcoMetrics,
+    /// How sessions to devices that call home are had: in `serve` they
+    /// come from the call-home listener, elsewhere through its relay.
+    call_home_route: Mutex<Route>,
+    /// Sessions of pending devices, by host key, kept open until the
+    /// operator accepts (or rejects) them (`crate::callhome`).
+    pub(crate) held: Mutex<std::collections::HashMap<String, Arc<Session>>>,
 }
 
 fn now() -> Timestamp {
@@ -133,6 +139,7 @@ fn is_unreachable(e: &NetconfError) -> bool {
     matches!(
         e,
         NetconfError::Connect { .. }
+            | NetconfError::AwaitingCall { .. }
             | NetconfError::Unreachable { .. }
             | NetconfError::Timeout { .. }
             | NetconfError::Disconnected
@@ -149,6 +156,8 @@ impl Nco {
             cfg,
             registered: Mutex::new(HashSet::new()),
             metrics: Default::default(),
+            call_home_route: Mutex::new(Route::Called),
+            held: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -164,6 +173,26 @@ impl Nco {
     /// What this process recorded for `--metrics` (`metrics.rs`).
     pub fn metrics(&self) -> &crate::metrics::NcoMetrics {
         &self.metrics
+    }
+
+    /// How this process reaches devices that call home: `Route::Called`
+    /// in `serve` (the default), `Route::Relay(serve's socket)` elsewhere.
+    /// Set before the first request.
+    pub fn set_call_home_route(&self, route: Route) {
+        *self
+            .call_home_route
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = route;
+    }
+
+    pub fn config(&self) -> &NcoConfig {
+        &self.cfg
+    }
+
+    /// True when the device calls home to this process and has no
+    /// connection now: its requests wait for the call instead of failing.
+    pub(crate) fn waits_for_call(&self, device: &str) -> bool {
+        self.register(device).is_ok() && self.pool.awaits_call(device)
     }
 
     /// Registers a CIB device with the pool (once), pinned if the CIB has
@@ -185,7 +214,15 @@ impl Nco {
         let mut opts = ConnectOptions::new(&d.address, &d.username, &d.ssh_key_path, policy);
         opts.rpc_timeout = self.cfg.rpc_timeout;
         opts.connect_timeout = self.cfg.rpc_timeout.min(Duration::from_secs(10));
-        self.pool.add_device(device, opts);
+        let route = if d.call_home {
+            self.call_home_route
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        } else {
+            Route::Dial
+        };
+        self.pool.add_device_routed(device, opts, route);
         self.registered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -236,7 +273,10 @@ impl Nco {
     /// CIB transaction marks the wave sent, one confirms what succeeded.
     pub async fn run_wave(self: &Arc<Self>, limit: u32) -> Result<Wave, NcoError> {
         let t = now();
-        let due = self.cib().due_requests(t, limit)?;
+        let mut due = self.cib().due_requests(t, limit)?;
+        // A device that calls home and is not connected: its requests
+        // wait for the call (no attempt is used up).
+        due.retain(|r| !self.waits_for_call(&r.device));
         if due.is_empty() {
             return Ok(Wave::default());
         }

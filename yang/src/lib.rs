@@ -108,8 +108,8 @@ pub const MODULES: &[YangModule] = &[
     ),
     module!(
         "layer45-customization",
-        "2026-11-22",
-        "../layer45-customization@2026-11-22.yang",
+        "2026-12-06",
+        "../layer45-customization@2026-12-06.yang",
         true,
         &[]
     ),
@@ -642,7 +642,7 @@ mod tests {
     #[test]
     fn find_module_matches_revision() {
         assert!(find_module(L45_MODULE, None).is_some());
-        assert!(find_module(L45_MODULE, Some("2026-11-22")).is_some());
+        assert!(find_module(L45_MODULE, Some("2026-12-06")).is_some());
         assert!(find_module(L45_MODULE, Some("1999-01-01")).is_none());
     }
 }

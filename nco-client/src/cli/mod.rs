@@ -54,7 +54,12 @@ impl Global {
         cfg.concurrency = self.concurrency.max(1);
         let cib = Cib::open(&self.cib)
             .with_context(|| format!("opening the CIB {}", self.cib.display()))?;
-        Ok(Nco::new(cib, cfg))
+        let nco = Nco::new(cib, cfg);
+        // Devices that call home are reached through `serve`.
+        nco.set_call_home_route(l45_nco::netconf::Route::Relay(
+            l45_nco::netconf::relay::socket_path(&self.cib),
+        ));
+        Ok(nco)
     }
 
     /// Carries out the requests `ids` now, showing progress as `step`.

@@ -18,6 +18,26 @@ pub struct ServeArgs {
     /// Seconds between security checks of every module.
     #[arg(long, default_value_t = 300)]
     sec_check_window: u64,
+    /// Take calls from devices that call home (RFC 8071) on HOST:PORT
+    /// (port 0: any free port; the address is printed). Without this
+    /// option serve tries 0.0.0.0:4334 and goes on without call home if
+    /// that port is taken; `none` turns call home off.
+    #[arg(long, value_name = "HOST:PORT|none")]
+    call_home_listen: Option<String>,
+    /// SSH user the NCO logs in as on a calling device it does not know
+    /// yet (enrollment, pending).
+    #[arg(long, default_value = "admin")]
+    call_home_user: String,
+    /// The NCO's private key for calling devices it does not know yet;
+    /// known devices are logged in to with their own CIB key. Without it
+    /// an unknown device is recorded as pending from its host key alone
+    /// and enrollment tokens cannot be read.
+    #[arg(long, value_name = "FILE")]
+    call_home_key: Option<std::path::PathBuf>,
+    /// Seconds between SSH keepalives on call-home sessions (a cut link is
+    /// noticed after three unanswered ones).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    call_home_keepalive: u64,
     /// Moving target (dissertation §6.2.7): rotate the customization NAME
     /// (the name of its first module) every `--every`, each time to a new
     /// module (NAME-r2, NAME-r3, …) of the same kind with a fresh random
@@ -73,13 +93,61 @@ impl ServeArgs {
             );
             eprintln!("l45-nco metrics on {at}");
         }
-        eprintln!("l45-nco serving (CIB {})", g.cib.display());
+        nco.set_call_home_route(l45_nco::netconf::Route::Called);
+        let call_home = self.start_call_home(g, &nco).await?;
+        // One line scripts can wait for.
+        eprintln!("l45-nco serving (CIB {}; {call_home})", g.cib.display());
         l45_service::notify::ready("serving");
         let served = nco.serve(shutdown_signal()).await;
         rotations.abort();
         served?;
         eprintln!("l45-nco stopped");
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl ServeArgs {
+    /// The call-home listener and the relay other `l45-nco` commands reach
+    /// calling devices through.
+    async fn start_call_home(
+        &self,
+        g: &Global,
+        nco: &std::sync::Arc<l45_nco::Nco>,
+    ) -> anyhow::Result<String> {
+        use anyhow::Context as _;
+        let (addr, explicit) = match self.call_home_listen.as_deref() {
+            Some("none") => return Ok("call home off".into()),
+            Some(a) => (a, true),
+            None => ("0.0.0.0:4334", false),
+        };
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) if !explicit => {
+                tracing::info!(%addr, error = %e, "call-home listener not started (said on the serving line)");
+                return Ok(format!("call home off: cannot listen on {addr}: {e}"));
+            }
+            Err(e) => return Err(e).with_context(|| format!("call home: listening on {addr}")),
+        };
+        let local = listener.local_addr()?;
+        let relay = l45_nco::netconf::relay::bind(&g.cib).with_context(|| {
+            format!(
+                "relay socket {}",
+                l45_nco::netconf::relay::socket_path(&g.cib).display()
+            )
+        })?;
+        let cfg = l45_nco::callhome::CallHomeConfig {
+            user: self.call_home_user.clone(),
+            key: self.call_home_key.clone(),
+            keepalive: Duration::from_secs(self.call_home_keepalive.max(1)),
+        };
+        tokio::spawn(std::sync::Arc::clone(nco).serve_call_home(listener, cfg));
+        let pool = nco.pool().clone();
+        tokio::spawn(l45_nco::netconf::relay::serve(
+            relay,
+            move |device: &str| pool.live(device),
+            Duration::from_secs(10),
+        ));
+        Ok(format!("call home on {local}"))
     }
 }
 

@@ -12,11 +12,22 @@ use crate::json::Json;
 pub async fn run(g: &Global) -> anyhow::Result<ExitCode> {
     let nco = g.open_nco(NcoConfig::default())?;
     let st = nco.cib().status_summary()?;
-    print_status(g.json, &st);
+    let check_ins: std::collections::HashMap<String, l45_cib::CheckIn> = nco
+        .cib()
+        .check_ins()?
+        .into_iter()
+        .map(|c| (c.device.clone(), c))
+        .collect();
+    print_status(g.json, &st, &check_ins);
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_status(json: bool, st: &[DeviceStatus]) {
+fn print_status(
+    json: bool,
+    st: &[DeviceStatus],
+    check_ins: &std::collections::HashMap<String, l45_cib::CheckIn>,
+) {
+    let checked_in = |d: &str| check_ins.get(d).map(|c| c.checked_in_at);
     emit(
         json,
         || {
@@ -31,6 +42,7 @@ fn print_status(json: bool, st: &[DeviceStatus]) {
                     ("requests_failed", Json::num(s.requests_failed)),
                     ("alerts_open", Json::num(s.alerts_open)),
                     ("last_report_at", json_opt_time(s.last_report_at)),
+                    ("checked_in_at", json_opt_time(checked_in(&s.device))),
                 ])
             }))
         },
@@ -44,6 +56,7 @@ fn print_status(json: bool, st: &[DeviceStatus]) {
             "failed",
             "alerts",
             "last report",
+            "checked in",
         ],
         || {
             st.iter()
@@ -58,6 +71,7 @@ fn print_status(json: bool, st: &[DeviceStatus]) {
                         s.requests_failed.to_string(),
                         s.alerts_open.to_string(),
                         time_cell(s.last_report_at),
+                        time_cell(checked_in(&s.device)),
                     ]
                 })
                 .collect()

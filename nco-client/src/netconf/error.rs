@@ -128,6 +128,10 @@ pub enum NetconfError {
     /// Pool: no such device registered.
     #[error("unknown device {0}")]
     UnknownDevice(String),
+    /// Pool: the device calls home (RFC 8071) and has no connection open
+    /// now; requests wait for its next call.
+    #[error("device {device} calls home and has not called (no connection now): {detail}")]
+    AwaitingCall { device: String, detail: String },
     /// Pool: the device failed recently and its backoff has not expired.
     #[error("device {device} unreachable ({failures} consecutive failures, retry in {retry_in:?}): {last_error}")]
     Unreachable {

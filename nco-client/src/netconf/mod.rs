@@ -12,13 +12,16 @@
 
 pub mod error;
 pub mod ops;
+pub mod options;
 pub mod pool;
+pub mod relay;
 pub mod reply;
 pub mod session;
+pub mod ssh;
 
 pub use error::{NetconfError, Phase, RpcErrorInfo};
 pub use ops::{Datastore, DefaultOperation, EditOptions, ErrorOption, TestOption, L45_NS};
-pub use pool::{BackoffConfig, DeviceConnections, DeviceState, Pool};
+pub use pool::{BackoffConfig, DeviceConnections, DeviceState, Pool, Route};
 pub use reply::{Notification, Reply};
 pub use session::{
     fingerprints_match, ConnectOptions, HostKeyPolicy, Session, DEFAULT_MAX_REPLY_SIZE,

@@ -99,8 +99,22 @@ struct Slot {
     last_connect_time: Option<Duration>,
 }
 
+/// How a device's sessions are opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The NCO connects to the device's address.
+    Dial,
+    /// The device calls home to `serve`; this process asks `serve` for a
+    /// channel through its relay socket at this path.
+    Relay(std::path::PathBuf),
+    /// The device calls home to this process: sessions come from
+    /// [`Pool::attach`]; without one, requests wait for the call.
+    Called,
+}
+
 struct Device {
     name: String,
+    route: Route,
     opts: Mutex<ConnectOptions>,
     /// Serialises connection attempts to this device.
     connecting: tokio::sync::Mutex<()>,
@@ -188,9 +202,15 @@ impl Pool {
     /// Registers (or re-registers with new options) a device. Nothing is
     /// connected yet. Re-registering drops the old session and backoff.
     pub fn add_device(&self, name: impl Into<String>, opts: ConnectOptions) {
+        self.add_device_routed(name, opts, Route::Dial);
+    }
+
+    /// As [`Pool::add_device`], with the way its sessions are opened.
+    pub fn add_device_routed(&self, name: impl Into<String>, opts: ConnectOptions, route: Route) {
         let name = name.into();
         let device = Arc::new(Device {
             name: name.clone(),
+            route,
             opts: Mutex::new(opts),
             connecting: tokio::sync::Mutex::new(()),
             slot: Mutex::new(Slot::default()),
@@ -266,6 +286,34 @@ impl Pool {
         Ok(())
     }
 
+    /// Makes `session` the device's live session (a call-home connection
+    /// the device opened); the session it replaces, if any, is dropped.
+    /// False if the device is not registered.
+    pub fn attach(&self, name: &str, session: Arc<Session>) -> bool {
+        let Ok(device) = self.device(name) else {
+            return false;
+        };
+        let mut slot = lock(&device.slot);
+        slot.last_connect_time = Some(session.connect_time());
+        slot.session = Some(session);
+        slot.failures = 0;
+        slot.last_error = None;
+        slot.retry_at = None;
+        true
+    }
+
+    /// The device's live session, without connecting.
+    pub fn live(&self, name: &str) -> Option<Arc<Session>> {
+        self.device(name).ok()?.live_session()
+    }
+
+    /// True when the device calls home to this process and has no live
+    /// session: its requests wait (they are not attempts that failed).
+    pub fn awaits_call(&self, name: &str) -> bool {
+        self.device(name)
+            .is_ok_and(|d| d.route == Route::Called && d.live_session().is_none())
+    }
+
     /// The device's live session, connecting if there is none and the
     /// backoff allows. While backing off this fails at once with
     /// [`NetconfError::Unreachable`]; a failed attempt returns its own error
@@ -294,7 +342,20 @@ impl Pool {
             }
         }
         let opts = lock(&device.opts).clone();
-        match Session::connect(opts).await {
+        let opened = match &device.route {
+            Route::Dial => Session::connect(opts).await,
+            Route::Relay(path) => super::relay::connect(path, name, opts).await,
+            Route::Called => {
+                return Err(NetconfError::AwaitingCall {
+                    device: name.to_string(),
+                    detail: lock(&device.slot)
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "no call since the NCO started".into()),
+                })
+            }
+        };
+        match opened {
             Ok(session) => {
                 let session = Arc::new(session);
                 {

@@ -16,125 +16,21 @@ use std::time::{Duration, Instant};
 use l45_netconf_proto::framing::{self, MAX_CHUNK_SIZE_RFC};
 use l45_netconf_proto::message::{self, Hello, CAP_BASE_10, CAP_BASE_11};
 use l45_netconf_proto::{xml, Decoder, Frame, Framing, Limits, BASE_NS};
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use super::error::{NetconfError, Phase};
 use super::reply::{parse_incoming, Incoming, Notification, RawReply, Reply};
-
-/// Default largest reply accepted: 256 MiB.
-pub const DEFAULT_MAX_REPLY_SIZE: usize = 256 * 1024 * 1024;
+use super::ssh::{self, SshHandle};
 
 /// Smallest message limit used while reading the server's hello.
 const HELLO_MIN_LIMIT: usize = 16 * 1024 * 1024;
 
-/// How the server's host key is checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostKeyPolicy {
-    /// Only a key with this fingerprint (`SHA256:…`, as printed by
-    /// `ssh-keygen -lf` and by the agent at start-up) is accepted.
-    Pinned(String),
-    /// Any key is accepted; [`Session::host_key_fingerprint`] tells which,
-    /// so the caller can pin it for the next connections.
-    TrustOnFirstUse,
-}
-
-/// Everything needed to open a session.
-#[derive(Debug, Clone)]
-pub struct ConnectOptions {
-    /// `host:port` (or a `SocketAddr` rendered as a string).
-    pub addr: String,
-    pub user: String,
-    /// OpenSSH private key file (Ed25519 or RSA).
-    pub key: PathBuf,
-    /// Passphrase of an encrypted key file.
-    pub key_passphrase: Option<String>,
-    pub host_key: HostKeyPolicy,
-    /// TCP connect, SSH handshake, authentication and subsystem request.
-    pub connect_timeout: Duration,
-    /// Hello exchange.
-    pub hello_timeout: Duration,
-    /// Default per-RPC timeout (see [`Session::rpc_with_timeout`]).
-    pub rpc_timeout: Duration,
-    /// Largest reply accepted; larger replies fail their RPC with
-    /// [`NetconfError::ReplyTooLarge`] and the session goes on.
-    pub max_reply_size: usize,
-    /// SSH keepalive interval; a peer that vanished without closing the
-    /// connection is detected after three unanswered keepalives.
-    pub keepalive_interval: Option<Duration>,
-    /// Notifications buffered for a slow consumer before they are dropped
-    /// (with a warning); replies are never held up by notifications.
-    pub notification_buffer: usize,
-}
-
-impl ConnectOptions {
-    /// Options with the defaults: 10 s connect, 10 s hello, 60 s per RPC,
-    /// 256 MiB replies, 30 s keepalive.
-    pub fn new(
-        addr: impl ToString,
-        user: impl Into<String>,
-        key: impl Into<PathBuf>,
-        host_key: HostKeyPolicy,
-    ) -> Self {
-        ConnectOptions {
-            addr: addr.to_string(),
-            user: user.into(),
-            key: key.into(),
-            key_passphrase: None,
-            host_key,
-            connect_timeout: Duration::from_secs(10),
-            hello_timeout: Duration::from_secs(10),
-            rpc_timeout: Duration::from_secs(60),
-            max_reply_size: DEFAULT_MAX_REPLY_SIZE,
-            keepalive_interval: Some(Duration::from_secs(30)),
-            notification_buffer: 1024,
-        }
-    }
-}
-
-/// Compares fingerprints, tolerating base64 padding and a missing
-/// `SHA256:` prefix on the expected value.
-pub fn fingerprints_match(expected: &str, got: &str) -> bool {
-    fn norm(s: &str) -> &str {
-        let s = s.trim();
-        let s = s.strip_prefix("SHA256:").unwrap_or(s);
-        s.trim_end_matches('=')
-    }
-    !norm(expected).is_empty() && norm(expected) == norm(got)
-}
-
-// ===== SSH client handler =====
-
-pub(crate) struct ClientHandler {
-    policy: HostKeyPolicy,
-    seen: Arc<Mutex<Option<String>>>,
-}
-
-impl russh::client::Handler for ClientHandler {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        server_public_key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let fingerprint = match server_public_key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.fingerprint(HashAlg::Sha256),
-            PublicKeyOrCertificate::Certificate(cert) => {
-                cert.public_key().fingerprint(HashAlg::Sha256)
-            }
-        }
-        .to_string();
-        let ok = match &self.policy {
-            HostKeyPolicy::Pinned(expected) => fingerprints_match(expected, &fingerprint),
-            HostKeyPolicy::TrustOnFirstUse => true,
-        };
-        *lock(&self.seen) = Some(fingerprint);
-        Ok(ok)
-    }
-}
+pub use super::options::{
+    fingerprints_match, ConnectOptions, HostKeyPolicy, DEFAULT_MAX_REPLY_SIZE,
+};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -290,7 +186,10 @@ pub struct Session {
     notification_buffer: usize,
     connect_time: Duration,
     reader: JoinHandle<()>,
-    handle: russh::client::Handle<ClientHandler>,
+    /// The SSH connection (none for a relayed session: the relay holds it).
+    /// Shared with relays of a call-home connection, which open their own
+    /// channels on it.
+    ssh: Option<Arc<SshHandle>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -310,6 +209,87 @@ impl Session {
     pub async fn connect(opts: ConnectOptions) -> Result<Session, NetconfError> {
         let span = tracing::info_span!("netconf_connect", addr = %opts.addr, user = %opts.user);
         connect_inner(opts).instrument(span).await
+    }
+
+    /// A session on a connection the device opened (call home, RFC 8071):
+    /// the SSH handshake on `stream`, then `login(fingerprint)` names the
+    /// user and key to log in with for the host key the device presented
+    /// (`None` refuses the connection), then as [`Session::connect`].
+    /// `opts.host_key` is checked as usual (trust on first use lets the
+    /// caller decide from the fingerprint).
+    pub async fn accept_call(
+        opts: ConnectOptions,
+        stream: tokio::net::TcpStream,
+        login: impl FnOnce(&str) -> Option<(String, PathBuf)> + Send,
+    ) -> Result<Session, NetconfError> {
+        let span = tracing::info_span!("netconf_call_home", peer = %opts.addr);
+        async move {
+            let started = Instant::now();
+            let seen = Arc::new(Mutex::new(None));
+            let handle = within(
+                opts.connect_timeout,
+                Phase::Connect,
+                ssh::handshake(&opts, Arc::clone(&seen), Some(stream)),
+            )
+            .await?;
+            let fingerprint = lock(&seen).clone().unwrap_or_default();
+            let (user, key_path) = login(&fingerprint).ok_or_else(|| NetconfError::Auth {
+                user: String::new(),
+                message: format!("no login for host key {fingerprint}"),
+            })?;
+            let opts = ConnectOptions {
+                user,
+                key: key_path,
+                ..opts
+            };
+            let key = load_key(&opts)?;
+            let mut handle = handle;
+            let channel = within(
+                opts.connect_timeout,
+                Phase::Connect,
+                ssh::login_and_open(&mut handle, &opts.user, key),
+            )
+            .await?;
+            let handle = Arc::new(handle);
+            finish(
+                opts,
+                Some(handle),
+                fingerprint,
+                channel.into_stream(),
+                started,
+            )
+            .await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// A session relayed by `serve` to a device that calls home: the NETCONF
+    /// bytes of a channel `serve` opened on that device's connection, over
+    /// a local stream (see `crate::relay`). `fingerprint` is the host key
+    /// the device presented to `serve`.
+    pub async fn over_stream<S>(
+        opts: ConnectOptions,
+        stream: S,
+        fingerprint: String,
+    ) -> Result<Session, NetconfError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        finish(opts, None, fingerprint, stream, Instant::now()).await
+    }
+
+    /// Opens another NETCONF channel on this session's SSH connection (for
+    /// a relay); `None` for a relayed session.
+    pub async fn open_netconf_channel(
+        &self,
+    ) -> Option<Result<russh::ChannelStream<russh::client::Msg>, NetconfError>> {
+        let ssh = self.ssh.as_ref()?;
+        Some(
+            ssh::open_netconf(ssh)
+                .await
+                .map(russh::Channel::into_stream),
+        )
     }
 
     /// Session-id the server assigned.
@@ -494,10 +474,11 @@ impl Session {
     /// Ends the session locally without a `<close-session>`.
     pub async fn shutdown(&self) {
         self.shared.close(NetconfError::Disconnected);
-        let _ = self
-            .handle
-            .disconnect(russh::Disconnect::ByApplication, "", "en")
-            .await;
+        if let Some(ssh) = &self.ssh {
+            let _ = ssh
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+        }
     }
 }
 
@@ -517,32 +498,60 @@ fn check_body(body: &str) -> Result<(), NetconfError> {
         .map_err(|e| NetconfError::InvalidRequest(e.to_string()))
 }
 
+/// Runs `f` with a deadline; a timeout is `NetconfError::Timeout` in `phase`.
+async fn within<T>(
+    after: Duration,
+    phase: Phase,
+    f: impl std::future::Future<Output = Result<T, NetconfError>>,
+) -> Result<T, NetconfError> {
+    tokio::time::timeout(after, f)
+        .await
+        .map_err(|_| NetconfError::Timeout { phase, after })?
+}
+
+fn load_key(opts: &ConnectOptions) -> Result<russh::keys::PrivateKey, NetconfError> {
+    russh::keys::load_secret_key(&opts.key, opts.key_passphrase.as_deref()).map_err(|e| {
+        NetconfError::Key {
+            path: opts.key.display().to_string(),
+            message: e.to_string(),
+        }
+    })
+}
+
 async fn connect_inner(opts: ConnectOptions) -> Result<Session, NetconfError> {
     let started = Instant::now();
-    let key =
-        russh::keys::load_secret_key(&opts.key, opts.key_passphrase.as_deref()).map_err(|e| {
-            NetconfError::Key {
-                path: opts.key.display().to_string(),
-                message: e.to_string(),
-            }
-        })?;
+    let key = load_key(&opts)?;
     let seen = Arc::new(Mutex::new(None));
-    let (handle, channel) = match tokio::time::timeout(
-        opts.connect_timeout,
-        ssh_connect(&opts, key, Arc::clone(&seen)),
+    let (handle, channel) = within(opts.connect_timeout, Phase::Connect, async {
+        let mut handle = ssh::handshake(&opts, Arc::clone(&seen), None).await?;
+        let channel = ssh::login_and_open(&mut handle, &opts.user, key).await?;
+        Ok((Arc::new(handle), channel))
+    })
+    .await?;
+    let fingerprint = lock(&seen).clone().unwrap_or_default();
+    finish(
+        opts,
+        Some(handle),
+        fingerprint,
+        channel.into_stream(),
+        started,
     )
     .await
-    {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(NetconfError::Timeout {
-                phase: Phase::Connect,
-                after: opts.connect_timeout,
-            })
-        }
-    };
-    let fingerprint = lock(&seen).clone().unwrap_or_default();
-    let (mut read, write) = channel.split();
+}
+
+/// The hello exchange on an open NETCONF byte stream, then the reader and
+/// writer tasks.
+async fn finish<S>(
+    opts: ConnectOptions,
+    ssh: Option<Arc<SshHandle>>,
+    fingerprint: String,
+    stream: S,
+    started: Instant,
+) -> Result<Session, NetconfError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut read, mut write) = tokio::io::split(stream);
     let limits = Limits {
         max_message: opts.max_reply_size,
         // Chunk sizes are not limited separately: an oversized reply is
@@ -555,20 +564,12 @@ async fn connect_inner(opts: ConnectOptions) -> Result<Session, NetconfError> {
         max_message: limits.max_message.max(HELLO_MIN_LIMIT),
         ..limits
     });
-    let hello = match tokio::time::timeout(
+    let hello = within(
         opts.hello_timeout,
-        exchange_hello(&mut read, &write, &mut decoder),
+        Phase::Hello,
+        exchange_hello(&mut read, &mut write, &mut decoder),
     )
-    .await
-    {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(NetconfError::Timeout {
-                phase: Phase::Hello,
-                after: opts.hello_timeout,
-            })
-        }
-    };
+    .await?;
     let session_id = hello
         .session_id
         .ok_or_else(|| NetconfError::Hello("server hello has no session-id".into()))?;
@@ -618,121 +619,30 @@ async fn connect_inner(opts: ConnectOptions) -> Result<Session, NetconfError> {
         notification_buffer: opts.notification_buffer,
         connect_time,
         reader,
-        handle,
+        ssh,
     })
 }
 
-async fn ssh_connect(
-    opts: &ConnectOptions,
-    key: russh::keys::PrivateKey,
-    seen: Arc<Mutex<Option<String>>>,
-) -> Result<
-    (
-        russh::client::Handle<ClientHandler>,
-        russh::Channel<russh::client::Msg>,
-    ),
-    NetconfError,
-> {
-    let config = russh::client::Config {
-        nodelay: true,
-        keepalive_interval: opts.keepalive_interval,
-        keepalive_max: 3,
-        ..Default::default()
-    };
-    let handler = ClientHandler {
-        policy: opts.host_key.clone(),
-        seen: Arc::clone(&seen),
-    };
-    let connect_err = |message: String| NetconfError::Connect {
-        addr: opts.addr.clone(),
-        message,
-    };
-    let mut handle = match russh::client::connect(Arc::new(config), opts.addr.as_str(), handler)
-        .await
-    {
-        Ok(h) => h,
-        Err(e) => {
-            if let (HostKeyPolicy::Pinned(expected), Some(got)) =
-                (&opts.host_key, lock(&seen).clone())
-            {
-                if !fingerprints_match(expected, &got) {
-                    warn!(expected = %expected, got = %got, "host key mismatch; connection refused");
-                    return Err(NetconfError::HostKeyMismatch {
-                        expected: expected.clone(),
-                        got,
-                    });
-                }
-            }
-            return Err(connect_err(e.to_string()));
-        }
-    };
-    let hash_alg = if key.algorithm().is_rsa() {
-        match handle.best_supported_rsa_hash().await {
-            Ok(Some(h)) => h,
-            _ => Some(HashAlg::Sha256),
-        }
-    } else {
-        None
-    };
-    let auth = handle
-        .authenticate_publickey(
-            opts.user.clone(),
-            PrivateKeyWithHashAlg::new(Arc::new(key), hash_alg),
-        )
-        .await
-        .map_err(|e| NetconfError::Auth {
-            user: opts.user.clone(),
-            message: e.to_string(),
-        })?;
-    if !auth.success() {
-        return Err(NetconfError::Auth {
-            user: opts.user.clone(),
-            message: "public key refused".into(),
-        });
-    }
-    let mut channel = handle
-        .channel_open_session()
-        .await
-        .map_err(|e| NetconfError::Subsystem(format!("session channel: {e}")))?;
-    channel
-        .request_subsystem(true, "netconf")
-        .await
-        .map_err(|e| NetconfError::Subsystem(e.to_string()))?;
-    loop {
-        match channel.wait().await {
-            Some(ChannelMsg::Success) => break,
-            Some(ChannelMsg::Failure) => {
-                return Err(NetconfError::Subsystem(
-                    "server refused the netconf subsystem".into(),
-                ))
-            }
-            Some(ChannelMsg::Eof | ChannelMsg::Close) | None => {
-                return Err(NetconfError::Subsystem(
-                    "channel closed during subsystem request".into(),
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok((handle, channel))
-}
-
-async fn exchange_hello(
-    read: &mut ChannelReadHalf,
-    write: &ChannelWriteHalf<russh::client::Msg>,
+async fn exchange_hello<R, W>(
+    read: &mut R,
+    write: &mut W,
     decoder: &mut Decoder,
-) -> Result<Hello, NetconfError> {
+) -> Result<Hello, NetconfError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let ours = Hello {
         capabilities: vec![CAP_BASE_10.to_string(), CAP_BASE_11.to_string()],
         session_id: None,
     };
+    let bytes = framing::encode(ours.to_xml().as_bytes(), Framing::EndOfMessage);
     write
-        .data_bytes(framing::encode(
-            ours.to_xml().as_bytes(),
-            Framing::EndOfMessage,
-        ))
+        .write_all(&bytes)
         .await
+        .and(write.flush().await)
         .map_err(|e| NetconfError::Hello(format!("sending hello: {e}")))?;
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         match decoder.next_frame() {
             Ok(Some(Frame::Message(m))) => {
@@ -746,24 +656,24 @@ async fn exchange_hello(
             Ok(None) => {}
             Err(e) => return Err(NetconfError::Framing(e.to_string())),
         }
-        match read.wait().await {
-            Some(ChannelMsg::Data { data }) => decoder.push(&data),
-            Some(ChannelMsg::Eof | ChannelMsg::Close) | None => {
+        match read.read(&mut buf).await {
+            Ok(0) | Err(_) => {
                 return Err(NetconfError::Hello(
                     "server closed the session before its hello (session limit?)".into(),
                 ))
             }
-            Some(_) => {}
+            Ok(n) => decoder.push(&buf[..n]),
         }
     }
 }
 
-async fn read_loop(
-    mut read: ChannelReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut read: R,
     mut decoder: Decoder,
     shared: Arc<Shared>,
     limit: usize,
 ) {
+    let mut buf = vec![0u8; 64 * 1024];
     let end = 'outer: loop {
         loop {
             match decoder.next_frame() {
@@ -775,29 +685,36 @@ async fn read_loop(
                 }
             }
         }
-        match read.wait().await {
-            Some(ChannelMsg::Data { data }) => decoder.push(&data),
-            Some(ChannelMsg::Eof) => {
-                info!("server ended the session (eof)");
+        match read.read(&mut buf).await {
+            Ok(0) => {
+                info!("server ended the session");
                 break NetconfError::Disconnected;
             }
-            Some(ChannelMsg::Close) | None => {
-                info!("connection to server lost");
+            Ok(n) => decoder.push(&buf[..n]),
+            Err(e) => {
+                info!(error = %e, "connection to server lost");
                 break NetconfError::Disconnected;
             }
-            Some(_) => {}
         }
     };
     shared.close(end);
 }
 
-async fn write_loop(
-    write: ChannelWriteHalf<russh::client::Msg>,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut write: W,
     mut rx: mpsc::Receiver<Vec<u8>>,
     shared: Arc<Shared>,
 ) {
     while let Some(bytes) = rx.recv().await {
-        if let Err(e) = write.data_bytes(bytes).await {
+        let sent = async {
+            write.write_all(&bytes).await?;
+            // Pipelined requests queued meanwhile go out in one flush.
+            if rx.is_empty() {
+                write.flush().await?;
+            }
+            std::io::Result::Ok(())
+        };
+        if let Err(e) = sent.await {
             warn!(error = %e, "write to server failed; session closed");
             shared.close(NetconfError::Disconnected);
             return;

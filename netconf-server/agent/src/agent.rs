@@ -108,6 +108,9 @@ pub struct Agent {
     pub metrics: crate::metrics::recorded::AgentMetrics,
     pub(crate) started: SystemTime,
     pub(crate) runtime: tokio::runtime::Handle,
+    /// What the device says about itself (`/l45:device`); unset in
+    /// in-process tests, whose replies must not depend on the host.
+    pub(crate) device_info: std::sync::OnceLock<crate::device_info::DeviceInfo>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +239,7 @@ impl Agent {
             metrics: Default::default(),
             started: SystemTime::now(),
             runtime,
+            device_info: std::sync::OnceLock::new(),
             opts,
         });
         agent.commit_startup(running).map_err(|e| match e {

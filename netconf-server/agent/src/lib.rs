@@ -9,8 +9,10 @@
 //! `<rpc-error>`.
 
 pub mod agent;
+pub mod callhome;
 pub mod config;
 pub mod datastore;
+pub mod device_info;
 pub mod error;
 pub mod filter;
 #[allow(unsafe_code)]

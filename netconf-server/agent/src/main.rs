@@ -109,6 +109,28 @@ struct Args {
     /// with more modules only the totals are exposed. 0: totals only.
     #[arg(long, value_name = "N", default_value_t = l45_agent::metrics::DEFAULT_MODULE_LIMIT)]
     metrics_module_limit: usize,
+    /// Call home (RFC 8071) to the NCO at HOST:PORT (repeatable): open the
+    /// TCP connection to it and serve SSH on it, reconnecting with
+    /// exponential backoff and jitter. Works alongside --listen.
+    #[arg(long = "call-home", value_name = "HOST:PORT")]
+    call_home: Vec<String>,
+    /// Longest wait between call-home attempts, in seconds (the first
+    /// retry waits 1 s, doubling up to this).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    call_home_max_backoff: u64,
+    /// File (mode 0600) whose first line is the one-time enrollment token
+    /// `l45-nco devices enroll NAME` printed: the NCO accepts this device
+    /// at its first call and pins its host key. With --emulate, line N is
+    /// device N's token.
+    #[arg(long, value_name = "FILE")]
+    enrollment_token_file: Option<PathBuf>,
+    /// Seconds between SSH keepalives to clients (an NCO that vanished is
+    /// noticed after three unanswered ones, and a call-home connection is
+    /// then opened again).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    ssh_keepalive: u64,
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -211,7 +233,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::from_millis(0)),
         inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_interval: Some(Duration::from_secs(args.ssh_keepalive)),
         // Request/response traffic: do not let Nagle hold back replies.
         nodelay: true,
         ..Default::default()
@@ -232,8 +254,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
             };
             let tap: Arc<dyn TapControl> = Arc::new(RecordingTap::new(args.tap_capacity, false));
             let dir = args.state_dir.join(&name);
-            let (local, running, _) =
-                start_device(&args, &dir, listen, tap, admins.clone(), &auth, &config).await?;
+            let (device_config, fingerprint) = if args.call_home.is_empty() {
+                (Arc::clone(&config), fingerprint.to_string())
+            } else {
+                // Calling home, a device is known by its host key: each
+                // emulated device has its own.
+                emulated_device_config(&dir, &config)?
+            };
+            let device = EmulatedDevice {
+                name: &name,
+                index: i as usize - 1,
+                fingerprint: &fingerprint,
+            };
+            let (local, running, _) = start_device(
+                &args,
+                &dir,
+                listen,
+                tap,
+                admins.clone(),
+                &auth,
+                &device_config,
+                Some(device),
+            )
+            .await?;
             println!(
                 "l45-agent listening on {local} host-key {fingerprint} tap recording device {name}"
             );
@@ -262,6 +305,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             admins,
             &auth,
             &config,
+            None,
         )
         .await?;
         if let Some(addr) = args.metrics {
@@ -315,7 +359,85 @@ async fn futures_all(
     Ok(())
 }
 
-/// One device: its agent (datastores in `state_dir`, tap) and SSH listener.
+/// Which emulated device (--emulate) this is.
+#[derive(Clone, Copy)]
+struct EmulatedDevice<'a> {
+    name: &'a str,
+    index: usize,
+    fingerprint: &'a str,
+}
+
+/// An emulated device's SSH configuration: the shared one with its own
+/// Ed25519 host key (in its state directory).
+fn emulated_device_config(
+    dir: &std::path::Path,
+    shared: &russh::server::Config,
+) -> anyhow::Result<(Arc<russh::server::Config>, String)> {
+    l45_agent::datastore::prepare_state_dir(dir)?;
+    let keys = ssh::load_or_create_host_keys_of(dir, false)?;
+    let fingerprint = keys[0]
+        .public_key()
+        .fingerprint(russh::keys::HashAlg::Sha256)
+        .to_string();
+    let config = russh::server::Config {
+        keys,
+        auth_rejection_time: shared.auth_rejection_time,
+        auth_rejection_time_initial: shared.auth_rejection_time_initial,
+        inactivity_timeout: shared.inactivity_timeout,
+        keepalive_interval: shared.keepalive_interval,
+        nodelay: shared.nodelay,
+        ..Default::default()
+    };
+    Ok((Arc::new(config), fingerprint))
+}
+
+/// The device data this agent reports, and its call-home endpoints.
+fn device_info(
+    args: &Args,
+    config: &russh::server::Config,
+    emulated: Option<EmulatedDevice<'_>>,
+) -> anyhow::Result<l45_agent::device_info::DeviceInfo> {
+    use l45_agent::device_info::{read_enrollment_token, CallHomeStatus, DeviceInfo};
+    let fingerprint = match (emulated, config.keys.first()) {
+        (Some(e), _) => e.fingerprint.to_string(),
+        (None, Some(k)) => k
+            .public_key()
+            .fingerprint(russh::keys::HashAlg::Sha256)
+            .to_string(),
+        (None, None) => String::new(),
+    };
+    let mut info = DeviceInfo::collect(fingerprint, &args.tap);
+    if let Some(e) = emulated {
+        info.host_name = e.name.to_string();
+        info.machine_id = format!("emulated-{}-{}", e.name, info.machine_id);
+    }
+    info.call_home = args
+        .call_home
+        .iter()
+        .map(|a| Arc::new(CallHomeStatus::new(a.clone())))
+        .collect();
+    if let Some(path) = &args.enrollment_token_file {
+        let line = emulated.map_or(0, |e| e.index);
+        let text = read_enrollment_token(path).map_err(anyhow::Error::msg)?;
+        if line == 0 {
+            info.enrollment_token = Some(text);
+        } else {
+            // (read_enrollment_token checked the mode and the first line)
+            let all = std::fs::read_to_string(path)?;
+            info.enrollment_token = all
+                .lines()
+                .nth(line)
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+        }
+    }
+    Ok(info)
+}
+
+/// One device: its agent (datastores in `state_dir`, tap), SSH listener
+/// and call-home connections.
+#[allow(clippy::too_many_arguments)]
 async fn start_device(
     args: &Args,
     state_dir: &std::path::Path,
@@ -324,6 +446,7 @@ async fn start_device(
     admins: Vec<String>,
     auth: &Arc<SharedAuth>,
     config: &Arc<russh::server::Config>,
+    emulated: Option<EmulatedDevice<'_>>,
 ) -> anyhow::Result<(SocketAddr, Running, Arc<Agent>)> {
     l45_agent::datastore::prepare_state_dir(state_dir)?;
     let opts = AgentOptions {
@@ -344,6 +467,9 @@ async fn start_device(
         },
     };
     let agent = Agent::new(opts, tap, tokio::runtime::Handle::current())?;
+    let info = device_info(args, config, emulated)?;
+    let call_home = info.call_home.clone();
+    agent.set_device_info(info);
     {
         // Deprecated modules going idle are announced within a second; the
         // tap's upkeep runs on the same tick.
@@ -378,11 +504,22 @@ async fn start_device(
         preauth_timeout: Duration::from_secs(args.login_grace_time),
         max_unauthenticated: args.max_unauthenticated,
     };
-    Ok((
-        local,
-        ssh::serve(server, config.clone(), listener, limits),
-        agent,
-    ))
+    let (handle, task) = ssh::serve(server.clone(), config.clone(), listener, limits);
+    let call_home_opts = l45_agent::callhome::CallHomeOptions {
+        backoff_max: Duration::from_secs(args.call_home_max_backoff),
+        preauth_timeout: limits.preauth_timeout,
+        ..Default::default()
+    };
+    for status in call_home {
+        l45_agent::callhome::spawn(
+            server.clone(),
+            config.clone(),
+            &handle,
+            status,
+            call_home_opts,
+        );
+    }
+    Ok((local, (handle, task), agent))
 }
 
 async fn shutdown_signal() {

@@ -96,11 +96,18 @@ impl AuthConfig {
 /// Loads the host keys from the state directory, creating them on first
 /// start: Ed25519, and RSA for clients built on older libssh2.
 pub fn load_or_create_host_keys(dir: &Path) -> Result<Vec<PrivateKey>, KeyError> {
+    load_or_create_host_keys_of(dir, true)
+}
+
+/// As [`load_or_create_host_keys`]; without `rsa` only the Ed25519 key
+/// (emulated devices: an RSA key takes a while to generate).
+pub fn load_or_create_host_keys_of(dir: &Path, rsa: bool) -> Result<Vec<PrivateKey>, KeyError> {
     let mut keys = Vec::new();
-    for (file, alg) in [
+    let algorithms = [
         ("ssh_host_ed25519_key", Algorithm::Ed25519),
         ("ssh_host_rsa_key", Algorithm::Rsa { hash: None }),
-    ] {
+    ];
+    for (file, alg) in algorithms.into_iter().take(if rsa { 2 } else { 1 }) {
         let path = dir.join(file);
         let io = |e: &dyn std::fmt::Display| KeyError::Io {
             path: path.display().to_string(),
@@ -272,6 +279,12 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// Told the reason when the server shuts down (for connections this
+    /// agent opens itself: call home).
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.shutdown.subscribe()
+    }
+
     pub fn shutdown(&self, reason: String) {
         // (no connection left is not an error)
         let _ = self.shutdown.send(reason);
@@ -331,6 +344,45 @@ pub fn serve(
         }
     });
     (handle, task)
+}
+
+/// Runs the SSH server on a connection this agent opened (call home, RFC
+/// 8071: the device connects, then is the SSH server, so the NCO still
+/// authenticates to it and it still proves its host key). Same
+/// authentication, deadline and shutdown as an accepted connection;
+/// returns when the connection ends.
+pub async fn serve_outbound(
+    server: SshServer,
+    config: Arc<russh::server::Config>,
+    socket: tokio::net::TcpStream,
+    preauth_timeout: Duration,
+    stop: broadcast::Receiver<String>,
+) -> std::io::Result<()> {
+    let peer = socket.peer_addr()?;
+    if config.nodelay {
+        if let Err(e) = socket.set_nodelay(true) {
+            debug!(error = %e, "set_nodelay failed");
+        }
+    }
+    let (tx, authenticated) = oneshot::channel();
+    let mut handler = russh::server::Server::new_client(&mut server.clone(), Some(peer));
+    handler.authenticated = Some(tx);
+    // One outbound connection at a time per endpoint: its own permit.
+    let permit = Arc::new(Semaphore::new(1))
+        .try_acquire_owned()
+        .map_err(std::io::Error::other)?;
+    connection(
+        config,
+        socket,
+        peer,
+        handler,
+        authenticated,
+        permit,
+        stop,
+        preauth_timeout,
+    )
+    .await;
+    Ok(())
 }
 
 /// One connection: the pre-authentication deadline, then the session until

@@ -71,10 +71,15 @@ fn nacm_read_filter(tree: &mut DataTree<'static>, user: &str, nacm: &Nacm) {
     }
 }
 
+/// The nodes marked `nacm:default-deny-all` in our model: module keys and
+/// the device's enrollment token.
 fn key_paths(tree: &DataTree<'static>) -> Vec<String> {
-    tree.find_xpath("/layer45-customization:customizations/module/security/key")
-        .map(|set| set.map(|n| n.path()).collect())
-        .unwrap_or_default()
+    tree.find_xpath(
+        "/layer45-customization:customizations/module/security/key\
+         | /layer45-customization:device/enrollment-token",
+    )
+    .map(|set| set.map(|n| n.path()).collect())
+    .unwrap_or_default()
 }
 
 /// Every node decided on its own: the nodes each rule's path selects are

@@ -1,7 +1,9 @@
 //! Config-false data added to `get` replies: the tap's module statistics
 //! and sockets ([`tap`]), RFC 6022 monitoring ([`monitoring`]) and the RFC
-//! 8525 YANG library with the hello's capabilities ([`library`]).
+//! 8525 YANG library with the hello's capabilities ([`library`]), the
+//! device data ([`device`]).
 
+mod device;
 pub(crate) mod entry_xml;
 mod library;
 mod monitoring;
@@ -16,6 +18,7 @@ impl Agent {
     pub(crate) fn add_state(&self, tree: &mut DataTree<'static>) -> Result<(), yang3::Error> {
         self.add_tap_state(tree)?;
         self.add_monitoring(tree)?;
+        self.add_device_state(tree)?;
         self.add_yang_library(tree)
     }
 
