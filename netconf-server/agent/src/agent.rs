@@ -26,6 +26,8 @@ use crate::error::OpError;
 use crate::nacm;
 use crate::notify::{Event, Notifier};
 use crate::sessions::{Counters, SessionInfo};
+use crate::subscriptions::log::{LogError, LogLimits, NotificationLog};
+use crate::subscriptions::Subscriptions;
 
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
@@ -42,6 +44,10 @@ pub struct AgentOptions {
     /// Which engine computes edits (`LibyangOnly` to cross-check the
     /// native one).
     pub engine: Engine,
+    /// How much of the NETCONF stream the replay log keeps.
+    pub notification_log: LogLimits,
+    /// Whether YANG-push (RFC 8641) is offered.
+    pub yang_push: bool,
 }
 
 impl AgentOptions {
@@ -57,6 +63,8 @@ impl AgentOptions {
             max_sessions_per_user: 16,
             idle_timeout: None,
             engine: Engine::Auto,
+            notification_log: LogLimits::default(),
+            yang_push: true,
         }
     }
 }
@@ -95,6 +103,7 @@ pub struct Agent {
     /// running.xml and its journal; used with `write_lock` held.
     pub(crate) journal: Mutex<Journal>,
     pub(crate) notifier: Notifier,
+    pub(crate) subscriptions: Subscriptions,
     pub(crate) counters: Counters,
     pub(crate) started: SystemTime,
     pub(crate) runtime: tokio::runtime::Handle,
@@ -117,6 +126,8 @@ pub enum AgentError {
     BadStore { path: PathBuf, message: String },
     #[error("tap refused the stored configuration: {0}")]
     Tap(#[from] TapError),
+    #[error(transparent)]
+    NotificationLog(#[from] LogError),
 }
 
 /// A mutex's guard; a panic in another holder does not poison the agent.
@@ -171,6 +182,10 @@ impl Agent {
                 Err(source) => Err(state_err(path)(source)),
             }
         };
+        let log = NotificationLog::open(
+            &opts.state_dir.join("notifications.log"),
+            opts.notification_log,
+        )?;
         let mut journal = Journal::new(&opts.state_dir);
         let startup = load(&startup_path)?;
         let snapshot = journal
@@ -221,7 +236,8 @@ impl Agent {
             confirmed_generation: AtomicU64::new(0),
             tap,
             journal: Mutex::new(journal),
-            notifier: Notifier::default(),
+            notifier: Notifier::new(log),
+            subscriptions: Subscriptions::default(),
             counters: Counters::default(),
             started: SystemTime::now(),
             runtime,
@@ -256,13 +272,19 @@ impl Agent {
         self.notifier.subscribe()
     }
 
+    /// The notifications of a session's subscriptions, as whole messages
+    /// (once, for its session loop).
+    pub fn take_outbox(&self, session: u32) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        self.subscriptions.take_outbox(session)
+    }
+
     /// Whether NACM lets `user` receive `event` (RFC 8341 3.4.6), under
     /// the running configuration of now.
     pub fn may_receive(&self, user: &str, event: &Event) -> bool {
         nacm::Nacm::from_running(&self.stores().running.rest).may_notify(
             user,
-            event.module,
-            event.name,
+            &event.module,
+            &event.name,
         )
     }
 
@@ -366,6 +388,7 @@ impl Agent {
     /// a pending confirmed commit without persist).
     pub fn close_session(&self, id: u32) {
         guard(&self.sessions).remove(&id);
+        self.subscriptions.end_session(id);
         let mut released_candidate = false;
         {
             let mut locks = guard(&self.locks);

@@ -121,6 +121,16 @@ fn subtree(
     }
 }
 
+/// A subtree filter given as its top elements (RFC 8639's
+/// `*-subtree-filter` anydata).
+pub fn subtree_filter(ctx: &Context, tops: &[Element]) -> Filter {
+    let mut out = Vec::new();
+    for child in tops {
+        subtree(ctx, child, "", None, &mut out);
+    }
+    Filter::XPaths(out)
+}
+
 /// Rewrites `prefix:name` in an XPath from XML prefixes (declared in scope)
 /// to the module names libyang expects. Literals are left alone.
 pub fn translate_xpath(ctx: &Context, select: &str, scope: &[NsDecl]) -> Result<String, RpcError> {

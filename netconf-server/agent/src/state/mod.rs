@@ -5,7 +5,7 @@
 pub(crate) mod entry_xml;
 mod library;
 mod monitoring;
-mod tap;
+pub(crate) mod tap;
 
 use yang3::data::DataTree;
 
@@ -16,6 +16,7 @@ impl Agent {
     pub(crate) fn add_state(&self, tree: &mut DataTree<'static>) -> Result<(), yang3::Error> {
         self.add_tap_state(tree)?;
         self.add_monitoring(tree)?;
+        self.add_streams(tree)?;
         self.add_yang_library(tree)
     }
 
