@@ -5,5 +5,6 @@ pub mod device_xml;
 pub mod middlebox;
 pub mod nco;
 pub mod netconf;
+pub mod push;
 
 pub use nco::{Nco, NcoConfig, NcoError};
