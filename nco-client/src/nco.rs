@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use l45_cib::{
-    alert_kind, Action, Cib, CibError, Failure, HostKeyCheck, Module, ModuleReport, NewAlert,
-    Request, RequestState, SecurityOutcome, Severity, Timestamp,
+    alert_kind, Action, Cib, CibError, Failure, HostKeyCheck, Module, NewAlert, Request,
+    RequestState, SecurityOutcome, Severity, Timestamp,
 };
 use l45_modules::security;
 use tokio::task::JoinSet;
@@ -112,7 +112,7 @@ pub struct Nco {
     registered: Mutex<HashSet<String>>,
     /// Devices whose state arrives by YANG-push (`push.rs`): monitor
     /// rounds do not poll them.
-    pushing: Mutex<HashSet<String>>,
+    pub(crate) pushing: Mutex<HashSet<String>>,
 }
 
 fn now() -> Timestamp {
@@ -431,29 +431,6 @@ impl Nco {
         let reports = self.fetch_report(device).await?;
         self.cib().record_report(device, &reports, now())?;
         Ok(())
-    }
-
-    /// One device's report, read (the `report` RPC).
-    pub(crate) async fn fetch_report(&self, device: &str) -> Result<Vec<ModuleReport>, NcoError> {
-        let session = self.session(device).await?;
-        let out = session.report().await.map_err(|source| NcoError::Device {
-            device: device.to_string(),
-            source,
-        })?;
-        device_xml::parse_report(&out).map_err(|e| NcoError::Report {
-            device: device.to_string(),
-            message: e.to_string(),
-        })
-    }
-
-    /// Marks a device as followed by YANG-push (or no longer).
-    pub(crate) fn set_pushing(&self, device: &str, on: bool) {
-        let mut pushing = self.pushing.lock().unwrap_or_else(|p| p.into_inner());
-        if on {
-            pushing.insert(device.to_string());
-        } else {
-            pushing.remove(device);
-        }
     }
 
     /// A customization is the set of modules with one name on several

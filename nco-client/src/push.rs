@@ -158,6 +158,29 @@ fn merge(r: &mut ModuleReport, p: &PushedState) {
 }
 
 impl Nco {
+    /// One device's report, read (the `report` RPC).
+    pub(crate) async fn fetch_report(&self, device: &str) -> Result<Vec<ModuleReport>, NcoError> {
+        let session = self.session(device).await?;
+        let out = session.report().await.map_err(|source| NcoError::Device {
+            device: device.to_string(),
+            source,
+        })?;
+        device_xml::parse_report(&out).map_err(|e| NcoError::Report {
+            device: device.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Marks a device as followed by YANG-push (or no longer).
+    pub(crate) fn set_pushing(&self, device: &str, on: bool) {
+        let mut pushing = self.pushing.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            pushing.insert(device.to_string());
+        } else {
+            pushing.remove(device);
+        }
+    }
+
     /// Follows a device that offers YANG-push until its session ends: the
     /// device's modules as last pushed are kept here and recorded in the
     /// CIB as a whole report on every update (so missing and unknown

@@ -316,3 +316,20 @@ def test_nacm_hides_unreadable_nodes_from_pushes(agent):
         assert o is not None and "<id>60</id>" in o and "<socket-count>" in o, o
         assert "bytes-sent" not in o
         assert a is not None and "<bytes-sent>0</bytes-sent>" in a, a
+
+
+def test_nacm_hides_unreadable_nodes_from_on_change(agent):
+    with agent.connect() as m:
+        m.edit_config(target="running", config=module_xml(61))
+        m.edit_config(target="running", config=nacm_hide_statistics())
+    with agent.connect(user="operator") as op:
+        establish(op, datastore_sub("/l45:customizations/l45:module/l45:state",
+                                    f'<on-change xmlns="{YP}"><sync-on-start>true</sync-on-start></on-change>'))
+        sync = take(op)
+        assert sync is not None and "<id>61</id>" in sync and "<socket-count>" in sync, sync
+        assert "bytes-sent" not in sync
+        with agent.connect() as m:
+            m.edit_config(target="running", config=module_xml(62))
+        change = take(op)
+        assert change is not None and "module=62/state" in change and "<state>registered</state>" in change, change
+        assert "bytes-sent" not in change

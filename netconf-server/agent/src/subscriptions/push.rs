@@ -13,16 +13,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use l45_netconf_proto::xml::escape_text;
-use l45_tap_control::{ModuleStats, SocketInfo};
+use l45_tap_control::{ModuleStats, Protocol, SocketInfo};
 use tokio::sync::{mpsc, watch};
 use yang3::data::{Data, DataPrinterFlags, DataTree};
 
 use super::{notification_message, YP_NS};
 use crate::agent::Agent;
 use crate::datastore::CUSTOMIZATIONS;
+use crate::datastore::L45;
 use crate::error::OpError;
 use crate::filter::Filter;
-use crate::nacm::Nacm;
+use crate::nacm::{Access, Nacm};
 use crate::sessions::SessionInfo;
 
 /// The shortest time between two polls of the tap for on-change.
@@ -57,6 +58,13 @@ pub struct Selection {
     /// `None`: no module state; `Some(None)`: every module's.
     pub modules: Option<Option<BTreeSet<u32>>>,
     pub sockets: bool,
+    /// Every path selects whole `state` containers or socket entries (no
+    /// single leaves): the selection can be rendered without libyang.
+    pub whole: bool,
+    /// Every path names `state` or the socket list (not the entries'
+    /// configuration): a `get` with the filter returns exactly the
+    /// selection.
+    pub state_only: bool,
 }
 
 /// The on-change selection of `filter`, or `None` when it selects data
@@ -73,7 +81,11 @@ pub fn on_change_selection(filter: &Filter) -> Option<Selection> {
             .map(|p| p.strip_prefix("/customizations").map(str::to_owned))
             .collect::<Option<Vec<_>>>()?,
     };
-    let mut sel = Selection::default();
+    let mut sel = Selection {
+        whole: true,
+        state_only: true,
+        ..Selection::default()
+    };
     let add_ids = |sel: &mut Selection, ids: Option<u32>| match (&mut sel.modules, ids) {
         (Some(None), _) => {}
         (Some(Some(set)), Some(id)) => {
@@ -86,10 +98,13 @@ pub fn on_change_selection(filter: &Filter) -> Option<Selection> {
         if p.is_empty() {
             add_ids(&mut sel, None);
             sel.sockets = true;
+            sel.state_only = false;
         } else if let Some(rest) = p.strip_prefix("/socket") {
             if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('[')) {
                 return None;
             }
+            sel.whole &= rest.is_empty();
+            sel.state_only &= rest.is_empty();
             sel.sockets = true;
         } else if let Some(rest) = p.strip_prefix("/module") {
             let (id, rest) = match rest.strip_prefix("[id=") {
@@ -103,6 +118,8 @@ pub fn on_change_selection(filter: &Filter) -> Option<Selection> {
             if !(rest.is_empty() || rest == "/state" || rest.starts_with("/state/")) {
                 return None;
             }
+            sel.whole &= !rest.starts_with("/state/");
+            sel.state_only &= rest == "/state";
             add_ids(&mut sel, id);
         } else {
             return None;
@@ -170,18 +187,96 @@ fn visible(
     Ok(crate::filter::select(agent.ctx, &tree, filter)?)
 }
 
-/// A `push-update` of everything `seen` holds that `user` may see.
+/// Whether NACM lets `user` read the module list whole (no rule on single
+/// nodes): then a whole-entity selection is rendered natively, as the
+/// libyang path would give it, at a fraction of the cost.
+fn reads_everything(agent: &Agent, user: &str) -> bool {
+    let nacm = Nacm::from_running(&agent.stores().running.rest);
+    nacm.data_rules(user, Access::Read).is_empty()
+        && nacm.may(user, l45_yang::L45_MODULE, Access::Read, false)
+}
+
+/// A module's `state` container as XML (`ns`: with its namespace).
+fn state_xml(st: &ModuleStats, ns: bool) -> String {
+    let mut x = if ns {
+        format!("<state xmlns=\"{L45}\">")
+    } else {
+        "<state>".to_string()
+    };
+    for (leaf, v) in crate::state::tap::module_state_leaves(st) {
+        x.push_str(&format!("<{leaf}>{}</{leaf}>", escape_text(&v)));
+    }
+    x.push_str("</state>");
+    x
+}
+
+/// A socket list entry as XML (`ns`: with its namespace).
+fn socket_xml(s: &SocketInfo, ns: bool) -> String {
+    let protocol = match s.protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Any => "any",
+    };
+    let mut x = if ns {
+        format!("<socket xmlns=\"{L45}\">")
+    } else {
+        "<socket>".to_string()
+    };
+    x.push_str(&format!("<id>{}</id><protocol>{protocol}</protocol>", s.id));
+    for (end, addr) in [("source", s.source), ("destination", s.destination)] {
+        if let Some(a) = addr {
+            x.push_str(&format!(
+                "<{end}-address>{}</{end}-address><{end}-port>{}</{end}-port>",
+                a.ip(),
+                a.port()
+            ));
+        }
+    }
+    x.push_str(&format!(
+        "<pid>{}</pid><thread-name>{}</thread-name><process-name>{}</process-name>",
+        s.pid,
+        escape_text(&s.thread_name),
+        escape_text(&s.process_name)
+    ));
+    for m in &s.modules {
+        x.push_str(&format!("<module>{m}</module>"));
+    }
+    x.push_str("</socket>");
+    x
+}
+
+/// A `push-update` of everything `seen` holds that `user` may see
+/// (`native`: rendered without libyang, see [`reads_everything`]).
 fn full_update(
     agent: &Agent,
     user: &str,
     filter: &Filter,
     id: u32,
     seen: &Seen,
+    native: bool,
 ) -> Result<String, OpError> {
     let mut mods: Vec<&ModuleStats> = seen.modules.values().collect();
     mods.sort_unstable_by_key(|m| m.id);
     let mut socks: Vec<&SocketInfo> = seen.sockets.values().collect();
     socks.sort_unstable_by_key(|s| s.id);
+    if native {
+        if mods.is_empty() && socks.is_empty() {
+            return Ok(push_update(id, ""));
+        }
+        let mut data = format!("<customizations xmlns=\"{L45}\">");
+        for m in mods {
+            data.push_str(&format!(
+                "<module><id>{}</id>{}</module>",
+                m.id,
+                state_xml(m, false)
+            ));
+        }
+        for s in socks {
+            data.push_str(&socket_xml(s, false));
+        }
+        data.push_str("</customizations>");
+        return Ok(push_update(id, &data));
+    }
     let tree = visible(agent, user, filter, state_tree(agent.ctx, &mods, &socks)?)?;
     let data = l45_yang::print_xml(&tree, DataPrinterFlags::SHRINK)?;
     Ok(push_update(id, &data))
@@ -203,13 +298,15 @@ fn socket_target(id: u64) -> String {
     format!("{CUSTOMIZATIONS}/socket={id}")
 }
 
-/// The edits between `before` and `after` that `user` may see.
+/// The edits between `before` and `after` that `user` may see (`native`:
+/// rendered without libyang, see [`reads_everything`]).
 fn diff(
     agent: &Agent,
     user: &str,
     filter: &Filter,
     before: &Seen,
     after: &Seen,
+    native: bool,
 ) -> Result<Vec<Edit>, OpError> {
     let changed: Vec<&ModuleStats> = after
         .modules
@@ -232,6 +329,42 @@ fn diff(
         .filter(|s| !after.sockets.contains_key(&s.id))
         .collect();
     let mut edits = Vec::new();
+    let op = |known: bool| if known { "replace" } else { "create" };
+    if native {
+        let mut changed = changed;
+        changed.sort_unstable_by_key(|m| m.id);
+        for m in changed {
+            edits.push(Edit {
+                operation: op(before.modules.contains_key(&m.id)),
+                target: module_target(m.id),
+                value: Some(state_xml(m, true)),
+            });
+        }
+        let mut changed_socks = changed_socks;
+        changed_socks.sort_unstable_by_key(|s| s.id);
+        for s in changed_socks {
+            edits.push(Edit {
+                operation: op(before.sockets.contains_key(&s.id)),
+                target: socket_target(s.id),
+                value: Some(socket_xml(s, true)),
+            });
+        }
+        let mut gone: Vec<u32> = gone.iter().map(|m| m.id).collect();
+        gone.sort_unstable();
+        edits.extend(gone.into_iter().map(|id| Edit {
+            operation: "delete",
+            target: module_target(id),
+            value: None,
+        }));
+        let mut gone_socks: Vec<u64> = gone_socks.iter().map(|s| s.id).collect();
+        gone_socks.sort_unstable();
+        edits.extend(gone_socks.into_iter().map(|id| Edit {
+            operation: "delete",
+            target: socket_target(id),
+            value: None,
+        }));
+        return Ok(edits);
+    }
     if !changed.is_empty() || !changed_socks.is_empty() {
         let tree = visible(
             agent,
@@ -421,24 +554,41 @@ impl PushSub {
             let done = tokio::task::spawn_blocking(
                 move || -> (Option<Seen>, Result<Option<String>, OpError>) {
                     match &c.trigger {
-                        Trigger::Periodic { .. } => (
-                            None,
-                            a.operational_snapshot(&session, &c.filter)
-                                .map(|data| Some(push_update(id, &data))),
-                        ),
+                        Trigger::Periodic { .. } => {
+                            // A state-only selection a read shows whole is
+                            // rendered natively; anything else is a `get`.
+                            let native = on_change_selection(&c.filter)
+                                .filter(|s| s.whole && s.state_only)
+                                .filter(|_| reads_everything(&a, &user));
+                            let msg = match native {
+                                Some(sel) => full_update(
+                                    &a,
+                                    &user,
+                                    &c.filter,
+                                    id,
+                                    &Seen::now(&a, &sel),
+                                    true,
+                                ),
+                                None => a
+                                    .operational_snapshot(&session, &c.filter)
+                                    .map(|data| push_update(id, &data)),
+                            };
+                            (None, msg.map(Some))
+                        }
                         Trigger::OnChange { sync_on_start, .. } => {
                             let Some(sel) = on_change_selection(&c.filter) else {
                                 return (None, Ok(None));
                             };
                             let now = Seen::now(&a, &sel);
+                            let native = sel.whole && reads_everything(&a, &user);
                             let msg = if first {
                                 if *sync_on_start {
-                                    full_update(&a, &user, &c.filter, id, &now).map(Some)
+                                    full_update(&a, &user, &c.filter, id, &now, native).map(Some)
                                 } else {
                                     Ok(None)
                                 }
                             } else {
-                                diff(&a, &user, &c.filter, &prev, &now).map(|edits| {
+                                diff(&a, &user, &c.filter, &prev, &now, native).map(|edits| {
                                     (!edits.is_empty()).then(|| push_change_update(id, 0, &edits))
                                 })
                             };
@@ -496,7 +646,9 @@ mod tests {
             on_change_selection(&xp(&[&format!("{c}/module/state")])),
             Some(Selection {
                 modules: Some(None),
-                sockets: false
+                sockets: false,
+                whole: true,
+                state_only: true,
             })
         );
         assert_eq!(
@@ -506,7 +658,9 @@ mod tests {
             ])),
             Some(Selection {
                 modules: Some(Some(BTreeSet::from([5]))),
-                sockets: true
+                sockets: true,
+                whole: false,
+                state_only: false,
             })
         );
         assert_eq!(
@@ -515,7 +669,9 @@ mod tests {
             ])),
             Some(Selection {
                 modules: Some(Some(BTreeSet::from([7]))),
-                sockets: false
+                sockets: false,
+                whole: true,
+                state_only: true,
             })
         );
         assert_eq!(
@@ -523,6 +679,32 @@ mod tests {
             None
         );
         assert_eq!(on_change_selection(&xp(&["/ietf-netconf-acm:nacm"])), None);
+    }
+
+    #[test]
+    fn native_rendering_is_what_libyang_prints() {
+        let ctx = l45_yang::context().expect("context");
+        let mut st = ModuleStats::idle(7, l45_tap_control::ModuleState::Active);
+        st.bytes_sent = 42;
+        st.active_ts = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_305_600));
+        let sock = SocketInfo {
+            id: 3,
+            protocol: Protocol::Udp,
+            source: Some("[::1]:40000".parse().unwrap()),
+            destination: Some("127.0.0.1:53".parse().unwrap()),
+            pid: 99,
+            thread_name: "t<&>".into(),
+            process_name: "dig".into(),
+            modules: vec![7, 8],
+        };
+        let tree = state_tree(ctx, &[&st], &[&sock]).unwrap();
+        let libyang = l45_yang::print_xml(&tree, DataPrinterFlags::SHRINK).unwrap();
+        let native = format!(
+            "<customizations xmlns=\"{L45}\"><module><id>7</id>{}</module>{}</customizations>",
+            state_xml(&st, false),
+            socket_xml(&sock, false)
+        );
+        assert_eq!(native, libyang);
     }
 
     #[test]
