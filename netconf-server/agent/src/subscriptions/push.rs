@@ -8,7 +8,7 @@
 //! and builds libyang data only for what changed, where NACM and the filter
 //! decide what the subscriber sees, exactly as for a read.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -128,31 +128,49 @@ pub fn on_change_selection(filter: &Filter) -> Option<Selection> {
     Some(sel)
 }
 
-/// What on-change last reported.
+/// What on-change last reported, each list sorted by id (a tick compares
+/// two sorted lists: no hashing of 100k entries per poll).
 #[derive(Default)]
 struct Seen {
-    modules: HashMap<u32, ModuleStats>,
-    sockets: HashMap<u64, SocketInfo>,
+    modules: Vec<ModuleStats>,
+    sockets: Vec<SocketInfo>,
 }
 
 impl Seen {
     fn now(agent: &Agent, sel: &Selection) -> Seen {
-        let modules = match &sel.modules {
-            None => HashMap::new(),
-            Some(ids) => agent
+        let mut modules = match &sel.modules {
+            None => Vec::new(),
+            Some(None) => agent.tap.module_stats(),
+            Some(Some(ids)) => agent
                 .tap
                 .module_stats()
                 .into_iter()
-                .filter(|m| ids.as_ref().is_none_or(|ids| ids.contains(&m.id)))
-                .map(|m| (m.id, m))
+                .filter(|m| ids.contains(&m.id))
                 .collect(),
         };
-        let sockets = if sel.sockets {
-            agent.tap.sockets().into_iter().map(|s| (s.id, s)).collect()
+        // (linear when the tap lists them in order already)
+        modules.sort_unstable_by_key(|m| m.id);
+        let mut sockets = if sel.sockets {
+            agent.tap.sockets()
         } else {
-            HashMap::new()
+            Vec::new()
         };
+        sockets.sort_unstable_by_key(|s| s.id);
         Seen { modules, sockets }
+    }
+
+    fn module(&self, id: u32) -> Option<&ModuleStats> {
+        self.modules
+            .binary_search_by_key(&id, |m| m.id)
+            .ok()
+            .map(|i| &self.modules[i])
+    }
+
+    fn socket(&self, id: u64) -> Option<&SocketInfo> {
+        self.sockets
+            .binary_search_by_key(&id, |s| s.id)
+            .ok()
+            .map(|i| &self.sockets[i])
     }
 }
 
@@ -196,18 +214,18 @@ fn reads_everything(agent: &Agent, user: &str) -> bool {
         && nacm.may(user, l45_yang::L45_MODULE, Access::Read, false)
 }
 
-/// A module's `state` container as XML (`ns`: with its namespace).
-fn state_xml(st: &ModuleStats, ns: bool) -> String {
-    let mut x = if ns {
-        format!("<state xmlns=\"{L45}\">")
+/// A module's `state` container as XML (`ns`: with its namespace), as
+/// the native `get` renders it (schema order, canonical values); `None`
+/// when that renderer steps aside.
+fn state_xml(st: &ModuleStats, ns: bool) -> Option<String> {
+    let mut out = String::with_capacity(320);
+    crate::state::entry_xml::push_entry_with_state("<module></module>", Some(st), &mut out)?;
+    let state = out.strip_prefix("<module>")?.strip_suffix("</module>")?;
+    Some(if ns {
+        state.replacen("<state>", &format!("<state xmlns=\"{L45}\">"), 1)
     } else {
-        "<state>".to_string()
-    };
-    for (leaf, v) in crate::state::tap::module_state_leaves(st) {
-        x.push_str(&format!("<{leaf}>{}</{leaf}>", escape_text(&v)));
-    }
-    x.push_str("</state>");
-    x
+        state.to_string()
+    })
 }
 
 /// A socket list entry as XML (`ns`: with its namespace).
@@ -255,27 +273,30 @@ fn full_update(
     seen: &Seen,
     native: bool,
 ) -> Result<String, OpError> {
-    let mut mods: Vec<&ModuleStats> = seen.modules.values().collect();
+    let mut mods: Vec<&ModuleStats> = seen.modules.iter().collect();
     mods.sort_unstable_by_key(|m| m.id);
-    let mut socks: Vec<&SocketInfo> = seen.sockets.values().collect();
+    let mut socks: Vec<&SocketInfo> = seen.sockets.iter().collect();
     socks.sort_unstable_by_key(|s| s.id);
     if native {
         if mods.is_empty() && socks.is_empty() {
             return Ok(push_update(id, ""));
         }
-        let mut data = format!("<customizations xmlns=\"{L45}\">");
-        for m in mods {
-            data.push_str(&format!(
-                "<module><id>{}</id>{}</module>",
-                m.id,
-                state_xml(m, false)
-            ));
+        let rendered = (|| {
+            let mut data = format!("<customizations xmlns=\"{L45}\">");
+            for m in &mods {
+                let state = state_xml(m, false)?;
+                data.push_str(&format!("<module><id>{}</id>{state}</module>", m.id));
+            }
+            for s in &socks {
+                data.push_str(&socket_xml(s, false));
+            }
+            data.push_str("</customizations>");
+            Some(data)
+        })();
+        // (else the libyang path below)
+        if let Some(data) = rendered {
+            return Ok(push_update(id, &data));
         }
-        for s in socks {
-            data.push_str(&socket_xml(s, false));
-        }
-        data.push_str("</customizations>");
-        return Ok(push_update(id, &data));
     }
     let tree = visible(agent, user, filter, state_tree(agent.ctx, &mods, &socks)?)?;
     let data = l45_yang::print_xml(&tree, DataPrinterFlags::SHRINK)?;
@@ -310,41 +331,47 @@ fn diff(
 ) -> Result<Vec<Edit>, OpError> {
     let changed: Vec<&ModuleStats> = after
         .modules
-        .values()
-        .filter(|m| before.modules.get(&m.id) != Some(*m))
+        .iter()
+        .filter(|m| before.module(m.id) != Some(*m))
         .collect();
     let gone: Vec<&ModuleStats> = before
         .modules
-        .values()
-        .filter(|m| !after.modules.contains_key(&m.id))
+        .iter()
+        .filter(|m| after.module(m.id).is_none())
         .collect();
     let changed_socks: Vec<&SocketInfo> = after
         .sockets
-        .values()
-        .filter(|s| before.sockets.get(&s.id) != Some(*s))
+        .iter()
+        .filter(|s| before.socket(s.id) != Some(*s))
         .collect();
     let gone_socks: Vec<&SocketInfo> = before
         .sockets
-        .values()
-        .filter(|s| !after.sockets.contains_key(&s.id))
+        .iter()
+        .filter(|s| after.socket(s.id).is_none())
         .collect();
     let mut edits = Vec::new();
     let op = |known: bool| if known { "replace" } else { "create" };
-    if native {
-        let mut changed = changed;
-        changed.sort_unstable_by_key(|m| m.id);
-        for m in changed {
+    // Natively unless the state renderer steps aside (then libyang below).
+    let states: Option<Vec<String>> = if native {
+        changed.iter().map(|m| state_xml(m, true)).collect()
+    } else {
+        None
+    };
+    if let Some(states) = states {
+        let mut changed: Vec<(&ModuleStats, String)> = changed.into_iter().zip(states).collect();
+        changed.sort_unstable_by_key(|(m, _)| m.id);
+        for (m, state) in changed {
             edits.push(Edit {
-                operation: op(before.modules.contains_key(&m.id)),
+                operation: op(before.module(m.id).is_some()),
                 target: module_target(m.id),
-                value: Some(state_xml(m, true)),
+                value: Some(state),
             });
         }
         let mut changed_socks = changed_socks;
         changed_socks.sort_unstable_by_key(|s| s.id);
         for s in changed_socks {
             edits.push(Edit {
-                operation: op(before.sockets.contains_key(&s.id)),
+                operation: op(before.socket(s.id).is_some()),
                 target: socket_target(s.id),
                 value: Some(socket_xml(s, true)),
             });
@@ -376,8 +403,8 @@ fn diff(
         ids.sort_unstable();
         for id in ids {
             let path = format!("{CUSTOMIZATIONS}/module[id='{id}']/state");
-            if let Some(node) = tree.find_path(&path).ok() {
-                let op = if before.modules.contains_key(&id) {
+            if let Ok(node) = tree.find_path(&path) {
+                let op = if before.module(id).is_some() {
                     "replace"
                 } else {
                     "create"
@@ -393,8 +420,8 @@ fn diff(
         sids.sort_unstable();
         for id in sids {
             let path = format!("{CUSTOMIZATIONS}/socket[id='{id}']");
-            if let Some(node) = tree.find_path(&path).ok() {
-                let op = if before.sockets.contains_key(&id) {
+            if let Ok(node) = tree.find_path(&path) {
+                let op = if before.socket(id).is_some() {
                     "replace"
                 } else {
                     "create"
@@ -701,7 +728,7 @@ mod tests {
         let libyang = l45_yang::print_xml(&tree, DataPrinterFlags::SHRINK).unwrap();
         let native = format!(
             "<customizations xmlns=\"{L45}\"><module><id>7</id>{}</module>{}</customizations>",
-            state_xml(&st, false),
+            state_xml(&st, false).expect("renders"),
             socket_xml(&sock, false)
         );
         assert_eq!(native, libyang);
