@@ -87,7 +87,7 @@ def test_streams_list_the_netconf_stream_with_replay(agent):
         assert "<name>NETCONF</name>" in sn and "<replay-support/>" in sn
 
 
-def test_netopeer_style_yang_push_off_hides_the_module(make_agent):
+def test_no_yang_push_hides_the_module(make_agent):
     a = make_agent("--no-yang-push")
     with a.connect() as m:
         assert not any("module=ietf-yang-push&" in c for c in m.server_capabilities)
