@@ -7,5 +7,6 @@ pub mod metrics;
 pub mod middlebox;
 pub mod nco;
 pub mod netconf;
+pub mod push;
 
 pub use nco::{Nco, NcoConfig, NcoError};

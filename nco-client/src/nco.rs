@@ -117,6 +117,9 @@ pub struct Nco {
     /// Sessions of pending devices, by host key, kept open until the
     /// operator accepts (or rejects) them (`crate::callhome`).
     pub(crate) held: Mutex<std::collections::HashMap<String, Arc<Session>>>,
+    /// Devices whose state arrives by YANG-push (`push.rs`): monitor
+    /// rounds do not poll them.
+    pub(crate) pushing: Mutex<HashSet<String>>,
 }
 
 fn now() -> Timestamp {
@@ -158,6 +161,7 @@ impl Nco {
             metrics: Default::default(),
             call_home_route: Mutex::new(Route::Called),
             held: Mutex::new(std::collections::HashMap::new()),
+            pushing: Mutex::new(HashSet::new()),
         })
     }
 
@@ -437,7 +441,18 @@ impl Nco {
     /// (the CIB raises mismatch alerts and queues revokes of idle deprecated
     /// modules); then looks for customizations active on one end only.
     pub async fn monitor_round(self: &Arc<Self>) -> Result<MonitorRound, NcoError> {
-        let devices: Vec<String> = self.cib().devices()?.into_iter().map(|d| d.name).collect();
+        let pushing = self
+            .pushing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let devices: Vec<String> = self
+            .cib()
+            .devices()?
+            .into_iter()
+            .map(|d| d.name)
+            .filter(|d| !pushing.contains(d))
+            .collect();
         let mut set = JoinSet::new();
         for device in devices {
             let nco = self.clone();
@@ -463,15 +478,7 @@ impl Nco {
 
     /// One device's report into the CIB.
     pub async fn report(&self, device: &str) -> Result<(), NcoError> {
-        let session = self.session(device).await?;
-        let out = session.report().await.map_err(|source| NcoError::Device {
-            device: device.to_string(),
-            source,
-        })?;
-        let reports = device_xml::parse_report(&out).map_err(|e| NcoError::Report {
-            device: device.to_string(),
-            message: e.to_string(),
-        })?;
+        let reports = self.fetch_report(device).await?;
         self.cib().record_report(device, &reports, now())?;
         Ok(())
     }
@@ -687,7 +694,7 @@ impl Nco {
     /// backoff when the session ends.
     /// A device's tap found a socket escaping a module: a warning alert
     /// for that module (one while unacknowledged, as for every alert).
-    fn alert_bypassed(&self, device: &str, body: &str) {
+    pub(crate) fn alert_bypassed(&self, device: &str, body: &str) {
         let Some(b) = device_xml::parse_bypassed(body) else {
             tracing::warn!(%device, "module-bypassed notification without a module id");
             return;
@@ -707,7 +714,13 @@ impl Nco {
     async fn watch(self: Arc<Self>, device: String) {
         loop {
             if let Ok(session) = self.session(&device).await {
-                if let Ok(mut rx) = session.create_subscription(None).await {
+                // An agent offering YANG-push pushes its state (push.rs);
+                // after a reconnect this subscribes anew.
+                if session.has_capability(crate::netconf::session::YANG_PUSH_NS) {
+                    if let Err(e) = self.follow_pushed(&device, &session).await {
+                        tracing::warn!(%device, error = %e, "YANG-push subscription");
+                    }
+                } else if let Ok(mut rx) = session.create_subscription(None).await {
                     // What happened before the subscription: one report.
                     if let Err(e) = self.report(&device).await {
                         tracing::warn!(%device, error = %e, "report after subscribing");

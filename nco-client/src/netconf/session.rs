@@ -26,6 +26,11 @@ use super::reply::{parse_incoming, Incoming, Notification, RawReply, Reply};
 use super::ssh::{self, SshHandle};
 
 /// Smallest message limit used while reading the server's hello.
+/// RFC 8639 subscribed notifications.
+pub const SN_NS: &str = "urn:ietf:params:xml:ns:yang:ietf-subscribed-notifications";
+/// RFC 8641 YANG-push (its module capability tells an agent offers it).
+pub const YANG_PUSH_NS: &str = "urn:ietf:params:xml:ns:yang:ietf-yang-push";
+
 const HELLO_MIN_LIMIT: usize = 16 * 1024 * 1024;
 
 pub use super::options::{
@@ -451,6 +456,51 @@ impl Session {
                 Err(e)
             }
         }
+    }
+
+    /// Establishes RFC 8639 dynamic subscriptions, one per element of
+    /// `inputs` (the content of `<establish-subscription>`: a stream or,
+    /// with RFC 8641, a datastore with its trigger), and returns their ids
+    /// in order. The notifications of all of them arrive on the returned
+    /// receiver until the session ends; if one is refused, the error is
+    /// returned (those established before it end with the session).
+    pub async fn establish_subscriptions(
+        &self,
+        inputs: &[String],
+    ) -> Result<(Vec<u32>, mpsc::Receiver<Notification>), NetconfError> {
+        let (tx, rx) = mpsc::channel(self.notification_buffer.max(1));
+        let previous = {
+            let mut st = lock(&self.shared.state);
+            if let Some(e) = &st.closed {
+                return Err(e.clone());
+            }
+            st.notifications.replace(tx)
+        };
+        let mut ids = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let body = format!(
+                r#"<establish-subscription xmlns="{SN_NS}">{input}</establish-subscription>"#
+            );
+            let reply = self.rpc(&body).await.and_then(Reply::into_data);
+            let id = reply.and_then(|data| {
+                let root = xml::parse(data.as_bytes())
+                    .map_err(|e| NetconfError::UnexpectedReply(e.to_string()))?;
+                root.trimmed_text().parse::<u32>().map_err(|_| {
+                    NetconfError::UnexpectedReply(format!("establish-subscription replied {data}"))
+                })
+            });
+            match id {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    let mut st = lock(&self.shared.state);
+                    if st.closed.is_none() && ids.is_empty() {
+                        st.notifications = previous;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok((ids, rx))
     }
 
     /// Notifications dropped because the receiver was full.

@@ -26,6 +26,8 @@ use crate::error::OpError;
 use crate::nacm;
 use crate::notify::{Event, Notifier};
 use crate::sessions::{Counters, SessionInfo};
+use crate::subscriptions::log::{LogError, LogLimits, NotificationLog};
+use crate::subscriptions::Subscriptions;
 
 /// A datastore's lock (RFC 6241 7.5): who holds it, since when (RFC 6022
 /// `locked-time`).
@@ -50,6 +52,10 @@ pub struct AgentOptions {
     /// Which engine computes edits (`LibyangOnly` to cross-check the
     /// native one).
     pub engine: Engine,
+    /// How much of the NETCONF stream the replay log keeps.
+    pub notification_log: LogLimits,
+    /// Whether YANG-push (RFC 8641) is offered.
+    pub yang_push: bool,
 }
 
 impl AgentOptions {
@@ -65,6 +71,8 @@ impl AgentOptions {
             max_sessions_per_user: 16,
             idle_timeout: None,
             engine: Engine::Auto,
+            notification_log: LogLimits::default(),
+            yang_push: true,
         }
     }
 }
@@ -103,6 +111,7 @@ pub struct Agent {
     /// running.xml and its journal; used with `write_lock` held.
     pub(crate) journal: Mutex<Journal>,
     pub(crate) notifier: Notifier,
+    pub(crate) subscriptions: Subscriptions,
     pub(crate) counters: Counters,
     /// RPCs and commits for `--metrics` (`metrics/recorded.rs`).
     pub metrics: crate::metrics::recorded::AgentMetrics,
@@ -130,6 +139,8 @@ pub enum AgentError {
     BadStore { path: PathBuf, message: String },
     #[error("tap refused the stored configuration: {0}")]
     Tap(#[from] TapError),
+    #[error(transparent)]
+    NotificationLog(#[from] LogError),
 }
 
 /// A mutex's guard; a panic in another holder does not poison the agent.
@@ -184,6 +195,10 @@ impl Agent {
                 Err(source) => Err(state_err(path)(source)),
             }
         };
+        let log = NotificationLog::open(
+            &opts.state_dir.join("notifications.log"),
+            opts.notification_log,
+        )?;
         let mut journal = Journal::new(&opts.state_dir);
         let startup = load(&startup_path)?;
         let snapshot = journal
@@ -234,7 +249,8 @@ impl Agent {
             confirmed_generation: AtomicU64::new(0),
             tap,
             journal: Mutex::new(journal),
-            notifier: Notifier::default(),
+            notifier: Notifier::new(log),
+            subscriptions: Subscriptions::default(),
             counters: Counters::default(),
             metrics: Default::default(),
             started: SystemTime::now(),
@@ -271,13 +287,19 @@ impl Agent {
         self.notifier.subscribe()
     }
 
+    /// The notifications of a session's subscriptions, as whole messages
+    /// (once, for its session loop).
+    pub fn take_outbox(&self, session: u32) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        self.subscriptions.take_outbox(session)
+    }
+
     /// Whether NACM lets `user` receive `event` (RFC 8341 3.4.6), under
     /// the running configuration of now.
     pub fn may_receive(&self, user: &str, event: &Event) -> bool {
         nacm::Nacm::from_running(&self.stores().running.rest).may_notify(
             user,
-            event.module,
-            event.name,
+            &event.module,
+            &event.name,
         )
     }
 
@@ -381,6 +403,7 @@ impl Agent {
     /// a pending confirmed commit without persist).
     pub fn close_session(&self, id: u32) {
         guard(&self.sessions).remove(&id);
+        self.subscriptions.end_session(id);
         let mut released_candidate = false;
         {
             let mut locks = guard(&self.locks);

@@ -54,7 +54,8 @@ pub fn parse_filter(
 }
 
 /// A subtree filter given as an element's children (RFC 8526
-/// `subtree-filter`); no children select nothing, as an empty `<filter>`.
+/// `subtree-filter`, RFC 8639 `*-subtree-filter`); no children select
+/// nothing, as an empty `<filter>`.
 pub fn subtree_filter(ctx: &Context, filter: &Element, parent_scope: &[NsDecl]) -> Filter {
     let mut out = Vec::new();
     let scope = filter.scope_for_children(parent_scope);

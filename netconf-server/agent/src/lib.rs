@@ -6,7 +6,8 @@
 //! (the change, by the native or the libyang engine) → `config::commit`
 //! (tap prepare → persist → tap apply → swap → notify). `datastore` holds
 //! the data, `state` the config-false data, `error` the one conversion to
-//! `<rpc-error>`.
+//! `<rpc-error>`, `subscriptions` notifications (RFC 5277 with replay, RFC
+//! 8639/8641 YANG-push).
 
 pub mod agent;
 pub mod callhome;
@@ -26,6 +27,7 @@ pub mod session;
 pub mod sessions;
 pub mod ssh;
 pub mod state;
+pub mod subscriptions;
 #[cfg(test)]
 mod testutil;
 pub mod time;

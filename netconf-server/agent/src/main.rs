@@ -131,6 +131,20 @@ struct Args {
     #[arg(long, default_value_t = 30, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     ssh_keepalive: u64,
+    /// Most notifications the replay log (state-dir/notifications.log)
+    /// keeps for create-subscription's startTime and
+    /// establish-subscription's replay-start-time; the oldest go first.
+    #[arg(long, default_value_t = 10_000)]
+    notification_log_events: usize,
+    /// Most bytes the replay log keeps (its file holds at most twice as
+    /// much between compactions).
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    notification_log_bytes: usize,
+    /// Do not offer YANG-push (RFC 8641): ietf-yang-push is neither in the
+    /// hello nor in the YANG library, and datastore subscriptions are
+    /// refused. For clients' fallback paths (the NCO then polls `report`).
+    #[arg(long)]
+    no_yang_push: bool,
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -465,6 +479,11 @@ async fn start_device(
         } else {
             Engine::Auto
         },
+        notification_log: l45_agent::subscriptions::log::LogLimits {
+            max_events: args.notification_log_events,
+            max_bytes: args.notification_log_bytes,
+        },
+        yang_push: !args.no_yang_push,
     };
     let agent = Agent::new(opts, tap, tokio::runtime::Handle::current())?;
     let info = device_info(args, config, emulated)?;

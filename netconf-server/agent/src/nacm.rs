@@ -341,6 +341,9 @@ pub fn bootstrap_xml(admins: &[String]) -> String {
     <rule><name>get-data</name><module-name>ietf-netconf-nmda</module-name><rpc-name>get-data</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
     <rule><name>get-schema</name><module-name>ietf-netconf-monitoring</module-name><rpc-name>get-schema</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
     <rule><name>create-subscription</name><module-name>notifications</module-name><rpc-name>create-subscription</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
+    <rule><name>establish-subscription</name><module-name>ietf-subscribed-notifications</module-name><rpc-name>establish-subscription</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
+    <rule><name>modify-subscription</name><module-name>ietf-subscribed-notifications</module-name><rpc-name>modify-subscription</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
+    <rule><name>delete-subscription</name><module-name>ietf-subscribed-notifications</module-name><rpc-name>delete-subscription</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
     <rule><name>report</name><module-name>layer45-customization</module-name><rpc-name>report</rpc-name><access-operations>exec</access-operations><action>permit</action></rule>
   </rule-list>
 </nacm>"#

@@ -3,7 +3,9 @@
 //! security-check-failed, deprecated-module-idle and module-bypassed
 //! events.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use l45_netconf_proto::xml::escape_text;
@@ -13,49 +15,95 @@ use tokio::sync::broadcast;
 use l45_tap_control::ModuleStats;
 use yang3::context::Context;
 
+use crate::agent::guard;
 use crate::config::edit::{EditOp, Touched, TOUCHED_MAX};
 use crate::sessions::Actor;
+use crate::subscriptions::log::{LogLimits, NotificationLog};
 
 const L45: &str = l45_yang::L45_MODULE;
 const NC_NOTIF_NS: &str = "urn:ietf:params:xml:ns:yang:ietf-netconf-notifications";
 
-/// A notification for subscribed sessions: content XML and event time.
+/// A notification of the NETCONF stream: content XML and event time.
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// Its place in the stream (the replay log numbers every event).
+    pub seq: u64,
     pub time: SystemTime,
     pub xml: String,
     /// The YANG module and name of the notification (for NACM, RFC 8341
-    /// 3.4.6).
-    pub module: &'static str,
-    pub name: &'static str,
+    /// 3.4.6); owned when read back from the replay log.
+    pub module: Cow<'static, str>,
+    pub name: Cow<'static, str>,
 }
 
-/// The agent's event stream: every subscribed session gets every event.
+/// The agent's event stream: every subscribed session gets every event,
+/// and the replay log keeps the recent ones.
 pub struct Notifier {
     events: broadcast::Sender<Event>,
+    /// Held while an event is logged and sent, so a new subscriber's replay
+    /// and live events meet without a gap or a repeat.
+    log: Mutex<NotificationLog>,
 }
 
 impl Default for Notifier {
     fn default() -> Self {
-        Notifier {
-            events: broadcast::channel(1024).0,
-        }
+        Notifier::new(NotificationLog::in_memory(LogLimits::default()))
     }
 }
 
 impl Notifier {
+    pub fn new(log: NotificationLog) -> Notifier {
+        Notifier {
+            events: broadcast::channel(1024).0,
+            log: Mutex::new(log),
+        }
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
+    /// A receiver of the events from now on and, when `start` is given,
+    /// the logged events from `start` (to `stop`) before them.
+    pub fn subscribe_replay(
+        &self,
+        start: Option<SystemTime>,
+        stop: Option<SystemTime>,
+    ) -> (broadcast::Receiver<Event>, Vec<Event>) {
+        let log = guard(&self.log);
+        let replay = start.map(|s| log.replay(s, stop)).unwrap_or_default();
+        (self.events.subscribe(), replay)
+    }
+
+    /// The replay log's creation time and, once it dropped events for its
+    /// limits, the newest dropped event's time.
+    pub fn log_times(&self) -> (SystemTime, Option<SystemTime>) {
+        let log = guard(&self.log);
+        (log.created(), log.aged())
+    }
+
     fn emit(&self, module: &'static str, name: &'static str, xml: String) {
-        // (no subscriber is not an error)
-        let _ = self.events.send(Event {
-            module,
-            name,
-            time: SystemTime::now(),
-            xml,
-        });
+        self.emit_all(vec![(module, name, xml)]);
+    }
+
+    fn emit_all(&self, events: Vec<(&'static str, &'static str, String)>) {
+        let time = SystemTime::now();
+        let mut events: Vec<Event> = events
+            .into_iter()
+            .map(|(module, name, xml)| Event {
+                seq: 0,
+                time,
+                xml,
+                module: Cow::Borrowed(module),
+                name: Cow::Borrowed(name),
+            })
+            .collect();
+        let mut log = guard(&self.log);
+        log.append_all(&mut events);
+        for e in events {
+            // (no subscriber is not an error)
+            let _ = self.events.send(e);
+        }
     }
 
     /// Emits `deprecated-module-idle` once for every deprecated module the
@@ -143,11 +191,6 @@ impl Notifier {
         touched: &[Touched],
         txn: &Transaction,
     ) {
-        // Nobody subscribed: emit would drop every event (100k module
-        // notifications after a load), so do not build them.
-        if self.events.receiver_count() == 0 {
-            return;
-        }
         let mut xml = format!(
             "<netconf-config-change xmlns=\"{NC_NOTIF_NS}\"><changed-by><username>{}</username><session-id>{}</session-id></changed-by><datastore>running</datastore>",
             escape_text(actor.user),
@@ -171,23 +214,31 @@ impl Notifier {
             ));
         }
         xml.push_str("</netconf-config-change>");
-        self.emit("ietf-netconf-notifications", "netconf-config-change", xml);
-        for change in &txn.changes {
+        let mut events = vec![("ietf-netconf-notifications", "netconf-config-change", xml)];
+        // With nobody subscribed, the events the replay log would drop at
+        // once (a 100k-entry load) are not built at all.
+        let mut changes: &[Change] = &txn.changes;
+        if self.events.receiver_count() == 0 {
+            let keep = guard(&self.log).max_events();
+            changes = &changes[changes.len().saturating_sub(keep)..];
+        }
+        for change in changes {
             match change {
-                Change::Register(m) => self.emit(L45, "module-registered", format!(
+                Change::Register(m) => events.push((L45, "module-registered", format!(
                     "<module-registered xmlns=\"{}\"><id>{}</id><name>{}</name></module-registered>",
                     l45_yang::L45_NAMESPACE,
                     m.id,
                     escape_text(&m.name)
-                )),
-                Change::Unregister(id) => self.emit(L45, "module-revoked", format!(
+                ))),
+                Change::Unregister(id) => events.push((L45, "module-revoked", format!(
                     "<module-revoked xmlns=\"{}\"><id>{}</id><reason>removed from running</reason></module-revoked>",
                     l45_yang::L45_NAMESPACE,
                     id
-                )),
+                ))),
                 Change::Update(_) => {}
             }
         }
+        self.emit_all(events);
     }
 }
 

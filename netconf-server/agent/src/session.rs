@@ -9,12 +9,11 @@ use std::time::Instant;
 use l45_netconf_proto::message::{self, Hello, Incoming, Rpc};
 use l45_netconf_proto::{framing, Decoder, ErrorTag, ErrorType, Frame, Framing, RpcError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::agent::Agent;
 use crate::metrics::recorded::operation_label;
-use crate::notify::Event;
 use crate::ops::After;
 use crate::sessions::SessionInfo;
 
@@ -86,7 +85,8 @@ struct Conn<S> {
     writer: WriteHalf<S>,
     decoder: Decoder,
     got_hello: bool,
-    events: Option<broadcast::Receiver<Event>>,
+    /// Whole `<notification>` messages of the session's subscriptions.
+    outbox: Option<mpsc::Receiver<String>>,
     /// When the first byte of the message being received arrived (for the
     /// debug timings of each rpc).
     msg_started: Option<Instant>,
@@ -230,34 +230,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             After::Continue => Flow::Continue,
             After::Close => Flow::End,
             After::Subscribe => {
-                if self.events.is_none() {
-                    self.events = Some(self.agent.subscribe_events());
+                if self.outbox.is_none() {
+                    self.outbox = self.agent.take_outbox(self.info.id);
                 }
                 Flow::Continue
             }
         }
     }
 
-    async fn on_event(&mut self, event: Result<Event, broadcast::error::RecvError>) -> Flow {
-        match event {
-            Ok(ev) if !self.agent.may_receive(&self.info.username, &ev) => Flow::Continue,
-            Ok(ev) => {
-                let xml = message::notification(&crate::time::rfc3339(ev.time), &ev.xml);
-                self.agent.count_notification();
-                self.info
-                    .out_notifications
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.reply(&xml).await
-            }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!(missed = n, "subscriber fell behind; notifications lost");
-                Flow::Continue
-            }
-            Err(broadcast::error::RecvError::Closed) => {
-                self.events = None;
-                Flow::Continue
-            }
-        }
+    async fn on_notification(&mut self, msg: Option<String>) -> Flow {
+        let Some(msg) = msg else {
+            self.outbox = None;
+            return Flow::Continue;
+        };
+        self.agent.count_notification();
+        self.info
+            .out_notifications
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reply(&msg).await
     }
 }
 
@@ -287,7 +277,7 @@ where
             info,
             writer,
             got_hello: false,
-            events: None,
+            outbox: None,
             msg_started: None,
         };
         let mut buf = vec![0u8; 64 * 1024];
@@ -305,14 +295,14 @@ where
                             conn.on_bytes(&buf[..n]).await
                         }
                     },
-                    event = async {
-                        match conn.events.as_mut() {
+                    msg = async {
+                        match conn.outbox.as_mut() {
                             Some(rx) => rx.recv().await,
                             None => std::future::pending().await,
                         }
                     } => {
                         idle_since = tokio::time::Instant::now();
-                        conn.on_event(event).await
+                        conn.on_notification(msg).await
                     }
                     _ = killed.changed() => {
                         info!("session killed");

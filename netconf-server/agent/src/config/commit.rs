@@ -227,7 +227,12 @@ impl Agent {
             source,
             "running configuration changed"
         );
-        self.notifier.config_change(self.ctx, &actor, touched, &txn);
+        // Start-up restores what running already was: no subscriber can
+        // exist yet, and logging it would push the replay log's history
+        // out on every restart.
+        if source != "startup" {
+            self.notifier.config_change(self.ctx, &actor, touched, &txn);
+        }
         // Trim only once the transaction (the tap's view of every changed
         // entry) is gone too.
         drop(txn);

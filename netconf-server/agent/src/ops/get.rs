@@ -45,7 +45,7 @@ fn under(node: &str, selected: &[String]) -> bool {
 /// Removes what NACM hides from `user` in a reply tree. With `path` rules
 /// for the user every node is decided (RFC 8341 3.4.5), else per top-level
 /// module plus the module keys.
-fn nacm_read_filter(tree: &mut DataTree<'static>, user: &str, nacm: &Nacm) {
+pub(crate) fn nacm_read_filter(tree: &mut DataTree<'static>, user: &str, nacm: &Nacm) {
     let rule_paths = nacm.data_rules(user, Access::Read);
     if !rule_paths.is_empty() {
         nacm_read_filter_nodes(tree, user, nacm, &rule_paths);
@@ -225,6 +225,26 @@ impl Agent {
         };
         let tree = filter::select(self.ctx, &full, filter)?;
         Ok(Selected { tree, selected })
+    }
+
+    /// What a `get` of `user` with `filter` returns (state included,
+    /// explicit defaults), printed: the content of a periodic YANG-push
+    /// update (RFC 8641 3.5).
+    pub(crate) fn operational_snapshot(
+        &self,
+        s: &SessionInfo,
+        filter: &filter::Filter,
+    ) -> Result<String, OpError> {
+        let nacm = Nacm::from_running(&self.stores().running.rest);
+        let (mut full, narrowed) = self.read_tree(s, Datastore::Running, &nacm, filter)?;
+        if narrowed && narrow::tops_within(filter, NARROW_STATE_TOPS) {
+            self.add_module_state(&mut full)?;
+        } else {
+            self.add_state(&mut full)?;
+        }
+        nacm_read_filter(&mut full, &s.username, &nacm);
+        let tree = filter::select(self.ctx, &full, filter)?;
+        Ok(print_xml(&tree, DataPrinterFlags::WD_EXPLICIT)?)
     }
 
     /// The datastore as a libyang tree for `filter`: only the entries the

@@ -23,6 +23,7 @@ use crate::datastore::Datastore;
 use crate::error::OpError;
 use crate::nacm::Nacm;
 use crate::sessions::SessionInfo;
+use crate::subscriptions::{SN_MODULE, SN_NS};
 
 pub const MONITORING_NS: &str = "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring";
 pub const WITH_DEFAULTS_NS: &str = "urn:ietf:params:xml:ns:yang:ietf-netconf-with-defaults";
@@ -36,7 +37,9 @@ pub enum After {
 }
 
 /// An operation's reply body (inside `<rpc-reply>`) and what follows it.
-type Reply = Result<(String, After), OpError>;
+pub(crate) type Reply = Result<(String, After), OpError>;
+
+pub(crate) use get::nacm_read_filter;
 
 fn ok() -> Reply {
     Ok(("<ok/>".into(), After::Continue))
@@ -82,12 +85,15 @@ impl Agent {
             MONITORING_NS => "ietf-netconf-monitoring",
             nmda::NMDA_NS => "ietf-netconf-nmda",
             NOTIFICATION_NS => "notifications",
+            SN_NS => SN_MODULE,
             l45_yang::L45_NAMESPACE => l45_yang::L45_MODULE,
             _ => "",
         };
         if !module.is_empty() {
-            let default_deny = module == "ietf-netconf"
-                && matches!(op.name.as_str(), "kill-session" | "delete-config");
+            // (the modules' nacm:default-deny-all operations)
+            let default_deny = (module == "ietf-netconf"
+                && matches!(op.name.as_str(), "kill-session" | "delete-config"))
+                || (module == SN_MODULE && op.name == "kill-subscription");
             if !nacm.may_exec(&s.username, module, &op.name, default_deny) {
                 return Err(OpError::AccessDenied {
                     message: format!("user '{}' may not run {}", s.username, op.name),
@@ -112,7 +118,11 @@ impl Agent {
             (MONITORING_NS, "get-schema") => self.op_get_schema(rpc),
             (nmda::NMDA_NS, "get-data") => self.op_get_data(s, rpc, &nacm),
             (nmda::NMDA_NS, "edit-data") => self.op_edit_data(s, rpc, &nacm),
-            (NOTIFICATION_NS, "create-subscription") => op_create_subscription(rpc),
+            (NOTIFICATION_NS, "create-subscription") => self.op_create_subscription(s, rpc),
+            (SN_NS, "establish-subscription") => self.op_establish_subscription(s, rpc),
+            (SN_NS, "modify-subscription") => self.op_modify_subscription(s, rpc),
+            (SN_NS, "delete-subscription") => self.op_delete_subscription(s, rpc),
+            (SN_NS, "kill-subscription") => self.op_kill_subscription(rpc),
             (l45_yang::L45_NAMESPACE, _) => self.op_l45(s, rpc),
             (BASE_NS, other) => Err(not_supported(other)),
             (_, other) if self.ctx.get_module_latest_ns(ns).is_some() => Err(not_supported(other)),
@@ -129,27 +139,6 @@ fn not_supported(operation: &str) -> OpError {
         element: Some(operation.to_string()),
         message: format!("operation {operation} is not supported"),
     }
-}
-
-/// RFC 5277 `create-subscription` on the NETCONF stream, without replay.
-fn op_create_subscription(rpc: &Rpc) -> Reply {
-    let op = &rpc.operation;
-    if let Some(stream) = op.child(NOTIFICATION_NS, "stream") {
-        if stream.trimmed_text() != "NETCONF" {
-            return Err(OpError::InvalidValue {
-                message: format!("no stream {}", stream.trimmed_text()),
-                element: Some("stream"),
-                path: None,
-            });
-        }
-    }
-    if op.child(NOTIFICATION_NS, "startTime").is_some() {
-        return Err(OpError::NotSupported {
-            element: Some("startTime".into()),
-            message: "notification replay is not supported".into(),
-        });
-    }
-    Ok(("<ok/>".into(), After::Subscribe))
 }
 
 // ===== parameters =====

@@ -58,7 +58,10 @@ impl Agent {
             self.ctx.get_module_set_id()
         ));
         for m in self.ctx.modules(false) {
-            if l45_yang::INTERNAL_MODULES.contains(&m.name()) || !m.is_implemented() {
+            if l45_yang::INTERNAL_MODULES.contains(&m.name())
+                || !m.is_implemented()
+                || self.hides(m.name())
+            {
                 continue;
             }
             let mut cap = format!("{}?module={}", m.namespace(), m.name());
@@ -75,6 +78,11 @@ impl Agent {
         caps
     }
 
+    /// A loaded module the agent does not offer (`--no-yang-push`).
+    fn hides(&self, module: &str) -> bool {
+        !self.opts.yang_push && module == crate::subscriptions::YP_MODULE
+    }
+
     pub(super) fn add_yang_library(
         &self,
         tree: &mut DataTree<'static>,
@@ -82,7 +90,7 @@ impl Agent {
         let lib = "/ietf-yang-library:yang-library";
         let legacy = "/ietf-yang-library:modules-state";
         for m in self.ctx.modules(false) {
-            if l45_yang::INTERNAL_MODULES.contains(&m.name()) {
+            if l45_yang::INTERNAL_MODULES.contains(&m.name()) || self.hides(m.name()) {
                 continue;
             }
             let rev = m.revision().unwrap_or("");

@@ -7,7 +7,7 @@ mod device;
 pub(crate) mod entry_xml;
 mod library;
 mod monitoring;
-mod tap;
+pub(crate) mod tap;
 
 use yang3::data::DataTree;
 
@@ -19,6 +19,7 @@ impl Agent {
         self.add_tap_state(tree)?;
         self.add_monitoring(tree)?;
         self.add_device_state(tree)?;
+        self.add_streams(tree)?;
         self.add_yang_library(tree)
     }
 

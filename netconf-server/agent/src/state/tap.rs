@@ -1,7 +1,7 @@
 //! The tap's view: per module state and counters, per tapped socket its
 //! 5-tuple, process and attached modules.
 
-use l45_tap_control::{ModuleStats, Protocol};
+use l45_tap_control::{ModuleStats, Protocol, SocketInfo};
 use yang3::data::DataTree;
 
 use crate::agent::Agent;
@@ -31,6 +31,39 @@ pub(crate) fn module_state_leaves(st: &ModuleStats) -> Vec<(&'static str, String
     leaves
 }
 
+/// Adds one entry of the socket list.
+pub(crate) fn add_socket(
+    tree: &mut DataTree<'static>,
+    sock: &SocketInfo,
+) -> Result<(), yang3::Error> {
+    let p = format!("{CUSTOMIZATIONS}/socket[id='{}']", sock.id);
+    let proto = match sock.protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Any => "any",
+    };
+    tree.new_path(&format!("{p}/protocol"), Some(proto), false)?;
+    for (end, addr) in [("source", sock.source), ("destination", sock.destination)] {
+        if let Some(a) = addr {
+            let ip = a.ip().to_string();
+            tree.new_path(&format!("{p}/{end}-address"), Some(&ip), false)?;
+            let port = a.port().to_string();
+            tree.new_path(&format!("{p}/{end}-port"), Some(&port), false)?;
+        }
+    }
+    tree.new_path(&format!("{p}/pid"), Some(&sock.pid.to_string()), false)?;
+    tree.new_path(&format!("{p}/thread-name"), Some(&sock.thread_name), false)?;
+    tree.new_path(
+        &format!("{p}/process-name"),
+        Some(&sock.process_name),
+        false,
+    )?;
+    for id in &sock.modules {
+        tree.new_path(&format!("{p}/module[.='{id}']"), None, false)?;
+    }
+    Ok(())
+}
+
 impl Agent {
     pub(super) fn add_tap_state(&self, tree: &mut DataTree<'static>) -> Result<(), yang3::Error> {
         let base = CUSTOMIZATIONS;
@@ -47,31 +80,7 @@ impl Agent {
             }
         }
         for sock in self.tap.sockets() {
-            let p = format!("{base}/socket[id='{}']", sock.id);
-            let proto = match sock.protocol {
-                Protocol::Tcp => "tcp",
-                Protocol::Udp => "udp",
-                Protocol::Any => "any",
-            };
-            tree.new_path(&format!("{p}/protocol"), Some(proto), false)?;
-            for (end, addr) in [("source", sock.source), ("destination", sock.destination)] {
-                if let Some(a) = addr {
-                    let ip = a.ip().to_string();
-                    tree.new_path(&format!("{p}/{end}-address"), Some(&ip), false)?;
-                    let port = a.port().to_string();
-                    tree.new_path(&format!("{p}/{end}-port"), Some(&port), false)?;
-                }
-            }
-            tree.new_path(&format!("{p}/pid"), Some(&sock.pid.to_string()), false)?;
-            tree.new_path(&format!("{p}/thread-name"), Some(&sock.thread_name), false)?;
-            tree.new_path(
-                &format!("{p}/process-name"),
-                Some(&sock.process_name),
-                false,
-            )?;
-            for id in &sock.modules {
-                tree.new_path(&format!("{p}/module[.='{id}']"), None, false)?;
-            }
+            add_socket(tree, &sock)?;
         }
         Ok(())
     }
