@@ -152,6 +152,27 @@ pub struct Stats {
     active_ts: u64,
 }
 
+/// Mirror of `struct l45_plan` (l45.h): what a socket's chain needs from
+/// the shim's data path, recomputed whenever the chain is refreshed.
+#[repr(C)]
+pub struct Plan {
+    send: u8,
+    recv: u8,
+    splice_len: u8,
+    pad: u8,
+    splice_at: u16,
+    splice_min: u16,
+    delay_ms: u32,
+    splice_slot: u32,
+    splice_id: u32,
+    splice_bytes: [u8; l45mod::MAX_TAG],
+}
+
+const PLAN_NONE: u8 = 0;
+const PLAN_DELAY: u8 = 1;
+const PLAN_BYTES: u8 = 2;
+const PLAN_SPLICE: u8 = 3;
+
 // ===== matching (same semantics as tap/engine's Rule::matches) =====
 
 fn name_of(b: &[u8; 16]) -> &[u8] {
@@ -258,7 +279,11 @@ static TABLE: Global<Table> = Global(UnsafeCell::new(Table {
 }));
 
 /// Bumped on every configuration change; a chain older than this refreshes.
-static GENERATION: AtomicU32 = AtomicU32::new(1);
+/// Exported unmangled: the shim's fast path reads it without a call
+/// (`l45_rs_gen` in l45.h, a plain u32 there: same size and alignment).
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static l45_rs_gen: AtomicU32 = AtomicU32::new(1);
 
 /// # Safety
 /// The caller holds `l45_cfg_lock` for as long as it uses the reference.
@@ -457,7 +482,7 @@ impl Sock {
             }
         }
         self.sort();
-        self.generation = GENERATION.load(Ordering::Acquire);
+        self.generation = l45_rs_gen.load(Ordering::Acquire);
     }
 }
 
@@ -518,10 +543,11 @@ fn set_msg(msg: *mut *const c_char, text: &'static [u8]) {
 }
 
 fn bump() {
-    GENERATION.fetch_add(1, Ordering::AcqRel);
+    l45_rs_gen.fetch_add(1, Ordering::AcqRel);
 }
 
-/// Registers (or, with `replace`, updates) a module.
+/// Registers (or, with `replace`, updates) a module: 1 when the id is
+/// new, 0 when an existing one was updated, a negative errno otherwise.
 ///
 /// # Safety
 /// `r` points to a filled `struct l45_reg` whose parameter pointers are
@@ -585,6 +611,8 @@ pub unsafe extern "C" fn l45_rs_register(r: *const Reg, msg: *mut *const c_char)
         };
         STATS[slot].reset(r.id);
         t.specs[slot] = Some(spec);
+        bump();
+        return 1;
     }
     bump();
     0
@@ -698,7 +726,7 @@ pub unsafe extern "C" fn l45_rs_key(id: u32, key: *mut u8) -> c_int {
 /// The current configuration generation.
 #[no_mangle]
 pub extern "C" fn l45_rs_generation() -> u32 {
-    GENERATION.load(Ordering::Acquire)
+    l45_rs_gen.load(Ordering::Acquire)
 }
 
 // ===== entry points for the shim: sockets =====
@@ -762,28 +790,110 @@ pub unsafe extern "C" fn l45_rs_sock_refresh(s: *mut c_void, v: *const View) {
     s.refresh(t, v);
 }
 
-/// # Safety
-/// `s` is a live chain; sock lock held.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_sock_active(s: *const c_void) -> c_int {
-    // SAFETY: contract.
-    unsafe { sock(s) }.entries().any(|a| a.activated) as c_int
-}
-
-/// The delay of the first activated rate limit, in ms (0: none).
+/// What the data path must do for this chain (`struct l45_plan`): per
+/// direction nothing (no activated module acts on it for this socket's role
+/// and transport, `Instance::acts_on`), only a delay (rate limits never
+/// change bytes), the bytes through the chain, or one fixed insertion the
+/// shim does itself (`Instance::splice`: the only module acting on that
+/// direction of a datagram socket is a front/middle tag or clearance filter).
 ///
 /// # Safety
-/// `s` is a live chain; sock lock held.
+/// `s` is a live chain, `out` valid for a write; sock lock held.
 #[no_mangle]
-pub unsafe extern "C" fn l45_rs_send_delay(s: *const c_void) -> u32 {
+pub unsafe extern "C" fn l45_rs_sock_plan(s: *const c_void, out: *mut Plan) {
     // SAFETY: contract.
     let s = unsafe { sock(s) };
-    s.entries()
-        .find_map(|a| match a.instance.params {
-            Params::RateLimit { delay_ms } if a.activated && delay_ms > 0 => Some(delay_ms),
+    let mut p = Plan {
+        send: PLAN_NONE,
+        recv: PLAN_NONE,
+        splice_len: 0,
+        pad: 0,
+        splice_at: 0,
+        splice_min: 0,
+        delay_ms: 0,
+        splice_slot: 0,
+        splice_id: 0,
+        splice_bytes: [0; l45mod::MAX_TAG],
+    };
+    let (mut send_first, mut send_n, mut recv_first, mut recv_n) = (None, 0, None, 0);
+    for a in s.entries().filter(|a| a.activated) {
+        let d = a.instance.acts_on(s.role, s.transport);
+        if d.send {
+            match a.instance.params {
+                Params::RateLimit { delay_ms } => {
+                    if p.delay_ms == 0 {
+                        p.delay_ms = delay_ms;
+                    }
+                }
+                _ => {
+                    send_first = send_first.or(Some(a));
+                    send_n += 1;
+                }
+            }
+            p.send = p.send.max(PLAN_DELAY);
+        }
+        if d.recv {
+            recv_first = recv_first.or(Some(a));
+            recv_n += 1;
+        }
+    }
+    if send_n > 0 {
+        p.send = PLAN_BYTES;
+    }
+    if recv_n > 0 {
+        p.recv = PLAN_BYTES;
+    }
+    fn one(first: Option<&Attached>, n: usize, t: Transport) -> Option<(&Attached, l45mod::Splice<'_>)> {
+        match first {
+            Some(a) if n == 1 && t == Transport::Datagram => a.instance.splice().map(|sp| (a, sp)),
             _ => None,
-        })
-        .unwrap_or(0)
+        }
+    }
+    // A datagram socket inserts on one side only (client sends, server
+    // receives), so one splice description per plan is enough.
+    let spliced = match one(send_first, send_n, s.transport) {
+        Some(x) => {
+            p.send = PLAN_SPLICE;
+            Some(x)
+        }
+        None => one(recv_first, recv_n, s.transport).inspect(|_| p.recv = PLAN_SPLICE),
+    };
+    if let Some((a, sp)) = spliced {
+        let n = sp.bytes.len().min(l45mod::MAX_TAG);
+        p.splice_bytes[..n].copy_from_slice(&sp.bytes[..n]);
+        p.splice_len = n as u8;
+        p.splice_at = sp.at as u16;
+        p.splice_min = sp.min_send as u16;
+        p.splice_slot = a.slot as u32;
+        p.splice_id = a.id;
+    }
+    // SAFETY: `out` is valid for a write (contract).
+    unsafe { out.write(p) };
+}
+
+/// Counts a splice the shim did for module `id` in `slot`: `what` 0 a
+/// customized send of `n` bytes, 1 a customized receive, 2 a datagram no
+/// module recognised, dropped by a server (as `l45_rs_recv` counts it).
+#[no_mangle]
+pub extern "C" fn l45_rs_count(slot: u32, id: u32, what: c_int, n: usize) {
+    let Some(c) = counters(slot as usize, id) else {
+        return;
+    };
+    match what {
+        0 => {
+            c.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+            c.messages_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        1 => {
+            c.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+            c.messages_received.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {
+            c.drops.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    c.active_ts.store(now_ns(), Ordering::Relaxed);
 }
 
 /// Output space a send of `len` bytes needs.

@@ -37,6 +37,9 @@
 #include <net/udp.h>
 #include <linux/udp.h>
 #include <linux/in.h>
+#include <linux/jump_label.h>
+#include <linux/percpu.h>
+#include <net/ipv6.h>
 
 #include "l45.h"
 
@@ -44,65 +47,151 @@
 #error "unloading needs PREEMPT_NONE/VOLUNTARY or TASKS_RCU (see l45_shim_exit)"
 #endif
 
-/* Largest customized write handled at once on a stream (the rest is
- * reported as not yet written, which stream semantics allow). */
-#define L45_MAX_WRITE (1 << 20)
+/* Stream bytes run through a chain per step of a send or receive: the
+ * entry's buffers are sized for this once, not per call. */
+#define L45_CHUNK 65536
 #define L45_DGRAM_MAX 65536
 
+/* The entry of a socket the tap has seen. It lives in l45_hash (for the
+ * SOCKETS dump and unloading) and in the socket's sk_user_data (below), so
+ * the data path finds it without a lookup or a lock. */
 struct l45_sk {
 	struct hlist_node node;
 	struct sock *sk;
-	spinlock_t lock;		/* rs */
+	spinlock_t lock;		/* rs, plan, gen */
 	void *rs;			/* Rust chain */
+	u32 gen;			/* generation plan was computed at (read locklessly) */
+	struct l45_plan plan;		/* what the data path must do (read locklessly: send, recv) */
 	struct l45_view view;		/* at first sight */
 	pid_t pid;
 	u64 cookie;
-	struct mutex rx_mutex;		/* rx, rx_len, rx_off, eof */
-	u8 *rx;
+	struct mutex rx_mutex;		/* rx*, rin*, eof */
+	u8 *rx;				/* stream: bytes held for the application; datagram: chain output */
 	size_t rx_len, rx_off, rx_cap;
+	u8 *rin;			/* what came off the wire */
+	size_t rin_cap;
 	bool eof;
-	struct mutex tx_mutex;		/* tx */
-	u8 *tx;
-	size_t tx_len, tx_off;
+	struct mutex tx_mutex;		/* sin*, sout*, tx_off, tx_len */
+	u8 *sin;			/* the application's bytes */
+	size_t sin_cap;
+	u8 *sout;			/* chain output; [tx_off, tx_len) not yet taken by TCP */
+	size_t sout_cap, tx_off, tx_len;
 };
+
+/* One hooked struct proto and a copy of its original handlers. */
+struct l45_hook {
+	struct proto *prot;
+	struct proto orig;
+};
+
+static struct l45_hook l45_tcp4, l45_udp4, l45_tcp6, l45_udp6;
 
 static DEFINE_HASHTABLE(l45_hash, 10);
 static DEFINE_SPINLOCK(l45_hash_lock);
 static DEFINE_SPINLOCK(l45_cfg_lock);
-static atomic_t l45_inflight = ATOMIC_INIT(0);
+/* Calls inside the hooks, per CPU (an increment may be undone on another
+ * CPU: only the sum means something, see l45_shim_exit). */
+static DEFINE_PER_CPU(int, l45_inflight);
 static int l45_unloading;
 static atomic64_t l45_cookie = ATOMIC64_INIT(0);
-
-static struct proto l45_tcp_orig, l45_udp_orig;
 static bool l45_hooked;
+/* On while at least one module is registered: with none, the send and
+ * receive hooks call the kernel's handler at once (sockets are still seen
+ * once: TCP at connect/accept, UDP at its first call). */
+static DEFINE_STATIC_KEY_FALSE(l45_configured);
 
 u64 l45_now_ns(void)
 {
 	return ktime_get_real_ns();
 }
 
-/* ---------- socket table ---------- */
+/* ---------- the entry in sk_user_data ----------
+ * sk_user_data is the slot the kernel keeps for whoever owns a socket's
+ * extra state (RPC, tunnels, BPF sockmap); application sockets normally
+ * leave it empty. Ours is stored with bit 63 clear and bit 62 set: never a
+ * canonical x86-64 address (kernel pointers have both set, user pointers
+ * both clear), so it cannot be mistaken for anyone else's pointer, and
+ * nobody else can mistake it for theirs (they only read what they stored).
+ * SK_USER_DATA_NOCOPY keeps sk_clone_lock from copying it to a child. A
+ * socket whose sk_user_data is taken already is not tapped. */
+#ifndef CONFIG_X86_64
+#error "the sk_user_data encoding assumes x86-64 canonical addresses"
+#endif
+#define L45_UD_TOP (3UL << 62)
+#define L45_UD_MARK (1UL << 62)
 
-static struct l45_sk *l45_get(struct sock *sk)
+static inline void *l45_ud(struct l45_sk *e)
 {
-	struct l45_sk *e, *found = NULL;
-
-	spin_lock(&l45_hash_lock);
-	hash_for_each_possible(l45_hash, e, node, (unsigned long)sk)
-		if (e->sk == sk) {
-			found = e;
-			break;
-		}
-	spin_unlock(&l45_hash_lock);
-	return found;
+	return (void *)(((unsigned long)e & ~L45_UD_TOP) | L45_UD_MARK | SK_USER_DATA_NOCOPY);
 }
 
-static void l45_addr(struct l45_sockaddr *a, __be32 ip, __be16 port)
+static inline struct l45_sk *l45_entry(const struct sock *sk)
+{
+	unsigned long v = (unsigned long)READ_ONCE(sk->sk_user_data);
+
+	if ((v & L45_UD_TOP) != L45_UD_MARK)
+		return NULL;
+	return (struct l45_sk *)((v & ~SK_USER_DATA_NOCOPY) | L45_UD_TOP);
+}
+
+/* ---------- socket views ---------- */
+
+static void l45_addr4(struct l45_sockaddr *a, __be32 ip, __be16 port)
 {
 	memset(a, 0, sizeof(*a));
 	a->family = 4;
 	a->port = ntohs(port);
 	memcpy(a->addr, &ip, 4);
+}
+
+static void l45_addr6(struct l45_sockaddr *a, const struct in6_addr *ip, __be16 port)
+{
+	memset(a, 0, sizeof(*a));
+	a->family = 6;
+	a->port = ntohs(port);
+	memcpy(a->addr, ip, 16);
+}
+
+/* Our end and the peer now (the peer of an unconnected send: its address).
+ * A v4-mapped IPv6 address stays an IPv6 address here; matching treats it
+ * as IPv4 (l45_main.rs, as the user-space tap does). */
+static void l45_addrs(struct sock *sk, struct msghdr *msg, struct l45_sockaddr *local,
+		      struct l45_sockaddr *remote)
+{
+	struct inet_sock *inet = inet_sk(sk);
+	struct sockaddr *name = msg ? msg->msg_name : NULL;
+	int namelen = msg ? msg->msg_namelen : 0;
+
+	memset(remote, 0, sizeof(*remote));
+#if IS_ENABLED(CONFIG_IPV6)
+	if (sk->sk_family == AF_INET6) {
+		l45_addr6(local, ipv6_addr_any(&sk->sk_v6_rcv_saddr) ? &inet6_sk(sk)->saddr :
+				 &sk->sk_v6_rcv_saddr, inet->inet_sport);
+		if (inet->inet_dport) {
+			l45_addr6(remote, &sk->sk_v6_daddr, inet->inet_dport);
+			return;
+		}
+		if (name && namelen >= sizeof(struct sockaddr_in6) && name->sa_family == AF_INET6) {
+			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)name;
+
+			l45_addr6(remote, &sin6->sin6_addr, sin6->sin6_port);
+			return;
+		}
+	} else
+#endif
+	{
+		l45_addr4(local, inet->inet_rcv_saddr ? inet->inet_rcv_saddr : inet->inet_saddr,
+			  inet->inet_sport);
+		if (inet->inet_dport) {
+			l45_addr4(remote, inet->inet_daddr, inet->inet_dport);
+			return;
+		}
+	}
+	if (name && namelen >= sizeof(struct sockaddr_in) && name->sa_family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)name;
+
+		l45_addr4(remote, sin->sin_addr.s_addr, sin->sin_port);
+	}
 }
 
 static void l45_names(struct l45_view *v)
@@ -121,38 +210,69 @@ static void l45_names(struct l45_view *v)
 static void l45_view_of(struct sock *sk, u8 proto, u8 role, struct msghdr *msg,
 			struct l45_view *v)
 {
-	struct inet_sock *inet = inet_sk(sk);
-
 	memset(v, 0, sizeof(*v));
 	v->proto = proto;
 	v->role = role;
-	l45_addr(&v->local, inet->inet_rcv_saddr ? inet->inet_rcv_saddr : inet->inet_saddr,
-		 inet->inet_sport);
-	if (inet->inet_dport) {
-		l45_addr(&v->remote, inet->inet_daddr, inet->inet_dport);
-	} else if (msg && msg->msg_name && msg->msg_namelen >= sizeof(struct sockaddr_in)) {
-		struct sockaddr_in *sin = msg->msg_name;
-
-		if (sin->sin_family == AF_INET)
-			l45_addr(&v->remote, sin->sin_addr.s_addr, sin->sin_port);
-	}
+	l45_addrs(sk, msg, &v->local, &v->remote);
 	l45_names(v);
 }
+
+/* ---------- socket table ---------- */
 
 static void l45_free_entry(struct l45_sk *e)
 {
 	l45_rs_sock_free(e->rs);
 	kvfree(e->rx);
-	kvfree(e->tx);
+	kvfree(e->rin);
+	kvfree(e->sin);
+	kvfree(e->sout);
 	kfree(e);
 }
 
-/* First sight of a socket: a new entry with its chain. Returns the entry
- * (an existing one if another thread won), or NULL without memory. */
+/* Brings the chain up to the current configuration (revoke, priority,
+ * activation, immediate attach) and recomputes the plan. Caller holds
+ * e->lock. */
+static void l45_refresh_locked(struct l45_sk *e, struct sock *sk)
+{
+	struct l45_sockaddr local, remote;
+	struct l45_view v;
+
+	if (READ_ONCE(e->gen) == smp_load_acquire(&l45_rs_gen))
+		return;
+	/* Addresses may have changed since first sight (UDP bind/connect). */
+	v = e->view;
+	l45_addrs(sk, NULL, &local, &remote);
+	if (remote.port)
+		v.remote = remote;
+	if (local.port)
+		v.local = local;
+	spin_lock(&l45_cfg_lock);
+	l45_rs_sock_refresh(e->rs, &v);
+	spin_unlock(&l45_cfg_lock);
+	l45_rs_sock_plan(e->rs, &e->plan);
+	/* The plan before the generation: a lockless reader that sees the new
+	 * generation sees the plan made for it. */
+	smp_store_release(&e->gen, l45_rs_sock_gen(e->rs));
+}
+
+/* Whether a call in this direction goes straight to the kernel: the plan
+ * is current and no module acts on it. No lock. */
+static inline bool l45_passes(struct l45_sk *e, bool send)
+{
+	if (smp_load_acquire(&e->gen) != READ_ONCE(l45_rs_gen))
+		return false;
+	return !(send ? READ_ONCE(e->plan.send) : READ_ONCE(e->plan.recv));
+}
+
+/* First sight of a socket: a new entry with its chain, matched now.
+ * Returns the entry (an existing one if another thread won), or NULL: a
+ * kernel socket, sk_user_data owned by someone else, or no memory. */
 static struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghdr *msg)
 {
-	struct l45_sk *e, *old;
+	struct l45_sk *e;
 
+	if (sk->sk_kern_sock || READ_ONCE(sk->sk_user_data))
+		return l45_entry(sk);
 	e = kzalloc(sizeof(*e), GFP_KERNEL);
 	if (!e)
 		return NULL;
@@ -173,15 +293,21 @@ static struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghd
 	spin_lock(&l45_cfg_lock);
 	l45_rs_sock_refresh(e->rs, &e->view);
 	spin_unlock(&l45_cfg_lock);
+	l45_rs_sock_plan(e->rs, &e->plan);
+	e->gen = l45_rs_sock_gen(e->rs);
 	spin_unlock(&e->lock);
 
 	spin_lock(&l45_hash_lock);
-	hash_for_each_possible(l45_hash, old, node, (unsigned long)sk)
-		if (old->sk == sk) {
-			spin_unlock(&l45_hash_lock);
-			l45_free_entry(e);
-			return old;
-		}
+	write_lock_bh(&sk->sk_callback_lock);
+	if (sk->sk_user_data) {
+		write_unlock_bh(&sk->sk_callback_lock);
+		spin_unlock(&l45_hash_lock);
+		l45_free_entry(e);
+		return l45_entry(sk);
+	}
+	/* (the entry is complete before it is published) */
+	smp_store_release(&sk->sk_user_data, l45_ud(e));
+	write_unlock_bh(&sk->sk_callback_lock);
 	hash_add(l45_hash, &e->node, (unsigned long)sk);
 	spin_unlock(&l45_hash_lock);
 	return e;
@@ -189,56 +315,68 @@ static struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghd
 
 static void l45_untrack(struct sock *sk)
 {
-	struct l45_sk *e, *found = NULL;
+	struct l45_sk *e = l45_entry(sk);
+	bool found = false;
 
+	if (!e)
+		return;
 	spin_lock(&l45_hash_lock);
-	hash_for_each_possible(l45_hash, e, node, (unsigned long)sk)
-		if (e->sk == sk) {
-			hash_del(&e->node);
-			found = e;
-			break;
-		}
+	if (!hlist_unhashed(&e->node)) {
+		write_lock_bh(&sk->sk_callback_lock);
+		if (sk->sk_user_data == l45_ud(e))
+			WRITE_ONCE(sk->sk_user_data, NULL);
+		write_unlock_bh(&sk->sk_callback_lock);
+		hash_del(&e->node);
+		found = true;
+	}
 	spin_unlock(&l45_hash_lock);
 	if (found)
-		l45_free_entry(found);
+		l45_free_entry(e);
 }
 
-/* Brings the chain up to the current configuration (revoke, priority,
- * activation, immediate attach). Caller holds e->lock. */
-static void l45_refresh_locked(struct l45_sk *e, struct sock *sk)
+/* Grow-only buffer (never under a spinlock). */
+static int l45_reserve(u8 **buf, size_t *cap, size_t need)
 {
-	struct l45_view v;
+	u8 *nb;
 
-	if (l45_rs_sock_gen(e->rs) == l45_rs_generation())
-		return;
-	/* Addresses may have changed since first sight (UDP bind/connect). */
-	v = e->view;
-	if (inet_sk(sk)->inet_dport)
-		l45_addr(&v.remote, inet_sk(sk)->inet_daddr, inet_sk(sk)->inet_dport);
-	if (inet_sk(sk)->inet_sport)
-		l45_addr(&v.local, inet_sk(sk)->inet_rcv_saddr, inet_sk(sk)->inet_sport);
-	spin_lock(&l45_cfg_lock);
-	l45_rs_sock_refresh(e->rs, &v);
-	spin_unlock(&l45_cfg_lock);
+	if (*cap >= need)
+		return 0;
+	nb = kvmalloc(need, GFP_KERNEL);
+	if (!nb)
+		return -ENOMEM;
+	kvfree(*buf);
+	*buf = nb;
+	*cap = need;
+	return 0;
 }
 
 /* ---------- in-flight accounting (module unload) ---------- */
 
 static inline void l45_enter(void)
 {
-	atomic_inc(&l45_inflight);
+	this_cpu_inc(l45_inflight);
 }
 
 static inline void l45_leave(void)
 {
-	if (atomic_dec_and_test(&l45_inflight) && READ_ONCE(l45_unloading))
-		wake_up_var(&l45_inflight);
+	this_cpu_dec(l45_inflight);
+}
+
+static int l45_inflight_sum(void)
+{
+	int cpu, n = 0;
+
+	for_each_possible_cpu(cpu)
+		n += READ_ONCE(per_cpu(l45_inflight, cpu));
+	return n;
 }
 
 /* ---------- waiting for data ourselves ----------
  * A blocking receive or accept waits here, not inside the real handler, so
- * that module unload can wake it (it then returns -EINTR) instead of waiting
- * for traffic that may never come. */
+ * that module unload can end the wait (it then returns -EINTR) instead of
+ * waiting for traffic that may never come. Unload wakes the sockets it
+ * knows; the others notice within L45_WAIT_SLICE. */
+#define L45_WAIT_SLICE (HZ / 4)
 
 static bool l45_readable(struct sock *sk, bool tcp)
 {
@@ -253,19 +391,26 @@ static bool l45_readable(struct sock *sk, bool tcp)
 
 static int l45_wait(struct sock *sk, long timeo, bool (*ready)(struct sock *, bool), bool tcp)
 {
-	long r;
+	long r, slice;
 
 	if (!timeo || ready(sk, tcp))
 		return 0;
-	r = wait_event_interruptible_timeout(*sk_sleep(sk),
-					     ready(sk, tcp) || READ_ONCE(l45_unloading), timeo);
-	if (r < 0)
-		return sock_intr_errno(timeo);
-	if (ready(sk, tcp))
-		return 0;
-	if (READ_ONCE(l45_unloading))
-		return -EINTR;
-	return -EAGAIN;
+	for (;;) {
+		slice = min_t(long, timeo, L45_WAIT_SLICE);
+		r = wait_event_interruptible_timeout(*sk_sleep(sk),
+						     ready(sk, tcp) || READ_ONCE(l45_unloading), slice);
+		if (r < 0)
+			return sock_intr_errno(timeo);
+		if (ready(sk, tcp))
+			return 0;
+		if (READ_ONCE(l45_unloading))
+			return -EINTR;
+		if (timeo != MAX_SCHEDULE_TIMEOUT) {
+			timeo -= slice - r;
+			if (timeo <= 0)
+				return -EAGAIN;
+		}
+	}
 }
 
 static bool l45_acceptable(struct sock *sk, bool unused)
@@ -290,113 +435,177 @@ static int l45_send_kbuf(struct sock *sk, struct msghdr *msg, const u8 *buf, siz
 	return ret;
 }
 
-/* Bytes a stream send left over last time go first. 0 when none is left. */
+/* Bytes a stream send left over last time go first. 0 when none is left.
+ * Caller holds tx_mutex. */
 static int l45_flush_tx(struct l45_sk *e, struct sock *sk, struct msghdr *msg,
 			int (*orig)(struct sock *, struct msghdr *, size_t))
 {
 	int ret;
 
-	while (e->tx && e->tx_off < e->tx_len) {
-		ret = l45_send_kbuf(sk, msg, e->tx + e->tx_off, e->tx_len - e->tx_off, orig);
+	while (e->tx_off < e->tx_len) {
+		ret = l45_send_kbuf(sk, msg, e->sout + e->tx_off, e->tx_len - e->tx_off, orig);
 		if (ret <= 0)
 			return ret ? ret : -EAGAIN;
 		e->tx_off += ret;
 	}
-	kvfree(e->tx);
-	e->tx = NULL;
-	e->tx_len = e->tx_off = 0;
+	e->tx_off = 0;
+	WRITE_ONCE(e->tx_len, 0);
 	return 0;
+}
+
+/* A datagram with one fixed insertion: the application's bytes around the
+ * inserted ones, copied once into the entry's buffer (a DNS query is a few
+ * dozen bytes; corking it into three appends costs more than the copy).
+ * Caller holds tx_mutex. */
+static int l45_send_splice(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t len,
+			   const struct l45_plan *p,
+			   int (*orig)(struct sock *, struct msghdr *, size_t))
+{
+	size_t at = p->splice_at, n = p->splice_len, out_len = len + n;
+	int ret;
+
+	if (len < p->splice_min || len > L45_DGRAM_MAX)
+		return orig(sk, msg, len);
+	ret = l45_reserve(&e->sout, &e->sout_cap, max_t(size_t, out_len, 512));
+	if (ret)
+		return ret;
+	if (!copy_from_iter_full(e->sout, at, &msg->msg_iter) ||
+	    !copy_from_iter_full(e->sout + at + n, len - at, &msg->msg_iter))
+		return -EFAULT;
+	memcpy(e->sout + at, p->splice_bytes, n);
+	ret = l45_send_kbuf(sk, msg, e->sout, out_len, orig);
+	if (ret < 0) {
+		spin_lock(&e->lock);
+		l45_rs_error(e->rs);
+		spin_unlock(&e->lock);
+		return ret;
+	}
+	l45_rs_count(p->splice_slot, p->splice_id, 0, out_len);
+	return len;
+}
+
+static bool l45_send_retry(int ret)
+{
+	return ret == -EAGAIN || ret == -EINTR || ret == -ERESTARTSYS;
+}
+
+/* The bytes through the chain: a datagram at once, a stream in steps of
+ * L45_CHUNK. Caller holds tx_mutex and nothing is pending. */
+static int l45_send_chain(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t size,
+			  bool tcp, int (*orig)(struct sock *, struct msghdr *, size_t))
+{
+	size_t done = 0, n, cap, out_len = 0;
+	struct l45_view v;
+	const u8 *out;
+	u8 plan;
+	int verdict, ret;
+
+	if (!tcp && size > L45_DGRAM_MAX)
+		return orig(sk, msg, size);
+	l45_view_of(sk, tcp ? IPPROTO_TCP : IPPROTO_UDP, e->view.role, msg, &v);
+	while (done < size || (!tcp && !done)) {
+		n = tcp ? min_t(size_t, size - done, L45_CHUNK) : size;
+		spin_lock(&e->lock);
+		l45_refresh_locked(e, sk);
+		plan = e->plan.send;
+		cap = l45_rs_send_cap(e->rs, n);
+		spin_unlock(&e->lock);
+		if (plan < L45_PLAN_BYTES) {
+			/* The chain changed under this call: the rest as it is. */
+			ret = orig(sk, msg, size - done);
+			return ret < 0 ? (done ? done : ret) : done + ret;
+		}
+		ret = l45_reserve(&e->sin, &e->sin_cap, max_t(size_t, n, tcp ? L45_CHUNK : 512));
+		if (!ret)
+			ret = l45_reserve(&e->sout, &e->sout_cap,
+					  max3(cap, n, (size_t)(tcp ? L45_CHUNK : 512)));
+		if (ret)
+			return done ? done : ret;
+		if (!copy_from_iter_full(e->sin, n, &msg->msg_iter))
+			return done ? done : -EFAULT;
+		spin_lock(&e->lock);
+		verdict = l45_rs_send(e->rs, &v, e->sin, n, e->sout, cap, &out_len);
+		spin_unlock(&e->lock);
+		if (verdict == L45_V_DROP) {
+			done += n;
+			if (!tcp)
+				break;
+			continue;
+		}
+		out = e->sout;
+		if (verdict != L45_V_CUSTOMIZED) {
+			out = e->sin;
+			out_len = n;
+		}
+		ret = l45_send_kbuf(sk, msg, out, out_len, orig);
+		if (ret < 0 && !(tcp && l45_send_retry(ret))) {
+			spin_lock(&e->lock);
+			l45_rs_error(e->rs);
+			spin_unlock(&e->lock);
+			return done ? done : ret;
+		}
+		if (tcp && ret < (int)out_len) {
+			/* TCP took part of it (or none: a full buffer, a signal):
+			 * the chain has run on these bytes, so keep the rest and
+			 * send it first next time; the application has written
+			 * them. */
+			ret = max(ret, 0);
+			if (out == e->sin)
+				memcpy(e->sout, e->sin + ret, out_len - ret);
+			e->tx_off = out == e->sin ? 0 : ret;
+			WRITE_ONCE(e->tx_len, out == e->sin ? out_len - ret : out_len);
+			return done + n;
+		}
+		done += n;
+		if (!tcp)
+			break;
+	}
+	return done;
 }
 
 static int l45_sendmsg_common(struct sock *sk, struct msghdr *msg, size_t size, u8 proto,
 			      int (*orig)(struct sock *, struct msghdr *, size_t))
 {
 	bool tcp = proto == IPPROTO_TCP;
+	struct l45_plan p;
 	struct l45_sk *e;
-	struct l45_view v;
-	size_t cap, out_len = 0, len = size;
-	u32 delay;
-	u8 *in = NULL, *out = NULL;
-	int active, verdict, ret;
+	int ret;
 
 	if (READ_ONCE(l45_unloading))
 		return orig(sk, msg, size);
-	e = l45_get(sk);
-	if (!e && !tcp)
-		e = l45_track(sk, proto, 0, msg);
-	if (!e)
+	e = l45_entry(sk);
+	if (!e && (tcp || !(e = l45_track(sk, proto, 0, msg))))
 		return orig(sk, msg, size);
-	if (tcp && len > L45_MAX_WRITE)
-		len = L45_MAX_WRITE;
-	if (!tcp && len > L45_DGRAM_MAX)
+	if (l45_passes(e, true) && !(tcp && READ_ONCE(e->tx_len)))
 		return orig(sk, msg, size);
 
-	l45_view_of(sk, proto, e->view.role, msg, &v);
 	spin_lock(&e->lock);
 	l45_refresh_locked(e, sk);
-	active = l45_rs_sock_active(e->rs);
-	delay = active ? l45_rs_send_delay(e->rs) : 0;
-	cap = active ? l45_rs_send_cap(e->rs, len) : 0;
+	p = e->plan;
 	spin_unlock(&e->lock);
+	if (p.send && p.delay_ms)
+		msleep_interruptible(p.delay_ms);	/* no lock is held */
+	if (p.send < L45_PLAN_BYTES && !(tcp && READ_ONCE(e->tx_len)))
+		return orig(sk, msg, size);	/* bytes untouched: no buffer, no mutex */
 
-	if (tcp)
-		mutex_lock(&e->tx_mutex);
-	if (tcp && e->tx) {
+	mutex_lock(&e->tx_mutex);
+	if (tcp && e->tx_len) {
 		ret = l45_flush_tx(e, sk, msg, orig);
 		if (ret < 0)
-			goto out_unlock;
+			goto out;
 	}
-	if (!active) {
+	switch (p.send) {
+	case L45_PLAN_SPLICE:
+		ret = l45_send_splice(e, sk, msg, size, &p, orig);
+		break;
+	case L45_PLAN_BYTES:
+		ret = l45_send_chain(e, sk, msg, size, tcp, orig);
+		break;
+	default:	/* nothing, or a delay: the application's bytes as they are */
 		ret = orig(sk, msg, size);
-		goto out_unlock;
 	}
-	if (delay)
-		msleep_interruptible(delay);	/* no lock is held */
-
-	in = kvmalloc(len ? len : 1, GFP_KERNEL);
-	out = kvmalloc(cap ? cap : 1, GFP_KERNEL);
-	ret = -ENOMEM;
-	if (!in || !out)
-		goto out_unlock;
-	ret = -EFAULT;
-	if (!copy_from_iter_full(in, len, &msg->msg_iter))
-		goto out_unlock;
-
-	spin_lock(&e->lock);
-	verdict = l45_rs_send(e->rs, &v, in, len, out, cap, &out_len);
-	spin_unlock(&e->lock);
-
-	if (verdict == L45_V_DROP) {
-		ret = len;
-		goto out_unlock;
-	}
-	if (verdict != L45_V_CUSTOMIZED) {
-		swap(in, out);
-		out_len = len;
-	}
-	ret = l45_send_kbuf(sk, msg, out, out_len, orig);
-	if (ret < 0) {
-		spin_lock(&e->lock);
-		l45_rs_error(e->rs);
-		spin_unlock(&e->lock);
-		goto out_unlock;
-	}
-	if (tcp && ret < out_len) {
-		/* The kernel took part of it: keep the rest, send it first next
-		 * time; the application has written all of its bytes. */
-		e->tx = out;
-		e->tx_off = ret;
-		e->tx_len = out_len;
-		out = NULL;
-		if (verdict != L45_V_CUSTOMIZED)
-			in = NULL;
-	}
-	ret = len;
-out_unlock:
-	if (tcp)
-		mutex_unlock(&e->tx_mutex);
-	kvfree(in);
-	kvfree(out);
+out:
+	mutex_unlock(&e->tx_mutex);
 	return ret;
 }
 
@@ -421,14 +630,40 @@ static bool l45_rx_ready(struct sock *sk, bool tcp)
 	return l45_readable(sk, tcp);
 }
 
+/* Room for `need` more bytes after the held ones (moved to the front
+ * first). Caller holds rx_mutex. */
+static int l45_rx_room(struct l45_sk *e, size_t need)
+{
+	size_t held = e->rx_len - e->rx_off;
+	u8 *nb;
+
+	if (e->rx_cap - e->rx_len >= need)
+		return 0;
+	if (e->rx_off) {
+		memmove(e->rx, e->rx + e->rx_off, held);
+		e->rx_off = 0;
+		WRITE_ONCE(e->rx_len, held);
+		if (e->rx_cap - held >= need)
+			return 0;
+	}
+	nb = kvmalloc(max_t(size_t, held + need, 4096), GFP_KERNEL);
+	if (!nb)
+		return -ENOMEM;
+	if (held)
+		memcpy(nb, e->rx, held);
+	kvfree(e->rx);
+	e->rx = nb;
+	e->rx_cap = max_t(size_t, held + need, 4096);
+	return 0;
+}
+
 static int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t len,
 			   int flags, int *addr_len,
 			   int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
 {
 	bool peek = flags & MSG_PEEK;
-	size_t copied = 0, chunk = clamp_t(size_t, len, 1, 65536), growth, cap, out_len, want;
+	size_t copied = 0, growth, cap, out_len, want;
 	struct l45_view v;
-	u8 *in = NULL, *out = NULL;
 	int n, verdict, ret = 0;
 	long timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT);
 
@@ -449,8 +684,10 @@ static int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg
 			copied += n2;
 			if (!peek)
 				e->rx_off += n2;
-			if (e->rx_off == e->rx_len)
-				e->rx_off = e->rx_len = 0;
+			if (e->rx_off == e->rx_len) {
+				e->rx_off = 0;
+				WRITE_ONCE(e->rx_len, 0);
+			}
 			if (peek || copied == len || !(flags & MSG_WAITALL)) {
 				ret = copied;
 				goto out;
@@ -469,99 +706,80 @@ static int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg
 		l45_refresh_locked(e, sk);
 		growth = l45_rs_recv_growth(e->rs);
 		spin_unlock(&e->lock);
-		cap = chunk + growth + 128;
-		if (!in)
-			in = kvmalloc(chunk, GFP_KERNEL);
-		kvfree(out);
-		out = kvmalloc(cap, GFP_KERNEL);
-		if (!in || !out) {
-			ret = copied ? copied : -ENOMEM;
-			goto out;
-		}
 		/* Take from the kernel at most what the application still wants
 		 * minus what modules may release on top of their input (bytes
 		 * they held while recognising a signature): then nothing is left
 		 * over in our buffer, which poll() cannot see, unless the
 		 * application reads fewer bytes than that at a time. */
 		want = len - copied > growth ? len - copied - growth : 1;
-		want = min(want, chunk);
-		n = l45_recv_kbuf(sk, msg, in, want, (flags & ~(MSG_PEEK | MSG_WAITALL)) | MSG_DONTWAIT,
-				  addr_len, orig);
+		want = min_t(size_t, want, L45_CHUNK);
+		cap = want + growth + 128;
+		if (l45_reserve(&e->rin, &e->rin_cap, L45_CHUNK) || l45_rx_room(e, cap)) {
+			ret = copied ? copied : -ENOMEM;
+			goto out;
+		}
+		n = l45_recv_kbuf(sk, msg, e->rin, want,
+				  (flags & ~(MSG_PEEK | MSG_WAITALL)) | MSG_DONTWAIT, addr_len, orig);
 		if (n == -EAGAIN && timeo)
 			continue;	/* another reader took it; wait again */
 		if (n < 0) {
 			ret = copied ? copied : n;
 			goto out;
 		}
+		/* The chain writes straight after the held bytes. */
 		spin_lock(&e->lock);
 		if (n == 0) {
-			out_len = l45_rs_recv_eof(e->rs, out, cap);
+			out_len = l45_rs_recv_eof(e->rs, e->rx + e->rx_len, cap);
 			verdict = L45_V_CUSTOMIZED;
 			e->eof = true;
 		} else {
-			verdict = l45_rs_recv(e->rs, &v, in, n, out, cap, &out_len);
+			verdict = l45_rs_recv(e->rs, &v, e->rin, n, e->rx + e->rx_len, cap, &out_len);
 		}
 		spin_unlock(&e->lock);
 		if (verdict == L45_V_DROP)
 			continue;
 		if (verdict != L45_V_CUSTOMIZED) {
-			swap(in, out);
+			memcpy(e->rx + e->rx_len, e->rin, n);
 			out_len = n;
 		}
-		if (!out_len)
-			continue;
-		/* Append to the held bytes, then deliver from there. */
-		if (e->rx_len + out_len > e->rx_cap) {
-			size_t ncap = max(e->rx_len + out_len, (size_t)4096);
-			u8 *nb = kvmalloc(ncap, GFP_KERNEL);
-
-			if (!nb) {
-				ret = copied ? copied : -ENOMEM;
-				goto out;
-			}
-			memcpy(nb, e->rx + e->rx_off, e->rx_len - e->rx_off);
-			kvfree(e->rx);
-			e->rx = nb;
-			e->rx_len -= e->rx_off;
-			e->rx_off = 0;
-			e->rx_cap = ncap;
-		}
-		memcpy(e->rx + e->rx_len, out, out_len);
-		e->rx_len += out_len;
+		WRITE_ONCE(e->rx_len, e->rx_len + out_len);
 	}
 out:
 	mutex_unlock(&e->rx_mutex);
-	kvfree(in);
-	kvfree(out);
 	return ret;
 }
 
 static int l45_recv_dgram(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t len,
-			  int flags, int *addr_len,
+			  int flags, int *addr_len, const struct l45_plan *p,
 			  int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
 {
-	size_t growth, cap, out_len;
+	size_t growth, cap = 0, out_len = 0, at = p->splice_at, k = p->splice_len, c1;
 	struct l45_view v;
-	u8 *in, *out;
+	const u8 *out;
 	int n, verdict, ret;
 	long timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT);
+	bool splice = p->recv == L45_PLAN_SPLICE;
 
-	spin_lock(&e->lock);
-	l45_refresh_locked(e, sk);
-	growth = l45_rs_recv_growth(e->rs);
-	spin_unlock(&e->lock);
-	cap = L45_DGRAM_MAX + growth + 128;
-	in = kvmalloc(L45_DGRAM_MAX, GFP_KERNEL);
-	out = kvmalloc(cap, GFP_KERNEL);
-	ret = -ENOMEM;
-	if (!in || !out)
+	if (mutex_lock_interruptible(&e->rx_mutex))
+		return -ERESTARTSYS;
+	ret = l45_reserve(&e->rin, &e->rin_cap, L45_DGRAM_MAX);
+	if (ret)
 		goto out;
-	l45_view_of(sk, IPPROTO_UDP, e->view.role, NULL, &v);
+	if (!splice) {
+		spin_lock(&e->lock);
+		growth = l45_rs_recv_growth(e->rs);
+		spin_unlock(&e->lock);
+		cap = L45_DGRAM_MAX + growth + 128;
+		ret = l45_reserve(&e->rx, &e->rx_cap, cap);
+		if (ret)
+			goto out;
+		l45_view_of(sk, IPPROTO_UDP, e->view.role, NULL, &v);
+	}
 	for (;;) {
 		ret = l45_wait(sk, timeo, l45_rx_ready, false);
 		if (ret)
 			goto out;
-		n = l45_recv_kbuf(sk, msg, in, L45_DGRAM_MAX,
+		n = l45_recv_kbuf(sk, msg, e->rin, L45_DGRAM_MAX,
 				  (flags & ~(MSG_TRUNC | MSG_WAITALL)) | MSG_DONTWAIT, addr_len, orig);
 		if (n == -EAGAIN && timeo)
 			continue;
@@ -571,9 +789,21 @@ static int l45_recv_dgram(struct l45_sk *e, struct sock *sk, struct msghdr *msg,
 		}
 		if (flags & MSG_PEEK) {	/* documented: a peek shows the wire bytes */
 			verdict = L45_V_ORIGINAL;
+		} else if (splice) {
+			/* The one insertion: recognised, it is delivered without
+			 * the inserted bytes; otherwise dropped (what the
+			 * module's own recv does on a server, Splice docs). */
+			if (n >= p->splice_min + k && !memcmp(e->rin + at, p->splice_bytes, k)) {
+				verdict = L45_V_CUSTOMIZED;
+				out_len = n - k;
+				l45_rs_count(p->splice_slot, p->splice_id, 1, out_len);
+			} else {
+				verdict = L45_V_DROP;
+				l45_rs_count(p->splice_slot, p->splice_id, 2, 0);
+			}
 		} else {
 			spin_lock(&e->lock);
-			verdict = l45_rs_recv(e->rs, &v, in, n, out, cap, &out_len);
+			verdict = l45_rs_recv(e->rs, &v, e->rin, n, e->rx, cap, &out_len);
 			spin_unlock(&e->lock);
 		}
 		if (verdict == L45_V_DROP) {
@@ -585,13 +815,23 @@ static int l45_recv_dgram(struct l45_sk *e, struct sock *sk, struct msghdr *msg,
 		}
 		break;
 	}
-	if (verdict != L45_V_CUSTOMIZED) {
-		swap(in, out);
-		out_len = n;
-	}
 	msg->msg_flags &= ~MSG_TRUNC;
+	if (verdict != L45_V_CUSTOMIZED) {
+		out = e->rin;
+		out_len = n;
+	} else {
+		out = splice ? e->rin : e->rx;
+	}
 	n = min(out_len, len);
-	if (copy_to_iter(out, n, &msg->msg_iter) != n) {
+	if (verdict == L45_V_CUSTOMIZED && splice) {
+		/* the bytes before the insertion, then those after it */
+		c1 = min_t(size_t, at, n);
+		if (copy_to_iter(out, c1, &msg->msg_iter) != c1 ||
+		    copy_to_iter(out + at + k, n - c1, &msg->msg_iter) != n - c1) {
+			ret = -EFAULT;
+			goto out;
+		}
+	} else if (copy_to_iter(out, n, &msg->msg_iter) != n) {
 		ret = -EFAULT;
 		goto out;
 	}
@@ -599,8 +839,7 @@ static int l45_recv_dgram(struct l45_sk *e, struct sock *sk, struct msghdr *msg,
 		msg->msg_flags |= MSG_TRUNC;
 	ret = (flags & MSG_TRUNC) ? out_len : n;
 out:
-	kvfree(in);
-	kvfree(out);
+	mutex_unlock(&e->rx_mutex);
 	return ret;
 }
 
@@ -609,96 +848,113 @@ static int l45_recvmsg_common(struct sock *sk, struct msghdr *msg, size_t len, i
 			      int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
 {
 	bool tcp = proto == IPPROTO_TCP;
+	struct l45_plan p;
 	struct l45_sk *e;
-	int active, ret;
-	bool held;
+	int ret;
 
 	if (flags & (MSG_ERRQUEUE | MSG_OOB))
 		return orig(sk, msg, len, flags, addr_len);
-	if (READ_ONCE(l45_unloading)) {
-		/* Do not block inside the real handler while the module goes. */
-		ret = l45_wait(sk, sock_rcvtimeo(sk, flags & MSG_DONTWAIT), l45_rx_ready, tcp);
-		return ret ? ret : orig(sk, msg, len, flags, addr_len);
-	}
-	e = l45_get(sk);
-	if (!e && !tcp)
-		e = l45_track(sk, proto, 1, NULL);
-	if (!e) {
-		ret = l45_wait(sk, sock_rcvtimeo(sk, flags & MSG_DONTWAIT), l45_rx_ready, tcp);
-		return ret ? ret : orig(sk, msg, len, flags, addr_len);
-	}
+	if (READ_ONCE(l45_unloading))
+		goto straight;	/* do not block inside the real handler while the module goes */
+	e = l45_entry(sk);
+	if (!e && (tcp || !(e = l45_track(sk, proto, 1, NULL))))
+		goto straight;
+	if (l45_passes(e, false) && !(tcp && READ_ONCE(e->rx_len)))
+		goto straight;
 	spin_lock(&e->lock);
 	l45_refresh_locked(e, sk);
-	active = l45_rs_sock_active(e->rs);
+	p = e->plan;
 	spin_unlock(&e->lock);
-	held = tcp && READ_ONCE(e->rx_len) > 0;
-	if (!active && !held) {
-		ret = l45_wait(sk, sock_rcvtimeo(sk, flags & MSG_DONTWAIT), l45_rx_ready, tcp);
-		return ret ? ret : orig(sk, msg, len, flags, addr_len);
-	}
-	if (tcp)
+	if (tcp && (p.recv || READ_ONCE(e->rx_len)))
 		return l45_recv_stream(e, sk, msg, len, flags, addr_len, orig);
-	return l45_recv_dgram(e, sk, msg, len, flags, addr_len, orig);
+	if (!tcp && p.recv)
+		return l45_recv_dgram(e, sk, msg, len, flags, addr_len, &p, orig);
+straight:
+	ret = l45_wait(sk, sock_rcvtimeo(sk, flags & MSG_DONTWAIT), l45_rx_ready, tcp);
+	return ret ? ret : orig(sk, msg, len, flags, addr_len);
 }
 
-/* ---------- the wrappers ---------- */
+/* ---------- the hooks ----------
+ * With no module registered (the static key off) a send or receive costs
+ * the key test, the in-flight count and (UDP) a look at sk_user_data,
+ * unless a stream still has bytes the tap holds from before the last
+ * module went (they go first). */
 
-static int l45_tcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
+/* With no module registered a UDP socket is still seen at its first call
+ * (an entry, once), so that modules registered later treat it as the live
+ * socket it is (only `attach immediate` ones join it). Later calls cost one
+ * load of sk_user_data. */
+static inline void l45_udp_first_sight(struct sock *sk, u8 proto, u8 role, struct msghdr *msg)
+{
+	if (proto == IPPROTO_UDP && unlikely(!READ_ONCE(sk->sk_user_data)) &&
+	    !READ_ONCE(l45_unloading))
+		l45_track(sk, proto, role, msg);
+}
+
+static inline bool l45_stream_holds(struct sock *sk, u8 proto)
+{
+	struct l45_sk *e;
+
+	if (proto != IPPROTO_TCP)
+		return false;
+	e = l45_entry(sk);
+	return e && (READ_ONCE(e->rx_len) || READ_ONCE(e->tx_len));
+}
+
+static __always_inline int l45_send_hook(struct sock *sk, struct msghdr *msg, size_t size,
+					 u8 proto, int (*orig)(struct sock *, struct msghdr *, size_t))
 {
 	int ret;
 
 	l45_enter();
-	ret = l45_sendmsg_common(sk, msg, size, IPPROTO_TCP, l45_tcp_orig.sendmsg);
+	if (static_branch_unlikely(&l45_configured) || l45_stream_holds(sk, proto)) {
+		ret = l45_sendmsg_common(sk, msg, size, proto, orig);
+	} else {
+		l45_udp_first_sight(sk, proto, 0, msg);
+		ret = orig(sk, msg, size);
+	}
 	l45_leave();
 	return ret;
 }
 
-static int l45_udp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
+static __always_inline int l45_recv_hook(struct sock *sk, struct msghdr *msg, size_t len,
+					 int flags, int *addr_len, u8 proto,
+					 int (*orig)(struct sock *, struct msghdr *, size_t, int,
+						     int *))
 {
 	int ret;
 
 	l45_enter();
-	ret = l45_sendmsg_common(sk, msg, size, IPPROTO_UDP, l45_udp_orig.sendmsg);
+	if (static_branch_unlikely(&l45_configured) || l45_stream_holds(sk, proto)) {
+		ret = l45_recvmsg_common(sk, msg, len, flags, addr_len, proto, orig);
+	} else {
+		l45_udp_first_sight(sk, proto, 1, NULL);
+		ret = (flags & (MSG_ERRQUEUE | MSG_OOB)) ? 0 :
+		      l45_wait(sk, sock_rcvtimeo(sk, flags & MSG_DONTWAIT), l45_rx_ready,
+			       proto == IPPROTO_TCP);
+		if (!ret)
+			ret = orig(sk, msg, len, flags, addr_len);
+	}
 	l45_leave();
 	return ret;
 }
 
-static int l45_tcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int flags,
-			   int *addr_len)
+static int l45_connect_hook(struct sock *sk, struct sockaddr *uaddr, int addr_len,
+			    int (*orig)(struct sock *, struct sockaddr *, int))
 {
 	int ret;
 
 	l45_enter();
-	ret = l45_recvmsg_common(sk, msg, len, flags, addr_len, IPPROTO_TCP, l45_tcp_orig.recvmsg);
-	l45_leave();
-	return ret;
-}
-
-static int l45_udp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int flags,
-			   int *addr_len)
-{
-	int ret;
-
-	l45_enter();
-	ret = l45_recvmsg_common(sk, msg, len, flags, addr_len, IPPROTO_UDP, l45_udp_orig.recvmsg);
-	l45_leave();
-	return ret;
-}
-
-static int l45_tcp_connect(struct sock *sk, struct sockaddr *uaddr, int addr_len)
-{
-	int ret;
-
-	l45_enter();
-	ret = l45_tcp_orig.connect(sk, uaddr, addr_len);
+	ret = orig(sk, uaddr, addr_len);
 	/* Called under lock_sock: sleeping allocation is allowed. */
-	if (!ret && !READ_ONCE(l45_unloading) && !l45_get(sk))
+	if (!ret && !READ_ONCE(l45_unloading) && !l45_entry(sk))
 		l45_track(sk, IPPROTO_TCP, 0, NULL);
 	l45_leave();
 	return ret;
 }
 
-static struct sock *l45_tcp_accept(struct sock *sk, struct proto_accept_arg *arg)
+static struct sock *l45_accept_hook(struct sock *sk, struct proto_accept_arg *arg,
+				    struct sock *(*orig)(struct sock *, struct proto_accept_arg *))
 {
 	struct sock *newsk;
 	int err;
@@ -710,28 +966,49 @@ static struct sock *l45_tcp_accept(struct sock *sk, struct proto_accept_arg *arg
 		l45_leave();
 		return NULL;
 	}
-	newsk = l45_tcp_orig.accept(sk, arg);
+	newsk = orig(sk, arg);
 	if (newsk && !READ_ONCE(l45_unloading))
 		l45_track(newsk, IPPROTO_TCP, 1, NULL);
 	l45_leave();
 	return newsk;
 }
 
-static void l45_tcp_close(struct sock *sk, long timeout)
+static void l45_close_hook(struct sock *sk, long timeout, void (*orig)(struct sock *, long))
 {
 	l45_enter();
 	l45_untrack(sk);
-	l45_tcp_orig.close(sk, timeout);
+	orig(sk, timeout);
 	l45_leave();
 }
 
-static void l45_udp_close(struct sock *sk, long timeout)
-{
-	l45_enter();
-	l45_untrack(sk);
-	l45_udp_orig.close(sk, timeout);
-	l45_leave();
-}
+/* One set of handlers per hooked struct proto (each calls its own
+ * originals). */
+#define L45_TCP_HOOKS(h)								\
+static int h##_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)		\
+{ return l45_send_hook(sk, msg, size, IPPROTO_TCP, h.orig.sendmsg); }			\
+static int h##_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int flags,	\
+		       int *addr_len)							\
+{ return l45_recv_hook(sk, msg, len, flags, addr_len, IPPROTO_TCP, h.orig.recvmsg); }	\
+static int h##_connect(struct sock *sk, struct sockaddr *uaddr, int addr_len)		\
+{ return l45_connect_hook(sk, uaddr, addr_len, h.orig.connect); }			\
+static struct sock *h##_accept(struct sock *sk, struct proto_accept_arg *arg)		\
+{ return l45_accept_hook(sk, arg, h.orig.accept); }					\
+static void h##_close(struct sock *sk, long timeout)					\
+{ l45_close_hook(sk, timeout, h.orig.close); }
+
+#define L45_UDP_HOOKS(h)								\
+static int h##_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)		\
+{ return l45_send_hook(sk, msg, size, IPPROTO_UDP, h.orig.sendmsg); }			\
+static int h##_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int flags,	\
+		       int *addr_len)							\
+{ return l45_recv_hook(sk, msg, len, flags, addr_len, IPPROTO_UDP, h.orig.recvmsg); }	\
+static void h##_close(struct sock *sk, long timeout)					\
+{ l45_close_hook(sk, timeout, h.orig.close); }
+
+L45_TCP_HOOKS(l45_tcp4)
+L45_TCP_HOOKS(l45_tcp6)
+L45_UDP_HOOKS(l45_udp4)
+L45_UDP_HOOKS(l45_udp6)
 
 /* ---------- generic netlink ---------- */
 
@@ -882,6 +1159,11 @@ static int l45_nl_register(struct sk_buff *skb, struct genl_info *info)
 	spin_lock(&l45_cfg_lock);
 	err = l45_rs_register(r, &msg);
 	spin_unlock(&l45_cfg_lock);
+	if (err == 1) {
+		/* a new module: the data path hooks are on while any exists */
+		static_branch_inc(&l45_configured);
+		err = 0;
+	}
 	if (err && msg && info->extack)
 		info->extack->_msg = msg;	/* a static string owned by the module */
 out:
@@ -914,6 +1196,8 @@ static int l45_nl_revoke(struct sk_buff *skb, struct genl_info *info)
 	spin_lock(&l45_cfg_lock);
 	err = l45_rs_revoke(id);
 	spin_unlock(&l45_cfg_lock);
+	if (!err)
+		static_branch_dec(&l45_configured);
 	return l45_unknown(info, err);
 }
 
@@ -1028,12 +1312,17 @@ static int l45_nl_report_dump(struct sk_buff *skb, struct netlink_callback *cb)
 	return skb->len;
 }
 
+static int l45_put_addr(struct sk_buff *skb, int type, const struct l45_sockaddr *a)
+{
+	return nla_put(skb, type, a->family == 6 ? 16 : 4, a->addr);
+}
+
 static int l45_put_sock(struct sk_buff *skb, struct l45_sk *e, u32 portid, u32 seq)
 {
 	struct nlattr *nest;
+	struct l45_sockaddr local, remote;
 	u32 ids[L45_MAX_CHAIN];
 	u32 n;
-	struct inet_sock *inet = inet_sk(e->sk);
 	void *hdr = genlmsg_put(skb, portid, seq, &l45_family, NLM_F_MULTI, L45_CMD_SOCKETS);
 
 	if (!hdr)
@@ -1042,21 +1331,22 @@ static int l45_put_sock(struct sk_buff *skb, struct l45_sk *e, u32 portid, u32 s
 	l45_refresh_locked(e, e->sk);	/* report the chain as configured now */
 	n = l45_rs_sock_ids(e->rs, ids);
 	spin_unlock(&e->lock);
+	l45_addrs(e->sk, NULL, &local, &remote);
 	nest = nla_nest_start(skb, L45_A_SOCKET);
 	if (!nest)
 		goto cancel;
 	if (nla_put_u64_64bit(skb, L45_K_COOKIE, e->cookie, L45_K_PAD) ||
 	    nla_put_u8(skb, L45_K_PROTO, e->view.proto) || nla_put_u8(skb, L45_K_ROLE, e->view.role) ||
-	    nla_put_in_addr(skb, L45_K_LOCAL_ADDR, inet->inet_rcv_saddr ? inet->inet_rcv_saddr : inet->inet_saddr) ||
-	    nla_put_u16(skb, L45_K_LOCAL_PORT, ntohs(inet->inet_sport)) ||
+	    l45_put_addr(skb, L45_K_LOCAL_ADDR, &local) ||
+	    nla_put_u16(skb, L45_K_LOCAL_PORT, local.port) ||
 	    nla_put_u32(skb, L45_K_PID, e->pid) ||
 	    nla_put_string(skb, L45_K_THREAD, e->view.thread) ||
 	    nla_put_string(skb, L45_K_PROCESS, e->view.process) ||
 	    nla_put(skb, L45_K_MODULES, n * sizeof(u32), ids))
 		goto cancel;
-	if (inet->inet_dport &&
-	    (nla_put_in_addr(skb, L45_K_REMOTE_ADDR, inet->inet_daddr) ||
-	     nla_put_u16(skb, L45_K_REMOTE_PORT, ntohs(inet->inet_dport))))
+	if (remote.family &&
+	    (l45_put_addr(skb, L45_K_REMOTE_ADDR, &remote) ||
+	     nla_put_u16(skb, L45_K_REMOTE_PORT, remote.port)))
 		goto cancel;
 	nla_nest_end(skb, nest);
 	genlmsg_end(skb, hdr);
@@ -1226,24 +1516,81 @@ static struct genl_family l45_family __ro_after_init = {
 
 /* ---------- init / exit ---------- */
 
+/* The struct proto of a kernel-made socket: 6.12 exports tcp_prot and
+ * udp_prot but not tcpv6_prot and udpv6_prot. */
+static struct proto *l45_prot_of(int family, int type, int protocol)
+{
+	struct socket *sock;
+	struct proto *p;
+
+	if (sock_create_kern(&init_net, family, type, protocol, &sock))
+		return NULL;
+	p = READ_ONCE(sock->sk->sk_prot);
+	sock_release(sock);
+	return p;
+}
+
+static void l45_hook_tcp(struct l45_hook *h, struct proto *prot,
+			 int (*sendmsg)(struct sock *, struct msghdr *, size_t),
+			 int (*recvmsg)(struct sock *, struct msghdr *, size_t, int, int *),
+			 int (*connect)(struct sock *, struct sockaddr *, int),
+			 struct sock *(*accept)(struct sock *, struct proto_accept_arg *),
+			 void (*close)(struct sock *, long))
+{
+	h->prot = prot;
+	h->orig = *prot;
+	WRITE_ONCE(prot->sendmsg, sendmsg);
+	WRITE_ONCE(prot->recvmsg, recvmsg);
+	WRITE_ONCE(prot->connect, connect);
+	WRITE_ONCE(prot->accept, accept);
+	WRITE_ONCE(prot->close, close);
+}
+
+static void l45_hook_udp(struct l45_hook *h, struct proto *prot,
+			 int (*sendmsg)(struct sock *, struct msghdr *, size_t),
+			 int (*recvmsg)(struct sock *, struct msghdr *, size_t, int, int *),
+			 void (*close)(struct sock *, long))
+{
+	h->prot = prot;
+	h->orig = *prot;
+	WRITE_ONCE(prot->sendmsg, sendmsg);
+	WRITE_ONCE(prot->recvmsg, recvmsg);
+	WRITE_ONCE(prot->close, close);
+}
+
+static void l45_unhook(struct l45_hook *h)
+{
+	if (!h->prot)
+		return;
+	WRITE_ONCE(h->prot->sendmsg, h->orig.sendmsg);
+	WRITE_ONCE(h->prot->recvmsg, h->orig.recvmsg);
+	WRITE_ONCE(h->prot->connect, h->orig.connect);
+	WRITE_ONCE(h->prot->accept, h->orig.accept);
+	WRITE_ONCE(h->prot->close, h->orig.close);
+}
+
 int l45_shim_init(void)
 {
-	int err = genl_register_family(&l45_family);
+	struct proto *tcp6 = l45_prot_of(AF_INET6, SOCK_STREAM, IPPROTO_TCP);
+	struct proto *udp6 = l45_prot_of(AF_INET6, SOCK_DGRAM, IPPROTO_UDP);
+	int err;
 
+	if (!tcp6 || !udp6) {
+		pr_err("l45: no IPv6 TCP/UDP sockets to hook\n");
+		return -EAFNOSUPPORT;
+	}
+	err = genl_register_family(&l45_family);
 	if (err)
 		return err;
-	l45_tcp_orig = tcp_prot;
-	l45_udp_orig = udp_prot;
-	WRITE_ONCE(tcp_prot.sendmsg, l45_tcp_sendmsg);
-	WRITE_ONCE(tcp_prot.recvmsg, l45_tcp_recvmsg);
-	WRITE_ONCE(tcp_prot.connect, l45_tcp_connect);
-	WRITE_ONCE(tcp_prot.accept, l45_tcp_accept);
-	WRITE_ONCE(tcp_prot.close, l45_tcp_close);
-	WRITE_ONCE(udp_prot.sendmsg, l45_udp_sendmsg);
-	WRITE_ONCE(udp_prot.recvmsg, l45_udp_recvmsg);
-	WRITE_ONCE(udp_prot.close, l45_udp_close);
+	l45_hook_tcp(&l45_tcp4, &tcp_prot, l45_tcp4_sendmsg, l45_tcp4_recvmsg, l45_tcp4_connect,
+		     l45_tcp4_accept, l45_tcp4_close);
+	l45_hook_tcp(&l45_tcp6, tcp6, l45_tcp6_sendmsg, l45_tcp6_recvmsg, l45_tcp6_connect,
+		     l45_tcp6_accept, l45_tcp6_close);
+	l45_hook_udp(&l45_udp4, &udp_prot, l45_udp4_sendmsg, l45_udp4_recvmsg, l45_udp4_close);
+	l45_hook_udp(&l45_udp6, udp6, l45_udp6_sendmsg, l45_udp6_recvmsg, l45_udp6_close);
 	l45_hooked = true;
-	pr_info("l45: tap on tcp_prot/udp_prot, generic netlink family %s\n", L45_GENL_NAME);
+	pr_info("l45: tap on TCP and UDP over IPv4 and IPv6, generic netlink family %s\n",
+		L45_GENL_NAME);
 	return 0;
 }
 
@@ -1254,36 +1601,42 @@ void l45_shim_exit(void)
 	HLIST_HEAD(dead);
 	int bkt;
 
+	/* 0. No more configuration requests or dumps. */
+	genl_unregister_family(&l45_family);
 	if (l45_hooked) {
-		/* 1. New calls pass through; waiters in l45_wait wake up. */
+		/* 1. New calls pass through; waiters in l45_wait wake up;
+		 * sockets forget their entries (which stay allocated until
+		 * every call still using one has left, step 3). */
 		WRITE_ONCE(l45_unloading, 1);
 		smp_mb();
 		spin_lock(&l45_hash_lock);
-		hash_for_each(l45_hash, bkt, e, node)
+		hash_for_each(l45_hash, bkt, e, node) {
+			write_lock_bh(&e->sk->sk_callback_lock);
+			if (e->sk->sk_user_data == l45_ud(e))
+				WRITE_ONCE(e->sk->sk_user_data, NULL);
+			write_unlock_bh(&e->sk->sk_callback_lock);
 			wake_up_interruptible_all(sk_sleep(e->sk));
+		}
 		spin_unlock(&l45_hash_lock);
 		/* 2. Give the handlers back. */
-		WRITE_ONCE(tcp_prot.sendmsg, l45_tcp_orig.sendmsg);
-		WRITE_ONCE(tcp_prot.recvmsg, l45_tcp_orig.recvmsg);
-		WRITE_ONCE(tcp_prot.connect, l45_tcp_orig.connect);
-		WRITE_ONCE(tcp_prot.accept, l45_tcp_orig.accept);
-		WRITE_ONCE(tcp_prot.close, l45_tcp_orig.close);
-		WRITE_ONCE(udp_prot.sendmsg, l45_udp_orig.sendmsg);
-		WRITE_ONCE(udp_prot.recvmsg, l45_udp_orig.recvmsg);
-		WRITE_ONCE(udp_prot.close, l45_udp_orig.close);
+		l45_unhook(&l45_tcp4);
+		l45_unhook(&l45_tcp6);
+		l45_unhook(&l45_udp4);
+		l45_unhook(&l45_udp6);
 		/* 3. A caller that loaded one of our pointers but has not yet
 		 * counted itself in cannot sleep in between (PREEMPT_NONE), so
-		 * after a grace period every such caller is counted. Then wait
-		 * for the calls still running in our code. */
+		 * after a grace period every such caller is counted and the
+		 * count only falls. Then wait for the calls still running in
+		 * our code (waiters notice the unload within L45_WAIT_SLICE). */
 #ifdef CONFIG_TASKS_RCU
 		synchronize_rcu_tasks();
 #else
 		synchronize_rcu();
 #endif
-		wait_var_event(&l45_inflight, atomic_read(&l45_inflight) == 0);
+		while (l45_inflight_sum())
+			msleep(5);
 		l45_hooked = false;
 	}
-	genl_unregister_family(&l45_family);
 	spin_lock(&l45_hash_lock);
 	hash_for_each_safe(l45_hash, bkt, tmp, e, node) {
 		hash_del(&e->node);
