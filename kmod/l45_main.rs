@@ -543,7 +543,10 @@ fn set_msg(msg: *mut *const c_char, text: &'static [u8]) {
 }
 
 fn bump() {
-    l45_rs_gen.fetch_add(1, Ordering::AcqRel);
+    // Never 0: the shim's entries use 0 as "plan being rewritten".
+    if l45_rs_gen.fetch_add(1, Ordering::AcqRel) == u32::MAX {
+        l45_rs_gen.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// Registers (or, with `replace`, updates) a module: 1 when the id is

@@ -249,10 +249,31 @@ static void l45_refresh_locked(struct l45_sk *e, struct sock *sk)
 	spin_lock(&l45_cfg_lock);
 	l45_rs_sock_refresh(e->rs, &v);
 	spin_unlock(&l45_cfg_lock);
+	/* e->gen doubles as a sequence count for lockless readers of the plan
+	 * (l45_plan_now): 0 (never a configuration generation) while it is
+	 * rewritten, the generation it was made for afterwards. */
+	WRITE_ONCE(e->gen, 0);
+	smp_wmb();
 	l45_rs_sock_plan(e->rs, &e->plan);
-	/* The plan before the generation: a lockless reader that sees the new
-	 * generation sees the plan made for it. */
 	smp_store_release(&e->gen, l45_rs_sock_gen(e->rs));
+}
+
+/* The entry's current plan: copied without the lock when it is current and
+ * not being rewritten; otherwise refreshed under the lock. */
+static void l45_plan_now(struct l45_sk *e, struct sock *sk, struct l45_plan *p)
+{
+	u32 g = smp_load_acquire(&e->gen);
+
+	if (g && g == READ_ONCE(l45_rs_gen)) {
+		*p = e->plan;
+		smp_rmb();
+		if (READ_ONCE(e->gen) == g)
+			return;
+	}
+	spin_lock(&e->lock);
+	l45_refresh_locked(e, sk);
+	*p = e->plan;
+	spin_unlock(&e->lock);
 }
 
 /* Whether a call in this direction goes straight to the kernel: the plan
@@ -484,6 +505,35 @@ static int l45_send_splice(struct l45_sk *e, struct sock *sk, struct msghdr *msg
 	return len;
 }
 
+/* A small datagram with one fixed insertion (a DNS query): built on the
+ * stack, so no buffer and no mutex. */
+#define L45_SMALL_DGRAM 512
+
+static int l45_send_splice_small(struct l45_sk *e, struct sock *sk, struct msghdr *msg,
+				 size_t len, const struct l45_plan *p,
+				 int (*orig)(struct sock *, struct msghdr *, size_t))
+{
+	size_t at = p->splice_at, n = p->splice_len, out_len = len + n;
+	u8 buf[L45_SMALL_DGRAM];
+	int ret;
+
+	if (len < p->splice_min || out_len > sizeof(buf))
+		return orig(sk, msg, len);
+	if (!copy_from_iter_full(buf, at, &msg->msg_iter) ||
+	    !copy_from_iter_full(buf + at + n, len - at, &msg->msg_iter))
+		return -EFAULT;
+	memcpy(buf + at, p->splice_bytes, n);
+	ret = l45_send_kbuf(sk, msg, buf, out_len, orig);
+	if (ret < 0) {
+		spin_lock(&e->lock);
+		l45_rs_error(e->rs);
+		spin_unlock(&e->lock);
+		return ret;
+	}
+	l45_rs_count(p->splice_slot, p->splice_id, 0, out_len);
+	return len;
+}
+
 static bool l45_send_retry(int ret)
 {
 	return ret == -EAGAIN || ret == -EINTR || ret == -ERESTARTSYS;
@@ -579,14 +629,13 @@ static int l45_sendmsg_common(struct sock *sk, struct msghdr *msg, size_t size, 
 	if (l45_passes(e, true) && !(tcp && READ_ONCE(e->tx_len)))
 		return orig(sk, msg, size);
 
-	spin_lock(&e->lock);
-	l45_refresh_locked(e, sk);
-	p = e->plan;
-	spin_unlock(&e->lock);
+	l45_plan_now(e, sk, &p);
 	if (p.send && p.delay_ms)
 		msleep_interruptible(p.delay_ms);	/* no lock is held */
 	if (p.send < L45_PLAN_BYTES && !(tcp && READ_ONCE(e->tx_len)))
 		return orig(sk, msg, size);	/* bytes untouched: no buffer, no mutex */
+	if (p.send == L45_PLAN_SPLICE && size + p.splice_len <= L45_SMALL_DGRAM)
+		return l45_send_splice_small(e, sk, msg, size, &p, orig);
 
 	mutex_lock(&e->tx_mutex);
 	if (tcp && e->tx_len) {
@@ -861,10 +910,7 @@ static int l45_recvmsg_common(struct sock *sk, struct msghdr *msg, size_t len, i
 		goto straight;
 	if (l45_passes(e, false) && !(tcp && READ_ONCE(e->rx_len)))
 		goto straight;
-	spin_lock(&e->lock);
-	l45_refresh_locked(e, sk);
-	p = e->plan;
-	spin_unlock(&e->lock);
+	l45_plan_now(e, sk, &p);
 	if (tcp && (p.recv || READ_ONCE(e->rx_len)))
 		return l45_recv_stream(e, sk, msg, len, flags, addr_len, orig);
 	if (!tcp && p.recv)
