@@ -185,6 +185,26 @@ struct l45_stats {
 	u64 active_ts;
 };
 
+/* What a socket's chain needs from the data path, per direction
+ * (l45_rs_sock_plan; recomputed when the chain is refreshed). */
+#define L45_PLAN_NONE 0		/* no module acts: the call goes straight through */
+#define L45_PLAN_DELAY 1	/* rate limits only: a delay, bytes untouched */
+#define L45_PLAN_BYTES 2	/* the bytes go through the chain */
+#define L45_PLAN_SPLICE 3	/* one fixed insertion, done by the shim */
+
+struct l45_plan {
+	u8 send;		/* L45_PLAN_* */
+	u8 recv;
+	u8 splice_len;		/* the inserted bytes (datagram sockets) */
+	u8 pad;
+	u16 splice_at;
+	u16 splice_min;		/* shorter datagrams are sent as they are */
+	u32 delay_ms;
+	u32 splice_slot;	/* the module doing the insertion, for its counters */
+	u32 splice_id;
+	u8 splice_bytes[64];
+};
+
 /* Verdicts of l45_rs_send / l45_rs_recv. */
 #define L45_V_ORIGINAL 0
 #define L45_V_CUSTOMIZED 1
@@ -192,19 +212,20 @@ struct l45_stats {
 
 /* Implemented in Rust. Functions marked "cfg" need l45_cfg_lock held;
  * "sock" need the socket entry's lock held. */
-int l45_rs_register(const struct l45_reg *r, const char **msg);	/* cfg */
+int l45_rs_register(const struct l45_reg *r, const char **msg);	/* cfg; 1 = new id */
 int l45_rs_revoke(u32 id);						/* cfg */
 int l45_rs_set(u32 id, int what, u32 value);				/* cfg */
 int l45_rs_stats(u32 slot, struct l45_stats *out);			/* cfg */
 int l45_rs_find(u32 id);						/* cfg */
 int l45_rs_key(u32 id, u8 *key);					/* cfg */
 u32 l45_rs_generation(void);
+extern u32 l45_rs_gen;	/* the configuration generation (an AtomicU32 in Rust) */
+void l45_rs_sock_plan(const void *s, struct l45_plan *out);		/* sock */
+void l45_rs_count(u32 slot, u32 id, int what, size_t n);
 void *l45_rs_sock_new(u8 proto, u8 role);
 void l45_rs_sock_free(void *s);
 u32 l45_rs_sock_gen(const void *s);					/* sock */
 void l45_rs_sock_refresh(void *s, const struct l45_view *v);		/* sock + cfg */
-int l45_rs_sock_active(const void *s);					/* sock */
-u32 l45_rs_send_delay(const void *s);					/* sock */
 size_t l45_rs_send_cap(const void *s, size_t len);			/* sock */
 size_t l45_rs_recv_growth(const void *s);				/* sock */
 int l45_rs_send(void *s, const struct l45_view *v, const u8 *in, size_t len,

@@ -152,6 +152,27 @@ pub struct Stats {
     active_ts: u64,
 }
 
+/// Mirror of `struct l45_plan` (l45.h): what a socket's chain needs from
+/// the shim's data path, recomputed whenever the chain is refreshed.
+#[repr(C)]
+pub struct Plan {
+    send: u8,
+    recv: u8,
+    splice_len: u8,
+    pad: u8,
+    splice_at: u16,
+    splice_min: u16,
+    delay_ms: u32,
+    splice_slot: u32,
+    splice_id: u32,
+    splice_bytes: [u8; l45mod::MAX_TAG],
+}
+
+const PLAN_NONE: u8 = 0;
+const PLAN_DELAY: u8 = 1;
+const PLAN_BYTES: u8 = 2;
+const PLAN_SPLICE: u8 = 3;
+
 // ===== matching (same semantics as tap/engine's Rule::matches) =====
 
 fn name_of(b: &[u8; 16]) -> &[u8] {
@@ -258,7 +279,11 @@ static TABLE: Global<Table> = Global(UnsafeCell::new(Table {
 }));
 
 /// Bumped on every configuration change; a chain older than this refreshes.
-static GENERATION: AtomicU32 = AtomicU32::new(1);
+/// Exported unmangled: the shim's fast path reads it without a call
+/// (`l45_rs_gen` in l45.h, a plain u32 there: same size and alignment).
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static l45_rs_gen: AtomicU32 = AtomicU32::new(1);
 
 /// # Safety
 /// The caller holds `l45_cfg_lock` for as long as it uses the reference.
@@ -457,7 +482,7 @@ impl Sock {
             }
         }
         self.sort();
-        self.generation = GENERATION.load(Ordering::Acquire);
+        self.generation = l45_rs_gen.load(Ordering::Acquire);
     }
 }
 
@@ -518,10 +543,14 @@ fn set_msg(msg: *mut *const c_char, text: &'static [u8]) {
 }
 
 fn bump() {
-    GENERATION.fetch_add(1, Ordering::AcqRel);
+    // Never 0: the shim's entries use 0 as "plan being rewritten".
+    if l45_rs_gen.fetch_add(1, Ordering::AcqRel) == u32::MAX {
+        l45_rs_gen.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
-/// Registers (or, with `replace`, updates) a module.
+/// Registers (or, with `replace`, updates) a module: 1 when the id is
+/// new, 0 when an existing one was updated, a negative errno otherwise.
 ///
 /// # Safety
 /// `r` points to a filled `struct l45_reg` whose parameter pointers are
@@ -585,6 +614,8 @@ pub unsafe extern "C" fn l45_rs_register(r: *const Reg, msg: *mut *const c_char)
         };
         STATS[slot].reset(r.id);
         t.specs[slot] = Some(spec);
+        bump();
+        return 1;
     }
     bump();
     0
@@ -698,296 +729,9 @@ pub unsafe extern "C" fn l45_rs_key(id: u32, key: *mut u8) -> c_int {
 /// The current configuration generation.
 #[no_mangle]
 pub extern "C" fn l45_rs_generation() -> u32 {
-    GENERATION.load(Ordering::Acquire)
+    l45_rs_gen.load(Ordering::Acquire)
 }
 
-// ===== entry points for the shim: sockets =====
+// ===== entry points for the shim: sockets (sock_ffi.rs) =====
 
-/// A new, empty chain (generation 0: the first refresh does first sight).
-#[no_mangle]
-pub extern "C" fn l45_rs_sock_new(proto: u8, role: u8) -> *mut c_void {
-    let s = Sock {
-        generation: 0,
-        seen: false,
-        role: if role == 0 { Role::Client } else { Role::Server },
-        transport: if proto == PROTO_TCP {
-            Transport::Stream
-        } else {
-            Transport::Datagram
-        },
-        chain: [const { None }; MAX_CHAIN],
-    };
-    match KBox::new(s, GFP_KERNEL) {
-        Ok(b) => KBox::into_raw(b).cast(),
-        Err(_) => core::ptr::null_mut(),
-    }
-}
-
-/// # Safety
-/// `s` came from `l45_rs_sock_new` and is not used afterwards.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_sock_free(s: *mut c_void) {
-    if s.is_null() {
-        return;
-    }
-    // SAFETY: `s` was produced by KBox::into_raw in l45_rs_sock_new.
-    let b = unsafe { KBox::from_raw(s.cast::<Sock>()) };
-    for a in b.entries() {
-        a.detach();
-    }
-    drop(b);
-}
-
-/// # Safety
-/// `s` is a live chain; sock lock held.
-unsafe fn sock<'a>(s: *const c_void) -> &'a mut Sock {
-    // SAFETY: the caller's lock makes this the only reference.
-    unsafe { &mut *(s as *mut Sock) }
-}
-
-/// # Safety
-/// `s` is a live chain; sock lock held.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_sock_gen(s: *const c_void) -> u32 {
-    // SAFETY: contract.
-    unsafe { sock(s) }.generation
-}
-
-/// # Safety
-/// `s` is a live chain, `v` a valid view; sock and cfg locks held.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_sock_refresh(s: *mut c_void, v: *const View) {
-    // SAFETY: contract.
-    let (s, v, t) = unsafe { (sock(s), &*v, table()) };
-    s.refresh(t, v);
-}
-
-/// # Safety
-/// `s` is a live chain; sock lock held.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_sock_active(s: *const c_void) -> c_int {
-    // SAFETY: contract.
-    unsafe { sock(s) }.entries().any(|a| a.activated) as c_int
-}
-
-/// The delay of the first activated rate limit, in ms (0: none).
-///
-/// # Safety
-/// `s` is a live chain; sock lock held.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_send_delay(s: *const c_void) -> u32 {
-    // SAFETY: contract.
-    let s = unsafe { sock(s) };
-    s.entries()
-        .find_map(|a| match a.instance.params {
-            Params::RateLimit { delay_ms } if a.activated && delay_ms > 0 => Some(delay_ms),
-            _ => None,
-        })
-        .unwrap_or(0)
-}
-
-/// Output space a send of `len` bytes needs.
-///
-/// # Safety
-/// `s` is a live chain; sock lock held.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_send_cap(s: *const c_void, len: usize) -> usize {
-    // SAFETY: contract.
-    let s = unsafe { sock(s) };
-    s.entries()
-        .filter(|a| a.activated)
-        .map(|a| a.instance.send_capacity(len))
-        .max()
-        .unwrap_or(0)
-}
-
-/// Most bytes any module adds on receive.
-///
-/// # Safety
-/// `s` is a live chain; sock lock held.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_recv_growth(s: *const c_void) -> usize {
-    // SAFETY: contract.
-    let s = unsafe { sock(s) };
-    s.entries().map(|a| a.instance.recv_capacity(0)).max().unwrap_or(0)
-}
-
-/// Runs the send chain.
-///
-/// # Safety
-/// `s` live chain, `v` valid, `input` valid for `len` bytes, `out` for
-/// `cap` bytes, `out_len` for a write; sock lock held.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_send(
-    s: *mut c_void,
-    v: *const View,
-    input: *const u8,
-    len: usize,
-    out: *mut u8,
-    cap: usize,
-    out_len: *mut usize,
-) -> c_int {
-    // SAFETY: contract.
-    let (s, v, input, out) = unsafe {
-        (
-            sock(s),
-            &*v,
-            core::slice::from_raw_parts(input, len),
-            core::slice::from_raw_parts_mut(out, cap),
-        )
-    };
-    let ctx = s.ctx(v);
-    for a in s.chain.iter_mut().flatten() {
-        if !a.activated {
-            continue;
-        }
-        let need = a.instance.send_capacity(len);
-        if need > out.len() {
-            if let Some(c) = counters(a.slot, a.id) {
-                c.errors.fetch_add(1, Ordering::Relaxed);
-            }
-            continue;
-        }
-        let c = counters(a.slot, a.id);
-        match a.instance.send(&mut a.state, &ctx, input, &mut out[..need]) {
-            SendVerdict::NotMine | SendVerdict::Delay(_) => continue,
-            SendVerdict::PassThrough => return V_ORIGINAL,
-            SendVerdict::Drop => {
-                if let Some(c) = c {
-                    c.drops.fetch_add(1, Ordering::Relaxed);
-                    c.active_ts.store(now_ns(), Ordering::Relaxed);
-                }
-                return V_DROP;
-            }
-            SendVerdict::Customized(n) => {
-                let n = n.min(need);
-                if let Some(c) = c {
-                    c.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-                    c.messages_sent.fetch_add(1, Ordering::Relaxed);
-                    c.active_ts.store(now_ns(), Ordering::Relaxed);
-                }
-                // SAFETY: out_len is valid for a write (contract).
-                unsafe { *out_len = n };
-                return V_CUSTOMIZED;
-            }
-        }
-    }
-    V_ORIGINAL
-}
-
-/// Runs the receive chain.
-///
-/// # Safety
-/// As for `l45_rs_send`.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_recv(
-    s: *mut c_void,
-    v: *const View,
-    input: *const u8,
-    len: usize,
-    out: *mut u8,
-    cap: usize,
-    out_len: *mut usize,
-) -> c_int {
-    // SAFETY: contract.
-    let (s, v, input, out) = unsafe {
-        (
-            sock(s),
-            &*v,
-            core::slice::from_raw_parts(input, len),
-            core::slice::from_raw_parts_mut(out, cap),
-        )
-    };
-    let ctx = s.ctx(v);
-    for a in s.chain.iter_mut().flatten() {
-        if !a.activated {
-            continue;
-        }
-        let need = a.instance.recv_capacity(len).min(out.len());
-        let c = counters(a.slot, a.id);
-        match a.instance.recv(&mut a.state, &ctx, input, &mut out[..need]) {
-            RecvVerdict::NotMine => continue,
-            RecvVerdict::PassThrough => return V_ORIGINAL,
-            RecvVerdict::Drop => {
-                if let Some(c) = c {
-                    c.drops.fetch_add(1, Ordering::Relaxed);
-                    c.active_ts.store(now_ns(), Ordering::Relaxed);
-                }
-                return V_DROP;
-            }
-            RecvVerdict::Customized(n) => {
-                let n = n.min(need);
-                if let Some(c) = c {
-                    c.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
-                    c.messages_received.fetch_add(1, Ordering::Relaxed);
-                    c.active_ts.store(now_ns(), Ordering::Relaxed);
-                }
-                // SAFETY: out_len is valid for a write (contract).
-                unsafe { *out_len = n };
-                return V_CUSTOMIZED;
-            }
-        }
-    }
-    // Nobody recognised it: a server whose module insists drops it.
-    if let Some(a) = s
-        .entries()
-        .find(|a| a.activated && a.instance.required_on_recv(&ctx))
-    {
-        if let Some(c) = counters(a.slot, a.id) {
-            c.drops.fetch_add(1, Ordering::Relaxed);
-        }
-        return V_DROP;
-    }
-    V_ORIGINAL
-}
-
-/// End of stream: bytes modules held while recognising are data.
-///
-/// # Safety
-/// `s` live chain, `out` valid for `cap` bytes; sock lock held.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_recv_eof(s: *mut c_void, out: *mut u8, cap: usize) -> usize {
-    // SAFETY: contract.
-    let (s, out) = unsafe { (sock(s), core::slice::from_raw_parts_mut(out, cap)) };
-    let mut total = 0;
-    for a in s.chain.iter_mut().flatten() {
-        if out.len() - total < l45mod::MAX_TAG + 2 {
-            break;
-        }
-        total += a.instance.recv_eof(&mut a.state, &mut out[total..]);
-    }
-    total
-}
-
-/// Attached ids in chain order into `ids` (8 entries); returns the count.
-///
-/// # Safety
-/// `s` live chain, `ids` valid for 8 writes; sock lock held.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_sock_ids(s: *const c_void, ids: *mut u32) -> u32 {
-    // SAFETY: contract.
-    let s = unsafe { sock(s) };
-    let mut n = 0;
-    for a in s.entries() {
-        // SAFETY: n < MAX_CHAIN and `ids` holds MAX_CHAIN entries.
-        unsafe { ids.add(n).write(a.id) };
-        n += 1;
-    }
-    n as u32
-}
-
-/// A customized send failed in the kernel: count it on the first active
-/// module.
-///
-/// # Safety
-/// `s` live chain; sock lock held.
-#[no_mangle]
-pub unsafe extern "C" fn l45_rs_error(s: *mut c_void) {
-    // SAFETY: contract.
-    let s = unsafe { sock(s) };
-    if let Some(a) = s.entries().find(|a| a.activated) {
-        if let Some(c) = counters(a.slot, a.id) {
-            c.errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
+pub mod sock_ffi;

@@ -1,18 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Layer 4.5 kernel tap, C shim: what Linux 6.12's Rust bindings have no API
- * for. It registers the generic netlink family "l45", swaps tcp_prot and
- * udp_prot's connect/accept/close/sendmsg/recvmsg for wrappers, keeps the
- * table of sockets it has seen, moves bytes between the application's
- * iov_iter and kernel buffers, and answers challenges with the kernel crypto
- * API. Matching, chains and the module code are Rust (l45_main.rs and the
- * shared modules/src sources).
+ * for. This file swaps the connect/accept/close/sendmsg/recvmsg of
+ * tcp_prot, udp_prot and their IPv6 twins for wrappers, keeps the table of
+ * sockets it has seen and moves bytes between the application's iov_iter
+ * and kernel buffers; nl.c registers the generic netlink family "l45" and
+ * answers challenges with the kernel crypto API. Matching, chains and the
+ * module code are Rust (l45_main.rs and the shared modules/src sources).
  *
- * Locks, always taken in this order: l45_hash_lock -> entry->lock ->
- * l45_cfg_lock. All are spinlocks; nothing sleeps or allocates under them
- * (module code never allocates; buffers are allocated before). The receive
- * buffer of an entry is guarded by entry->rx_mutex, which may be held across
- * the real recvmsg (it is the entry's, so only readers of that socket wait).
+ * Locks, always taken in this order: l45_hash_lock -> sk_callback_lock,
+ * and l45_hash_lock -> entry->lock -> l45_cfg_lock. All are spinlocks (the
+ * callback lock an rwlock); nothing sleeps or allocates under them (module
+ * code never allocates; buffers are allocated before). An entry's buffers
+ * are guarded by its rx_mutex and tx_mutex, which may be held across the
+ * real recvmsg/sendmsg (they are the entry's, so only callers on that
+ * socket wait).
  */
 #include <linux/module.h>
 #include <linux/slab.h>
@@ -37,72 +39,136 @@
 #include <net/udp.h>
 #include <linux/udp.h>
 #include <linux/in.h>
+#include <linux/jump_label.h>
+#include <linux/percpu.h>
+#include <net/ipv6.h>
 
 #include "l45.h"
+#include "shim.h"
 
 #if defined(CONFIG_PREEMPTION) && !defined(CONFIG_TASKS_RCU)
 #error "unloading needs PREEMPT_NONE/VOLUNTARY or TASKS_RCU (see l45_shim_exit)"
 #endif
 
-/* Largest customized write handled at once on a stream (the rest is
- * reported as not yet written, which stream semantics allow). */
-#define L45_MAX_WRITE (1 << 20)
+/* Stream bytes run through a chain per step of a send or receive: the
+ * entry's buffers are sized for this once, not per call. */
+#define L45_CHUNK 65536
 #define L45_DGRAM_MAX 65536
 
-struct l45_sk {
-	struct hlist_node node;
-	struct sock *sk;
-	spinlock_t lock;		/* rs */
-	void *rs;			/* Rust chain */
-	struct l45_view view;		/* at first sight */
-	pid_t pid;
-	u64 cookie;
-	struct mutex rx_mutex;		/* rx, rx_len, rx_off, eof */
-	u8 *rx;
-	size_t rx_len, rx_off, rx_cap;
-	bool eof;
-	struct mutex tx_mutex;		/* tx */
-	u8 *tx;
-	size_t tx_len, tx_off;
+/* One hooked struct proto and a copy of its original handlers. */
+struct l45_hook {
+	struct proto *prot;
+	struct proto orig;
 };
 
-static DEFINE_HASHTABLE(l45_hash, 10);
-static DEFINE_SPINLOCK(l45_hash_lock);
-static DEFINE_SPINLOCK(l45_cfg_lock);
-static atomic_t l45_inflight = ATOMIC_INIT(0);
+static struct l45_hook l45_tcp4, l45_udp4, l45_tcp6, l45_udp6;
+
+DEFINE_HASHTABLE(l45_hash, 10);
+DEFINE_SPINLOCK(l45_hash_lock);
+DEFINE_SPINLOCK(l45_cfg_lock);
+/* Calls inside the hooks, per CPU (an increment may be undone on another
+ * CPU: only the sum means something, see l45_shim_exit). */
+static DEFINE_PER_CPU(int, l45_inflight);
 static int l45_unloading;
 static atomic64_t l45_cookie = ATOMIC64_INIT(0);
-
-static struct proto l45_tcp_orig, l45_udp_orig;
 static bool l45_hooked;
+/* On while at least one module is registered: with none, the send and
+ * receive hooks call the kernel's handler at once (sockets are still seen
+ * once: TCP at connect/accept, UDP at its first call). */
+DEFINE_STATIC_KEY_FALSE(l45_configured);
 
 u64 l45_now_ns(void)
 {
 	return ktime_get_real_ns();
 }
 
-/* ---------- socket table ---------- */
+/* ---------- the entry in sk_user_data ----------
+ * sk_user_data is the slot the kernel keeps for whoever owns a socket's
+ * extra state (RPC, tunnels, BPF sockmap); application sockets normally
+ * leave it empty. Ours is stored with bit 63 clear and bit 62 set: never a
+ * canonical x86-64 address (kernel pointers have both set, user pointers
+ * both clear), so it cannot be mistaken for anyone else's pointer, and
+ * nobody else can mistake it for theirs (they only read what they stored).
+ * SK_USER_DATA_NOCOPY keeps sk_clone_lock from copying it to a child. A
+ * socket whose sk_user_data is taken already is not tapped. */
+#ifndef CONFIG_X86_64
+#error "the sk_user_data encoding assumes x86-64 canonical addresses"
+#endif
+#define L45_UD_TOP (3UL << 62)
+#define L45_UD_MARK (1UL << 62)
 
-static struct l45_sk *l45_get(struct sock *sk)
+static inline void *l45_ud(struct l45_sk *e)
 {
-	struct l45_sk *e, *found = NULL;
-
-	spin_lock(&l45_hash_lock);
-	hash_for_each_possible(l45_hash, e, node, (unsigned long)sk)
-		if (e->sk == sk) {
-			found = e;
-			break;
-		}
-	spin_unlock(&l45_hash_lock);
-	return found;
+	return (void *)(((unsigned long)e & ~L45_UD_TOP) | L45_UD_MARK | SK_USER_DATA_NOCOPY);
 }
 
-static void l45_addr(struct l45_sockaddr *a, __be32 ip, __be16 port)
+static inline struct l45_sk *l45_entry(const struct sock *sk)
+{
+	unsigned long v = (unsigned long)READ_ONCE(sk->sk_user_data);
+
+	if ((v & L45_UD_TOP) != L45_UD_MARK)
+		return NULL;
+	return (struct l45_sk *)((v & ~SK_USER_DATA_NOCOPY) | L45_UD_TOP);
+}
+
+/* ---------- socket views ---------- */
+
+static void l45_addr4(struct l45_sockaddr *a, __be32 ip, __be16 port)
 {
 	memset(a, 0, sizeof(*a));
 	a->family = 4;
 	a->port = ntohs(port);
 	memcpy(a->addr, &ip, 4);
+}
+
+static void l45_addr6(struct l45_sockaddr *a, const struct in6_addr *ip, __be16 port)
+{
+	memset(a, 0, sizeof(*a));
+	a->family = 6;
+	a->port = ntohs(port);
+	memcpy(a->addr, ip, 16);
+}
+
+/* Our end and the peer now (the peer of an unconnected send: its address).
+ * A v4-mapped IPv6 address stays an IPv6 address here; matching treats it
+ * as IPv4 (l45_main.rs, as the user-space tap does). */
+void l45_addrs(struct sock *sk, struct msghdr *msg, struct l45_sockaddr *local,
+	       struct l45_sockaddr *remote)
+{
+	struct inet_sock *inet = inet_sk(sk);
+	struct sockaddr *name = msg ? msg->msg_name : NULL;
+	int namelen = msg ? msg->msg_namelen : 0;
+
+	memset(remote, 0, sizeof(*remote));
+#if IS_ENABLED(CONFIG_IPV6)
+	if (sk->sk_family == AF_INET6) {
+		l45_addr6(local, ipv6_addr_any(&sk->sk_v6_rcv_saddr) ? &inet6_sk(sk)->saddr :
+				 &sk->sk_v6_rcv_saddr, inet->inet_sport);
+		if (inet->inet_dport) {
+			l45_addr6(remote, &sk->sk_v6_daddr, inet->inet_dport);
+			return;
+		}
+		if (name && namelen >= sizeof(struct sockaddr_in6) && name->sa_family == AF_INET6) {
+			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)name;
+
+			l45_addr6(remote, &sin6->sin6_addr, sin6->sin6_port);
+			return;
+		}
+	} else
+#endif
+	{
+		l45_addr4(local, inet->inet_rcv_saddr ? inet->inet_rcv_saddr : inet->inet_saddr,
+			  inet->inet_sport);
+		if (inet->inet_dport) {
+			l45_addr4(remote, inet->inet_daddr, inet->inet_dport);
+			return;
+		}
+	}
+	if (name && namelen >= sizeof(struct sockaddr_in) && name->sa_family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)name;
+
+		l45_addr4(remote, sin->sin_addr.s_addr, sin->sin_port);
+	}
 }
 
 static void l45_names(struct l45_view *v)
@@ -121,38 +187,90 @@ static void l45_names(struct l45_view *v)
 static void l45_view_of(struct sock *sk, u8 proto, u8 role, struct msghdr *msg,
 			struct l45_view *v)
 {
-	struct inet_sock *inet = inet_sk(sk);
-
 	memset(v, 0, sizeof(*v));
 	v->proto = proto;
 	v->role = role;
-	l45_addr(&v->local, inet->inet_rcv_saddr ? inet->inet_rcv_saddr : inet->inet_saddr,
-		 inet->inet_sport);
-	if (inet->inet_dport) {
-		l45_addr(&v->remote, inet->inet_daddr, inet->inet_dport);
-	} else if (msg && msg->msg_name && msg->msg_namelen >= sizeof(struct sockaddr_in)) {
-		struct sockaddr_in *sin = msg->msg_name;
-
-		if (sin->sin_family == AF_INET)
-			l45_addr(&v->remote, sin->sin_addr.s_addr, sin->sin_port);
-	}
+	l45_addrs(sk, msg, &v->local, &v->remote);
 	l45_names(v);
 }
+
+/* ---------- socket table ---------- */
 
 static void l45_free_entry(struct l45_sk *e)
 {
 	l45_rs_sock_free(e->rs);
 	kvfree(e->rx);
-	kvfree(e->tx);
+	kvfree(e->rin);
+	kvfree(e->sin);
+	kvfree(e->sout);
 	kfree(e);
 }
 
-/* First sight of a socket: a new entry with its chain. Returns the entry
- * (an existing one if another thread won), or NULL without memory. */
+/* Brings the chain up to the current configuration (revoke, priority,
+ * activation, immediate attach) and recomputes the plan. Caller holds
+ * e->lock. */
+void l45_refresh_locked(struct l45_sk *e, struct sock *sk)
+{
+	struct l45_sockaddr local, remote;
+	struct l45_view v;
+
+	if (READ_ONCE(e->gen) == smp_load_acquire(&l45_rs_gen))
+		return;
+	/* Addresses may have changed since first sight (UDP bind/connect). */
+	v = e->view;
+	l45_addrs(sk, NULL, &local, &remote);
+	if (remote.port)
+		v.remote = remote;
+	if (local.port)
+		v.local = local;
+	spin_lock(&l45_cfg_lock);
+	l45_rs_sock_refresh(e->rs, &v);
+	spin_unlock(&l45_cfg_lock);
+	/* e->gen doubles as a sequence count for lockless readers of the plan
+	 * (l45_plan_now): 0 (never a configuration generation) while it is
+	 * rewritten, the generation it was made for afterwards. */
+	WRITE_ONCE(e->gen, 0);
+	smp_wmb();
+	l45_rs_sock_plan(e->rs, &e->plan);
+	smp_store_release(&e->gen, l45_rs_sock_gen(e->rs));
+}
+
+/* The entry's current plan: copied without the lock when it is current and
+ * not being rewritten; otherwise refreshed under the lock. */
+static void l45_plan_now(struct l45_sk *e, struct sock *sk, struct l45_plan *p)
+{
+	u32 g = smp_load_acquire(&e->gen);
+
+	if (g && g == READ_ONCE(l45_rs_gen)) {
+		*p = e->plan;
+		smp_rmb();
+		if (READ_ONCE(e->gen) == g)
+			return;
+	}
+	spin_lock(&e->lock);
+	l45_refresh_locked(e, sk);
+	*p = e->plan;
+	spin_unlock(&e->lock);
+}
+
+/* Whether a call in this direction goes straight to the kernel: the plan
+ * is current and no module acts on it. No lock. */
+static inline bool l45_passes(struct l45_sk *e, bool send)
+{
+	if (smp_load_acquire(&e->gen) != READ_ONCE(l45_rs_gen))
+		return false;
+	return !(send ? READ_ONCE(e->plan.send) : READ_ONCE(e->plan.recv));
+}
+
+/* First sight of a socket: a new entry with its chain, matched now.
+ * Returns the entry (an existing one if another thread won), or NULL: a
+ * kernel socket, sk_user_data owned by someone else, or no memory. */
 static struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghdr *msg)
 {
-	struct l45_sk *e, *old;
+	struct l45_sk *e;
 
+	if (sk->sk_kern_sock || READ_ONCE(sk->sk_user_data))
+		return l45_entry(sk);
 	e = kzalloc(sizeof(*e), GFP_KERNEL);
 	if (!e)
 		return NULL;
@@ -173,15 +291,21 @@ static struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghd
 	spin_lock(&l45_cfg_lock);
 	l45_rs_sock_refresh(e->rs, &e->view);
 	spin_unlock(&l45_cfg_lock);
+	l45_rs_sock_plan(e->rs, &e->plan);
+	e->gen = l45_rs_sock_gen(e->rs);
 	spin_unlock(&e->lock);
 
 	spin_lock(&l45_hash_lock);
-	hash_for_each_possible(l45_hash, old, node, (unsigned long)sk)
-		if (old->sk == sk) {
-			spin_unlock(&l45_hash_lock);
-			l45_free_entry(e);
-			return old;
-		}
+	write_lock_bh(&sk->sk_callback_lock);
+	if (sk->sk_user_data) {
+		write_unlock_bh(&sk->sk_callback_lock);
+		spin_unlock(&l45_hash_lock);
+		l45_free_entry(e);
+		return l45_entry(sk);
+	}
+	/* (the entry is complete before it is published) */
+	smp_store_release(&sk->sk_user_data, l45_ud(e));
+	write_unlock_bh(&sk->sk_callback_lock);
 	hash_add(l45_hash, &e->node, (unsigned long)sk);
 	spin_unlock(&l45_hash_lock);
 	return e;
@@ -189,56 +313,68 @@ static struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghd
 
 static void l45_untrack(struct sock *sk)
 {
-	struct l45_sk *e, *found = NULL;
+	struct l45_sk *e = l45_entry(sk);
+	bool found = false;
 
+	if (!e)
+		return;
 	spin_lock(&l45_hash_lock);
-	hash_for_each_possible(l45_hash, e, node, (unsigned long)sk)
-		if (e->sk == sk) {
-			hash_del(&e->node);
-			found = e;
-			break;
-		}
+	if (!hlist_unhashed(&e->node)) {
+		write_lock_bh(&sk->sk_callback_lock);
+		if (sk->sk_user_data == l45_ud(e))
+			WRITE_ONCE(sk->sk_user_data, NULL);
+		write_unlock_bh(&sk->sk_callback_lock);
+		hash_del(&e->node);
+		found = true;
+	}
 	spin_unlock(&l45_hash_lock);
 	if (found)
-		l45_free_entry(found);
+		l45_free_entry(e);
 }
 
-/* Brings the chain up to the current configuration (revoke, priority,
- * activation, immediate attach). Caller holds e->lock. */
-static void l45_refresh_locked(struct l45_sk *e, struct sock *sk)
+/* Grow-only buffer (never under a spinlock). */
+static int l45_reserve(u8 **buf, size_t *cap, size_t need)
 {
-	struct l45_view v;
+	u8 *nb;
 
-	if (l45_rs_sock_gen(e->rs) == l45_rs_generation())
-		return;
-	/* Addresses may have changed since first sight (UDP bind/connect). */
-	v = e->view;
-	if (inet_sk(sk)->inet_dport)
-		l45_addr(&v.remote, inet_sk(sk)->inet_daddr, inet_sk(sk)->inet_dport);
-	if (inet_sk(sk)->inet_sport)
-		l45_addr(&v.local, inet_sk(sk)->inet_rcv_saddr, inet_sk(sk)->inet_sport);
-	spin_lock(&l45_cfg_lock);
-	l45_rs_sock_refresh(e->rs, &v);
-	spin_unlock(&l45_cfg_lock);
+	if (*cap >= need)
+		return 0;
+	nb = kvmalloc(need, GFP_KERNEL);
+	if (!nb)
+		return -ENOMEM;
+	kvfree(*buf);
+	*buf = nb;
+	*cap = need;
+	return 0;
 }
 
 /* ---------- in-flight accounting (module unload) ---------- */
 
 static inline void l45_enter(void)
 {
-	atomic_inc(&l45_inflight);
+	this_cpu_inc(l45_inflight);
 }
 
 static inline void l45_leave(void)
 {
-	if (atomic_dec_and_test(&l45_inflight) && READ_ONCE(l45_unloading))
-		wake_up_var(&l45_inflight);
+	this_cpu_dec(l45_inflight);
+}
+
+static int l45_inflight_sum(void)
+{
+	int cpu, n = 0;
+
+	for_each_possible_cpu(cpu)
+		n += READ_ONCE(per_cpu(l45_inflight, cpu));
+	return n;
 }
 
 /* ---------- waiting for data ourselves ----------
  * A blocking receive or accept waits here, not inside the real handler, so
- * that module unload can wake it (it then returns -EINTR) instead of waiting
- * for traffic that may never come. */
+ * that module unload can end the wait (it then returns -EINTR) instead of
+ * waiting for traffic that may never come. Unload wakes the sockets it
+ * knows; the others notice within L45_WAIT_SLICE. */
+#define L45_WAIT_SLICE (HZ / 4)
 
 static bool l45_readable(struct sock *sk, bool tcp)
 {
@@ -253,19 +389,26 @@ static bool l45_readable(struct sock *sk, bool tcp)
 
 static int l45_wait(struct sock *sk, long timeo, bool (*ready)(struct sock *, bool), bool tcp)
 {
-	long r;
+	long r, slice;
 
 	if (!timeo || ready(sk, tcp))
 		return 0;
-	r = wait_event_interruptible_timeout(*sk_sleep(sk),
-					     ready(sk, tcp) || READ_ONCE(l45_unloading), timeo);
-	if (r < 0)
-		return sock_intr_errno(timeo);
-	if (ready(sk, tcp))
-		return 0;
-	if (READ_ONCE(l45_unloading))
-		return -EINTR;
-	return -EAGAIN;
+	for (;;) {
+		slice = min_t(long, timeo, L45_WAIT_SLICE);
+		r = wait_event_interruptible_timeout(*sk_sleep(sk),
+						     ready(sk, tcp) || READ_ONCE(l45_unloading), slice);
+		if (r < 0)
+			return sock_intr_errno(timeo);
+		if (ready(sk, tcp))
+			return 0;
+		if (READ_ONCE(l45_unloading))
+			return -EINTR;
+		if (timeo != MAX_SCHEDULE_TIMEOUT) {
+			timeo -= slice - r;
+			if (timeo <= 0)
+				return -EAGAIN;
+		}
+	}
 }
 
 static bool l45_acceptable(struct sock *sk, bool unused)
@@ -290,113 +433,205 @@ static int l45_send_kbuf(struct sock *sk, struct msghdr *msg, const u8 *buf, siz
 	return ret;
 }
 
-/* Bytes a stream send left over last time go first. 0 when none is left. */
+/* Bytes a stream send left over last time go first. 0 when none is left.
+ * Caller holds tx_mutex. */
 static int l45_flush_tx(struct l45_sk *e, struct sock *sk, struct msghdr *msg,
 			int (*orig)(struct sock *, struct msghdr *, size_t))
 {
 	int ret;
 
-	while (e->tx && e->tx_off < e->tx_len) {
-		ret = l45_send_kbuf(sk, msg, e->tx + e->tx_off, e->tx_len - e->tx_off, orig);
+	while (e->tx_off < e->tx_len) {
+		ret = l45_send_kbuf(sk, msg, e->sout + e->tx_off, e->tx_len - e->tx_off, orig);
 		if (ret <= 0)
 			return ret ? ret : -EAGAIN;
 		e->tx_off += ret;
 	}
-	kvfree(e->tx);
-	e->tx = NULL;
-	e->tx_len = e->tx_off = 0;
+	e->tx_off = 0;
+	WRITE_ONCE(e->tx_len, 0);
 	return 0;
+}
+
+/* A datagram with one fixed insertion: the application's bytes around the
+ * inserted ones, copied once into the entry's buffer (a DNS query is a few
+ * dozen bytes; corking it into three appends costs more than the copy).
+ * Caller holds tx_mutex. */
+static int l45_send_splice(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t len,
+			   const struct l45_plan *p,
+			   int (*orig)(struct sock *, struct msghdr *, size_t))
+{
+	size_t at = p->splice_at, n = p->splice_len, out_len = len + n;
+	int ret;
+
+	if (len < p->splice_min || len > L45_DGRAM_MAX)
+		return orig(sk, msg, len);
+	ret = l45_reserve(&e->sout, &e->sout_cap, max_t(size_t, out_len, 512));
+	if (ret)
+		return ret;
+	if (!copy_from_iter_full(e->sout, at, &msg->msg_iter) ||
+	    !copy_from_iter_full(e->sout + at + n, len - at, &msg->msg_iter))
+		return -EFAULT;
+	memcpy(e->sout + at, p->splice_bytes, n);
+	ret = l45_send_kbuf(sk, msg, e->sout, out_len, orig);
+	if (ret < 0) {
+		spin_lock(&e->lock);
+		l45_rs_error(e->rs);
+		spin_unlock(&e->lock);
+		return ret;
+	}
+	l45_rs_count(p->splice_slot, p->splice_id, 0, out_len);
+	return len;
+}
+
+/* A small datagram with one fixed insertion (a DNS query): built on the
+ * stack, so no buffer and no mutex. */
+#define L45_SMALL_DGRAM 512
+
+static int l45_send_splice_small(struct l45_sk *e, struct sock *sk, struct msghdr *msg,
+				 size_t len, const struct l45_plan *p,
+				 int (*orig)(struct sock *, struct msghdr *, size_t))
+{
+	size_t at = p->splice_at, n = p->splice_len, out_len = len + n;
+	u8 buf[L45_SMALL_DGRAM];
+	int ret;
+
+	if (len < p->splice_min || out_len > sizeof(buf))
+		return orig(sk, msg, len);
+	if (!copy_from_iter_full(buf, at, &msg->msg_iter) ||
+	    !copy_from_iter_full(buf + at + n, len - at, &msg->msg_iter))
+		return -EFAULT;
+	memcpy(buf + at, p->splice_bytes, n);
+	ret = l45_send_kbuf(sk, msg, buf, out_len, orig);
+	if (ret < 0) {
+		spin_lock(&e->lock);
+		l45_rs_error(e->rs);
+		spin_unlock(&e->lock);
+		return ret;
+	}
+	l45_rs_count(p->splice_slot, p->splice_id, 0, out_len);
+	return len;
+}
+
+static bool l45_send_retry(int ret)
+{
+	return ret == -EAGAIN || ret == -EINTR || ret == -ERESTARTSYS;
+}
+
+/* The bytes through the chain: a datagram at once, a stream in steps of
+ * L45_CHUNK. Caller holds tx_mutex and nothing is pending. */
+static int l45_send_chain(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t size,
+			  bool tcp, int (*orig)(struct sock *, struct msghdr *, size_t))
+{
+	size_t done = 0, n, cap, out_len = 0;
+	struct l45_view v;
+	const u8 *out;
+	u8 plan;
+	int verdict, ret;
+
+	if (!tcp && size > L45_DGRAM_MAX)
+		return orig(sk, msg, size);
+	l45_view_of(sk, tcp ? IPPROTO_TCP : IPPROTO_UDP, e->view.role, msg, &v);
+	while (done < size || (!tcp && !done)) {
+		n = tcp ? min_t(size_t, size - done, L45_CHUNK) : size;
+		spin_lock(&e->lock);
+		l45_refresh_locked(e, sk);
+		plan = e->plan.send;
+		cap = l45_rs_send_cap(e->rs, n);
+		spin_unlock(&e->lock);
+		if (plan < L45_PLAN_BYTES) {
+			/* The chain changed under this call: the rest as it is. */
+			ret = orig(sk, msg, size - done);
+			return ret < 0 ? (done ? done : ret) : done + ret;
+		}
+		ret = l45_reserve(&e->sin, &e->sin_cap, max_t(size_t, n, tcp ? L45_CHUNK : 512));
+		if (!ret)
+			ret = l45_reserve(&e->sout, &e->sout_cap,
+					  max3(cap, n, (size_t)(tcp ? L45_CHUNK : 512)));
+		if (ret)
+			return done ? done : ret;
+		if (!copy_from_iter_full(e->sin, n, &msg->msg_iter))
+			return done ? done : -EFAULT;
+		spin_lock(&e->lock);
+		verdict = l45_rs_send(e->rs, &v, e->sin, n, e->sout, cap, &out_len);
+		spin_unlock(&e->lock);
+		if (verdict == L45_V_DROP) {
+			done += n;
+			if (!tcp)
+				break;
+			continue;
+		}
+		out = e->sout;
+		if (verdict != L45_V_CUSTOMIZED) {
+			out = e->sin;
+			out_len = n;
+		}
+		ret = l45_send_kbuf(sk, msg, out, out_len, orig);
+		if (ret < 0 && !(tcp && l45_send_retry(ret))) {
+			spin_lock(&e->lock);
+			l45_rs_error(e->rs);
+			spin_unlock(&e->lock);
+			return done ? done : ret;
+		}
+		if (tcp && ret < (int)out_len) {
+			/* TCP took part of it (or none: a full buffer, a signal):
+			 * the chain has run on these bytes, so keep the rest and
+			 * send it first next time; the application has written
+			 * them. */
+			ret = max(ret, 0);
+			if (out == e->sin)
+				memcpy(e->sout, e->sin + ret, out_len - ret);
+			e->tx_off = out == e->sin ? 0 : ret;
+			WRITE_ONCE(e->tx_len, out == e->sin ? out_len - ret : out_len);
+			return done + n;
+		}
+		done += n;
+		if (!tcp)
+			break;
+	}
+	return done;
 }
 
 static int l45_sendmsg_common(struct sock *sk, struct msghdr *msg, size_t size, u8 proto,
 			      int (*orig)(struct sock *, struct msghdr *, size_t))
 {
 	bool tcp = proto == IPPROTO_TCP;
+	struct l45_plan p;
 	struct l45_sk *e;
-	struct l45_view v;
-	size_t cap, out_len = 0, len = size;
-	u32 delay;
-	u8 *in = NULL, *out = NULL;
-	int active, verdict, ret;
+	int ret;
 
 	if (READ_ONCE(l45_unloading))
 		return orig(sk, msg, size);
-	e = l45_get(sk);
-	if (!e && !tcp)
-		e = l45_track(sk, proto, 0, msg);
-	if (!e)
+	e = l45_entry(sk);
+	if (!e && (tcp || !(e = l45_track(sk, proto, 0, msg))))
 		return orig(sk, msg, size);
-	if (tcp && len > L45_MAX_WRITE)
-		len = L45_MAX_WRITE;
-	if (!tcp && len > L45_DGRAM_MAX)
+	if (l45_passes(e, true) && !(tcp && READ_ONCE(e->tx_len)))
 		return orig(sk, msg, size);
 
-	l45_view_of(sk, proto, e->view.role, msg, &v);
-	spin_lock(&e->lock);
-	l45_refresh_locked(e, sk);
-	active = l45_rs_sock_active(e->rs);
-	delay = active ? l45_rs_send_delay(e->rs) : 0;
-	cap = active ? l45_rs_send_cap(e->rs, len) : 0;
-	spin_unlock(&e->lock);
+	l45_plan_now(e, sk, &p);
+	if (p.send && p.delay_ms)
+		msleep_interruptible(p.delay_ms);	/* no lock is held */
+	if (p.send < L45_PLAN_BYTES && !(tcp && READ_ONCE(e->tx_len)))
+		return orig(sk, msg, size);	/* bytes untouched: no buffer, no mutex */
+	if (p.send == L45_PLAN_SPLICE && size + p.splice_len <= L45_SMALL_DGRAM)
+		return l45_send_splice_small(e, sk, msg, size, &p, orig);
 
-	if (tcp)
-		mutex_lock(&e->tx_mutex);
-	if (tcp && e->tx) {
+	mutex_lock(&e->tx_mutex);
+	if (tcp && e->tx_len) {
 		ret = l45_flush_tx(e, sk, msg, orig);
 		if (ret < 0)
-			goto out_unlock;
+			goto out;
 	}
-	if (!active) {
+	switch (p.send) {
+	case L45_PLAN_SPLICE:
+		ret = l45_send_splice(e, sk, msg, size, &p, orig);
+		break;
+	case L45_PLAN_BYTES:
+		ret = l45_send_chain(e, sk, msg, size, tcp, orig);
+		break;
+	default:	/* nothing, or a delay: the application's bytes as they are */
 		ret = orig(sk, msg, size);
-		goto out_unlock;
 	}
-	if (delay)
-		msleep_interruptible(delay);	/* no lock is held */
-
-	in = kvmalloc(len ? len : 1, GFP_KERNEL);
-	out = kvmalloc(cap ? cap : 1, GFP_KERNEL);
-	ret = -ENOMEM;
-	if (!in || !out)
-		goto out_unlock;
-	ret = -EFAULT;
-	if (!copy_from_iter_full(in, len, &msg->msg_iter))
-		goto out_unlock;
-
-	spin_lock(&e->lock);
-	verdict = l45_rs_send(e->rs, &v, in, len, out, cap, &out_len);
-	spin_unlock(&e->lock);
-
-	if (verdict == L45_V_DROP) {
-		ret = len;
-		goto out_unlock;
-	}
-	if (verdict != L45_V_CUSTOMIZED) {
-		swap(in, out);
-		out_len = len;
-	}
-	ret = l45_send_kbuf(sk, msg, out, out_len, orig);
-	if (ret < 0) {
-		spin_lock(&e->lock);
-		l45_rs_error(e->rs);
-		spin_unlock(&e->lock);
-		goto out_unlock;
-	}
-	if (tcp && ret < out_len) {
-		/* The kernel took part of it: keep the rest, send it first next
-		 * time; the application has written all of its bytes. */
-		e->tx = out;
-		e->tx_off = ret;
-		e->tx_len = out_len;
-		out = NULL;
-		if (verdict != L45_V_CUSTOMIZED)
-			in = NULL;
-	}
-	ret = len;
-out_unlock:
-	if (tcp)
-		mutex_unlock(&e->tx_mutex);
-	kvfree(in);
-	kvfree(out);
+out:
+	mutex_unlock(&e->tx_mutex);
 	return ret;
 }
 
@@ -421,14 +656,40 @@ static bool l45_rx_ready(struct sock *sk, bool tcp)
 	return l45_readable(sk, tcp);
 }
 
+/* Room for `need` more bytes after the held ones (moved to the front
+ * first). Caller holds rx_mutex. */
+static int l45_rx_room(struct l45_sk *e, size_t need)
+{
+	size_t held = e->rx_len - e->rx_off;
+	u8 *nb;
+
+	if (e->rx_cap - e->rx_len >= need)
+		return 0;
+	if (e->rx_off) {
+		memmove(e->rx, e->rx + e->rx_off, held);
+		e->rx_off = 0;
+		WRITE_ONCE(e->rx_len, held);
+		if (e->rx_cap - held >= need)
+			return 0;
+	}
+	nb = kvmalloc(max_t(size_t, held + need, 4096), GFP_KERNEL);
+	if (!nb)
+		return -ENOMEM;
+	if (held)
+		memcpy(nb, e->rx, held);
+	kvfree(e->rx);
+	e->rx = nb;
+	e->rx_cap = max_t(size_t, held + need, 4096);
+	return 0;
+}
+
 static int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t len,
 			   int flags, int *addr_len,
 			   int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
 {
 	bool peek = flags & MSG_PEEK;
-	size_t copied = 0, chunk = clamp_t(size_t, len, 1, 65536), growth, cap, out_len, want;
+	size_t copied = 0, growth, cap, out_len, want;
 	struct l45_view v;
-	u8 *in = NULL, *out = NULL;
 	int n, verdict, ret = 0;
 	long timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT);
 
@@ -449,8 +710,10 @@ static int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg
 			copied += n2;
 			if (!peek)
 				e->rx_off += n2;
-			if (e->rx_off == e->rx_len)
-				e->rx_off = e->rx_len = 0;
+			if (e->rx_off == e->rx_len) {
+				e->rx_off = 0;
+				WRITE_ONCE(e->rx_len, 0);
+			}
 			if (peek || copied == len || !(flags & MSG_WAITALL)) {
 				ret = copied;
 				goto out;
@@ -469,99 +732,80 @@ static int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg
 		l45_refresh_locked(e, sk);
 		growth = l45_rs_recv_growth(e->rs);
 		spin_unlock(&e->lock);
-		cap = chunk + growth + 128;
-		if (!in)
-			in = kvmalloc(chunk, GFP_KERNEL);
-		kvfree(out);
-		out = kvmalloc(cap, GFP_KERNEL);
-		if (!in || !out) {
-			ret = copied ? copied : -ENOMEM;
-			goto out;
-		}
 		/* Take from the kernel at most what the application still wants
 		 * minus what modules may release on top of their input (bytes
 		 * they held while recognising a signature): then nothing is left
 		 * over in our buffer, which poll() cannot see, unless the
 		 * application reads fewer bytes than that at a time. */
 		want = len - copied > growth ? len - copied - growth : 1;
-		want = min(want, chunk);
-		n = l45_recv_kbuf(sk, msg, in, want, (flags & ~(MSG_PEEK | MSG_WAITALL)) | MSG_DONTWAIT,
-				  addr_len, orig);
+		want = min_t(size_t, want, L45_CHUNK);
+		cap = want + growth + 128;
+		if (l45_reserve(&e->rin, &e->rin_cap, L45_CHUNK) || l45_rx_room(e, cap)) {
+			ret = copied ? copied : -ENOMEM;
+			goto out;
+		}
+		n = l45_recv_kbuf(sk, msg, e->rin, want,
+				  (flags & ~(MSG_PEEK | MSG_WAITALL)) | MSG_DONTWAIT, addr_len, orig);
 		if (n == -EAGAIN && timeo)
 			continue;	/* another reader took it; wait again */
 		if (n < 0) {
 			ret = copied ? copied : n;
 			goto out;
 		}
+		/* The chain writes straight after the held bytes. */
 		spin_lock(&e->lock);
 		if (n == 0) {
-			out_len = l45_rs_recv_eof(e->rs, out, cap);
+			out_len = l45_rs_recv_eof(e->rs, e->rx + e->rx_len, cap);
 			verdict = L45_V_CUSTOMIZED;
 			e->eof = true;
 		} else {
-			verdict = l45_rs_recv(e->rs, &v, in, n, out, cap, &out_len);
+			verdict = l45_rs_recv(e->rs, &v, e->rin, n, e->rx + e->rx_len, cap, &out_len);
 		}
 		spin_unlock(&e->lock);
 		if (verdict == L45_V_DROP)
 			continue;
 		if (verdict != L45_V_CUSTOMIZED) {
-			swap(in, out);
+			memcpy(e->rx + e->rx_len, e->rin, n);
 			out_len = n;
 		}
-		if (!out_len)
-			continue;
-		/* Append to the held bytes, then deliver from there. */
-		if (e->rx_len + out_len > e->rx_cap) {
-			size_t ncap = max(e->rx_len + out_len, (size_t)4096);
-			u8 *nb = kvmalloc(ncap, GFP_KERNEL);
-
-			if (!nb) {
-				ret = copied ? copied : -ENOMEM;
-				goto out;
-			}
-			memcpy(nb, e->rx + e->rx_off, e->rx_len - e->rx_off);
-			kvfree(e->rx);
-			e->rx = nb;
-			e->rx_len -= e->rx_off;
-			e->rx_off = 0;
-			e->rx_cap = ncap;
-		}
-		memcpy(e->rx + e->rx_len, out, out_len);
-		e->rx_len += out_len;
+		WRITE_ONCE(e->rx_len, e->rx_len + out_len);
 	}
 out:
 	mutex_unlock(&e->rx_mutex);
-	kvfree(in);
-	kvfree(out);
 	return ret;
 }
 
 static int l45_recv_dgram(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t len,
-			  int flags, int *addr_len,
+			  int flags, int *addr_len, const struct l45_plan *p,
 			  int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
 {
-	size_t growth, cap, out_len;
+	size_t growth, cap = 0, out_len = 0, at = p->splice_at, k = p->splice_len, c1;
 	struct l45_view v;
-	u8 *in, *out;
+	const u8 *out;
 	int n, verdict, ret;
 	long timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT);
+	bool splice = p->recv == L45_PLAN_SPLICE;
 
-	spin_lock(&e->lock);
-	l45_refresh_locked(e, sk);
-	growth = l45_rs_recv_growth(e->rs);
-	spin_unlock(&e->lock);
-	cap = L45_DGRAM_MAX + growth + 128;
-	in = kvmalloc(L45_DGRAM_MAX, GFP_KERNEL);
-	out = kvmalloc(cap, GFP_KERNEL);
-	ret = -ENOMEM;
-	if (!in || !out)
+	if (mutex_lock_interruptible(&e->rx_mutex))
+		return -ERESTARTSYS;
+	ret = l45_reserve(&e->rin, &e->rin_cap, L45_DGRAM_MAX);
+	if (ret)
 		goto out;
-	l45_view_of(sk, IPPROTO_UDP, e->view.role, NULL, &v);
+	if (!splice) {
+		spin_lock(&e->lock);
+		growth = l45_rs_recv_growth(e->rs);
+		spin_unlock(&e->lock);
+		cap = L45_DGRAM_MAX + growth + 128;
+		ret = l45_reserve(&e->rx, &e->rx_cap, cap);
+		if (ret)
+			goto out;
+		l45_view_of(sk, IPPROTO_UDP, e->view.role, NULL, &v);
+	}
 	for (;;) {
 		ret = l45_wait(sk, timeo, l45_rx_ready, false);
 		if (ret)
 			goto out;
-		n = l45_recv_kbuf(sk, msg, in, L45_DGRAM_MAX,
+		n = l45_recv_kbuf(sk, msg, e->rin, L45_DGRAM_MAX,
 				  (flags & ~(MSG_TRUNC | MSG_WAITALL)) | MSG_DONTWAIT, addr_len, orig);
 		if (n == -EAGAIN && timeo)
 			continue;
@@ -571,9 +815,21 @@ static int l45_recv_dgram(struct l45_sk *e, struct sock *sk, struct msghdr *msg,
 		}
 		if (flags & MSG_PEEK) {	/* documented: a peek shows the wire bytes */
 			verdict = L45_V_ORIGINAL;
+		} else if (splice) {
+			/* The one insertion: recognised, it is delivered without
+			 * the inserted bytes; otherwise dropped (what the
+			 * module's own recv does on a server, Splice docs). */
+			if (n >= p->splice_min + k && !memcmp(e->rin + at, p->splice_bytes, k)) {
+				verdict = L45_V_CUSTOMIZED;
+				out_len = n - k;
+				l45_rs_count(p->splice_slot, p->splice_id, 1, out_len);
+			} else {
+				verdict = L45_V_DROP;
+				l45_rs_count(p->splice_slot, p->splice_id, 2, 0);
+			}
 		} else {
 			spin_lock(&e->lock);
-			verdict = l45_rs_recv(e->rs, &v, in, n, out, cap, &out_len);
+			verdict = l45_rs_recv(e->rs, &v, e->rin, n, e->rx, cap, &out_len);
 			spin_unlock(&e->lock);
 		}
 		if (verdict == L45_V_DROP) {
@@ -585,13 +841,23 @@ static int l45_recv_dgram(struct l45_sk *e, struct sock *sk, struct msghdr *msg,
 		}
 		break;
 	}
-	if (verdict != L45_V_CUSTOMIZED) {
-		swap(in, out);
-		out_len = n;
-	}
 	msg->msg_flags &= ~MSG_TRUNC;
+	if (verdict != L45_V_CUSTOMIZED) {
+		out = e->rin;
+		out_len = n;
+	} else {
+		out = splice ? e->rin : e->rx;
+	}
 	n = min(out_len, len);
-	if (copy_to_iter(out, n, &msg->msg_iter) != n) {
+	if (verdict == L45_V_CUSTOMIZED && splice) {
+		/* the bytes before the insertion, then those after it */
+		c1 = min_t(size_t, at, n);
+		if (copy_to_iter(out, c1, &msg->msg_iter) != c1 ||
+		    copy_to_iter(out + at + k, n - c1, &msg->msg_iter) != n - c1) {
+			ret = -EFAULT;
+			goto out;
+		}
+	} else if (copy_to_iter(out, n, &msg->msg_iter) != n) {
 		ret = -EFAULT;
 		goto out;
 	}
@@ -599,8 +865,7 @@ static int l45_recv_dgram(struct l45_sk *e, struct sock *sk, struct msghdr *msg,
 		msg->msg_flags |= MSG_TRUNC;
 	ret = (flags & MSG_TRUNC) ? out_len : n;
 out:
-	kvfree(in);
-	kvfree(out);
+	mutex_unlock(&e->rx_mutex);
 	return ret;
 }
 
@@ -609,96 +874,110 @@ static int l45_recvmsg_common(struct sock *sk, struct msghdr *msg, size_t len, i
 			      int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
 {
 	bool tcp = proto == IPPROTO_TCP;
+	struct l45_plan p;
 	struct l45_sk *e;
-	int active, ret;
-	bool held;
+	int ret;
 
 	if (flags & (MSG_ERRQUEUE | MSG_OOB))
 		return orig(sk, msg, len, flags, addr_len);
-	if (READ_ONCE(l45_unloading)) {
-		/* Do not block inside the real handler while the module goes. */
-		ret = l45_wait(sk, sock_rcvtimeo(sk, flags & MSG_DONTWAIT), l45_rx_ready, tcp);
-		return ret ? ret : orig(sk, msg, len, flags, addr_len);
-	}
-	e = l45_get(sk);
-	if (!e && !tcp)
-		e = l45_track(sk, proto, 1, NULL);
-	if (!e) {
-		ret = l45_wait(sk, sock_rcvtimeo(sk, flags & MSG_DONTWAIT), l45_rx_ready, tcp);
-		return ret ? ret : orig(sk, msg, len, flags, addr_len);
-	}
-	spin_lock(&e->lock);
-	l45_refresh_locked(e, sk);
-	active = l45_rs_sock_active(e->rs);
-	spin_unlock(&e->lock);
-	held = tcp && READ_ONCE(e->rx_len) > 0;
-	if (!active && !held) {
-		ret = l45_wait(sk, sock_rcvtimeo(sk, flags & MSG_DONTWAIT), l45_rx_ready, tcp);
-		return ret ? ret : orig(sk, msg, len, flags, addr_len);
-	}
-	if (tcp)
+	if (READ_ONCE(l45_unloading))
+		goto straight;	/* do not block inside the real handler while the module goes */
+	e = l45_entry(sk);
+	if (!e && (tcp || !(e = l45_track(sk, proto, 1, NULL))))
+		goto straight;
+	if (l45_passes(e, false) && !(tcp && READ_ONCE(e->rx_len)))
+		goto straight;
+	l45_plan_now(e, sk, &p);
+	if (tcp && (p.recv || READ_ONCE(e->rx_len)))
 		return l45_recv_stream(e, sk, msg, len, flags, addr_len, orig);
-	return l45_recv_dgram(e, sk, msg, len, flags, addr_len, orig);
+	if (!tcp && p.recv)
+		return l45_recv_dgram(e, sk, msg, len, flags, addr_len, &p, orig);
+straight:
+	ret = l45_wait(sk, sock_rcvtimeo(sk, flags & MSG_DONTWAIT), l45_rx_ready, tcp);
+	return ret ? ret : orig(sk, msg, len, flags, addr_len);
 }
 
-/* ---------- the wrappers ---------- */
+/* ---------- the hooks ----------
+ * With no module registered (the static key off) a send or receive costs
+ * the key test, the in-flight count and (UDP) a look at sk_user_data,
+ * unless a stream still has bytes the tap holds from before the last
+ * module went (they go first). */
 
-static int l45_tcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
+/* With no module registered a UDP socket is still seen at its first call
+ * (an entry, once), so that modules registered later treat it as the live
+ * socket it is (only `attach immediate` ones join it). Later calls cost one
+ * load of sk_user_data. */
+static inline void l45_udp_first_sight(struct sock *sk, u8 proto, u8 role, struct msghdr *msg)
+{
+	if (proto == IPPROTO_UDP && unlikely(!READ_ONCE(sk->sk_user_data)) &&
+	    !READ_ONCE(l45_unloading))
+		l45_track(sk, proto, role, msg);
+}
+
+static inline bool l45_stream_holds(struct sock *sk, u8 proto)
+{
+	struct l45_sk *e;
+
+	if (proto != IPPROTO_TCP)
+		return false;
+	e = l45_entry(sk);
+	return e && (READ_ONCE(e->rx_len) || READ_ONCE(e->tx_len));
+}
+
+static __always_inline int l45_send_hook(struct sock *sk, struct msghdr *msg, size_t size,
+					 u8 proto, int (*orig)(struct sock *, struct msghdr *, size_t))
 {
 	int ret;
 
 	l45_enter();
-	ret = l45_sendmsg_common(sk, msg, size, IPPROTO_TCP, l45_tcp_orig.sendmsg);
+	if (static_branch_unlikely(&l45_configured) || l45_stream_holds(sk, proto)) {
+		ret = l45_sendmsg_common(sk, msg, size, proto, orig);
+	} else {
+		l45_udp_first_sight(sk, proto, 0, msg);
+		ret = orig(sk, msg, size);
+	}
 	l45_leave();
 	return ret;
 }
 
-static int l45_udp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
+static __always_inline int l45_recv_hook(struct sock *sk, struct msghdr *msg, size_t len,
+					 int flags, int *addr_len, u8 proto,
+					 int (*orig)(struct sock *, struct msghdr *, size_t, int,
+						     int *))
 {
 	int ret;
 
 	l45_enter();
-	ret = l45_sendmsg_common(sk, msg, size, IPPROTO_UDP, l45_udp_orig.sendmsg);
+	if (static_branch_unlikely(&l45_configured) || l45_stream_holds(sk, proto)) {
+		ret = l45_recvmsg_common(sk, msg, len, flags, addr_len, proto, orig);
+	} else {
+		l45_udp_first_sight(sk, proto, 1, NULL);
+		ret = (flags & (MSG_ERRQUEUE | MSG_OOB)) ? 0 :
+		      l45_wait(sk, sock_rcvtimeo(sk, flags & MSG_DONTWAIT), l45_rx_ready,
+			       proto == IPPROTO_TCP);
+		if (!ret)
+			ret = orig(sk, msg, len, flags, addr_len);
+	}
 	l45_leave();
 	return ret;
 }
 
-static int l45_tcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int flags,
-			   int *addr_len)
+static int l45_connect_hook(struct sock *sk, struct sockaddr *uaddr, int addr_len,
+			    int (*orig)(struct sock *, struct sockaddr *, int))
 {
 	int ret;
 
 	l45_enter();
-	ret = l45_recvmsg_common(sk, msg, len, flags, addr_len, IPPROTO_TCP, l45_tcp_orig.recvmsg);
-	l45_leave();
-	return ret;
-}
-
-static int l45_udp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int flags,
-			   int *addr_len)
-{
-	int ret;
-
-	l45_enter();
-	ret = l45_recvmsg_common(sk, msg, len, flags, addr_len, IPPROTO_UDP, l45_udp_orig.recvmsg);
-	l45_leave();
-	return ret;
-}
-
-static int l45_tcp_connect(struct sock *sk, struct sockaddr *uaddr, int addr_len)
-{
-	int ret;
-
-	l45_enter();
-	ret = l45_tcp_orig.connect(sk, uaddr, addr_len);
+	ret = orig(sk, uaddr, addr_len);
 	/* Called under lock_sock: sleeping allocation is allowed. */
-	if (!ret && !READ_ONCE(l45_unloading) && !l45_get(sk))
+	if (!ret && !READ_ONCE(l45_unloading) && !l45_entry(sk))
 		l45_track(sk, IPPROTO_TCP, 0, NULL);
 	l45_leave();
 	return ret;
 }
 
-static struct sock *l45_tcp_accept(struct sock *sk, struct proto_accept_arg *arg)
+static struct sock *l45_accept_hook(struct sock *sk, struct proto_accept_arg *arg,
+				    struct sock *(*orig)(struct sock *, struct proto_accept_arg *))
 {
 	struct sock *newsk;
 	int err;
@@ -710,540 +989,127 @@ static struct sock *l45_tcp_accept(struct sock *sk, struct proto_accept_arg *arg
 		l45_leave();
 		return NULL;
 	}
-	newsk = l45_tcp_orig.accept(sk, arg);
+	newsk = orig(sk, arg);
 	if (newsk && !READ_ONCE(l45_unloading))
 		l45_track(newsk, IPPROTO_TCP, 1, NULL);
 	l45_leave();
 	return newsk;
 }
 
-static void l45_tcp_close(struct sock *sk, long timeout)
+static void l45_close_hook(struct sock *sk, long timeout, void (*orig)(struct sock *, long))
 {
 	l45_enter();
 	l45_untrack(sk);
-	l45_tcp_orig.close(sk, timeout);
+	orig(sk, timeout);
 	l45_leave();
 }
 
-static void l45_udp_close(struct sock *sk, long timeout)
-{
-	l45_enter();
-	l45_untrack(sk);
-	l45_udp_orig.close(sk, timeout);
-	l45_leave();
-}
+/* One set of handlers per hooked struct proto (each calls its own
+ * originals). */
+#define L45_TCP_HOOKS(h)								\
+static int h##_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)		\
+{ return l45_send_hook(sk, msg, size, IPPROTO_TCP, h.orig.sendmsg); }			\
+static int h##_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int flags,	\
+		       int *addr_len)							\
+{ return l45_recv_hook(sk, msg, len, flags, addr_len, IPPROTO_TCP, h.orig.recvmsg); }	\
+static int h##_connect(struct sock *sk, struct sockaddr *uaddr, int addr_len)		\
+{ return l45_connect_hook(sk, uaddr, addr_len, h.orig.connect); }			\
+static struct sock *h##_accept(struct sock *sk, struct proto_accept_arg *arg)		\
+{ return l45_accept_hook(sk, arg, h.orig.accept); }					\
+static void h##_close(struct sock *sk, long timeout)					\
+{ l45_close_hook(sk, timeout, h.orig.close); }
 
-/* ---------- generic netlink ---------- */
+#define L45_UDP_HOOKS(h)								\
+static int h##_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)		\
+{ return l45_send_hook(sk, msg, size, IPPROTO_UDP, h.orig.sendmsg); }			\
+static int h##_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, int flags,	\
+		       int *addr_len)							\
+{ return l45_recv_hook(sk, msg, len, flags, addr_len, IPPROTO_UDP, h.orig.recvmsg); }	\
+static void h##_close(struct sock *sk, long timeout)					\
+{ l45_close_hook(sk, timeout, h.orig.close); }
 
-static struct genl_family l45_family;
-
-static const struct nla_policy l45_match_policy[L45_M_MAX + 1] = {
-	[L45_M_PROTO] = NLA_POLICY_MAX(NLA_U8, 255),
-	[L45_M_SRC_ADDR] = NLA_POLICY_RANGE(NLA_BINARY, 4, 16),
-	[L45_M_SRC_PREFIX] = NLA_POLICY_MAX(NLA_U8, 128),
-	[L45_M_DST_ADDR] = NLA_POLICY_RANGE(NLA_BINARY, 4, 16),
-	[L45_M_DST_PREFIX] = NLA_POLICY_MAX(NLA_U8, 128),
-	[L45_M_SRC_PORT] = { .type = NLA_U16 },
-	[L45_M_DST_PORT] = { .type = NLA_U16 },
-	[L45_M_THREAD] = { .type = NLA_NUL_STRING, .len = L45_NAME_LEN - 1 },
-	[L45_M_PROCESS] = { .type = NLA_NUL_STRING, .len = L45_NAME_LEN - 1 },
-};
-
-static const struct nla_policy l45_param_policy[L45_P_MAX + 1] = {
-	[L45_P_NAME] = { .type = NLA_NUL_STRING, .len = 64 },
-	[L45_P_VALUE] = { .type = NLA_NUL_STRING, .len = 256 },
-};
-
-static const struct nla_policy l45_policy[L45_A_MAX + 1] = {
-	[L45_A_ID] = { .type = NLA_U32 },
-	[L45_A_KIND] = { .type = NLA_U16 },
-	[L45_A_PRIORITY] = { .type = NLA_U16 },
-	[L45_A_FLAGS] = NLA_POLICY_MASK(NLA_U8, L45_F_ALL),
-	[L45_A_MATCH] = NLA_POLICY_NESTED(l45_match_policy),
-	[L45_A_PARAMS] = NLA_POLICY_NESTED_ARRAY(l45_param_policy),
-	[L45_A_KEY] = NLA_POLICY_EXACT_LEN(L45_KEY_LEN),
-	[L45_A_VALUE] = NLA_POLICY_MAX(NLA_U8, 1),
-	[L45_A_NONCE] = NLA_POLICY_EXACT_LEN(12),
-	[L45_A_CIPHERTEXT] = NLA_POLICY_EXACT_LEN(32),
-	[L45_A_REPLACE] = { .type = NLA_FLAG },
-};
-
-static int l45_prefix_from(struct l45_prefix *p, struct nlattr *addr, struct nlattr *prefix,
-			   struct genl_info *info)
-{
-	int len;
-
-	if (!addr) {
-		if (prefix) {
-			NL_SET_ERR_MSG_ATTR(info->extack, prefix, "prefix without address");
-			return -EINVAL;
-		}
-		return 0;
-	}
-	len = nla_len(addr);
-	if (len != 4 && len != 16) {
-		NL_SET_ERR_MSG_ATTR(info->extack, addr, "address must be 4 or 16 bytes");
-		return -EINVAL;
-	}
-	p->family = len == 4 ? 4 : 6;
-	p->prefix = prefix ? nla_get_u8(prefix) : len * 8;
-	if (p->prefix > len * 8) {
-		NL_SET_ERR_MSG_ATTR(info->extack, prefix, "prefix longer than the address");
-		return -EINVAL;
-	}
-	memcpy(p->addr, nla_data(addr), len);
-	return 0;
-}
-
-static int l45_nl_register(struct sk_buff *skb, struct genl_info *info)
-{
-	struct nlattr *tb[L45_M_MAX + 1];
-	struct nlattr *pa, *ptb[L45_P_MAX + 1];
-	struct l45_reg *r;
-	const char *msg = NULL;
-	int rem, err;
-
-	if (GENL_REQ_ATTR_CHECK(info, L45_A_ID) || GENL_REQ_ATTR_CHECK(info, L45_A_KIND))
-		return -EINVAL;
-	r = kzalloc(sizeof(*r), GFP_KERNEL);
-	if (!r)
-		return -ENOMEM;
-	r->id = nla_get_u32(info->attrs[L45_A_ID]);
-	r->kind = nla_get_u16(info->attrs[L45_A_KIND]);
-	r->priority = info->attrs[L45_A_PRIORITY] ? nla_get_u16(info->attrs[L45_A_PRIORITY]) : 0;
-	r->flags = info->attrs[L45_A_FLAGS] ? nla_get_u8(info->attrs[L45_A_FLAGS]) : L45_F_ACTIVATED;
-	/* (not NLM_F_REPLACE: strict generic netlink refuses that bit on a
-	 * doit, it doubles as NLM_F_ROOT) */
-	r->replace = nla_get_flag(info->attrs[L45_A_REPLACE]);
-	err = -EINVAL;
-	if (r->id == 0) {
-		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[L45_A_ID], "module id 0 is reserved");
-		goto out;
-	}
-	if (info->attrs[L45_A_MATCH]) {
-		err = nla_parse_nested(tb, L45_M_MAX, info->attrs[L45_A_MATCH], l45_match_policy,
-				       info->extack);
-		if (err)
-			goto out;
-		if (tb[L45_M_PROTO])
-			r->rule.proto = nla_get_u8(tb[L45_M_PROTO]);
-		err = -EINVAL;
-		if (r->rule.proto != 0 && r->rule.proto != IPPROTO_TCP && r->rule.proto != IPPROTO_UDP) {
-			NL_SET_ERR_MSG_ATTR(info->extack, tb[L45_M_PROTO], "protocol must be 0, 6 or 17");
-			goto out;
-		}
-		err = l45_prefix_from(&r->rule.src, tb[L45_M_SRC_ADDR], tb[L45_M_SRC_PREFIX], info);
-		if (err)
-			goto out;
-		err = l45_prefix_from(&r->rule.dst, tb[L45_M_DST_ADDR], tb[L45_M_DST_PREFIX], info);
-		if (err)
-			goto out;
-		if (tb[L45_M_SRC_PORT]) {
-			r->rule.flags |= L45_R_SPORT;
-			r->rule.sport = nla_get_u16(tb[L45_M_SRC_PORT]);
-		}
-		if (tb[L45_M_DST_PORT]) {
-			r->rule.flags |= L45_R_DPORT;
-			r->rule.dport = nla_get_u16(tb[L45_M_DST_PORT]);
-		}
-		if (tb[L45_M_THREAD])
-			nla_strscpy(r->rule.thread, tb[L45_M_THREAD], L45_NAME_LEN);
-		if (tb[L45_M_PROCESS])
-			nla_strscpy(r->rule.process, tb[L45_M_PROCESS], L45_NAME_LEN);
-	}
-	if (info->attrs[L45_A_PARAMS]) {
-		nla_for_each_nested(pa, info->attrs[L45_A_PARAMS], rem) {
-			err = -EINVAL;
-			if (r->nparams == L45_MAX_PARAMS) {
-				NL_SET_ERR_MSG_ATTR(info->extack, pa, "too many parameters");
-				goto out;
-			}
-			err = nla_parse_nested(ptb, L45_P_MAX, pa, l45_param_policy, info->extack);
-			if (err)
-				goto out;
-			err = -EINVAL;
-			if (!ptb[L45_P_NAME] || !ptb[L45_P_VALUE]) {
-				NL_SET_ERR_MSG_ATTR(info->extack, pa, "parameter needs a name and a value");
-				goto out;
-			}
-			r->params[r->nparams].name = nla_data(ptb[L45_P_NAME]);
-			r->params[r->nparams].name_len = strnlen(nla_data(ptb[L45_P_NAME]),
-								 nla_len(ptb[L45_P_NAME]));
-			r->params[r->nparams].value = nla_data(ptb[L45_P_VALUE]);
-			r->params[r->nparams].value_len = strnlen(nla_data(ptb[L45_P_VALUE]),
-								  nla_len(ptb[L45_P_VALUE]));
-			r->nparams++;
-		}
-	}
-	if (info->attrs[L45_A_KEY]) {
-		r->has_key = 1;
-		memcpy(r->key, nla_data(info->attrs[L45_A_KEY]), L45_KEY_LEN);
-	}
-	spin_lock(&l45_cfg_lock);
-	err = l45_rs_register(r, &msg);
-	spin_unlock(&l45_cfg_lock);
-	if (err && msg && info->extack)
-		info->extack->_msg = msg;	/* a static string owned by the module */
-out:
-	kfree_sensitive(r);
-	return err;
-}
-
-static int l45_nl_id(struct genl_info *info, u32 *id)
-{
-	if (GENL_REQ_ATTR_CHECK(info, L45_A_ID))
-		return -EINVAL;
-	*id = nla_get_u32(info->attrs[L45_A_ID]);
-	return 0;
-}
-
-static int l45_unknown(struct genl_info *info, int err)
-{
-	if (err == -ENOENT)
-		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[L45_A_ID], "no module with this id");
-	return err;
-}
-
-static int l45_nl_revoke(struct sk_buff *skb, struct genl_info *info)
-{
-	u32 id;
-	int err = l45_nl_id(info, &id);
-
-	if (err)
-		return err;
-	spin_lock(&l45_cfg_lock);
-	err = l45_rs_revoke(id);
-	spin_unlock(&l45_cfg_lock);
-	return l45_unknown(info, err);
-}
-
-static int l45_nl_set(struct genl_info *info, int what, int attr)
-{
-	u32 id, value;
-	int err = l45_nl_id(info, &id);
-
-	if (err)
-		return err;
-	if (GENL_REQ_ATTR_CHECK(info, attr))
-		return -EINVAL;
-	value = attr == L45_A_PRIORITY ? nla_get_u16(info->attrs[attr]) : nla_get_u8(info->attrs[attr]);
-	spin_lock(&l45_cfg_lock);
-	err = l45_rs_set(id, what, value);
-	spin_unlock(&l45_cfg_lock);
-	return l45_unknown(info, err);
-}
-
-static int l45_nl_activate(struct sk_buff *skb, struct genl_info *info)
-{
-	return l45_nl_set(info, L45_SET_ACTIVATED, L45_A_VALUE);
-}
-
-static int l45_nl_deprecate(struct sk_buff *skb, struct genl_info *info)
-{
-	return l45_nl_set(info, L45_SET_DEPRECATED, L45_A_VALUE);
-}
-
-static int l45_nl_priority(struct sk_buff *skb, struct genl_info *info)
-{
-	return l45_nl_set(info, L45_SET_PRIORITY, L45_A_PRIORITY);
-}
-
-static int l45_put_stats(struct sk_buff *skb, const struct l45_stats *st, u32 portid, u32 seq,
-			 int flags)
-{
-	struct nlattr *nest;
-	void *hdr = genlmsg_put(skb, portid, seq, &l45_family, flags, L45_CMD_REPORT);
-
-	if (!hdr)
-		return -EMSGSIZE;
-	if (nla_put_u32(skb, L45_A_ID, st->id) || nla_put_u16(skb, L45_A_KIND, st->kind) ||
-	    nla_put_u16(skb, L45_A_PRIORITY, st->priority) || nla_put_u8(skb, L45_A_FLAGS, st->flags))
-		goto cancel;
-	nest = nla_nest_start(skb, L45_A_STATS);
-	if (!nest)
-		goto cancel;
-	if (nla_put_u32(skb, L45_S_SOCKETS, st->sockets) ||
-	    nla_put_u64_64bit(skb, L45_S_BYTES_SENT, st->bytes_sent, L45_S_PAD) ||
-	    nla_put_u64_64bit(skb, L45_S_BYTES_RECEIVED, st->bytes_received, L45_S_PAD) ||
-	    nla_put_u64_64bit(skb, L45_S_MESSAGES_SENT, st->messages_sent, L45_S_PAD) ||
-	    nla_put_u64_64bit(skb, L45_S_MESSAGES_RECEIVED, st->messages_received, L45_S_PAD) ||
-	    nla_put_u64_64bit(skb, L45_S_DROPS, st->drops, L45_S_PAD) ||
-	    nla_put_u64_64bit(skb, L45_S_ERRORS, st->errors, L45_S_PAD) ||
-	    nla_put_u64_64bit(skb, L45_S_ACTIVE_TS, st->active_ts, L45_S_PAD))
-		goto cancel;
-	nla_nest_end(skb, nest);
-	genlmsg_end(skb, hdr);
-	return 0;
-cancel:
-	genlmsg_cancel(skb, hdr);
-	return -EMSGSIZE;
-}
-
-static int l45_nl_report(struct sk_buff *skb, struct genl_info *info)
-{
-	struct l45_stats st;
-	struct sk_buff *msg;
-	u32 id;
-	int slot, err = l45_nl_id(info, &id);
-
-	if (err)
-		return err;
-	spin_lock(&l45_cfg_lock);
-	slot = l45_rs_find(id);
-	if (slot >= 0)
-		err = l45_rs_stats(slot, &st);
-	spin_unlock(&l45_cfg_lock);
-	if (slot < 0)
-		return l45_unknown(info, -ENOENT);
-	if (err)
-		return err;
-	msg = genlmsg_new(NLMSG_GOODSIZE, GFP_KERNEL);
-	if (!msg)
-		return -ENOMEM;
-	err = l45_put_stats(msg, &st, info->snd_portid, info->snd_seq, 0);
-	if (err) {
-		nlmsg_free(msg);
-		return err;
-	}
-	return genlmsg_reply(msg, info);
-}
-
-static int l45_nl_report_dump(struct sk_buff *skb, struct netlink_callback *cb)
-{
-	struct l45_stats st;
-	long slot;
-	int err;
-
-	for (slot = cb->args[0]; slot < L45_MAX_MODULES; slot++) {
-		spin_lock(&l45_cfg_lock);
-		err = l45_rs_stats(slot, &st);
-		spin_unlock(&l45_cfg_lock);
-		if (err)
-			continue;
-		if (l45_put_stats(skb, &st, NETLINK_CB(cb->skb).portid, cb->nlh->nlmsg_seq,
-				  NLM_F_MULTI))
-			break;
-	}
-	cb->args[0] = slot;
-	return skb->len;
-}
-
-static int l45_put_sock(struct sk_buff *skb, struct l45_sk *e, u32 portid, u32 seq)
-{
-	struct nlattr *nest;
-	u32 ids[L45_MAX_CHAIN];
-	u32 n;
-	struct inet_sock *inet = inet_sk(e->sk);
-	void *hdr = genlmsg_put(skb, portid, seq, &l45_family, NLM_F_MULTI, L45_CMD_SOCKETS);
-
-	if (!hdr)
-		return -EMSGSIZE;
-	spin_lock(&e->lock);
-	l45_refresh_locked(e, e->sk);	/* report the chain as configured now */
-	n = l45_rs_sock_ids(e->rs, ids);
-	spin_unlock(&e->lock);
-	nest = nla_nest_start(skb, L45_A_SOCKET);
-	if (!nest)
-		goto cancel;
-	if (nla_put_u64_64bit(skb, L45_K_COOKIE, e->cookie, L45_K_PAD) ||
-	    nla_put_u8(skb, L45_K_PROTO, e->view.proto) || nla_put_u8(skb, L45_K_ROLE, e->view.role) ||
-	    nla_put_in_addr(skb, L45_K_LOCAL_ADDR, inet->inet_rcv_saddr ? inet->inet_rcv_saddr : inet->inet_saddr) ||
-	    nla_put_u16(skb, L45_K_LOCAL_PORT, ntohs(inet->inet_sport)) ||
-	    nla_put_u32(skb, L45_K_PID, e->pid) ||
-	    nla_put_string(skb, L45_K_THREAD, e->view.thread) ||
-	    nla_put_string(skb, L45_K_PROCESS, e->view.process) ||
-	    nla_put(skb, L45_K_MODULES, n * sizeof(u32), ids))
-		goto cancel;
-	if (inet->inet_dport &&
-	    (nla_put_in_addr(skb, L45_K_REMOTE_ADDR, inet->inet_daddr) ||
-	     nla_put_u16(skb, L45_K_REMOTE_PORT, ntohs(inet->inet_dport))))
-		goto cancel;
-	nla_nest_end(skb, nest);
-	genlmsg_end(skb, hdr);
-	return 0;
-cancel:
-	genlmsg_cancel(skb, hdr);
-	return -EMSGSIZE;
-}
-
-static int l45_nl_sockets_dump(struct sk_buff *skb, struct netlink_callback *cb)
-{
-	long bkt, idx;
-	struct l45_sk *e;
-	bool full = false;
-
-	spin_lock(&l45_hash_lock);
-	for (bkt = cb->args[0]; bkt < HASH_SIZE(l45_hash) && !full; bkt++) {
-		idx = 0;
-		hlist_for_each_entry(e, &l45_hash[bkt], node) {
-			if (idx++ < cb->args[1])
-				continue;
-			if (l45_put_sock(skb, e, NETLINK_CB(cb->skb).portid, cb->nlh->nlmsg_seq)) {
-				full = true;
-				cb->args[1] = idx - 1;
-				break;
-			}
-		}
-		if (full)
-			break;
-		cb->args[1] = 0;
-	}
-	spin_unlock(&l45_hash_lock);
-	cb->args[0] = bkt;
-	return skb->len;
-}
-
-/* AES-256-GCM in place over buf (len bytes of text; decrypt: followed by the
- * 16-byte tag). */
-static int l45_gcm(const u8 *key, const u8 *nonce, const u8 *aad, unsigned int aad_len, u8 *buf,
-		   unsigned int len, bool enc)
-{
-	struct crypto_aead *tfm;
-	struct aead_request *req;
-	struct scatterlist sg[2];
-	DECLARE_CRYPTO_WAIT(wait);
-	u8 *iv = NULL, *ad = NULL;
-	int err;
-
-	tfm = crypto_alloc_aead("gcm(aes)", 0, 0);
-	if (IS_ERR(tfm))
-		return PTR_ERR(tfm);
-	err = crypto_aead_setkey(tfm, key, L45_KEY_LEN);
-	if (!err)
-		err = crypto_aead_setauthsize(tfm, 16);
-	if (err)
-		goto free_tfm;
-	req = aead_request_alloc(tfm, GFP_KERNEL);
-	iv = kmemdup(nonce, 12, GFP_KERNEL);
-	ad = kmemdup(aad, aad_len, GFP_KERNEL);
-	err = -ENOMEM;
-	if (!req || !iv || !ad)
-		goto free_req;
-	sg_init_table(sg, 2);
-	sg_set_buf(&sg[0], ad, aad_len);
-	sg_set_buf(&sg[1], buf, len + 16);
-	aead_request_set_callback(req, CRYPTO_TFM_REQ_MAY_SLEEP | CRYPTO_TFM_REQ_MAY_BACKLOG,
-				  crypto_req_done, &wait);
-	aead_request_set_ad(req, aad_len);
-	aead_request_set_crypt(req, sg, sg, enc ? len : len + 16, iv);
-	err = crypto_wait_req(enc ? crypto_aead_encrypt(req) : crypto_aead_decrypt(req), &wait);
-free_req:
-	aead_request_free(req);
-	kfree(iv);
-	kfree(ad);
-free_tfm:
-	crypto_free_aead(tfm);
-	return err;
-}
-
-static int l45_nl_challenge(struct sk_buff *skb, struct genl_info *info)
-{
-	u8 key[L45_KEY_LEN], aad[17], nonce[12];
-	u8 *buf;
-	struct sk_buff *msg;
-	void *hdr;
-	u32 id;
-	__be32 idbe;
-	int err = l45_nl_id(info, &id);
-
-	if (err)
-		return err;
-	if (GENL_REQ_ATTR_CHECK(info, L45_A_NONCE) || GENL_REQ_ATTR_CHECK(info, L45_A_CIPHERTEXT))
-		return -EINVAL;
-	spin_lock(&l45_cfg_lock);
-	err = l45_rs_key(id, key);
-	spin_unlock(&l45_cfg_lock);
-	if (err == -ENOKEY)
-		NL_SET_ERR_MSG(info->extack, "module has no security key");
-	if (err)
-		return l45_unknown(info, err);
-	idbe = cpu_to_be32(id);
-	buf = kzalloc(64, GFP_KERNEL);
-	if (!buf) {
-		err = -ENOMEM;
-		goto out;
-	}
-	/* NCO -> module: AES-256-GCM(key, nonce, challenge(16), "l45-challenge" || id). */
-	memcpy(aad, "l45-challenge", 13);
-	memcpy(aad + 13, &idbe, 4);
-	memcpy(buf, nla_data(info->attrs[L45_A_CIPHERTEXT]), 32);
-	err = l45_gcm(key, nla_data(info->attrs[L45_A_NONCE]), aad, 17, buf, 16, false);
-	if (err) {
-		if (err == -EBADMSG)
-			NL_SET_ERR_MSG(info->extack, "challenge does not authenticate");
-		goto out;
-	}
-	/* module -> NCO: fresh nonce, AES-256-GCM(key, nonce', challenge || id,
-	 * "l45-response" || id). */
-	memcpy(buf + 16, &idbe, 4);
-	memcpy(aad, "l45-response", 12);
-	memcpy(aad + 12, &idbe, 4);
-	get_random_bytes(nonce, sizeof(nonce));
-	err = l45_gcm(key, nonce, aad, 16, buf, 20, true);
-	if (err)
-		goto out;
-	err = -ENOMEM;
-	msg = genlmsg_new(NLMSG_GOODSIZE, GFP_KERNEL);
-	if (!msg)
-		goto out;
-	hdr = genlmsg_put_reply(msg, info, &l45_family, 0, L45_CMD_CHALLENGE);
-	if (!hdr || nla_put_u32(msg, L45_A_ID, id) || nla_put(msg, L45_A_NONCE, 12, nonce) ||
-	    nla_put(msg, L45_A_CIPHERTEXT, 36, buf)) {
-		nlmsg_free(msg);
-		err = -EMSGSIZE;
-		goto out;
-	}
-	genlmsg_end(msg, hdr);
-	err = genlmsg_reply(msg, info);
-out:
-	memzero_explicit(key, sizeof(key));
-	kfree_sensitive(buf);
-	return err;
-}
-
-static const struct genl_ops l45_ops[] = {
-	{ .cmd = L45_CMD_REGISTER, .doit = l45_nl_register, .flags = GENL_ADMIN_PERM },
-	{ .cmd = L45_CMD_REVOKE, .doit = l45_nl_revoke, .flags = GENL_ADMIN_PERM },
-	{ .cmd = L45_CMD_ACTIVATE, .doit = l45_nl_activate, .flags = GENL_ADMIN_PERM },
-	{ .cmd = L45_CMD_DEPRECATE, .doit = l45_nl_deprecate, .flags = GENL_ADMIN_PERM },
-	{ .cmd = L45_CMD_PRIORITY, .doit = l45_nl_priority, .flags = GENL_ADMIN_PERM },
-	{ .cmd = L45_CMD_REPORT, .doit = l45_nl_report, .dumpit = l45_nl_report_dump,
-	  .flags = GENL_ADMIN_PERM },
-	{ .cmd = L45_CMD_CHALLENGE, .doit = l45_nl_challenge, .flags = GENL_ADMIN_PERM },
-	{ .cmd = L45_CMD_SOCKETS, .dumpit = l45_nl_sockets_dump, .flags = GENL_ADMIN_PERM },
-};
-
-static struct genl_family l45_family __ro_after_init = {
-	.name = L45_GENL_NAME,
-	.version = L45_GENL_VERSION,
-	.maxattr = L45_A_MAX,
-	.policy = l45_policy,
-	.module = THIS_MODULE,
-	.ops = l45_ops,
-	.n_ops = ARRAY_SIZE(l45_ops),
-	.parallel_ops = true,
-};
+L45_TCP_HOOKS(l45_tcp4)
+L45_TCP_HOOKS(l45_tcp6)
+L45_UDP_HOOKS(l45_udp4)
+L45_UDP_HOOKS(l45_udp6)
 
 /* ---------- init / exit ---------- */
 
+/* The struct proto of a kernel-made socket: 6.12 exports tcp_prot and
+ * udp_prot but not tcpv6_prot and udpv6_prot. */
+static struct proto *l45_prot_of(int family, int type, int protocol)
+{
+	struct socket *sock;
+	struct proto *p;
+
+	if (sock_create_kern(&init_net, family, type, protocol, &sock))
+		return NULL;
+	p = READ_ONCE(sock->sk->sk_prot);
+	sock_release(sock);
+	return p;
+}
+
+static void l45_hook_tcp(struct l45_hook *h, struct proto *prot,
+			 int (*sendmsg)(struct sock *, struct msghdr *, size_t),
+			 int (*recvmsg)(struct sock *, struct msghdr *, size_t, int, int *),
+			 int (*connect)(struct sock *, struct sockaddr *, int),
+			 struct sock *(*accept)(struct sock *, struct proto_accept_arg *),
+			 void (*close)(struct sock *, long))
+{
+	h->prot = prot;
+	h->orig = *prot;
+	WRITE_ONCE(prot->sendmsg, sendmsg);
+	WRITE_ONCE(prot->recvmsg, recvmsg);
+	WRITE_ONCE(prot->connect, connect);
+	WRITE_ONCE(prot->accept, accept);
+	WRITE_ONCE(prot->close, close);
+}
+
+static void l45_hook_udp(struct l45_hook *h, struct proto *prot,
+			 int (*sendmsg)(struct sock *, struct msghdr *, size_t),
+			 int (*recvmsg)(struct sock *, struct msghdr *, size_t, int, int *),
+			 void (*close)(struct sock *, long))
+{
+	h->prot = prot;
+	h->orig = *prot;
+	WRITE_ONCE(prot->sendmsg, sendmsg);
+	WRITE_ONCE(prot->recvmsg, recvmsg);
+	WRITE_ONCE(prot->close, close);
+}
+
+static void l45_unhook(struct l45_hook *h)
+{
+	if (!h->prot)
+		return;
+	WRITE_ONCE(h->prot->sendmsg, h->orig.sendmsg);
+	WRITE_ONCE(h->prot->recvmsg, h->orig.recvmsg);
+	WRITE_ONCE(h->prot->connect, h->orig.connect);
+	WRITE_ONCE(h->prot->accept, h->orig.accept);
+	WRITE_ONCE(h->prot->close, h->orig.close);
+}
+
 int l45_shim_init(void)
 {
-	int err = genl_register_family(&l45_family);
+	struct proto *tcp6 = l45_prot_of(AF_INET6, SOCK_STREAM, IPPROTO_TCP);
+	struct proto *udp6 = l45_prot_of(AF_INET6, SOCK_DGRAM, IPPROTO_UDP);
+	int err;
 
+	if (!tcp6 || !udp6) {
+		pr_err("l45: no IPv6 TCP/UDP sockets to hook\n");
+		return -EAFNOSUPPORT;
+	}
+	err = l45_nl_init();
 	if (err)
 		return err;
-	l45_tcp_orig = tcp_prot;
-	l45_udp_orig = udp_prot;
-	WRITE_ONCE(tcp_prot.sendmsg, l45_tcp_sendmsg);
-	WRITE_ONCE(tcp_prot.recvmsg, l45_tcp_recvmsg);
-	WRITE_ONCE(tcp_prot.connect, l45_tcp_connect);
-	WRITE_ONCE(tcp_prot.accept, l45_tcp_accept);
-	WRITE_ONCE(tcp_prot.close, l45_tcp_close);
-	WRITE_ONCE(udp_prot.sendmsg, l45_udp_sendmsg);
-	WRITE_ONCE(udp_prot.recvmsg, l45_udp_recvmsg);
-	WRITE_ONCE(udp_prot.close, l45_udp_close);
+	l45_hook_tcp(&l45_tcp4, &tcp_prot, l45_tcp4_sendmsg, l45_tcp4_recvmsg, l45_tcp4_connect,
+		     l45_tcp4_accept, l45_tcp4_close);
+	l45_hook_tcp(&l45_tcp6, tcp6, l45_tcp6_sendmsg, l45_tcp6_recvmsg, l45_tcp6_connect,
+		     l45_tcp6_accept, l45_tcp6_close);
+	l45_hook_udp(&l45_udp4, &udp_prot, l45_udp4_sendmsg, l45_udp4_recvmsg, l45_udp4_close);
+	l45_hook_udp(&l45_udp6, udp6, l45_udp6_sendmsg, l45_udp6_recvmsg, l45_udp6_close);
 	l45_hooked = true;
-	pr_info("l45: tap on tcp_prot/udp_prot, generic netlink family %s\n", L45_GENL_NAME);
+	pr_info("l45: tap on TCP and UDP over IPv4 and IPv6, generic netlink family %s\n",
+		L45_GENL_NAME);
 	return 0;
 }
 
@@ -1254,36 +1120,42 @@ void l45_shim_exit(void)
 	HLIST_HEAD(dead);
 	int bkt;
 
+	/* 0. No more configuration requests or dumps. */
+	l45_nl_exit();
 	if (l45_hooked) {
-		/* 1. New calls pass through; waiters in l45_wait wake up. */
+		/* 1. New calls pass through; waiters in l45_wait wake up;
+		 * sockets forget their entries (which stay allocated until
+		 * every call still using one has left, step 3). */
 		WRITE_ONCE(l45_unloading, 1);
 		smp_mb();
 		spin_lock(&l45_hash_lock);
-		hash_for_each(l45_hash, bkt, e, node)
+		hash_for_each(l45_hash, bkt, e, node) {
+			write_lock_bh(&e->sk->sk_callback_lock);
+			if (e->sk->sk_user_data == l45_ud(e))
+				WRITE_ONCE(e->sk->sk_user_data, NULL);
+			write_unlock_bh(&e->sk->sk_callback_lock);
 			wake_up_interruptible_all(sk_sleep(e->sk));
+		}
 		spin_unlock(&l45_hash_lock);
 		/* 2. Give the handlers back. */
-		WRITE_ONCE(tcp_prot.sendmsg, l45_tcp_orig.sendmsg);
-		WRITE_ONCE(tcp_prot.recvmsg, l45_tcp_orig.recvmsg);
-		WRITE_ONCE(tcp_prot.connect, l45_tcp_orig.connect);
-		WRITE_ONCE(tcp_prot.accept, l45_tcp_orig.accept);
-		WRITE_ONCE(tcp_prot.close, l45_tcp_orig.close);
-		WRITE_ONCE(udp_prot.sendmsg, l45_udp_orig.sendmsg);
-		WRITE_ONCE(udp_prot.recvmsg, l45_udp_orig.recvmsg);
-		WRITE_ONCE(udp_prot.close, l45_udp_orig.close);
+		l45_unhook(&l45_tcp4);
+		l45_unhook(&l45_tcp6);
+		l45_unhook(&l45_udp4);
+		l45_unhook(&l45_udp6);
 		/* 3. A caller that loaded one of our pointers but has not yet
 		 * counted itself in cannot sleep in between (PREEMPT_NONE), so
-		 * after a grace period every such caller is counted. Then wait
-		 * for the calls still running in our code. */
+		 * after a grace period every such caller is counted and the
+		 * count only falls. Then wait for the calls still running in
+		 * our code (waiters notice the unload within L45_WAIT_SLICE). */
 #ifdef CONFIG_TASKS_RCU
 		synchronize_rcu_tasks();
 #else
 		synchronize_rcu();
 #endif
-		wait_var_event(&l45_inflight, atomic_read(&l45_inflight) == 0);
+		while (l45_inflight_sum())
+			msleep(5);
 		l45_hooked = false;
 	}
-	genl_unregister_family(&l45_family);
 	spin_lock(&l45_hash_lock);
 	hash_for_each_safe(l45_hash, bkt, tmp, e, node) {
 		hash_del(&e->node);

@@ -40,6 +40,23 @@ fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(|s| s.as_str())
 }
 
+/// `--host ADDR` of the traffic subcommands: the loopback address to use
+/// (`127.0.0.1`, `::1`, or `::ffff:127.0.0.1` for an IPv6 socket carrying
+/// IPv4); default `127.0.0.1`.
+fn host(args: &[String]) -> &str {
+    opt(args, "--host").unwrap_or("127.0.0.1")
+}
+
+/// The wildcard address of `host`'s family (a v4-mapped host needs an IPv6
+/// socket).
+fn any_of(host: &str) -> &'static str {
+    if host.contains(':') {
+        "::"
+    } else {
+        "0.0.0.0"
+    }
+}
+
 fn run(args: &[String]) -> Result<()> {
     let sub = args.first().map(|s| s.as_str()).unwrap_or("");
     match sub {
@@ -74,11 +91,13 @@ fn run(args: &[String]) -> Result<()> {
         "challenge" => challenge(args),
         "malformed" => malformed(),
         "fuzz-netlink" => fuzz::fuzz_netlink(args),
-        "tcp-serve" => tcp_serve(num(args, 1, "port")?, num(args, 2, "bytes")?, num(args, 3, "connections")?),
-        "tcp-get" => tcp_get(num(args, 1, "port")?, num(args, 2, "bytes")?),
-        "dns-loop" => dns_loop(num(args, 1, "port")?, num(args, 2, "count")?, opt(args, "--until")),
-        "hold" => hold(num(args, 1, "port")?),
+        "tcp-serve" => tcp_serve(host(args), num(args, 1, "port")?, num(args, 2, "bytes")?, num(args, 3, "connections")?),
+        "tcp-get" => tcp_get(host(args), num(args, 1, "port")?, num(args, 2, "bytes")?),
+        "dns-loop" => dns_loop(host(args), num(args, 1, "port")?, num(args, 2, "count")?, opt(args, "--until")),
+        "hold" => hold(host(args), num(args, 1, "port")?),
         "netconf" => netconf(args),
+        "netconf-challenge" => netconf_challenge(args),
+        "netconf-notify" => netconf_notify(args),
         _ => bail!(
             "usage: l45-ktest reg|revoke|activate|deprecate|prio|stats|report|sockets|challenge|malformed|fuzz-netlink|\
              tcp-serve|tcp-get|dns-loop|hold|netconf ..."
@@ -87,6 +106,7 @@ fn run(args: &[String]) -> Result<()> {
 }
 
 /// reg ID KIND [--prio N] [--proto tcp|udp] [--sport P] [--dport P]
+///     [--src ADDR[/LEN]] [--dst ADDR[/LEN]] [--thread NAME]
 ///     [--process NAME] [--immediate] [--inactive] [--deprecated]
 ///     [--key HEX] [--replace] [name=value ...]
 fn register(args: &[String]) -> Result<()> {
@@ -132,8 +152,10 @@ fn register(args: &[String]) -> Result<()> {
             },
             source_port: port("--sport")?,
             destination_port: port("--dport")?,
+            source_address: opt(args, "--src").map(str::to_string),
+            destination_address: opt(args, "--dst").map(str::to_string),
+            thread_name: opt(args, "--thread").map(str::to_string),
             process_name: opt(args, "--process").map(str::to_string),
-            ..MatchRules::default()
         },
         parameters,
         key,
@@ -512,8 +534,8 @@ fn fnv(h: u64, b: &[u8]) -> u64 {
         .fold(h, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3))
 }
 
-fn tcp_serve(port: u16, bytes: u64, connections: u32) -> Result<()> {
-    let l = TcpListener::bind(("127.0.0.1", port))?;
+fn tcp_serve(host: &str, port: u16, bytes: u64, connections: u32) -> Result<()> {
+    let l = TcpListener::bind((any_of(host), port))?;
     println!("listening");
     let mut threads = Vec::new();
     for _ in 0..connections {
@@ -538,9 +560,9 @@ fn tcp_serve(port: u16, bytes: u64, connections: u32) -> Result<()> {
     Ok(())
 }
 
-fn tcp_get(port: u16, bytes: u64) -> Result<()> {
+fn tcp_get(host: &str, port: u16, bytes: u64) -> Result<()> {
     let start = Instant::now();
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    let mut s = TcpStream::connect((host, port))?;
     let mut buf = vec![0u8; 7919]; // odd size: tags split across reads
     let mut got = 0u64;
     let (mut h_got, mut h_want) = (0xcbf2_9ce4_8422_2325u64, 0xcbf2_9ce4_8422_2325u64);
@@ -593,10 +615,10 @@ fn dns_query(id: u16, name: &str) -> Vec<u8> {
 /// dns-loop PORT COUNT [--until FILE]: one UDP socket (a live flow), COUNT
 /// queries for example.test (or until FILE exists, at least COUNT), each
 /// answered with 1.2.3.4 within 2 s. Prints answered/failed and timing.
-fn dns_loop(port: u16, count: u32, until: Option<&str>) -> Result<()> {
-    let s = UdpSocket::bind("127.0.0.1:0")?;
+fn dns_loop(host: &str, port: u16, count: u32, until: Option<&str>) -> Result<()> {
+    let s = UdpSocket::bind((any_of(host), 0))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.connect(("127.0.0.1", port))?;
+    s.connect((host, port))?;
     let (mut ok, mut failed) = (0u32, 0u32);
     let start = Instant::now();
     let mut buf = [0u8; 1500];
@@ -650,11 +672,11 @@ fn dns_loop(port: u16, count: u32, until: Option<&str>) -> Result<()> {
 
 /// hold PORT: a listener, a connected pair and a UDP socket, held open until
 /// stdin closes (for insmod/rmmod with sockets open).
-fn hold(port: u16) -> Result<()> {
-    let l = TcpListener::bind(("127.0.0.1", port))?;
-    let c = TcpStream::connect(("127.0.0.1", port))?;
+fn hold(host: &str, port: u16) -> Result<()> {
+    let l = TcpListener::bind((any_of(host), port))?;
+    let c = TcpStream::connect((host, port))?;
     let (a, _) = l.accept()?;
-    let u = UdpSocket::bind("127.0.0.1:0")?;
+    let u = UdpSocket::bind((host, 0))?;
     println!("holding");
     std::io::stdout().flush()?;
     let mut line = String::new();
@@ -672,38 +694,57 @@ fn hold(port: u16) -> Result<()> {
     Ok(())
 }
 
-/// netconf PORT KEY RPC...: a NETCONF 1.0 session through `ssh -s netconf`;
-/// prints each reply (one line each).
-fn netconf(args: &[String]) -> Result<()> {
-    let port: u16 = num(args, 1, "port")?;
-    let key = args.get(2).ok_or_else(|| anyhow!("missing key"))?;
-    let mut child = Command::new("ssh")
-        .args([
-            "-q",
-            "-i",
-            key,
-            "-p",
-            &port.to_string(),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "admin@127.0.0.1",
-            "-s",
-            "netconf",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting ssh")?;
-    let mut to = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
-    let mut from = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
-    let read_msg = |from: &mut BufReader<std::process::ChildStdout>| -> Result<String> {
+/// A NETCONF 1.0 session through `ssh -s netconf` to the agent on
+/// 127.0.0.1:`port` as `admin`, hello exchanged.
+struct Session {
+    child: std::process::Child,
+    to: std::process::ChildStdin,
+    from: BufReader<std::process::ChildStdout>,
+}
+
+impl Session {
+    fn open(port: u16, key: &str) -> Result<Session> {
+        let mut child = Command::new("ssh")
+            .args([
+                "-q",
+                "-i",
+                key,
+                "-p",
+                &port.to_string(),
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "admin@127.0.0.1",
+                "-s",
+                "netconf",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting ssh")?;
+        let to = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+        let from = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
+        let mut s = Session { child, to, from };
+        let hello = s.read_msg()?;
+        if !hello.contains("<hello") {
+            bail!("no server hello");
+        }
+        write!(
+            s.to,
+            "<hello xmlns=\"urn:ietf:params:xml:ns:netconf:base:1.0\"><capabilities>\
+             <capability>urn:ietf:params:netconf:base:1.0</capability></capabilities></hello>]]>]]>"
+        )?;
+        Ok(s)
+    }
+
+    /// The next message (1.0 framing), trimmed.
+    fn read_msg(&mut self) -> Result<String> {
         let mut out = Vec::new();
         loop {
-            let n = from.read_until(b'>', &mut out)?;
+            let n = self.from.read_until(b'>', &mut out)?;
             if n == 0 {
                 bail!("session closed");
             }
@@ -712,34 +753,146 @@ fn netconf(args: &[String]) -> Result<()> {
                 return Ok(String::from_utf8_lossy(&out).trim().to_string());
             }
         }
-    };
-    let hello = read_msg(&mut from)?;
-    if !hello.contains("<hello") {
-        bail!("no server hello");
     }
-    write!(
-        to,
-        "<hello xmlns=\"urn:ietf:params:xml:ns:netconf:base:1.0\"><capabilities>\
-         <capability>urn:ietf:params:netconf:base:1.0</capability></capabilities></hello>]]>]]>"
-    )?;
-    for (i, rpc) in args[3..].iter().enumerate() {
+
+    /// Sends one RPC; returns its reply (notifications before it skipped).
+    fn rpc(&mut self, id: &str, rpc: &str) -> Result<String> {
         write!(
-            to,
-            "<rpc message-id=\"{}\" xmlns=\"urn:ietf:params:xml:ns:netconf:base:1.0\">{rpc}</rpc>]]>]]>",
-            i + 1
+            self.to,
+            "<rpc message-id=\"{id}\" xmlns=\"urn:ietf:params:xml:ns:netconf:base:1.0\">{rpc}</rpc>]]>]]>"
         )?;
-        to.flush()?;
-        let reply = read_msg(&mut from)?;
+        self.to.flush()?;
+        loop {
+            let m = self.read_msg()?;
+            if m.contains("<rpc-reply") {
+                return Ok(m);
+            }
+        }
+    }
+
+    fn close(mut self) {
+        let _ = write!(
+            self.to,
+            "<rpc message-id=\"c\" xmlns=\"urn:ietf:params:xml:ns:netconf:base:1.0\"><close-session/></rpc>]]>]]>"
+        );
+        drop(self.to);
+        let _ = self.child.wait();
+    }
+}
+
+/// netconf PORT KEY RPC...: one session; prints each reply (one line
+/// each); fails on the first rpc-error.
+fn netconf(args: &[String]) -> Result<()> {
+    let port: u16 = num(args, 1, "port")?;
+    let key = args.get(2).ok_or_else(|| anyhow!("missing key"))?;
+    let mut s = Session::open(port, key)?;
+    for (i, rpc) in args[3..].iter().enumerate() {
+        let reply = s.rpc(&(i + 1).to_string(), rpc)?;
         println!("{}", reply.replace('\n', " "));
         if reply.contains("<rpc-error") {
             bail!("rpc {} failed", i + 1);
         }
     }
-    write!(
-        to,
-        "<rpc message-id=\"c\" xmlns=\"urn:ietf:params:xml:ns:netconf:base:1.0\"><close-session/></rpc>]]>]]>"
-    )?;
-    drop(to);
-    let _ = child.wait();
+    s.close();
     Ok(())
+}
+
+/// Text of the first element named `name` (any prefix) in `xml`.
+fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let mut rest = xml;
+    while let Some(i) = rest.find('<') {
+        rest = &rest[i + 1..];
+        let tag_end = rest.find('>')?;
+        let tag = &rest[..tag_end];
+        let local = tag.split_whitespace().next()?.rsplit(':').next()?;
+        if local == name && !tag.starts_with('/') {
+            let body = &rest[tag_end + 1..];
+            return body.find('<').map(|j| &body[..j]);
+        }
+    }
+    None
+}
+
+/// netconf-challenge PORT SSHKEY ID KEYHEX: the NCO's side of a challenge
+/// through the agent's `challenge` RPC (which asks the kernel), checked end
+/// to end. Fails on an rpc-error (a wrong key must make one).
+fn netconf_challenge(args: &[String]) -> Result<()> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let port: u16 = num(args, 1, "port")?;
+    let ssh_key = args.get(2).ok_or_else(|| anyhow!("missing ssh key"))?;
+    let id: u32 = num(args, 3, "id")?;
+    let key = hex(args.get(4).ok_or_else(|| anyhow!("missing key"))?)?;
+    let mut nonce = [0u8; security::NONCE_LEN];
+    let mut chal = [0u8; security::CHALLENGE_LEN];
+    let mut f = std::fs::File::open("/dev/urandom")?;
+    f.read_exact(&mut nonce)?;
+    f.read_exact(&mut chal)?;
+    let ct = security::make_challenge(&key, id, &nonce, &chal).map_err(|e| anyhow!("{e}"))?;
+    let mut s = Session::open(port, ssh_key)?;
+    let reply = s.rpc(
+        "1",
+        &format!(
+            "<challenge xmlns=\"urn:layer45:params:xml:ns:yang:layer45-customization\"><id>{id}</id>\
+             <nonce>{}</nonce><ciphertext>{}</ciphertext></challenge>",
+            b64.encode(nonce),
+            b64.encode(ct)
+        ),
+    )?;
+    s.close();
+    println!("{}", reply.replace('\n', " "));
+    if reply.contains("<rpc-error") {
+        bail!("the challenge was refused");
+    }
+    let field = |name| -> Result<Vec<u8>> {
+        let text = element(&reply, name).ok_or_else(|| anyhow!("no {name} in the reply"))?;
+        b64.decode(text.trim()).map_err(|e| anyhow!("{name}: {e}"))
+    };
+    let (rnonce, rct) = (field("nonce")?, field("ciphertext")?);
+    security::verify_response(&key, id, &chal, &rnonce, &rct)
+        .map_err(|e| anyhow!("the answer does not verify: {e}"))?;
+    println!("challenge through the agent ok");
+    Ok(())
+}
+
+/// netconf-notify PORT SSHKEY NAME SECONDS: subscribes to the agent's
+/// NETCONF stream, prints "subscribed", then waits for a notification
+/// NAME (printed) for at most SECONDS.
+fn netconf_notify(args: &[String]) -> Result<()> {
+    let port: u16 = num(args, 1, "port")?;
+    let ssh_key = args.get(2).ok_or_else(|| anyhow!("missing ssh key"))?;
+    let name = args
+        .get(3)
+        .ok_or_else(|| anyhow!("missing notification name"))?
+        .clone();
+    let secs: u64 = num(args, 4, "seconds")?;
+    let mut s = Session::open(port, ssh_key)?;
+    let reply = s.rpc(
+        "1",
+        "<create-subscription xmlns=\"urn:ietf:params:xml:ns:netconf:notification:1.0\"/>",
+    )?;
+    if !reply.contains("<ok") {
+        bail!("subscription refused: {reply}");
+    }
+    println!("subscribed");
+    std::io::stdout().flush()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || loop {
+        let m = s.read_msg();
+        let stop = m.is_err();
+        if tx.send(m).is_err() || stop {
+            break;
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = rx
+            .recv_timeout(left)
+            .map_err(|_| anyhow!("no {name} notification within {secs} s"))??;
+        if m.contains(&format!("<{name}")) {
+            println!("{}", m.replace('\n', " "));
+            return Ok(());
+        }
+    }
 }

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Layer 4.5 kernel tap: what the C shim's two files share (shim.c: hooks,
+ * socket table, data path; nl.c: the generic netlink family). Not an ABI:
+ * l45.h is the one shared with Rust and user space.
+ */
+#ifndef L45_SHIM_H
+#define L45_SHIM_H
+
+#include <linux/hashtable.h>
+#include <linux/jump_label.h>
+#include <linux/mutex.h>
+#include <linux/spinlock.h>
+#include <net/sock.h>
+
+#include "l45.h"
+
+/* The entry of a socket the tap has seen. It lives in l45_hash (for the
+ * SOCKETS dump and unloading) and in the socket's sk_user_data (below), so
+ * the data path finds it without a lookup or a lock. */
+struct l45_sk {
+	struct hlist_node node;
+	struct sock *sk;
+	spinlock_t lock;		/* rs, plan, gen */
+	void *rs;			/* Rust chain */
+	u32 gen;			/* generation plan was computed at (read locklessly) */
+	struct l45_plan plan;		/* what the data path must do (read locklessly: send, recv) */
+	struct l45_view view;		/* at first sight */
+	pid_t pid;
+	u64 cookie;
+	struct mutex rx_mutex;		/* rx*, rin*, eof */
+	u8 *rx;				/* stream: bytes held for the application; datagram: chain output */
+	size_t rx_len, rx_off, rx_cap;
+	u8 *rin;			/* what came off the wire */
+	size_t rin_cap;
+	bool eof;
+	struct mutex tx_mutex;		/* sin*, sout*, tx_off, tx_len */
+	u8 *sin;			/* the application's bytes */
+	size_t sin_cap;
+	u8 *sout;			/* chain output; [tx_off, tx_len) not yet taken by TCP */
+	size_t sout_cap, tx_off, tx_len;
+};
+
+extern struct hlist_head l45_hash[1 << 10];	/* seen sockets, by struct sock */
+extern spinlock_t l45_hash_lock;		/* l45_hash */
+extern spinlock_t l45_cfg_lock;		/* the Rust module table */
+DECLARE_STATIC_KEY_FALSE(l45_configured);	/* at least one module registered */
+
+/* Our end and the peer of `sk` now (shim.c). */
+void l45_addrs(struct sock *sk, struct msghdr *msg, struct l45_sockaddr *local,
+	       struct l45_sockaddr *remote);
+/* Brings an entry's chain and plan up to date; e->lock held (shim.c). */
+void l45_refresh_locked(struct l45_sk *e, struct sock *sk);
+
+/* The generic netlink family (nl.c). */
+int l45_nl_init(void);
+void l45_nl_exit(void);
+
+#endif
