@@ -38,6 +38,7 @@ def main():
             bed.close()
         rows = dissect(work, pcap)
     out.csv(FIELDS + ["sent by"], rows)
+    out.figure("rounds", rounds)
     queries = [r for r in rows if r[5] in ("False", "0")]
     flagged = {prog: sum(1 for r in queries if r[-1] == prog and r[3]) for prog in ("dig", "host")}
     total = {prog: sum(1 for r in queries if r[-1] == prog) for prog in ("dig", "host")}

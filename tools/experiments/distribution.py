@@ -39,6 +39,7 @@ def main():
         print(f"{n:4} devices: mean {x.mean(ts):.3f} s over {rounds} rounds", flush=True)
         out.figure(f"{n} devices mean s", round(x.mean(ts), 3))
     out.csv(["devices", "round", "seconds"], rows)
+    out.figure("rounds", rounds)
     plt = x.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     data = [[t for m, _, t in rows if m == n] for n in counts]

@@ -45,6 +45,8 @@ def main():
                 s.close()
             bed.close()
     out.csv(["trial", "protocol", "configuration", "mbytes", "seconds"], rows)
+    out.figure("mbytes", mbytes)
+    out.figure("trials", trials)
     report(out, rows, mbytes, trials)
     out.done()
 

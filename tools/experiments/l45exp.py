@@ -3,7 +3,7 @@
 - Binaries: L45_AGENT, L45_PRELOAD, L45_NCO, L45_DISSECTOR, else
   $CARGO_TARGET_DIR/release or target/release.
 - `Testbed`: the dissertation's two hosts as two network namespaces
-  (`l45x-client`, `l45x-server`) joined by one veth pair, each end shaped to
+  (`l45xPID-client`, `l45xPID-server`) joined by one veth pair, each end shaped to
   1 Gbit/s with an HTB class (HTB, not TBF: it takes the veth's 64 KiB GSO
   super-packets without a burst as large as one). Each host is a device: an
   l45-agent with the user-space tap. The agents listen on loopback in the
@@ -41,7 +41,9 @@ import taplab  # noqa: E402,F401  (re-exported helpers)
 from taplab import Capture, Dnsmasq, TapAgent, module, stop_process, wait_for  # noqa: E402,F401
 
 OUT_DEFAULT = ROOT / "docs" / "experiments"
-NS_PREFIX = "l45x"
+# One set of namespaces per run, so two runs (say the smoke test during a
+# long run) never tear down each other's hosts.
+NS_PREFIX = f"l45x{os.getpid()}"
 NET = "10.45.9"
 RATE = "1gbit"
 
@@ -484,3 +486,9 @@ class Daemon:
 def port_listening(prefix, port, proto="udp"):
     p = sh(*prefix, "ss", "-Hln", "-u" if proto == "udp" else "-t", check=False)
     return any(f":{port} " in line + " " for line in p.stdout.splitlines())
+
+
+def qname(name):
+    """A DNS name in wire form (length-prefixed labels, root byte): finds
+    one query's bytes in a capture, whatever module reshaped the rest."""
+    return b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\x00"

@@ -166,8 +166,8 @@ def run_scheme(bed, work, target, scheme, n):
         per.append([name, int(x.taplab.ANSWER in p.stdout and status == "NOERROR"), status])
     recs = cap.records()
     for p in per:
-        label = p[0].split(".")[0].encode()
-        arrived = [r[5] for r in recs if label in r[5] or (scheme == "compress" and label in r[5])]
+        wire_name = x.qname(p[0])
+        arrived = [r[5] for r in recs if wire_name in r[5]]
         p.append(int(any(customized(scheme, pl) for pl in arrived)))
     ok = sum(p[1] for p in per)
     form = sum(p[3] for p in per)

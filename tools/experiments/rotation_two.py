@@ -110,8 +110,8 @@ def run(bed, work, interval, phase):
     recs = cap.records()
     rows = []
     for r in loop.rows:
-        label = r[1].split(".")[0].encode()
-        arrived = [rec[5] for rec in recs if label in rec[5]]
+        wire_name = x.qname(r[1])
+        arrived = [rec[5] for rec in recs if wire_name in rec[5]]
         form = ("front tag (M1)" if any(p.startswith(TAG) for p in arrived)
                 else "compression (M2)" if any(len(p) > 2 and p[2] == 0xA5 for p in arrived)
                 else "plain" if arrived else "not seen")

@@ -10,7 +10,9 @@ Needs root (network namespaces, tc, tcpdump), the release binaries
 (cargo build --release -p l45-agent -p l45-nco -p l45-tap-preload
 -p l45-modules --bins, or L45_AGENT/L45_PRELOAD/L45_NCO/L45_DISSECTOR) and
 tools/install-deps.sh's packages. Every experiment runs even if an earlier
-one failed; the exit status says whether all succeeded."""
+one failed; the exit status says whether all succeeded. Without --out it
+ends by writing docs/experiments.md (render_doc.py) from what is in
+docs/experiments/."""
 import argparse
 import pathlib
 import subprocess
@@ -44,6 +46,11 @@ def main():
               f"in {time.monotonic() - t0:.0f} s", flush=True)
         if p.returncode != 0:
             failed.append(name)
+    if not args.out:
+        # docs/experiments.md from its template and whatever is in docs/experiments/
+        sys.path.insert(0, str(HERE))
+        import render_doc
+        print(f"\nwrote {render_doc.render()}")
     if failed:
         print(f"\nfailed: {' '.join(failed)}")
         return 1
