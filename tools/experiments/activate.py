@@ -15,7 +15,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import l45exp as x  # noqa: E402
 
 PORT = 8000
-BIN = 0.1
+BIN = 0.02  # five bins per 100 ms delay
 
 
 def main():
@@ -38,8 +38,8 @@ def main():
     out.figure("deactivated download s", round(times[0], 3))
     out.figure("activated download s", round(times[1], 3))
     out.figure("module state after the deactivated download", attached)
-    x.plot_trace(out, flows, [], f"Activation: {size} B, rate-limit 100 ms deactivated vs activated "
-                 f"(flows shifted to t=0, {out.mode})", BIN)
+    x.plot_trace(out, flows, [], f"Activation: {size} B, rate-limit 100 ms deactivated vs activated ({out.mode})",
+                 BIN, xlabel="seconds since the flow's first byte", logy=True)
     out.done()
 
 

@@ -371,16 +371,21 @@ def trace_rows(flows, t0):
     return [(name, t, round(v, 3)) for name, tr in flows.items() for t, v in tr]
 
 
-def plot_trace(out, flows, events, title, bin_s):
+def plot_trace(out, flows, events, title, bin_s, xlabel="seconds since the experiment started", logy=False):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.8))
     for name, tr in flows.items():
         if tr:
-            ax.step([t for t, _ in tr], [v for _, v in tr], where="post", label=name, lw=1)
+            # a closing point, so the last bin is drawn with its width
+            ts = [t for t, _ in tr] + [tr[-1][0] + bin_s]
+            vs = [v for _, v in tr] + [tr[-1][1]]
+            ax.step(ts, vs, where="post", label=name, lw=1)
+    if logy:
+        ax.set_yscale("log")
     for i, (t, text) in enumerate(events):
         ax.axvline(t, color="grey", ls=":", lw=0.8)
         ax.annotate(f"({i + 1})", (t, ax.get_ylim()[1]), fontsize=8, ha="left", va="top")
-    ax.set_xlabel("seconds since the experiment started")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"Mbit/s ({int(bin_s * 1000)} ms bins)")
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)

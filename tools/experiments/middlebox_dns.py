@@ -42,7 +42,13 @@ SCHEMES = {
     "end": ("dns-end-tag", f"<dns-tag><tag>{TAG}</tag></dns-tag>"),
     "compress": ("dns-compression", ""),
 }
-BOXES = (mb.Router, mb.Suricata, mb.DnsmasqForwarder, mb.Unbound, mb.Bind9)
+
+def strict_suricata(bed, work):
+    return mb.Suricata(bed, work, strict=True)
+
+
+strict_suricata.name, strict_suricata.kind, strict_suricata.mode = "suricata IPS, strict port 53", "inline IPS", "wire"
+BOXES = (mb.Router, mb.Suricata, strict_suricata, mb.DnsmasqForwarder, mb.Unbound, mb.Bind9)
 
 PROBE = r"""
 import json, socket, struct, sys
@@ -111,7 +117,7 @@ def main():
                     sizes.append((cls.name, size["plain"], size["query_len"], size["max_extra"],
                                   size["query_len"] + size["max_extra"] if size["max_extra"] is not None else ""))
                     print(f"  end-tag size: {sizes[-1]}", flush=True)
-                    if isinstance(box, mb.Suricata):
+                    if isinstance(box, mb.Suricata):  # what it saw and did
                         ev = box.events()
                         row.append("; ".join(sorted({f"{a} {s}" for a, s, _ in ev})) or "no events")
                     else:

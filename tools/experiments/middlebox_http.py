@@ -105,7 +105,7 @@ def download(bed, d, box, scheme, interval, digest, size, r):
         url = f"http://{bed.mbox_addr}:{cport}/f"
     got = d / "out"
     cap = x.Tcpdump(bed, "client", d / f"{scheme}-{r}.pcap", f"tcp src port {cport}", snap=0)
-    p = subprocess.run([*bed.prefix("client"), "curl", "-sS", "--max-time", "120", "-o", str(got), "-w", "%{http_code}",
+    p = subprocess.run([*bed.prefix("client"), "curl", "-sS", "--max-time", "20", "-o", str(got), "-w", "%{http_code}",
                         *proxy, url], env=bed.env("client"), capture_output=True, text=True)
     recs = cap.records()
     stream = b"".join(rec[5] for rec in recs)

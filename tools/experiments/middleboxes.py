@@ -83,11 +83,22 @@ class Router(Box):
 
 class Suricata(Box):
     """suricata inline (AF_PACKET IPS mode, copying frames between the two
-    interfaces), Debian's protocol-event rules set to drop."""
+    interfaces), Debian's protocol-event rules set to drop. `strict` adds
+    one rule of ours: drop UDP to port 53 that suricata could not detect as
+    any protocol (Debian's rules only look inside what parses as DNS)."""
     name, kind, mode = "suricata IPS", "inline IPS", "wire"
+
+    def __init__(self, bed, work, strict=False):
+        self.strict = strict
+        if strict:
+            self.name = "suricata IPS, strict port 53"
+        super().__init__(bed, work)
 
     def start(self):
         rules = []
+        if self.strict:
+            rules.append('drop udp any any -> any 53 (msg:"L45 experiment: UDP to port 53 that is not DNS"; '
+                         "app-layer-protocol:failed; sid:9900001; rev:1;)")
         for f in EVENT_RULES:
             for line in pathlib.Path("/etc/suricata/rules", f).read_text().splitlines():
                 if line.startswith("alert "):
