@@ -32,7 +32,7 @@ def main():
             if srv:
                 srv.close()
             bed.close()
-    out.csv(["flow", "t_s", "mbit_s"], x.trace_rows(flows, 0))
+    out.csv(["flow", "t_s", "mbit_s"], x.trace_rows(flows))
     out.csv(["t_s", "event"], ev.items, part="events")
     out.figure("file bytes", size)
     out.figure("deactivated download s", round(times[0], 3))

@@ -35,7 +35,7 @@ def main():
             if srv:
                 srv.close()
             bed.close()
-    out.csv(["flow", "t_s", "mbit_s"], x.trace_rows(flows, ev.t0))
+    out.csv(["flow", "t_s", "mbit_s"], x.trace_rows(flows))
     out.csv(["t_s", "event"], ev.items, part="events")
     out.figure("file bytes", size)
     out.figure("H1 download s (customized throughout)", round(times["H1"], 3))

@@ -311,9 +311,8 @@ class Tcpdump(Capture):
 
     def __init__(self, bed, role, path, bpf, snap=128):
         self.path = path
-        self.proc = subprocess.Popen([*bed.prefix(role), "tcpdump", "-i", "eth0", "-U", "--immediate-mode", "-s", str(snap),
-                                      "-B", "16384",
-                                      "-n", "-w", str(path), bpf],
+        self.proc = subprocess.Popen([*bed.prefix(role), "tcpdump", "-i", "eth0", "-U", "--immediate-mode",
+                                      "-s", str(snap), "-B", "16384", "-n", "-w", str(path), bpf],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()
         assert "listening on" in line, f"tcpdump did not start: {line!r}"
@@ -366,7 +365,7 @@ class Download:
         return time.time() - self.t0, self.out.stat().st_size
 
 
-def trace_rows(flows, t0):
+def trace_rows(flows):
     """CSV rows (flow, t, Mbit/s) from {flow: [(t, Mbit/s)]}."""
     return [(name, t, round(v, 3)) for name, tr in flows.items() for t, v in tr]
 

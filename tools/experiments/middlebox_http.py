@@ -74,8 +74,8 @@ def main():
                     srv.close()
                 bed.close()
     out.csv(["middlebox", "kind", *SCHEMES, "notes"], table)
-    out.csv(["middlebox", "scheme", "repeat", "verdict", "curl", "bytes on the client's link", "tags on the client's link",
-             "tags in the first packet"], runs, part="runs")
+    out.csv(["middlebox", "scheme", "repeat", "verdict", "curl", "bytes on the client's link",
+             "tags on the client's link", "tags in the first packet"], runs, part="runs")
     for r in table:
         out.figure(r[0], dict(zip(SCHEMES, r[2:7])))
     for scheme in SCHEMES:

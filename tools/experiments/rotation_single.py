@@ -39,7 +39,7 @@ def main():
             if srv:
                 srv.close()
             bed.close()
-    out.csv(["flow", "t_s", "mbit_s"], x.trace_rows(flows, ev.t0))
+    out.csv(["flow", "t_s", "mbit_s"], x.trace_rows(flows))
     out.csv(["t_s", "event"], ev.items, part="events")
     tr = flows["H1 download"]
     before = [v for t, v in tr if ev.items[1][0] + 0.5 < t < ev.items[3][0]]
