@@ -30,9 +30,12 @@ def sha256(path):
 
 
 def main():
-    args = x.parse_args(__doc__)
-    mbytes = x.pick(args, 3072, 100, 4)
-    trials = x.pick(args, 15, 5, 1)
+    def sizes(ap):
+        ap.add_argument("--mbytes", type=int, help="file size in MiB (default: 3072 full, 100 quick)")
+        ap.add_argument("--trials", type=int, help="trials (default: 15 full, 5 quick)")
+    args = x.parse_args(__doc__, sizes)
+    mbytes = args.mbytes or x.pick(args, 3072, 100, 4)
+    trials = args.trials or x.pick(args, 15, 5, 1)
     out = x.Output("http_overhead", args)
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         work = pathlib.Path(tmp)

@@ -150,8 +150,15 @@ class Testbed:
                 sh("ip", "netns", "exec", ns, "tc", "class", "add", "dev", "eth0", "parent", "1:", "classid",
                    "1:10", "htb", "rate", rate, "ceil", rate)
         if agents:
-            for role in roles:
+            self._start_agents()
+
+    def _start_agents(self):
+        try:
+            for role in self.roles:
                 self.devices[role] = TapAgent(self.work / f"{role}-device")
+        except BaseException:
+            self.close()  # the namespaces and any agent already up
+            raise
 
     def prefix(self, role):
         return ["ip", "netns", "exec", self.hosts[role][0]]
@@ -451,8 +458,7 @@ class MiddleboxBed(Testbed):
         if mode == "routed":
             sh("ip", "-n", self.hosts["client"][0], "route", "add", "default", "via", "10.45.11.254")
             sh("ip", "-n", self.hosts["server"][0], "route", "add", "default", "via", "10.45.12.254")
-        for role in ("client", "server"):
-            self.devices[role] = TapAgent(self.work / f"{role}-device")
+        self._start_agents()
 
     @property
     def mbox_addr(self):
