@@ -54,3 +54,25 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# Experiments (tools/experiments, docs/experiments.md): real middleboxes, each
+# run by the scripts in its own network namespace (matplotlib comes with
+# tools/requirements.txt). Debian 12 has suricata only in bookworm-backports.
+EXP_DEBS=(unbound bind9 squid haproxy ethtool)
+exp_missing=()
+for p in "${EXP_DEBS[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || exp_missing+=("$p")
+done
+if ((${#exp_missing[@]})); then
+  echo "== installing Debian packages for the experiments: ${exp_missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${exp_missing[@]}" >/dev/null
+fi
+if ! dpkg -s suricata >/dev/null 2>&1; then
+  echo "== installing suricata for the experiments"
+  export DEBIAN_FRONTEND=noninteractive
+  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  apt-get install -y -qq suricata >/dev/null 2>&1 ||
+    apt-get install -y -qq -t "$codename-backports" suricata >/dev/null 2>&1 ||
+    echo "   suricata not installable here (no $codename-backports source?): the IDS rows of the experiments are skipped"
+fi
