@@ -7,10 +7,9 @@ L45_MOVING_TARGET_SECONDS (default 20) sets how long the traffic runs; the
 soak of record is 600 s with `--every 30s` (docs/nco.md)."""
 import os
 import subprocess
-import threading
 import time
 
-from taplab import NS, Dnsmasq, dig, wait_for
+from taplab import NS, DigLoop, Dnsmasq, wait_for
 from test_stream import Server, make_file, sha256
 
 SECONDS = float(os.environ.get("L45_MOVING_TARGET_SECONDS", "20"))
@@ -46,18 +45,8 @@ def test_scheduled_rotation_with_fresh_tags_loses_nothing(nco, make_tap, tmp_pat
     transfer = subprocess.Popen(["curl", "-sS", "--limit-rate", str(rate), "-o", str(tmp_path / "got"),
                                  f"http://127.0.0.1:{web.port}/big"],
                                 env=client_dev.env(), stderr=subprocess.PIPE, text=True)
-    ok, failures, stop = [0], [], threading.Event()
-
-    def loop():
-        while not stop.is_set():
-            answered, out = dig(dns.port, env=client_dev.env(), timeout=3)
-            if answered:
-                ok[0] += 1
-            else:
-                failures.append(out)
-            stop.wait(0.05)
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
+    loop = DigLoop(dns.port, client_dev.env(), timeout=3)
+    loop.start()
     seen_tags = set()
     try:
         nco.serve("--state-req-window", "60", "--sec-check-window", "3600",
@@ -75,12 +64,12 @@ def test_scheduled_rotation_with_fresh_tags_loses_nothing(nco, make_tap, tmp_pat
         after = subprocess.run(["curl", "-sS", "-o", str(tmp_path / "small"), f"http://127.0.0.1:{web.port}/small"],
                                env=client_dev.env(), capture_output=True, text=True, timeout=60)
     finally:
-        stop.set()
-        t.join(30)
+        loop.stop()
         if transfer.poll() is None:
             transfer.kill()
         nco.stop()
-    assert not failures, f"{len(failures)} of {ok[0] + len(failures)} queries failed: {failures[0]}"
+    assert loop.ok > 0
+    assert not loop.failures, f"{len(loop.failures)} of {loop.ok + len(loop.failures)} failed: {loop.failures[0]}"
     assert transfer.returncode == 0, transfer.stderr.read()
     assert sha256(tmp_path / "got") == digest
     assert after.returncode == 0 and (tmp_path / "small").read_bytes() == (files / "small").read_bytes()

@@ -4,14 +4,13 @@ import re
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from conftest import NCO, Emulator, free_port_block
-from taplab import NS, BypassClient, Dnsmasq, HoldingServer, build_bypass_client, dig, wait_for
+from taplab import NS, BypassClient, DigLoop, Dnsmasq, HoldingServer, build_bypass_client, dig, wait_for
 
 
 def device_modules(agent):
@@ -229,27 +228,15 @@ def test_two_device_rotation_with_the_cli_loses_no_query(nco, make_tap, tmp_path
     nco.add_tap_device("server", server_dev, role="server")
     nco.json(*deploy_args("client", "m1", extra=["--priority", "10", "--protocol", "udp", "--dst-port", dns.port]))
     nco.json(*deploy_args("server", "m1", extra=["--priority", "10", "--protocol", "udp", "--src-port", dns.port]))
-    ok, failures, stop = [0], [], threading.Event()
-
-    def loop():
-        while not stop.is_set():
-            answered, out = dig(dns.port, env=client_dev.env(), timeout=2)
-            if answered:
-                ok[0] += 1
-            else:
-                failures.append(out)
-            stop.wait(0.05)
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
+    loop = DigLoop(dns.port, client_dev.env())
+    loop.start()
     try:
-        wait_for(lambda: ok[0] >= 5 or failures, 30, "queries before the rotation")
+        loop.more(5)
         steps = nco.json("rotate", "--from", "m1", "--to-name", "m2", "--to-kind", "dns-compression")
-        before = ok[0]
-        wait_for(lambda: ok[0] >= before + 5 or failures, 30, "queries after the rotation")
+        loop.more(5)
     finally:
-        stop.set()
-        t.join(30)
-    assert not failures, f"{len(failures)} failed queries: {failures[0]}"
+        loop.stop()
+    assert not loop.failures, f"{len(loop.failures)} failed queries: {loop.failures[0]}"
     assert [s["step"] for s in steps] == ["deploy new module below the old one", "raise on the receivers",
                                           "raise on the senders", "revoke the old module"]
     mods, socks = server_dev.state()

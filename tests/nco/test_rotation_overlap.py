@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from taplab import Dnsmasq, dig, wait_for
+from taplab import DigLoop, Dnsmasq, wait_for
 
 HOLD_MAX = 1.5      # seconds a query may be held by the relay
 DIG_TIMEOUT = 8     # far longer than any hold: a late answer still counts, even on a loaded host
@@ -94,32 +94,24 @@ def rotate_under_impairment(nco, make_tap, tmp_path, cleanup, overlap):
     common = ["modules", "deploy", "--name", "m1", "--kind", "dns-front-tag", "--priority", "10", "--protocol", "udp"]
     nco.json(*common, "--device", "client", "--dst-port", str(relay.port))
     nco.json(*common, "--device", "server", "--src-port", str(dns.port))
-    ok, failures, stop = [0], [], threading.Event()
-
-    def loop():
-        while not stop.is_set():
-            answered, out = dig(relay.port, env=client_dev.env(), timeout=DIG_TIMEOUT)
-            if answered:
-                ok[0] += 1
-            else:
-                failures.append(out)
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(LOOPS)]
-    for t in threads:
-        t.start()
+    loops = [DigLoop(relay.port, client_dev.env(), timeout=DIG_TIMEOUT, period=0) for _ in range(LOOPS)]
+    answered = lambda: sum(lp.ok for lp in loops)  # noqa: E731
+    failures = lambda: [f for lp in loops for f in lp.failures]  # noqa: E731
+    for lp in loops:
+        lp.start()
     try:
-        wait_for(lambda: ok[0] >= 2 * LOOPS or failures, 60, "queries before the rotation")
+        wait_for(lambda: answered() >= 2 * LOOPS or failures(), 60, "queries before the rotation")
         steps = nco.json("rotate", "--from", "m1", "--to-name", "m2", "--to-kind", "dns-compression",
                          "--overlap", overlap)
-        before = ok[0]
+        before = answered()
         # Every query sent before the switch has been answered or failed
         # once each loop has finished another one.
-        wait_for(lambda: ok[0] + len(failures) >= before + 2 * LOOPS, 60, "queries after the rotation")
+        wait_for(lambda: answered() + len(failures()) >= before + 2 * LOOPS, 60, "queries after the rotation")
     finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
+        for lp in loops:
+            lp.stop()
     assert relay.forwarded > 0
-    return ok[0], failures, steps
+    return answered(), failures(), steps
 
 
 def test_without_overlap_late_queries_in_the_old_format_fail(nco, make_tap, tmp_path, cleanup):

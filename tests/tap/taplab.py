@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -237,6 +238,39 @@ def dig(port, env=None, extra=(), timeout=3, server="127.0.0.1", prefix=()):
     p = subprocess.run([*prefix, "dig", f"@{server}", "-p", str(port), NAME, "+tries=1", f"+time={timeout}", *extra],
                        capture_output=True, text=True, env=env or os.environ.copy())
     return (f"\t{ANSWER}" in p.stdout and "status: NOERROR" in p.stdout), p.stdout
+
+
+class DigLoop(threading.Thread):
+    """dig against one DNS server over and over, from its own thread, at
+    most one query per `period`: answered queries are counted, the output
+    of failed ones kept."""
+
+    def __init__(self, port, env, timeout=2, period=0.05, server="127.0.0.1"):
+        super().__init__(daemon=True)
+        self.port, self.env, self.timeout, self.period, self.server = port, env, timeout, period, server
+        self.ok = 0
+        self.failures = []
+        self.stopping = threading.Event()
+
+    def run(self):
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            answered, out = dig(self.port, env=self.env, timeout=self.timeout, server=self.server)
+            if answered:
+                self.ok += 1
+            else:
+                self.failures.append(out)
+            self.stopping.wait(max(0.0, self.period - (time.monotonic() - started)))
+
+    def more(self, n, timeout=30):
+        """Waits until n more queries succeeded (or any failed)."""
+        target = self.ok + n
+        wait_for(lambda: self.ok >= target or self.failures, timeout, f"{n} more answered queries")
+        assert not self.failures, self.failures[0]
+
+    def stop(self):
+        self.stopping.set()
+        self.join(timeout=max(30, 2 * self.timeout))
 
 
 class Capture:

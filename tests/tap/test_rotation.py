@@ -3,38 +3,10 @@ every 50 ms on device A, dnsmasq on device B, each under its own agent and
 tap. Front tag (priority 10) → compression (deployed at 20, immediate
 attach), raised on the receiver first, then on the sender, then the old
 module revoked — without a single failed query."""
-import threading
-import time
-
-from taplab import Dnsmasq, dig, module, wait_for
+from taplab import DigLoop, Dnsmasq, module
 
 FRONT = "<dns-tag><tag>XTAGXdig</tag></dns-tag>"
 COMP = "<dns-compression><recursion-desired>true</recursion-desired></dns-compression>"
-
-
-class DigLoop(threading.Thread):
-    def __init__(self, port, env):
-        super().__init__(daemon=True)
-        self.port, self.env = port, env
-        self.ok = 0
-        self.failures = []
-        self.stopping = threading.Event()
-
-    def run(self):
-        while not self.stopping.is_set():
-            started = time.monotonic()
-            answered, out = dig(self.port, env=self.env, timeout=2)
-            if answered:
-                self.ok += 1
-            else:
-                self.failures.append(out)
-            self.stopping.wait(max(0.0, 0.05 - (time.monotonic() - started)))
-
-    def more(self, n):
-        """Waits until n more queries succeeded (or any failed)."""
-        target = self.ok + n
-        wait_for(lambda: self.ok >= target or self.failures, 30, f"{n} more answered queries")
-        assert not self.failures, self.failures[0]
 
 
 def test_two_device_rotation_front_tag_to_compression_loses_no_query(make_agent, procs, tmp_path):
@@ -68,8 +40,7 @@ def test_two_device_rotation_front_tag_to_compression_loses_no_query(make_agent,
         client_dev.revoke(1)
         loop.more(5)
     finally:
-        loop.stopping.set()
-        loop.join(timeout=30)
+        loop.stop()
     assert not loop.failures, f"{len(loop.failures)} failed queries: {loop.failures[0]}"
     assert loop.ok >= 25
     mods, socks = server_dev.state()

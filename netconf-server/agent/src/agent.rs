@@ -143,10 +143,7 @@ pub enum AgentError {
     NotificationLog(#[from] LogError),
 }
 
-/// A mutex's guard; a panic in another holder does not poison the agent.
-pub(crate) fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use crate::sync::guard;
 
 /// The first-start running configuration: the NACM bootstrap policy.
 fn bootstrap(ctx: &'static Context, admins: &[String]) -> Result<Ds, yang3::Error> {

@@ -28,6 +28,7 @@ pub mod sessions;
 pub mod ssh;
 pub mod state;
 pub mod subscriptions;
+mod sync;
 #[cfg(test)]
 mod testutil;
 pub mod time;

@@ -15,26 +15,15 @@ use tokio::sync::broadcast;
 use l45_tap_control::ModuleStats;
 use yang3::context::Context;
 
-use crate::agent::guard;
 use crate::config::edit::{EditOp, Touched, TOUCHED_MAX};
 use crate::sessions::Actor;
 use crate::subscriptions::log::{LogLimits, NotificationLog};
+use crate::sync::guard;
 
 const L45: &str = l45_yang::L45_MODULE;
 const NC_NOTIF_NS: &str = "urn:ietf:params:xml:ns:yang:ietf-netconf-notifications";
 
-/// A notification of the NETCONF stream: content XML and event time.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// Its place in the stream (the replay log numbers every event).
-    pub seq: u64,
-    pub time: SystemTime,
-    pub xml: String,
-    /// The YANG module and name of the notification (for NACM, RFC 8341
-    /// 3.4.6); owned when read back from the replay log.
-    pub module: Cow<'static, str>,
-    pub name: Cow<'static, str>,
-}
+pub use crate::subscriptions::log::Event;
 
 /// The agent's event stream: every subscribed session gets every event,
 /// and the replay log keeps the recent ones.

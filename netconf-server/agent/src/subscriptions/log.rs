@@ -19,7 +19,18 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::notify::Event;
+/// A notification of the NETCONF stream: content XML and event time.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Its place in the stream (the replay log numbers every event).
+    pub seq: u64,
+    pub time: SystemTime,
+    pub xml: String,
+    /// The YANG module and name of the notification (for NACM, RFC 8341
+    /// 3.4.6); owned when read back from the replay log.
+    pub module: Cow<'static, str>,
+    pub name: Cow<'static, str>,
+}
 
 /// How much history the log keeps.
 #[derive(Debug, Clone, Copy)]

@@ -13,6 +13,7 @@
 pub mod log;
 pub mod push;
 pub mod rpc;
+pub mod spec;
 pub mod stream;
 
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ use std::sync::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::agent::guard;
+use crate::sync::guard;
 
 /// RFC 5277 namespace of `replayComplete`/`notificationComplete` and of
 /// `/netconf/streams`.
@@ -56,7 +57,7 @@ struct Running {
     task: JoinHandle<()>,
     /// A datastore subscription's parameters, replaced by
     /// `modify-subscription`.
-    control: Option<tokio::sync::watch::Sender<push::Spec>>,
+    control: Option<tokio::sync::watch::Sender<spec::Spec>>,
 }
 
 struct SessionSubs {
@@ -120,7 +121,7 @@ impl Subscriptions {
         id: u32,
         kind: Kind,
         task: JoinHandle<()>,
-        control: Option<tokio::sync::watch::Sender<push::Spec>>,
+        control: Option<tokio::sync::watch::Sender<spec::Spec>>,
     ) {
         match guard(&self.sessions).get_mut(&session) {
             Some(s) => {
@@ -160,7 +161,7 @@ impl Subscriptions {
     }
 
     /// Replaces a datastore subscription's parameters.
-    pub fn modify(&self, id: u32, spec: push::Spec) -> bool {
+    pub fn modify(&self, id: u32, spec: spec::Spec) -> bool {
         guard(&self.sessions)
             .values()
             .find_map(|s| s.subs.get(&id))

@@ -29,27 +29,7 @@ use crate::sessions::SessionInfo;
 /// The shortest time between two polls of the tap for on-change.
 pub const ON_CHANGE_POLL: Duration = Duration::from_millis(200);
 
-/// When updates are sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trigger {
-    Periodic {
-        period: Duration,
-        anchor: Option<SystemTime>,
-    },
-    OnChange {
-        dampening: Duration,
-        sync_on_start: bool,
-    },
-}
-
-/// A datastore subscription's parameters (`modify-subscription` replaces
-/// them while it runs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Spec {
-    pub filter: Filter,
-    pub trigger: Trigger,
-    pub stop: Option<SystemTime>,
-}
+pub use super::spec::{Spec, Trigger};
 
 /// What an on-change filter can select, natively: module states (all or
 /// some ids) and sockets.

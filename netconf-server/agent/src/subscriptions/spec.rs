@@ -1,0 +1,28 @@
+//! A datastore subscription's parameters, below the registry
+//! (`mod.rs`) and the push task (`push.rs`) that both use them.
+
+use std::time::{Duration, SystemTime};
+
+use crate::filter::Filter;
+
+/// When updates are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    Periodic {
+        period: Duration,
+        anchor: Option<SystemTime>,
+    },
+    OnChange {
+        dampening: Duration,
+        sync_on_start: bool,
+    },
+}
+
+/// A datastore subscription's parameters (`modify-subscription` replaces
+/// them while it runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub filter: Filter,
+    pub trigger: Trigger,
+    pub stop: Option<SystemTime>,
+}
