@@ -5,6 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# install_missing WHAT PACKAGE...: apt-installs the packages not there yet.
+install_missing() {
+  local what=$1 missing=() p
+  shift
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "== installing Debian packages$what: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
 # Tap tests: real DNS, HTTP(S) and capture tools.
 DEBS=(cmake libpcre2-dev libyang2-tools netconfd yangcli openssh-client
       dnsmasq-base bind9-dnsutils curl openssl tcpdump tshark
@@ -21,16 +36,7 @@ DEBS=(cmake libpcre2-dev libyang2-tools netconfd yangcli openssh-client
       # call-home tests (tests/callhome): a device in a network namespace
       # whose firewall lets only its own outbound connections through
       iproute2 nftables)
-missing=()
-for p in "${DEBS[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "== installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+install_missing "" "${DEBS[@]}"
 
 VENV=${L45_VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then
@@ -44,30 +50,13 @@ fi
 # into ~/.cargo/bin itself; their tests (tests/packages): debootstrap for a
 # throwaway root, lintian's report.
 PACKAGING_DEBS=(dpkg-dev debootstrap lintian)
-missing=()
-for p in "${PACKAGING_DEBS[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "== installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+install_missing "" "${PACKAGING_DEBS[@]}"
+
 # Experiments (tools/experiments, docs/experiments.md): real middleboxes, each
 # run by the scripts in its own network namespace (matplotlib comes with
 # tools/requirements.txt). Debian 12 has suricata only in bookworm-backports.
 EXP_DEBS=(unbound bind9 squid haproxy ethtool)
-exp_missing=()
-for p in "${EXP_DEBS[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || exp_missing+=("$p")
-done
-if ((${#exp_missing[@]})); then
-  echo "== installing Debian packages for the experiments: ${exp_missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${exp_missing[@]}" >/dev/null
-fi
+install_missing " for the experiments" "${EXP_DEBS[@]}"
 if ! dpkg -s suricata >/dev/null 2>&1; then
   echo "== installing suricata for the experiments"
   export DEBIAN_FRONTEND=noninteractive
