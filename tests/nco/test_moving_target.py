@@ -82,3 +82,32 @@ def test_scheduled_rotation_with_fresh_tags_loses_nothing(nco, make_tap, tmp_pat
     assert len(seen_tags) >= 3, seen_tags
     assert revoked, history
     assert len(dns_generations) == 1 and next(iter(dns_generations)).startswith("dns-r"), dns_generations
+
+
+def test_stopping_mid_rotation_finishes_it(nco, make_tap, tmp_path, cleanup):
+    """SIGTERM while a rotation keeps both generations (its overlap): the
+    service finishes that rotation before it exits, so one generation is
+    left, and none has started after the signal."""
+    client_dev, server_dev = make_tap(), make_tap()
+    dns = Dnsmasq(tmp_path, env=server_dev.env())
+    cleanup.append(dns)
+    nco.add_tap_device("client", client_dev, role="client")
+    nco.add_tap_device("server", server_dev, role="server")
+    dns_rule = ["--name", "dns", "--kind", "dns-front-tag", "--priority", "10", "--protocol", "udp"]
+    nco.json("modules", "deploy", "--device", "client", *dns_rule, "--dst-port", str(dns.port))
+    nco.json("modules", "deploy", "--device", "server", *dns_rule, "--src-port", str(dns.port))
+    loop = DigLoop(dns.port, client_dev.env(), timeout=3)
+    loop.start()
+    try:
+        # The overlap keeps the old generation while dig traffic flows.
+        nco.serve("--state-req-window", "60", "--sec-check-window", "3600",
+                  "--rotate", "dns:3s", "--every", "1s")
+        wait_for(lambda: len(current_tags(server_dev)) == 2, 60, "a rotation's overlap (two generations)")
+        nco.stop()
+        assert nco.service.returncode == 0
+    finally:
+        loop.stop()
+        nco.stop()
+    generations = set(current_tags(server_dev))
+    assert generations == {"dns-r2"}, generations
+    assert not loop.failures, loop.failures[0]

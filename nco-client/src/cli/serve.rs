@@ -81,7 +81,9 @@ impl ServeArgs {
                 step_timeout: Duration::from_secs(g.timeout),
             })
             .collect();
-        let rotations = tokio::spawn(nco.clone().run_moving_targets(targets));
+        let (stop_rotations, rotations_stopped) = tokio::sync::watch::channel(false);
+        let mut rotations =
+            tokio::spawn(nco.clone().run_moving_targets(targets, rotations_stopped));
         if let Some(addr) = self.metrics {
             let listener = l45_service::metrics::bind(addr).await?;
             let at = listener.local_addr()?;
@@ -99,7 +101,20 @@ impl ServeArgs {
         eprintln!("l45-nco serving (CIB {}; {call_home})", g.cib.display());
         l45_service::notify::ready("serving");
         let served = nco.serve(shutdown_signal()).await;
-        rotations.abort();
+        // A rotation cut off mid-way would leave two generations live:
+        // let the one in progress finish, unless told again to stop.
+        let _ = stop_rotations.send(true);
+        let quick = tokio::time::timeout(Duration::from_millis(200), &mut rotations).await;
+        if quick.is_err() {
+            eprintln!("l45-nco: finishing the rotation in progress (signal again to stop at once)");
+            tokio::select! {
+                _ = &mut rotations => {}
+                _ = shutdown_signal() => {
+                    rotations.abort();
+                    tracing::warn!("rotation in progress abandoned: the customization may have two live generations");
+                }
+            }
+        }
         served?;
         eprintln!("l45-nco stopped");
         Ok(ExitCode::SUCCESS)

@@ -139,18 +139,33 @@ impl Nco {
 }
 
 impl Nco {
-    /// Rotates every target on its schedule until the task is dropped; a
+    /// Rotates every target on its schedule until `stop` turns true; a
     /// target's next rotation starts `every` after its previous one ended,
     /// so rotations of one customization never overlap each other. A failed
     /// rotation is logged and retried at the next period (each step is
     /// verified, so a failure leaves both modules in a consistent order).
-    pub async fn run_moving_targets(self: Arc<Self>, targets: Vec<MovingTarget>) {
+    /// `stop` only prevents new rotations: one in progress runs to its end
+    /// (its overlap included), so a stopped service never leaves two
+    /// generations of a customization behind. Returns when every target's
+    /// task has ended.
+    pub async fn run_moving_targets(
+        self: Arc<Self>,
+        targets: Vec<MovingTarget>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut tasks = tokio::task::JoinSet::new();
         for mt in targets {
             let nco = self.clone();
+            let mut stop = stop.clone();
             tasks.spawn(async move {
                 loop {
-                    tokio::time::sleep(mt.every).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(mt.every) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                    if *stop.borrow() {
+                        break;
+                    }
                     let t0 = tokio::time::Instant::now();
                     match nco.rotate_moving_target(&mt).await {
                         Ok((to, steps)) => tracing::info!(
