@@ -207,6 +207,21 @@ pub struct ChallengeAnswer {
     pub ciphertext: Vec<u8>,
 }
 
+/// A module image the agent verified (size, digest, signature, target)
+/// and stored owner-only under its state directory: a kind that is not
+/// built in, ready for the backend to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindImage {
+    /// The kind's name as module entries name it (`udp-xor-mask`).
+    pub kind: String,
+    /// What it was built for (`userspace-x86_64`, `kernel-6.12.118-x86_64`).
+    pub target: String,
+    /// SHA-256 of the image file, lowercase hex.
+    pub sha256_hex: String,
+    /// The stored image file.
+    pub path: std::path::PathBuf,
+}
+
 // ===== the trait =====
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -266,6 +281,23 @@ pub trait TapControl: Send + Sync {
     ) -> Result<ChallengeAnswer, TapError>;
     /// Stores module code that is not built in.
     fn install(&self, id: u32, image: &[u8], sha256_hex: &str) -> Result<(), TapError>;
+    /// The image target this backend loads (`userspace-x86_64`,
+    /// `kernel-6.12.118-x86_64`); `None` if it loads no module images.
+    fn image_target(&self) -> Option<String> {
+        None
+    }
+    /// Makes a verified, stored kind available to module entries: called
+    /// at install and again at every agent start for each stored image,
+    /// before any configuration naming the kind is prepared. Loading the
+    /// same image twice is not an error.
+    fn load_kind(&self, _image: &KindImage) -> Result<(), TapError> {
+        Err(TapError::Unsupported("module images"))
+    }
+    /// Makes a loaded kind unavailable again; only called when no module
+    /// entry uses it.
+    fn unload_kind(&self, _kind: &str) -> Result<(), TapError> {
+        Err(TapError::Unsupported("module images"))
+    }
 }
 
 // ===== recording backend =====
