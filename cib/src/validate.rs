@@ -214,6 +214,10 @@ pub(crate) fn parameters(kind_name: &str, pairs: &[(String, String)]) -> Result<
             format!("required by kind {kind_name} ({})", parameter_rule(kind, p)),
         )),
         Err(ParamError::UnknownKind) => Err(CibError::UnknownKind(kind_name.to_owned())),
+        Err(ParamError::Rejected(why)) => Err(CibError::invalid(
+            "parameters",
+            format!("kind {kind_name}: {}", why.as_str()),
+        )),
     }
 }
 
@@ -225,6 +229,7 @@ fn allowed_parameters(kind: Kind) -> &'static str {
         Kind::StreamTag => "interval, tag",
         Kind::RateLimit => "delay",
         Kind::AppIdTag => "label, use-thread-name",
+        Kind::External(_) => "as the installed kind documents",
     }
 }
 

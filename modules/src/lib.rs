@@ -16,6 +16,7 @@
 //! a new one on a live flow.
 #![no_std]
 
+pub mod abi;
 mod appid;
 mod dns;
 mod rate;
@@ -139,8 +140,9 @@ pub enum RecvVerdict {
     Drop,
 }
 
-/// The module kinds built in, one per YANG identity derived from
-/// `l45:module-kind`.
+/// The module kinds: the ones built in, one per YANG identity derived from
+/// `l45:module-kind`, and kinds loaded from a module image
+/// ([`abi::ExternalKind`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     DnsFrontTag,
@@ -151,6 +153,8 @@ pub enum Kind {
     StreamTag,
     RateLimit,
     AppIdTag,
+    /// A kind from a module image, named by the image.
+    External(abi::ExternalKind),
 }
 
 impl Kind {
@@ -176,9 +180,12 @@ impl Kind {
             Kind::StreamTag => "stream-tag",
             Kind::RateLimit => "rate-limit",
             Kind::AppIdTag => "app-id-tag",
+            Kind::External(k) => k.name(),
         }
     }
 
+    /// A built-in kind by name (external kinds are found in the tap's
+    /// registry of loaded images).
     pub fn from_name(name: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.name() == name)
     }
@@ -193,10 +200,12 @@ impl Kind {
             Kind::StreamTag => "stream-tag",
             Kind::RateLimit => "rate-limit",
             Kind::AppIdTag => "app-id-tag",
+            Kind::External(_) => "installed",
         }
     }
 
-    /// Small stable number used in shared memory and netlink.
+    /// Small stable number used in shared memory and netlink; 0 for an
+    /// external kind, which travels by name.
     pub fn code(self) -> u16 {
         match self {
             Kind::DnsFrontTag => 1,
@@ -207,6 +216,7 @@ impl Kind {
             Kind::StreamTag => 6,
             Kind::RateLimit => 7,
             Kind::AppIdTag => 8,
+            Kind::External(_) => 0,
         }
     }
 
@@ -275,14 +285,37 @@ pub enum TagPosition {
 }
 
 /// Parsed, validated parameters of one module instance.
+// Held inline (no allocation: the kernel tap has none), so an external
+// kind's blob makes every variant its size.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Params {
-    DnsTag { position: TagPosition, tag: Tag },
-    DnsCompression { recursion_desired: bool },
-    DnsClearance { code: Tag },
-    StreamTag { interval: u32, tag: Tag },
-    RateLimit { delay_ms: u32 },
-    AppIdTag { label: Tag, use_thread_name: bool },
+    DnsTag {
+        position: TagPosition,
+        tag: Tag,
+    },
+    DnsCompression {
+        recursion_desired: bool,
+    },
+    DnsClearance {
+        code: Tag,
+    },
+    StreamTag {
+        interval: u32,
+        tag: Tag,
+    },
+    RateLimit {
+        delay_ms: u32,
+    },
+    AppIdTag {
+        label: Tag,
+        use_thread_name: bool,
+    },
+    /// An external kind and what its parser made of the parameters.
+    External {
+        kind: abi::ExternalKind,
+        blob: abi::ParamsBlob,
+    },
 }
 
 /// Defaults, as in the YANG model (`yang/layer45-customization*.yang`); a
@@ -307,6 +340,8 @@ pub enum ParamError {
     BadValue(&'static str),
     /// A parameter the kind cannot do without.
     Missing(&'static str),
+    /// An external kind's parser refused the parameters, saying why.
+    Rejected(abi::ErrorText),
 }
 
 impl core::fmt::Display for ParamError {
@@ -316,6 +351,7 @@ impl core::fmt::Display for ParamError {
             ParamError::UnknownParameter => f.write_str("parameter not known to this kind"),
             ParamError::BadValue(p) => write!(f, "bad value for parameter {p}"),
             ParamError::Missing(p) => write!(f, "parameter {p} is required"),
+            ParamError::Rejected(why) => f.write_str(why.as_str()),
         }
     }
 }
@@ -370,6 +406,12 @@ impl Params {
                 label: Tag::new(defaults::APP_ID_LABEL).ok_or(ParamError::BadValue("label"))?,
                 use_thread_name: defaults::USE_THREAD_NAME,
             },
+            Kind::External(kind) => {
+                return Ok(Params::External {
+                    kind,
+                    blob: kind.parse(pairs)?,
+                })
+            }
         };
         let mut have_code = false;
         for (name, value) in pairs {
@@ -436,6 +478,8 @@ pub struct SocketState {
     pub held: [u8; MAX_TAG + 2],
     /// The stream prefix (app-id tag) was sent already.
     pub prefix_sent: bool,
+    /// An external kind's own state.
+    pub external: abi::StateBlob,
 }
 
 impl Default for SocketState {
@@ -448,6 +492,7 @@ impl Default for SocketState {
             held_len: 0,
             held: [0; MAX_TAG + 2],
             prefix_sent: false,
+            external: abi::StateBlob::default(),
         }
     }
 }
@@ -495,17 +540,19 @@ impl Instance {
             }
             Params::RateLimit { .. } => 0,
             Params::AppIdTag { .. } => input_len + appid::MAX_PREFIX,
+            Params::External { kind, blob } => kind.capacity(blob, true, input_len),
         }
     }
 
     /// Output space `recv` needs for `input_len` input bytes.
     #[inline]
     pub fn recv_capacity(&self, input_len: usize) -> usize {
-        match self.params {
+        match &self.params {
             // The rebuilt header is longer than the compressed one.
             Params::DnsCompression { .. } => input_len + dns::HEADER_LEN,
             // Bytes held during recognition may be released with the input.
             Params::StreamTag { .. } | Params::AppIdTag { .. } => input_len + MAX_TAG + 2,
+            Params::External { kind, blob } => kind.capacity(blob, false, input_len),
             _ => input_len,
         }
     }
@@ -515,7 +562,7 @@ impl Instance {
     /// the tap hands those calls straight to the kernel (a DNS client's
     /// answers, a DNS server's replies). A test holds every kind to this.
     pub fn acts_on(&self, role: Role, transport: Transport) -> Directions {
-        let (send_role, recv_role, on) = match self.params {
+        let (send_role, recv_role, on) = match &self.params {
             Params::DnsTag { .. } | Params::DnsClearance { .. } | Params::DnsCompression { .. } => {
                 (Role::Client, Role::Server, Some(Transport::Datagram))
             }
@@ -528,6 +575,7 @@ impl Instance {
                     recv: false,
                 }
             }
+            Params::External { kind, blob } => return kind.acts_on(blob, role, transport),
         };
         let transport_ok = match on {
             Some(t) => t == transport,
@@ -552,10 +600,11 @@ impl Instance {
     /// socket's chain of kinds that keep nothing can serve the next socket
     /// as it is, with no state to start afresh.
     pub fn keeps_socket_state(&self) -> bool {
-        matches!(
-            self.params,
-            Params::StreamTag { .. } | Params::AppIdTag { .. }
-        )
+        match &self.params {
+            Params::StreamTag { .. } | Params::AppIdTag { .. } => true,
+            Params::External { kind, .. } => kind.keeps_socket_state(),
+            _ => false,
+        }
     }
 
     /// The datagram customization of the kinds that are one fixed
@@ -574,6 +623,7 @@ impl Instance {
                 tag,
             } => (dns::HEADER_LEN, tag),
             Params::DnsClearance { code } => (0, code),
+            Params::External { kind, blob } => return kind.splice(blob),
             _ => return None,
         };
         Some(Splice {
@@ -587,6 +637,9 @@ impl Instance {
     /// recognised (front and middle tag, clearance filter: the spec says the
     /// server drops untagged queries).
     pub fn required_on_recv(&self, ctx: &Ctx<'_>) -> bool {
+        if let Params::External { kind, blob } = &self.params {
+            return kind.required_on_recv(blob, ctx);
+        }
         ctx.role == Role::Server
             && ctx.transport == Transport::Datagram
             && matches!(
@@ -626,6 +679,9 @@ impl Instance {
                 label,
                 use_thread_name,
             } => appid::send(label, *use_thread_name, state, ctx, input, out),
+            Params::External { kind, blob } => {
+                kind.send(blob, &mut state.external, ctx, input, out)
+            }
         }
     }
 
@@ -651,12 +707,18 @@ impl Instance {
             }
             Params::RateLimit { .. } => RecvVerdict::NotMine,
             Params::AppIdTag { .. } => appid::recv(state, ctx, input, out),
+            Params::External { kind, blob } => {
+                kind.recv(blob, &mut state.external, ctx, input, out)
+            }
         }
     }
 
     /// End of stream: returns how many held bytes (kept while recognising a
     /// signature) were written to `out`; they are application data.
     pub fn recv_eof(&self, state: &mut SocketState, out: &mut [u8]) -> usize {
+        if let Params::External { kind, blob } = &self.params {
+            return kind.recv_eof(blob, &mut state.external, out);
+        }
         stream::release_held(state, out)
     }
 }

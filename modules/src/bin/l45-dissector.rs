@@ -100,7 +100,8 @@ enum CliError {
     Invalid(String),
 }
 
-/// What the command line asks for.
+/// What the command line asks for (one per run: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     One {
@@ -243,6 +244,7 @@ pub fn proto_name(kind: Kind) -> &'static str {
         Kind::StreamTag => "l45_stream_tag",
         Kind::RateLimit => "l45_rate_limit",
         Kind::AppIdTag => "l45_app_id",
+        Kind::External(_) => "l45_installed",
     }
 }
 
@@ -339,6 +341,14 @@ pub fn generate(kind: Kind, params: &Params, ports: &[u16]) -> String {
             (
                 STREAM_TAG_LUA,
                 format!("interval = {interval}, tag = {}", lua_str(tag.as_bytes())),
+                &[],
+            )
+        }
+        Params::External { kind, .. } => {
+            vars.push(("NAME", kind.name().to_string()));
+            (
+                INSTALLED_LUA,
+                format!("installed kind {}", kind.name()),
                 &[],
             )
         }
@@ -657,6 +667,12 @@ const RATE_LIMIT_LUA: &str = r#"
 local DELAY_MS = @DELAY@
 proto.prefs.delay_note = Pref.statictext(
     "Timing only: each send waits " .. DELAY_MS .. " ms; no bytes on the wire to dissect.")
+"#;
+
+const INSTALLED_LUA: &str = r#"
+-- @NAME@ is a kind from a module image: its wire format is its author's, not
+-- known to this tool, so this file registers the protocol (for a consistent
+-- set of inverse modules) but no dissector.
 "#;
 
 const APP_ID_LUA: &str = r#"

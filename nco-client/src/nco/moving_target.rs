@@ -32,7 +32,7 @@ fn fresh_parameter(kind: &str) -> Option<(&'static str, usize)> {
         }
         Kind::StreamTag => Some(("tag", defaults::STREAM_TAG.len())),
         Kind::DnsClearanceFilter => Some(("code", 32)),
-        Kind::DnsCompression | Kind::RateLimit | Kind::AppIdTag => None,
+        Kind::DnsCompression | Kind::RateLimit | Kind::AppIdTag | Kind::External(_) => None,
     }
 }
 
