@@ -531,6 +531,7 @@ fn param_message(e: ParamError) -> &'static [u8] {
         ParamError::BadValue(_) => b"bad parameter value\0",
         ParamError::Missing("code") => b"parameter code is required\0",
         ParamError::Missing(_) => b"a required parameter is missing\0",
+        ParamError::Rejected(_) => b"the installed kind refused its parameters\0",
     }
 }
 

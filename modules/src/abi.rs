@@ -12,7 +12,7 @@
 //! of the same name.
 #![allow(unsafe_code)] // the FFI boundary to images; every block has a SAFETY note
 
-use crate::{Ctx, Directions, ParamError, RecvVerdict, Role, SendVerdict, Splice, Transport};
+use super::{Ctx, Directions, ParamError, RecvVerdict, Role, SendVerdict, Splice, Transport};
 
 /// The ABI version this tap speaks. An image built for another is refused.
 pub const ABI_VERSION: u32 = 1;
@@ -275,7 +275,7 @@ impl ExternalKind {
             return Err(AbiError::BadName);
         }
         let name = core::str::from_utf8(name).map_err(|_| AbiError::BadName)?;
-        if crate::Kind::ALL.iter().any(|k| k.name() == name) {
+        if super::Kind::ALL.iter().any(|k| k.name() == name) {
             return Err(AbiError::BuiltInName);
         }
         let missing = [
