@@ -131,6 +131,17 @@ impl Agent {
                 }),
                 false,
             )?;
+            // libnetconf2 clients (netopeer2-cli) build their schema
+            // context from this list: without the features, nodes under an
+            // if-feature (yang-push's datastore-xpath-filter) do not exist
+            // for them.
+            if m.is_implemented() {
+                if let Some(em) = l45_yang::find_module(m.name(), m.revision()) {
+                    for f in em.features {
+                        tree.new_path(&format!("{lp}/feature[.='{f}']"), None, false)?;
+                    }
+                }
+            }
         }
         let content_id = self.ctx.get_module_set_id().to_string();
         tree.new_path(&format!("{legacy}/module-set-id"), Some(&content_id), false)?;
