@@ -279,6 +279,32 @@ def test_on_change_pushes_changes_as_yang_patch(agent):
         assert "on-change" in e.value.message
 
 
+def test_resync_sends_a_full_update_of_an_on_change_subscription(agent):
+    with agent.connect() as m, agent.connect() as other:
+        m.edit_config(target="running", config=module_xml(45))
+        # No sync-on-start: nothing is pushed until something changes.
+        sid = establish(m, datastore_sub("/l45:customizations/l45:module/l45:state",
+                                         f'<on-change xmlns="{YP}"><sync-on-start>false</sync-on-start></on-change>'))
+        assert take(m, timeout=1) is None
+        resync = f'<resync-subscription xmlns="{YP}"><id>{sid}</id></resync-subscription>'
+        m.dispatch(to_ele(resync))
+        full = take(m)
+        assert full is not None and "<push-update" in full and "<id>45</id>" in full, full
+        # Later changes are reported against the resynchronized baseline.
+        m.edit_config(target="running", config=module_xml(46))
+        change = take(m)
+        assert change is not None and "push-change-update" in change and "module=46/state" in change, change
+        assert "module=45" not in change
+        # Another session's subscription, an unknown id, a periodic one: refused.
+        psid = establish(m, datastore_sub("/l45:customizations/l45:module/l45:state",
+                                          f'<periodic xmlns="{YP}"><period>6000</period></periodic>'))
+        for bad_id, session in [(sid, other), (999999, m), (psid, m)]:
+            with pytest.raises(RPCError) as e:
+                session.dispatch(to_ele(f'<resync-subscription xmlns="{YP}"><id>{bad_id}</id></resync-subscription>'))
+            assert e.value.tag == "invalid-value"
+            assert e.value.to_dict()["app_tag"].endswith("no-such-subscription-resync"), e.value.to_dict()
+
+
 def test_modify_and_kill_subscription(agent):
     with agent.connect() as m, agent.connect() as admin:
         m.edit_config(target="running", config=module_xml(50))

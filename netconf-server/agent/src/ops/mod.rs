@@ -23,7 +23,7 @@ use crate::datastore::Datastore;
 use crate::error::OpError;
 use crate::nacm::Nacm;
 use crate::sessions::SessionInfo;
-use crate::subscriptions::{SN_MODULE, SN_NS};
+use crate::subscriptions::{SN_MODULE, SN_NS, YP_MODULE, YP_NS};
 
 pub const MONITORING_NS: &str = "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring";
 pub const WITH_DEFAULTS_NS: &str = "urn:ietf:params:xml:ns:yang:ietf-netconf-with-defaults";
@@ -86,6 +86,7 @@ impl Agent {
             nmda::NMDA_NS => "ietf-netconf-nmda",
             NOTIFICATION_NS => "notifications",
             SN_NS => SN_MODULE,
+            YP_NS => YP_MODULE,
             l45_yang::L45_NAMESPACE => l45_yang::L45_MODULE,
             _ => "",
         };
@@ -123,6 +124,7 @@ impl Agent {
             (SN_NS, "modify-subscription") => self.op_modify_subscription(s, rpc),
             (SN_NS, "delete-subscription") => self.op_delete_subscription(s, rpc),
             (SN_NS, "kill-subscription") => self.op_kill_subscription(rpc),
+            (YP_NS, "resync-subscription") => self.op_resync_subscription(s, rpc),
             (l45_yang::L45_NAMESPACE, _) => self.op_l45(s, rpc),
             (BASE_NS, other) => Err(not_supported(other)),
             (_, other) if self.ctx.get_module_latest_ns(ns).is_some() => Err(not_supported(other)),

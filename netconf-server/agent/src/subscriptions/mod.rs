@@ -169,6 +169,24 @@ impl Subscriptions {
             .is_some_and(|c| c.send(spec).is_ok())
     }
 
+    /// Asks on-change subscription `id` for a full update; false if it is
+    /// not one (periodic, a stream, or gone).
+    pub fn resync(&self, id: u32) -> bool {
+        guard(&self.sessions)
+            .values()
+            .find_map(|s| s.subs.get(&id))
+            .and_then(|r| r.control.as_ref())
+            .is_some_and(|c| {
+                c.send_if_modified(|spec| match spec.trigger {
+                    spec::Trigger::OnChange { .. } => {
+                        spec.resync = spec.resync.wrapping_add(1);
+                        true
+                    }
+                    spec::Trigger::Periodic { .. } => false,
+                })
+            })
+    }
+
     /// Ends subscription `id`; with `notice`, a last notification (already
     /// a whole message) goes to its session first.
     pub fn end(&self, id: u32, notice: Option<String>) -> bool {

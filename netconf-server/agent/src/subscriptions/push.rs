@@ -521,8 +521,12 @@ impl PushSub {
     ) {
         let mut seen: Option<Seen> = None;
         let mut patch: u64 = 0;
+        let mut resynced = 0;
         loop {
             let current = spec.borrow_and_update().clone();
+            // A resync asks for a full update whatever sync-on-start said.
+            let full_now = current.resync != resynced;
+            resynced = current.resync;
             let stop_at = current.stop.map(instant_of);
             let wake = match &current.trigger {
                 Trigger::Periodic { period, anchor } => {
@@ -589,7 +593,7 @@ impl PushSub {
                             let now = Seen::now(&a, &sel);
                             let native = sel.whole && reads_everything(&a, &user);
                             let msg = if first {
-                                if *sync_on_start {
+                                if *sync_on_start || full_now {
                                     full_update(&a, &user, &c.filter, id, &now, native).map(Some)
                                 } else {
                                     Ok(None)

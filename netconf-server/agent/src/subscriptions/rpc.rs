@@ -171,6 +171,7 @@ fn push_spec(
         filter,
         trigger,
         stop,
+        resync: 0,
     })
 }
 
@@ -372,15 +373,17 @@ impl Agent {
         Ok((format!("<id xmlns=\"{SN_NS}\">{id}</id>"), After::Subscribe))
     }
 
-    /// The subscription `id` of `op`, owned by session `s`.
+    /// The subscription `id` of `op` (its `id` in namespace `ns`), owned
+    /// by session `s`.
     fn own_subscription(
         &self,
         s: &SessionInfo,
         op: &Element,
+        ns: &str,
         identity: &str,
     ) -> Result<(u32, Kind), OpError> {
         let id = op
-            .child(SN_NS, "id")
+            .child(ns, "id")
             .ok_or(OpError::MissingParameter {
                 element: "id",
                 message: "the subscription id is missing".into(),
@@ -401,8 +404,12 @@ impl Agent {
     /// RFC 8639 `modify-subscription` of a datastore subscription.
     pub(crate) fn op_modify_subscription(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
         let op = &rpc.operation;
-        let (id, kind) =
-            self.own_subscription(s, op, "ietf-subscribed-notifications:no-such-subscription")?;
+        let (id, kind) = self.own_subscription(
+            s,
+            op,
+            SN_NS,
+            "ietf-subscribed-notifications:no-such-subscription",
+        )?;
         if kind != Kind::Datastore {
             return Err(OpError::NotSupported {
                 element: Some("modify-subscription".into()),
@@ -433,11 +440,28 @@ impl Agent {
         Ok(("<ok/>".into(), After::Subscribe))
     }
 
+    /// RFC 8641 `resync-subscription`: the session's own on-change
+    /// subscription sends a full `push-update` at once and reports changes
+    /// against it from then on.
+    pub(crate) fn op_resync_subscription(&self, s: &SessionInfo, rpc: &Rpc) -> Reply {
+        const NO_SUCH: &str = "ietf-yang-push:no-such-subscription-resync";
+        let (id, _) = self.own_subscription(s, &rpc.operation, YP_NS, NO_SUCH)?;
+        if !self.subscriptions.resync(id) {
+            return Err(sn_error(
+                ErrorTag::InvalidValue,
+                NO_SUCH,
+                "only an on-change datastore subscription can be resynchronized",
+            ));
+        }
+        Ok(("<ok/>".into(), After::Subscribe))
+    }
+
     /// RFC 8639 `delete-subscription`: the session's own subscription.
     pub(crate) fn op_delete_subscription(&self, s: &SessionInfo, rpc: &Rpc) -> Reply {
         let (id, _) = self.own_subscription(
             s,
             &rpc.operation,
+            SN_NS,
             "ietf-subscribed-notifications:no-such-subscription",
         )?;
         self.subscriptions.end(id, None);

@@ -25,4 +25,7 @@ pub struct Spec {
     pub filter: Filter,
     pub trigger: Trigger,
     pub stop: Option<SystemTime>,
+    /// Bumped by `resync-subscription` (RFC 8641 3.10): the next update
+    /// of an on-change subscription is a full `push-update`.
+    pub resync: u32,
 }
