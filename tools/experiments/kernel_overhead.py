@@ -13,8 +13,8 @@ busybox wget of a BYTES random file from busybox httpd, SHA-256 checked
 pass-through module on both ends) and tagged (32-byte dns-front-tag; a
 32-byte stream-tag every 1000 bytes), interleaved over ROUNDS rounds.
 Times are guest time (qemu -icount: instructions the guest ran, so a busy
-host stretches the run, not the figures) at busybox `time`'s 10 ms
-resolution. Writes kernel_overhead.csv (every run), kernel_overhead.png
+host stretches the run, not the figures), read in the VM with busybox
+adjtimex (microseconds). Writes kernel_overhead.csv (every run), kernel_overhead.png
 and kernel_overhead.json."""
 import os
 import pathlib
@@ -34,7 +34,7 @@ def main():
     args = x.parse_args(__doc__)
     rounds = x.pick(args, 15, 5, 2)
     queries = x.pick(args, 1000, 1000, 100)
-    nbytes = x.pick(args, 64_000_000, 8_000_000, 1_000_000)
+    nbytes = x.pick(args, 256_000_000, 16_000_000, 1_000_000)
     out = x.Output("kernel_overhead", args)
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
@@ -54,6 +54,7 @@ def main():
         problems = [line.split("EXP ", 1)[1] for line in console.splitlines() if " EXP " in line
                     and "EXP queries=" not in line]
         timings = [line for line in console.splitlines() if "timings:" in line]
+        print("\n".join(timings), flush=True)
     rows = []
     for line in lines:
         m = re.match(r"BENCH (\w+) (\w+) (\d+) s=(\S+) (\w+)=(\d+)", line)
@@ -73,7 +74,8 @@ def main():
             out.figure(f"{workload} {cfg} mean s", round(x.mean(ts), 3))
             out.figure(f"{workload} {cfg} median s", round(x.median(ts), 3))
             if cfg != "unloaded":
-                out.figure(f"{workload} {cfg} mean overhead %", round(100 * (x.mean(ts) / base - 1), 2))
+                out.figure(f"{workload} {cfg} mean overhead %",
+                           round(100 * (x.mean(ts) / base - 1), 2) if base > 0 else "n/a")
             if workload == "dig":
                 out.figure(f"dig {cfg} answered", f"{sum(r[5] for r in mine)} of {queries * len(mine)}")
             else:
@@ -90,7 +92,8 @@ def plot(out, rows, rounds, queries, nbytes):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, (workload, label) in zip(axes, LABELS.items()):
         data = [[r[3] for r in rows if r[0] == workload and r[1] == cfg and r[3] is not None] for cfg in CONFIGS]
-        ax.boxplot(data, labels=CONFIGS, showmeans=True)
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(CONFIGS) + 1), CONFIGS)
         ax.set_title(label, fontsize=9)
         ax.set_ylabel("seconds (guest time, qemu -icount)")
         ax.grid(alpha=0.3)

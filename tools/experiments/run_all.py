@@ -21,10 +21,11 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 # In the order of the dissertation's claims: overhead, lifecycle, security,
-# middleboxes, then scale and the two-device rotation.
+# middleboxes, then scale and the two-device rotation; then the rotations
+# under impairment, and the overhead with the kernel tap (in the qemu VM).
 EXPERIMENTS = ["dns_overhead", "http_overhead", "attach", "activate", "deprecate", "rotation_single",
                "challenge", "dissector", "middlebox_dns", "middlebox_http", "distribution", "rotation_two",
-               "rotation_single_impaired", "rotation_two_impaired"]
+               "rotation_single_impaired", "rotation_two_impaired", "kernel_overhead"]
 # Experiments that are another script run with options: name → (script, options).
 VARIANTS = {
     "rotation_single_impaired": ("rotation_single", ["--impair", "--overlap", "none", "until-idle"]),
