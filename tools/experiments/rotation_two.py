@@ -70,7 +70,7 @@ def main():
     out.done()
 
 
-LOOPS = 4      # concurrent dig loops under impairment: always some queries in flight
+LOOPS = 8      # concurrent dig loops under impairment: always some queries in flight
 # Why an unanswered query (row: t, name, answered, form, replied) failed.
 SERVER = "the server did not answer it (its device could not undo the form)"
 CAUSES = {
@@ -83,72 +83,83 @@ DIG_TIMEOUT = 2
 
 def main_impaired(args, interval, phase):
     out = x.Output("rotation_two_impaired", args, script="rotation_two")
-    rows, events, how, stats = [], {}, None, {}
+    repeats = x.pick(args, 5, 3, 1)
+    rows, events, how, stats = [], [], None, {}
     for overlap in args.overlap:
         variant = f"overlap {overlap}"
-        print(f"== {variant}", flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            work = pathlib.Path(tmp)
-            bed = x.MiddleboxBed(work, mode=impair.bed_mode())
-            dns = imp = None
-            try:
-                imp = impair.Impairment(bed)
-                how = imp.how()
-                dns, got, ev = run(bed, work, interval, phase, overlap=overlap, loops=LOOPS)
-            finally:
-                if imp:
-                    imp.close()
-                    stats[variant] = imp.stats()
-                if dns:
-                    dns.stop()
-                bed.close()
-        rows += [[variant, *r] for r in got]
-        events[variant] = ev.items
-        rotate_at = next(t for t, text in ev.items if "rotate" in text and "starts" in text)
-        done_at = next(t for t, text in ev.items if "rotate done" in text)
-        failed = [r for r in got if not r[2]]
-        out.figure(f"{variant}: queries", len(got))
+        mine, took = [], []
+        for rep in range(1, repeats + 1):
+            print(f"== {variant}, run {rep} of {repeats}", flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                work = pathlib.Path(tmp)
+                bed = x.MiddleboxBed(work, mode=impair.bed_mode())
+                dns = imp = None
+                try:
+                    imp = impair.Impairment(bed, seed=4545 + rep)
+                    how = imp.how()
+                    dns, got, ev = run(bed, work, interval, phase, overlap=overlap, loops=LOOPS)
+                finally:
+                    if imp:
+                        imp.close()
+                        for k, v in imp.stats().items():
+                            stats.setdefault(variant, {}).setdefault(k, 0)
+                            stats[variant][k] += v
+                    if dns:
+                        dns.stop()
+                    bed.close()
+            # times relative to the start of the rotation (the l45-nco command)
+            rotate_at = next(t for t, text in ev.items if "rotate" in text and "starts" in text)
+            done_at = next(t for t, text in ev.items if "rotate done" in text)
+            took.append(done_at - rotate_at)
+            mine += [[variant, rep, round(r[0] - rotate_at, 3), *r[1:]] for r in got]
+            events += [[variant, rep, round(t - rotate_at, 3), text] for t, text in ev.items]
+        rows += mine
+        failed = [r[2:] for r in mine if not r[4]]
+        out.figure(f"{variant}: queries", len(mine))
         out.figure(f"{variant}: unanswered", len(failed))
         for why, cause in CAUSES.items():
             out.figure(f"{variant}: unanswered, {why}", sum(1 for r in failed if cause(r)))
-        out.figure(f"{variant}: not answered by the server, from the rotation on",
-                   sum(1 for r in failed if CAUSES[SERVER](r) and r[0] >= rotate_at))
-        out.figure(f"{variant}: rotation took s", round(done_at - rotate_at, 2))
-        out.figure(f"{variant}: impairment frames", stats[variant])
+        out.figure(f"{variant}: not answered by the server, sent at (s from the rotation's start)",
+                   sorted(r[0] for r in failed if CAUSES[SERVER](r)))
+        out.figure(f"{variant}: rotation took s", f"{min(took):.2f}–{max(took):.2f}")
+        out.figure(f"{variant}: impairment frames", stats.get(variant, {}))
     out.figure("impairment", how)
     out.figure("dig loops", LOOPS)
-    out.csv(["variant", "t_s", "query", "answered", "form on the wire", "server replied"], rows)
-    out.csv(["variant", "t_s", "event"], [[v, t, text] for v, items in events.items() for t, text in items],
-            part="events")
-    plot_impaired(out, rows, events, how)
+    out.figure("runs per variant", repeats)
+    out.csv(["variant", "run", "t_s from the rotation's start", "query", "answered", "form on the wire",
+             "server replied"], rows)
+    out.csv(["variant", "run", "t_s from the rotation's start", "event"], events, part="events")
+    plot_impaired(out, rows, events, how, repeats)
     out.done()
 
 
-def plot_impaired(out, rows, events, how):
+def plot_impaired(out, rows, events, how, repeats):
     plt = x.pyplot()
-    variants = list(events)
+    variants = list(dict.fromkeys(r[0] for r in rows))
     fig, axes = plt.subplots(len(variants), 1, figsize=(9, 2.6 * len(variants) + 0.6), sharex=True, squeeze=False)
-    end = max(r[1] for r in rows) + 1
-    bins = [i * 1.0 for i in range(int(end) + 2)]
+    lo, hi = min(r[2] for r in rows), max(r[2] for r in rows)
+    step = 0.5
+    bins = [lo + i * step for i in range(int((hi - lo) / step) + 2)]
     for ax, v in zip(axes[:, 0], variants):
-        mine = [r for r in rows if r[0] == v]
-        ok = [r[1] for r in mine if r[3]]
-        lost = [r[1] for r in mine if not r[3] and not CAUSES[SERVER](r[1:])]
-        bad = [r[1] for r in mine if not r[3] and CAUSES[SERVER](r[1:])]
+        mine = [r[2:] for r in rows if r[0] == v]
+        ok = [r[0] for r in mine if r[2]]
+        lost = [r[0] for r in mine if not r[2] and not CAUSES[SERVER](r)]
+        bad = [r[0] for r in mine if not r[2] and CAUSES[SERVER](r)]
         ax.hist(ok, bins=bins, histtype="step", lw=1.5, color="tab:green", label=f"answered: {len(ok)}")
         if lost:
             ax.hist(lost, bins=bins, histtype="stepfilled", alpha=0.5, color="tab:grey",
                     label=f"lost on the link: {len(lost)}")
         if bad:
-            ax.hist(bad, bins=bins, histtype="stepfilled", alpha=0.7, color="tab:red",
+            ax.hist(bad, bins=bins, histtype="stepfilled", alpha=0.8, color="tab:red",
                     label=f"not answered by the server: {len(bad)}")
-        for t, text in events[v]:
-            if "rotate" in text:
-                ax.axvline(t, color="grey", ls=":", lw=1)
-        ax.set_title(f"l45-nco rotate --{v}", fontsize=9)
-        ax.set_ylabel("queries / s")
-        ax.legend(fontsize=8, loc="center right")
-    axes[-1, 0].set_xlabel("seconds since the experiment started (dotted: rotation start and end)")
+        ends = [t for vv, _, t, text in events if vv == v and "rotate done" in text]
+        ax.axvline(0, color="grey", ls=":", lw=1)
+        ax.axvspan(0, max(ends), color="grey", alpha=0.15, lw=0)
+        ax.set_title(f"l45-nco rotate --{v} ({repeats} runs overlaid; shaded: the rotation, longest run)",
+                     fontsize=9)
+        ax.set_ylabel(f"queries per {step} s")
+        ax.legend(fontsize=8, loc="upper left")
+    axes[-1, 0].set_xlabel("seconds from the start of l45-nco rotate (when each query was sent)")
     fig.suptitle(f"Two-device rotation under impairment ({out.mode})\n{how}", fontsize=9)
     fig.tight_layout()
     out.plot(fig)
