@@ -28,7 +28,7 @@ def fmt(v):
     if isinstance(v, dict):
         return ", ".join(f"{k}: {fmt(x)}" for k, x in v.items())
     if isinstance(v, list):
-        return json.dumps(v)
+        return json.dumps(v, ensure_ascii=False)
     return str(v)
 
 
