@@ -4,8 +4,9 @@ the middlebox namespace of a `MiddleboxBed`, both directions.
 `tc netem` is the tool for this, but this host's kernel has no netem
 (`CONFIG_NET_SCH_NETEM is not set` in /proc/config.gz). So `Impairment`
 uses netem where the kernel has it (on the middlebox's two interfaces,
-under their 1 Gbit/s HTB class, in a routed bed) and otherwise a user-space bridge with netem's semantics in
-a `wire` bed: an AF_PACKET socket on each of the middlebox's interfaces,
+under their 1 Gbit/s HTB class, in a routed bed) and otherwise a
+user-space bridge with netem's semantics in a `wire` bed: an AF_PACKET
+socket on each of the middlebox's interfaces,
 every frame copied to the other one after a delay drawn from
 DELAY ± JITTER, a fraction LOSS dropped and a fraction REORDER sent at
 once, overtaking the delayed ones (netem's `reorder`). `how()` says which

@@ -100,7 +100,7 @@ def options(ap):
 def main():
     args = x.parse_args(__doc__, options)
     queries = x.pick(args, 25, 5, 2)  # the dissertation: 5 repeats of 5 queries
-    boxes = x.pick(args, BOXES, BOXES, (mb.Router, mb.DnsmasqForwarder))
+    boxes = x.pick(args, BOXES, BOXES, (mb.Router, mb.UdpDnsGateway, mb.DnsmasqForwarder))
     if args.box:
         boxes = [b for b in boxes if any(n in b.name for n in args.box)]
     out = x.Output("middlebox_dns", args)
