@@ -253,7 +253,8 @@ def end_size(bed, target):
 def plot(out, table, sizes):
     plt = x.pyplot()
     colors = {"PASS": "#7fc97f", "STRIPPED": "#fdc086", "FAIL": "#f0027f"}
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.6 * len(table) + 1.6), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (a, b) = plt.subplots(1, 2, figsize=(15, 0.6 * len(table) + 1.6),
+                               gridspec_kw={"width_ratios": [3, 2], "wspace": 0.55})
     a.set_axis_off()
     cell_text = [r[2:7] for r in table]
     t = a.table(cellText=cell_text, rowLabels=[r[0] for r in table], colLabels=list(SCHEMES), loc="center",
@@ -264,7 +265,7 @@ def plot(out, table, sizes):
     vals = [s[4] if s[4] != "" else 0 for s in sizes]
     b.barh(names, vals, color="tab:blue")
     for i, v in enumerate(vals):
-        b.annotate(str(v), (v, i), va="center", fontsize=8)
+        b.annotate(str(v) if v else "plain query not answered", (v, i), va="center", fontsize=8)
     b.set_xlabel("largest DNS payload (query + end bytes) answered")
     b.invert_yaxis()
     out.plot(fig)
