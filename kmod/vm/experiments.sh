@@ -89,6 +89,10 @@ for rep in $(seq 1 "$rounds"); do
     s=$(seconds wget -q -O /tmp/got http://127.0.0.1:$HTTP_PORT/blob)
     got=$(sha256sum /tmp/got 2>/dev/null | cut -d' ' -f1)
     echo "BENCH http $cfg $rep s=$s intact=$([ "$got" = "$want" ] && echo 1 || echo 0)"
+    # the modules did their work: their counters after the round
+    [ $cfg = unloaded ] || for i in 91 92 93 94 95 96 97 98; do
+      $KT stats $i 2>/dev/null | sed "s/^/EXP stats $cfg $rep /"
+    done
   done
 done
 set_cfg unloaded

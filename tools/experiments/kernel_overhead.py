@@ -52,7 +52,16 @@ def main():
             sys.stderr.write(console[-4000:])
             raise SystemExit(f"kmod/vm-test.sh failed ({p.stdout.strip()}); no BENCH lines")
         problems = [line.split("EXP ", 1)[1] for line in console.splitlines() if " EXP " in line
-                    and "EXP queries=" not in line]
+                    and "EXP queries=" not in line and "EXP stats " not in line]
+        # each module's counters after the last round it ran in
+        counters = {}
+        for line in console.splitlines():
+            m = re.search(r"EXP stats (\w+) (\d+) id=(\d+) .*bytes_sent=(\d+) bytes_received=(\d+) "
+                          r"messages_sent=(\d+) messages_received=(\d+)", line)
+            if m:
+                cfg, _, mid, bs, br, ms, mr = m.groups()
+                counters[f"{cfg} module {mid}"] = {"bytes sent": int(bs), "bytes received": int(br),
+                                                   "messages sent": int(ms), "messages received": int(mr)}
         timings = [line for line in console.splitlines() if "timings:" in line]
         print("\n".join(timings), flush=True)
     rows = []
@@ -82,6 +91,7 @@ def main():
                 out.figure(f"http {cfg} intact", f"{sum(r[5] for r in mine)} of {len(mine)}")
             out.figure(f"{workload} {cfg} failed runs", sum(1 for r in mine if r[3] is None))
     out.figure("problems reported in the VM", problems or "none")
+    out.figure("module counters after the last round", counters or "none reported")
     out.figure("vm-test.sh timings", timings[-1].split("timings: ", 1)[1] if timings else "?")
     plot(out, rows, rounds, queries, nbytes)
     out.done()
