@@ -47,3 +47,43 @@ def test_smoke_run_writes_plausible_csv_png_and_json(tmp_path):
     assert queries and all(bool(r["l45_app_id.name"]) == (r["sent by"] == "dig") for r in queries), queries
     assert sum(r["sent by"] == "dig" for r in queries) == 3
     assert all(r["dns.qry.name"] for r in queries)
+
+
+def run_script(name, *args, timeout=600):
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "experiments" / f"{name}.py"), *args],
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+
+
+def test_gateway_dropping_udp53_fails_every_scheme_and_passes_on_5353_and_tcp(tmp_path):
+    """Table 5.1's Hawaii row: a real nftables drop rule on the middlebox."""
+    run_script("middlebox_dns", "--smoke", "--box", "gateway", "--out", str(tmp_path))
+    (row,) = rows(tmp_path / "middlebox_dns.csv")
+    assert row["middlebox"] == "gateway dropping UDP/53"
+    assert [row[s] for s in ("base", "front", "middle", "end", "compress")] == ["FAIL"] * 5, row
+    checks = {r["check"]: r["result"] for r in rows(tmp_path / "middlebox_dns-gateway.csv")}
+    assert checks["UDP queries to port 53 that reached the server (capture on its link)"] == "0"
+    # what the firewall counted: every query dig sent to port 53 (2 per scheme) and the size probe
+    dropped = [v for k, v in checks.items() if k.startswith("UDP/53 datagrams the gateway's drop rule counted")]
+    assert dropped[0] == dropped[1] and int(dropped[0]) >= 5 * 2, checks
+    for scheme in ("base", "front", "middle", "end", "compress"):
+        assert checks[f"{scheme} scheme, dnsmasq on port 5353"] == "PASS", checks
+    assert checks["base queries over TCP to port 53 answered"] == "2 of 2", checks
+
+
+def test_rotation_under_impairment_with_overlap_loses_nothing_to_the_rotation(tmp_path):
+    """rotation_two --impair: the impairing bridge really delays, reorders
+    and drops, and with --overlap every query that reached the server was
+    answered by it (failures, if any, are the link's loss)."""
+    run_script("rotation_two", "--smoke", "--impair", "--overlap", "2s", "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "rotation_two_impaired.json").read_text())
+    frames = summary["figures"]["overlap 2s: impairment frames"]
+    assert frames["frames"] > 20 and frames["delayed"] > 0 and frames["reordered"] > 0, frames
+    assert frames["sent"] + frames["dropped"] <= frames["frames"], frames  # (frames held at the end are not sent)
+    queries = rows(tmp_path / "rotation_two_impaired.csv")
+    assert len(queries) > 10
+    reached_unanswered = [q for q in queries if q["form on the wire"] != "not seen" and q["server replied"] == "0"]
+    assert not reached_unanswered, reached_unanswered
+    # the rotation happened: queries arrived under both modules
+    forms = {q["form on the wire"] for q in queries}
+    assert {"front tag (M1)", "compression (M2)"} <= forms, forms

@@ -81,11 +81,14 @@ class Output:
     NAME.json (figures quoted by docs/experiments.md, with the mode and
     the command that produced them)."""
 
-    def __init__(self, name, args):
+    def __init__(self, name, args, script=None):
+        """`script`: the script's name when it is not `name` (a variant,
+        e.g. rotation_two.py --impair writes rotation_two_impaired.*)."""
         self.name, self.dir, self.mode = name, pathlib.Path(args.out), args.mode
         self.dir.mkdir(parents=True, exist_ok=True)
         self.summary = {"experiment": name, "mode": args.mode,
-                        "command": " ".join([f".venv/bin/python tools/experiments/{name}.py"] + sys.argv[1:]),
+                        "command": " ".join([f".venv/bin/python tools/experiments/{script or name}.py"]
+                                            + sys.argv[1:]),
                         "finished": None, "figures": {}}
 
     def csv(self, header, rows, part=None):

@@ -3,8 +3,11 @@
 
 Three namespaces: client host ─ middlebox ─ server host (1 Gbit/s links).
 The server host runs dnsmasq (tapped, answers every name under
-example.test). The middlebox is one of: a plain IP router (control),
-suricata inline (AF_PACKET IPS, Debian's DNS/HTTP/app-layer event rules
+example.test). The middlebox is one of: a plain IP router (control), a
+gateway whose nftables firewall drops all UDP to port 53 (the
+dissertation's Hawaii node; then the dissertation's follow-up checks: the
+schemes again with dnsmasq on port 5353, base queries over TCP, and what
+reached the server), suricata inline (AF_PACKET IPS, Debian's DNS/HTTP/app-layer event rules
 set to drop), or a DNS forwarder the client queries instead of the server
 (dnsmasq, unbound, bind9 — each forwarding to the server's dnsmasq). For
 each of the dissertation's schemes — base, front tag, middle tag, end tag
@@ -23,7 +26,9 @@ size 1232) itself, from the client host, and finds the largest N each
 server still answers (binary search; the DNS payload = query + N).
 
 Writes middlebox_dns.csv (the table), middlebox_dns-cells.csv (every
-query), middlebox_dns-endsize.csv, middlebox_dns.png."""
+query), middlebox_dns-endsize.csv, middlebox_dns-gateway.csv (the
+follow-up checks), middlebox_dns.png. `--box NAME…` runs only the
+middleboxes whose name contains one of the NAMEs."""
 import pathlib
 import re
 import subprocess
@@ -48,7 +53,7 @@ def strict_suricata(bed, work):
 
 
 strict_suricata.name, strict_suricata.kind, strict_suricata.mode = "suricata IPS, strict port 53", "inline IPS", "wire"
-BOXES = (mb.Router, mb.Suricata, strict_suricata, mb.DnsmasqForwarder, mb.Unbound, mb.Bind9)
+BOXES = (mb.Router, mb.UdpDnsGateway, mb.Suricata, strict_suricata, mb.DnsmasqForwarder, mb.Unbound, mb.Bind9)
 
 PROBE = r"""
 import json, socket, struct, sys
@@ -88,12 +93,18 @@ print(json.dumps({"plain": ok0, "query_len": base_len, "max_extra": lo if ok0 el
 """
 
 
+def options(ap):
+    ap.add_argument("--box", nargs="+", metavar="NAME", help="only the middleboxes whose name contains one of these")
+
+
 def main():
-    args = x.parse_args(__doc__)
+    args = x.parse_args(__doc__, options)
     queries = x.pick(args, 25, 5, 2)  # the dissertation: 5 repeats of 5 queries
-    boxes = x.pick(args, BOXES, BOXES, (mb.Router, mb.DnsmasqForwarder))
+    boxes = x.pick(args, BOXES, BOXES, (mb.Router, mb.UdpDnsGateway, mb.DnsmasqForwarder))
+    if args.box:
+        boxes = [b for b in boxes if any(n in b.name for n in args.box)]
     out = x.Output("middlebox_dns", args)
-    table, cells, sizes = [], [], []
+    table, cells, sizes, checks = [], [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
         for cls in boxes:
@@ -120,6 +131,10 @@ def main():
                     if isinstance(box, mb.Suricata):  # what it saw and did
                         ev = box.events()
                         row.append("; ".join(sorted({f"{a} {s}" for a, s, _ in ev})) or "no events")
+                    elif isinstance(box, mb.UdpDnsGateway):
+                        checks = gateway_checks(bed, work / cls.name.replace(" ", "-"), box, target, queries,
+                                                cells)
+                        row.append(f"dropped {checks['dropped'][0]} UDP/53 datagrams; see the follow-up checks")
                     else:
                         row.append("")
                     table.append(row)
@@ -128,7 +143,12 @@ def main():
                     dns.stop()
                 bed.close()
     out.csv(["middlebox", "kind", *SCHEMES, "notes"], table)
-    out.csv(["middlebox", "scheme", "query", "answered", "status", "customized form at server"], cells, part="cells")
+    out.csv(["middlebox", "scheme", "query", "answered", "status", "customized form at server",
+             "reached the server"], cells, part="cells")
+    if checks:
+        out.csv(["check", "result"], checks["rows"], part="gateway")
+        for k, v in checks["rows"]:
+            out.figure(f"gateway: {k}", v)
     out.csv(["server", "plain query answered", "query bytes", "largest end tag answered (bytes)",
              "largest DNS payload answered (bytes)"], sizes, part="endsize")
     for r in table:
@@ -139,14 +159,14 @@ def main():
     out.done()
 
 
-def configure(bed, scheme):
+def configure(bed, scheme, port=53):
     spec = SCHEMES[scheme]
     mods = {"client": [], "server": []}
     if spec:
         kind, params = spec
-        mods["client"].append(x.module(1, kind, 10, "<protocol>udp</protocol><destination-port>53"
+        mods["client"].append(x.module(1, kind, 10, f"<protocol>udp</protocol><destination-port>{port}"
                                        "</destination-port><process-name>dig</process-name>", params))
-        mods["server"].append(x.module(1, kind, 10, "<protocol>udp</protocol><source-port>53</source-port>"
+        mods["server"].append(x.module(1, kind, 10, f"<protocol>udp</protocol><source-port>{port}</source-port>"
                                        "<process-name>dnsmasq</process-name>", params,
                                        extra="<attach>immediate</attach>"))
     for role in ("client", "server"):
@@ -159,13 +179,14 @@ def customized(scheme, payload):
             "end": payload.endswith(t), "compress": len(payload) > 2 and payload[2] == 0xA5}[scheme]
 
 
-def run_scheme(bed, work, target, scheme, n):
-    configure(bed, scheme)
-    cap = x.Tcpdump(bed, "server", work / f"{scheme}.pcap", "udp dst port 53", snap=0)
+def run_scheme(bed, work, target, scheme, n, port=53):
+    configure(bed, scheme, port)
+    cap = x.Tcpdump(bed, "server", work / f"{scheme}-{port}.pcap", f"udp dst port {port}", snap=0)
     per = []
     for i in range(n):
-        name = f"{scheme}-{i}.example.test"
-        p = subprocess.run([*bed.prefix("client"), "dig", f"@{target}", name, "+tries=1", "+time=2"],
+        name = f"{scheme}-{port}-{i}.example.test"
+        p = subprocess.run([*bed.prefix("client"), "dig", f"@{target}", "-p", str(port), name, "+tries=1",
+                            "+time=2"],
                            env=bed.env("client"), capture_output=True, text=True)
         m = re.search(r"status: (\w+)", p.stdout)
         status = m.group(1) if m else ("timeout" if "timed out" in p.stdout else f"rc {p.returncode}")
@@ -175,6 +196,7 @@ def run_scheme(bed, work, target, scheme, n):
         wire_name = x.qname(p[0])
         arrived = [r[5] for r in recs if wire_name in r[5]]
         p.append(int(any(customized(scheme, pl) for pl in arrived)))
+        p.append(int(bool(arrived)))
     ok = sum(p[1] for p in per)
     form = sum(p[3] for p in per)
     if ok == n and form == n:
@@ -188,6 +210,39 @@ def run_scheme(bed, work, target, scheme, n):
     return verdict, per
 
 
+def gateway_checks(bed, work, box, target, n, cells):
+    """The dissertation's follow-up tests of the Hawaii node (§5.3.5): the
+    same schemes with dnsmasq on port 5353, a base query over TCP to port
+    53, and whether any UDP reached port 53 (iperf3 there; here the
+    server-side captures of the port-53 cells and the firewall's
+    counter)."""
+    rows = []
+    reached = sum(c[6] for c in cells if c[0] == box.name)
+    rows.append(["UDP queries to port 53 that reached the server (capture on its link)", reached])
+    rows.append(["UDP/53 datagrams the gateway's drop rule counted (the schemes' queries, the size probe)",
+                 box.dropped()[0]])
+    (work / "dns5353").mkdir(parents=True, exist_ok=True)
+    alt = x.Dnsmasq(work / "dns5353", env=bed.env("server"), host=bed.hosts["server"][1], port=5353,
+                    prefix=bed.prefix("server"))
+    try:
+        for scheme in SCHEMES:
+            verdict, per = run_scheme(bed, work, target, scheme, n, port=5353)
+            cells += [(f"{box.name}, port 5353", scheme, *p) for p in per]
+            rows.append([f"{scheme} scheme, dnsmasq on port 5353", verdict])
+            print(f"  port 5353 {scheme:<8} {verdict}", flush=True)
+    finally:
+        alt.stop()
+    configure(bed, "base")
+    tcp_ok = 0
+    for i in range(n):
+        p = subprocess.run([*bed.prefix("client"), "dig", f"@{target}", f"tcp-{i}.example.test", "+tcp",
+                            "+tries=1", "+time=2"], env=bed.env("client"), capture_output=True, text=True)
+        tcp_ok += int(x.taplab.ANSWER in p.stdout and "status: NOERROR" in p.stdout)
+    rows.append(["base queries over TCP to port 53 answered", f"{tcp_ok} of {n}"])
+    rows.append(["UDP/53 datagrams the gateway's drop rule counted after the TCP queries", box.dropped()[0]])
+    return {"rows": rows, "dropped": box.dropped()}
+
+
 def end_size(bed, target):
     import json
     p = subprocess.run([*bed.prefix("client"), sys.executable, "-c", PROBE, target, "53"],
@@ -198,7 +253,8 @@ def end_size(bed, target):
 def plot(out, table, sizes):
     plt = x.pyplot()
     colors = {"PASS": "#7fc97f", "STRIPPED": "#fdc086", "FAIL": "#f0027f"}
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.6 * len(table) + 1.6), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (a, b) = plt.subplots(1, 2, figsize=(15, 0.6 * len(table) + 1.6),
+                               gridspec_kw={"width_ratios": [3, 2], "wspace": 0.55})
     a.set_axis_off()
     cell_text = [r[2:7] for r in table]
     t = a.table(cellText=cell_text, rowLabels=[r[0] for r in table], colLabels=list(SCHEMES), loc="center",
@@ -209,7 +265,7 @@ def plot(out, table, sizes):
     vals = [s[4] if s[4] != "" else 0 for s in sizes]
     b.barh(names, vals, color="tab:blue")
     for i, v in enumerate(vals):
-        b.annotate(str(v), (v, i), va="center", fontsize=8)
+        b.annotate(str(v) if v else "plain query not answered", (v, i), va="center", fontsize=8)
     b.set_xlabel("largest DNS payload (query + end bytes) answered")
     b.invert_yaxis()
     out.plot(fig)

@@ -81,6 +81,38 @@ class Router(Box):
     name, kind, mode = "IP router (control)", "router", "routed"
 
 
+class UdpDnsGateway(Box):
+    """A gateway router whose firewall drops every UDP datagram to port 53
+    it forwards (nftables, in the middlebox namespace): the dissertation's
+    University of Hawaii node (table 5.1), where "the university's gateway
+    router [was] filtering all UDP traffic on port 53" while TCP to port
+    53 and UDP to other ports passed."""
+    name, kind, mode = "gateway dropping UDP/53", "router + nftables", "routed"
+    TABLE = "l45_gateway"
+
+    def start(self):
+        rules = self.work / "gateway.nft"
+        rules.write_text(f"""table inet {self.TABLE} {{
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    udp dport 53 counter drop
+  }}
+}}
+""")
+        x.sh(*self.prefix, "nft", "-f", str(rules))
+
+    def dropped(self):
+        """(packets, bytes) the drop rule has counted."""
+        import re
+        listing = x.sh(*self.prefix, "nft", "list", "table", "inet", self.TABLE).stdout
+        m = re.search(r"counter packets (\d+) bytes (\d+) drop", listing)
+        return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+    def __exit__(self, *exc):
+        x.sh(*self.prefix, "nft", "delete", "table", "inet", self.TABLE, check=False)
+        super().__exit__(*exc)
+
+
 class Suricata(Box):
     """suricata inline (AF_PACKET IPS mode, copying frames between the two
     interfaces), Debian's protocol-event rules set to drop. `strict` adds

@@ -28,7 +28,7 @@ def fmt(v):
     if isinstance(v, dict):
         return ", ".join(f"{k}: {fmt(x)}" for k, x in v.items())
     if isinstance(v, list):
-        return json.dumps(v)
+        return json.dumps(v, ensure_ascii=False)
     return str(v)
 
 
@@ -57,6 +57,7 @@ def render(out=ROOT / "docs" / "experiments", template=HERE / "experiments.md.in
     text = re.sub(r"\{\{(\w+)\|([^}]+)\}\}", figure, text)
     text = text.replace("MIDDLEBOX_DNS_TABLE", table(out / "middlebox_dns.csv"))
     text = text.replace("MIDDLEBOX_DNS_SIZES", table(out / "middlebox_dns-endsize.csv"))
+    text = text.replace("MIDDLEBOX_DNS_GATEWAY", table(out / "middlebox_dns-gateway.csv"))
     text = text.replace("MIDDLEBOX_HTTP_TABLE", table(out / "middlebox_http.csv"))
     sizes = [f"{k.split(':')[0]} {v}" for k, v in s.get("middlebox_http", {}).get("figures", {}).items()
              if "bytes on the wire" in k]

@@ -21,9 +21,16 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 # In the order of the dissertation's claims: overhead, lifecycle, security,
-# middleboxes, then scale and the two-device rotation.
+# middleboxes, then scale and the two-device rotation; then the rotations
+# under impairment, and the overhead with the kernel tap (in the qemu VM).
 EXPERIMENTS = ["dns_overhead", "http_overhead", "attach", "activate", "deprecate", "rotation_single",
-               "challenge", "dissector", "middlebox_dns", "middlebox_http", "distribution", "rotation_two"]
+               "challenge", "dissector", "middlebox_dns", "middlebox_http", "distribution", "rotation_two",
+               "rotation_single_impaired", "rotation_two_impaired", "kernel_overhead"]
+# Experiments that are another script run with options: name → (script, options).
+VARIANTS = {
+    "rotation_single_impaired": ("rotation_single", ["--impair", "--overlap", "none", "until-idle"]),
+    "rotation_two_impaired": ("rotation_two", ["--impair", "--overlap", "none", "2s"]),
+}
 
 
 def main():
@@ -41,7 +48,8 @@ def main():
     for name in args.only or EXPERIMENTS:
         print(f"\n===== {name} {' '.join(flags)}", flush=True)
         t0 = time.monotonic()
-        p = subprocess.run([sys.executable, str(HERE / f"{name}.py"), *flags])
+        script, options = VARIANTS.get(name, (name, []))
+        p = subprocess.run([sys.executable, str(HERE / f"{script}.py"), *options, *flags])
         print(f"===== {name}: {'ok' if p.returncode == 0 else f'FAILED ({p.returncode})'} "
               f"in {time.monotonic() - t0:.0f} s", flush=True)
         if p.returncode != 0:
