@@ -289,6 +289,12 @@ macro_rules! image_panic_handler {
             // process that loads a user-space image has libc.
             unsafe { abort() }
         }
+
+        /// The precompiled `core` was built to unwind and names this
+        /// symbol; with `panic = "abort"` nothing ever calls it, but a
+        /// shared object must resolve it to load (`RTLD_NOW`).
+        #[no_mangle]
+        extern "C" fn rust_eh_personality() {}
     };
 }
 
