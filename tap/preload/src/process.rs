@@ -118,8 +118,11 @@ pub fn config(shm: &ShmReader, generation: u64) -> Option<Arc<Active>> {
             return Some(c.clone());
         }
     }
-    let (g, slots) = shm.snapshot_used()?;
-    let config = Config::from_used(g, slots.iter().map(|(i, s)| (*i, s)));
+    let (g, slots, images) = shm.snapshot_with_images()?;
+    let config = Config::from_used_with(g, slots.iter().map(|(i, s)| (*i, s)), |slot| {
+        let (_, image) = images.iter().find(|(i, _)| *i == slot)?;
+        crate::images::kind(image)
+    });
     let name = process_name();
     let needs = [config.needs(PROTO_TCP, name), config.needs(PROTO_UDP, name)];
     let candidates = [
