@@ -7,7 +7,7 @@
 //! same source builds into the kernel tap); never block, never panic on any
 //! input; recognise your own traffic on receive and answer `NotMine` to
 //! anything else, so a rotation can fall through to the next module.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
 
 use l45_kind_sdk::{
     Ctx, Directions, ModuleKind, ParamError, RecvVerdict, Role, SendVerdict, Transport,
@@ -116,7 +116,7 @@ impl ModuleKind for MyKind {
 // The image's `l45_kind_v1` symbol (and `KIND_TABLE` for the tests).
 l45_kind_sdk::export_kind!(MyKind, "my-kind");
 
-#[cfg(all(not(test), feature = "image"))]
+#[cfg(not(any(test, feature = "std")))]
 l45_kind_sdk::image_panic_handler!();
 
 #[cfg(test)]

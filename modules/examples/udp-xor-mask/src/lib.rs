@@ -11,7 +11,7 @@
 //!
 //! `core` only (no std, no alloc, no floats): the same source builds into
 //! the kernel tap.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
 
 use l45_kind_sdk::{
     Ctx, Directions, ModuleKind, ParamError, RecvVerdict, Role, SendVerdict, Transport,
@@ -156,7 +156,7 @@ impl ModuleKind for UdpXorMask {
 
 l45_kind_sdk::export_kind!(UdpXorMask, "udp-xor-mask");
 
-#[cfg(all(not(test), feature = "image"))]
+#[cfg(not(any(test, feature = "std")))]
 l45_kind_sdk::image_panic_handler!();
 
 #[cfg(test)]
