@@ -157,7 +157,10 @@ mod tests {
             RecvVerdict::Customized(3)
         );
         assert_eq!(&back[..3], b"abc");
-        assert_eq!(m.recv(&mut st, &server, b"abc", &mut back), RecvVerdict::NotMine);
+        assert_eq!(
+            m.recv(&mut st, &server, b"abc", &mut back),
+            RecvVerdict::NotMine
+        );
     }
 
     #[test]
@@ -178,6 +181,9 @@ mod tests {
         let m = module(&[("prefix", "hi")]).expect("valid");
         let mut st = SocketState::default();
         let mut out = [0u8; 4];
-        assert_eq!(m.send(&mut st, &CLIENT, b"abc", &mut out), SendVerdict::NotMine);
+        assert_eq!(
+            m.send(&mut st, &CLIENT, b"abc", &mut out),
+            SendVerdict::NotMine
+        );
     }
 }

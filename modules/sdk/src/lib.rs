@@ -18,14 +18,14 @@
 use core::fmt;
 use core::mem::{align_of, size_of, MaybeUninit};
 
-pub use l45_modules::abi::{
-    AbiError, ExternalKind, KindV1, ParamsBlob, RawCtx, RawParam, RawSplice, RawVerdict,
-    StateBlob, ABI_VERSION, ERROR_MAX, NAME_MAX, PAIRS_MAX, PARAMS_MAX, STATE_MAX,
-};
-pub use l45_modules::{Ctx, Directions, RecvVerdict, Role, SendVerdict, Splice, Transport};
 /// The module API crate, for tests that run a kind as the tap does
 /// (`Instance`, `Kind::External`).
 pub use l45_modules as modules;
+pub use l45_modules::abi::{
+    AbiError, ExternalKind, KindV1, ParamsBlob, RawCtx, RawParam, RawSplice, RawVerdict, StateBlob,
+    ABI_VERSION, ERROR_MAX, NAME_MAX, PAIRS_MAX, PARAMS_MAX, STATE_MAX,
+};
+pub use l45_modules::{Ctx, Directions, RecvVerdict, Role, SendVerdict, Splice, Transport};
 
 use l45_modules::abi::{
     ACTS_ON_RECV, ACTS_ON_SEND, FLAG_KEEPS_SOCKET_STATE, ROLE_CLIENT, ROLE_SERVER,
@@ -543,6 +543,15 @@ unsafe extern "C" fn splice_shim<K: ModuleKind>(
     1
 }
 
+/// Parameters, state, context, input and output of one data call.
+type DataArgs<'a, K> = (
+    &'a <K as ModuleKind>::Params,
+    &'a mut <K as ModuleKind>::State,
+    Ctx<'a>,
+    &'a [u8],
+    &'a mut [u8],
+);
+
 /// The safe arguments of a data call, or `None` if any is unusable.
 ///
 /// # Safety
@@ -555,13 +564,7 @@ unsafe fn data_args<'a, K: ModuleKind>(
     input_len: usize,
     out: *mut u8,
     out_len: usize,
-) -> Option<(
-    &'a K::Params,
-    &'a mut K::State,
-    Ctx<'a>,
-    &'a [u8],
-    &'a mut [u8],
-)> {
+) -> Option<DataArgs<'a, K>> {
     // SAFETY (all): the tap's blobs, context and buffers of the lengths it
     // passes, borrowed for the call; the output does not overlap the input.
     let p = unsafe { params_of::<K>(params) }?;
@@ -644,11 +647,11 @@ unsafe extern "C" fn recv_eof_shim<K: ModuleKind>(
     out_len: usize,
 ) -> usize {
     // SAFETY: arguments as the ABI documents them.
-    let (Some(p), Some(st), Some(out)) = (unsafe { params_of::<K>(params) }, unsafe {
-        state_of::<K>(state)
-    }, unsafe {
-        bytes_mut(out, out_len)
-    }) else {
+    let (Some(p), Some(st), Some(out)) = (
+        unsafe { params_of::<K>(params) },
+        unsafe { state_of::<K>(state) },
+        unsafe { bytes_mut(out, out_len) },
+    ) else {
         return 0;
     };
     let len = out.len();

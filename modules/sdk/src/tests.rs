@@ -89,9 +89,18 @@ fn a_kind_runs_through_its_table_with_state_per_socket() {
     let (mut a, mut b) = (SocketState::default(), SocketState::default());
     let mut out = [0u8; 8];
     // The count lives in each socket's state, starting from Default.
-    assert_eq!(m.send(&mut a, &CTX, b"abc", &mut out), SendVerdict::Customized(3));
-    assert_eq!(m.send(&mut a, &CTX, b"de", &mut out), SendVerdict::Customized(5));
-    assert_eq!(m.send(&mut b, &CTX, b"x", &mut out), SendVerdict::Customized(1));
+    assert_eq!(
+        m.send(&mut a, &CTX, b"abc", &mut out),
+        SendVerdict::Customized(3)
+    );
+    assert_eq!(
+        m.send(&mut a, &CTX, b"de", &mut out),
+        SendVerdict::Customized(5)
+    );
+    assert_eq!(
+        m.send(&mut b, &CTX, b"x", &mut out),
+        SendVerdict::Customized(1)
+    );
     assert_eq!(&out[..1], b"x");
 }
 
@@ -112,7 +121,10 @@ fn a_kind_claiming_more_than_its_buffer_passes_the_bytes_through() {
     let m = Instance::new(1, kind, [("lie", "true")]).expect("valid");
     let mut st = SocketState::default();
     let mut out = [0u8; 4];
-    assert_eq!(m.send(&mut st, &CTX, b"abc", &mut out), SendVerdict::PassThrough);
+    assert_eq!(
+        m.send(&mut st, &CTX, b"abc", &mut out),
+        SendVerdict::PassThrough
+    );
 }
 
 #[test]
@@ -151,9 +163,18 @@ fn shims_answer_harmlessly_to_unusable_arguments() {
             call(&params, core::ptr::null_mut(), &ctx, input.as_ptr(), 3),
             not_mine
         );
-        assert_eq!(call(&params, &mut state, null(), input.as_ptr(), 3), not_mine);
-        assert_eq!(call(&params, &mut state, &bad_role, input.as_ptr(), 3), not_mine);
-        assert_eq!(call(&params, &mut state, &bad_name, input.as_ptr(), 3), not_mine);
+        assert_eq!(
+            call(&params, &mut state, null(), input.as_ptr(), 3),
+            not_mine
+        );
+        assert_eq!(
+            call(&params, &mut state, &bad_role, input.as_ptr(), 3),
+            not_mine
+        );
+        assert_eq!(
+            call(&params, &mut state, &bad_name, input.as_ptr(), 3),
+            not_mine
+        );
         assert_eq!(call(&params, &mut state, &ctx, null(), 3), not_mine);
         // An empty input may come as (null, 0).
         assert_eq!(
@@ -162,7 +183,15 @@ fn shims_answer_harmlessly_to_unusable_arguments() {
         );
         // A null output of some length: refused; of none: empty.
         assert_eq!(
-            send(&params, &mut state, &ctx, input.as_ptr(), 3, core::ptr::null_mut(), 4),
+            send(
+                &params,
+                &mut state,
+                &ctx,
+                input.as_ptr(),
+                3,
+                core::ptr::null_mut(),
+                4
+            ),
             not_mine
         );
         let parse = raw.parse.expect("set");
@@ -171,17 +200,31 @@ fn shims_answer_harmlessly_to_unusable_arguments() {
         // Null pairs with n > 0, too many pairs, no room for the message:
         // all errors, never 0 (success).
         assert!(parse(core::ptr::null(), 1, &mut blob, error.as_mut_ptr(), 4) > 0);
-        assert!(parse(core::ptr::null(), PAIRS_MAX + 1, &mut blob, error.as_mut_ptr(), 4) > 0);
+        assert!(
+            parse(
+                core::ptr::null(),
+                PAIRS_MAX + 1,
+                &mut blob,
+                error.as_mut_ptr(),
+                4
+            ) > 0
+        );
         let bad = [RawParam {
             name: b"lie".as_ptr(),
             name_len: 3,
             value: b"\xff".as_ptr(),
             value_len: 1,
         }];
-        assert_eq!(parse(bad.as_ptr(), 1, &mut blob, core::ptr::null_mut(), 0), 1);
+        assert_eq!(
+            parse(bad.as_ptr(), 1, &mut blob, core::ptr::null_mut(), 0),
+            1
+        );
         assert_eq!(parse(bad.as_ptr(), 1, &mut blob, error.as_mut_ptr(), 4), 4);
         assert_eq!(&error, b"para");
-        assert_eq!(parse(core::ptr::null(), 0, &mut blob, error.as_mut_ptr(), 4), 0);
+        assert_eq!(
+            parse(core::ptr::null(), 0, &mut blob, error.as_mut_ptr(), 4),
+            0
+        );
         let acts = raw.acts_on.expect("set");
         assert_eq!(acts(&params, 9, 0), 0);
         assert_eq!(acts(null(), 0, 0), 0);

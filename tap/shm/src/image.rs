@@ -20,9 +20,9 @@ use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
-use std::sync::Mutex;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use l45_modules::abi::{ExternalKind, KindV1, SYMBOL};
 use sha2::{Digest, Sha256};
@@ -254,7 +254,8 @@ pub fn load(bytes: &[u8], sha256: &[u8; 32], kind: &str) -> Result<ExternalKind,
 fn memfd(bytes: &[u8]) -> Result<OwnedFd, ImageError> {
     let name = c"l45-kind";
     // SAFETY: a NUL-terminated name and valid flags.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(ImageError::Load(format!(
             "memfd_create: {}",

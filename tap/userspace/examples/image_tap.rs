@@ -21,7 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: image_tap CONTROL STORED-IMAGE KIND SHA256 KEY".into());
     };
     let tap = UserspaceTap::new(Path::new(control))?;
-    let target = tap.image_target().ok_or("this tap loads no module images")?;
+    let target = tap
+        .image_target()
+        .ok_or("this tap loads no module images")?;
     tap.load_kind(&KindImage {
         kind: kind.clone(),
         target,

@@ -52,7 +52,9 @@ fn stored(dir: &Path) -> KindImage {
     std::io::Write::write_all(&mut f, &bytes).expect("write image");
     KindImage {
         kind: "udp-xor-mask".into(),
-        target: IMAGE_TARGET.expect("an image target on this machine").into(),
+        target: IMAGE_TARGET
+            .expect("an image target on this machine")
+            .into(),
         sha256_hex: image::hex(&image::sha256(&bytes)),
         path,
     }
@@ -99,7 +101,8 @@ fn a_loaded_image_kind_is_checked_at_prepare_and_reaches_processes() {
     assert!(e.to_string().contains("neither built into"), "{e}");
 
     tap.load_kind(&img).expect("load");
-    tap.load_kind(&img).expect("loading the same image again is no error");
+    tap.load_kind(&img)
+        .expect("loading the same image again is no error");
 
     // The published copy: the control file's mode, the agent's user, the
     // same bytes.
@@ -122,7 +125,11 @@ fn a_loaded_image_kind_is_checked_at_prepare_and_reaches_processes() {
         let e = commit(&tap, vec![Change::Register(xor_module(1, key))]).expect_err("bad key");
         assert!(e.to_string().contains(why), "{e}");
     }
-    assert_eq!(reader.generation(), before, "refused prepares publish nothing");
+    assert_eq!(
+        reader.generation(),
+        before,
+        "refused prepares publish nothing"
+    );
 
     commit(&tap, vec![Change::Register(xor_module(1, "a55a"))]).expect("valid key");
     let (g, used, images) = reader.snapshot_with_images().expect("snapshot");
@@ -177,7 +184,10 @@ fn images_that_do_not_match_what_the_agent_verified_are_refused() {
         ..img.clone()
     };
     let e = tap.load_kind(&other_target).expect_err("target");
-    assert!(e.to_string().contains("built for kernel-6.12.118-x86_64"), "{e}");
+    assert!(
+        e.to_string().contains("built for kernel-6.12.118-x86_64"),
+        "{e}"
+    );
     let wrong_digest = KindImage {
         sha256_hex: "00".repeat(32),
         ..img.clone()

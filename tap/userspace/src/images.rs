@@ -16,8 +16,7 @@ use crate::UserspaceTap;
 
 /// The image target this build loads: user-space shared objects of this
 /// machine's architecture.
-pub const IMAGE_TARGET: Option<&str> = if cfg!(all(target_os = "linux", target_arch = "x86_64"))
-{
+pub const IMAGE_TARGET: Option<&str> = if cfg!(all(target_os = "linux", target_arch = "x86_64")) {
     Some("userspace-x86_64")
 } else if cfg!(all(target_os = "linux", target_arch = "aarch64")) {
     Some("userspace-aarch64")
@@ -77,8 +76,7 @@ impl UserspaceTap {
         };
         // Published again on every load: a restarted agent's runtime
         // directory may have been emptied.
-        let published =
-            image::publish(control, &bytes, &sha256).map_err(|e| refused(kind, e))?;
+        let published = image::publish(control, &bytes, &sha256).map_err(|e| refused(kind, e))?;
         kinds.insert(kind.to_string(), loaded);
         tracing::info!(
             kind,

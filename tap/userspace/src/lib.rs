@@ -20,8 +20,8 @@ use l45_tap_control::{
     Protocol, SocketInfo, TapControl, TapError, Transaction,
 };
 use l45_tap_shm::{
-    flags, set_name, AddrMatch, ImageRef, ModuleSlot, ShmError, ShmWriter, SocketRecord,
-    MAX_CHAIN, MAX_MODULES, MAX_SOCKETS, PROTO_ANY, PROTO_TCP, PROTO_UDP,
+    flags, set_name, AddrMatch, ImageRef, ModuleSlot, ShmError, ShmWriter, SocketRecord, MAX_CHAIN,
+    MAX_MODULES, MAX_SOCKETS, PROTO_ANY, PROTO_TCP, PROTO_UDP,
 };
 
 pub use images::{LoadedKind, IMAGE_TARGET};
@@ -384,7 +384,9 @@ impl TapControl for UserspaceTap {
                 reason: e.to_string(),
             };
             let (entry, image) = match current.get(id) {
-                Some(s) if unchanged => (*s, module_slot(m, s.revision, &kinds).map_err(refused)?.1),
+                Some(s) if unchanged => {
+                    (*s, module_slot(m, s.revision, &kinds).map_err(refused)?.1)
+                }
                 _ => {
                     revision = revision.wrapping_add(1);
                     module_slot(m, revision, &kinds).map_err(refused)?

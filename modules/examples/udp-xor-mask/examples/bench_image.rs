@@ -58,12 +58,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = args.first().ok_or("usage: bench_image IMAGE [ROUNDS] [N]")?;
+    let path = args
+        .first()
+        .ok_or("usage: bench_image IMAGE [ROUNDS] [N]")?;
     let rounds: usize = args.get(1).map_or(Ok(21), |s| s.parse())?;
     let n: usize = args.get(2).map_or(Ok(2_000_000), |s| s.parse())?;
     let external = load(path)?;
-    let module = Instance::new(1, Kind::External(external), [("key", KEY)])
-        .map_err(|e| e.to_string())?;
+    let module =
+        Instance::new(1, Kind::External(external), [("key", KEY)]).map_err(|e| e.to_string())?;
     let params = UdpXorMask::parse(&[("key", KEY)]).map_err(|e| e.to_string())?;
     let (client, server) = (ctx(Role::Client), ctx(Role::Server));
     let mut wire = [0u8; 128];

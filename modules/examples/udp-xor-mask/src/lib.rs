@@ -110,13 +110,7 @@ impl ModuleKind for UdpXorMask {
     }
 
     #[inline]
-    fn send(
-        p: &Params,
-        _: &mut (),
-        ctx: &Ctx<'_>,
-        input: &[u8],
-        out: &mut [u8],
-    ) -> SendVerdict {
+    fn send(p: &Params, _: &mut (), ctx: &Ctx<'_>, input: &[u8], out: &mut [u8]) -> SendVerdict {
         let key = p.key();
         if ctx.role != Role::Client || ctx.transport != Transport::Datagram || key.is_empty() {
             return SendVerdict::NotMine;
@@ -132,13 +126,7 @@ impl ModuleKind for UdpXorMask {
     }
 
     #[inline]
-    fn recv(
-        p: &Params,
-        _: &mut (),
-        ctx: &Ctx<'_>,
-        input: &[u8],
-        out: &mut [u8],
-    ) -> RecvVerdict {
+    fn recv(p: &Params, _: &mut (), ctx: &Ctx<'_>, input: &[u8], out: &mut [u8]) -> RecvVerdict {
         let key = p.key();
         if ctx.role != Role::Server || ctx.transport != Transport::Datagram || key.is_empty() {
             return RecvVerdict::NotMine;

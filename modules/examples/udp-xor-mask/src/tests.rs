@@ -76,8 +76,14 @@ fn bad_parameters_are_refused_with_a_reason() {
             .to_string()
     };
     assert_eq!(refused(&[]), "key is required (1-32 bytes as hex)");
-    assert_eq!(refused(&[("key", "")]), "key must be 2-64 hex digits (1-32 bytes)");
-    assert_eq!(refused(&[("key", "abc")]), "key must be 2-64 hex digits (1-32 bytes)");
+    assert_eq!(
+        refused(&[("key", "")]),
+        "key must be 2-64 hex digits (1-32 bytes)"
+    );
+    assert_eq!(
+        refused(&[("key", "abc")]),
+        "key must be 2-64 hex digits (1-32 bytes)"
+    );
     assert_eq!(
         refused(&[("key", &"00".repeat(33))]),
         "key must be 2-64 hex digits (1-32 bytes)"
@@ -106,10 +112,16 @@ fn tiny_buffers_and_foreign_traffic_are_not_mine() {
     let mut out = [0u8; 64];
     // No marker, a cut marker, an empty datagram: someone else's.
     for wire in [&b"plain dns query"[..], b"L45", b""] {
-        assert_eq!(m.recv(&mut st, &SERVER, wire, &mut out), RecvVerdict::NotMine);
+        assert_eq!(
+            m.recv(&mut st, &SERVER, wire, &mut out),
+            RecvVerdict::NotMine
+        );
     }
     // A bare marker is an empty masked datagram.
-    assert_eq!(m.recv(&mut st, &SERVER, &MARKER, &mut out), RecvVerdict::Customized(0));
+    assert_eq!(
+        m.recv(&mut st, &SERVER, &MARKER, &mut out),
+        RecvVerdict::Customized(0)
+    );
     // Too small an output for the unmasked bytes.
     assert_eq!(
         m.recv(&mut st, &SERVER, b"L45xabc", &mut out[..2]),
@@ -130,13 +142,25 @@ fn it_acts_only_where_it_says() {
                 ..CLIENT
             };
             let d = m.acts_on(role, transport);
-            assert_eq!(d.send, role == Role::Client && transport == Transport::Datagram);
-            assert_eq!(d.recv, role == Role::Server && transport == Transport::Datagram);
+            assert_eq!(
+                d.send,
+                role == Role::Client && transport == Transport::Datagram
+            );
+            assert_eq!(
+                d.recv,
+                role == Role::Server && transport == Transport::Datagram
+            );
             if !d.send {
-                assert_eq!(m.send(&mut st, &ctx, b"L45xab", &mut out), SendVerdict::NotMine);
+                assert_eq!(
+                    m.send(&mut st, &ctx, b"L45xab", &mut out),
+                    SendVerdict::NotMine
+                );
             }
             if !d.recv {
-                assert_eq!(m.recv(&mut st, &ctx, b"L45xab", &mut out), RecvVerdict::NotMine);
+                assert_eq!(
+                    m.recv(&mut st, &ctx, b"L45xab", &mut out),
+                    RecvVerdict::NotMine
+                );
             }
         }
     }
