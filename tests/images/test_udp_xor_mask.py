@@ -114,7 +114,8 @@ def run_exchange(env, messages):
 def start_tap(image_tap, tmp_path, stored_image):
     path, sha = stored_image
     control = tmp_path / "tap"
-    tap = subprocess.Popen([image_tap, str(control), str(path), "udp-xor-mask", sha, KEY.hex()],
+    tap = subprocess.Popen([image_tap, str(control), "--image", str(path), "udp-xor-mask", sha,
+                            "udp-xor-mask", f"key={KEY.hex()}"],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert tap.stdout.readline().strip() == "ready"
     env = {**os.environ, "LD_PRELOAD": PRELOAD, "L45_TAP_SHM": str(control)}

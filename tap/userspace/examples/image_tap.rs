@@ -1,11 +1,16 @@
-//! A test stand-in for the agent's module-image path: it creates the
-//! user-space tap's control area, loads a stored module image with
-//! `TapControl::load_kind` — what the agent does after `install-module`
-//! verified it — and commits one UDP module of that kind, so the image
-//! runs in real tapped processes (`tests/images/`). It holds the control
-//! area until its standard input closes.
+//! A stand-in for the agent's module-image path, for tests and benchmarks:
+//! it creates the user-space tap's control area, loads a stored module
+//! image with `TapControl::load_kind` — what the agent does after
+//! `install-module` verified it — and commits one module, so the image runs
+//! in real tapped processes (`tests/images/`, `tools/bench_image.py`). It
+//! holds the control area until its standard input closes.
 //!
-//! `image_tap CONTROL STORED-IMAGE KIND SHA256 KEY`
+//! ```text
+//! image_tap CONTROL [--image STORED-IMAGE KIND SHA256] [--match KEY=VALUE]... MODULE-KIND [NAME=VALUE]...
+//! ```
+//! `--image` loads a kind first; the module is of MODULE-KIND (an image's
+//! kind or a built-in one) with the parameters given. `--match` keys:
+//! `process-name`, `destination-port`, `source-port` (protocol is UDP).
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -15,35 +20,64 @@ use l45_tap_control::{
 };
 use l45_tap_userspace::UserspaceTap;
 
+const USAGE: &str = "usage: image_tap CONTROL [--image STORED-IMAGE KIND SHA256] \
+                     [--match KEY=VALUE]... MODULE-KIND [NAME=VALUE]...";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [control, image, kind, sha256, key] = args.as_slice() else {
-        return Err("usage: image_tap CONTROL STORED-IMAGE KIND SHA256 KEY".into());
+    let mut args = std::env::args().skip(1);
+    let control = args.next().ok_or(USAGE)?;
+    let tap = UserspaceTap::new(Path::new(&control))?;
+    let mut matching = MatchRules {
+        protocol: Some(Protocol::Udp),
+        ..MatchRules::default()
     };
-    let tap = UserspaceTap::new(Path::new(control))?;
-    let target = tap
-        .image_target()
-        .ok_or("this tap loads no module images")?;
-    tap.load_kind(&KindImage {
-        kind: kind.clone(),
-        target,
-        sha256_hex: sha256.clone(),
-        path: PathBuf::from(image),
-    })?;
+    let kind = loop {
+        match args.next().ok_or(USAGE)?.as_str() {
+            "--image" => {
+                let (Some(path), Some(kind), Some(sha256_hex)) =
+                    (args.next(), args.next(), args.next())
+                else {
+                    return Err(USAGE.into());
+                };
+                let target = tap.image_target().ok_or("this tap loads no module images")?;
+                tap.load_kind(&KindImage {
+                    kind,
+                    target,
+                    sha256_hex,
+                    path: PathBuf::from(path),
+                })?;
+            }
+            "--match" => {
+                let rule = args.next().ok_or(USAGE)?;
+                let (key, value) = rule.split_once('=').ok_or(USAGE)?;
+                match key {
+                    "process-name" => matching.process_name = Some(value.to_string()),
+                    "destination-port" => matching.destination_port = Some(value.parse()?),
+                    "source-port" => matching.source_port = Some(value.parse()?),
+                    _ => return Err(format!("unknown match key {key}").into()),
+                }
+            }
+            kind => break kind.to_string(),
+        }
+    };
+    let parameters = args
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or(USAGE)
+        })
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
     let txn = Transaction {
         changes: vec![Change::Register(ModuleConfig {
             id: 1,
-            name: "masked".into(),
-            kind: kind.clone(),
+            name: "m1".into(),
+            kind,
             priority: 10,
             activated: true,
             deprecated: false,
             attach: Attach::NewSockets,
-            matching: MatchRules {
-                protocol: Some(Protocol::Udp),
-                ..MatchRules::default()
-            },
-            parameters: BTreeMap::from([("key".to_string(), key.clone())]),
+            matching,
+            parameters,
             key: None,
         })],
     };
