@@ -8,10 +8,14 @@ client gets back, the bytes as written.
 The agent's install-module RPC is not on main yet, so the image is loaded
 by `tap/userspace/examples/image_tap.rs` instead of through NETCONF."""
 import os
+import pathlib
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 
 from conftest import PRELOAD
 
@@ -156,3 +160,53 @@ def test_a_published_copy_that_does_not_match_its_digest_is_not_run(
         assert back == MESSAGES
     finally:
         stop_tap(tap)
+
+
+def test_dnsmasq_of_another_user_loads_the_published_image(tmp_path, image_tap, stored_image):
+    """dnsmasq drops to its own user before its first query: it can read
+    the copy the agent's user published (0644, beside a control file every
+    user may read), not the stored image (0600). dig masks, dnsmasq
+    unmasks — a masked query it could not unmask it would refuse."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tap"))
+    from taplab import Dnsmasq, shm_root, ANSWER
+    shared = pathlib.Path(shm_root() or tempfile.gettempdir()) / f"l45-images-{os.getpid()}-{time.monotonic_ns()}"
+    shared.mkdir(mode=0o755)
+    path, sha = stored_image
+    control = shared / "tap"
+    tap = subprocess.Popen([image_tap, str(control), "--image", str(path), "udp-xor-mask", sha,
+                            "udp-xor-mask", f"key={KEY.hex()}"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = None
+    try:
+        assert tap.stdout.readline().strip() == "ready"
+        env = {**os.environ, "LD_PRELOAD": PRELOAD, "L45_TAP_SHM": str(control)}
+        server = Dnsmasq(tmp_path, env=env)
+        owner = os.stat(f"/proc/{server.proc.pid}").st_uid
+        if os.geteuid() == 0:
+            # Started by root, dnsmasq runs as its own user: the case at hand.
+            wait_for_user_change = time.monotonic() + 10
+            while owner == 0 and time.monotonic() < wait_for_user_change:
+                time.sleep(0.02)
+                owner = os.stat(f"/proc/{server.proc.pid}").st_uid
+            assert owner != 0, "dnsmasq kept root's user"
+        dig = subprocess.run(["dig", "@127.0.0.1", "-p", str(server.port), "example.test",
+                              "+tries=1", "+time=3", "+short"],
+                             env=env, capture_output=True, text=True, timeout=30)
+        assert dig.stdout.strip() == ANSWER, (owner, dig.stdout, dig.stderr,
+                                              (tmp_path / "dnsmasq.log").read_text())
+        # The query left dig masked (an untapped listener sees it).
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(5)
+            probe = subprocess.Popen(["dig", "@127.0.0.1", "-p", str(s.getsockname()[1]),
+                                      "example.test", "+tries=1", "+time=1"],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                assert s.recvfrom(65536)[0].startswith(MARKER)
+            finally:
+                probe.wait(timeout=10)
+    finally:
+        if server:
+            server.stop()
+        stop_tap(tap)
+        shutil.rmtree(shared, ignore_errors=True)
