@@ -131,6 +131,13 @@ def stop_tap(tap):
     tap.wait(timeout=10)
 
 
+def stats(tap):
+    """The module's counters, as the agent reads them."""
+    tap.stdin.write("stats\n")
+    tap.stdin.flush()
+    return dict(kv.split("=") for kv in tap.stdout.readline().split())
+
+
 def test_masked_on_the_wire_and_delivered_intact(tmp_path, image_tap, stored_image):
     tap, control, sha, env = start_tap(image_tap, tmp_path, stored_image)
     try:
@@ -140,6 +147,9 @@ def test_masked_on_the_wire_and_delivered_intact(tmp_path, image_tap, stored_ima
         assert wire == [masked(m) for m in MESSAGES]
         assert at_server == MESSAGES
         assert back == MESSAGES
+        st = stats(tap)
+        assert st["errors"] == "0", st
+        assert st["messages_sent"] == st["messages_received"] == str(len(MESSAGES)), st
     finally:
         stop_tap(tap)
 
@@ -153,11 +163,16 @@ def test_a_published_copy_that_does_not_match_its_digest_is_not_run(
         data[len(data) // 2] ^= 0xFF
         published.write_bytes(bytes(data))
         # New processes refuse the changed image: the module does not run
-        # and the traffic goes as written (nothing lost).
+        # and the traffic goes as written (nothing lost), and is reported.
         wire, at_server, back = run_exchange(env, MESSAGES)
         assert wire == MESSAGES
         assert at_server == MESSAGES
         assert back == MESSAGES
+        # Reported: each of the two processes counted an error against the
+        # module it could not run, and customized nothing.
+        st = stats(tap)
+        assert st["errors"] == "2", st
+        assert st["messages_sent"] == st["messages_received"] == "0", st
     finally:
         stop_tap(tap)
 

@@ -4,8 +4,8 @@
 //! trust it as it trusts the control file — checks the digest of the bytes
 //! it read and loads exactly those (`l45_tap_shm::image::load`). A module
 //! whose image cannot be loaded is rejected like one of an unknown kind:
-//! its sockets stay uncustomized, and the agent reports them as escaping
-//! it (the bypass report).
+//! its sockets in this process stay uncustomized (nothing is lost), and the
+//! process adds one to the module's `errors` counter (`process::config`).
 
 use std::sync::Mutex;
 

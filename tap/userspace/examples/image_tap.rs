@@ -3,7 +3,8 @@
 //! image with `TapControl::load_kind` — what the agent does after
 //! `install-module` verified it — and commits one module, so the image runs
 //! in real tapped processes (`tests/images/`, `tools/bench_image.py`). It
-//! holds the control area until its standard input closes.
+//! holds the control area until its standard input closes, and answers a
+//! line `stats` with the module's counters.
 //!
 //! ```text
 //! image_tap CONTROL [--image STORED-IMAGE KIND SHA256] [--match KEY=VALUE]... MODULE-KIND [NAME=VALUE]...
@@ -12,7 +13,6 @@
 //! kind or a built-in one) with the parameters given. `--match` keys:
 //! `process-name`, `destination-port`, `source-port` (protocol is UDP).
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use l45_tap_control::{
@@ -39,7 +39,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 else {
                     return Err(USAGE.into());
                 };
-                let target = tap.image_target().ok_or("this tap loads no module images")?;
+                let target = tap
+                    .image_target()
+                    .ok_or("this tap loads no module images")?;
                 tap.load_kind(&KindImage {
                     kind,
                     target,
@@ -84,7 +86,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tap.prepare(&txn)?;
     tap.apply(&txn);
     println!("ready");
-    let mut rest = Vec::new();
-    std::io::stdin().read_to_end(&mut rest)?;
+    // One line per "stats" read on standard input: the module's counters.
+    for line in std::io::stdin().lines() {
+        if line?.trim() == "stats" {
+            let st = tap.module_stats();
+            let m = st.iter().find(|m| m.id == 1).ok_or("module 1 is gone")?;
+            println!(
+                "errors={} messages_sent={} messages_received={}",
+                m.errors, m.messages_sent, m.messages_received
+            );
+        }
+    }
     Ok(())
 }
