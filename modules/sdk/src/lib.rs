@@ -16,7 +16,7 @@
 #![allow(unsafe_code)] // the FFI boundary to the tap; every block has a SAFETY note
 
 use core::fmt;
-use core::mem::{align_of, size_of, MaybeUninit};
+use core::mem::{align_of, size_of};
 
 /// The module API crate, for tests that run a kind as the tap does
 /// (`Instance`, `Kind::External`).
@@ -454,15 +454,13 @@ unsafe extern "C" fn parse_shim<K: ModuleKind>(
     }
     match K::parse(&text[..raw.len()]) {
         Ok(p) => {
-            let mut blob = MaybeUninit::<ParamsBlob>::zeroed();
-            // SAFETY: size and alignment of K::Params fit a ParamsBlob
-            // (asserted in `table`); a zeroed blob is a valid byte array.
-            let blob = unsafe {
-                blob.as_mut_ptr().cast::<K::Params>().write(p);
-                blob.assume_init()
-            };
-            // SAFETY: params is the tap's blob, non-null (checked).
-            unsafe { params.write(blob) };
+            // SAFETY: params is the tap's blob, non-null (checked), 8-aligned
+            // and PARAMS_MAX bytes; K::Params fits it (asserted in `table`).
+            // Zeroed first, so bytes past the parameters are defined.
+            unsafe {
+                params.write(ParamsBlob([0; PARAMS_MAX]));
+                params.cast::<K::Params>().write(p);
+            }
             0
         }
         Err(e) => fail(e.as_str()),
