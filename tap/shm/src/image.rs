@@ -27,7 +27,66 @@ use std::sync::Mutex;
 use l45_modules::abi::{ExternalKind, KindV1, SYMBOL};
 use sha2::{Digest, Sha256};
 
-use crate::{euid, trusted_control, CONTROL_MODE};
+use crate::{euid, name_bytes, trusted_control, CONTROL_MODE};
+
+/// Longest kind name of a module image (`l45_modules::abi::NAME_MAX`).
+pub const IMAGE_NAME_LEN: usize = 64;
+
+/// Which module image runs a slot's kind: the kind's name and the SHA-256
+/// of the image the agent published next to the control file
+/// (`published_path`). Plain bytes: processes copy it out.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ImageRef {
+    /// NUL-padded.
+    pub kind: [u8; IMAGE_NAME_LEN],
+    pub sha256: [u8; 32],
+}
+
+impl Default for ImageRef {
+    fn default() -> Self {
+        ImageRef {
+            kind: [0; IMAGE_NAME_LEN],
+            sha256: [0; 32],
+        }
+    }
+}
+
+impl std::fmt::Debug for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ImageRef({}, {})",
+            String::from_utf8_lossy(name_bytes(&self.kind)),
+            hex(&self.sha256)
+        )
+    }
+}
+
+impl ImageRef {
+    /// `None` if the name is empty or longer than `IMAGE_NAME_LEN`.
+    pub fn new(kind: &str, sha256: [u8; 32]) -> Option<ImageRef> {
+        let mut r = ImageRef {
+            sha256,
+            ..ImageRef::default()
+        };
+        let b = kind.as_bytes();
+        if b.is_empty() || b.len() > IMAGE_NAME_LEN || b.contains(&0) {
+            return None;
+        }
+        r.kind[..b.len()].copy_from_slice(b);
+        Some(r)
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.kind[0] != 0
+    }
+
+    /// The kind's name (empty if it is not UTF-8).
+    pub fn kind_name(&self) -> &str {
+        std::str::from_utf8(name_bytes(&self.kind)).unwrap_or("")
+    }
+}
 
 /// Handles of the images this process loaded (as numbers: only compared).
 static LOADED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
