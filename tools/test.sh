@@ -17,6 +17,16 @@ if cargo test --workspace --quiet 2>&1 | tee /tmp/l45-cargo-test.log; then :; el
 p=$( (grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' /tmp/l45-cargo-test.log || true) | awk '{s+=$4; f+=$6} END {print s+0, f+0}')
 passed=$((passed + ${p% *})); failed=$((failed + ${p#* }))
 
+echo "== module images: the example kind and the template (own workspaces)"
+# no_std cdylibs with panic = "abort": their tests run apart from the
+# workspace's (`--lib`: the image itself cannot build with unwinding).
+for kind in modules/examples/*/ modules/kind-template/; do
+  log=/tmp/l45-kind-$(basename "$kind").log
+  if (cd "$kind" && cargo test --lib --quiet --target-dir "$OLDPWD/target/kinds") 2>&1 | tee "$log"; then :; else failed=$((failed+1)); fi
+  p=$( (grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" || true) | awk '{s+=$4; f+=$6} END {print s+0, f+0}')
+  passed=$((passed + ${p% *})); failed=$((failed + ${p#* }))
+done
+
 echo "== YANG: yanglint and pyang --strict"
 # -y: libyang's built-in ietf-yang-library and ietf-datastores (imported by
 # ietf-netconf-nmda), as the agent's context has them.

@@ -222,6 +222,17 @@ impl Config {
         generation: u64,
         slots: impl IntoIterator<Item = (usize, &'a ModuleSlot)>,
     ) -> Config {
+        Config::from_used_with(generation, slots, |_| None)
+    }
+
+    /// As `from_used`; a slot of a kind that is not built in (kind code 0)
+    /// gets its kind from `external(slot index)` (the process's loaded
+    /// module images), or is rejected if that gives none.
+    pub fn from_used_with<'a>(
+        generation: u64,
+        slots: impl IntoIterator<Item = (usize, &'a ModuleSlot)>,
+        mut external: impl FnMut(usize) -> Option<Kind>,
+    ) -> Config {
         let mut c = Config {
             generation,
             ..Config::default()
@@ -230,7 +241,11 @@ impl Config {
             if !s.used() {
                 continue;
             }
-            let instance = Kind::from_code(s.kind)
+            let kind = match s.kind {
+                0 => external(slot),
+                code => Kind::from_code(code),
+            };
+            let instance = kind
                 .ok_or(())
                 .and_then(|k| Instance::new(s.id, k, s.param_pairs()).map_err(|_| ()));
             match instance {

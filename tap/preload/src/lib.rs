@@ -33,6 +33,7 @@ macro_rules! pass_first {
     };
 }
 
+mod images;
 mod io;
 mod process;
 mod readiness;

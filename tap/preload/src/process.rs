@@ -118,8 +118,22 @@ pub fn config(shm: &ShmReader, generation: u64) -> Option<Arc<Active>> {
             return Some(c.clone());
         }
     }
-    let (g, slots) = shm.snapshot_used()?;
-    let config = Config::from_used(g, slots.iter().map(|(i, s)| (*i, s)));
+    let (g, slots, images) = shm.snapshot_with_images()?;
+    let config = Config::from_used_with(g, slots.iter().map(|(i, s)| (*i, s)), |slot| {
+        let kind = images
+            .iter()
+            .find(|(i, _)| *i == slot)
+            .and_then(|(_, image)| crate::images::kind(image));
+        if kind.is_none() {
+            // The module cannot run here: its sockets in this process stay
+            // uncustomized, and the module's `errors` counter says so
+            // (once per process and table generation).
+            if let Some((_, s)) = slots.iter().find(|(i, _)| *i == slot) {
+                crate::stats::credit_error(slot, s.id);
+            }
+        }
+        kind
+    });
     let name = process_name();
     let needs = [config.needs(PROTO_TCP, name), config.needs(PROTO_UDP, name)];
     let candidates = [

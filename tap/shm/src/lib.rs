@@ -40,7 +40,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"L45TAP\0\x01");
-pub const VERSION: u32 = 4;
+/// 5: the table of module images beside the module table (`ImageRef`).
+pub const VERSION: u32 = 5;
 pub const MAX_MODULES: usize = 64;
 /// Sockets one user's table lists.
 pub const MAX_SOCKETS: usize = sockets::TABLE_SOCKETS;
@@ -63,7 +64,9 @@ const SNAPSHOT_PATIENCE: Duration = Duration::from_millis(50);
 
 const PAGE: usize = 4096;
 
+pub mod image;
 mod sockets;
+pub use image::{ImageRef, IMAGE_NAME_LEN};
 pub use sockets::{parse_segments, Segment, TABLE_LEN, TABLE_MODE};
 
 // ===== layout =====
@@ -222,6 +225,9 @@ struct Header {
 struct Control {
     header: Header,
     modules: [ModuleSlot; MAX_MODULES],
+    /// The module image of each slot whose kind is not built in (kind
+    /// code 0); zeroed for the others.
+    images: [ImageRef; MAX_MODULES],
 }
 
 /// Live counters of one module, updated by every tapped process.
@@ -645,6 +651,7 @@ impl ShmWriter {
             std::ptr::write_volatile(&mut (*ctl).header.max_sockets, MAX_SOCKETS as u32);
             for i in 0..MAX_MODULES {
                 std::ptr::write_volatile(&mut (*ctl).modules[i], ModuleSlot::default());
+                std::ptr::write_volatile(&mut (*ctl).images[i], ImageRef::default());
             }
         }
         self.header()
@@ -698,11 +705,24 @@ impl ShmWriter {
     /// Publishes a whole new table at once (one generation step). Slots
     /// whose module id changed get fresh statistics.
     pub fn publish(&self, table: &[ModuleSlot; MAX_MODULES]) {
+        self.publish_with_images(table, &[ImageRef::default(); MAX_MODULES]);
+    }
+
+    /// `publish`, with the module image of each slot of a kind that is not
+    /// built in (`images[i]` for `table[i]`).
+    pub fn publish_with_images(
+        &self,
+        table: &[ModuleSlot; MAX_MODULES],
+        images: &[ImageRef; MAX_MODULES],
+    ) {
         let old = self.modules();
         self.begin_write();
-        for (i, slot) in table.iter().enumerate() {
+        for (i, (slot, image)) in table.iter().zip(images).enumerate() {
             // SAFETY: sole writer (flock), bounds from the array type.
-            unsafe { std::ptr::write_volatile(&mut (*self.control_ptr()).modules[i], *slot) };
+            unsafe {
+                std::ptr::write_volatile(&mut (*self.control_ptr()).modules[i], *slot);
+                std::ptr::write_volatile(&mut (*self.control_ptr()).images[i], *image);
+            }
         }
         self.end_write();
         for (i, slot) in table.iter().enumerate() {
@@ -828,6 +848,34 @@ pub struct ShmReader {
     /// When joining last failed (monotonic ns): retried a second later,
     /// not on every new socket.
     join_failed_at: AtomicU64,
+}
+
+/// A copy of an image reference another process may be rewriting (the
+/// caller checks the generation around it), word by word as `read_slot`.
+///
+/// # Safety
+/// `image` points to a mapped, 4-byte aligned `ImageRef`.
+unsafe fn read_image(image: *const ImageRef) -> ImageRef {
+    const WORDS: usize = std::mem::size_of::<ImageRef>() / 4;
+    const _: () = assert!(std::mem::size_of::<ImageRef>().is_multiple_of(4));
+    let mut out = ImageRef::default();
+    // Byte arrays are 1-aligned: the control part lays ImageRefs out after
+    // the 4-aligned module slots, at a multiple of 4 (size asserted).
+    const _: () = assert!(
+        std::mem::size_of::<Header>().is_multiple_of(4)
+            && std::mem::size_of::<ModuleSlot>().is_multiple_of(4)
+    );
+    let src = image.cast::<AtomicU32>();
+    let dst = std::ptr::from_mut(&mut out).cast::<u8>();
+    for i in 0..WORDS {
+        // SAFETY: in bounds of both (the source is 4-aligned, see above);
+        // any bytes are a valid ImageRef.
+        unsafe {
+            let w = (*src.add(i)).load(Ordering::Relaxed).to_ne_bytes();
+            std::ptr::copy_nonoverlapping(w.as_ptr(), dst.add(4 * i), 4);
+        }
+    }
+    out
 }
 
 /// A copy of a module slot another process may be rewriting (the caller
@@ -1035,10 +1083,21 @@ impl ShmReader {
     /// `None` if the agent kept the generation odd longer than a reader
     /// waits (it may have died mid-write): the caller keeps what it has.
     pub fn snapshot_used(&self) -> Option<(u64, Vec<(usize, ModuleSlot)>)> {
+        let (g, used, _) = self.snapshot_with_images()?;
+        Some((g, used))
+    }
+
+    /// `snapshot_used`, with the module images of the used slots whose
+    /// kind is not built in (kind code 0), by slot index.
+    #[allow(clippy::type_complexity)]
+    pub fn snapshot_with_images(
+        &self,
+    ) -> Option<(u64, Vec<(usize, ModuleSlot)>, Vec<(usize, ImageRef)>)> {
         // SAFETY: the header is in bounds of the control mapping.
         let generation = unsafe { &(*self.control_ptr()).header.generation };
-        read_stable(generation, || {
+        let (g, (used, images)) = read_stable(generation, || {
             let mut used = Vec::new();
+            let mut images = Vec::new();
             for i in 0..MAX_MODULES {
                 // SAFETY: plain bytes in bounds of the mapping; a concurrent
                 // write is detected by the generation check and the copy
@@ -1046,12 +1105,17 @@ impl ShmReader {
                 unsafe {
                     let slot = &(*self.control_ptr()).modules[i];
                     if std::ptr::read_volatile(&slot.flags) & flags::USED != 0 {
-                        used.push((i, read_slot(slot)));
+                        let slot = read_slot(slot);
+                        if slot.kind == 0 {
+                            images.push((i, read_image(&(*self.control_ptr()).images[i])));
+                        }
+                        used.push((i, slot));
                     }
                 }
             }
-            used
-        })
+            (used, images)
+        })?;
+        Some((g, used, images))
     }
 
     #[inline]

@@ -431,7 +431,7 @@ mod tests {
                 parameters: BTreeMap::from([("delay".into(), "1".into())]),
                 key: None,
             };
-            t[i] = crate::module_slot(&m, *id).unwrap();
+            t[i] = crate::module_slot(&m, *id, &Default::default()).unwrap().0;
         }
         t
     }

@@ -16,17 +16,21 @@ use std::sync::Mutex;
 
 use l45_modules::{security, Instance, Kind};
 use l45_tap_control::{
-    Attach, Bypass, ChallengeAnswer, Change, ModuleConfig, ModuleState, ModuleStats, Protocol,
-    SocketInfo, TapControl, TapError, Transaction,
+    Attach, Bypass, ChallengeAnswer, Change, KindImage, ModuleConfig, ModuleState, ModuleStats,
+    Protocol, SocketInfo, TapControl, TapError, Transaction,
 };
 use l45_tap_shm::{
-    flags, set_name, AddrMatch, ModuleSlot, ShmError, ShmWriter, SocketRecord, MAX_CHAIN,
+    flags, set_name, AddrMatch, ImageRef, ModuleSlot, ShmError, ShmWriter, SocketRecord, MAX_CHAIN,
     MAX_MODULES, MAX_SOCKETS, PROTO_ANY, PROTO_TCP, PROTO_UDP,
 };
+
+pub use images::{LoadedKind, IMAGE_TARGET};
 
 pub struct UserspaceTap {
     shm: ShmWriter,
     inner: Mutex<Inner>,
+    /// Kinds loaded from module images, by name (`images.rs`).
+    kinds: Mutex<HashMap<String, LoadedKind>>,
     seen: Mutex<SeenSockets>,
     bypass: Mutex<bypass::Watch>,
     /// Statistics slots found naming another module (`housekeeping`).
@@ -68,6 +72,7 @@ struct Inner {
 
 struct Prepared {
     table: Box<[ModuleSlot; MAX_MODULES]>,
+    images: Box<[ImageRef; MAX_MODULES]>,
     modules: BTreeMap<u32, (usize, ModuleConfig)>,
     revision: u32,
 }
@@ -75,7 +80,7 @@ struct Prepared {
 /// Why a module cannot go into the table.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SlotError {
-    #[error("kind {0} is not built into the user-space tap")]
+    #[error("kind {0} is neither built into the user-space tap nor loaded from a module image")]
     UnknownKind(String),
     #[error("parameters: {0}")]
     Parameters(String),
@@ -120,9 +125,24 @@ fn addr_match(text: &str) -> Result<AddrMatch, SlotError> {
     Ok(m)
 }
 
-/// The table entry for one module.
-pub fn module_slot(m: &ModuleConfig, revision: u32) -> Result<ModuleSlot, SlotError> {
-    let kind = Kind::from_name(&m.kind).ok_or_else(|| SlotError::UnknownKind(m.kind.clone()))?;
+/// The table entry for one module, and the module image of its kind if
+/// that is not built in (found in `kinds`, the loaded images). The
+/// parameters are checked by the kind's own parser, as the tapped
+/// processes will parse them.
+pub fn module_slot(
+    m: &ModuleConfig,
+    revision: u32,
+    kinds: &HashMap<String, LoadedKind>,
+) -> Result<(ModuleSlot, ImageRef), SlotError> {
+    let unknown = || SlotError::UnknownKind(m.kind.clone());
+    let (kind, image) = match Kind::from_name(&m.kind) {
+        Some(k) => (k, ImageRef::default()),
+        None => {
+            let loaded = kinds.get(&m.kind).ok_or_else(unknown)?;
+            let image = ImageRef::new(&m.kind, loaded.sha256).ok_or_else(unknown)?;
+            (Kind::External(loaded.kind), image)
+        }
+    };
     let pairs = || m.parameters.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     Instance::new(m.id, kind, pairs()).map_err(|e| SlotError::Parameters(e.to_string()))?;
     let mut s = ModuleSlot {
@@ -179,7 +199,7 @@ pub fn module_slot(m: &ModuleConfig, revision: u32) -> Result<ModuleSlot, SlotEr
     if m.key.as_ref().is_some_and(|k| k.len() != 32) {
         return Err(SlotError::Key);
     }
-    Ok(s)
+    Ok((s, image))
 }
 
 impl UserspaceTap {
@@ -188,6 +208,7 @@ impl UserspaceTap {
         Ok(UserspaceTap {
             shm: ShmWriter::create(path)?,
             inner: Mutex::default(),
+            kinds: Mutex::default(),
             seen: Mutex::default(),
             bypass: Mutex::default(),
             overwritten_stats: Default::default(),
@@ -346,7 +367,9 @@ impl TapControl for UserspaceTap {
                 }
             }
         }
+        let kinds = self.kinds();
         let mut table = Box::new([ModuleSlot::default(); MAX_MODULES]);
+        let mut images = Box::new([ImageRef::default(); MAX_MODULES]);
         let current: BTreeMap<u32, ModuleSlot> = self
             .shm
             .modules()
@@ -356,20 +379,25 @@ impl TapControl for UserspaceTap {
             .collect();
         for (id, (slot, m)) in &modules {
             let unchanged = inner.modules.get(id).is_some_and(|(_, old)| old == m);
-            let entry = match current.get(id) {
-                Some(s) if unchanged => *s,
+            let refused = |e: SlotError| TapError::Refused {
+                id: *id,
+                reason: e.to_string(),
+            };
+            let (entry, image) = match current.get(id) {
+                Some(s) if unchanged => {
+                    (*s, module_slot(m, s.revision, &kinds).map_err(refused)?.1)
+                }
                 _ => {
                     revision = revision.wrapping_add(1);
-                    module_slot(m, revision).map_err(|e| TapError::Refused {
-                        id: *id,
-                        reason: e.to_string(),
-                    })?
+                    module_slot(m, revision, &kinds).map_err(refused)?
                 }
             };
             table[*slot] = entry;
+            images[*slot] = image;
         }
         inner.prepared = Some(Prepared {
             table,
+            images,
             modules,
             revision,
         });
@@ -379,7 +407,7 @@ impl TapControl for UserspaceTap {
     fn apply(&self, _txn: &Transaction) {
         let mut inner = self.lock();
         if let Some(p) = inner.prepared.take() {
-            self.shm.publish(&p.table);
+            self.shm.publish_with_images(&p.table, &p.images);
             inner.modules = p.modules;
             inner.revision = p.revision;
             // Modules attaching to new sockets only do not count the
@@ -545,6 +573,18 @@ impl TapControl for UserspaceTap {
         })
     }
 
+    fn image_target(&self) -> Option<String> {
+        IMAGE_TARGET.map(str::to_string)
+    }
+
+    fn load_kind(&self, image: &KindImage) -> Result<(), TapError> {
+        self.load_image(image)
+    }
+
+    fn unload_kind(&self, kind: &str) -> Result<(), TapError> {
+        self.unload_image(kind)
+    }
+
     fn install(&self, _id: u32, _image: &[u8], _sha256_hex: &str) -> Result<(), TapError> {
         Err(TapError::Unsupported(
             "installing module images (the user-space tap runs the built-in kinds)",
@@ -558,7 +598,11 @@ fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
 }
 
 mod bypass;
+mod images;
 mod procfs;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod image_tests;

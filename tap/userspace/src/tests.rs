@@ -49,7 +49,7 @@ fn committed_modules_reach_a_reader_and_prepare_failures_change_nothing() {
     bad.parameters.insert("interval".into(), "3".into());
     for (m, needle) in [
         (bad, "interval"),
-        (module(9, "installed-binary"), "not built into"),
+        (module(9, "installed-binary"), "neither built into"),
         (
             ModuleConfig {
                 matching: MatchRules {
