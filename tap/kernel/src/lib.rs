@@ -14,8 +14,8 @@ use std::sync::Mutex;
 
 use l45_modules::{Instance, Kind};
 use l45_tap_control::{
-    Attach, ChallengeAnswer, Change, KindImage, ModuleConfig, ModuleState, ModuleStats, Protocol, SocketInfo,
-    TapControl, TapError, Transaction,
+    Attach, ChallengeAnswer, Change, KindImage, ModuleConfig, ModuleState, ModuleStats, Protocol,
+    SocketInfo, TapControl, TapError, Transaction,
 };
 use nl::{attr, cmd, flag, matching, Attrs, Genl, NlError};
 
@@ -768,7 +768,9 @@ mod tests {
     fn a_kind_that_is_not_built_in_goes_by_name() {
         let mut m = module(4);
         m.kind = "udp-xor-test".into();
-        m.parameters = [("key".to_string(), "90".to_string())].into_iter().collect();
+        m.parameters = [("key".to_string(), "90".to_string())]
+            .into_iter()
+            .collect();
         let a = register_attrs(&m).expect("the kernel parses its parameters");
         let b = a.as_bytes();
         assert_eq!(nl::attr_u16(b, attr::KIND), Some(0));
