@@ -634,18 +634,15 @@ pub unsafe extern "C" fn l45_rs_register(r: *mut Reg, msg: *mut *const c_char) -
         set_msg(msg, b"module id already registered (set L45_A_REPLACE to update it)\0");
         return -EEXIST;
     }
-    if existing.is_none() && t.specs.iter().all(|s| s.is_some()) {
+    let Some(slot) = existing.or_else(|| t.specs.iter().position(|s| s.is_none())) else {
         set_msg(msg, b"module table full (64 modules)\0");
         return -ENOSPC;
-    }
+    };
     // A configured module of an external kind keeps the kind's module
     // loaded until it is revoked or replaced by another kind.
     if !kinds::pin(&instance.kind) {
         set_msg(msg, b"kind is being unloaded\0");
         return -EINVAL;
-    }
-    if let Some(old) = existing.and_then(|slot| t.specs[slot].as_ref()) {
-        kinds::unpin(&old.instance.kind);
     }
     t.revision = t.revision.wrapping_add(1);
     let spec = Spec {
@@ -657,24 +654,18 @@ pub unsafe extern "C" fn l45_rs_register(r: *mut Reg, msg: *mut *const c_char) -
         instance,
         key: (r.has_key != 0).then_some(r.key),
     };
-    if let Some(slot) = t.specs.iter().position(|s| s.as_ref().is_some_and(|s| s.id == r.id)) {
-        if r.replace == 0 {
-            set_msg(msg, b"module id already registered (set L45_A_REPLACE to update it)\0");
-            return -EEXIST;
-        }
-        t.specs[slot] = Some(spec);
-    } else {
-        let Some(slot) = t.specs.iter().position(|s| s.is_none()) else {
-            set_msg(msg, b"module table full (64 modules)\0");
-            return -ENOSPC;
-        };
+    if existing.is_none() {
         STATS[slot].reset(r.id);
-        t.specs[slot] = Some(spec);
-        bump();
-        return 1;
+    }
+    if let Some(old) = t.specs[slot].replace(spec) {
+        kinds::unpin(&old.instance.kind);
     }
     bump();
-    0
+    if existing.is_none() {
+        1
+    } else {
+        0
+    }
 }
 
 fn find(t: &Table, id: u32) -> Option<usize> {
