@@ -157,15 +157,24 @@ pub unsafe extern "C" fn l45_rs_kind_register(table: *const KindV1, owner: *mut 
     let free = (0..MAX_KINDS)
         .find(|&i| r[i].is_none() && USERS[i].table.load(Ordering::Acquire).is_null());
     let Some(slot) = free else {
-        pr_err!("kind {}: registry full ({} kinds)\n", kind.name(), MAX_KINDS);
+        pr_err!(
+            "kind {}: registry full ({} kinds)\n",
+            kind.name(),
+            MAX_KINDS
+        );
         return -ENOSPC;
     };
     USERS[slot].attached.store(0, Ordering::Release);
-    USERS[slot]
-        .table
-        .store(kind.table() as *const KindV1 as *mut KindV1, Ordering::Release);
+    USERS[slot].table.store(
+        kind.table() as *const KindV1 as *mut KindV1,
+        Ordering::Release,
+    );
     r[slot] = Some(Registered { kind, owner });
-    pr_info!("kind {} registered (ABI {})\n", kind.name(), abi::ABI_VERSION);
+    pr_info!(
+        "kind {} registered (ABI {})\n",
+        kind.name(),
+        abi::ABI_VERSION
+    );
     0
 }
 

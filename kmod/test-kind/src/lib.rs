@@ -111,7 +111,12 @@ unsafe extern "C" fn xor(
     }
 }
 
-unsafe extern "C" fn no_eof(_: *const ParamsBlob, _: *mut StateBlob, _: *mut u8, _: usize) -> usize {
+unsafe extern "C" fn no_eof(
+    _: *const ParamsBlob,
+    _: *mut StateBlob,
+    _: *mut u8,
+    _: usize,
+) -> usize {
     0
 }
 
@@ -134,6 +139,3 @@ pub static l45_kind_v1: KindV1 = KindV1 {
     recv: Some(xor),
     recv_eof: Some(no_eof),
 };
-
-
-
