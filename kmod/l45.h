@@ -17,6 +17,8 @@
 #define L45_MAX_PARAMS 16
 #define L45_NAME_LEN 16
 #define L45_KEY_LEN 32
+#define L45_KIND_NAME_MAX 64	/* l45_modules::abi::NAME_MAX */
+#define L45_REG_ERR_LEN 96	/* l45_modules::abi::ERROR_MAX */
 
 enum l45_cmd {
 	L45_CMD_UNSPEC,
@@ -47,6 +49,7 @@ enum l45_attr {
 	L45_A_SOCKET,		/* nested, L45_K_* */
 	L45_A_PAD,
 	L45_A_REPLACE,		/* flag: REGISTER updates an existing id in place */
+	L45_A_KIND_NAME,	/* string: a loaded kind's name, with L45_A_KIND 0 */
 	__L45_A_MAX,
 };
 #define L45_A_MAX (__L45_A_MAX - 1)
@@ -166,6 +169,10 @@ struct l45_reg {
 	struct l45_rule rule;
 	struct l45_param params[L45_MAX_PARAMS];
 	u8 key[L45_KEY_LEN];
+	const u8 *kind_name;	/* with kind 0: a kind from the registry (kinds.rs) */
+	u32 kind_name_len;
+	u32 err_len;		/* out: a kind parser's message, not NUL-terminated */
+	u8 err[L45_REG_ERR_LEN];
 };
 
 struct l45_stats {
@@ -212,7 +219,7 @@ struct l45_plan {
 
 /* Implemented in Rust. Functions marked "cfg" need l45_cfg_lock held;
  * "sock" need the socket entry's lock held. */
-int l45_rs_register(const struct l45_reg *r, const char **msg);	/* cfg; 1 = new id */
+int l45_rs_register(struct l45_reg *r, const char **msg);		/* cfg; 1 = new id */
 int l45_rs_revoke(u32 id);						/* cfg */
 int l45_rs_set(u32 id, int what, u32 value);				/* cfg */
 int l45_rs_stats(u32 slot, struct l45_stats *out);			/* cfg */
@@ -235,6 +242,19 @@ int l45_rs_recv(void *s, const struct l45_view *v, const u8 *in, size_t len,
 size_t l45_rs_recv_eof(void *s, u8 *out, size_t cap);			/* sock */
 u32 l45_rs_sock_ids(const void *s, u32 *ids);				/* sock */
 void l45_rs_error(void *s);						/* sock */
+
+/* Kinds that are not built in (kinds.rs, kinds.c). The table is a
+ * struct KindV1 (modules/src/abi.rs); only Rust looks inside. */
+struct l45_kind_v1;
+int l45_rs_kind_register(const struct l45_kind_v1 *table, void *owner);	/* cfg */
+int l45_rs_kind_unregister(const struct l45_kind_v1 *table);		/* cfg; slot */
+u32 l45_rs_kind_users(u32 slot);
+void l45_rs_kind_forget(u32 slot);					/* cfg */
+bool l45_owner_get(void *owner);
+void l45_owner_put(void *owner);
+/* Exported to kind modules (EXPORT_SYMBOL_GPL). */
+int l45_register_kind(const struct l45_kind_v1 *table, struct module *owner);
+void l45_unregister_kind(const struct l45_kind_v1 *table);
 
 #define L45_SET_ACTIVATED 1
 #define L45_SET_DEPRECATED 2

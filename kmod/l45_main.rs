@@ -30,6 +30,9 @@ use kernel::prelude::*;
 mod l45mod;
 
 use l45mod::{Ctx, Instance, Kind, ParamError, Params, RecvVerdict, Role, SendVerdict, SocketState, Transport};
+// (abi.rs names these from the crate root, as in the modules crate)
+#[allow(unused_imports)]
+use l45mod::{Directions, Splice};
 
 module! {
     type: L45Tap,
@@ -131,7 +134,14 @@ pub struct Reg {
     rule: Rule,
     params: [Param; MAX_PARAMS],
     key: [u8; 32],
+    kind_name: *const u8,
+    kind_name_len: u32,
+    err_len: u32,
+    err: [u8; REG_ERR_LEN],
 }
+
+/// `L45_REG_ERR_LEN` (l45.h): room for a kind parser's error message.
+const REG_ERR_LEN: usize = 96;
 
 /// Mirror of `struct l45_stats` (l45.h).
 #[repr(C)]
@@ -369,6 +379,7 @@ impl Attached {
         if let Some(c) = counters(slot, m.id) {
             c.sockets.fetch_add(1, Ordering::Relaxed);
         }
+        kinds::attached(&m.instance.kind);
         Attached {
             slot,
             id: m.id,
@@ -381,6 +392,7 @@ impl Attached {
     }
 
     fn detach(&self) {
+        kinds::detached(&self.instance.kind);
         if let Some(c) = counters(self.slot, self.id) {
             let _ = c
                 .sockets
@@ -458,6 +470,8 @@ impl Sock {
                         if m.revision != a.revision {
                             if m.instance.kind != a.instance.kind {
                                 a.state = SocketState::default();
+                                kinds::detached(&a.instance.kind);
+                                kinds::attached(&m.instance.kind);
                             }
                             a.instance = m.instance;
                             a.revision = m.revision;
@@ -531,7 +545,8 @@ fn param_message(e: ParamError) -> &'static [u8] {
         ParamError::BadValue(_) => b"bad parameter value\0",
         ParamError::Missing("code") => b"parameter code is required\0",
         ParamError::Missing(_) => b"a required parameter is missing\0",
-        ParamError::Rejected(_) => b"the installed kind refused its parameters\0",
+        // (l45_rs_register copies the kind's own message into the request)
+        ParamError::Rejected(_) => b"parameters refused by the kind\0",
     }
 }
 
@@ -557,12 +572,28 @@ fn bump() {
 /// `r` points to a filled `struct l45_reg` whose parameter pointers are
 /// valid for their lengths; `msg` is valid for a write; cfg lock held.
 #[no_mangle]
-pub unsafe extern "C" fn l45_rs_register(r: *const Reg, msg: *mut *const c_char) -> c_int {
+pub unsafe extern "C" fn l45_rs_register(r: *mut Reg, msg: *mut *const c_char) -> c_int {
     // SAFETY: see the function's contract.
-    let r = unsafe { &*r };
-    let Some(kind) = Kind::from_code(r.kind) else {
-        set_msg(msg, b"unknown module kind\0");
-        return -EINVAL;
+    let r = unsafe { &mut *r };
+    let kind = if r.kind == 0 && !r.kind_name.is_null() {
+        // SAFETY: the shim points kind_name at a netlink attribute payload
+        // of at least kind_name_len bytes, alive for this call.
+        let name = unsafe { core::slice::from_raw_parts(r.kind_name, r.kind_name_len as usize) };
+        match kinds::by_name(name) {
+            Some(k) => Kind::External(k),
+            None => {
+                set_msg(msg, b"kind not loaded (no kind module registered it)\0");
+                return -EINVAL;
+            }
+        }
+    } else {
+        match Kind::from_code(r.kind) {
+            Some(k) => k,
+            None => {
+                set_msg(msg, b"unknown module kind\0");
+                return -EINVAL;
+            }
+        }
     };
     let n = (r.nparams as usize).min(MAX_PARAMS);
     let mut pairs: [(&str, &str); MAX_PARAMS] = [("", ""); MAX_PARAMS];
@@ -586,12 +617,33 @@ pub unsafe extern "C" fn l45_rs_register(r: *const Reg, msg: *mut *const c_char)
     let instance = match Instance::new(r.id, kind, pairs[..n].iter().copied()) {
         Ok(i) => i,
         Err(e) => {
+            if let ParamError::Rejected(text) = e {
+                let text = text.as_str().as_bytes();
+                let n = text.len().min(REG_ERR_LEN);
+                r.err[..n].copy_from_slice(&text[..n]);
+                r.err_len = n as u32;
+            }
             set_msg(msg, param_message(e));
             return -EINVAL;
         }
     };
     // SAFETY: cfg lock held (contract).
     let t = unsafe { table() };
+    let existing = find(t, r.id);
+    if existing.is_some() && r.replace == 0 {
+        set_msg(msg, b"module id already registered (set L45_A_REPLACE to update it)\0");
+        return -EEXIST;
+    }
+    let Some(slot) = existing.or_else(|| t.specs.iter().position(|s| s.is_none())) else {
+        set_msg(msg, b"module table full (64 modules)\0");
+        return -ENOSPC;
+    };
+    // A configured module of an external kind keeps the kind's module
+    // loaded until it is revoked or replaced by another kind.
+    if !kinds::pin(&instance.kind) {
+        set_msg(msg, b"kind is being unloaded\0");
+        return -EINVAL;
+    }
     t.revision = t.revision.wrapping_add(1);
     let spec = Spec {
         id: r.id,
@@ -602,24 +654,18 @@ pub unsafe extern "C" fn l45_rs_register(r: *const Reg, msg: *mut *const c_char)
         instance,
         key: (r.has_key != 0).then_some(r.key),
     };
-    if let Some(slot) = t.specs.iter().position(|s| s.as_ref().is_some_and(|s| s.id == r.id)) {
-        if r.replace == 0 {
-            set_msg(msg, b"module id already registered (set L45_A_REPLACE to update it)\0");
-            return -EEXIST;
-        }
-        t.specs[slot] = Some(spec);
-    } else {
-        let Some(slot) = t.specs.iter().position(|s| s.is_none()) else {
-            set_msg(msg, b"module table full (64 modules)\0");
-            return -ENOSPC;
-        };
+    if existing.is_none() {
         STATS[slot].reset(r.id);
-        t.specs[slot] = Some(spec);
-        bump();
-        return 1;
+    }
+    if let Some(old) = t.specs[slot].replace(spec) {
+        kinds::unpin(&old.instance.kind);
     }
     bump();
-    0
+    if existing.is_none() {
+        1
+    } else {
+        0
+    }
 }
 
 fn find(t: &Table, id: u32) -> Option<usize> {
@@ -634,7 +680,9 @@ pub extern "C" fn l45_rs_revoke(id: u32) -> c_int {
     let Some(slot) = find(t, id) else {
         return -ENOENT;
     };
-    t.specs[slot] = None;
+    if let Some(old) = t.specs[slot].take() {
+        kinds::unpin(&old.instance.kind);
+    }
     STATS[slot].reset(0);
     bump();
     0
@@ -732,6 +780,10 @@ pub unsafe extern "C" fn l45_rs_key(id: u32, key: *mut u8) -> c_int {
 pub extern "C" fn l45_rs_generation() -> u32 {
     l45_rs_gen.load(Ordering::Acquire)
 }
+
+// ===== kinds that are not built in (kinds.rs) =====
+
+pub mod kinds;
 
 // ===== entry points for the shim: sockets (sock_ffi.rs) =====
 

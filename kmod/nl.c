@@ -68,6 +68,7 @@ static const struct nla_policy l45_policy[L45_A_MAX + 1] = {
 	[L45_A_NONCE] = NLA_POLICY_EXACT_LEN(12),
 	[L45_A_CIPHERTEXT] = NLA_POLICY_EXACT_LEN(32),
 	[L45_A_REPLACE] = { .type = NLA_FLAG },
+	[L45_A_KIND_NAME] = { .type = NLA_NUL_STRING, .len = L45_KIND_NAME_MAX },
 };
 
 static int l45_prefix_from(struct l45_prefix *p, struct nlattr *addr, struct nlattr *prefix,
@@ -177,6 +178,15 @@ static int l45_nl_register(struct sk_buff *skb, struct genl_info *info)
 			r->nparams++;
 		}
 	}
+	if (r->kind == 0) {
+		/* a kind that is not built in, by name (kinds.rs) */
+		err = -EINVAL;
+		if (GENL_REQ_ATTR_CHECK(info, L45_A_KIND_NAME))
+			goto out;
+		r->kind_name = nla_data(info->attrs[L45_A_KIND_NAME]);
+		r->kind_name_len = strnlen(nla_data(info->attrs[L45_A_KIND_NAME]),
+					   nla_len(info->attrs[L45_A_KIND_NAME]));
+	}
 	if (info->attrs[L45_A_KEY]) {
 		r->has_key = 1;
 		memcpy(r->key, nla_data(info->attrs[L45_A_KEY]), L45_KEY_LEN);
@@ -189,7 +199,10 @@ static int l45_nl_register(struct sk_buff *skb, struct genl_info *info)
 		static_branch_inc(&l45_configured);
 		err = 0;
 	}
-	if (err && msg && info->extack)
+	if (err && r->err_len && info->extack)
+		/* the kind's own message (it lives in r, freed below: copied) */
+		NL_SET_ERR_MSG_FMT(info->extack, "%.*s", (int)r->err_len, r->err);
+	else if (err && msg && info->extack)
 		info->extack->_msg = msg;	/* a static string owned by the module */
 out:
 	kfree_sensitive(r);

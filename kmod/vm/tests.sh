@@ -507,6 +507,42 @@ t_tls_through_stream_tag() {
   $KT revoke 131; $KT revoke 132
 }
 
+# A kind that is not built in, as a kind module (kmod/kind/, kmod/test-kind/):
+# loaded through the agent's backend, configured by name, real UDP traffic
+# masked on the wire and delivered intact; the kind module stays loaded
+# while a configured module uses it and unloads after the revoke.
+t_kind_module_udp_xor() {
+  KO=/l45_kind_udp_xor_test.ko
+  dnsmasq_on 5370
+  $KT load-kind $KO udp-xor-test
+  grep -q '^l45_kind_udp_xor_test ' /proc/modules
+  $KT load-kind $KO udp-xor-test    # loaded already: not an error
+  $KT kind-refusals udp-xor-test
+  # the client masks its queries: dnsmasq cannot read them (bytes on the
+  # wire changed)
+  $KT reg 141 udp-xor-test --proto udp --dport 5370 key=90
+  if digq 5370; then echo "masked query answered"; return 1; fi
+  # dnsmasq's socket unmasks them (it exists already: immediate)
+  $KT reg 142 udp-xor-test --proto udp --sport 5370 --immediate key=90
+  for i in 1 2 3 4 5; do digq 5370; done
+  gt 141 messages_sent 4; gt 142 messages_received 4
+  # two configured modules hold the kind module
+  [ "$(cat /sys/module/l45_kind_udp_xor_test/refcnt)" = 2 ]
+  if rmmod l45_kind_udp_xor_test; then echo "kind unloaded while in use"; return 1; fi
+  if $KT unload-kind udp-xor-test; then echo "kind unloaded while in use"; return 1; fi
+  grep -q '^l45_kind_udp_xor_test ' /proc/modules
+  $KT revoke 141; $KT revoke 142
+  [ "$(cat /sys/module/l45_kind_udp_xor_test/refcnt)" = 0 ]
+  # dnsmasq's idle socket still holds module 142 in its chain: unloading
+  # waits for no one, the chain is refreshed by the unload itself
+  $KT unload-kind udp-xor-test
+  if grep -q '^l45_kind_udp_xor_test ' /proc/modules; then echo "still loaded"; return 1; fi
+  digq 5370    # plain traffic again
+  if $KT reg 143 udp-xor-test key=1; then echo "unloaded kind configured"; return 1; fi
+  $KT unload-kind udp-xor-test    # not loaded: not an error
+  dnsmasq_off 5370
+}
+
 t_dmesg_clean() {
   rmmod l45
   dmesg > /tmp/dmesg
@@ -598,6 +634,7 @@ run dns_catalogue_kinds t_dns_catalogue_kinds
 run untouched_sockets_pass t_untouched_sockets_pass
 run agent_challenge_and_idle t_agent_challenge_and_idle
 run tls_through_stream_tag t_tls_through_stream_tag
+run kind_module_udp_xor t_kind_module_udp_xor
 if [ "${L45_BENCH:-1}" = 1 ]; then
   [ -d /sys/module/l45 ] || insmod /l45.ko
   echo "== benchmark"; bench

@@ -17,6 +17,7 @@ use l45_tap_kernel::nl::{self, attr, cmd, Attrs};
 use l45_tap_kernel::Client;
 
 mod fuzz;
+mod kinds;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -90,6 +91,9 @@ fn run(args: &[String]) -> Result<()> {
         }
         "challenge" => challenge(args),
         "malformed" => malformed(),
+        "load-kind" => kinds::load(args),
+        "unload-kind" => kinds::unload(args),
+        "kind-refusals" => kinds::refusals(args),
         "fuzz-netlink" => fuzz::fuzz_netlink(args),
         "tcp-serve" => tcp_serve(host(args), num(args, 1, "port")?, num(args, 2, "bytes")?, num(args, 3, "connections")?),
         "tcp-get" => tcp_get(host(args), num(args, 1, "port")?, num(args, 2, "bytes")?),

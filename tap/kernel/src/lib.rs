@@ -4,17 +4,18 @@
 //! and challenges are read back over the same family. Wire format:
 //! `docs/kernel-tap.md`.
 
+pub mod images;
 pub mod nl;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use l45_modules::{Instance, Kind};
 use l45_tap_control::{
-    Attach, ChallengeAnswer, Change, ModuleConfig, ModuleState, ModuleStats, Protocol, SocketInfo,
-    TapControl, TapError, Transaction,
+    Attach, ChallengeAnswer, Change, KindImage, ModuleConfig, ModuleState, ModuleStats, Protocol,
+    SocketInfo, TapControl, TapError, Transaction,
 };
 use nl::{attr, cmd, flag, matching, Attrs, Genl, NlError};
 
@@ -69,9 +70,18 @@ fn name_ok(n: &str) -> Result<(), EncodeError> {
 /// The attributes of a register request for `m`; validates everything the
 /// kernel would (so that `apply` does not fail).
 pub fn register_attrs(m: &ModuleConfig) -> Result<Attrs, EncodeError> {
-    let kind = Kind::from_name(&m.kind).ok_or_else(|| EncodeError::UnknownKind(m.kind.clone()))?;
-    let pairs = || m.parameters.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    Instance::new(m.id, kind, pairs()).map_err(|e| EncodeError::Parameters(e.to_string()))?;
+    // A kind that is not built in goes by name: the kernel builds it from
+    // the kind module that registered it and runs its parameter parser.
+    let kind = match Kind::from_name(&m.kind) {
+        Some(kind) => {
+            let pairs = || m.parameters.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            Instance::new(m.id, kind, pairs())
+                .map_err(|e| EncodeError::Parameters(e.to_string()))?;
+            Some(kind)
+        }
+        None if l45_modules::abi::valid_name(m.kind.as_bytes()) => None,
+        None => return Err(EncodeError::UnknownKind(m.kind.clone())),
+    };
     if m.parameters.len() > 16 {
         return Err(EncodeError::TooManyParameters);
     }
@@ -114,9 +124,12 @@ pub fn register_attrs(m: &ModuleConfig) -> Result<Attrs, EncodeError> {
     }
     let mut a = Attrs::new()
         .u32(attr::ID, m.id)
-        .u16(attr::KIND, kind.code())
+        .u16(attr::KIND, kind.map_or(0, |k| k.code()))
         .u16(attr::PRIORITY, m.priority)
         .u8(attr::FLAGS, flags_of(m));
+    if kind.is_none() {
+        a = a.string(attr::KIND_NAME, &m.kind);
+    }
     if !mt.is_empty() {
         a = a.nested(attr::MATCH, mt);
     }
@@ -390,6 +403,8 @@ fn parse_socket(a: &[u8]) -> SocketInfo {
 pub struct KernelTap {
     client: Client,
     inner: Mutex<Inner>,
+    /// Kinds loaded as kind modules through `load_kind`.
+    kinds: Mutex<BTreeSet<String>>,
     errors: NetlinkErrors,
 }
 
@@ -416,6 +431,7 @@ impl KernelTap {
         Ok(KernelTap {
             client: Client::open()?,
             inner: Mutex::default(),
+            kinds: Mutex::default(),
             errors: NetlinkErrors::default(),
         })
     }
@@ -459,6 +475,20 @@ impl TapControl for KernelTap {
     }
 
     fn prepare(&self, txn: &Transaction) -> Result<(), TapError> {
+        {
+            let kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+            for change in &txn.changes {
+                let (Change::Register(m) | Change::Update(m)) = change else {
+                    continue;
+                };
+                if Kind::from_name(&m.kind).is_none() && !kinds.contains(&m.kind) {
+                    return Err(TapError::Refused {
+                        id: m.id,
+                        reason: format!("kind {} is neither built in nor loaded", m.kind),
+                    });
+                }
+            }
+        }
         let mut inner = self.lock();
         let mut modules = inner.modules.clone();
         let mut ops = Vec::new();
@@ -624,8 +654,30 @@ impl TapControl for KernelTap {
 
     fn install(&self, _id: u32, _image: &[u8], _sha256_hex: &str) -> Result<(), TapError> {
         Err(TapError::Unsupported(
-            "installing module images (the kernel tap runs the built-in kinds)",
+            "installing module images by id (kinds come as kind modules: load_kind)",
         ))
+    }
+
+    fn image_target(&self) -> Option<String> {
+        images::image_target().ok()
+    }
+
+    fn load_kind(&self, image: &KindImage) -> Result<(), TapError> {
+        images::load(image)?;
+        self.kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(image.kind.clone());
+        Ok(())
+    }
+
+    fn unload_kind(&self, kind: &str) -> Result<(), TapError> {
+        images::unload(kind)?;
+        self.kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(kind);
+        Ok(())
     }
 }
 
@@ -690,10 +742,10 @@ mod tests {
     #[test]
     fn bad_modules_are_refused_before_the_kernel_sees_them() {
         let mut m = module(1);
-        m.kind = "nope".into();
+        m.kind = "No kind".into();
         assert_eq!(
             register_attrs(&m).unwrap_err(),
-            EncodeError::UnknownKind("nope".into())
+            EncodeError::UnknownKind("No kind".into())
         );
         let mut m = module(1);
         m.parameters.insert("interval".into(), "3".into());
@@ -710,6 +762,25 @@ mod tests {
         let mut m = module(1);
         m.key = Some(vec![0; 31]);
         assert_eq!(register_attrs(&m).unwrap_err(), EncodeError::Key);
+    }
+
+    #[test]
+    fn a_kind_that_is_not_built_in_goes_by_name() {
+        let mut m = module(4);
+        m.kind = "udp-xor-test".into();
+        m.parameters = [("key".to_string(), "90".to_string())]
+            .into_iter()
+            .collect();
+        let a = register_attrs(&m).expect("the kernel parses its parameters");
+        let b = a.as_bytes();
+        assert_eq!(nl::attr_u16(b, attr::KIND), Some(0));
+        assert_eq!(
+            nl::attr_str(b, attr::KIND_NAME).as_deref(),
+            Some("udp-xor-test")
+        );
+        // A built-in kind carries its code and no name.
+        let b = register_attrs(&module(4)).expect("valid");
+        assert_eq!(nl::get_attr(b.as_bytes(), attr::KIND_NAME), None);
     }
 
     #[test]

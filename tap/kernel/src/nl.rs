@@ -36,6 +36,8 @@ pub mod attr {
     pub const SOCKET: u16 = 12;
     /// Flag: REGISTER updates an existing id in place.
     pub const REPLACE: u16 = 14;
+    /// String: with `KIND` 0, a kind loaded as a kind module, by name.
+    pub const KIND_NAME: u16 = 15;
 }
 
 pub mod flag {
