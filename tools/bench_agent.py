@@ -29,7 +29,9 @@ medians; L45_BENCH_READS=0 skips them): one entry by key (subtree and XPath
 filter), one entry with state (`get`), `/nacm` only, a content match on a
 non-key leaf (priority 7: N/100 entries), full get-config and full `get`
 with state; end to end (ncclient) and, for our agent, the server's parse +
-handle + send from its debug log.
+handle + send from its debug log, and the server process's CPU time per
+read (user + system of all its threads from /proc/PID/stat, 10 ms ticks,
+over the repeats: a figure a busy machine moves less than wall time).
 
 After the full `get` it also times ncclient's own work on that reply's
 bytes, offline (no server, no SSH): its chunked-framing decoder fed
@@ -200,6 +202,12 @@ def client_floor(raw, repeat=3):
     return min(framing), min(parse)
 
 
+def cpu_s(pid):
+    """The process's user + system CPU time so far (all threads, ticks)."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak(pid):
     """Restarts VmHWM at the current RSS (clear_refs 5, Linux ≥ 4.0)."""
     with open(f"/proc/{pid}/clear_refs", "w") as f:
@@ -228,6 +236,7 @@ def reads(label, n, m, log, repeat=5, pid=None):
             reset_peak(pid)
             before = rss(pid)["VmRSS"]
         ends, servers, size, raw = [], [], 0, None
+        cpu0 = cpu_s(pid) if pid else None
         for _ in range(repeat):
             log.take()
             t, r = timed(call)
@@ -239,9 +248,10 @@ def reads(label, n, m, log, repeat=5, pid=None):
             ms = log.server_ms()
             if ms is not None:
                 servers.append(ms)
+        cpu = f", CPU {(cpu_s(pid) - cpu0) / repeat * 1000:.0f} ms/read" if pid else ""
         ends.sort()
         servers.sort()
-        server = f"server {servers[len(servers) // 2]:8.1f} ms (min {servers[0]:.1f})" if servers else "server      n/a"
+        server = f"server {servers[len(servers) // 2]:8.1f} ms (min {servers[0]:.1f}{cpu})" if servers else f"server      n/a{cpu}"
         print(f"  read {name:<30} end to end {ends[len(ends) // 2] * 1000:8.1f} ms (min {ends[0] * 1000:.1f}), "
               f"{server}; {want} entries, {size / 1e6:.2f} MB", flush=True)
         if name == "full get with state":
