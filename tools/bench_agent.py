@@ -29,7 +29,17 @@ medians; L45_BENCH_READS=0 skips them): one entry by key (subtree and XPath
 filter), one entry with state (`get`), `/nacm` only, a content match on a
 non-key leaf (priority 7: N/100 entries), full get-config and full `get`
 with state; end to end (ncclient) and, for our agent, the server's parse +
-handle + send from its debug log.
+handle + send from its debug log, and the server process's CPU time per
+read (user + system of all its threads from /proc/PID/stat, 10 ms ticks,
+over the repeats: a figure a busy machine moves less than wall time).
+
+After the full `get` it also times ncclient's own work on that reply's
+bytes, offline (no server, no SSH): its chunked-framing decoder fed
+4096-byte reads (as its SSH transport reads) of the reply in 64 KiB
+chunks, then the reply parse (`parse_root` + `GetReply.parse`, lxml).
+That is the client's floor under the end-to-end figure, measured in the
+same run (paramiko's decryption and its session loop's select() come on
+top of it).
 
 L45_BENCH_NCCLIENT_TICK (diagnostic): see below.
 """
@@ -153,7 +163,58 @@ def nmda_rows(m, key):
     ]
 
 
-def reads(label, n, m, log, repeat=5):
+class _FloorSession:
+    """What ncclient's framing decoder needs of a session."""
+
+    def __init__(self):
+        from io import BytesIO
+        self._buffer = BytesIO()
+        self._base = ncsession.NetconfBase.BASE_11
+        self._message_list = []
+        self.got = None
+
+    def _dispatch_message(self, raw):
+        self.got = raw
+
+
+def client_floor(raw, repeat=3):
+    """Best of `repeat`: ncclient's framing decoder (4096-byte reads of the
+    reply in 64 KiB chunks) and its reply parse, on `raw`, in seconds."""
+    from ncclient import xml_
+    from ncclient.operations.retrieve import GetReply
+    from ncclient.transport import parser as ncparser
+    data = raw.encode()
+    part = 64 * 1024
+    wire = b"".join(b"\n#%d\n%s" % (len(data[i:i + part]), data[i:i + part]) for i in range(0, len(data), part)) + b"\n##\n"
+    framing, parse = [], []
+    for _ in range(repeat):
+        s = _FloorSession()
+        p = ncparser.DefaultXMLParser(s)
+        t = time.perf_counter()
+        for i in range(0, len(wire), 4096):
+            p.parse(wire[i:i + 4096])
+        framing.append(time.perf_counter() - t)
+        assert s.got == raw
+        t = time.perf_counter()
+        xml_.parse_root(raw)
+        GetReply(raw).parse()
+        parse.append(time.perf_counter() - t)
+    return min(framing), min(parse)
+
+
+def cpu_s(pid):
+    """The process's user + system CPU time so far (all threads, ticks)."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reset_peak(pid):
+    """Restarts VmHWM at the current RSS (clear_refs 5, Linux ≥ 4.0)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+def reads(label, n, m, log, repeat=5, pid=None):
     """The read rows of issue 18: each read `repeat` times, medians of the
     client's time (end to end) and of the server's parse + handle + send."""
     key = n // 2
@@ -168,11 +229,18 @@ def reads(label, n, m, log, repeat=5):
         ("full get-config", lambda: m.get_config("running"), n),
         ("full get with state", lambda: m.get(), n),
     ]
+    earlier_peak = 0
     for name, call, want in rows:
-        ends, servers, size = [], [], 0
+        if name == "full get with state" and pid:
+            earlier_peak = rss(pid)["VmHWM"]
+            reset_peak(pid)
+            before = rss(pid)["VmRSS"]
+        ends, servers, size, raw = [], [], 0, None
+        cpu0 = cpu_s(pid) if pid else None
         for _ in range(repeat):
             log.take()
             t, r = timed(call)
+            raw = r.xml
             got = len(ENTRY.findall(r.data_xml))  # (yang-library's modules have no id)
             assert got == want, f"{label} {name}: {got} entries, want {want}"
             ends.append(t)
@@ -180,11 +248,21 @@ def reads(label, n, m, log, repeat=5):
             ms = log.server_ms()
             if ms is not None:
                 servers.append(ms)
+        cpu = f", CPU {(cpu_s(pid) - cpu0) / repeat * 1000:.0f} ms/read" if pid else ""
         ends.sort()
         servers.sort()
-        server = f"server {servers[len(servers) // 2]:8.1f} ms (min {servers[0]:.1f})" if servers else "server      n/a"
+        server = f"server {servers[len(servers) // 2]:8.1f} ms (min {servers[0]:.1f}{cpu})" if servers else f"server      n/a{cpu}"
         print(f"  read {name:<30} end to end {ends[len(ends) // 2] * 1000:8.1f} ms (min {ends[0] * 1000:.1f}), "
               f"{server}; {want} entries, {size / 1e6:.2f} MB", flush=True)
+        if name == "full get with state":
+            if pid:
+                print(f"  read {'  agent memory':<30} RSS before {before} MB, peak while answering {rss(pid)['VmHWM']} MB "
+                      f"(reply {size / 1e6:.1f} MB)", flush=True)
+            framing, parse = client_floor(raw)
+            print(f"  read {'  client floor, same bytes':<30} ncclient framing {framing * 1000:.1f} ms + reply parse "
+                  f"{parse * 1000:.1f} ms = {(framing + parse) * 1000:.1f} ms (offline, best of 3)", flush=True)
+    # (the peak before the reset, for the run's peak)
+    return earlier_peak
 
 
 def steps(label, n, connect, pid, log=ServerLog()):
@@ -198,13 +276,13 @@ def steps(label, n, connect, pid, log=ServerLog()):
         t_get, r = timed(lambda: m.get_config("running"))
         split.append(log.split("get-config"))
         assert r.data_xml.count("<module>") == n, label
-        read_lines = []
+        read_lines, earlier_peak = [], 0
         if os.environ.get("L45_BENCH_READS", "1") != "0":
             import contextlib
             import io
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
-                reads(label, n, m, log)
+                earlier_peak = reads(label, n, m, log, pid=pid)
             read_lines = buf.getvalue().splitlines()
         small = load_xml(1, start=n // 2)
         t_small, _ = timed(lambda: m.edit_config(target="running", config=small))
@@ -219,6 +297,7 @@ def steps(label, n, connect, pid, log=ServerLog()):
             smalls.append(t)
             log.take()
         peak = rss(pid)
+        peak["VmHWM"] = max(peak["VmHWM"], earlier_peak)
         t_del, _ = timed(lambda: m.edit_config(target="running", config=f'<config xmlns="{BASE}"><customizations xmlns="{NS}" xmlns:nc="{BASE}" nc:operation="remove"/></config>'))
         split.append(log.split("delete all"))
         time.sleep(0.5)

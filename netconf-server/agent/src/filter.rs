@@ -258,7 +258,7 @@ pub fn selected_paths(tree: &DataTree<'static>, filter: &Filter) -> Result<Vec<S
     Ok(out)
 }
 
-fn bad_expression(xpath: &str, e: &yang3::Error) -> RpcError {
+pub(crate) fn bad_expression(xpath: &str, e: &yang3::Error) -> RpcError {
     RpcError::new(ErrorType::Application, ErrorTag::InvalidValue)
         .message(format!("bad filter expression {xpath}: {e}"))
         .info("bad-element", "filter")

@@ -288,16 +288,23 @@ impl<'c> Matcher<'c> {
     fn holds(&self, entry: &str) -> bool {
         let mut rest = entry.as_bytes();
         let open_len = self.open.needle().len();
+        let close = self.close.needle();
         while let Some(at) = self.open.find(rest) {
             rest = &rest[at + open_len..];
-            let Some(end) = self.close.find(rest) else {
+            // The text ends at the first `<`: the end tag for a leaf, else
+            // (a container of that name) look further. (No memmem for the
+            // end tag: on entries of a few hundred bytes each search's
+            // set-up costs more than the scan.)
+            let Some(end) = memchr::memchr(b'<', rest) else {
                 return true;
             };
-            let text = &rest[..end];
-            if text.contains(&b'<') {
-                // Not a leaf of that name (a container): look further.
+            if !rest[end..].starts_with(close) {
+                if memchr::memmem::find(&rest[end..], close).is_none() {
+                    return true;
+                }
                 continue;
             }
+            let text = &rest[..end];
             let Ok(text) = std::str::from_utf8(text) else {
                 return true;
             };

@@ -6,15 +6,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use l45_netconf_proto::framing::{self, Part, PartEncoder};
 use l45_netconf_proto::message::{self, Hello, Incoming, Rpc};
-use l45_netconf_proto::{framing, Decoder, ErrorTag, ErrorType, Frame, Framing, RpcError};
+use l45_netconf_proto::{Decoder, ErrorTag, ErrorType, Frame, Framing, RpcError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::agent::Agent;
 use crate::metrics::recorded::operation_label;
-use crate::ops::After;
+use crate::ops::{After, ReplySink};
 use crate::sessions::SessionInfo;
 
 async fn send<W: AsyncWrite + Unpin>(
@@ -22,12 +23,61 @@ async fn send<W: AsyncWrite + Unpin>(
     framing: Framing,
     msg: &str,
 ) -> std::io::Result<()> {
-    // In parts: a large reply is neither copied whole for framing nor sent
-    // as one chunk the peer must buffer before decoding.
-    for part in framing::encode_parts(msg.as_bytes(), framing, framing::SEND_PART) {
-        w.write_all(&part).await?;
+    // In parts: a large message is not sent as one chunk the peer must
+    // buffer before decoding.
+    for part in framing::encode_parts(msg, framing, framing::SEND_PART) {
+        w.write_all(part.as_bytes()).await?;
     }
     w.flush().await
+}
+
+/// Framed parts of a reply waiting for the session's writer: the
+/// operation runs at most this far ahead of the peer reading its reply
+/// (a large reply is never held whole).
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// A reply as the operation produces it (on its blocking thread), framed
+/// into parts and handed to the session's writer.
+struct PartSink {
+    encoder: PartEncoder,
+    tx: mpsc::Sender<Part>,
+    /// Message bytes pushed.
+    bytes: usize,
+    /// The writer is gone (the peer left or a write failed): the rest of
+    /// the reply is dropped.
+    closed: bool,
+}
+
+impl PartSink {
+    fn new(framing: Framing, tx: mpsc::Sender<Part>) -> PartSink {
+        PartSink {
+            encoder: PartEncoder::new(framing, framing::SEND_PART),
+            tx,
+            bytes: 0,
+            closed: false,
+        }
+    }
+
+    /// Sends the last part with the end-of-message marker.
+    fn finish(self) {
+        let (tx, mut closed) = (self.tx, self.closed);
+        self.encoder.finish(&mut |part| {
+            closed = closed || tx.blocking_send(part).is_err();
+        });
+    }
+}
+
+impl ReplySink for PartSink {
+    fn push(&mut self, text: &str) {
+        self.bytes += text.len();
+        if self.closed {
+            return;
+        }
+        let (tx, closed) = (&self.tx, &mut self.closed);
+        self.encoder.push(text, &mut |part| {
+            *closed = *closed || tx.blocking_send(part).is_err();
+        });
+    }
 }
 
 /// A complete message as an `<rpc>`, or the error reply to send instead
@@ -63,13 +113,17 @@ pub fn decode_rpc(agent: &Agent, info: &SessionInfo, frame: Frame) -> Result<Rpc
 /// thread.
 const INLINE_PARSE_MAX: usize = 64 * 1024;
 
-/// An rpc done on a blocking thread.
+/// An rpc done on a blocking thread, its reply sent through a
+/// [`PartSink`].
 struct Handled {
     op: String,
-    reply: String,
+    /// Bytes of the reply.
+    bytes_out: usize,
     after: After,
     /// When parsing ended and the operation began.
     parsed: Instant,
+    /// When the operation had produced its whole reply.
+    rendered: Instant,
 }
 
 /// Whether the session goes on after a message.
@@ -177,30 +231,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             Frame::Oversized { size, .. } => *size,
         };
         let (a, s) = (Arc::clone(&self.agent), self.info.clone());
+        let (tx, mut rx) = mpsc::channel::<Part>(PARTS_IN_FLIGHT);
+        let framing = self.decoder.framing();
         // Parsing is linear in the message, yet a message may be 64 MiB: it
         // runs, with the operation, on a blocking thread, so the async
         // workers go on serving other sessions meanwhile. The parsed tree is
-        // dropped there too.
+        // dropped there too. The reply comes back in parts as it is
+        // produced, so sending overlaps producing it.
         let blocking = tokio::task::spawn_blocking(move || -> Result<Handled, String> {
             let rpc = decode_rpc(&a, &s, frame)?;
             let parsed = Instant::now();
             let errors_before = s.out_rpc_errors.load(Ordering::Relaxed);
-            let (reply, after) = a.handle(&s, &rpc);
+            let mut sink = PartSink::new(framing, tx);
+            let after = a.handle_into(&s, &rpc, &mut sink);
+            let bytes_out = sink.bytes;
+            sink.finish();
+            let rendered = Instant::now();
             let op = operation_label(a.ctx, rpc.operation.ns.as_deref(), &rpc.operation.name);
             let ok = s.out_rpc_errors.load(Ordering::Relaxed) == errors_before;
             a.metrics.rpc(op, ok, received.elapsed());
             Ok(Handled {
                 op: rpc.operation.name.clone(),
-                reply,
+                bytes_out,
                 after,
                 parsed,
+                rendered,
             })
         });
+        // Until the operation drops its sender: done, failed before its
+        // reply, or panicked.
+        let mut sent_any = false;
+        let mut write_failed = false;
+        while let Some(part) = rx.recv().await {
+            sent_any = true;
+            if self.writer.write_all(part.as_bytes()).await.is_err() {
+                write_failed = true;
+                break;
+            }
+        }
+        // (after a failed write the operation's further parts are dropped)
+        drop(rx);
+        let flushed = !write_failed && self.writer.flush().await.is_ok();
         let Handled {
             op,
-            reply,
+            bytes_out,
             after,
             parsed: started,
+            rendered,
         } = match blocking.await {
             Ok(Ok(handled)) => handled,
             Ok(Err(reply)) => return self.reply(&reply).await,
@@ -209,23 +286,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             Err(e) if e.is_cancelled() => return Flow::End,
             Err(e) => {
                 warn!(error = %e, "operation panicked");
+                if sent_any {
+                    // Part of its reply is out: no well-formed reply can
+                    // follow.
+                    return Flow::End;
+                }
                 let err = RpcError::new(ErrorType::Application, ErrorTag::OperationFailed)
                     .message("internal error");
                 return self.reply(&message::error_reply(&[], &[err])).await;
             }
         };
-        let parse_ms = started.duration_since(received).as_secs_f64() * 1e3;
-        let handled = Instant::now();
-        let handle_ms = handled.duration_since(started).as_secs_f64() * 1e3;
-        if let Flow::End = self.reply(&reply).await {
+        if !flushed {
             return Flow::End;
         }
-        let send_ms = handled.elapsed().as_secs_f64() * 1e3;
+        let parse_ms = started.duration_since(received).as_secs_f64() * 1e3;
+        let handle_ms = rendered.duration_since(started).as_secs_f64() * 1e3;
+        let send_ms = rendered.elapsed().as_secs_f64() * 1e3;
         // recv: first byte to complete frame (mostly the client sending);
-        // parse: XML envelope; handle: the operation with its reply text;
-        // send: framing and writing into the SSH channel (flow control
-        // included).
-        debug!(op = %op, bytes_in, bytes_out = reply.len(), recv_ms, parse_ms, handle_ms, send_ms, "rpc handled");
+        // parse: XML envelope; handle: the operation producing its reply,
+        // which is written into the SSH channel meanwhile (so it includes
+        // waiting for a slow reader); send: what was left to write after
+        // that (flow control included).
+        debug!(op = %op, bytes_in, bytes_out, recv_ms, parse_ms, handle_ms, send_ms, "rpc handled");
         match after {
             After::Continue => Flow::Continue,
             After::Close => Flow::End,

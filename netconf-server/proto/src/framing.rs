@@ -358,45 +358,132 @@ pub fn encode(message: &[u8], framing: Framing) -> Vec<u8> {
     }
 }
 
-/// Most message bytes per buffer (and per chunk) that [`encode_parts`]
+/// Most message bytes per buffer (and per chunk) that a [`PartEncoder`]
 /// produces. Peers decode a long sequence of small chunks as they arrive
 /// (one 10 MB chunk costs ncclient a second of re-scanning its buffer).
 pub const SEND_PART: usize = 64 * 1024;
 
-/// Frames one outgoing message as a sequence of buffers, each holding at most
-/// `max_part` bytes of the message (and, with chunked framing, one whole
-/// chunk), so a large reply is never copied whole.
-pub fn encode_parts(
-    message: &[u8],
+/// Room kept before a part's bytes for its chunk header (`\n#`, at most
+/// ten digits, `\n`), written when the part is complete.
+const HEAD_ROOM: usize = 13;
+
+/// One framed buffer of an outgoing message: `bytes[start..]` goes on the
+/// wire.
+#[derive(Debug)]
+pub struct Part {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl Part {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+}
+
+/// Frames one outgoing message handed over piece by piece (as it is
+/// generated) into parts of at most `max_part` message bytes each; with
+/// chunked framing every part is one whole chunk. A part never ends inside
+/// a UTF-8 character (peers such as ncclient decode each chunk on its
+/// own), unless `max_part` is smaller than one character. The message is
+/// never held whole: each part is handed to `emit` once full.
+#[derive(Debug)]
+pub struct PartEncoder {
     framing: Framing,
     max_part: usize,
-) -> impl Iterator<Item = Vec<u8>> + '_ {
-    let max_part = max_part.max(1);
-    let count = message.len().div_ceil(max_part).max(1);
-    (0..count).map(move |i| {
-        let piece =
-            &message[(i * max_part).min(message.len())..((i + 1) * max_part).min(message.len())];
-        let last = i + 1 == count;
-        let mut out = Vec::with_capacity(piece.len() + 32);
-        match framing {
-            Framing::EndOfMessage => {
-                out.extend_from_slice(piece);
-                if last {
-                    out.extend_from_slice(EOM);
-                }
-            }
-            Framing::Chunked => {
-                if !piece.is_empty() {
-                    out.extend_from_slice(format!("\n#{}\n", piece.len()).as_bytes());
-                    out.extend_from_slice(piece);
-                }
-                if last {
-                    out.extend_from_slice(b"\n##\n");
-                }
-            }
+    buf: Vec<u8>,
+}
+
+impl PartEncoder {
+    pub fn new(framing: Framing, max_part: usize) -> PartEncoder {
+        let max_part = max_part.max(1);
+        PartEncoder {
+            framing,
+            max_part,
+            buf: Self::fresh(max_part),
         }
-        out
-    })
+    }
+
+    fn fresh(max_part: usize) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(HEAD_ROOM + max_part + 4);
+        buf.resize(HEAD_ROOM, 0);
+        buf
+    }
+
+    fn payload(&self) -> usize {
+        self.buf.len() - HEAD_ROOM
+    }
+
+    /// Appends message text; hands every part it completes to `emit`.
+    pub fn push(&mut self, mut text: &str, emit: &mut impl FnMut(Part)) {
+        while !text.is_empty() {
+            let room = self.max_part - self.payload();
+            if text.len() <= room {
+                self.buf.extend_from_slice(text.as_bytes());
+                if text.len() == room {
+                    self.flush(emit);
+                }
+                return;
+            }
+            let mut cut = room;
+            while cut > 0 && !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            if cut == 0 && self.payload() == 0 {
+                // A character longer than a whole part: it goes whole.
+                cut = (1..=text.len())
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(text.len());
+            }
+            self.buf.extend_from_slice(&text.as_bytes()[..cut]);
+            text = &text[cut..];
+            self.flush(emit);
+        }
+    }
+
+    /// Hands the part being filled to `emit` (nothing when it is empty).
+    fn flush(&mut self, emit: &mut impl FnMut(Part)) {
+        let payload = self.payload();
+        if payload == 0 {
+            return;
+        }
+        let start = match self.framing {
+            Framing::EndOfMessage => HEAD_ROOM,
+            Framing::Chunked => {
+                let head = format!("\n#{payload}\n");
+                let start = HEAD_ROOM - head.len();
+                self.buf[start..HEAD_ROOM].copy_from_slice(head.as_bytes());
+                start
+            }
+        };
+        let bytes = std::mem::replace(&mut self.buf, Self::fresh(self.max_part));
+        emit(Part { bytes, start });
+    }
+
+    /// Ends the message: its last part, then the end-of-message marker.
+    pub fn finish(mut self, emit: &mut impl FnMut(Part)) {
+        self.flush(emit);
+        let end: &[u8] = match self.framing {
+            Framing::EndOfMessage => EOM,
+            Framing::Chunked => b"\n##\n",
+        };
+        let mut bytes = std::mem::take(&mut self.buf);
+        bytes.truncate(HEAD_ROOM);
+        bytes.extend_from_slice(end);
+        emit(Part {
+            bytes,
+            start: HEAD_ROOM,
+        });
+    }
+}
+
+/// `message` framed as [`PartEncoder`] parts of at most `max_part` bytes.
+pub fn encode_parts(message: &str, framing: Framing, max_part: usize) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut enc = PartEncoder::new(framing, max_part);
+    enc.push(message, &mut |p| parts.push(p));
+    enc.finish(&mut |p| parts.push(p));
+    parts
 }
 
 #[cfg(test)]
@@ -675,30 +762,52 @@ mod tests {
 
     #[test]
     fn encode_parts_splits_and_round_trips() {
-        let msg: Vec<u8> = (0..1000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let msg: String = (0..1000u32).map(|i| format!("<a>{i}é€</a>")).collect();
         for framing in [Framing::EndOfMessage, Framing::Chunked] {
-            for max in [1, 7, 999, 4000, 5000] {
-                let parts: Vec<Vec<u8>> = encode_parts(&msg, framing, max).collect();
-                assert!(parts.iter().all(|p| p.len() <= max + 32));
-                let wire = parts.concat();
-                if max >= msg.len() {
-                    assert_eq!(wire, encode(&msg, framing));
+            for max in [1, 2, 7, 999, 4000, msg.len(), 50_000] {
+                let parts = encode_parts(&msg, framing, max);
+                let wire: Vec<u8> = parts.iter().flat_map(|p| p.as_bytes().to_vec()).collect();
+                if max >= msg.len() || framing == Framing::EndOfMessage {
+                    assert_eq!(wire, encode(msg.as_bytes(), framing));
                 }
                 if framing == Framing::EndOfMessage {
-                    // (binary test data never holds the delimiter)
-                    assert_eq!(&wire[..msg.len()], &msg[..]);
                     continue;
                 }
                 let mut d = Decoder::new(Limits::default());
                 d.set_framing(framing);
                 d.push(&wire);
-                assert_eq!(d.next_frame().unwrap(), Some(Frame::Message(msg.clone())));
+                assert_eq!(
+                    d.next_frame().unwrap(),
+                    Some(Frame::Message(msg.as_bytes().to_vec()))
+                );
                 assert_eq!(d.buffered(), 0);
+                // Every chunk is whole UTF-8 and at most `max` bytes (a
+                // character longer than `max` alone excepted).
+                for p in &parts[..parts.len() - 1] {
+                    let b = p.as_bytes();
+                    let nl = b[2..].iter().position(|&c| c == b'\n').unwrap() + 2;
+                    let chunk = std::str::from_utf8(&b[nl + 1..]).expect("whole characters");
+                    assert!(chunk.len() <= max || chunk.chars().count() == 1);
+                    assert_eq!(b[2..nl], *chunk.len().to_string().as_bytes());
+                }
             }
+            // Pieces of any size give the same parts as one piece.
+            let mut enc = PartEncoder::new(framing, 999);
+            let mut pieces = Vec::new();
+            for piece in msg.split_inclusive('>') {
+                enc.push(piece, &mut |p| pieces.push(p));
+            }
+            enc.finish(&mut |p| pieces.push(p));
+            let whole = encode_parts(&msg, framing, 999);
             assert_eq!(
-                encode_parts(b"", framing, 10).collect::<Vec<_>>().concat(),
-                encode(b"", framing)
+                pieces.iter().map(Part::as_bytes).collect::<Vec<_>>(),
+                whole.iter().map(Part::as_bytes).collect::<Vec<_>>()
             );
+            let empty: Vec<u8> = encode_parts("", framing, 10)
+                .iter()
+                .flat_map(|p| p.as_bytes().to_vec())
+                .collect();
+            assert_eq!(empty, encode(b"", framing));
         }
     }
 }

@@ -12,16 +12,16 @@ use l45_netconf_proto::message::Rpc;
 use l45_netconf_proto::BASE_NS;
 use yang3::data::{Data, DataPrinterFlags, DataTree};
 
-use super::{datastore_param, print_flags, After, Reply};
+use super::{datastore_param, print_flags, After, Body, ReadReply, ReplySink};
 use crate::agent::Agent;
 use crate::config::edit::Engine;
-use crate::datastore::{schema, Datastore, Ds, Slots, CUSTOMIZATIONS};
+use crate::datastore::{schema, Datastore, Ds, ModuleMap, Slots, CUSTOMIZATIONS};
 use crate::error::OpError;
 use crate::filter;
 use crate::nacm::{Access, Nacm};
 use crate::narrow::{self, Reach, Visible};
 use crate::sessions::SessionInfo;
-use crate::state::entry_xml::{push_entry_with_state, renders_as_libyang, StatsById};
+use crate::state::entry_xml::{renders_as_libyang, StateRender, StatsById};
 
 /// Top nodes (libyang module name, node) whose state a narrowed `get`
 /// adds when the filter selects from nothing else: the module list's.
@@ -144,7 +144,7 @@ impl Agent {
         rpc: &Rpc,
         nacm: &Nacm,
         with_state: bool,
-    ) -> Reply {
+    ) -> ReadReply {
         let op = &rpc.operation;
         let ds = if with_state {
             Datastore::Running
@@ -163,9 +163,13 @@ impl Agent {
         if let Some(body) = self.read_stored(s, nacm, &read, "<data>")? {
             return Ok((body, After::Continue));
         }
-        let selected = self.read_selected(s, nacm, &read, false)?;
-        let body = print_xml(&selected.tree, read.flags)?;
-        Ok((format!("<data>{body}</data>"), After::Continue))
+        let (full, narrowed) = self.read_visible(s, nacm, &read)?;
+        if let Some(body) = entries_as_stored(s, nacm, &read, &full, narrowed.as_ref())? {
+            return Ok((Body::Text(body), After::Continue));
+        }
+        let tree = filter::select(self.ctx, &full, read.filter)?;
+        let body = print_xml(&tree, read.flags)?;
+        Ok((Body::Text(format!("<data>{body}</data>")), After::Continue))
     }
 
     /// The shortcuts from the stored entries: an unfiltered (or
@@ -177,8 +181,8 @@ impl Agent {
         s: &SessionInfo,
         nacm: &Nacm,
         read: &Read<'_>,
-        data_open: &str,
-    ) -> Result<Option<String>, OpError> {
+        data_open: &'static str,
+    ) -> Result<Option<Body>, OpError> {
         let whole = *read.filter == filter::Filter::All;
         let only_customizations =
             *read.filter == filter::Filter::XPaths(vec![CUSTOMIZATIONS.to_string()]);
@@ -207,17 +211,7 @@ impl Agent {
         want_selected: bool,
     ) -> Result<Selected, OpError> {
         let filter = read.filter;
-        // The filter sees only what the user may read: nothing hidden can
-        // be probed by a predicate.
-        let (mut full, narrowed) = self.read_tree(s, read.ds, nacm, filter)?;
-        if read.with_state && narrowed && narrow::tops_within(filter, NARROW_STATE_TOPS) {
-            // The filter selects nothing from the other state's top
-            // nodes (RFC 6022, the YANG library).
-            self.add_module_state(&mut full)?;
-        } else if read.with_state {
-            self.add_state(&mut full)?;
-        }
-        nacm_read_filter(&mut full, &s.username, nacm);
+        let (full, _) = self.read_visible(s, nacm, read)?;
         let selected = if want_selected {
             filter::selected_paths(&full, filter)?
         } else {
@@ -225,6 +219,30 @@ impl Agent {
         };
         let tree = filter::select(self.ctx, &full, filter)?;
         Ok(Selected { tree, selected })
+    }
+
+    /// What the filter of a read runs on: the datastore's tree (narrowed to
+    /// what the filter can select: then also the entries it was built
+    /// from), its state, NACM.
+    fn read_visible(
+        &self,
+        s: &SessionInfo,
+        nacm: &Nacm,
+        read: &Read<'_>,
+    ) -> Result<(DataTree<'static>, Option<ModuleMap>), OpError> {
+        let filter = read.filter;
+        // The filter sees only what the user may read: nothing hidden can
+        // be probed by a predicate.
+        let (mut full, narrowed) = self.read_tree(s, read.ds, nacm, filter)?;
+        if read.with_state && narrowed.is_some() && narrow::tops_within(filter, NARROW_STATE_TOPS) {
+            // The filter selects nothing from the other state's top
+            // nodes (RFC 6022, the YANG library).
+            self.add_module_state(&mut full)?;
+        } else if read.with_state {
+            self.add_state(&mut full)?;
+        }
+        nacm_read_filter(&mut full, &s.username, nacm);
+        Ok((full, narrowed))
     }
 
     /// What a `get` of `user` with `filter` returns (state included,
@@ -237,7 +255,7 @@ impl Agent {
     ) -> Result<String, OpError> {
         let nacm = Nacm::from_running(&self.stores().running.rest);
         let (mut full, narrowed) = self.read_tree(s, Datastore::Running, &nacm, filter)?;
-        if narrowed && narrow::tops_within(filter, NARROW_STATE_TOPS) {
+        if narrowed.is_some() && narrow::tops_within(filter, NARROW_STATE_TOPS) {
             self.add_module_state(&mut full)?;
         } else {
             self.add_state(&mut full)?;
@@ -254,14 +272,15 @@ impl Agent {
     /// Either way the same NACM pass and filter then run on it, so the
     /// reply is the same; the narrowed tree keeps every top node the whole
     /// one has (one entry at least when the store has any), so an
-    /// expression fails or succeeds alike.
+    /// expression fails or succeeds alike. A narrowed tree comes with the
+    /// entries it was built from.
     fn read_tree(
         &self,
         s: &SessionInfo,
         ds: Datastore,
         nacm: &Nacm,
         filter: &filter::Filter,
-    ) -> Result<(DataTree<'static>, bool), yang3::Error> {
+    ) -> Result<(DataTree<'static>, Option<ModuleMap>), yang3::Error> {
         let stores = self.stores();
         let store = stores.get(ds);
         // An unvalidated candidate (test-option set) may hold an entry that
@@ -283,18 +302,23 @@ impl Agent {
         });
         match reach {
             Some(Reach::Entries(ids)) => {
-                let stand_in = ids.is_empty().then(|| store.modules.values().next());
-                let entries = ids
+                let stand_in = ids
+                    .is_empty()
+                    .then(|| store.modules.iter().next())
+                    .flatten();
+                let entries: ModuleMap = ids
                     .iter()
-                    .filter_map(|id| store.modules.get(id))
-                    .chain(stand_in.flatten());
+                    .filter_map(|id| store.modules.get_key_value(id))
+                    .chain(stand_in)
+                    .map(|(id, e)| (*id, Arc::clone(e)))
+                    .collect();
                 tracing::debug!(
                     datastore = ?ds,
                     entries = ids.len(),
                     stored = store.modules.len(),
                     "read narrowed to the entries the filter can select"
                 );
-                Ok((store.tree_of(self.ctx, entries)?, true))
+                Ok((store.tree_of(self.ctx, entries.values())?, Some(entries)))
             }
             Some(Reach::All) | None => {
                 tracing::debug!(
@@ -303,7 +327,7 @@ impl Agent {
                     narrowable = reach.is_some(),
                     "read of the whole datastore"
                 );
-                Ok((store.to_tree(self.ctx)?, false))
+                Ok((store.to_tree(self.ctx)?, None))
             }
         }
     }
@@ -316,13 +340,14 @@ impl Agent {
     /// renderer is checked against libyang on the first entry with its
     /// state each time; `None` when they differ (or the text is not as
     /// expected): the caller then reads the libyang way.
-    /// Returns the whole `<data>…</data>`.
+    /// Returns the whole `<data>…</data>`, rendered into the reply as it is
+    /// sent: everything that can fail is done first.
     fn get_stored_with_state(
         &self,
         s: &SessionInfo,
         nacm: &Nacm,
-        data_open: &str,
-    ) -> Result<Option<String>, OpError> {
+        data_open: &'static str,
+    ) -> Result<Option<Body>, OpError> {
         // One consistent snapshot (entries are shared, not copied); the
         // state below is added without holding the datastores' lock.
         let store = self.stores().running.share()?;
@@ -340,12 +365,12 @@ impl Agent {
         drop(tree);
         let Some((first_id, first_entry)) = first else {
             // No entry: the tree was the whole datastore.
-            return Ok(Some(format!("{data_open}{text}</data>")));
+            return Ok(Some(Body::Text(format!("{data_open}{text}</data>"))));
         };
         let open = format!("<customizations xmlns=\"{}\">", l45_yang::L45_NAMESPACE);
         let Some(at) = text.find(&open).map(|at| at + open.len()) else {
             // The module list is hidden from the user (NACM).
-            return Ok(Some(format!("{data_open}{text}</data>")));
+            return Ok(Some(Body::Text(format!("{data_open}{text}</data>"))));
         };
         let end = "</module>";
         let printed_end = match text[at..].find(end) {
@@ -359,35 +384,50 @@ impl Agent {
             );
             return Ok(None);
         }
+        // Module keys hidden from the user: those entries without them,
+        // taken apart now (it can fail), not while the reply is sent.
         let keys = nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, true);
-        let schema = schema().map_err(OpError::Failed)?;
-        let push = |id: &u32, e: &str, out: &mut String| -> Option<()> {
-            let stripped;
-            let e = if !keys && Slots::has_security(e) {
-                stripped = Slots::parse(schema, e).ok()?.to_xml(schema, false);
-                stripped.as_str()
-            } else {
-                e
-            };
-            push_entry_with_state(e, stats.get(id), out)
-        };
-        let size: usize = store.modules.values().map(|e| e.len() + 256).sum();
-        let mut body = String::with_capacity(text.len() + size + data_open.len() + 7);
-        body.push_str(data_open);
-        body.push_str(&text[..at]);
-        for (id, e) in &store.modules {
-            if push(id, e, &mut body).is_none() {
-                return Ok(None);
+        let mut stripped = std::collections::HashMap::new();
+        if !keys {
+            let schema = schema().map_err(OpError::Failed)?;
+            for (id, e) in &store.modules {
+                if Slots::has_security(e) {
+                    let Ok(slots) = Slots::parse(schema, e) else {
+                        return Ok(None);
+                    };
+                    stripped.insert(*id, slots.to_xml(schema, false));
+                }
             }
         }
-        body.push_str(&text[printed_end..]);
-        body.push_str("</data>");
+        let entries = || {
+            store
+                .modules
+                .iter()
+                .map(|(id, e)| (id, stripped.get(id).map_or(&**e, String::as_str)))
+        };
+        let Some(mut render) = StateRender::prepare(entries().map(|(_, e)| e), stats.values())
+        else {
+            return Ok(None);
+        };
         tracing::debug!(
             entries = store.modules.len(),
-            bytes = body.len(),
             "get answered from the stored entries"
         );
-        Ok(Some(body))
+        Ok(Some(Body::Render(Box::new(
+            move |out: &mut dyn ReplySink| {
+                out.push(data_open);
+                out.push(&text[..at]);
+                for (id, e) in store
+                    .modules
+                    .iter()
+                    .map(|(id, e)| (id, stripped.get(id).map_or(&**e, String::as_str)))
+                {
+                    out.push(render.render(e, stats.get(id)));
+                }
+                out.push(&text[printed_end..]);
+                out.push("</data>");
+            },
+        ))))
     }
 
     /// The entries copied out as stored (explicit mode), with the rest of
@@ -398,8 +438,8 @@ impl Agent {
         ds: Datastore,
         nacm: &Nacm,
         whole: bool,
-        data_open: &str,
-    ) -> Result<String, OpError> {
+        data_open: &'static str,
+    ) -> Result<Body, OpError> {
         let stores = self.stores();
         let store = stores.get(ds);
         let mut rest_xml = String::new();
@@ -408,16 +448,90 @@ impl Agent {
             nacm_read_filter(&mut rest, &s.username, nacm);
             rest_xml = print_xml(&rest, DataPrinterFlags::WD_EXPLICIT)?;
         }
-        let size: usize = store.modules.values().map(|e| e.len()).sum();
-        let mut body = String::with_capacity(size + rest_xml.len() + 128);
-        body.push_str(data_open);
-        body.push_str(&rest_xml);
-        if nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, false) {
-            let keys = nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, true);
-            // (writing into a String cannot fail)
-            let _ = Ds::write_customizations(&store.modules, keys, &mut body);
-        }
-        body.push_str("</data>");
-        Ok(body)
+        // A snapshot (the entries are shared, not copied): the reply is
+        // rendered while it is sent, without holding the datastores' lock.
+        let modules = nacm
+            .may(&s.username, l45_yang::L45_MODULE, Access::Read, false)
+            .then(|| store.modules.clone());
+        let keys = nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, true);
+        drop(stores);
+        Ok(Body::Render(Box::new(move |out: &mut dyn ReplySink| {
+            out.push(data_open);
+            out.push(&rest_xml);
+            if let Some(modules) = modules {
+                // (a sink cannot fail)
+                let _ = Ds::write_customizations(&modules, keys, &mut SinkWriter(out));
+            }
+            out.push("</data>");
+        })))
+    }
+}
+
+/// A narrowed config read (explicit mode, module-level NACM with the keys
+/// readable) whose one expression selects only whole module entries: the
+/// reply is their stored text (as `get-config` copies it out), not a copy
+/// of them into a result tree printed again. `full` is the narrowed tree
+/// after NACM, `narrowed` the entries it was built from. `None` when this
+/// does not apply: the caller selects and prints the libyang way.
+fn entries_as_stored(
+    s: &SessionInfo,
+    nacm: &Nacm,
+    read: &Read<'_>,
+    full: &DataTree<'static>,
+    narrowed: Option<&ModuleMap>,
+) -> Result<Option<String>, OpError> {
+    let (Some(entries), filter::Filter::XPaths(paths)) = (narrowed, read.filter) else {
+        return Ok(None);
+    };
+    let [xpath] = paths.as_slice() else {
+        return Ok(None);
+    };
+    if read.with_state
+        || read.flags.bits() != DataPrinterFlags::WD_EXPLICIT.bits()
+        || !nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, true)
+    {
+        return Ok(None);
+    }
+    let set = full
+        .find_xpath(xpath)
+        .map_err(|e| filter::bad_expression(xpath, &e))?;
+    let size: usize = entries.values().map(|e| e.len()).sum();
+    let mut body = String::with_capacity(size + 128);
+    body.push_str("<data><customizations xmlns=\"");
+    body.push_str(l45_yang::L45_NAMESPACE);
+    body.push_str("\">");
+    let mut any = false;
+    for node in set {
+        let whole_entry = node.schema().name() == "module"
+            && node.schema().module().name() == l45_yang::L45_MODULE
+            && node.ancestors().count() == 1
+            && node
+                .ancestors()
+                .all(|p| p.schema().name() == "customizations");
+        let id: Option<u32> = node
+            .list_keys()
+            .next()
+            .and_then(|k| k.value_canonical())
+            .and_then(|v| v.parse().ok());
+        let (true, Some(entry)) = (whole_entry, id.and_then(|id| entries.get(&id))) else {
+            return Ok(None);
+        };
+        body.push_str(entry);
+        any = true;
+    }
+    if !any {
+        return Ok(None);
+    }
+    body.push_str("</customizations></data>");
+    Ok(Some(body))
+}
+
+/// A [`ReplySink`] as a `fmt::Write`.
+struct SinkWriter<'a>(&'a mut dyn ReplySink);
+
+impl std::fmt::Write for SinkWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.push(s);
+        Ok(())
     }
 }

@@ -39,6 +39,32 @@ pub enum After {
 /// An operation's reply body (inside `<rpc-reply>`) and what follows it.
 pub(crate) type Reply = Result<(String, After), OpError>;
 
+/// Where a reply goes as it is produced: a `String`, or the session's
+/// framed parts on their way to the peer.
+pub trait ReplySink {
+    fn push(&mut self, text: &str);
+}
+
+impl ReplySink for String {
+    fn push(&mut self, text: &str) {
+        self.push_str(text);
+    }
+}
+
+/// Writes a large reply body into a sink piece by piece, so it is sent
+/// while it is produced and never held whole. It cannot fail: whatever
+/// can is checked before the renderer is returned.
+pub(crate) type Render = Box<dyn FnOnce(&mut dyn ReplySink)>;
+
+/// A reply body: text, or rendered into the sink.
+pub(crate) enum Body {
+    Text(String),
+    Render(Render),
+}
+
+/// The reply of a read, whose body may be rendered.
+pub(crate) type ReadReply = Result<(Body, After), OpError>;
+
 pub(crate) use get::nacm_read_filter;
 
 fn ok() -> Reply {
@@ -46,13 +72,38 @@ fn ok() -> Reply {
 }
 
 impl Agent {
-    /// Handles one RPC of a session (run on a blocking thread): the reply
-    /// and what the session does next.
+    /// Handles one RPC of a session: the reply and what the session does
+    /// next.
     pub fn handle(self: &Arc<Self>, session: &SessionInfo, rpc: &Rpc) -> (String, After) {
+        let mut reply = String::new();
+        let after = self.handle_into(session, rpc, &mut reply);
+        (reply, after)
+    }
+
+    /// Handles one RPC of a session (run on a blocking thread), writing
+    /// the reply into `out` as it is produced; returns what the session
+    /// does next.
+    pub fn handle_into(
+        self: &Arc<Self>,
+        session: &SessionInfo,
+        rpc: &Rpc,
+        out: &mut dyn ReplySink,
+    ) -> After {
         self.counters.in_rpcs.fetch_add(1, Ordering::Relaxed);
         session.in_rpcs.fetch_add(1, Ordering::Relaxed);
         match self.dispatch(session, rpc) {
-            Ok((body, after)) => (message::rpc_reply(&rpc.echo_attrs, &body), after),
+            Ok((body, after)) => {
+                // The envelope around the body, which is not copied into it.
+                let empty = message::rpc_reply(&rpc.echo_attrs, "");
+                let (open, close) = empty.split_at(empty.len() - "</rpc-reply>".len());
+                out.push(open);
+                match body {
+                    Body::Text(text) => out.push(&text),
+                    Body::Render(render) => render(out),
+                }
+                out.push(close);
+                after
+            }
             Err(error) => {
                 let errors = error.into_rpc_errors(self.ctx);
                 self.counters.out_rpc_errors.fetch_add(1, Ordering::Relaxed);
@@ -68,15 +119,14 @@ impl Agent {
                     self.counters.in_bad_rpcs.fetch_add(1, Ordering::Relaxed);
                     session.in_bad_rpcs.fetch_add(1, Ordering::Relaxed);
                 }
-                (
-                    message::error_reply(&rpc.echo_attrs, &errors),
-                    After::Continue,
-                )
+                out.push(&message::error_reply(&rpc.echo_attrs, &errors));
+                After::Continue
             }
         }
     }
 
-    fn dispatch(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> Reply {
+    fn dispatch(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc) -> ReadReply {
+        let text = |reply: Reply| reply.map(|(body, after)| (Body::Text(body), after));
         let op = &rpc.operation;
         let ns = op.ns.as_deref().unwrap_or("");
         let nacm = Nacm::from_running(&self.stores().running.rest);
@@ -102,9 +152,16 @@ impl Agent {
                 });
             }
         }
-        match (ns, op.name.as_str()) {
-            (BASE_NS, "get") => self.op_get(s, rpc, &nacm, true),
-            (BASE_NS, "get-config") => self.op_get(s, rpc, &nacm, false),
+        if let (BASE_NS, "get" | "get-config") | (nmda::NMDA_NS, "get-data") =
+            (ns, op.name.as_str())
+        {
+            return match op.name.as_str() {
+                "get" => self.op_get(s, rpc, &nacm, true),
+                "get-config" => self.op_get(s, rpc, &nacm, false),
+                _ => self.op_get_data(s, rpc, &nacm),
+            };
+        }
+        text(match (ns, op.name.as_str()) {
             (BASE_NS, "edit-config") => self.op_edit_config(s, rpc, &nacm),
             (BASE_NS, "copy-config") => self.op_copy_config(s, rpc, &nacm),
             (BASE_NS, "delete-config") => self.op_delete_config(s, rpc),
@@ -117,7 +174,6 @@ impl Agent {
             (BASE_NS, "discard-changes") => self.op_discard(s),
             (BASE_NS, "cancel-commit") => self.op_cancel_commit(s, rpc),
             (MONITORING_NS, "get-schema") => self.op_get_schema(rpc),
-            (nmda::NMDA_NS, "get-data") => self.op_get_data(s, rpc, &nacm),
             (nmda::NMDA_NS, "edit-data") => self.op_edit_data(s, rpc, &nacm),
             (NOTIFICATION_NS, "create-subscription") => self.op_create_subscription(s, rpc),
             (SN_NS, "establish-subscription") => self.op_establish_subscription(s, rpc),
@@ -132,7 +188,7 @@ impl Agent {
                 operation: other.to_string(),
                 namespace: ns.to_string(),
             }),
-        }
+        })
     }
 }
 

@@ -26,7 +26,7 @@ use l45_netconf_proto::{ErrorTag, ErrorType, RpcError};
 use yang3::data::{Data, DataNodeRef, DataPrinterFlags, DataTree};
 
 use super::get::Read;
-use super::{print_flags_in, After, Reply};
+use super::{print_flags_in, After, Body, ReadReply, Reply};
 use crate::agent::Agent;
 use crate::config::edit::EditConfig;
 use crate::datastore::Datastore;
@@ -534,7 +534,12 @@ pub(super) fn datastore_in(rpc: &Rpc, which: &'static str) -> Result<Datastore, 
 }
 
 impl Agent {
-    pub(super) fn op_get_data(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc, nacm: &Nacm) -> Reply {
+    pub(super) fn op_get_data(
+        self: &Arc<Self>,
+        s: &SessionInfo,
+        rpc: &Rpc,
+        nacm: &Nacm,
+    ) -> ReadReply {
         let request = GetData::parse(self.ctx, rpc)?;
         let read = Read {
             ds: request.datastore.config_source(),
@@ -582,7 +587,10 @@ impl Agent {
             annotate_origin(tree)?;
         }
         let body = l45_yang::print_xml(tree, request.flags | DataPrinterFlags::SHRINK)?;
-        Ok((format!("{DATA_OPEN}{body}</data>"), After::Continue))
+        Ok((
+            Body::Text(format!("{DATA_OPEN}{body}</data>")),
+            After::Continue,
+        ))
     }
 
     pub(super) fn op_edit_data(self: &Arc<Self>, s: &SessionInfo, rpc: &Rpc, nacm: &Nacm) -> Reply {

@@ -14,6 +14,7 @@ use l45_tap_control::ModuleStats;
 use l45_yang::StaticLeaf;
 use yang3::schema::DataValueType;
 
+use super::tap::StateValue;
 use crate::datastore::CUSTOMIZATIONS;
 
 /// The `state` container's leaves in schema order, each with its type
@@ -72,44 +73,111 @@ pub(crate) fn push_entry_with_state(
         out.push_str(entry);
         return Some(());
     };
-    let body = entry.strip_suffix("</module>")?;
-    let schema = state_schema()?;
-    let leaves = super::tap::module_state_leaves(st);
-    let mut state = String::with_capacity(256);
-    let mut used = 0;
-    for (name, check) in &schema.leaves {
-        let Some((_, value)) = leaves.iter().find(|(n, _)| n == name) else {
-            continue;
-        };
-        let canonical;
-        let value = match check {
-            Some(check) => {
-                canonical = check.canonical(value)?;
-                canonical.as_str()
-            }
-            None => value.as_str(),
-        };
-        state.push('<');
-        state.push_str(name);
-        state.push('>');
-        state.push_str(&escape_text_cow(value));
-        state.push_str("</");
-        state.push_str(name);
-        state.push('>');
-        used += 1;
-    }
-    if used != leaves.len() {
-        // A leaf the schema does not have under `state`.
-        return None;
-    }
-    out.push_str(body);
-    if used > 0 {
-        out.push_str("<state>");
-        out.push_str(&state);
-        out.push_str("</state>");
-    }
-    out.push_str("</module>");
+    let mut render = StateRender::prepare(std::iter::once(entry), std::iter::once(st))?;
+    out.push_str(render.render(entry, Some(st)));
     Some(())
+}
+
+/// Renders stored entries with their state, for many entries: what could
+/// make the text differ from libyang's or fail is checked once, in
+/// [`StateRender::prepare`], so rendering an entry cannot fail and
+/// allocates nothing (the reply is written as it is rendered).
+pub(crate) struct StateRender {
+    /// Canonical text of the values libyang would store differently from
+    /// the text given (by module id and leaf); usually empty.
+    canonical: HashMap<(u32, &'static str), String>,
+    /// The entry being rendered.
+    scratch: String,
+}
+
+impl StateRender {
+    /// `None` when the renderer cannot give libyang's text for these
+    /// entries and states: an entry that is not `<module>…</module>`, a
+    /// state leaf the schema does not have under `state` or lists in
+    /// another order, a value without a canonical form.
+    pub(crate) fn prepare<'a>(
+        mut entries: impl Iterator<Item = &'a str>,
+        stats: impl IntoIterator<Item = &'a ModuleStats>,
+    ) -> Option<StateRender> {
+        if !entries.all(|e| e.ends_with("</module>")) {
+            return None;
+        }
+        let schema = state_schema()?;
+        // Every leaf the tap can give, in the order it gives them, must be
+        // in the schema in that order (libyang prints schema order).
+        let mut every = ModuleStats::idle(0, l45_tap_control::ModuleState::Registered);
+        every.active_ts = Some(std::time::SystemTime::UNIX_EPOCH);
+        let mut given = Vec::new();
+        super::tap::visit_module_state_leaves(&every, |name, _| given.push(name));
+        let mut at = 0;
+        let mut checked: Vec<(&'static str, &StaticLeaf)> = Vec::new();
+        for name in given {
+            let pos = schema.leaves[at..].iter().position(|(n, _)| n == name)?;
+            at += pos;
+            if let Some(check) = &schema.leaves[at].1 {
+                checked.push((name, check));
+            }
+            at += 1;
+        }
+        let mut canonical = HashMap::new();
+        if !checked.is_empty() {
+            for st in stats {
+                let mut ok = true;
+                super::tap::visit_module_state_leaves(st, |name, v| {
+                    let Some((_, check)) = checked.iter().find(|(n, _)| *n == name) else {
+                        return;
+                    };
+                    let text = v.to_string();
+                    match check.canonical(&text) {
+                        Some(c) if c == text => {}
+                        Some(c) => {
+                            canonical.insert((st.id, name), c);
+                        }
+                        None => ok = false,
+                    }
+                });
+                if !ok {
+                    return None;
+                }
+            }
+        }
+        Some(StateRender {
+            canonical,
+            scratch: String::with_capacity(1024),
+        })
+    }
+
+    /// `entry` with the state of `stats`, as libyang prints it (for an
+    /// entry and state that were given to [`StateRender::prepare`]).
+    pub(crate) fn render<'s>(&'s mut self, entry: &'s str, stats: Option<&ModuleStats>) -> &'s str {
+        use std::fmt::Write;
+        let (Some(st), Some(body)) = (stats, entry.strip_suffix("</module>")) else {
+            return entry;
+        };
+        let out = &mut self.scratch;
+        out.clear();
+        out.push_str(body);
+        out.push_str("<state>");
+        super::tap::visit_module_state_leaves(st, |name, v| {
+            out.push('<');
+            out.push_str(name);
+            out.push('>');
+            match (self.canonical.get(&(st.id, name)), v) {
+                (Some(c), _) => out.push_str(&escape_text_cow(c)),
+                (None, StateValue::Count(n)) => {
+                    // (writing into a String cannot fail)
+                    let _ = write!(out, "{n}");
+                }
+                (None, StateValue::Text(t)) => out.push_str(&escape_text_cow(t)),
+                (None, v) => out.push_str(&escape_text_cow(&v.to_string())),
+            }
+            out.push_str("</");
+            out.push_str(name);
+            out.push('>');
+        });
+        out.push_str("</state></module>");
+        out
+    }
 }
 
 /// Whether [`push_entry_with_state`] renders `entry` with `stats` exactly

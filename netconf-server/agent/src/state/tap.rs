@@ -13,11 +13,40 @@ use crate::time::rfc3339;
 /// so a leaf belongs here, not in a `new_path` of its own.
 pub(crate) fn module_state_leaves(st: &ModuleStats) -> Vec<(&'static str, String)> {
     let mut leaves = Vec::with_capacity(9);
-    leaves.push(("state", st.state.as_str().to_string()));
-    if let Some(ts) = st.active_ts {
-        leaves.push(("active-ts", rfc3339(ts)));
+    visit_module_state_leaves(st, |leaf, v| leaves.push((leaf, v.to_string())));
+    leaves
+}
+
+/// A leaf value of [`visit_module_state_leaves`], as given to libyang by
+/// its `Display`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StateValue {
+    Text(&'static str),
+    Count(u64),
+    Time(std::time::SystemTime),
+}
+
+impl std::fmt::Display for StateValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateValue::Text(t) => f.write_str(t),
+            StateValue::Count(n) => write!(f, "{n}"),
+            StateValue::Time(t) => f.write_str(&rfc3339(*t)),
+        }
     }
-    for (leaf, v) in [
+}
+
+/// The leaves of [`module_state_leaves`] without building their text (the
+/// native `get` writes them straight into the reply).
+pub(crate) fn visit_module_state_leaves(
+    st: &ModuleStats,
+    mut leaf: impl FnMut(&'static str, StateValue),
+) {
+    leaf("state", StateValue::Text(st.state.as_str()));
+    if let Some(ts) = st.active_ts {
+        leaf("active-ts", StateValue::Time(ts));
+    }
+    for (name, v) in [
         ("socket-count", st.socket_count as u64),
         ("bypassed", st.bypassed),
         ("bytes-sent", st.bytes_sent),
@@ -26,9 +55,8 @@ pub(crate) fn module_state_leaves(st: &ModuleStats) -> Vec<(&'static str, String
         ("messages-received", st.messages_received),
         ("errors", st.errors),
     ] {
-        leaves.push((leaf, v.to_string()));
+        leaf(name, StateValue::Count(v));
     }
-    leaves
 }
 
 /// Adds one entry of the socket list.
