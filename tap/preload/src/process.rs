@@ -128,8 +128,13 @@ pub fn config(shm: &ShmReader, generation: u64) -> Option<Arc<Active>> {
             // The module cannot run here: its sockets in this process stay
             // uncustomized, and the module's `errors` counter says so
             // (once per process and table generation).
-            if let Some((_, s)) = slots.iter().find(|(i, _)| *i == slot) {
-                crate::stats::credit_error(slot, s.id);
+            // (stats.rs sits above this file: credited here directly.)
+            if let Some(st) = slots
+                .iter()
+                .find(|(i, _)| *i == slot)
+                .and_then(|(_, s)| stats(slot, s.id))
+            {
+                st.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
         kind
