@@ -191,6 +191,7 @@ struct l45_stats {
 #define L45_PLAN_DELAY 1	/* rate limits only: a delay, bytes untouched */
 #define L45_PLAN_BYTES 2	/* the bytes go through the chain */
 #define L45_PLAN_SPLICE 3	/* one fixed insertion, done by the shim */
+#define L45_PLAN_STREAM_TAG 4	/* send: a stream tag every `interval` bytes, inserted by the shim */
 
 struct l45_plan {
 	u8 send;		/* L45_PLAN_* */
@@ -202,7 +203,8 @@ struct l45_plan {
 	u32 delay_ms;
 	u32 splice_slot;	/* the module doing the insertion, for its counters */
 	u32 splice_id;
-	u8 splice_bytes[64];
+	u32 interval;		/* L45_PLAN_STREAM_TAG: payload bytes between tags */
+	u8 splice_bytes[64];	/* the inserted bytes (the tag for L45_PLAN_STREAM_TAG) */
 };
 
 /* Verdicts of l45_rs_send / l45_rs_recv. */
@@ -235,6 +237,8 @@ int l45_rs_recv(void *s, const struct l45_view *v, const u8 *in, size_t len,
 size_t l45_rs_recv_eof(void *s, u8 *out, size_t cap);			/* sock */
 u32 l45_rs_sock_ids(const void *s, u32 *ids);				/* sock */
 void l45_rs_error(void *s);						/* sock */
+s64 l45_rs_stream_since(void *s, u32 id);				/* sock */
+void l45_rs_stream_set(void *s, u32 id, u32 since);			/* sock */
 
 #define L45_SET_ACTIVATED 1
 #define L45_SET_DEPRECATED 2

@@ -165,6 +165,7 @@ pub struct Plan {
     delay_ms: u32,
     splice_slot: u32,
     splice_id: u32,
+    interval: u32,
     splice_bytes: [u8; l45mod::MAX_TAG],
 }
 
@@ -172,6 +173,7 @@ const PLAN_NONE: u8 = 0;
 const PLAN_DELAY: u8 = 1;
 const PLAN_BYTES: u8 = 2;
 const PLAN_SPLICE: u8 = 3;
+const PLAN_STREAM_TAG: u8 = 4;
 
 // ===== matching (same semantics as tap/engine's Rule::matches) =====
 

@@ -391,7 +391,7 @@ static int l45_nl_sockets_dump(struct sk_buff *skb, struct netlink_callback *cb)
 	for (bkt = cb->args[0]; bkt < HASH_SIZE(l45_hash) && !full; bkt++) {
 		idx = 0;
 		hlist_for_each_entry(e, &l45_hash[bkt], node) {
-			if (idx++ < cb->args[1])
+			if (idx++ < cb->args[1] || e->bypassed)	/* bypassed: not tapped */
 				continue;
 			if (l45_put_sock(skb, e, NETLINK_CB(cb->skb).portid, cb->nlh->nlmsg_seq)) {
 				full = true;

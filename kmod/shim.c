@@ -50,9 +50,6 @@
 #error "unloading needs PREEMPT_NONE/VOLUNTARY or TASKS_RCU (see l45_shim_exit)"
 #endif
 
-/* Stream bytes run through a chain per step of a send or receive: the
- * entry's buffers are sized for this once, not per call. */
-#define L45_CHUNK 65536
 #define L45_DGRAM_MAX 65536
 
 /* One hooked struct proto and a copy of its original handlers. */
@@ -203,6 +200,7 @@ static void l45_free_entry(struct l45_sk *e)
 	kvfree(e->rin);
 	kvfree(e->sin);
 	kvfree(e->sout);
+	kfree(e->tag_tx);
 	kfree(e);
 }
 
@@ -216,6 +214,10 @@ void l45_refresh_locked(struct l45_sk *e, struct sock *sk)
 
 	if (READ_ONCE(e->gen) == smp_load_acquire(&l45_rs_gen))
 		return;
+	if (e->bypassed) {	/* never tapped: its chain stays empty, its plan none */
+		smp_store_release(&e->gen, READ_ONCE(l45_rs_gen));
+		return;
+	}
 	/* Addresses may have changed since first sight (UDP bind/connect). */
 	v = e->view;
 	l45_addrs(sk, NULL, &local, &remote);
@@ -263,12 +265,16 @@ static inline bool l45_passes(struct l45_sk *e, bool send)
 }
 
 /* First sight of a socket: a new entry with its chain, matched now.
- * Returns the entry (an existing one if another thread won), or NULL: a
- * kernel socket, sk_user_data owned by someone else, or no memory. */
-static struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghdr *msg)
+ * Returns the entry (an existing one if another thread won; *created, if
+ * asked, says which), or NULL: a kernel socket, sk_user_data owned by
+ * someone else, or no memory. Role L45_ROLE_UNKNOWN: an entry that is
+ * never tapped (bypassed). */
+struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghdr *msg, bool *created)
 {
 	struct l45_sk *e;
 
+	if (created)
+		*created = false;
 	if (sk->sk_kern_sock || READ_ONCE(sk->sk_user_data))
 		return l45_entry(sk);
 	e = kzalloc(sizeof(*e), GFP_KERNEL);
@@ -287,12 +293,17 @@ static struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghd
 	e->pid = task_tgid_nr(current);
 	e->cookie = atomic64_inc_return(&l45_cookie);
 
+	e->bypassed = role == L45_ROLE_UNKNOWN;
 	spin_lock(&e->lock);
-	spin_lock(&l45_cfg_lock);
-	l45_rs_sock_refresh(e->rs, &e->view);
-	spin_unlock(&l45_cfg_lock);
-	l45_rs_sock_plan(e->rs, &e->plan);
-	e->gen = l45_rs_sock_gen(e->rs);
+	if (!e->bypassed) {
+		spin_lock(&l45_cfg_lock);
+		l45_rs_sock_refresh(e->rs, &e->view);
+		spin_unlock(&l45_cfg_lock);
+		l45_rs_sock_plan(e->rs, &e->plan);
+		e->gen = l45_rs_sock_gen(e->rs);
+	} else {
+		e->gen = READ_ONCE(l45_rs_gen);
+	}
 	spin_unlock(&e->lock);
 
 	spin_lock(&l45_hash_lock);
@@ -308,6 +319,8 @@ static struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghd
 	write_unlock_bh(&sk->sk_callback_lock);
 	hash_add(l45_hash, &e->node, (unsigned long)sk);
 	spin_unlock(&l45_hash_lock);
+	if (created)
+		*created = true;
 	return e;
 }
 
@@ -333,7 +346,7 @@ static void l45_untrack(struct sock *sk)
 }
 
 /* Grow-only buffer (never under a spinlock). */
-static int l45_reserve(u8 **buf, size_t *cap, size_t need)
+int l45_reserve(u8 **buf, size_t *cap, size_t need)
 {
 	u8 *nb;
 
@@ -511,7 +524,7 @@ static int l45_send_splice_small(struct l45_sk *e, struct sock *sk, struct msghd
 	return len;
 }
 
-static bool l45_send_retry(int ret)
+bool l45_send_retry(int ret)
 {
 	return ret == -EAGAIN || ret == -EINTR || ret == -ERESTARTSYS;
 }
@@ -601,7 +614,9 @@ static int l45_sendmsg_common(struct sock *sk, struct msghdr *msg, size_t size, 
 	if (READ_ONCE(l45_unloading))
 		return orig(sk, msg, size);
 	e = l45_entry(sk);
-	if (!e && (tcp || !(e = l45_track(sk, proto, 0, msg))))
+	if (!e)
+		e = tcp ? l45_adopt(sk) : l45_track(sk, proto, 0, msg, NULL);
+	if (!e)
 		return orig(sk, msg, size);
 	if (l45_passes(e, true) && !(tcp && READ_ONCE(e->tx_len)))
 		return orig(sk, msg, size);
@@ -624,6 +639,20 @@ static int l45_sendmsg_common(struct sock *sk, struct msghdr *msg, size_t size, 
 	case L45_PLAN_SPLICE:
 		ret = l45_send_splice(e, sk, msg, size, &p, orig);
 		break;
+	case L45_PLAN_STREAM_TAG:
+		if (l45_stream_tag_fits(msg, &p)) {
+			bool fallback;
+			int more;
+
+			ret = l45_send_stream_tag(e, sk, msg, size, &p, orig, &fallback);
+			if (ret < 0 || !fallback)
+				break;
+			/* the chain changed meanwhile: the rest through it */
+			more = l45_send_chain(e, sk, msg, size - ret, tcp, orig);
+			ret = more < 0 ? (ret ? ret : more) : ret + more;
+			break;
+		}
+		fallthrough;
 	case L45_PLAN_BYTES:
 		ret = l45_send_chain(e, sk, msg, size, tcp, orig);
 		break;
@@ -883,7 +912,9 @@ static int l45_recvmsg_common(struct sock *sk, struct msghdr *msg, size_t len, i
 	if (READ_ONCE(l45_unloading))
 		goto straight;	/* do not block inside the real handler while the module goes */
 	e = l45_entry(sk);
-	if (!e && (tcp || !(e = l45_track(sk, proto, 1, NULL))))
+	if (!e)
+		e = tcp ? l45_adopt(sk) : l45_track(sk, proto, 1, NULL, NULL);
+	if (!e)
 		goto straight;
 	if (l45_passes(e, false) && !(tcp && READ_ONCE(e->rx_len)))
 		goto straight;
@@ -905,13 +936,17 @@ straight:
 
 /* With no module registered a UDP socket is still seen at its first call
  * (an entry, once), so that modules registered later treat it as the live
- * socket it is (only `attach immediate` ones join it). Later calls cost one
- * load of sk_user_data. */
-static inline void l45_udp_first_sight(struct sock *sk, u8 proto, u8 role, struct msghdr *msg)
+ * socket it is (only `attach immediate` ones join it); so is a TCP
+ * connection made before the module was loaded (shim_tcp.c). Later calls
+ * cost one load of sk_user_data. */
+static inline void l45_first_sight(struct sock *sk, u8 proto, u8 role, struct msghdr *msg)
 {
-	if (proto == IPPROTO_UDP && unlikely(!READ_ONCE(sk->sk_user_data)) &&
-	    !READ_ONCE(l45_unloading))
-		l45_track(sk, proto, role, msg);
+	if (likely(READ_ONCE(sk->sk_user_data)) || READ_ONCE(l45_unloading))
+		return;
+	if (proto == IPPROTO_UDP)
+		l45_track(sk, proto, role, msg, NULL);
+	else
+		l45_adopt(sk);
 }
 
 static inline bool l45_stream_holds(struct sock *sk, u8 proto)
@@ -933,7 +968,7 @@ static __always_inline int l45_send_hook(struct sock *sk, struct msghdr *msg, si
 	if (static_branch_unlikely(&l45_configured) || l45_stream_holds(sk, proto)) {
 		ret = l45_sendmsg_common(sk, msg, size, proto, orig);
 	} else {
-		l45_udp_first_sight(sk, proto, 0, msg);
+		l45_first_sight(sk, proto, 0, msg);
 		ret = orig(sk, msg, size);
 	}
 	l45_leave();
@@ -951,7 +986,7 @@ static __always_inline int l45_recv_hook(struct sock *sk, struct msghdr *msg, si
 	if (static_branch_unlikely(&l45_configured) || l45_stream_holds(sk, proto)) {
 		ret = l45_recvmsg_common(sk, msg, len, flags, addr_len, proto, orig);
 	} else {
-		l45_udp_first_sight(sk, proto, 1, NULL);
+		l45_first_sight(sk, proto, 1, NULL);
 		ret = (flags & (MSG_ERRQUEUE | MSG_OOB)) ? 0 :
 		      l45_wait(sk, sock_rcvtimeo(sk, flags & MSG_DONTWAIT), l45_rx_ready,
 			       proto == IPPROTO_TCP);
@@ -971,7 +1006,7 @@ static int l45_connect_hook(struct sock *sk, struct sockaddr *uaddr, int addr_le
 	ret = orig(sk, uaddr, addr_len);
 	/* Called under lock_sock: sleeping allocation is allowed. */
 	if (!ret && !READ_ONCE(l45_unloading) && !l45_entry(sk))
-		l45_track(sk, IPPROTO_TCP, 0, NULL);
+		l45_track(sk, IPPROTO_TCP, 0, NULL, NULL);
 	l45_leave();
 	return ret;
 }
@@ -991,7 +1026,7 @@ static struct sock *l45_accept_hook(struct sock *sk, struct proto_accept_arg *ar
 	}
 	newsk = orig(sk, arg);
 	if (newsk && !READ_ONCE(l45_unloading))
-		l45_track(newsk, IPPROTO_TCP, 1, NULL);
+		l45_track(newsk, IPPROTO_TCP, 1, NULL, NULL);
 	l45_leave();
 	return newsk;
 }

@@ -90,6 +90,7 @@ pub unsafe extern "C" fn l45_rs_sock_plan(s: *const c_void, out: *mut Plan) {
         delay_ms: 0,
         splice_slot: 0,
         splice_id: 0,
+        interval: 0,
         splice_bytes: [0; l45mod::MAX_TAG],
     };
     let (mut send_first, mut send_n, mut recv_first, mut recv_n) = (None, 0, None, 0);
@@ -135,6 +136,21 @@ pub unsafe extern "C" fn l45_rs_sock_plan(s: *const c_void, out: *mut Plan) {
         }
         None => one(recv_first, recv_n, s.transport).inspect(|_| p.recv = PLAN_SPLICE),
     };
+    // A stream whose only module changing sends is a stream tag: the shim
+    // inserts the tags between the application's bytes itself
+    // (`l45_rs_stream_since`/`l45_rs_stream_set` keep the module's state).
+    if let (Some(a), 1, Transport::Stream) = (send_first, send_n, s.transport) {
+        if let Params::StreamTag { interval, tag } = &a.instance.params {
+            let b = tag.as_bytes();
+            let n = b.len().min(l45mod::MAX_TAG);
+            p.send = PLAN_STREAM_TAG;
+            p.interval = *interval;
+            p.splice_bytes[..n].copy_from_slice(&b[..n]);
+            p.splice_len = n as u8;
+            p.splice_slot = a.slot as u32;
+            p.splice_id = a.id;
+        }
+    }
     if let Some((a, sp)) = spliced {
         let n = sp.bytes.len().min(l45mod::MAX_TAG);
         p.splice_bytes[..n].copy_from_slice(&sp.bytes[..n]);
@@ -376,5 +392,44 @@ pub unsafe extern "C" fn l45_rs_error(s: *mut c_void) {
         if let Some(c) = counters(a.slot, a.id) {
             c.errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// The activated stream tag `id` of this chain and its interval.
+fn stream_tag(s: &mut Sock, id: u32) -> Option<(&mut SocketState, u32)> {
+    s.chain.iter_mut().flatten().find_map(|a| match a.instance.params {
+        Params::StreamTag { interval, .. } if a.id == id && a.activated => Some((&mut a.state, interval)),
+        _ => None,
+    })
+}
+
+/// Where stream tag `id` stands for the shim's insertion: payload bytes
+/// sent since its last tag, or its interval when a tag is due before the
+/// next byte (the first send of a stream starts with a tag, as
+/// `stream::send` does). -1 if the chain no longer holds it activated.
+///
+/// # Safety
+/// `s` live chain; sock lock held.
+#[no_mangle]
+pub unsafe extern "C" fn l45_rs_stream_since(s: *mut c_void, id: u32) -> i64 {
+    // SAFETY: contract.
+    match stream_tag(unsafe { sock(s) }, id) {
+        Some((st, interval)) if st.sent_since_tag == 0 && !st.prefix_sent => interval as i64,
+        Some((st, _)) => st.sent_since_tag as i64,
+        None => -1,
+    }
+}
+
+/// The shim inserted the tags of one send: the module's state moves to
+/// where its own `send` would have left it.
+///
+/// # Safety
+/// `s` live chain; sock lock held.
+#[no_mangle]
+pub unsafe extern "C" fn l45_rs_stream_set(s: *mut c_void, id: u32, since: u32) {
+    // SAFETY: contract.
+    if let Some((st, _)) = stream_tag(unsafe { sock(s) }, id) {
+        st.sent_since_tag = since;
+        st.prefix_sent = true;
     }
 }
