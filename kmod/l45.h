@@ -191,7 +191,7 @@ struct l45_stats {
 #define L45_PLAN_DELAY 1	/* rate limits only: a delay, bytes untouched */
 #define L45_PLAN_BYTES 2	/* the bytes go through the chain */
 #define L45_PLAN_SPLICE 3	/* one fixed insertion, done by the shim */
-#define L45_PLAN_STREAM_TAG 4	/* send: a stream tag every `interval` bytes, inserted by the shim */
+#define L45_PLAN_STREAM_TAG 4	/* a stream tag alone: the shim inserts (send) or strips (recv) the tags */
 
 struct l45_plan {
 	u8 send;		/* L45_PLAN_* */
@@ -205,6 +205,19 @@ struct l45_plan {
 	u32 splice_id;
 	u32 interval;		/* L45_PLAN_STREAM_TAG: payload bytes between tags */
 	u8 splice_bytes[64];	/* the inserted bytes (the tag for L45_PLAN_STREAM_TAG) */
+};
+
+/* A stream tag's receiving side (l45_rs_stream_rx): the shim strips the
+ * tags itself while the stream is recognised. */
+#define L45_RECOG_UNKNOWN 0	/* the opening tag not seen yet: the module decides */
+#define L45_RECOG_MINE 1
+#define L45_RECOG_NOT_MINE 2	/* not a tagged stream (or out of step): bytes as they are */
+
+struct l45_tag_rx {
+	u8 recognition;		/* L45_RECOG_* */
+	u8 tag_left;		/* bytes of the current tag still to strip */
+	u8 pad[2];
+	u32 until_tag;		/* payload bytes until the next tag */
 };
 
 /* Verdicts of l45_rs_send / l45_rs_recv. */
@@ -239,6 +252,7 @@ u32 l45_rs_sock_ids(const void *s, u32 *ids);				/* sock */
 void l45_rs_error(void *s);						/* sock */
 s64 l45_rs_stream_since(void *s, u32 id);				/* sock */
 void l45_rs_stream_set(void *s, u32 id, u32 since);			/* sock */
+int l45_rs_stream_rx(void *s, u32 id, struct l45_tag_rx *st, int write);	/* sock */
 
 #define L45_SET_ACTIVATED 1
 #define L45_SET_DEPRECATED 2

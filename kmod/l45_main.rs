@@ -29,7 +29,9 @@ use kernel::prelude::*;
 #[path = "../modules/src/lib.rs"]
 mod l45mod;
 
-use l45mod::{Ctx, Instance, Kind, ParamError, Params, RecvVerdict, Role, SendVerdict, SocketState, Transport};
+use l45mod::{
+    Ctx, Instance, Kind, ParamError, Params, Recognition, RecvVerdict, Role, SendVerdict, SocketState, Transport,
+};
 
 module! {
     type: L45Tap,

@@ -181,8 +181,7 @@ static void l45_names(struct l45_view *v)
 }
 
 /* The view of a socket now: addresses, role, calling thread. */
-static void l45_view_of(struct sock *sk, u8 proto, u8 role, struct msghdr *msg,
-			struct l45_view *v)
+void l45_view_of(struct sock *sk, u8 proto, u8 role, struct msghdr *msg, struct l45_view *v)
 {
 	memset(v, 0, sizeof(*v));
 	v->proto = proto;
@@ -400,7 +399,7 @@ static bool l45_readable(struct sock *sk, bool tcp)
 	return !skb_queue_empty_lockless(&udp_sk(sk)->reader_queue);
 }
 
-static int l45_wait(struct sock *sk, long timeo, bool (*ready)(struct sock *, bool), bool tcp)
+int l45_wait(struct sock *sk, long timeo, bool (*ready)(struct sock *, bool), bool tcp)
 {
 	long r, slice;
 
@@ -666,7 +665,7 @@ out:
 
 /* ---------- receive ---------- */
 
-static int l45_recv_kbuf(struct sock *sk, struct msghdr *msg, u8 *buf, size_t len, int flags,
+int l45_recv_kbuf(struct sock *sk, struct msghdr *msg, u8 *buf, size_t len, int flags,
 			 int *addr_len,
 			 int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
 {
@@ -680,128 +679,9 @@ static int l45_recv_kbuf(struct sock *sk, struct msghdr *msg, u8 *buf, size_t le
 	return ret;
 }
 
-static bool l45_rx_ready(struct sock *sk, bool tcp)
+bool l45_rx_ready(struct sock *sk, bool tcp)
 {
 	return l45_readable(sk, tcp);
-}
-
-/* Room for `need` more bytes after the held ones (moved to the front
- * first). Caller holds rx_mutex. */
-static int l45_rx_room(struct l45_sk *e, size_t need)
-{
-	size_t held = e->rx_len - e->rx_off;
-	u8 *nb;
-
-	if (e->rx_cap - e->rx_len >= need)
-		return 0;
-	if (e->rx_off) {
-		memmove(e->rx, e->rx + e->rx_off, held);
-		e->rx_off = 0;
-		WRITE_ONCE(e->rx_len, held);
-		if (e->rx_cap - held >= need)
-			return 0;
-	}
-	nb = kvmalloc(max_t(size_t, held + need, 4096), GFP_KERNEL);
-	if (!nb)
-		return -ENOMEM;
-	if (held)
-		memcpy(nb, e->rx, held);
-	kvfree(e->rx);
-	e->rx = nb;
-	e->rx_cap = max_t(size_t, held + need, 4096);
-	return 0;
-}
-
-static int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t len,
-			   int flags, int *addr_len,
-			   int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
-{
-	bool peek = flags & MSG_PEEK;
-	size_t copied = 0, growth, cap, out_len, want;
-	struct l45_view v;
-	int n, verdict, ret = 0;
-	long timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT);
-
-	if (mutex_lock_interruptible(&e->rx_mutex))
-		return -ERESTARTSYS;
-	l45_view_of(sk, IPPROTO_TCP, e->view.role, NULL, &v);
-	for (;;) {
-		size_t avail = e->rx_len - e->rx_off;
-
-		/* With MSG_PEEK the bytes stay held; a peek returns what is held. */
-		if (avail) {
-			size_t n2 = min(avail, len - copied);
-
-			if (copy_to_iter(e->rx + e->rx_off, n2, &msg->msg_iter) != n2) {
-				ret = copied ? copied : -EFAULT;
-				goto out;
-			}
-			copied += n2;
-			if (!peek)
-				e->rx_off += n2;
-			if (e->rx_off == e->rx_len) {
-				e->rx_off = 0;
-				WRITE_ONCE(e->rx_len, 0);
-			}
-			if (peek || copied == len || !(flags & MSG_WAITALL)) {
-				ret = copied;
-				goto out;
-			}
-		}
-		if (e->eof) {
-			ret = copied;
-			goto out;
-		}
-		ret = l45_wait(sk, timeo, l45_rx_ready, true);
-		if (ret) {
-			ret = copied ? copied : ret;
-			goto out;
-		}
-		spin_lock(&e->lock);
-		l45_refresh_locked(e, sk);
-		growth = l45_rs_recv_growth(e->rs);
-		spin_unlock(&e->lock);
-		/* Take from the kernel at most what the application still wants
-		 * minus what modules may release on top of their input (bytes
-		 * they held while recognising a signature): then nothing is left
-		 * over in our buffer, which poll() cannot see, unless the
-		 * application reads fewer bytes than that at a time. */
-		want = len - copied > growth ? len - copied - growth : 1;
-		want = min_t(size_t, want, L45_CHUNK);
-		cap = want + growth + 128;
-		if (l45_reserve(&e->rin, &e->rin_cap, L45_CHUNK) || l45_rx_room(e, cap)) {
-			ret = copied ? copied : -ENOMEM;
-			goto out;
-		}
-		n = l45_recv_kbuf(sk, msg, e->rin, want,
-				  (flags & ~(MSG_PEEK | MSG_WAITALL)) | MSG_DONTWAIT, addr_len, orig);
-		if (n == -EAGAIN && timeo)
-			continue;	/* another reader took it; wait again */
-		if (n < 0) {
-			ret = copied ? copied : n;
-			goto out;
-		}
-		/* The chain writes straight after the held bytes. */
-		spin_lock(&e->lock);
-		if (n == 0) {
-			out_len = l45_rs_recv_eof(e->rs, e->rx + e->rx_len, cap);
-			verdict = L45_V_CUSTOMIZED;
-			e->eof = true;
-		} else {
-			verdict = l45_rs_recv(e->rs, &v, e->rin, n, e->rx + e->rx_len, cap, &out_len);
-		}
-		spin_unlock(&e->lock);
-		if (verdict == L45_V_DROP)
-			continue;
-		if (verdict != L45_V_CUSTOMIZED) {
-			memcpy(e->rx + e->rx_len, e->rin, n);
-			out_len = n;
-		}
-		WRITE_ONCE(e->rx_len, e->rx_len + out_len);
-	}
-out:
-	mutex_unlock(&e->rx_mutex);
-	return ret;
 }
 
 static int l45_recv_dgram(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t len,

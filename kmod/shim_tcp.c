@@ -9,7 +9,9 @@
  *   `bypassed`, read-only in /sys/module/l45/parameters);
  * - stream-tag sends built from the application's own pages plus the tag
  *   (no copy of the application's bytes in the tap: TCP copies them once,
- *   as it does for any send).
+ *   as it does for any send), and stream-tag receives stripped in place;
+ * - the stream receive path (bytes held for the application, MSG_PEEK,
+ *   MSG_WAITALL).
  * Locks as in shim.c.
  */
 #include <linux/module.h>
@@ -146,9 +148,12 @@ bool l45_stream_tag_fits(const struct msghdr *msg, const struct l45_plan *p)
 	       !(msg->msg_flags & MSG_ZEROCOPY);
 }
 
-static bool l45_same_tag(const struct l45_plan *now, const struct l45_plan *p)
+/* Whether the plan `now` still has the stream tag `p` was made with, on
+ * the receiving side (`recv`) or the sending one. */
+static bool l45_same_tag(const struct l45_plan *now, const struct l45_plan *p, bool recv)
 {
-	return now->send == L45_PLAN_STREAM_TAG && now->splice_id == p->splice_id &&
+	return (recv ? now->recv : now->send) == L45_PLAN_STREAM_TAG &&
+	       now->splice_id == p->splice_id &&
 	       now->interval == p->interval && now->splice_len == p->splice_len &&
 	       !memcmp(now->splice_bytes, p->splice_bytes, p->splice_len);
 }
@@ -192,7 +197,7 @@ static int l45_tag_step(struct l45_sk *e, struct sock *sk, struct msghdr *msg, s
 	/* 2. The layout, where the module stands now. */
 	spin_lock(&e->lock);
 	l45_refresh_locked(e, sk);
-	since = l45_same_tag(&e->plan, p) ? l45_rs_stream_since(e->rs, p->splice_id) : -1;
+	since = l45_same_tag(&e->plan, p, false) ? l45_rs_stream_since(e->rs, p->splice_id) : -1;
 	if (since < 0) {
 		spin_unlock(&e->lock);
 		unpin_user_pages(t->pages, npages);
@@ -288,4 +293,242 @@ int l45_send_stream_tag(struct l45_sk *e, struct sock *sk, struct msghdr *msg, s
 		done += ret;
 	}
 	return done;
+}
+
+/* ---------- stream-tag receives stripped in place ----------
+ * Once the module has recognised the opening tag, the shim finds the tags
+ * in what TCP gave and copies only the bytes between them to the
+ * application (no pass through the module's output buffer), keeping the
+ * module's state as its own recv would. Before recognition, and with
+ * bytes held or MSG_PEEK, the module does it (l45_recv_stream). */
+
+/* Moves the module's receiving state past `in` (n bytes from TCP). Returns
+ * the offset from which the bytes are the application's as they are (a
+ * tag out of step: the module stops stripping there, and a stream that is
+ * not tagged: 0; n if neither), with the state they start from in *st0;
+ * or -1: the module decides (recognition pending, or the chain changed).
+ * Caller holds e->lock. */
+long l45_tag_scan(struct l45_sk *e, const struct l45_plan *p, const u8 *in, size_t n,
+		  struct l45_tag_rx *st0)
+{
+	struct l45_tag_rx st;
+	size_t at = 0, pos, m, ok;
+	long plain = n;
+
+	if (!l45_same_tag(&e->plan, p, true) || l45_rs_stream_rx(e->rs, p->splice_id, &st, 0) ||
+	    st.recognition == L45_RECOG_UNKNOWN)
+		return -1;
+	*st0 = st;
+	if (st.recognition == L45_RECOG_NOT_MINE)
+		return 0;
+	while (at < n) {
+		if (st.tag_left) {
+			pos = p->splice_len - st.tag_left;
+			m = min_t(size_t, st.tag_left, n - at);
+			ok = 0;
+			if (!memcmp(in + at, p->splice_bytes + pos, m))
+				ok = m;
+			else
+				while (in[at + ok] == p->splice_bytes[pos + ok])
+					ok++;
+			st.tag_left -= ok;
+			at += ok;
+			if (ok < m) {	/* out of step: stop stripping rather than eat data */
+				st.recognition = L45_RECOG_NOT_MINE;
+				plain = at;
+				break;
+			}
+			continue;
+		}
+		m = min_t(size_t, st.until_tag, n - at);
+		at += m;
+		st.until_tag -= m;
+		if (!st.until_tag) {
+			st.tag_left = p->splice_len;
+			st.until_tag = p->interval;
+		}
+	}
+	l45_rs_stream_rx(e->rs, p->splice_id, &st, 1);
+	return plain;
+}
+
+/* Copies the application's bytes of `in` to msg, as l45_tag_scan laid
+ * them out: the payload between the tags before `plain`, everything from
+ * it. Returns the bytes copied or -EFAULT. No lock held (may fault). */
+long l45_tag_deliver(struct msghdr *msg, const struct l45_plan *p, const u8 *in, size_t n,
+		     struct l45_tag_rx st, long plain)
+{
+	size_t at = 0, k;
+	long out = 0;
+
+	if (st.recognition == L45_RECOG_NOT_MINE)
+		plain = 0;
+	while (at < plain) {
+		if (st.tag_left) {
+			k = min_t(size_t, st.tag_left, plain - at);
+			st.tag_left -= k;
+			at += k;
+			continue;
+		}
+		k = min_t(size_t, st.until_tag, plain - at);
+		if (copy_to_iter(in + at, k, &msg->msg_iter) != k)
+			return -EFAULT;
+		out += k;
+		at += k;
+		st.until_tag -= k;
+		if (!st.until_tag) {
+			st.tag_left = p->splice_len;
+			st.until_tag = p->interval;
+		}
+	}
+	k = n - plain;
+	if (k && copy_to_iter(in + plain, k, &msg->msg_iter) != k)
+		return -EFAULT;
+	return out + k;
+}
+
+/* ---------- stream receive ---------- */
+
+/* Room for `need` more bytes after the held ones (moved to the front
+ * first). Caller holds rx_mutex. */
+static int l45_rx_room(struct l45_sk *e, size_t need)
+{
+	size_t held = e->rx_len - e->rx_off;
+	u8 *nb;
+
+	if (e->rx_cap - e->rx_len >= need)
+		return 0;
+	if (e->rx_off) {
+		memmove(e->rx, e->rx + e->rx_off, held);
+		e->rx_off = 0;
+		WRITE_ONCE(e->rx_len, held);
+		if (e->rx_cap - held >= need)
+			return 0;
+	}
+	nb = kvmalloc(max_t(size_t, held + need, 4096), GFP_KERNEL);
+	if (!nb)
+		return -ENOMEM;
+	if (held)
+		memcpy(nb, e->rx, held);
+	kvfree(e->rx);
+	e->rx = nb;
+	e->rx_cap = max_t(size_t, held + need, 4096);
+	return 0;
+}
+
+/* A receive on a stream whose chain acts on receives, or that holds bytes
+ * for the application. Returns what a recvmsg returns. */
+int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t len, int flags,
+		    int *addr_len, int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
+{
+	bool peek = flags & MSG_PEEK;
+	size_t copied = 0, growth, cap, out_len, want;
+	struct l45_tag_rx st0;
+	struct l45_plan tp;
+	struct l45_view v;
+	int n, verdict, ret = 0;
+	long timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT), plain, got;
+
+	if (mutex_lock_interruptible(&e->rx_mutex))
+		return -ERESTARTSYS;
+	l45_view_of(sk, IPPROTO_TCP, e->view.role, NULL, &v);
+	for (;;) {
+		size_t avail = e->rx_len - e->rx_off;
+
+		/* With MSG_PEEK the bytes stay held; a peek returns what is held. */
+		if (avail) {
+			size_t n2 = min(avail, len - copied);
+
+			if (copy_to_iter(e->rx + e->rx_off, n2, &msg->msg_iter) != n2) {
+				ret = copied ? copied : -EFAULT;
+				goto out;
+			}
+			copied += n2;
+			if (!peek)
+				e->rx_off += n2;
+			if (e->rx_off == e->rx_len) {
+				e->rx_off = 0;
+				WRITE_ONCE(e->rx_len, 0);
+			}
+			if (peek || copied == len || !(flags & MSG_WAITALL)) {
+				ret = copied;
+				goto out;
+			}
+		}
+		if (e->eof) {
+			ret = copied;
+			goto out;
+		}
+		ret = l45_wait(sk, timeo, l45_rx_ready, true);
+		if (ret) {
+			ret = copied ? copied : ret;
+			goto out;
+		}
+		spin_lock(&e->lock);
+		l45_refresh_locked(e, sk);
+		growth = l45_rs_recv_growth(e->rs);
+		tp = e->plan;
+		spin_unlock(&e->lock);
+		/* Take from the kernel at most what the application still wants
+		 * minus what modules may release on top of their input (bytes
+		 * they held while recognising a signature): then nothing is left
+		 * over in our buffer, which poll() cannot see, unless the
+		 * application reads fewer bytes than that at a time. */
+		want = len - copied > growth ? len - copied - growth : 1;
+		want = min_t(size_t, want, L45_CHUNK);
+		cap = want + growth + 128;
+		if (l45_reserve(&e->rin, &e->rin_cap, L45_CHUNK) || l45_rx_room(e, cap)) {
+			ret = copied ? copied : -ENOMEM;
+			goto out;
+		}
+		n = l45_recv_kbuf(sk, msg, e->rin, want,
+				  (flags & ~(MSG_PEEK | MSG_WAITALL)) | MSG_DONTWAIT, addr_len, orig);
+		if (n == -EAGAIN && timeo)
+			continue;	/* another reader took it; wait again */
+		if (n < 0) {
+			ret = copied ? copied : n;
+			goto out;
+		}
+		/* The chain writes straight after the held bytes; a stream tag
+		 * that has recognised its stream is stripped in place instead
+		 * (nothing held: the bytes go to the application directly). */
+		plain = -1;
+		spin_lock(&e->lock);
+		if (n == 0) {
+			out_len = l45_rs_recv_eof(e->rs, e->rx + e->rx_len, cap);
+			verdict = L45_V_CUSTOMIZED;
+			e->eof = true;
+		} else if (tp.recv == L45_PLAN_STREAM_TAG && !peek && !e->rx_len &&
+			   (plain = l45_tag_scan(e, &tp, e->rin, n, &st0)) >= 0) {
+			verdict = L45_V_CUSTOMIZED;
+		} else {
+			verdict = l45_rs_recv(e->rs, &v, e->rin, n, e->rx + e->rx_len, cap, &out_len);
+		}
+		spin_unlock(&e->lock);
+		if (plain >= 0) {
+			got = l45_tag_deliver(msg, &tp, e->rin, n, st0, plain);
+			if (got < 0) {
+				ret = copied ? copied : got;
+				goto out;
+			}
+			if (st0.recognition == L45_RECOG_MINE)
+				l45_rs_count(tp.splice_slot, tp.splice_id, 1, got);
+			copied += got;
+			if (copied == len || (copied && !(flags & MSG_WAITALL))) {
+				ret = copied;
+				goto out;
+			}
+			continue;
+		}
+		if (verdict == L45_V_DROP)
+			continue;
+		if (verdict != L45_V_CUSTOMIZED) {
+			memcpy(e->rx + e->rx_len, e->rin, n);
+			out_len = n;
+		}
+		WRITE_ONCE(e->rx_len, e->rx_len + out_len);
+	}
+out:
+	mutex_unlock(&e->rx_mutex);
+	return ret;
 }

@@ -139,11 +139,17 @@ pub unsafe extern "C" fn l45_rs_sock_plan(s: *const c_void, out: *mut Plan) {
     // A stream whose only module changing sends is a stream tag: the shim
     // inserts the tags between the application's bytes itself
     // (`l45_rs_stream_since`/`l45_rs_stream_set` keep the module's state).
-    if let (Some(a), 1, Transport::Stream) = (send_first, send_n, s.transport) {
+    // The same on receive (a client): the shim strips the tags itself.
+    let tagged = match (send_first, send_n, recv_first, recv_n) {
+        (Some(a), 1, _, _) => Some((a, &mut p.send)),
+        (_, _, Some(a), 1) => Some((a, &mut p.recv)),
+        _ => None,
+    };
+    if let (Some((a, dir)), Transport::Stream) = (tagged, s.transport) {
         if let Params::StreamTag { interval, tag } = &a.instance.params {
             let b = tag.as_bytes();
             let n = b.len().min(l45mod::MAX_TAG);
-            p.send = PLAN_STREAM_TAG;
+            *dir = PLAN_STREAM_TAG;
             p.interval = *interval;
             p.splice_bytes[..n].copy_from_slice(&b[..n]);
             p.splice_len = n as u8;
@@ -432,4 +438,47 @@ pub unsafe extern "C" fn l45_rs_stream_set(s: *mut c_void, id: u32, since: u32) 
         st.sent_since_tag = since;
         st.prefix_sent = true;
     }
+}
+
+/// Mirror of `struct l45_tag_rx` (l45.h): where a stream tag's receiving
+/// side stands (`SocketState`'s `recognition`, `tag_left`, `until_tag`).
+#[repr(C)]
+pub struct TagRx {
+    recognition: u8,
+    tag_left: u8,
+    pad: [u8; 2],
+    until_tag: u32,
+}
+
+/// Reads (`write` 0) or writes (1) the receiving state of stream tag `id`
+/// for the shim's in-place stripping. Returns 0, or -1 if the chain no
+/// longer holds it activated.
+///
+/// # Safety
+/// `s` live chain, `st` valid; sock lock held.
+#[no_mangle]
+pub unsafe extern "C" fn l45_rs_stream_rx(s: *mut c_void, id: u32, st: *mut TagRx, write: c_int) -> c_int {
+    // SAFETY: contract.
+    let (s, st) = unsafe { (sock(s), &mut *st) };
+    let Some((state, _)) = stream_tag(s, id) else {
+        return -1;
+    };
+    if write != 0 {
+        state.recognition = match st.recognition {
+            0 => Recognition::Unknown,
+            1 => Recognition::Mine,
+            _ => Recognition::NotMine,
+        };
+        state.tag_left = st.tag_left;
+        state.until_tag = st.until_tag;
+    } else {
+        st.recognition = match state.recognition {
+            Recognition::Unknown => 0,
+            Recognition::Mine => 1,
+            Recognition::NotMine => 2,
+        };
+        st.tag_left = state.tag_left;
+        st.until_tag = state.until_tag;
+    }
+    0
 }
