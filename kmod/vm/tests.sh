@@ -215,6 +215,22 @@ t_tcp_stream_tag_checksum() {
   $KT revoke 31; $KT revoke 32
 }
 
+t_stream_tag_out_of_step() {
+  # A stream tagged by the sender itself with one tag broken: the client's
+  # tap strips the tags before it and stops stripping at its first wrong
+  # byte, byte for byte what the module does (l45-ktest broken-tag checks
+  # the delivered stream), whether the shim strips in place or not.
+  $KT reg 117 stream-tag --proto tcp --dport 7017 interval=1000
+  $KT reg 118 stream-tag --proto tcp --dport 7018 interval=100
+  # the broken tag well after the first read: the opening tag has been
+  # recognised by then, so the shim strips in place (and stops in place)
+  $KT broken-tag 7017 1000 20 40
+  $KT broken-tag 7018 100 200 300
+  gt 117 messages_received 1
+  gt 118 messages_received 1
+  $KT revoke 117; $KT revoke 118
+}
+
 t_priority_rotation_live_flow() {
   dnsmasq_on 5355
   $KT reg 41 dns-front-tag --proto udp --dport 5355 --prio 10 tag=$TAGA
@@ -635,6 +651,7 @@ run rmmod_while_traffic_flows t_rmmod_while_traffic_flows
 run udp_dns_front_tag t_udp_dns_front_tag
 run udp_dns_compression t_udp_dns_compression
 run tcp_stream_tag_checksum t_tcp_stream_tag_checksum
+run stream_tag_out_of_step t_stream_tag_out_of_step
 run priority_rotation_live_flow t_priority_rotation_live_flow
 run immediate_attach t_immediate_attach
 run deprecate t_deprecate

@@ -18,6 +18,7 @@ use l45_tap_kernel::Client;
 
 mod fuzz;
 mod held;
+mod tagged;
 use held::{hold, hold_stream};
 
 fn main() {
@@ -97,13 +98,14 @@ fn run(args: &[String]) -> Result<()> {
         "tcp-get" => tcp_get(host(args), num(args, 1, "port")?, num(args, 2, "bytes")?),
         "dns-loop" => dns_loop(host(args), num(args, 1, "port")?, num(args, 2, "count")?, opt(args, "--until")),
         "hold" => hold(host(args), num(args, 1, "port")?),
+        "broken-tag" => tagged::broken_tag(num(args, 1, "port")?, num(args, 2, "interval")?, num(args, 3, "break")?, num(args, 4, "count")?),
         "hold-stream" => hold_stream(num(args, 1, "port")?, num(args, 2, "bytes")?, args.iter().any(|a| a == "--close-listener")),
         "netconf" => netconf(args),
         "netconf-challenge" => netconf_challenge(args),
         "netconf-notify" => netconf_notify(args),
         _ => bail!(
             "usage: l45-ktest reg|revoke|activate|deprecate|prio|stats|report|sockets|challenge|malformed|fuzz-netlink|\
-             tcp-serve|tcp-get|dns-loop|hold|hold-stream|netconf ..."
+             tcp-serve|tcp-get|dns-loop|hold|hold-stream|broken-tag|netconf ..."
         ),
     }
 }
