@@ -90,6 +90,7 @@ enum l45_stats_attr {
 	L45_S_ERRORS,
 	L45_S_ACTIVE_TS,	/* u64, ns since the epoch, 0 = never */
 	L45_S_PAD,
+	L45_S_BYPASSED,		/* u64, connections older than the module it selects, not tapped */
 	__L45_S_MAX,
 };
 
@@ -183,6 +184,7 @@ struct l45_stats {
 	u64 drops;
 	u64 errors;
 	u64 active_ts;
+	u64 bypassed;
 };
 
 /* What a socket's chain needs from the data path, per direction
@@ -253,6 +255,7 @@ void l45_rs_error(void *s);						/* sock */
 s64 l45_rs_stream_since(void *s, u32 id);				/* sock */
 void l45_rs_stream_set(void *s, u32 id, u32 since);			/* sock */
 int l45_rs_stream_rx(void *s, u32 id, struct l45_tag_rx *st, int write);	/* sock */
+void l45_rs_count_bypass(const struct l45_view *v);			/* cfg */
 
 #define L45_SET_ACTIVATED 1
 #define L45_SET_DEPRECATED 2

@@ -152,6 +152,7 @@ pub struct Stats {
     drops: u64,
     errors: u64,
     active_ts: u64,
+    bypassed: u64,
 }
 
 /// Mirror of `struct l45_plan` (l45.h): what a socket's chain needs from
@@ -306,6 +307,7 @@ struct Counters {
     drops: AtomicU64,
     errors: AtomicU64,
     active_ts: AtomicU64,
+    bypassed: AtomicU64,
 }
 
 impl Counters {
@@ -320,6 +322,7 @@ impl Counters {
             drops: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             active_ts: AtomicU64::new(0),
+            bypassed: AtomicU64::new(0),
         }
     }
 
@@ -333,6 +336,7 @@ impl Counters {
             &self.drops,
             &self.errors,
             &self.active_ts,
+            &self.bypassed,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -705,6 +709,7 @@ pub unsafe extern "C" fn l45_rs_stats(slot: u32, out: *mut Stats) -> c_int {
         drops: c.drops.load(Ordering::Relaxed),
         errors: c.errors.load(Ordering::Relaxed),
         active_ts: c.active_ts.load(Ordering::Relaxed),
+        bypassed: c.bypassed.load(Ordering::Relaxed),
     };
     // SAFETY: `out` is valid for a write (contract).
     unsafe { out.write(st) };

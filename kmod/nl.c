@@ -278,7 +278,8 @@ static int l45_put_stats(struct sk_buff *skb, const struct l45_stats *st, u32 po
 	    nla_put_u64_64bit(skb, L45_S_MESSAGES_RECEIVED, st->messages_received, L45_S_PAD) ||
 	    nla_put_u64_64bit(skb, L45_S_DROPS, st->drops, L45_S_PAD) ||
 	    nla_put_u64_64bit(skb, L45_S_ERRORS, st->errors, L45_S_PAD) ||
-	    nla_put_u64_64bit(skb, L45_S_ACTIVE_TS, st->active_ts, L45_S_PAD))
+	    nla_put_u64_64bit(skb, L45_S_ACTIVE_TS, st->active_ts, L45_S_PAD) ||
+	    nla_put_u64_64bit(skb, L45_S_BYPASSED, st->bypassed, L45_S_PAD))
 		goto cancel;
 	nla_nest_end(skb, nest);
 	genlmsg_end(skb, hdr);

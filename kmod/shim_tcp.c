@@ -6,7 +6,8 @@
  *   adopted at their first send or receive after the load, with the role
  *   their local port tells; one whose role cannot be told is left
  *   untapped, logged and counted (module parameters `adopted` and
- *   `bypassed`, read-only in /sys/module/l45/parameters);
+ *   `bypassed`, read-only in /sys/module/l45/parameters, and the
+ *   `bypassed` statistic of each module that selects it);
  * - stream-tag sends built from the application's own pages plus the tag
  *   (no copy of the application's bytes in the tap: TCP copies them once,
  *   as it does for any send), and stream-tag receives stripped in place;
@@ -83,18 +84,28 @@ static u8 l45_role_of(struct sock *sk)
 	return port >= low && port <= high ? 0 : L45_ROLE_UNKNOWN;
 }
 
-static void l45_log_adopted(const struct l45_sk *e)
+/* Adoptions logged one by one (of each kind); the others are counted only.
+ * Not pr_info_ratelimited: it drops a message when two CPUs log at once. */
+#define L45_ADOPT_LOG_MAX 64
+
+/* Logs an adoption; `n` is its number (the counter after it). */
+static void l45_log_adopted(const struct l45_sk *e, int n)
 {
 	const struct l45_sockaddr *l = &e->view.local, *r = &e->view.remote;
 	static const char *const what[] = { "tapped as a client", "tapped as a server",
 					    "role unknown, not tapped" };
 
+	if (n == L45_ADOPT_LOG_MAX + 1)
+		pr_info("l45: more TCP connections made before the load: counted in /sys/module/l45/parameters/%s only\n",
+			e->bypassed ? "bypassed" : "adopted");
+	if (n > L45_ADOPT_LOG_MAX)
+		return;
 	if (l->family == 4)
-		pr_info_ratelimited("l45: TCP %pI4:%u -> %pI4:%u (pid %d) was connected before the load: %s\n",
-				    l->addr, l->port, r->addr, r->port, e->pid, what[e->view.role]);
+		pr_info("l45: TCP %pI4:%u -> %pI4:%u (pid %d) was connected before the load: %s\n",
+			l->addr, l->port, r->addr, r->port, e->pid, what[e->view.role]);
 	else
-		pr_info_ratelimited("l45: TCP [%pI6c]:%u -> [%pI6c]:%u (pid %d) was connected before the load: %s\n",
-				    l->addr, l->port, r->addr, r->port, e->pid, what[e->view.role]);
+		pr_info("l45: TCP [%pI6c]:%u -> [%pI6c]:%u (pid %d) was connected before the load: %s\n",
+			l->addr, l->port, r->addr, r->port, e->pid, what[e->view.role]);
 }
 
 /* A TCP connection the tap has not seen at connect/accept: made before the
@@ -112,8 +123,12 @@ struct l45_sk *l45_adopt(struct sock *sk)
 		return NULL;
 	e = l45_track(sk, IPPROTO_TCP, l45_role_of(sk), NULL, &new);
 	if (e && new) {
-		atomic_inc(e->bypassed ? &l45_bypassed : &l45_adopted);
-		l45_log_adopted(e);
+		l45_log_adopted(e, atomic_inc_return(e->bypassed ? &l45_bypassed : &l45_adopted));
+		if (e->bypassed) {	/* each module that selects it counts it */
+			spin_lock(&l45_cfg_lock);
+			l45_rs_count_bypass(&e->view);
+			spin_unlock(&l45_cfg_lock);
+		}
 	}
 	return e && !e->bypassed ? e : NULL;
 }

@@ -482,3 +482,23 @@ pub unsafe extern "C" fn l45_rs_stream_rx(s: *mut c_void, id: u32, st: *mut TagR
     }
     0
 }
+
+/// A connection older than the module that is not tapped (its role is
+/// unknown, `shim_tcp.c`): counted as `bypassed` by every activated module
+/// that is not deprecated and whose rule selects it.
+///
+/// # Safety
+/// `v` valid; cfg lock held.
+#[no_mangle]
+pub unsafe extern "C" fn l45_rs_count_bypass(v: *const View) {
+    // SAFETY: contract.
+    let (t, v) = unsafe { (table(), &*v) };
+    for (slot, m) in t.specs.iter().enumerate() {
+        let Some(m) = m else { continue };
+        if m.flags & F_ACTIVATED != 0 && m.flags & F_DEPRECATED == 0 && m.rule.matches(v) {
+            if let Some(c) = counters(slot, m.id) {
+                c.bypassed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

@@ -71,9 +71,9 @@ fn run(args: &[String]) -> Result<()> {
         "stats" => {
             let s = Client::open()?.report_one(num(args, 1, "id")?)?;
             println!(
-                "id={} priority={} flags={} sockets={} bytes_sent={} bytes_received={} messages_sent={} messages_received={} drops={} errors={} active={}",
+                "id={} priority={} flags={} sockets={} bytes_sent={} bytes_received={} messages_sent={} messages_received={} drops={} errors={} active={} bypassed={}",
                 s.id, s.priority, s.flags, s.sockets, s.bytes_sent, s.bytes_received, s.messages_sent, s.messages_received,
-                s.drops, s.errors, s.active_ts_ns != 0
+                s.drops, s.errors, s.active_ts_ns != 0, s.bypassed
             );
             Ok(())
         }
