@@ -93,6 +93,7 @@ enum l45_stats_attr {
 	L45_S_ERRORS,
 	L45_S_ACTIVE_TS,	/* u64, ns since the epoch, 0 = never */
 	L45_S_PAD,
+	L45_S_BYPASSED,		/* u64, connections older than the module it selects, not tapped */
 	__L45_S_MAX,
 };
 
@@ -190,6 +191,7 @@ struct l45_stats {
 	u64 drops;
 	u64 errors;
 	u64 active_ts;
+	u64 bypassed;
 };
 
 /* What a socket's chain needs from the data path, per direction
@@ -198,6 +200,7 @@ struct l45_stats {
 #define L45_PLAN_DELAY 1	/* rate limits only: a delay, bytes untouched */
 #define L45_PLAN_BYTES 2	/* the bytes go through the chain */
 #define L45_PLAN_SPLICE 3	/* one fixed insertion, done by the shim */
+#define L45_PLAN_STREAM_TAG 4	/* a stream tag alone: the shim inserts (send) or strips (recv) the tags */
 
 struct l45_plan {
 	u8 send;		/* L45_PLAN_* */
@@ -209,7 +212,21 @@ struct l45_plan {
 	u32 delay_ms;
 	u32 splice_slot;	/* the module doing the insertion, for its counters */
 	u32 splice_id;
-	u8 splice_bytes[64];
+	u32 interval;		/* L45_PLAN_STREAM_TAG: payload bytes between tags */
+	u8 splice_bytes[64];	/* the inserted bytes (the tag for L45_PLAN_STREAM_TAG) */
+};
+
+/* A stream tag's receiving side (l45_rs_stream_rx): the shim strips the
+ * tags itself while the stream is recognised. */
+#define L45_RECOG_UNKNOWN 0	/* the opening tag not seen yet: the module decides */
+#define L45_RECOG_MINE 1
+#define L45_RECOG_NOT_MINE 2	/* not a tagged stream (or out of step): bytes as they are */
+
+struct l45_tag_rx {
+	u8 recognition;		/* L45_RECOG_* */
+	u8 tag_left;		/* bytes of the current tag still to strip */
+	u8 pad[2];
+	u32 until_tag;		/* payload bytes until the next tag */
 };
 
 /* Verdicts of l45_rs_send / l45_rs_recv. */
@@ -242,6 +259,10 @@ int l45_rs_recv(void *s, const struct l45_view *v, const u8 *in, size_t len,
 size_t l45_rs_recv_eof(void *s, u8 *out, size_t cap);			/* sock */
 u32 l45_rs_sock_ids(const void *s, u32 *ids);				/* sock */
 void l45_rs_error(void *s);						/* sock */
+s64 l45_rs_stream_since(void *s, u32 id);				/* sock */
+void l45_rs_stream_set(void *s, u32 id, u32 since);			/* sock */
+int l45_rs_stream_rx(void *s, u32 id, struct l45_tag_rx *st, int write);	/* sock */
+void l45_rs_count_bypass(const struct l45_view *v);			/* cfg */
 
 /* Kinds that are not built in (kinds.rs, kinds.c). The table is a
  * struct KindV1 (modules/src/abi.rs); only Rust looks inside. */

@@ -29,10 +29,9 @@ use kernel::prelude::*;
 #[path = "../modules/src/lib.rs"]
 mod l45mod;
 
-use l45mod::{Ctx, Instance, Kind, ParamError, Params, RecvVerdict, Role, SendVerdict, SocketState, Transport};
-// (abi.rs names these from the crate root, as in the modules crate)
-#[allow(unused_imports)]
-use l45mod::{Directions, Splice};
+use l45mod::{
+    Ctx, Instance, Kind, ParamError, Params, Recognition, RecvVerdict, Role, SendVerdict, SocketState, Transport,
+};
 
 module! {
     type: L45Tap,
@@ -160,6 +159,7 @@ pub struct Stats {
     drops: u64,
     errors: u64,
     active_ts: u64,
+    bypassed: u64,
 }
 
 /// Mirror of `struct l45_plan` (l45.h): what a socket's chain needs from
@@ -175,6 +175,7 @@ pub struct Plan {
     delay_ms: u32,
     splice_slot: u32,
     splice_id: u32,
+    interval: u32,
     splice_bytes: [u8; l45mod::MAX_TAG],
 }
 
@@ -182,6 +183,7 @@ const PLAN_NONE: u8 = 0;
 const PLAN_DELAY: u8 = 1;
 const PLAN_BYTES: u8 = 2;
 const PLAN_SPLICE: u8 = 3;
+const PLAN_STREAM_TAG: u8 = 4;
 
 // ===== matching (same semantics as tap/engine's Rule::matches) =====
 
@@ -312,6 +314,7 @@ struct Counters {
     drops: AtomicU64,
     errors: AtomicU64,
     active_ts: AtomicU64,
+    bypassed: AtomicU64,
 }
 
 impl Counters {
@@ -326,6 +329,7 @@ impl Counters {
             drops: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             active_ts: AtomicU64::new(0),
+            bypassed: AtomicU64::new(0),
         }
     }
 
@@ -339,6 +343,7 @@ impl Counters {
             &self.drops,
             &self.errors,
             &self.active_ts,
+            &self.bypassed,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -750,6 +755,7 @@ pub unsafe extern "C" fn l45_rs_stats(slot: u32, out: *mut Stats) -> c_int {
         drops: c.drops.load(Ordering::Relaxed),
         errors: c.errors.load(Ordering::Relaxed),
         active_ts: c.active_ts.load(Ordering::Relaxed),
+        bypassed: c.bypassed.load(Ordering::Relaxed),
     };
     // SAFETY: `out` is valid for a write (contract).
     unsafe { out.write(st) };

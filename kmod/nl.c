@@ -291,7 +291,8 @@ static int l45_put_stats(struct sk_buff *skb, const struct l45_stats *st, u32 po
 	    nla_put_u64_64bit(skb, L45_S_MESSAGES_RECEIVED, st->messages_received, L45_S_PAD) ||
 	    nla_put_u64_64bit(skb, L45_S_DROPS, st->drops, L45_S_PAD) ||
 	    nla_put_u64_64bit(skb, L45_S_ERRORS, st->errors, L45_S_PAD) ||
-	    nla_put_u64_64bit(skb, L45_S_ACTIVE_TS, st->active_ts, L45_S_PAD))
+	    nla_put_u64_64bit(skb, L45_S_ACTIVE_TS, st->active_ts, L45_S_PAD) ||
+	    nla_put_u64_64bit(skb, L45_S_BYPASSED, st->bypassed, L45_S_PAD))
 		goto cancel;
 	nla_nest_end(skb, nest);
 	genlmsg_end(skb, hdr);
@@ -404,7 +405,7 @@ static int l45_nl_sockets_dump(struct sk_buff *skb, struct netlink_callback *cb)
 	for (bkt = cb->args[0]; bkt < HASH_SIZE(l45_hash) && !full; bkt++) {
 		idx = 0;
 		hlist_for_each_entry(e, &l45_hash[bkt], node) {
-			if (idx++ < cb->args[1])
+			if (idx++ < cb->args[1] || e->bypassed)	/* bypassed: not tapped */
 				continue;
 			if (l45_put_sock(skb, e, NETLINK_CB(cb->skb).portid, cb->nlh->nlmsg_seq)) {
 				full = true;

@@ -50,9 +50,6 @@
 #error "unloading needs PREEMPT_NONE/VOLUNTARY or TASKS_RCU (see l45_shim_exit)"
 #endif
 
-/* Stream bytes run through a chain per step of a send or receive: the
- * entry's buffers are sized for this once, not per call. */
-#define L45_CHUNK 65536
 #define L45_DGRAM_MAX 65536
 
 /* One hooked struct proto and a copy of its original handlers. */
@@ -184,8 +181,7 @@ static void l45_names(struct l45_view *v)
 }
 
 /* The view of a socket now: addresses, role, calling thread. */
-static void l45_view_of(struct sock *sk, u8 proto, u8 role, struct msghdr *msg,
-			struct l45_view *v)
+void l45_view_of(struct sock *sk, u8 proto, u8 role, struct msghdr *msg, struct l45_view *v)
 {
 	memset(v, 0, sizeof(*v));
 	v->proto = proto;
@@ -203,6 +199,7 @@ static void l45_free_entry(struct l45_sk *e)
 	kvfree(e->rin);
 	kvfree(e->sin);
 	kvfree(e->sout);
+	kfree(e->tag_tx);
 	kfree(e);
 }
 
@@ -216,6 +213,10 @@ void l45_refresh_locked(struct l45_sk *e, struct sock *sk)
 
 	if (READ_ONCE(e->gen) == smp_load_acquire(&l45_rs_gen))
 		return;
+	if (e->bypassed) {	/* never tapped: its chain stays empty, its plan none */
+		smp_store_release(&e->gen, READ_ONCE(l45_rs_gen));
+		return;
+	}
 	/* Addresses may have changed since first sight (UDP bind/connect). */
 	v = e->view;
 	l45_addrs(sk, NULL, &local, &remote);
@@ -263,12 +264,16 @@ static inline bool l45_passes(struct l45_sk *e, bool send)
 }
 
 /* First sight of a socket: a new entry with its chain, matched now.
- * Returns the entry (an existing one if another thread won), or NULL: a
- * kernel socket, sk_user_data owned by someone else, or no memory. */
-static struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghdr *msg)
+ * Returns the entry (an existing one if another thread won; *created, if
+ * asked, says which), or NULL: a kernel socket, sk_user_data owned by
+ * someone else, or no memory. Role L45_ROLE_UNKNOWN: an entry that is
+ * never tapped (bypassed). */
+struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghdr *msg, bool *created)
 {
 	struct l45_sk *e;
 
+	if (created)
+		*created = false;
 	if (sk->sk_kern_sock || READ_ONCE(sk->sk_user_data))
 		return l45_entry(sk);
 	e = kzalloc(sizeof(*e), GFP_KERNEL);
@@ -287,12 +292,17 @@ static struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghd
 	e->pid = task_tgid_nr(current);
 	e->cookie = atomic64_inc_return(&l45_cookie);
 
+	e->bypassed = role == L45_ROLE_UNKNOWN;
 	spin_lock(&e->lock);
-	spin_lock(&l45_cfg_lock);
-	l45_rs_sock_refresh(e->rs, &e->view);
-	spin_unlock(&l45_cfg_lock);
-	l45_rs_sock_plan(e->rs, &e->plan);
-	e->gen = l45_rs_sock_gen(e->rs);
+	if (!e->bypassed) {
+		spin_lock(&l45_cfg_lock);
+		l45_rs_sock_refresh(e->rs, &e->view);
+		spin_unlock(&l45_cfg_lock);
+		l45_rs_sock_plan(e->rs, &e->plan);
+		e->gen = l45_rs_sock_gen(e->rs);
+	} else {
+		e->gen = READ_ONCE(l45_rs_gen);
+	}
 	spin_unlock(&e->lock);
 
 	spin_lock(&l45_hash_lock);
@@ -308,6 +318,8 @@ static struct l45_sk *l45_track(struct sock *sk, u8 proto, u8 role, struct msghd
 	write_unlock_bh(&sk->sk_callback_lock);
 	hash_add(l45_hash, &e->node, (unsigned long)sk);
 	spin_unlock(&l45_hash_lock);
+	if (created)
+		*created = true;
 	return e;
 }
 
@@ -333,7 +345,7 @@ static void l45_untrack(struct sock *sk)
 }
 
 /* Grow-only buffer (never under a spinlock). */
-static int l45_reserve(u8 **buf, size_t *cap, size_t need)
+int l45_reserve(u8 **buf, size_t *cap, size_t need)
 {
 	u8 *nb;
 
@@ -387,7 +399,7 @@ static bool l45_readable(struct sock *sk, bool tcp)
 	return !skb_queue_empty_lockless(&udp_sk(sk)->reader_queue);
 }
 
-static int l45_wait(struct sock *sk, long timeo, bool (*ready)(struct sock *, bool), bool tcp)
+int l45_wait(struct sock *sk, long timeo, bool (*ready)(struct sock *, bool), bool tcp)
 {
 	long r, slice;
 
@@ -511,7 +523,7 @@ static int l45_send_splice_small(struct l45_sk *e, struct sock *sk, struct msghd
 	return len;
 }
 
-static bool l45_send_retry(int ret)
+bool l45_send_retry(int ret)
 {
 	return ret == -EAGAIN || ret == -EINTR || ret == -ERESTARTSYS;
 }
@@ -601,7 +613,9 @@ static int l45_sendmsg_common(struct sock *sk, struct msghdr *msg, size_t size, 
 	if (READ_ONCE(l45_unloading))
 		return orig(sk, msg, size);
 	e = l45_entry(sk);
-	if (!e && (tcp || !(e = l45_track(sk, proto, 0, msg))))
+	if (!e)
+		e = tcp ? l45_adopt(sk) : l45_track(sk, proto, 0, msg, NULL);
+	if (!e)
 		return orig(sk, msg, size);
 	if (l45_passes(e, true) && !(tcp && READ_ONCE(e->tx_len)))
 		return orig(sk, msg, size);
@@ -624,6 +638,20 @@ static int l45_sendmsg_common(struct sock *sk, struct msghdr *msg, size_t size, 
 	case L45_PLAN_SPLICE:
 		ret = l45_send_splice(e, sk, msg, size, &p, orig);
 		break;
+	case L45_PLAN_STREAM_TAG:
+		if (l45_stream_tag_fits(msg, &p)) {
+			bool fallback;
+			int more;
+
+			ret = l45_send_stream_tag(e, sk, msg, size, &p, orig, &fallback);
+			if (ret < 0 || !fallback)
+				break;
+			/* the chain changed meanwhile: the rest through it */
+			more = l45_send_chain(e, sk, msg, size - ret, tcp, orig);
+			ret = more < 0 ? (ret ? ret : more) : ret + more;
+			break;
+		}
+		fallthrough;
 	case L45_PLAN_BYTES:
 		ret = l45_send_chain(e, sk, msg, size, tcp, orig);
 		break;
@@ -637,7 +665,7 @@ out:
 
 /* ---------- receive ---------- */
 
-static int l45_recv_kbuf(struct sock *sk, struct msghdr *msg, u8 *buf, size_t len, int flags,
+int l45_recv_kbuf(struct sock *sk, struct msghdr *msg, u8 *buf, size_t len, int flags,
 			 int *addr_len,
 			 int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
 {
@@ -651,128 +679,9 @@ static int l45_recv_kbuf(struct sock *sk, struct msghdr *msg, u8 *buf, size_t le
 	return ret;
 }
 
-static bool l45_rx_ready(struct sock *sk, bool tcp)
+bool l45_rx_ready(struct sock *sk, bool tcp)
 {
 	return l45_readable(sk, tcp);
-}
-
-/* Room for `need` more bytes after the held ones (moved to the front
- * first). Caller holds rx_mutex. */
-static int l45_rx_room(struct l45_sk *e, size_t need)
-{
-	size_t held = e->rx_len - e->rx_off;
-	u8 *nb;
-
-	if (e->rx_cap - e->rx_len >= need)
-		return 0;
-	if (e->rx_off) {
-		memmove(e->rx, e->rx + e->rx_off, held);
-		e->rx_off = 0;
-		WRITE_ONCE(e->rx_len, held);
-		if (e->rx_cap - held >= need)
-			return 0;
-	}
-	nb = kvmalloc(max_t(size_t, held + need, 4096), GFP_KERNEL);
-	if (!nb)
-		return -ENOMEM;
-	if (held)
-		memcpy(nb, e->rx, held);
-	kvfree(e->rx);
-	e->rx = nb;
-	e->rx_cap = max_t(size_t, held + need, 4096);
-	return 0;
-}
-
-static int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t len,
-			   int flags, int *addr_len,
-			   int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
-{
-	bool peek = flags & MSG_PEEK;
-	size_t copied = 0, growth, cap, out_len, want;
-	struct l45_view v;
-	int n, verdict, ret = 0;
-	long timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT);
-
-	if (mutex_lock_interruptible(&e->rx_mutex))
-		return -ERESTARTSYS;
-	l45_view_of(sk, IPPROTO_TCP, e->view.role, NULL, &v);
-	for (;;) {
-		size_t avail = e->rx_len - e->rx_off;
-
-		/* With MSG_PEEK the bytes stay held; a peek returns what is held. */
-		if (avail) {
-			size_t n2 = min(avail, len - copied);
-
-			if (copy_to_iter(e->rx + e->rx_off, n2, &msg->msg_iter) != n2) {
-				ret = copied ? copied : -EFAULT;
-				goto out;
-			}
-			copied += n2;
-			if (!peek)
-				e->rx_off += n2;
-			if (e->rx_off == e->rx_len) {
-				e->rx_off = 0;
-				WRITE_ONCE(e->rx_len, 0);
-			}
-			if (peek || copied == len || !(flags & MSG_WAITALL)) {
-				ret = copied;
-				goto out;
-			}
-		}
-		if (e->eof) {
-			ret = copied;
-			goto out;
-		}
-		ret = l45_wait(sk, timeo, l45_rx_ready, true);
-		if (ret) {
-			ret = copied ? copied : ret;
-			goto out;
-		}
-		spin_lock(&e->lock);
-		l45_refresh_locked(e, sk);
-		growth = l45_rs_recv_growth(e->rs);
-		spin_unlock(&e->lock);
-		/* Take from the kernel at most what the application still wants
-		 * minus what modules may release on top of their input (bytes
-		 * they held while recognising a signature): then nothing is left
-		 * over in our buffer, which poll() cannot see, unless the
-		 * application reads fewer bytes than that at a time. */
-		want = len - copied > growth ? len - copied - growth : 1;
-		want = min_t(size_t, want, L45_CHUNK);
-		cap = want + growth + 128;
-		if (l45_reserve(&e->rin, &e->rin_cap, L45_CHUNK) || l45_rx_room(e, cap)) {
-			ret = copied ? copied : -ENOMEM;
-			goto out;
-		}
-		n = l45_recv_kbuf(sk, msg, e->rin, want,
-				  (flags & ~(MSG_PEEK | MSG_WAITALL)) | MSG_DONTWAIT, addr_len, orig);
-		if (n == -EAGAIN && timeo)
-			continue;	/* another reader took it; wait again */
-		if (n < 0) {
-			ret = copied ? copied : n;
-			goto out;
-		}
-		/* The chain writes straight after the held bytes. */
-		spin_lock(&e->lock);
-		if (n == 0) {
-			out_len = l45_rs_recv_eof(e->rs, e->rx + e->rx_len, cap);
-			verdict = L45_V_CUSTOMIZED;
-			e->eof = true;
-		} else {
-			verdict = l45_rs_recv(e->rs, &v, e->rin, n, e->rx + e->rx_len, cap, &out_len);
-		}
-		spin_unlock(&e->lock);
-		if (verdict == L45_V_DROP)
-			continue;
-		if (verdict != L45_V_CUSTOMIZED) {
-			memcpy(e->rx + e->rx_len, e->rin, n);
-			out_len = n;
-		}
-		WRITE_ONCE(e->rx_len, e->rx_len + out_len);
-	}
-out:
-	mutex_unlock(&e->rx_mutex);
-	return ret;
 }
 
 static int l45_recv_dgram(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_t len,
@@ -883,7 +792,9 @@ static int l45_recvmsg_common(struct sock *sk, struct msghdr *msg, size_t len, i
 	if (READ_ONCE(l45_unloading))
 		goto straight;	/* do not block inside the real handler while the module goes */
 	e = l45_entry(sk);
-	if (!e && (tcp || !(e = l45_track(sk, proto, 1, NULL))))
+	if (!e)
+		e = tcp ? l45_adopt(sk) : l45_track(sk, proto, 1, NULL, NULL);
+	if (!e)
 		goto straight;
 	if (l45_passes(e, false) && !(tcp && READ_ONCE(e->rx_len)))
 		goto straight;
@@ -905,13 +816,17 @@ straight:
 
 /* With no module registered a UDP socket is still seen at its first call
  * (an entry, once), so that modules registered later treat it as the live
- * socket it is (only `attach immediate` ones join it). Later calls cost one
- * load of sk_user_data. */
-static inline void l45_udp_first_sight(struct sock *sk, u8 proto, u8 role, struct msghdr *msg)
+ * socket it is (only `attach immediate` ones join it); so is a TCP
+ * connection made before the module was loaded (shim_tcp.c). Later calls
+ * cost one load of sk_user_data. */
+static inline void l45_first_sight(struct sock *sk, u8 proto, u8 role, struct msghdr *msg)
 {
-	if (proto == IPPROTO_UDP && unlikely(!READ_ONCE(sk->sk_user_data)) &&
-	    !READ_ONCE(l45_unloading))
-		l45_track(sk, proto, role, msg);
+	if (likely(READ_ONCE(sk->sk_user_data)) || READ_ONCE(l45_unloading))
+		return;
+	if (proto == IPPROTO_UDP)
+		l45_track(sk, proto, role, msg, NULL);
+	else
+		l45_adopt(sk);
 }
 
 static inline bool l45_stream_holds(struct sock *sk, u8 proto)
@@ -933,7 +848,7 @@ static __always_inline int l45_send_hook(struct sock *sk, struct msghdr *msg, si
 	if (static_branch_unlikely(&l45_configured) || l45_stream_holds(sk, proto)) {
 		ret = l45_sendmsg_common(sk, msg, size, proto, orig);
 	} else {
-		l45_udp_first_sight(sk, proto, 0, msg);
+		l45_first_sight(sk, proto, 0, msg);
 		ret = orig(sk, msg, size);
 	}
 	l45_leave();
@@ -951,7 +866,7 @@ static __always_inline int l45_recv_hook(struct sock *sk, struct msghdr *msg, si
 	if (static_branch_unlikely(&l45_configured) || l45_stream_holds(sk, proto)) {
 		ret = l45_recvmsg_common(sk, msg, len, flags, addr_len, proto, orig);
 	} else {
-		l45_udp_first_sight(sk, proto, 1, NULL);
+		l45_first_sight(sk, proto, 1, NULL);
 		ret = (flags & (MSG_ERRQUEUE | MSG_OOB)) ? 0 :
 		      l45_wait(sk, sock_rcvtimeo(sk, flags & MSG_DONTWAIT), l45_rx_ready,
 			       proto == IPPROTO_TCP);
@@ -971,7 +886,7 @@ static int l45_connect_hook(struct sock *sk, struct sockaddr *uaddr, int addr_le
 	ret = orig(sk, uaddr, addr_len);
 	/* Called under lock_sock: sleeping allocation is allowed. */
 	if (!ret && !READ_ONCE(l45_unloading) && !l45_entry(sk))
-		l45_track(sk, IPPROTO_TCP, 0, NULL);
+		l45_track(sk, IPPROTO_TCP, 0, NULL, NULL);
 	l45_leave();
 	return ret;
 }
@@ -991,7 +906,7 @@ static struct sock *l45_accept_hook(struct sock *sk, struct proto_accept_arg *ar
 	}
 	newsk = orig(sk, arg);
 	if (newsk && !READ_ONCE(l45_unloading))
-		l45_track(newsk, IPPROTO_TCP, 1, NULL);
+		l45_track(newsk, IPPROTO_TCP, 1, NULL, NULL);
 	l45_leave();
 	return newsk;
 }

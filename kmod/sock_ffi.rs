@@ -90,6 +90,7 @@ pub unsafe extern "C" fn l45_rs_sock_plan(s: *const c_void, out: *mut Plan) {
         delay_ms: 0,
         splice_slot: 0,
         splice_id: 0,
+        interval: 0,
         splice_bytes: [0; l45mod::MAX_TAG],
     };
     let (mut send_first, mut send_n, mut recv_first, mut recv_n) = (None, 0, None, 0);
@@ -135,6 +136,27 @@ pub unsafe extern "C" fn l45_rs_sock_plan(s: *const c_void, out: *mut Plan) {
         }
         None => one(recv_first, recv_n, s.transport).inspect(|_| p.recv = PLAN_SPLICE),
     };
+    // A stream whose only module changing sends is a stream tag: the shim
+    // inserts the tags between the application's bytes itself
+    // (`l45_rs_stream_since`/`l45_rs_stream_set` keep the module's state).
+    // The same on receive (a client): the shim strips the tags itself.
+    let tagged = match (send_first, send_n, recv_first, recv_n) {
+        (Some(a), 1, _, _) => Some((a, &mut p.send)),
+        (_, _, Some(a), 1) => Some((a, &mut p.recv)),
+        _ => None,
+    };
+    if let (Some((a, dir)), Transport::Stream) = (tagged, s.transport) {
+        if let Params::StreamTag { interval, tag } = &a.instance.params {
+            let b = tag.as_bytes();
+            let n = b.len().min(l45mod::MAX_TAG);
+            *dir = PLAN_STREAM_TAG;
+            p.interval = *interval;
+            p.splice_bytes[..n].copy_from_slice(&b[..n]);
+            p.splice_len = n as u8;
+            p.splice_slot = a.slot as u32;
+            p.splice_id = a.id;
+        }
+    }
     if let Some((a, sp)) = spliced {
         let n = sp.bytes.len().min(l45mod::MAX_TAG);
         p.splice_bytes[..n].copy_from_slice(&sp.bytes[..n]);
@@ -375,6 +397,108 @@ pub unsafe extern "C" fn l45_rs_error(s: *mut c_void) {
     if let Some(a) = s.entries().find(|a| a.activated) {
         if let Some(c) = counters(a.slot, a.id) {
             c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The activated stream tag `id` of this chain and its interval.
+fn stream_tag(s: &mut Sock, id: u32) -> Option<(&mut SocketState, u32)> {
+    s.chain.iter_mut().flatten().find_map(|a| match a.instance.params {
+        Params::StreamTag { interval, .. } if a.id == id && a.activated => Some((&mut a.state, interval)),
+        _ => None,
+    })
+}
+
+/// Where stream tag `id` stands for the shim's insertion: payload bytes
+/// sent since its last tag, or its interval when a tag is due before the
+/// next byte (the first send of a stream starts with a tag, as
+/// `stream::send` does). -1 if the chain no longer holds it activated.
+///
+/// # Safety
+/// `s` live chain; sock lock held.
+#[no_mangle]
+pub unsafe extern "C" fn l45_rs_stream_since(s: *mut c_void, id: u32) -> i64 {
+    // SAFETY: contract.
+    match stream_tag(unsafe { sock(s) }, id) {
+        Some((st, interval)) if st.sent_since_tag == 0 && !st.prefix_sent => interval as i64,
+        Some((st, _)) => st.sent_since_tag as i64,
+        None => -1,
+    }
+}
+
+/// The shim inserted the tags of one send: the module's state moves to
+/// where its own `send` would have left it.
+///
+/// # Safety
+/// `s` live chain; sock lock held.
+#[no_mangle]
+pub unsafe extern "C" fn l45_rs_stream_set(s: *mut c_void, id: u32, since: u32) {
+    // SAFETY: contract.
+    if let Some((st, _)) = stream_tag(unsafe { sock(s) }, id) {
+        st.sent_since_tag = since;
+        st.prefix_sent = true;
+    }
+}
+
+/// Mirror of `struct l45_tag_rx` (l45.h): where a stream tag's receiving
+/// side stands (`SocketState`'s `recognition`, `tag_left`, `until_tag`).
+#[repr(C)]
+pub struct TagRx {
+    recognition: u8,
+    tag_left: u8,
+    pad: [u8; 2],
+    until_tag: u32,
+}
+
+/// Reads (`write` 0) or writes (1) the receiving state of stream tag `id`
+/// for the shim's in-place stripping. Returns 0, or -1 if the chain no
+/// longer holds it activated.
+///
+/// # Safety
+/// `s` live chain, `st` valid; sock lock held.
+#[no_mangle]
+pub unsafe extern "C" fn l45_rs_stream_rx(s: *mut c_void, id: u32, st: *mut TagRx, write: c_int) -> c_int {
+    // SAFETY: contract.
+    let (s, st) = unsafe { (sock(s), &mut *st) };
+    let Some((state, _)) = stream_tag(s, id) else {
+        return -1;
+    };
+    if write != 0 {
+        state.recognition = match st.recognition {
+            0 => Recognition::Unknown,
+            1 => Recognition::Mine,
+            _ => Recognition::NotMine,
+        };
+        state.tag_left = st.tag_left;
+        state.until_tag = st.until_tag;
+    } else {
+        st.recognition = match state.recognition {
+            Recognition::Unknown => 0,
+            Recognition::Mine => 1,
+            Recognition::NotMine => 2,
+        };
+        st.tag_left = state.tag_left;
+        st.until_tag = state.until_tag;
+    }
+    0
+}
+
+/// A connection older than the module that is not tapped (its role is
+/// unknown, `shim_tcp.c`): counted as `bypassed` by every activated module
+/// that is not deprecated and whose rule selects it.
+///
+/// # Safety
+/// `v` valid; cfg lock held.
+#[no_mangle]
+pub unsafe extern "C" fn l45_rs_count_bypass(v: *const View) {
+    // SAFETY: contract.
+    let (t, v) = unsafe { (table(), &*v) };
+    for (slot, m) in t.specs.iter().enumerate() {
+        let Some(m) = m else { continue };
+        if m.flags & F_ACTIVATED != 0 && m.flags & F_DEPRECATED == 0 && m.rule.matches(v) {
+            if let Some(c) = counters(slot, m.id) {
+                c.bypassed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }

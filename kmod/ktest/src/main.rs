@@ -17,7 +17,10 @@ use l45_tap_kernel::nl::{self, attr, cmd, Attrs};
 use l45_tap_kernel::Client;
 
 mod fuzz;
+mod held;
 mod kinds;
+mod tagged;
+use held::{hold, hold_stream};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -69,9 +72,9 @@ fn run(args: &[String]) -> Result<()> {
         "stats" => {
             let s = Client::open()?.report_one(num(args, 1, "id")?)?;
             println!(
-                "id={} priority={} flags={} sockets={} bytes_sent={} bytes_received={} messages_sent={} messages_received={} drops={} errors={} active={}",
+                "id={} priority={} flags={} sockets={} bytes_sent={} bytes_received={} messages_sent={} messages_received={} drops={} errors={} active={} bypassed={}",
                 s.id, s.priority, s.flags, s.sockets, s.bytes_sent, s.bytes_received, s.messages_sent, s.messages_received,
-                s.drops, s.errors, s.active_ts_ns != 0
+                s.drops, s.errors, s.active_ts_ns != 0, s.bypassed
             );
             Ok(())
         }
@@ -99,12 +102,14 @@ fn run(args: &[String]) -> Result<()> {
         "tcp-get" => tcp_get(host(args), num(args, 1, "port")?, num(args, 2, "bytes")?),
         "dns-loop" => dns_loop(host(args), num(args, 1, "port")?, num(args, 2, "count")?, opt(args, "--until")),
         "hold" => hold(host(args), num(args, 1, "port")?),
+        "broken-tag" => tagged::broken_tag(num(args, 1, "port")?, num(args, 2, "interval")?, num(args, 3, "break")?, num(args, 4, "count")?),
+        "hold-stream" => hold_stream(num(args, 1, "port")?, num(args, 2, "bytes")?, args.iter().any(|a| a == "--close-listener")),
         "netconf" => netconf(args),
         "netconf-challenge" => netconf_challenge(args),
         "netconf-notify" => netconf_notify(args),
         _ => bail!(
             "usage: l45-ktest reg|revoke|activate|deprecate|prio|stats|report|sockets|challenge|malformed|fuzz-netlink|\
-             tcp-serve|tcp-get|dns-loop|hold|netconf ..."
+             tcp-serve|tcp-get|dns-loop|hold|hold-stream|broken-tag|netconf ..."
         ),
     }
 }
@@ -543,20 +548,8 @@ fn tcp_serve(host: &str, port: u16, bytes: u64, connections: u32) -> Result<()> 
     println!("listening");
     let mut threads = Vec::new();
     for _ in 0..connections {
-        let (mut s, _) = l.accept()?;
-        threads.push(std::thread::spawn(move || -> std::io::Result<()> {
-            let mut buf = vec![0u8; 16384];
-            let mut sent = 0u64;
-            while sent < bytes {
-                let n = ((bytes - sent) as usize).min(buf.len());
-                for (j, b) in buf[..n].iter_mut().enumerate() {
-                    *b = pattern(sent + j as u64);
-                }
-                s.write_all(&buf[..n])?;
-                sent += n as u64;
-            }
-            s.shutdown(std::net::Shutdown::Write)
-        }));
+        let (s, _) = l.accept()?;
+        threads.push(std::thread::spawn(move || send_pattern(s, bytes)));
     }
     for t in threads {
         t.join().map_err(|_| anyhow!("server thread panicked"))??;
@@ -564,9 +557,29 @@ fn tcp_serve(host: &str, port: u16, bytes: u64, connections: u32) -> Result<()> 
     Ok(())
 }
 
+/// Writes `bytes` of the test pattern in 16 KiB writes, then ends the stream.
+fn send_pattern(mut s: TcpStream, bytes: u64) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16384];
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = ((bytes - sent) as usize).min(buf.len());
+        for (j, b) in buf[..n].iter_mut().enumerate() {
+            *b = pattern(sent + j as u64);
+        }
+        s.write_all(&buf[..n])?;
+        sent += n as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write)
+}
+
 fn tcp_get(host: &str, port: u16, bytes: u64) -> Result<()> {
     let start = Instant::now();
-    let mut s = TcpStream::connect((host, port))?;
+    receive_pattern(TcpStream::connect((host, port))?, bytes, start)
+}
+
+/// Reads the stream to its end and checks it is `bytes` of the test pattern;
+/// prints the time since `start`.
+fn receive_pattern(mut s: TcpStream, bytes: u64, start: Instant) -> Result<()> {
     let mut buf = vec![0u8; 7919]; // odd size: tags split across reads
     let mut got = 0u64;
     let (mut h_got, mut h_want) = (0xcbf2_9ce4_8422_2325u64, 0xcbf2_9ce4_8422_2325u64);
@@ -671,30 +684,6 @@ fn dns_loop(host: &str, port: u16, count: u32, until: Option<&str>) -> Result<()
     if failed > 0 {
         bail!("{failed} of {i} queries failed");
     }
-    Ok(())
-}
-
-/// hold PORT: a listener, a connected pair and a UDP socket, held open until
-/// stdin closes (for insmod/rmmod with sockets open).
-fn hold(host: &str, port: u16) -> Result<()> {
-    let l = TcpListener::bind((any_of(host), port))?;
-    let c = TcpStream::connect((host, port))?;
-    let (a, _) = l.accept()?;
-    let u = UdpSocket::bind((host, 0))?;
-    println!("holding");
-    std::io::stdout().flush()?;
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    // Sockets still work after whatever happened meanwhile.
-    (&c).write_all(b"ping")?;
-    let mut b = [0u8; 4];
-    (&a).read_exact(&mut b)?;
-    if &b != b"ping" {
-        bail!("held connection corrupted");
-    }
-    u.send_to(b"x", u.local_addr()?)?;
-    drop((l, c, a, u));
-    println!("held sockets ok");
     Ok(())
 }
 

@@ -190,6 +190,7 @@ pub struct KernelStats {
     pub drops: u64,
     pub errors: u64,
     pub active_ts_ns: u64,
+    pub bypassed: u64,
 }
 
 /// A client of the `l45` family, usable without the agent (tests, tools).
@@ -360,6 +361,7 @@ fn parse_stats(a: &[u8]) -> Option<KernelStats> {
         drops: nl::attr_u64(s, st::DROPS).unwrap_or(0),
         errors: nl::attr_u64(s, st::ERRORS).unwrap_or(0),
         active_ts_ns: nl::attr_u64(s, st::ACTIVE_TS).unwrap_or(0),
+        bypassed: nl::attr_u64(s, st::BYPASSED).unwrap_or(0),
     })
 }
 
@@ -619,8 +621,10 @@ impl TapControl for KernelTap {
                     messages_sent: s.messages_sent,
                     messages_received: s.messages_received,
                     errors: s.errors,
-                    // The kernel sees every socket of the namespace.
-                    bypassed: 0,
+                    // The kernel sees every socket of the namespace; it
+                    // leaves untapped only connections made before it was
+                    // loaded whose role it cannot tell.
+                    bypassed: s.bypassed,
                 }
             })
             .collect()

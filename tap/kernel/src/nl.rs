@@ -72,6 +72,9 @@ pub mod stats {
     pub const DROPS: u16 = 6;
     pub const ERRORS: u16 = 7;
     pub const ACTIVE_TS: u16 = 8;
+    /// Connections older than the kernel module that it selects but that
+    /// are not tapped (their role is unknown).
+    pub const BYPASSED: u16 = 10;
 }
 
 pub mod sock {
