@@ -108,6 +108,9 @@ pub struct Agent {
     pub(crate) confirmed: Mutex<Option<ConfirmedCommit>>,
     pub(crate) confirmed_generation: AtomicU64,
     pub(crate) tap: Arc<dyn TapControl>,
+    /// The installed module images (`images.rs`); taken after
+    /// `write_lock` when both are held.
+    pub(crate) images: Mutex<crate::images::ImageStore>,
     /// running.xml and its journal; used with `write_lock` held.
     pub(crate) journal: Mutex<Journal>,
     pub(crate) notifier: Notifier,
@@ -141,6 +144,11 @@ pub enum AgentError {
     Tap(#[from] TapError),
     #[error(transparent)]
     NotificationLog(#[from] LogError),
+    #[error("module image store {path}: {source}")]
+    Images {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub(crate) use crate::sync::guard;
@@ -228,6 +236,14 @@ impl Agent {
                 .share()
                 .map_err(|e| AgentError::Yang(e.to_string()))?,
         };
+        // Stored images are loaded before the stored configuration is
+        // committed, so modules that use them come back.
+        let images = crate::images::ImageStore::open(&opts.state_dir, &*tap).map_err(|source| {
+            AgentError::Images {
+                path: opts.state_dir.join("images"),
+                source,
+            }
+        })?;
         let agent = Arc::new_cyclic(|me| Agent {
             me: me.clone(),
             ctx,
@@ -245,6 +261,7 @@ impl Agent {
             confirmed: Mutex::new(None),
             confirmed_generation: AtomicU64::new(0),
             tap,
+            images: Mutex::new(images),
             journal: Mutex::new(journal),
             notifier: Notifier::new(log),
             subscriptions: Subscriptions::default(),

@@ -467,7 +467,10 @@ mod tests {
             text.replace("udp-xor-mask", "UDP"),
         ] {
             assert!(
-                matches!(Manifest::parse(bad.as_bytes()), Err(ImageError::Malformed(_))),
+                matches!(
+                    Manifest::parse(bad.as_bytes()),
+                    Err(ImageError::Malformed(_))
+                ),
                 "{bad:?}"
             );
         }

@@ -621,12 +621,6 @@ impl TapControl for KernelTap {
     ) -> Result<ChallengeAnswer, TapError> {
         self.client.challenge(id, nonce, ciphertext)
     }
-
-    fn install(&self, _id: u32, _image: &[u8], _sha256_hex: &str) -> Result<(), TapError> {
-        Err(TapError::Unsupported(
-            "installing module images (the kernel tap runs the built-in kinds)",
-        ))
-    }
 }
 
 #[cfg(test)]

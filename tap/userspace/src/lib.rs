@@ -544,12 +544,6 @@ impl TapControl for UserspaceTap {
             ciphertext: answer.to_vec(),
         })
     }
-
-    fn install(&self, _id: u32, _image: &[u8], _sha256_hex: &str) -> Result<(), TapError> {
-        Err(TapError::Unsupported(
-            "installing module images (the user-space tap runs the built-in kinds)",
-        ))
-    }
 }
 
 fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {

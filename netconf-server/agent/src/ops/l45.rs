@@ -1,7 +1,7 @@
 //! The `layer45-customization` RPCs: `report` (module statistics),
 //! `revoke-module` (a commit that removes the module from running),
-//! `challenge` (AES-GCM challenge-response, answered by the tap) and
-//! `install-module`.
+//! `challenge` (AES-GCM challenge-response, answered by the tap),
+//! `install-module` and `remove-image` (module images, `images.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +17,11 @@ use crate::config::delta::Delta;
 use crate::config::edit::{EditOp, Touched};
 use crate::datastore::{module_path, schema, Datastore, Slots};
 use crate::error::OpError;
+use crate::images::{InstallError, DEFAULT_MAX_IMAGE_SIZE};
+use l45_images::TrustedSigner;
+
+/// The images container of the model.
+const IMAGES: &str = "/layer45-customization:images";
 use crate::sessions::SessionInfo;
 use crate::time::rfc3339;
 
@@ -39,6 +44,16 @@ impl Agent {
                 })
         };
         let b64 = base64::engine::general_purpose::STANDARD;
+        let missing = |element: &'static str| OpError::MissingParameter {
+            element,
+            message: format!("{element} is missing"),
+        };
+        let decode = |v: &str, element: &str| {
+            b64.decode(v).map_err(|e| OpError::BadParameter {
+                element: element.to_string(),
+                message: format!("{element} is not valid base64: {e}"),
+            })
+        };
         match name {
             "report" => Ok((self.report(), After::Continue)),
             "revoke-module" => self.revoke(s, id()?),
@@ -65,13 +80,18 @@ impl Agent {
                 ))
             }
             "install-module" => {
-                let id = id()?;
                 let image = leaf("image")
-                    .and_then(|v| b64.decode(v).ok())
-                    .unwrap_or_default();
-                let digest = leaf("sha256").unwrap_or_default();
-                self.tap.install(id, &image, &digest)?;
-                ok()
+                    .ok_or_else(|| missing("image"))
+                    .and_then(|v| decode(&v, "image"))?;
+                let manifest = leaf("manifest").ok_or_else(|| missing("manifest"))?;
+                let signature = leaf("signature")
+                    .ok_or_else(|| missing("signature"))
+                    .and_then(|v| decode(&v, "signature"))?;
+                self.install_image(s, &image, manifest.as_bytes(), &signature)
+            }
+            "remove-image" => {
+                let sha = leaf("sha256").ok_or_else(|| missing("sha256"))?;
+                self.remove_image(s, &sha)
             }
             other => Err(OpError::NotSupported {
                 element: None,
@@ -145,5 +165,106 @@ impl Agent {
             source: "running",
         })?;
         ok()
+    }
+
+    /// The trusted signers and the image size limit of running.
+    fn image_policy(&self) -> (Vec<TrustedSigner>, u64) {
+        let stores = self.stores();
+        let rest = &stores.running.rest;
+        let mut trusted = Vec::new();
+        if let Ok(set) = rest.find_xpath(&format!("{IMAGES}/trusted-signer")) {
+            for signer in set {
+                let mut name = String::new();
+                let mut key = None;
+                for c in signer.children() {
+                    let v = c.value_canonical().unwrap_or_default();
+                    match c.schema().name() {
+                        "name" => name = v,
+                        "public-key" => key = l45_images::parse_public_key(&v).ok(),
+                        _ => {}
+                    }
+                }
+                match key {
+                    Some(public_key) => trusted.push(TrustedSigner { name, public_key }),
+                    None => {
+                        tracing::warn!(signer = %name, "trusted signer with an unusable key ignored")
+                    }
+                }
+            }
+        }
+        let limit = rest
+            .find_path(&format!("{IMAGES}/max-image-size"))
+            .ok()
+            .and_then(|n| n.value_canonical())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_IMAGE_SIZE);
+        (trusted, limit)
+    }
+
+    /// `install-module`: verify, store, load (`ImageStore::install`).
+    fn install_image(
+        &self,
+        s: &SessionInfo,
+        image: &[u8],
+        manifest: &[u8],
+        signature: &[u8],
+    ) -> Reply {
+        let (trusted, limit) = self.image_policy();
+        let _w = guard(&self.write_lock);
+        let stored = guard(&self.images)
+            .install(&*self.tap, image, manifest, signature, &trusted, limit)
+            .inspect_err(|error| {
+                tracing::warn!(session_id = s.id, user = %s.username, %error, "module image refused");
+            })?;
+        let ns = l45_yang::L45_NAMESPACE;
+        Ok((
+            format!(
+                "<sha256 xmlns=\"{ns}\">{}</sha256><kind xmlns=\"{ns}\">{}</kind>",
+                stored.manifest.sha256_hex, stored.manifest.kind
+            ),
+            After::Continue,
+        ))
+    }
+
+    /// `remove-image`: refused while a module of running or candidate
+    /// uses the image's kind.
+    fn remove_image(&self, s: &SessionInfo, sha256: &str) -> Reply {
+        let _w = guard(&self.write_lock);
+        let mut images = guard(&self.images);
+        let Some(img) = images.get(sha256) else {
+            return Err(InstallError::NoSuchImage(sha256.to_string()).into());
+        };
+        let kind = img.manifest.kind.clone();
+        let users = self.modules_using(&kind);
+        if !users.is_empty() {
+            let modules: Vec<String> = users.iter().map(u32::to_string).collect();
+            return Err(InstallError::InUse {
+                sha256: sha256.to_string(),
+                kind,
+                modules: modules.join(", "),
+            }
+            .into());
+        }
+        images.remove(&*self.tap, sha256)?;
+        tracing::info!(session_id = s.id, user = %s.username, sha256, "module image removed by request");
+        ok()
+    }
+
+    /// Ids of the modules of running and candidate whose installed kind
+    /// is `kind`.
+    pub(crate) fn modules_using(&self, kind: &str) -> Vec<u32> {
+        let needle = format!("<kind-name>{kind}</kind-name>");
+        let stores = self.stores();
+        let mut ids: Vec<u32> = stores
+            .running
+            .modules
+            .iter()
+            .chain(stores.candidate.iter().flat_map(|c| c.modules.iter()))
+            .filter(|(_, e)| e.contains(&needle))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 }
