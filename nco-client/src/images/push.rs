@@ -116,9 +116,8 @@ async fn push_one(
         .position(|i| std::ptr::eq(i, image))
         .unwrap_or_default();
     session
-        .call_l45("install-module", &inputs[index])
+        .install_module(&inputs[index])
         .await
-        .and_then(|r| r.into_data())
         .map_err(|e| format!("{device}: install-module: {e}"))?;
     let sha = image.manifest.sha256_hex.clone();
     nco.cib()

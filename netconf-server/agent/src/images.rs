@@ -185,7 +185,6 @@ impl ImageStore {
     /// file and renamed; `meta` last) and loads an image. Nothing is
     /// written before every check passed; a tap refusal removes what was
     /// written. Installing an installed image again returns it.
-    #[allow(clippy::too_many_arguments)]
     pub fn install(
         &mut self,
         tap: &dyn TapControl,
