@@ -23,6 +23,13 @@ fn image_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Image> {
 
 const IMAGE_COLUMNS: &str = "sha256, kind, target, size, signer, built_at, path, recorded_at";
 
+/// The kinds of every recorded image.
+pub(crate) fn image_kinds(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT DISTINCT kind FROM image ORDER BY kind")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Whether `device` has a recorded install of an image of `kind`.
 pub(crate) fn installed_on(conn: &Connection, device: &str, kind: &str) -> Result<bool> {
     let row = device_row(conn, device)?;

@@ -157,8 +157,8 @@ pub(crate) fn new_middlebox(m: &NewMiddlebox) -> Result<()> {
     identifier("middlebox type", &m.mb_type)
 }
 
-/// Whether `name` can be the kind of an image (`[a-z][a-z0-9-]{0,62}`);
-/// whether one is installed on the device is checked with the device.
+/// Whether `name` is a parameter name of an image kind
+/// (`[a-z][a-z0-9-]{0,62}`).
 fn is_image_kind_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
@@ -209,8 +209,12 @@ pub(crate) fn kind(name: &str) -> Result<Kind> {
 
 /// Parameters through `l45_modules::Params::parse`, the function the taps
 /// use, so the CIB refuses exactly what a device would.
-pub(crate) fn parameters(kind_name: &str, pairs: &[(String, String)]) -> Result<()> {
-    if Kind::from_name(kind_name).is_none() && is_image_kind_name(kind_name) {
+pub(crate) fn parameters(
+    kind_name: &str,
+    pairs: &[(String, String)],
+    image_kinds: &[String],
+) -> Result<()> {
+    if Kind::from_name(kind_name).is_none() && image_kinds.iter().any(|k| k == kind_name) {
         return image_arguments(pairs);
     }
     let kind = kind(kind_name)?;
@@ -287,7 +291,9 @@ fn parameter_rule(kind: Kind, parameter: &str) -> &'static str {
     }
 }
 
-pub(crate) fn new_module(m: &NewModule) -> Result<()> {
+/// A new module; `image_kinds` are the kinds of recorded images (their
+/// parameters are free `name=value` pairs).
+pub(crate) fn new_module(m: &NewModule, image_kinds: &[String]) -> Result<()> {
     if m.name.is_empty() || m.name.len() > MAX_NAME {
         return Err(CibError::invalid(
             "module name",
@@ -300,7 +306,7 @@ pub(crate) fn new_module(m: &NewModule) -> Result<()> {
             format!("{:?} must be printable ASCII", m.name),
         ));
     }
-    parameters(&m.kind, &m.parameters)?;
+    parameters(&m.kind, &m.parameters, image_kinds)?;
     match_rules(&m.match_rules)
 }
 
