@@ -5,7 +5,7 @@
 use l45_cib::{Cib, CibError, Image, NewDevice, NewModule, Timestamp};
 
 fn cib_with(name: &str) -> Cib {
-    let mut cib = Cib::open(":memory:").unwrap();
+    let mut cib = Cib::open(":memory:").expect("in-memory CIB");
     cib.add_device(&NewDevice {
         name: name.into(),
         address: "192.0.2.1:830".into(),
@@ -13,7 +13,7 @@ fn cib_with(name: &str) -> Cib {
         ssh_key_path: "/dev/null".into(),
         ..NewDevice::default()
     })
-    .unwrap();
+    .expect("device added");
     cib
 }
 

@@ -253,7 +253,7 @@ mod tests {
         // This test binary is an ELF executable, not a shared object.
         let exe = std::env::current_exe().expect("exe");
         let data = std::fs::read(&exe).expect("read");
-        let err = check_library(&exe, &data).err().expect("refused");
+        let err = check_library(&exe, &data).expect_err("refused");
         assert!(matches!(err, ImagesError::BadLibrary { .. }), "{err}");
     }
 }

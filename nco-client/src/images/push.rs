@@ -192,7 +192,7 @@ mod tests {
             Ok("kernel-6.1.0-x86_64".to_string())
         );
         c.data.kernel_module_release = Some("6.12.118".into());
-        let err = choose("d1", &c, &images).err().expect("refused");
+        let err = choose("d1", &c, &images).expect_err("refused");
         assert!(err.contains("device d1"), "{err}");
         assert!(err.contains("kernel-6.12.118-x86_64"), "{err}");
         c.image_target = Some("userspace-x86_64".into());
