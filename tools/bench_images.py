@@ -31,20 +31,27 @@ NCO = os.environ.get("L45_NCO", str(ROOT / "target" / "release" / "l45-nco"))
 
 
 def build_image(work, kb, env):
-    """The fixture kind crate, padded to `kb` KiB with a static array, built
-    and signed by the NCO: (image path, its size)."""
+    """The fixture kind crate, padded with a static array so the built
+    library is about `kb` KiB, built and signed by the NCO: (image path,
+    its size). The unpadded library is built first to learn its size."""
     crate = work / "kind-crate"
     shutil.copytree(ROOT / "tests" / "fixtures" / "kind-crate", crate)
-    pad = kb * 1024
-    with open(crate / "src" / "lib.rs", "a") as f:
-        # A kept, exported table: the library grows by `pad` bytes.
-        f.write(f"\n#[no_mangle]\npub static L45_BENCH_PADDING: [u8; {pad}] = [0x5a; {pad}];\n")
-    p = subprocess.run([NCO, "--json", "images", "build", str(crate), "--out", str(work / "out")],
-                       env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"images build failed:\n{p.stderr[-3000:]}")
-    built = json.loads(p.stdout)[0]
-    return built["path"], built["size"]
+    lib = crate / "src" / "lib.rs"
+    source = lib.read_text()
+
+    def build():
+        p = subprocess.run([NCO, "--json", "images", "build", str(crate), "--out", str(work / "out")],
+                           env=env, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"images build failed:\n{p.stderr[-3000:]}")
+        built = json.loads(p.stdout)[0]
+        return built["path"], built["size"]
+
+    _, base = build()
+    pad = max(0, kb * 1024 - base)
+    # A kept, exported table: the library grows by `pad` bytes.
+    lib.write_text(source + f"\n#[no_mangle]\npub static L45_BENCH_PADDING: [u8; {pad}] = [0x5a; {pad}];\n")
+    return build()
 
 
 def run_one(n, work, image, public_key, env):
