@@ -54,6 +54,18 @@ def build_image(work, kb, env):
     return build()
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a running process."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_one(n, work, image, public_key, env):
     key = work / "nco_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
@@ -73,9 +85,15 @@ def run_one(n, work, image, public_key, env):
             subprocess.run([NCO, "devices", "add", name, "--address", addr, "--key", str(key), "--host-key", fp],
                            env=env, check=True, stdout=subprocess.DEVNULL)
         args = [NCO, "--json", "images", "push", image, "--all"]
+        # CPU time as well as wall time: on a shared host the wall time
+        # moves with other load, the CPU seconds spent per device much less.
+        agent_cpu0 = cpu_seconds(emu.pid)
+        nco_cpu0 = children_cpu()
         t0 = time.perf_counter()
         p = subprocess.run(args, env=env, capture_output=True, text=True)
         elapsed = time.perf_counter() - t0
+        agent_cpu = cpu_seconds(emu.pid) - agent_cpu0
+        nco_cpu = children_cpu() - nco_cpu0
         if p.returncode != 0:
             raise SystemExit(f"push failed ({p.returncode}): {p.stdout[-2000:]} {p.stderr[-2000:]}")
         outcomes = json.loads(p.stdout)
@@ -86,7 +104,7 @@ def run_one(n, work, image, public_key, env):
         # Every device stored it (one directory per device's state).
         stored = len(list((work / "state").glob("dev-*/images/*/meta")))
         assert stored == n, f"{stored} of {n} devices stored the image"
-        return elapsed
+        return elapsed, agent_cpu, nco_cpu
     finally:
         emu.terminate()
         emu.wait()
@@ -119,13 +137,14 @@ def main():
             image = (top / "image").read_text()
             public = json.loads(subprocess.run([NCO, "--json", "images", "key"], env=env, check=True,
                                                capture_output=True, text=True).stdout)["public_key"]
-            t = run_one(n, work, image, public, env)
-            results.append((n, t))
+            t, agent_cpu, nco_cpu = run_one(n, work, image, public, env)
+            results.append((n, t, agent_cpu, nco_cpu))
             print(f"N={n:5}: {t:7.3f} s  ({1000 * t / n:6.2f} ms/device)", flush=True)
     base = results[0][1] / results[0][0]
-    print(f"\n{'devices':>7} {'seconds':>8} {'ms/device':>9} {'per-device ratio':>17}")
-    for n, t in results:
-        print(f"{n:7} {t:8.3f} {1000 * t / n:9.2f} {(t / n) / base:17.2f}")
+    print(f"\n{'devices':>7} {'seconds':>8} {'ms/device':>9} {'per-device ratio':>17}"
+          f" {'agent CPU ms/dev':>17} {'NCO CPU ms/dev':>15}")
+    for n, t, a, c in results:
+        print(f"{n:7} {t:8.3f} {1000 * t / n:9.2f} {(t / n) / base:17.2f} {1000 * a / n:17.2f} {1000 * c / n:15.2f}")
     print("\ngoal: 250 <= 3 s, 1000 <= 10 s, per-device cost flat in N")
 
 
