@@ -89,17 +89,22 @@ fn meta_text(signer: &str, installed_at: SystemTime) -> String {
 }
 
 impl ImageStore {
-    /// Opens `state_dir/images` (created 0700) and loads every stored
-    /// image into `tap` after checking its digest again. An image that
-    /// fails the check is left on disk, logged and not loaded.
+    /// Opens `state_dir/images` (created 0700 by the first install) and
+    /// loads every stored image into `tap` after checking its digest
+    /// again. An image that fails the check is left on disk, logged and
+    /// not loaded.
     pub fn open(state_dir: &Path, tap: &dyn TapControl) -> std::io::Result<ImageStore> {
         let dir = state_dir.join("images");
-        private_dir(&dir)?;
         let mut store = ImageStore {
             dir,
             images: BTreeMap::new(),
         };
-        for entry in std::fs::read_dir(&store.dir)? {
+        let entries = match std::fs::read_dir(&store.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(store),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             match store.read_back(&entry.path(), &name) {
@@ -228,6 +233,7 @@ impl ImageStore {
             source,
         };
         let write = || -> std::io::Result<()> {
+            private_dir(&self.dir)?;
             private_dir(&dir)?;
             write_atomically(&dir.join("image"), image)?;
             write_atomically(&dir.join("manifest"), manifest)?;
@@ -364,10 +370,7 @@ mod tests {
             e,
             InstallError::Verify(ImageError::WrongTarget { .. })
         ));
-        let left: Vec<_> = std::fs::read_dir(state.path().join("images"))
-            .expect("dir")
-            .collect();
-        assert!(left.is_empty());
+        assert!(!state.path().join("images").exists());
         let (text, sig, _) = signed(b"image", "dns-front-tag", &tap.image_target().expect("t"));
         assert!(matches!(
             store.install(&tap, b"image", &text, &sig, &trusted, 1024),
