@@ -18,6 +18,7 @@ mod addr;
 mod callhome;
 mod devices;
 mod error;
+mod images;
 mod middlebox;
 mod migrate;
 mod modules;

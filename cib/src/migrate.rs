@@ -21,6 +21,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_call_home",
         sql: include_str!("../migrations/0002_call_home.sql"),
     },
+    Migration {
+        name: "0003_images",
+        sql: include_str!("../migrations/0003_images.sql"),
+    },
 ];
 
 /// The schema version this program writes.

@@ -118,7 +118,7 @@ impl Cib {
     /// Builds one instance: allocates the device's next module id, draws a
     /// fresh 256-bit key, stores parameters and match rules. Not deployed.
     pub fn construct_module(&mut self, module: &NewModule) -> Result<Module> {
-        validate::new_module(module)?;
+        validate::new_module(module, &crate::images::image_kinds(&self.conn)?)?;
         let now = Timestamp::now();
         self.write(|tx| insert_module(tx, module, now))
     }
@@ -131,8 +131,9 @@ impl Cib {
         modules: &[NewModule],
         not_before: Option<Timestamp>,
     ) -> Result<Vec<(Module, Request)>> {
+        let image_kinds = crate::images::image_kinds(&self.conn)?;
         for m in modules {
-            validate::new_module(m)?;
+            validate::new_module(m, &image_kinds)?;
         }
         let now = Timestamp::now();
         let retry = self.retry;

@@ -134,6 +134,14 @@ pub(crate) fn device_data_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<D
 /// check-in; `None` when it can (or it never checked in: nothing is known
 /// against it).
 pub(crate) fn device_lacks(conn: &Connection, device: &str, kind: &str) -> Result<Option<String>> {
+    if l45_modules::Kind::from_name(kind).is_none() {
+        // A kind from an image: the device must have accepted one.
+        return Ok(
+            (!crate::images::installed_on(conn, device, kind)?).then(|| {
+                format!("no image of kind {kind} is installed on it (l45-nco images push first)")
+            }),
+        );
+    }
     let row = device_row(conn, device)?;
     Ok(device_data_of(conn, row)?.and_then(|(d, _)| d.lacks(kind)))
 }

@@ -715,3 +715,29 @@ pub struct DeviceStatus {
     pub alerts_open: u32,
     pub last_report_at: Option<Timestamp>,
 }
+
+/// A signed module image (a kind that is not built in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// SHA-256 of the image file, lowercase hex.
+    pub sha256: String,
+    pub kind: String,
+    /// `userspace-x86_64`, `kernel-<release>-<arch>`.
+    pub target: String,
+    pub size: u64,
+    /// Key id of the signing key.
+    pub signer: String,
+    /// RFC 3339, from the manifest.
+    pub built_at: String,
+    /// Where the image file was when recorded.
+    pub path: String,
+    pub recorded_at: Timestamp,
+}
+
+/// A device that accepted an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInstall {
+    pub device: String,
+    pub sha256: String,
+    pub installed_at: Timestamp,
+}

@@ -157,6 +157,51 @@ pub(crate) fn new_middlebox(m: &NewMiddlebox) -> Result<()> {
     identifier("middlebox type", &m.mb_type)
 }
 
+/// Whether `name` is a parameter name of an image kind
+/// (`[a-z][a-z0-9-]{0,62}`).
+fn is_image_kind_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// An image kind's parameters, as the device's `arguments` leaf takes
+/// them (`name=value` joined by `;`, at most 1024 bytes).
+fn image_arguments(pairs: &[(String, String)]) -> Result<()> {
+    let mut total = 0;
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if !is_image_kind_name(name) {
+            return Err(CibError::invalid(
+                format!("parameter {name}"),
+                "names are [a-z][a-z0-9-]*",
+            ));
+        }
+        if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
+            return Err(CibError::invalid(
+                format!("parameter {name}"),
+                "given more than once",
+            ));
+        }
+        if value.contains(';') || value.chars().any(char::is_control) {
+            return Err(CibError::invalid(
+                format!("parameter {name}"),
+                "a value may not contain ';' or control characters",
+            ));
+        }
+        total += name.len() + value.len() + 2;
+    }
+    if total > 1025 {
+        return Err(CibError::invalid(
+            "parameters",
+            "more than 1024 bytes as name=value;…",
+        ));
+    }
+    Ok(())
+}
+
 /// The kind, known to the module catalogue.
 pub(crate) fn kind(name: &str) -> Result<Kind> {
     Kind::from_name(name).ok_or_else(|| CibError::UnknownKind(name.to_owned()))
@@ -164,7 +209,14 @@ pub(crate) fn kind(name: &str) -> Result<Kind> {
 
 /// Parameters through `l45_modules::Params::parse`, the function the taps
 /// use, so the CIB refuses exactly what a device would.
-pub(crate) fn parameters(kind_name: &str, pairs: &[(String, String)]) -> Result<()> {
+pub(crate) fn parameters(
+    kind_name: &str,
+    pairs: &[(String, String)],
+    image_kinds: &[String],
+) -> Result<()> {
+    if Kind::from_name(kind_name).is_none() && image_kinds.iter().any(|k| k == kind_name) {
+        return image_arguments(pairs);
+    }
     let kind = kind(kind_name)?;
     for (i, (name, _)) in pairs.iter().enumerate() {
         if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
@@ -244,7 +296,9 @@ fn parameter_rule(kind: Kind, parameter: &str) -> &'static str {
     }
 }
 
-pub(crate) fn new_module(m: &NewModule) -> Result<()> {
+/// A new module; `image_kinds` are the kinds of recorded images (their
+/// parameters are free `name=value` pairs).
+pub(crate) fn new_module(m: &NewModule, image_kinds: &[String]) -> Result<()> {
     if m.name.is_empty() || m.name.len() > MAX_NAME {
         return Err(CibError::invalid(
             "module name",
@@ -257,7 +311,7 @@ pub(crate) fn new_module(m: &NewModule) -> Result<()> {
             format!("{:?} must be printable ASCII", m.name),
         ));
     }
-    parameters(&m.kind, &m.parameters)?;
+    parameters(&m.kind, &m.parameters, image_kinds)?;
     match_rules(&m.match_rules)
 }
 

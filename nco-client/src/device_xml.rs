@@ -29,9 +29,16 @@ pub fn module_entry(m: &Module) -> String {
     e.push_str("<module>");
     leaf(&mut e, "id", &m.module_id.to_string());
     leaf(&mut e, "name", &m.name);
+    // A kind that is not built in comes from an installed image: the
+    // entry names it in the installed case.
+    let built_in = parameter_container(&m.kind).is_some();
     e.push_str(&format!(
         "<kind xmlns:l45=\"{L45_NS}\">l45:{}</kind>",
-        escape_text(&m.kind)
+        if built_in {
+            escape_text(&m.kind)
+        } else {
+            "installed-binary".into()
+        }
     ));
     leaf(&mut e, "priority", &m.priority.to_string());
     leaf(
@@ -80,6 +87,19 @@ pub fn module_entry(m: &Module) -> String {
         &base64::engine::general_purpose::STANDARD.encode(m.key),
     );
     e.push_str("</security>");
+    if !built_in {
+        e.push_str("<parameters><installed>");
+        leaf(&mut e, "kind-name", &m.kind);
+        if !m.parameters.is_empty() {
+            let args: Vec<String> = m
+                .parameters
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            leaf(&mut e, "arguments", &args.join(";"));
+        }
+        e.push_str("</installed></parameters>");
+    }
     if let Some(container) = parameter_container(&m.kind) {
         e.push_str("<parameters><");
         e.push_str(container);
@@ -165,6 +185,9 @@ pub struct CheckInData {
     pub host_key_fingerprint: Option<String>,
     /// The one-time enrollment token the agent was started with.
     pub enrollment_token: Option<String>,
+    /// The target module images must be built for (absent: the tap
+    /// loads none, or the agent predates images).
+    pub image_target: Option<String>,
 }
 
 /// Parses the content of `<data>` of a `get` with [`device_filter`]. An
@@ -207,6 +230,7 @@ pub fn parse_device(data: &str) -> Result<CheckInData, ReportError> {
         },
         host_key_fingerprint: text(d, "host-key-fingerprint").map(str::to_string),
         enrollment_token: text(d, "enrollment-token").map(str::to_string),
+        image_target: tap_text("image-target"),
     })
 }
 

@@ -3,6 +3,7 @@
 
 pub mod callhome;
 pub mod device_xml;
+pub mod images;
 pub mod metrics;
 pub mod middlebox;
 pub mod nco;

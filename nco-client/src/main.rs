@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 mod cli;
 mod json;
 
-use cli::{alerts, devices, history, middlebox, modules, monitor, rotate, serve, status, Global};
+use cli::{
+    alerts, devices, history, images, middlebox, modules, monitor, rotate, serve, status, Global,
+};
 
 /// Layer 4.5 network-wide orchestrator: constructs, deploys, monitors,
 /// security-checks, deprecates, revokes and rotates customization modules
@@ -37,6 +39,10 @@ enum Command {
     /// Customization modules on devices.
     #[command(subcommand)]
     Modules(modules::ModulesCmd),
+    /// Module images: kinds that are not built in (signing key, build,
+    /// push to devices).
+    #[command(subcommand)]
+    Images(images::ImagesCmd),
     /// Rotate a customization to a new module on live traffic
     /// (dissertation figure 5.3): deploy below, raise on the receivers, then
     /// on the senders, then revoke the old one; each step verified.
@@ -68,6 +74,7 @@ impl Command {
         match self {
             Command::Devices(c) => c.run(g).await,
             Command::Modules(c) => c.run(g).await,
+            Command::Images(c) => c.run(g).await,
             Command::Rotate(a) => a.run(g).await,
             Command::Status => status::run(g).await,
             Command::Alerts(a) => a.run(g).await,

@@ -180,8 +180,8 @@ pub const MODULES: &[YangModule] = &[
     ),
     module!(
         "layer45-customization",
-        "2026-12-06",
-        "../layer45-customization@2026-12-06.yang",
+        "2026-12-07",
+        "../layer45-customization@2026-12-07.yang",
         true,
         &[]
     ),
@@ -720,7 +720,7 @@ mod tests {
     #[test]
     fn find_module_matches_revision() {
         assert!(find_module(L45_MODULE, None).is_some());
-        assert!(find_module(L45_MODULE, Some("2026-12-06")).is_some());
+        assert!(find_module(L45_MODULE, Some("2026-12-07")).is_some());
         assert!(find_module(L45_MODULE, Some("1999-01-01")).is_none());
     }
 }

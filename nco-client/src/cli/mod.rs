@@ -17,6 +17,7 @@ pub mod alerts;
 pub mod deploy;
 pub mod devices;
 pub mod history;
+pub mod images;
 pub mod middlebox;
 pub mod modules;
 pub mod monitor;

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use l45_netconf_proto::xml::escape_text;
 
 use super::error::NetconfError;
 use super::reply::Reply;
@@ -205,23 +204,10 @@ impl Session {
             .into_ok()
     }
 
-    /// `install-module`; `sha256` is the image digest in hex.
-    pub async fn install_module(
-        &self,
-        id: u32,
-        image: &[u8],
-        sha256: &str,
-        signature: Option<&[u8]>,
-    ) -> Result<(), NetconfError> {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let mut input = format!(
-            "<id>{id}</id><image>{}</image><sha256>{}</sha256>",
-            b64.encode(image),
-            escape_text(sha256)
-        );
-        if let Some(sig) = signature {
-            input.push_str(&format!("<signature>{}</signature>", b64.encode(sig)));
-        }
-        self.call_l45("install-module", &input).await?.into_ok()
+    /// `install-module` with its input already built
+    /// (`images::push::install_input`: image, manifest, signature, built
+    /// once for many devices); returns the output (`sha256`, `kind`).
+    pub async fn install_module(&self, input: &str) -> Result<String, NetconfError> {
+        self.call_l45("install-module", input).await?.into_data()
     }
 }

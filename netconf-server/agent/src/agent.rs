@@ -44,6 +44,9 @@ pub struct AgentOptions {
     pub limits: l45_netconf_proto::Limits,
     /// Users put in the NACM admin group on first start.
     pub admins: Vec<String>,
+    /// Image signers trusted from the first start: (name, base64 Ed25519
+    /// public key).
+    pub trusted_signers: Vec<(String, String)>,
     pub hello_timeout: Duration,
     /// Most concurrent sessions of one user.
     pub max_sessions_per_user: usize,
@@ -67,6 +70,7 @@ impl AgentOptions {
             max_sessions: 64,
             limits: l45_netconf_proto::Limits::default(),
             admins: vec!["admin".into()],
+            trusted_signers: Vec::new(),
             hello_timeout: Duration::from_secs(30),
             max_sessions_per_user: 16,
             idle_timeout: None,
@@ -108,6 +112,9 @@ pub struct Agent {
     pub(crate) confirmed: Mutex<Option<ConfirmedCommit>>,
     pub(crate) confirmed_generation: AtomicU64,
     pub(crate) tap: Arc<dyn TapControl>,
+    /// The installed module images (`images.rs`); taken after
+    /// `write_lock` when both are held.
+    pub(crate) images: Mutex<crate::images::ImageStore>,
     /// running.xml and its journal; used with `write_lock` held.
     pub(crate) journal: Mutex<Journal>,
     pub(crate) notifier: Notifier,
@@ -141,15 +148,38 @@ pub enum AgentError {
     Tap(#[from] TapError),
     #[error(transparent)]
     NotificationLog(#[from] LogError),
+    #[error("module image store {path}: {source}")]
+    Images {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub(crate) use crate::sync::guard;
 
-/// The first-start running configuration: the NACM bootstrap policy.
-fn bootstrap(ctx: &'static Context, admins: &[String]) -> Result<Ds, yang3::Error> {
+/// The first-start running configuration: the NACM bootstrap policy and
+/// the image signers given on the command line.
+fn bootstrap(
+    ctx: &'static Context,
+    admins: &[String],
+    signers: &[(String, String)],
+) -> Result<Ds, yang3::Error> {
+    let mut xml = nacm::bootstrap_xml(admins);
+    if !signers.is_empty() {
+        let esc = l45_netconf_proto::xml::escape_text;
+        xml.push_str(&format!("<images xmlns=\"{}\">", l45_yang::L45_NAMESPACE));
+        for (name, key) in signers {
+            xml.push_str(&format!(
+                "<trusted-signer><name>{}</name><public-key>{}</public-key></trusted-signer>",
+                esc(name),
+                esc(key)
+            ));
+        }
+        xml.push_str("</images>");
+    }
     let mut t = DataTree::parse_string(
         ctx,
-        nacm::bootstrap_xml(admins),
+        xml,
         DataFormat::XML,
         DataParserFlags::STRICT | DataParserFlags::NO_STATE,
         DataValidationFlags::NO_STATE,
@@ -218,7 +248,7 @@ impl Agent {
             }
             None => match &startup {
                 Some(s) => s.share(),
-                None => bootstrap(ctx, &opts.admins),
+                None => bootstrap(ctx, &opts.admins, &opts.trusted_signers),
             }
             .map_err(|e| AgentError::Yang(e.to_string()))?,
         };
@@ -228,6 +258,14 @@ impl Agent {
                 .share()
                 .map_err(|e| AgentError::Yang(e.to_string()))?,
         };
+        // Stored images are loaded before the stored configuration is
+        // committed, so modules that use them come back.
+        let images = crate::images::ImageStore::open(&opts.state_dir, &*tap).map_err(|source| {
+            AgentError::Images {
+                path: opts.state_dir.join("images"),
+                source,
+            }
+        })?;
         let agent = Arc::new_cyclic(|me| Agent {
             me: me.clone(),
             ctx,
@@ -245,6 +283,7 @@ impl Agent {
             confirmed: Mutex::new(None),
             confirmed_generation: AtomicU64::new(0),
             tap,
+            images: Mutex::new(images),
             journal: Mutex::new(journal),
             notifier: Notifier::new(log),
             subscriptions: Subscriptions::default(),

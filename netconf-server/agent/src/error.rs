@@ -109,6 +109,9 @@ pub enum OpError {
         what: &'static str,
         source: std::io::Error,
     },
+    /// A module image was refused (install-module, remove-image).
+    #[error(transparent)]
+    Image(#[from] crate::images::InstallError),
     /// Errors already in wire form, from the translators between NETCONF
     /// XML and libyang (filters, `<config>` content): they know the exact
     /// tag and bad-element.
@@ -224,10 +227,46 @@ impl OpError {
                 };
                 application(tag, message).app_tag("tap-refused")
             }
+            OpError::Image(e) => image_error(e, message),
             OpError::Wire(errors) => return errors,
         };
         vec![one]
     }
+}
+
+/// The rpc-error of a refused image: the error-tag by RFC 6241's
+/// meaning, the error-app-tag naming the check that failed.
+fn image_error(e: crate::images::InstallError, message: String) -> RpcError {
+    use crate::images::InstallError as I;
+    use l45_images::ImageError as V;
+    let (tag, app_tag, element) = match &e {
+        I::Verify(v) => match v {
+            V::TooLarge { .. } => (ErrorTag::TooBig, "image-too-large", "image"),
+            V::Malformed(_) => (ErrorTag::InvalidValue, "manifest-malformed", "manifest"),
+            V::DigestMismatch(_) => (ErrorTag::InvalidValue, "image-digest-mismatch", "image"),
+            V::SignatureLength(_) | V::BadSignature(_) => {
+                (ErrorTag::InvalidValue, "signature-invalid", "signature")
+            }
+            V::UnknownSigner(_) => (ErrorTag::InvalidValue, "signer-not-trusted", "manifest"),
+            V::AbiUnsupported { .. } => (ErrorTag::InvalidValue, "abi-unsupported", "manifest"),
+            V::WrongTarget { .. } => (ErrorTag::InvalidValue, "target-mismatch", "manifest"),
+            V::NoImageSupport(_) => (
+                ErrorTag::OperationNotSupported,
+                "images-not-supported",
+                "image",
+            ),
+            V::BadPublicKey(_) => (ErrorTag::InvalidValue, "signer-key-invalid", "manifest"),
+        },
+        I::BuiltInKind(_) => (ErrorTag::InvalidValue, "kind-built-in", "manifest"),
+        I::KindTaken { .. } => (ErrorTag::DataExists, "kind-already-installed", "manifest"),
+        I::NoSuchImage(_) => (ErrorTag::DataMissing, "image-not-installed", "sha256"),
+        I::InUse { .. } => (ErrorTag::InUse, "image-in-use", "sha256"),
+        I::Store { .. } => (ErrorTag::OperationFailed, "image-store-failed", "image"),
+        I::Tap(_) => (ErrorTag::OperationFailed, "tap-refused", "image"),
+    };
+    application(tag, message)
+        .app_tag(app_tag)
+        .info("bad-element", element)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod datastore;
 pub mod device_info;
 pub mod error;
 pub mod filter;
+pub mod images;
 #[allow(unsafe_code)]
 pub mod memtrim;
 pub mod metrics;

@@ -47,6 +47,11 @@ struct Args {
     /// default: --user, or "admin").
     #[arg(long = "admin")]
     admins: Vec<String>,
+    /// Module-image signer trusted on first start, as NAME=KEY with the
+    /// key as `l45-nco images key` prints it (ed25519:BASE64) (repeatable;
+    /// later changes go through /images/trusted-signer).
+    #[arg(long = "trusted-signer", value_name = "NAME=KEY", value_parser = parse_signer)]
+    trusted_signers: Vec<(String, String)>,
     /// Most concurrent NETCONF sessions; more are refused.
     #[arg(long, default_value_t = 64)]
     max_sessions: usize,
@@ -449,6 +454,21 @@ fn device_info(
     Ok(info)
 }
 
+/// `NAME=ed25519:BASE64` (or `NAME=BASE64`): a trusted image signer,
+/// the key checked here so a typo stops the start.
+fn parse_signer(s: &str) -> Result<(String, String), String> {
+    use base64::Engine as _;
+    let (name, key) = s
+        .split_once('=')
+        .filter(|(n, _)| !n.is_empty() && n.len() <= 64)
+        .ok_or_else(|| format!("expected NAME=ed25519:KEY, got {s:?}"))?;
+    let bytes = l45_images::parse_public_key(key).map_err(|e| e.to_string())?;
+    Ok((
+        name.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(bytes),
+    ))
+}
+
 /// One device: its agent (datastores in `state_dir`, tap), SSH listener
 /// and call-home connections.
 #[allow(clippy::too_many_arguments)]
@@ -471,6 +491,7 @@ async fn start_device(
             max_chunk: args.max_message_size as u64,
         },
         admins,
+        trusted_signers: args.trusted_signers.clone(),
         hello_timeout: Duration::from_secs(args.hello_timeout),
         max_sessions_per_user: args.max_sessions_per_user,
         idle_timeout: args.idle_timeout.map(Duration::from_secs),

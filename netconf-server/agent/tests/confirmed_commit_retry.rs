@@ -55,9 +55,6 @@ impl TapControl for Refusing {
     ) -> Result<ChallengeAnswer, TapError> {
         self.inner.challenge(id, nonce, ciphertext)
     }
-    fn install(&self, id: u32, image: &[u8], sha256_hex: &str) -> Result<(), TapError> {
-        self.inner.install(id, image, sha256_hex)
-    }
 }
 
 fn rpc(agent: &Arc<Agent>, s: &SessionInfo, body: &str) -> String {

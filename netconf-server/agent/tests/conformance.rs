@@ -201,6 +201,11 @@ impl Run {
                 Recorded::Prepare(t) => format!("prepare {:?}\n", t.changes),
                 Recorded::Apply(t) => format!("apply {:?}\n", t.changes),
                 Recorded::Abort(t) => format!("abort {:?}\n", t.changes),
+                // (not the path: it is under the case's temporary directory)
+                Recorded::LoadKind(k) => {
+                    format!("load-kind {} {} {}\n", k.kind, k.target, k.sha256_hex)
+                }
+                Recorded::UnloadKind(kind) => format!("unload-kind {kind}\n"),
             })
             .collect();
         let mut notifications = String::new();

@@ -279,8 +279,6 @@ pub trait TapControl: Send + Sync {
         nonce: &[u8],
         ciphertext: &[u8],
     ) -> Result<ChallengeAnswer, TapError>;
-    /// Stores module code that is not built in.
-    fn install(&self, id: u32, image: &[u8], sha256_hex: &str) -> Result<(), TapError>;
     /// The image target this backend loads (`userspace-x86_64`,
     /// `kernel-6.12.118-x86_64`); `None` if it loads no module images.
     fn image_target(&self) -> Option<String> {
@@ -308,6 +306,8 @@ pub enum Recorded {
     Prepare(Transaction),
     Apply(Transaction),
     Abort(Transaction),
+    LoadKind(KindImage),
+    UnloadKind(String),
 }
 
 /// A backend that keeps modules in memory and records every call. It has no
@@ -328,7 +328,8 @@ struct RecordingInner {
     /// Applied modules: id → deprecated (all the recording tap reports;
     /// keeping whole configurations would only cost memory).
     modules: BTreeMap<u32, bool>,
-    installed: BTreeMap<u32, String>,
+    /// Loaded image kinds: kind → image digest.
+    kinds: BTreeMap<String, String>,
     log: Vec<Recorded>,
 }
 
@@ -349,6 +350,11 @@ impl RecordingTap {
     /// The call log so far.
     pub fn log(&self) -> Vec<Recorded> {
         self.lock().log.clone()
+    }
+
+    /// Kinds loaded from module images, by name.
+    pub fn loaded_kinds(&self) -> Vec<String> {
+        self.lock().kinds.keys().cloned().collect()
     }
 
     /// Ids of the modules currently applied.
@@ -452,10 +458,29 @@ impl TapControl for RecordingTap {
         ))
     }
 
-    fn install(&self, id: u32, _image: &[u8], sha256_hex: &str) -> Result<(), TapError> {
-        self.lock()
-            .installed
-            .insert(id, sha256_hex.to_ascii_lowercase());
+    /// Loads images built for user space on this machine's architecture,
+    /// as the user-space tap does; it records them and runs no code.
+    fn image_target(&self) -> Option<String> {
+        Some(format!("userspace-{}", std::env::consts::ARCH))
+    }
+
+    fn load_kind(&self, image: &KindImage) -> Result<(), TapError> {
+        let mut inner = self.lock();
+        if self.keep_log {
+            inner.log.push(Recorded::LoadKind(image.clone()));
+        }
+        inner
+            .kinds
+            .insert(image.kind.clone(), image.sha256_hex.clone());
+        Ok(())
+    }
+
+    fn unload_kind(&self, kind: &str) -> Result<(), TapError> {
+        let mut inner = self.lock();
+        if self.keep_log {
+            inner.log.push(Recorded::UnloadKind(kind.to_string()));
+        }
+        inner.kinds.remove(kind);
         Ok(())
     }
 }

@@ -656,11 +656,6 @@ impl TapControl for KernelTap {
         self.client.challenge(id, nonce, ciphertext)
     }
 
-    fn install(&self, _id: u32, _image: &[u8], _sha256_hex: &str) -> Result<(), TapError> {
-        Err(TapError::Unsupported(
-            "installing module images by id (kinds come as kind modules: load_kind)",
-        ))
-    }
 
     fn image_target(&self) -> Option<String> {
         images::image_target().ok()

@@ -585,11 +585,6 @@ impl TapControl for UserspaceTap {
         self.unload_image(kind)
     }
 
-    fn install(&self, _id: u32, _image: &[u8], _sha256_hex: &str) -> Result<(), TapError> {
-        Err(TapError::Unsupported(
-            "installing module images (the user-space tap runs the built-in kinds)",
-        ))
-    }
 }
 
 fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {

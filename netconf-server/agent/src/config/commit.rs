@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use l45_tap_control::{Change, Transaction};
+use l45_tap_control::{Change, ModuleConfig, Transaction};
 use yang3::data::DataTree;
 
 use crate::agent::Agent;
@@ -17,8 +17,9 @@ use crate::config::delta::Delta;
 use crate::config::edit::{EditOp, Touched};
 use crate::datastore::entry::{parameters_case, Entry, ModuleMap, Slots};
 use crate::datastore::schema::ListSchema;
-use crate::datastore::{schema, Ds, CUSTOMIZATIONS};
+use crate::datastore::{module_path, schema, Ds, CUSTOMIZATIONS};
 use crate::error::OpError;
+use crate::images::{parse_arguments, ImageStore};
 use crate::sessions::Actor;
 
 /// One change of running.
@@ -35,8 +36,71 @@ pub struct Commit<'a> {
 }
 
 /// The tap changes of `delta` on `current`, checking that parameters fit
-/// the kind.
+/// the kind and that installed kinds are installed.
 fn transaction(
+    schema: &ListSchema,
+    current: &ModuleMap,
+    delta: &mut Delta,
+    images: &ImageStore,
+) -> Result<Transaction, OpError> {
+    let mut txn = changes(schema, current, delta)?;
+    for change in &mut txn.changes {
+        if let Change::Register(m) | Change::Update(m) = change {
+            resolve_installed(m, images)?;
+        }
+    }
+    Ok(txn)
+}
+
+/// A module of kind `installed-binary` as the tap runs it: the installed
+/// kind it names, with its `arguments` as parameters. Naming a kind that
+/// is not installed (or another build of it than the pinned digest) is
+/// refused.
+fn resolve_installed(m: &mut ModuleConfig, images: &ImageStore) -> Result<(), OpError> {
+    if m.kind != "installed-binary" {
+        return Ok(());
+    }
+    let path = format!("{}/parameters/installed/kind-name", module_path(m.id));
+    let Some(kind) = m.parameters.get("kind-name").cloned() else {
+        return Err(OpError::InvalidValue {
+            message: format!(
+                "module {} of kind installed-binary names no installed kind",
+                m.id
+            ),
+            element: None,
+            path: Some(path),
+        });
+    };
+    let Some(img) = images.by_kind(&kind) else {
+        return Err(OpError::InvalidValue {
+            message: format!(
+                "module {}: kind {kind} is not installed on this device (install-module first)",
+                m.id
+            ),
+            element: None,
+            path: Some(path),
+        });
+    };
+    if let Some(pin) = m.parameters.get("sha256") {
+        if !pin.eq_ignore_ascii_case(&img.manifest.sha256_hex) {
+            return Err(OpError::InvalidValue {
+                message: format!(
+                    "module {}: kind {kind} is installed from image {}, not the pinned {pin}",
+                    m.id, img.manifest.sha256_hex
+                ),
+                element: None,
+                path: Some(format!("{}/parameters/installed/sha256", module_path(m.id))),
+            });
+        }
+    }
+    m.parameters = parse_arguments(m.parameters.get("arguments").map_or("", String::as_str));
+    m.kind = kind;
+    Ok(())
+}
+
+/// The tap changes of `delta` on `current` as the entries say, checking
+/// that parameters fit the kind.
+fn changes(
     schema: &ListSchema,
     current: &ModuleMap,
     delta: &mut Delta,
@@ -190,7 +254,12 @@ impl Agent {
                 });
             }
         }
-        let txn = transaction(schema, &self.stores().running.modules, &mut delta)?;
+        let txn = transaction(
+            schema,
+            &self.stores().running.modules,
+            &mut delta,
+            &crate::agent::guard(&self.images),
+        )?;
         let txn_ms = ms(t0);
         let t = std::time::Instant::now();
         self.tap.prepare(&txn)?;

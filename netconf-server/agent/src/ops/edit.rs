@@ -122,7 +122,8 @@ impl Agent {
                     .any(|(p, nodes)| *p == rule_path && under(nodes))
             };
             let module = node.schema().module().name().to_string();
-            let sensitive = path.ends_with("/security/key");
+            let sensitive = path.ends_with("/security/key")
+                || path.starts_with("/layer45-customization:images/trusted-signer");
             if !nacm.may_node(&s.username, &module, Access::Write, sensitive, &covers) {
                 return Err(OpError::AccessDenied {
                     message: format!("user '{}' may not write this node", s.username),

@@ -71,12 +71,13 @@ pub(crate) fn nacm_read_filter(tree: &mut DataTree<'static>, user: &str, nacm: &
     }
 }
 
-/// The nodes marked `nacm:default-deny-all` in our model: module keys and
-/// the device's enrollment token.
+/// The nodes marked `nacm:default-deny-all` in our model: module keys,
+/// the device's enrollment token and the trusted image signers.
 fn key_paths(tree: &DataTree<'static>) -> Vec<String> {
     tree.find_xpath(
         "/layer45-customization:customizations/module/security/key\
-         | /layer45-customization:device/enrollment-token",
+         | /layer45-customization:device/enrollment-token\
+         | /layer45-customization:images/trusted-signer",
     )
     .map(|set| set.map(|n| n.path()).collect())
     .unwrap_or_default()

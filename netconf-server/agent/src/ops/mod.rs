@@ -144,7 +144,9 @@ impl Agent {
             // (the modules' nacm:default-deny-all operations)
             let default_deny = (module == "ietf-netconf"
                 && matches!(op.name.as_str(), "kill-session" | "delete-config"))
-                || (module == SN_MODULE && op.name == "kill-subscription");
+                || (module == SN_MODULE && op.name == "kill-subscription")
+                || (module == l45_yang::L45_MODULE
+                    && matches!(op.name.as_str(), "install-module" | "remove-image"));
             if !nacm.may_exec(&s.username, module, &op.name, default_deny) {
                 return Err(OpError::AccessDenied {
                     message: format!("user '{}' may not run {}", s.username, op.name),

@@ -50,6 +50,9 @@ impl Agent {
         if let Some(r) = &d.tap.kernel_module_release {
             leaf("tap/kernel-module-release", r)?;
         }
+        if let Some(target) = self.tap.image_target() {
+            leaf("tap/image-target", &target)?;
+        }
         for k in &d.tap.kinds {
             tree.new_path(
                 &format!("{base}/tap/kind[.='{}:{k}']", l45_yang::L45_MODULE),

@@ -1,0 +1,64 @@
+//! Module images in the CIB: an image's kind becomes deployable on a
+//! device only once the device has installed it; its parameters are free
+//! name=value pairs the device's `arguments` leaf takes.
+
+use l45_cib::{Cib, CibError, Image, NewDevice, NewModule, Timestamp};
+
+fn cib_with(name: &str) -> Cib {
+    let mut cib = Cib::open(":memory:").expect("in-memory CIB");
+    cib.add_device(&NewDevice {
+        name: name.into(),
+        address: "192.0.2.1:830".into(),
+        username: "admin".into(),
+        ssh_key_path: "/dev/null".into(),
+        ..NewDevice::default()
+    })
+    .expect("device added");
+    cib
+}
+
+fn image() -> Image {
+    Image {
+        sha256: "ab".repeat(32),
+        kind: "udp-xor-mask".into(),
+        target: "userspace-x86_64".into(),
+        size: 600 * 1024,
+        signer: "fe812c12f3ab4ce6".into(),
+        built_at: "2026-12-06T03:40:00Z".into(),
+        path: "images/udp-xor-mask.so".into(),
+        recorded_at: Timestamp(1),
+    }
+}
+
+#[test]
+fn an_image_kind_needs_an_install_on_the_device() {
+    let mut cib = cib_with("d1");
+    let mut m = NewModule::new("d1", "xor", "udp-xor-mask");
+    m.parameters = vec![("mask".into(), "5a".into())];
+    // Unknown before any image of the kind is recorded.
+    assert!(matches!(
+        cib.construct_module(&m),
+        Err(CibError::UnknownKind(ref k)) if k == "udp-xor-mask"
+    ));
+    cib.record_image(&image()).unwrap();
+    let e = cib.construct_module(&m).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("no image of kind udp-xor-mask is installed"),
+        "{e}"
+    );
+    cib.record_image_install("d1", &image().sha256).unwrap();
+    let built = cib.construct_module(&m).unwrap();
+    assert_eq!(built.kind, "udp-xor-mask");
+    assert_eq!(cib.images().unwrap(), vec![image()]);
+    let installs = cib.image_installs().unwrap();
+    assert_eq!(installs.len(), 1);
+    assert_eq!(installs[0].device, "d1");
+    // A value the arguments leaf cannot carry is refused.
+    m.name = "xor2".into();
+    m.parameters = vec![("mask".into(), "5a;b=1".into())];
+    assert!(matches!(
+        cib.construct_module(&m),
+        Err(CibError::InvalidParameter { .. })
+    ));
+}
