@@ -656,7 +656,6 @@ impl TapControl for KernelTap {
         self.client.challenge(id, nonce, ciphertext)
     }
 
-
     fn image_target(&self) -> Option<String> {
         images::image_target().ok()
     }

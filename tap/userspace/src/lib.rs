@@ -584,7 +584,6 @@ impl TapControl for UserspaceTap {
     fn unload_kind(&self, kind: &str) -> Result<(), TapError> {
         self.unload_image(kind)
     }
-
 }
 
 fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
