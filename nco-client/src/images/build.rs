@@ -182,10 +182,8 @@ pub fn build(
     secret: &SigningSecret,
 ) -> Result<SignedImage, ImagesError> {
     let krate = read_kind_crate(dir)?;
-    match target {
-        BuildTarget::Userspace => {}
-        // (the kernel build is wired in with images::kernel_build)
-        BuildTarget::Kernel(_) => return Err(ImagesError::KernelTargetUnavailable),
+    if let BuildTarget::Kernel(tree) = target {
+        return build_kernel(dir, tree, &krate, out, secret);
     }
     if !krate.cdylib {
         return Err(ImagesError::Crate {
@@ -216,6 +214,30 @@ pub fn build(
         .join(format!("lib{}.so", krate.lib_name));
     let data = std::fs::read(&lib).map_err(io_err(&lib))?;
     let image_target = check_library(&lib, &data)?;
+    sign_and_write(&data, &krate.kind, &image_target, out, secret)
+}
+
+/// The kind as a kernel module for the kernel in `tree` (built by
+/// `kmod/build-kernel.sh`): target `kernel-<its release>-<arch>`, what the
+/// kernel tap of a device running that kernel loads.
+fn build_kernel(
+    dir: &Path,
+    tree: &Path,
+    krate: &KindCrate,
+    out: &Path,
+    secret: &SigningSecret,
+) -> Result<SignedImage, ImagesError> {
+    let release_file = tree.join("include/config/kernel.release");
+    let release = std::fs::read_to_string(&release_file).map_err(io_err(&release_file))?;
+    // The .ko lands beside the signed image's files, then is read back.
+    let scratch = out.join(format!(".{}-kernel", krate.kind));
+    std::fs::create_dir_all(&scratch).map_err(io_err(&scratch))?;
+    let built = super::kernel_build::build(dir, tree, &scratch)
+        .map_err(ImagesError::from)
+        .and_then(|ko| std::fs::read(&ko).map_err(io_err(&ko)));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let data = built?;
+    let image_target = format!("kernel-{}-{}", release.trim(), std::env::consts::ARCH);
     sign_and_write(&data, &krate.kind, &image_target, out, secret)
 }
 

@@ -4,6 +4,7 @@
 //! The manifest format and the signature are `l45_images`'.
 
 pub mod build;
+pub mod kernel_build;
 pub mod key;
 pub mod push;
 
@@ -25,8 +26,8 @@ pub enum ImagesError {
     CargoFailed { dir: PathBuf, status: String },
     #[error("built library {path}: {reason}")]
     BadLibrary { path: PathBuf, reason: String },
-    #[error("kernel target not available in this build: building a kind as a kernel module (--kernel-tree) is not wired into this l45-nco")]
-    KernelTargetUnavailable,
+    #[error("building the kernel module: {0}")]
+    KernelBuild(#[from] kernel_build::KernelBuildError),
     #[error("image {path}: {source}")]
     Image {
         path: PathBuf,
