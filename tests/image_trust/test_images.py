@@ -111,9 +111,12 @@ def test_a_crate_without_the_entry_symbol_is_refused(world, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_kernel_target_is_a_clear_error_until_wired(world, tmp_path):
-    p = world["nco"].run("images", "build", world["crate"], "--kernel-tree", tmp_path, check=False)
-    assert p.returncode != 0 and "kernel target not available in this build" in p.stderr, p.stderr
+def test_kernel_target_needs_a_built_kernel_tree(world, tmp_path):
+    p = world["nco"].run("images", "build", world["crate"], "--kernel-tree", tmp_path,
+                         "--out", tmp_path / "out", check=False)
+    assert p.returncode != 0, p.stdout
+    assert "kernel" in p.stderr and str(tmp_path) in p.stderr, p.stderr
+    assert not list((tmp_path / "out").glob("*.ko*")) if (tmp_path / "out").exists() else True
 
 
 def test_push_install_deploy_restart_remove(world, agent):

@@ -227,8 +227,6 @@ fn build_kernel(
     out: &Path,
     secret: &SigningSecret,
 ) -> Result<SignedImage, ImagesError> {
-    let release_file = tree.join("include/config/kernel.release");
-    let release = std::fs::read_to_string(&release_file).map_err(io_err(&release_file))?;
     // The .ko lands beside the signed image's files, then is read back.
     let scratch = out.join(format!(".{}-kernel", krate.kind));
     std::fs::create_dir_all(&scratch).map_err(io_err(&scratch))?;
@@ -237,6 +235,8 @@ fn build_kernel(
         .and_then(|ko| std::fs::read(&ko).map_err(io_err(&ko)));
     let _ = std::fs::remove_dir_all(&scratch);
     let data = built?;
+    let release_file = tree.join("include/config/kernel.release");
+    let release = std::fs::read_to_string(&release_file).map_err(io_err(&release_file))?;
     let image_target = format!("kernel-{}-{}", release.trim(), std::env::consts::ARCH);
     sign_and_write(&data, &krate.kind, &image_target, out, secret)
 }
