@@ -26,7 +26,7 @@ pub enum ImagesError {
     CargoFailed { dir: PathBuf, status: String },
     #[error("built library {path}: {reason}")]
     BadLibrary { path: PathBuf, reason: String },
-    #[error("building the kernel module: {0}")]
+    #[error("building the kernel module")]
     KernelBuild(#[from] kernel_build::KernelBuildError),
     #[error("image {path}: {source}")]
     Image {
