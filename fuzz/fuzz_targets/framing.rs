@@ -58,8 +58,17 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         if framing == Framing::Chunked && stream.is_empty() {
             continue;
         }
-        let parts: Vec<u8> = encode_parts(stream, framing, split).flatten().collect();
-        for bytes in [wire, parts] {
+        // The part encoder frames text (it never splits a character).
+        let mut framed = vec![wire];
+        if let Ok(text) = std::str::from_utf8(stream) {
+            framed.push(
+                encode_parts(text, framing, split)
+                    .iter()
+                    .flat_map(|p| p.as_bytes().iter().copied())
+                    .collect(),
+            );
+        }
+        for bytes in framed {
             let mut d = Decoder::new(Limits::default());
             d.set_framing(framing);
             let mut got = None;
