@@ -409,22 +409,8 @@ impl ExternalKind {
         input: &[u8],
         out: &mut [u8],
     ) -> SendVerdict {
-        let Some(f) = self.table.send else {
+        let Some(v) = call_data(self.table.send, params, state, ctx, input, out) else {
             return SendVerdict::NotMine;
-        };
-        let raw_ctx = raw_ctx(ctx);
-        // SAFETY: every pointer is to memory borrowed for the call, with
-        // its length; params came from this kind's parser.
-        let v = unsafe {
-            f(
-                params,
-                state,
-                &raw_ctx,
-                input.as_ptr(),
-                input.len(),
-                out.as_mut_ptr(),
-                out.len(),
-            )
         };
         match v.code {
             VERDICT_CUSTOMIZED if (v.value as usize) <= out.len() => {
@@ -448,21 +434,8 @@ impl ExternalKind {
         input: &[u8],
         out: &mut [u8],
     ) -> RecvVerdict {
-        let Some(f) = self.table.recv else {
+        let Some(v) = call_data(self.table.recv, params, state, ctx, input, out) else {
             return RecvVerdict::NotMine;
-        };
-        let raw_ctx = raw_ctx(ctx);
-        // SAFETY: as in `send`.
-        let v = unsafe {
-            f(
-                params,
-                state,
-                &raw_ctx,
-                input.as_ptr(),
-                input.len(),
-                out.as_mut_ptr(),
-                out.len(),
-            )
         };
         match v.code {
             VERDICT_CUSTOMIZED if (v.value as usize) <= out.len() => {
@@ -476,11 +449,37 @@ impl ExternalKind {
 
     pub fn recv_eof(&self, params: &ParamsBlob, state: &mut StateBlob, out: &mut [u8]) -> usize {
         match self.table.recv_eof {
-            // SAFETY: as in `send`.
+            // SAFETY: as in `call_data`.
             Some(f) => unsafe { f(params, state, out.as_mut_ptr(), out.len()) }.min(out.len()),
             None => 0,
         }
     }
+}
+
+/// Calls a kind's `send` or `recv` (`None` if the table has none).
+fn call_data(
+    f: Option<DataFn>,
+    params: &ParamsBlob,
+    state: &mut StateBlob,
+    ctx: &Ctx<'_>,
+    input: &[u8],
+    out: &mut [u8],
+) -> Option<RawVerdict> {
+    let f = f?;
+    let raw_ctx = raw_ctx(ctx);
+    // SAFETY: every pointer is to memory borrowed for the call, with its
+    // length; params came from this kind's parser (ExternalKind::parse).
+    Some(unsafe {
+        f(
+            params,
+            state,
+            &raw_ctx,
+            input.as_ptr(),
+            input.len(),
+            out.as_mut_ptr(),
+            out.len(),
+        )
+    })
 }
 
 fn raw_role(role: Role) -> u32 {
