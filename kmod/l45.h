@@ -50,6 +50,7 @@ enum l45_attr {
 	L45_A_PAD,
 	L45_A_REPLACE,		/* flag: REGISTER updates an existing id in place */
 	L45_A_KIND_NAME,	/* string: a loaded kind's name, with L45_A_KIND 0 */
+	L45_A_CHECK,		/* flag: REGISTER only checks (kind, parameters); changes nothing */
 	__L45_A_MAX,
 };
 #define L45_A_MAX (__L45_A_MAX - 1)
@@ -174,6 +175,7 @@ struct l45_reg {
 	u32 kind_name_len;
 	u32 err_len;		/* out: a kind parser's message, not NUL-terminated */
 	u8 err[L45_REG_ERR_LEN];
+	u8 check;		/* L45_A_CHECK: build the instance, register nothing */
 };
 
 struct l45_stats {

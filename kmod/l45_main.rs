@@ -137,6 +137,7 @@ pub struct Reg {
     kind_name_len: u32,
     err_len: u32,
     err: [u8; REG_ERR_LEN],
+    check: u8,
 }
 
 /// `L45_REG_ERR_LEN` (l45.h): room for a kind parser's error message.
@@ -571,7 +572,8 @@ fn bump() {
 }
 
 /// Registers (or, with `replace`, updates) a module: 1 when the id is
-/// new, 0 when an existing one was updated, a negative errno otherwise.
+/// new, 0 when an existing one was updated (or, with `check`, when the
+/// request would be accepted: nothing changes), a negative errno otherwise.
 ///
 /// # Safety
 /// `r` points to a filled `struct l45_reg` whose parameter pointers are
@@ -632,6 +634,13 @@ pub unsafe extern "C" fn l45_rs_register(r: *mut Reg, msg: *mut *const c_char) -
             return -EINVAL;
         }
     };
+    if r.check != 0 {
+        // L45_A_CHECK: the agent's prepare asks whether the kind's own
+        // parser takes these parameters; the instance is not kept (it is
+        // plain data: nothing to release).
+        let _ = instance;
+        return 0;
+    }
     // SAFETY: cfg lock held (contract).
     let t = unsafe { table() };
     let existing = find(t, r.id);

@@ -69,6 +69,7 @@ static const struct nla_policy l45_policy[L45_A_MAX + 1] = {
 	[L45_A_CIPHERTEXT] = NLA_POLICY_EXACT_LEN(32),
 	[L45_A_REPLACE] = { .type = NLA_FLAG },
 	[L45_A_KIND_NAME] = { .type = NLA_NUL_STRING, .len = L45_KIND_NAME_MAX },
+	[L45_A_CHECK] = { .type = NLA_FLAG },
 };
 
 static int l45_prefix_from(struct l45_prefix *p, struct nlattr *addr, struct nlattr *prefix,
@@ -118,6 +119,7 @@ static int l45_nl_register(struct sk_buff *skb, struct genl_info *info)
 	/* (not NLM_F_REPLACE: strict generic netlink refuses that bit on a
 	 * doit, it doubles as NLM_F_ROOT) */
 	r->replace = nla_get_flag(info->attrs[L45_A_REPLACE]);
+	r->check = nla_get_flag(info->attrs[L45_A_CHECK]);
 	err = -EINVAL;
 	if (r->id == 0) {
 		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[L45_A_ID], "module id 0 is reserved");

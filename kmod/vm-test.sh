@@ -10,7 +10,9 @@
 # (kmod/kernel-bench.config: the same without the debug checks), in a second
 # boot. Benchmark ratios are written to $L45_KBENCH_OUT (default
 # /tmp/l45-kbench.txt); L45_BENCH=0 skips the benchmark (and its kernel),
-# L45_TESTS=0 the tests (the benchmark only).
+# L45_TESTS=0 the tests (the benchmark only); L45_VM_ONLY=NAME,NAME runs
+# only those tests (names as in vm/tests.sh's run lines, e.g.
+# kind_image_through_agent,dmesg_clean).
 # L45_KFUZZ_SECONDS (default 60) is how long the netlink fuzzer runs;
 # L45_KFUZZ_KEEP=1 adds its new inputs to fuzz/corpus/kernel_netlink.
 set -euo pipefail
@@ -19,6 +21,7 @@ root=$(dirname "$here")
 t0=$(date +%s)
 log() { echo "[vm-test] $*" >&2; }
 bench_on=${L45_BENCH:-1}
+only=${L45_VM_ONLY:-}
 
 ktree=$("$here/build-kernel.sh" "$here/kernel.config" | tail -1)
 [[ -f $ktree/arch/x86/boot/bzImage ]] || { log "no kernel"; echo "0 passed, 1 failed"; exit 1; }
@@ -43,8 +46,28 @@ build_module() {
 build_module "$ktree" "$work/l45-test.ko"   # last: kmod/l45.ko stays the test kernel's
 # a kind module (a module kind that is not built in) for the test kernel
 BINDGEN="$bindgen" "$here/kind/build.sh" "$here/test-kind" "$ktree" "$work" >/dev/null
-(cd "$root" && cargo build --release -q -p l45-agent -p l45-ktest >&2)
+(cd "$root" && cargo build --release -q -p l45-agent -p l45-ktest -p l45-nco >&2)
 target=${CARGO_TARGET_DIR:-$root/target}
+# The example kind as module images signed by a throw-away NCO (its CIB and
+# key in $work/nco): the kernel image for the test kernel, and a user-space
+# image of the kind (tests/fixtures/kind-crate, built in a copy) that the
+# kernel agent must refuse; with the NCO's public key and the install-module
+# RPCs (too big for an argument) in /img for kind_image_through_agent.
+nco() { "$target/release/l45-nco" --cib "$work/nco/cib.sqlite" "$@"; }
+mkdir -m 0700 "$work/nco"; mkdir "$work/img"
+BINDGEN="$bindgen" nco images build "$root/modules/examples/udp-xor-mask" --kernel-tree "$ktree" --out "$work/img" >&2
+cp -r "$root/tests/fixtures/kind-crate" "$work/ukind"
+nco images build "$work/ukind" --out "$work/img" >&2
+nco images key | sed -n 's/^public key: ed25519://p' > "$work/img/nco.pub"
+[[ -s $work/img/nco.pub ]] || { log "no NCO public key"; echo "0 passed, 1 failed"; exit 1; }
+# install_rpc IMAGE: install-module of IMAGE, IMAGE.manifest and IMAGE.sig
+# (the manifest is plain text without markup, its bytes kept exactly)
+install_rpc() {
+  local manifest
+  manifest=$(cat "$1.manifest"; echo x); manifest=${manifest%x}
+  printf '<install-module xmlns="urn:layer45:params:xml:ns:yang:layer45-customization"><image>%s</image><manifest>%s</manifest><signature>%s</signature></install-module>\n' \
+    "$(base64 -w0 "$1")" "$manifest" "$(base64 -w0 "$1.sig")"
+}
 t_build=$(date +%s)
 
 ir=$work/root
@@ -65,6 +88,10 @@ copy_bin "$(command -v ssh)" /usr/bin/ssh
 copy_bin "$(command -v openssl)" /usr/bin/openssl
 mkdir -p "$ir/kfuzz"; cp "$root"/fuzz/corpus/kernel_netlink/* "$ir/kfuzz/" 2>/dev/null || true
 cp "$work/l45_kind_udp_xor_test.ko" "$ir/"
+mkdir "$ir/img"
+cp "$work/img/udp-xor-mask.ko.manifest" "$work/img/nco.pub" "$ir/img/"
+install_rpc "$work/img/udp-xor-mask.ko" > "$ir/img/install-ko.xml"
+install_rpc "$work/img/udp-xor-mask.so" > "$ir/img/install-so.xml"
 cp "$here/vm/init" "$ir/init"; cp "${L45_VM_TESTS:-$here/vm/tests.sh}" "$ir/tests.sh"; chmod +x "$ir/init"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$ir/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$ir/etc/group"
@@ -92,7 +119,7 @@ boot() {
   # can fail under TCG and panic the guest)
   timeout "${L45_VM_TIMEOUT:-$((900 + kfuzz))}" qemu-system-x86_64 -m 1024M -smp ${L45_VM_SMP:-2,sockets=2,cores=1} "$@" \
     -nographic -no-reboot -nic none -kernel "$tree/arch/x86/boot/bzImage" -initrd "$work/$name.cpio.gz" \
-    -append "console=ttyS0 panic=-1 no_timer_check L45_BENCH=$mode L45_KFUZZ_SECONDS=$kfuzz ${kargs:-}" < /dev/null > "$work/$name.log" 2>&1
+    -append "console=ttyS0 panic=-1 no_timer_check L45_BENCH=$mode L45_KFUZZ_SECONDS=$kfuzz ${only:+L45_VM_ONLY=$only} ${kargs:-}" < /dev/null > "$work/$name.log" 2>&1
   local qrc=$?
   set -e
   tr -d '\r' < "$work/$name.log" > "$work/$name.txt"
@@ -107,7 +134,9 @@ if [[ ${L45_TESTS:-1} != 0 ]]; then   # L45_TESTS=0: the benchmark only
   passed=$(grep -c '^RESULT pass' "$work/test.txt" || true)
   failed=$(grep -c '^RESULT fail' "$work/test.txt" || true)
   grep '^RESULT' "$work/test.txt" >&2 || true
-  expected=26
+  expected=27
+  # L45_VM_ONLY=name,name: only those tests (names as tests.sh's run lines)
+  [[ -z $only ]] || expected=$(tr ',' '\n' <<< "$only" | grep -c .)
   (( finished )) || failed=$((failed + 1))
   if (( passed + failed < expected )); then
     log "only $((passed + failed)) of $expected tests reported"; failed=$((failed + expected - passed - failed))

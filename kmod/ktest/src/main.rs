@@ -774,12 +774,22 @@ impl Session {
 }
 
 /// netconf PORT KEY RPC...: one session; prints each reply (one line
-/// each); fails on the first rpc-error.
+/// each); fails on the first rpc-error. An RPC `@FILE` is read from FILE
+/// (bodies too big for an argument, such as an install-module with its
+/// image).
 fn netconf(args: &[String]) -> Result<()> {
     let port: u16 = num(args, 1, "port")?;
     let key = args.get(2).ok_or_else(|| anyhow!("missing key"))?;
     let mut s = Session::open(port, key)?;
     for (i, rpc) in args[3..].iter().enumerate() {
+        let body;
+        let rpc = match rpc.strip_prefix('@') {
+            Some(path) => {
+                body = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+                body.trim_end()
+            }
+            None => rpc.as_str(),
+        };
         let reply = s.rpc(&(i + 1).to_string(), rpc)?;
         println!("{}", reply.replace('\n', " "));
         if reply.contains("<rpc-error") {

@@ -222,6 +222,18 @@ impl Client {
             .map_err(|e| tap_error(id, e))
     }
 
+    /// Asks the kernel whether it would take the register request `attrs`
+    /// (`CHECK`): a kind that is not built in has its parameters parsed
+    /// by its own parser in the kernel, and nothing changes.
+    pub fn check_register(&self, id: u32, attrs: &Attrs) -> Result<(), TapError> {
+        let mut a = attrs.clone();
+        a.put(attr::CHECK, &[]);
+        self.genl
+            .request(cmd::REGISTER, 0, a.as_bytes())
+            .map(drop)
+            .map_err(|e| tap_error(id, e))
+    }
+
     fn register_nl(&self, attrs: &Attrs, replace: bool) -> Result<(), NlError> {
         let mut a = attrs.clone();
         if replace {
@@ -499,6 +511,23 @@ impl TapControl for KernelTap {
                 id,
                 reason: e.to_string(),
             };
+            // A kind that is not built in: its parser lives in its kind
+            // module, so the kernel checks the parameters now (a refusal
+            // at apply could not reach the NETCONF peer).
+            let check_external = |m: &ModuleConfig, attrs: &Attrs| {
+                if Kind::from_name(&m.kind).is_some() {
+                    return Ok(());
+                }
+                self.client
+                    .check_register(m.id, attrs)
+                    .map_err(|e| match e {
+                        TapError::Refused { id, reason } => TapError::Refused {
+                            id,
+                            reason: format!("parameters of kind {}: {reason}", m.kind),
+                        },
+                        other => other,
+                    })
+            };
             match change {
                 Change::Unregister(id) => {
                     modules.remove(id);
@@ -506,6 +535,7 @@ impl TapControl for KernelTap {
                 }
                 Change::Register(m) => {
                     let attrs = register_attrs(m).map_err(|e| refused(m.id, e))?;
+                    check_external(m, &attrs)?;
                     ops.push(Op::Register {
                         id: m.id,
                         attrs,
@@ -515,6 +545,7 @@ impl TapControl for KernelTap {
                 }
                 Change::Update(new) => {
                     let attrs = register_attrs(new).map_err(|e| refused(new.id, e))?;
+                    check_external(new, &attrs)?;
                     // The previous configuration is the one this backend applied.
                     let old = modules.get(&new.id).cloned();
                     if let Some(old) = old.as_ref().filter(|old| only_state_changed(old, new)) {

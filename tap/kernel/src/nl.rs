@@ -38,6 +38,9 @@ pub mod attr {
     pub const REPLACE: u16 = 14;
     /// String: with `KIND` 0, a kind loaded as a kind module, by name.
     pub const KIND_NAME: u16 = 15;
+    /// Flag: REGISTER only checks the request (the kind's parser runs on
+    /// the parameters); nothing is registered or changed.
+    pub const CHECK: u16 = 16;
 }
 
 pub mod flag {
