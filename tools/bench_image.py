@@ -15,8 +15,10 @@ Configurations:
                here), its table used directly: no file read, no digest, no
                memfd, no dlopen; the same module table as "xor image"
 Each tapped configuration has its own control area, written by
-tap/userspace/examples/image_tap.rs (the agent's install-module RPC is not
-on this branch), with one module on every UDP socket of dig and dnsmasq.
+tap/userspace/examples/image_tap.rs (the tap's own load_kind, as the agent
+calls it after install-module, without an agent and its NETCONF session
+in the measured machine), with one module on every UDP socket of dig and
+dnsmasq.
 Before the trials, one query of each tapped configuration goes to an
 untapped listener, which checks that it left customized.
 
