@@ -10,15 +10,22 @@ Configurations:
                client's send and the server's receive)
   xor image    the example kind udp-xor-mask loaded from its image (a copy
                and an XOR through the image's C ABI, same directions)
+  xor built in the same kind's code linked into the preload library (built
+               with the feature bench-builtin-xor: L45_PRELOAD_TWIN, or built
+               here), its table used directly: no file read, no digest, no
+               memfd, no dlopen; the same module table as "xor image"
 Each tapped configuration has its own control area, written by
-tap/userspace/examples/image_tap.rs (the agent's install-module RPC is not
-on this branch), with one module on every UDP socket of dig and dnsmasq.
+tap/userspace/examples/image_tap.rs (the tap's own load_kind, as the agent
+calls it after install-module, without an agent and its NETCONF session
+in the measured machine), with one module on every UDP socket of dig and
+dnsmasq.
 Before the trials, one query of each tapped configuration goes to an
 untapped listener, which checks that it left customized.
 
 Usage: .venv/bin/python tools/bench_image.py [--queries 1000] [--trials 31]
-Needs the release libl45tap.so (L45_PRELOAD), and builds the image and
-image_tap with cargo unless L45_KIND_IMAGE / L45_IMAGE_TAP name them.
+Needs the release libl45tap.so (L45_PRELOAD), and builds the image, the
+built-in twin library and image_tap with cargo unless L45_KIND_IMAGE /
+L45_PRELOAD_TWIN / L45_IMAGE_TAP name them.
 """
 import argparse
 import hashlib
@@ -51,6 +58,18 @@ def built_image():
     return TARGET / "kinds" / "release" / "libudp_xor_mask.so"
 
 
+def built_twin():
+    """libl45tap.so with udp-xor-mask linked in (feature bench-builtin-xor),
+    in its own target directory: it must not replace the release library."""
+    given = os.environ.get("L45_PRELOAD_TWIN")
+    if given:
+        return given
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "l45-tap-preload",
+                    "--features", "bench-builtin-xor", "--target-dir", str(TARGET / "bench-twin")],
+                   check=True, cwd=ROOT)
+    return str(TARGET / "bench-twin" / "release" / "libl45tap.so")
+
+
 def built_image_tap():
     given = os.environ.get("L45_IMAGE_TAP")
     if given:
@@ -71,8 +90,8 @@ class Control:
             self.stop()
             raise SystemExit(f"image_tap {args} did not start")
 
-    def env(self):
-        return {**os.environ, "LD_PRELOAD": PRELOAD, "L45_TAP_SHM": str(self.path)}
+    def env(self, preload=PRELOAD):
+        return {**os.environ, "LD_PRELOAD": preload, "L45_TAP_SHM": str(self.path)}
 
     def stop(self):
         if self.proc.stdin:
@@ -100,6 +119,7 @@ def main():
     ap.add_argument("--trials", type=int, default=31)
     args = ap.parse_args()
     image = built_image()
+    twin = built_twin()
     image_tap = built_image_tap()
     with tempfile.TemporaryDirectory(dir=shm_root()) as tmp:
         work = pathlib.Path(tmp)
@@ -121,8 +141,15 @@ def main():
         try:
             assert first_datagram(end.env()).endswith(END_TAG), "end tag not applied"
             assert first_datagram(xor.env()).startswith(b"L45x"), "xor image not applied"
+            for preload in (PRELOAD, twin):
+                sent = first_datagram(xor.env(preload))
+                assert sent.startswith(b"L45x"), f"xor not applied by {preload}"
+                key = bytes.fromhex(KEY)
+                query = bytes(b ^ key[i % len(key)] for i, b in enumerate(sent[4:]))
+                assert b"\x07example\x04test" in query, f"{preload} masked something else"
             pin()
-            configs = [("baseline", os.environ.copy()), ("end tag", end.env()), ("xor image", xor.env())]
+            configs = [("baseline", os.environ.copy()), ("end tag", end.env()), ("xor image", xor.env()),
+                       ("xor built in", xor.env(twin))]
             batch = work / "batch"
             batch.write_text("".join(f"q{i}.example.test A +tries=1 +time=2 +short\n"
                                      for i in range(args.queries)))
@@ -145,9 +172,9 @@ def main():
             xor.stop()
     report(f"DNS: {args.queries} sequential queries dig → dnsmasq, {args.trials} trials, "
            f"built-in kind vs kind from a module image", results)
-    xs, es = results["xor image"], results["end tag"]
-    med, lo, hi = bench_tap.median_ci(x[1] / e[1] for x, e in zip(xs, es))
-    print(f"xor image / end tag, paired CPU ratio {med:.4f} [{lo:.4f}, {hi:.4f}]")
+    for a, b in (("xor image", "end tag"), ("xor image", "xor built in"), ("xor built in", "end tag")):
+        med, lo, hi = bench_tap.median_ci(x[1] / y[1] for x, y in zip(results[a], results[b]))
+        print(f"{a} / {b}, paired CPU ratio {med:.4f} [{lo:.4f}, {hi:.4f}]")
 
 
 if __name__ == "__main__":

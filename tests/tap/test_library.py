@@ -11,6 +11,9 @@ INTERPOSED = {
     "sendmsg", "sendto", "socket", "syscall", "write", "writev",
     # file to socket: through the chain when it changes what is sent
     "sendfile", "sendfile64", "splice",
+    # the application's signal handlers, wrapped so the tap knows when it
+    # runs inside one (no module image is loaded there)
+    "sigaction", "signal", "bsd_signal",
 }
 
 

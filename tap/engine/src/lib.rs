@@ -202,6 +202,20 @@ pub struct ModuleSpec {
     pub instance: Instance,
 }
 
+/// A module of a kind from an image this process has not loaded yet. Its
+/// rule takes part in matching; its kind (and so its parameters, which
+/// only the kind can parse) is resolved the first time a socket's chain
+/// would include it (`Config::resolve`), so a process whose sockets never
+/// meet it loads nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct DeferredSpec {
+    pub slot: usize,
+    pub id: u32,
+    pub deprecated: bool,
+    pub immediate: bool,
+    pub rule: Rule,
+}
+
 /// A parsed snapshot of the module table.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -209,6 +223,8 @@ pub struct Config {
     pub modules: Vec<ModuleSpec>,
     /// Table entries the engine could not use (unknown kind, bad parameters).
     pub rejected: Vec<u32>,
+    /// Modules whose kind is not at hand yet (`from_used_deferring`).
+    pub deferred: Vec<DeferredSpec>,
 }
 
 impl Config {
@@ -245,25 +261,78 @@ impl Config {
                 0 => external(slot),
                 code => Kind::from_code(code),
             };
-            let instance = kind
-                .ok_or(())
-                .and_then(|k| Instance::new(s.id, k, s.param_pairs()).map_err(|_| ()));
-            match instance {
-                Ok(instance) => c.modules.push(ModuleSpec {
-                    slot,
-                    id: s.id,
-                    revision: s.revision,
-                    priority: s.priority,
-                    activated: s.has(flags::ACTIVATED),
-                    deprecated: s.has(flags::DEPRECATED),
-                    immediate: s.has(flags::IMMEDIATE),
-                    rule: Rule::from_slot(s),
-                    instance,
-                }),
-                Err(()) => c.rejected.push(s.id),
-            }
+            c.add(slot, s, kind);
         }
         c
+    }
+
+    /// As `from_used_with`, except that a slot of a kind that is not built
+    /// in and that `loaded(slot index)` does not have at hand is deferred,
+    /// not rejected: its rule is matched, and `resolve` gives it a kind the
+    /// first time a socket's chain would include it.
+    pub fn from_used_deferring<'a>(
+        generation: u64,
+        slots: impl IntoIterator<Item = (usize, &'a ModuleSlot)>,
+        mut loaded: impl FnMut(usize) -> Option<Kind>,
+    ) -> Config {
+        let mut c = Config {
+            generation,
+            ..Config::default()
+        };
+        for (slot, s) in slots {
+            if !s.used() {
+                continue;
+            }
+            let kind = match s.kind {
+                0 => match loaded(slot) {
+                    Some(kind) => Some(kind),
+                    None => {
+                        c.deferred.push(DeferredSpec {
+                            slot,
+                            id: s.id,
+                            deprecated: s.has(flags::DEPRECATED),
+                            immediate: s.has(flags::IMMEDIATE),
+                            rule: Rule::from_slot(s),
+                        });
+                        continue;
+                    }
+                },
+                code => Kind::from_code(code),
+            };
+            c.add(slot, s, kind);
+        }
+        c
+    }
+
+    /// This configuration with the deferred module of `s` (its slot as
+    /// the table had it) given `kind` — `None`: its image could not be
+    /// loaded — and its parameters parsed by that kind: a module, or
+    /// rejected like an unknown kind.
+    pub fn resolve(&self, slot: usize, s: &ModuleSlot, kind: Option<Kind>) -> Config {
+        let mut c = self.clone();
+        c.deferred.retain(|d| !(d.slot == slot && d.id == s.id));
+        c.add(slot, s, kind);
+        c
+    }
+
+    fn add(&mut self, slot: usize, s: &ModuleSlot, kind: Option<Kind>) {
+        let instance = kind
+            .ok_or(())
+            .and_then(|k| Instance::new(s.id, k, s.param_pairs()).map_err(|_| ()));
+        match instance {
+            Ok(instance) => self.modules.push(ModuleSpec {
+                slot,
+                id: s.id,
+                revision: s.revision,
+                priority: s.priority,
+                activated: s.has(flags::ACTIVATED),
+                deprecated: s.has(flags::DEPRECATED),
+                immediate: s.has(flags::IMMEDIATE),
+                rule: Rule::from_slot(s),
+                instance,
+            }),
+            Err(()) => self.rejected.push(s.id),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -276,12 +345,59 @@ impl Config {
     /// else the socket facts some rule looks at. The tap looks up only those
     /// (each is a system call), so a process no rule names pays nothing per
     /// socket.
+    /// Deferred modules count: whether one attaches is decided on the
+    /// same facts.
     pub fn needs(&self, protocol: u8, process_name: &[u8]) -> Option<Needs> {
+        let deferred = self
+            .deferred
+            .iter()
+            .filter(|d| !d.deprecated)
+            .map(|d| &d.rule);
         self.modules
             .iter()
             .filter(|m| !m.deprecated)
-            .filter_map(|m| m.rule.needs(protocol, process_name))
+            .map(|m| &m.rule)
+            .chain(deferred)
+            .filter_map(|r| r.needs(protocol, process_name))
             .reduce(Needs::or)
+    }
+
+    /// As `candidates`, among the deferred modules (indices in `deferred`).
+    pub fn deferred_candidates(&self, protocol: u8, process_name: &[u8]) -> Vec<usize> {
+        self.deferred
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !d.deprecated && d.rule.needs(protocol, process_name).is_some())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The first of `deferred_candidates` a socket seen as `view` would
+    /// attach at first sight: its kind must be resolved before the chain
+    /// is built.
+    pub fn deferred_at_first_sight(
+        &self,
+        deferred_candidates: &[usize],
+        view: &SocketView<'_>,
+    ) -> Option<&DeferredSpec> {
+        deferred_candidates
+            .iter()
+            .filter_map(|&i| self.deferred.get(i))
+            .find(|d| d.rule.matches_candidate(view))
+    }
+
+    /// A deferred module that `Chain::refresh` of `chain` (seen as `view`)
+    /// would need: one of its entries (the module's kind changed to one not
+    /// at hand), or an immediate module that would join it.
+    pub fn deferred_at_refresh(
+        &self,
+        chain: &Chain,
+        view: &SocketView<'_>,
+    ) -> Option<&DeferredSpec> {
+        self.deferred.iter().find(|d| {
+            chain.entries.iter().any(|a| a.id == d.id)
+                || (d.immediate && !d.deprecated && d.rule.matches(view))
+        })
     }
 
     /// Indices in `modules` of the modules a new socket of `protocol` in
@@ -302,10 +418,23 @@ impl Config {
     /// first sight (what `Chain::first_sight_among` would find non-empty),
     /// without building the chain.
     pub fn any_attaches(&self, candidates: &[usize], view: &SocketView<'_>) -> bool {
+        self.any_attaches_with(candidates, &[], view)
+    }
+
+    /// `any_attaches`, counting `deferred_candidates` too.
+    pub fn any_attaches_with(
+        &self,
+        candidates: &[usize],
+        deferred_candidates: &[usize],
+        view: &SocketView<'_>,
+    ) -> bool {
         candidates
             .iter()
             .filter_map(|&i| self.modules.get(i))
             .any(|m| m.rule.matches_candidate(view))
+            || self
+                .deferred_at_first_sight(deferred_candidates, view)
+                .is_some()
     }
 
     /// For `candidates` (of client sockets of one protocol and process): a
@@ -315,9 +444,26 @@ impl Config {
     /// more candidates than a filter holds. A tap keeps it where a connect
     /// can read it without locks.
     pub fn peer_port_filter(&self, candidates: &[usize]) -> Option<PeerPortFilter> {
+        self.peer_port_filter_with(candidates, &[])
+    }
+
+    /// `peer_port_filter` over `candidates` and `deferred_candidates`.
+    pub fn peer_port_filter_with(
+        &self,
+        candidates: &[usize],
+        deferred_candidates: &[usize],
+    ) -> Option<PeerPortFilter> {
         let mut f = PeerPortFilter::default();
-        for m in candidates.iter().map(|&i| self.modules.get(i)) {
-            let r = &m?.rule;
+        let rules = candidates
+            .iter()
+            .map(|&i| self.modules.get(i).map(|m| &m.rule))
+            .chain(
+                deferred_candidates
+                    .iter()
+                    .map(|&i| self.deferred.get(i).map(|d| &d.rule)),
+            );
+        for r in rules {
+            let r = r?;
             if f.len == PEER_FILTER_MAX
                 || r.source.family != 0
                 || r.destination.family != 0

@@ -419,3 +419,92 @@ fn a_chain_is_a_splice_only_with_one_activated_insertion() {
     }
     assert!(Chain::default().splice(Role::Client).is_none());
 }
+
+/// A module of a kind from an image (kind code 0) on UDP port `port`.
+fn image_slot(id: u32, port: u16) -> ModuleSlot {
+    ModuleSlot {
+        flags: flags::USED | flags::ACTIVATED | flags::HAS_DST_PORT,
+        id,
+        kind: 0,
+        priority: 5,
+        revision: 1,
+        protocol: PROTO_UDP,
+        destination_port: port,
+        ..ModuleSlot::default()
+    }
+}
+
+#[test]
+fn a_kind_not_at_hand_is_deferred_until_a_socket_meets_it() {
+    let table = [slot(1, Kind::DnsEndTag, 10, 0), image_slot(2, 7000)];
+    let parse = |loaded: Option<Kind>| {
+        Config::from_used_deferring(4, table.iter().enumerate(), |i| {
+            assert_eq!(i, 1, "only the image's slot is asked for");
+            loaded
+        })
+    };
+    let c = parse(None);
+    assert_eq!((c.modules.len(), c.deferred.len()), (1, 1));
+    assert!(c.rejected.is_empty(), "deferred is not rejected");
+    // Its rule counts for what first sight looks up and for the filter.
+    assert_eq!(
+        c.needs(PROTO_UDP, b"dig").map(|n| n.remote),
+        Some(true),
+        "the deferred rule looks at the peer's port"
+    );
+    assert_eq!(
+        c.needs(PROTO_TCP, b"dig"),
+        Some(Needs::default()),
+        "TCP: only the built-in rule (any protocol, no facts)"
+    );
+    let candidates = c.candidates(PROTO_UDP, b"dig");
+    let deferred = c.deferred_candidates(PROTO_UDP, b"dig");
+    assert_eq!(deferred, vec![0]);
+    assert!(c.deferred_candidates(PROTO_TCP, b"dig").is_empty());
+    let f = c
+        .peer_port_filter_with(&[], &deferred)
+        .expect("port rule only");
+    assert!(f.attaches(7000) && !f.attaches(53));
+    // A socket to another port does not meet it; one to 7000 does.
+    let other = view(PROTO_UDP, Role::Client, "127.0.0.1:4000", "127.0.0.1:53");
+    let meets = view(PROTO_UDP, Role::Client, "127.0.0.1:4000", "127.0.0.1:7000");
+    assert!(c.deferred_at_first_sight(&deferred, &other).is_none());
+    assert_eq!(
+        c.deferred_at_first_sight(&deferred, &meets).map(|d| d.id),
+        Some(2)
+    );
+    assert!(c.any_attaches_with(&[], &deferred, &meets));
+    assert!(!c.any_attaches_with(&[], &deferred, &other));
+    let chain = Chain::first_sight_among(&c, &candidates, &other);
+    assert_eq!(chain.ids()[..2], [1, 0]);
+    // Resolved: a module like any other, no longer deferred.
+    let r = c.resolve(1, &table[1], Some(Kind::DnsFrontTag));
+    assert!(r.deferred.is_empty() && r.rejected.is_empty());
+    let chain = Chain::first_sight(&r, &meets);
+    assert_eq!(chain.ids()[..3], [2, 1, 0], "priority 5 first");
+    // Not loadable: rejected like an unknown kind.
+    let r = c.resolve(1, &table[1], None);
+    assert!(r.deferred.is_empty());
+    assert_eq!(r.rejected, vec![2]);
+    // A kind at hand at parse time is resolved right away.
+    let c = parse(Some(Kind::DnsFrontTag));
+    assert!(c.deferred.is_empty());
+    assert_eq!(c.modules.len(), 2);
+}
+
+#[test]
+fn a_refresh_needs_a_deferred_module_an_immediate_rule_would_attach() {
+    let mut immediate = image_slot(2, 7000);
+    immediate.flags |= flags::IMMEDIATE;
+    let c = Config::from_used_deferring(6, [(0, &immediate)], |_| None);
+    let meets = view(PROTO_UDP, Role::Client, "127.0.0.1:4000", "127.0.0.1:7000");
+    let other = view(PROTO_UDP, Role::Client, "127.0.0.1:4000", "127.0.0.1:53");
+    let chain = Chain::default();
+    assert_eq!(c.deferred_at_refresh(&chain, &meets).map(|d| d.id), Some(2));
+    assert!(c.deferred_at_refresh(&chain, &other).is_none());
+    let plain = Config::from_used_deferring(6, [(0, &image_slot(2, 7000))], |_| None);
+    assert!(
+        plain.deferred_at_refresh(&chain, &meets).is_none(),
+        "new sockets only"
+    );
+}

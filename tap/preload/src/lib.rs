@@ -39,6 +39,7 @@ mod process;
 mod readiness;
 mod real;
 mod sendfile;
+mod signals;
 mod sock;
 mod splice;
 mod stats;

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::real::HOT;
 use l45_tap_engine::{Config, Needs, PeerPortFilter, PEER_FILTER_MAX};
-use l45_tap_shm::{ShmReader, StatsSlot, NAME_LEN, PROTO_TCP, PROTO_UDP};
+use l45_tap_shm::{ImageRef, ModuleSlot, ShmReader, StatsSlot, NAME_LEN, PROTO_TCP, PROTO_UDP};
 
 static SHM: OnceLock<ShmReader> = OnceLock::new();
 /// Last time (s since the epoch) opening the control area failed.
@@ -87,6 +87,11 @@ pub struct Active {
     needs: [Option<Needs>; 2],
     /// `Config::candidates` for new TCP and UDP sockets of this process.
     candidates: [Vec<usize>; 2],
+    /// `Config::deferred_candidates` for new TCP and UDP sockets.
+    deferred: [Vec<usize>; 2],
+    /// The table as read, for the deferred modules' slots and images.
+    slots: Vec<(usize, ModuleSlot)>,
+    images: Vec<(usize, ImageRef)>,
 }
 
 impl Active {
@@ -96,6 +101,43 @@ impl Active {
 
     pub fn candidates(&self, protocol: u8) -> &[usize] {
         &self.candidates[usize::from(protocol == PROTO_UDP)]
+    }
+
+    /// Deferred modules (kinds from images not loaded yet) a new socket of
+    /// `protocol` could attach: `Config::deferred_at_first_sight` among them.
+    pub fn deferred(&self, protocol: u8) -> &[usize] {
+        &self.deferred[usize::from(protocol == PROTO_UDP)]
+    }
+
+    /// What a process needs of one table: candidates and filter computed
+    /// once (and again when a deferred module is resolved).
+    fn new(
+        config: Config,
+        slots: Vec<(usize, ModuleSlot)>,
+        images: Vec<(usize, ImageRef)>,
+    ) -> Active {
+        let name = process_name();
+        let needs = [config.needs(PROTO_TCP, name), config.needs(PROTO_UDP, name)];
+        let candidates = [
+            config.candidates(PROTO_TCP, name),
+            config.candidates(PROTO_UDP, name),
+        ];
+        let deferred = [
+            config.deferred_candidates(PROTO_TCP, name),
+            config.deferred_candidates(PROTO_UDP, name),
+        ];
+        publish_udp_peer_filter(
+            config.generation,
+            config.peer_port_filter_with(&candidates[1], &deferred[1]),
+        );
+        Active {
+            config,
+            needs,
+            candidates,
+            deferred,
+            slots,
+            images,
+        }
     }
 }
 
@@ -111,6 +153,10 @@ pub fn generation() -> Option<u64> {
 /// The parsed module table of generation `generation` (parsed once per
 /// process per generation); `None` if the agent did not finish writing it
 /// in time (the caller keeps its socket's chain for this call).
+///
+/// Parsing loads nothing: a module of a kind from an image this process
+/// has not loaded is deferred (`Config::from_used_deferring`) until a
+/// socket's chain would include it (`resolve`).
 pub fn config(shm: &ShmReader, generation: u64) -> Option<Arc<Active>> {
     let mut cached = CONFIG.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = cached.as_ref() {
@@ -119,40 +165,88 @@ pub fn config(shm: &ShmReader, generation: u64) -> Option<Arc<Active>> {
         }
     }
     let (g, slots, images) = shm.snapshot_with_images()?;
-    let config = Config::from_used_with(g, slots.iter().map(|(i, s)| (*i, s)), |slot| {
-        let kind = images
+    let config = Config::from_used_deferring(g, slots.iter().map(|(i, s)| (*i, s)), |slot| {
+        images
             .iter()
             .find(|(i, _)| *i == slot)
-            .and_then(|(_, image)| crate::images::kind(image));
-        if kind.is_none() {
-            // The module cannot run here: its sockets in this process stay
-            // uncustomized, and the module's `errors` counter says so
-            // (once per process and table generation).
-            // (stats.rs sits above this file: credited here directly.)
-            if let Some(st) = slots
-                .iter()
-                .find(|(i, _)| *i == slot)
-                .and_then(|(_, s)| stats(slot, s.id))
-            {
-                st.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        kind
+            .and_then(|(_, image)| crate::images::loaded(image))
     });
-    let name = process_name();
-    let needs = [config.needs(PROTO_TCP, name), config.needs(PROTO_UDP, name)];
-    let candidates = [
-        config.candidates(PROTO_TCP, name),
-        config.candidates(PROTO_UDP, name),
-    ];
-    publish_udp_peer_filter(g, config.peer_port_filter(&candidates[1]));
-    let c = Arc::new(Active {
-        config,
-        needs,
-        candidates,
-    });
+    let c = Arc::new(Active::new(config, slots, images));
     *cached = Some(c.clone());
     Some(c)
+}
+
+/// Whether this thread may load a module image now: not inside a signal
+/// handler (loading reads a file, allocates and calls `dlopen`, none of
+/// which is async-signal-safe). A socket that meets a deferred module
+/// there stays as it is for this call and tries again at its next one.
+pub fn may_load() -> bool {
+    !crate::signals::in_handler()
+}
+
+/// Resolves the deferred module `id` of generation `generation`: loads
+/// its image (`images::kind`: trusted published copy, digest checked)
+/// and makes it a module of the table this process uses, or — if it
+/// cannot be loaded — rejects it: its sockets in this process stay
+/// uncustomized, and the module's `errors` counter says so (once per
+/// process and table generation). False if the table moved on meanwhile
+/// (the caller syncs again at its next call). Never from a signal handler
+/// (`may_load`).
+pub fn resolve(generation: u64, id: u32) -> bool {
+    let active = {
+        let mut cached = CONFIG.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(current) = cached
+            .as_ref()
+            .filter(|c| c.config.generation == generation)
+        else {
+            return false;
+        };
+        // Another thread may have resolved it already: then this thread
+        // only picks up the table it made.
+        if let Some(d) = current.config.deferred.iter().find(|d| d.id == id) {
+            let slot = d.slot;
+            let module = current
+                .slots
+                .iter()
+                .find(|(i, _)| *i == slot)
+                .map(|(_, s)| *s);
+            let kind = current
+                .images
+                .iter()
+                .find(|(i, _)| *i == slot)
+                .and_then(|(_, image)| crate::images::kind(image));
+            if kind.is_none() {
+                // (stats.rs sits above this file: credited here directly.)
+                if let Some(st) = stats(slot, id) {
+                    st.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let config = match module {
+                Some(m) => current.config.resolve(slot, &m, kind),
+                None => {
+                    let mut c = current.config.clone();
+                    c.deferred.retain(|d| d.id != id);
+                    c.rejected.push(id);
+                    c
+                }
+            };
+            let next = Arc::new(Active::new(
+                config,
+                current.slots.clone(),
+                current.images.clone(),
+            ));
+            *cached = Some(next);
+        }
+        cached.clone()
+    };
+    // This thread's copy is of the same generation: replace it, or
+    // `with_config` would keep answering with the deferred module.
+    let _ = THREAD_CONFIG.try_with(|c| {
+        if let Ok(mut slot) = c.try_borrow_mut() {
+            *slot = active;
+        }
+    });
+    true
 }
 
 /// `Config::peer_port_filter` of this process's new UDP sockets, for the

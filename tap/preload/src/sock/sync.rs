@@ -124,14 +124,48 @@ fn sync_chain(fd: c_int, s: &mut Sock, role: Role) -> bool {
     if generation % 2 == 1 {
         return false; // agent mid-write: keep the current chain for this call
     }
-    // None: the agent stopped mid-write; keep the chain for this call.
-    process::with_config(shm, generation, |active| {
-        sync_with(fd, s, active, generation)
-    })
-    .is_some()
+    // Each round either settles the socket or resolves one deferred module
+    // (a kind from an image this process loads now): at most one round per
+    // module of the table, and one more.
+    for _ in 0..=l45_tap_shm::MAX_MODULES {
+        // None: the agent stopped mid-write; keep the chain for this call.
+        match process::with_config(shm, generation, |active| {
+            sync_with(fd, s, active, generation)
+        }) {
+            None | Some(Synced::Later) => return false,
+            Some(Synced::Done) => return true,
+            Some(Synced::Load(id)) => {
+                if !process::resolve(generation, id) {
+                    return false;
+                }
+            }
+        }
+    }
+    false
 }
 
-fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64) {
+/// What `sync_with` did.
+enum Synced {
+    /// Matched or refreshed.
+    Done,
+    /// The chain would include the deferred module `id`: its kind must be
+    /// loaded first (`process::resolve`); the socket is as it was.
+    Load(u32),
+    /// As `Load`, inside a signal handler, where nothing is loaded: the
+    /// socket stays as it was (unmatched, or its chain at its generation)
+    /// and this call passes through; its next call tries again.
+    Later,
+}
+
+fn load_or_later(id: u32) -> Synced {
+    if process::may_load() {
+        Synced::Load(id)
+    } else {
+        Synced::Later
+    }
+}
+
+fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64) -> Synced {
     let config = &active.config;
     let protocol = protocol_of(s.stream);
     let Some(needs) = active.needs(protocol) else {
@@ -141,14 +175,17 @@ fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64)
             // socket's facts are looked up if such a module shows up later.
             s.matched = true;
             s.chain.generation = generation;
-            return;
+            return Synced::Done;
         }
         // Modules already attached still follow revoke, priority and
         // parameter changes.
         let (view, chain) = s.view_and_chain();
+        if let Some(d) = config.deferred_at_refresh(chain, &view) {
+            return load_or_later(d.id);
+        }
         let change = chain.refresh(config, &view);
         settle(fd, s, change);
-        return;
+        return Synced::Done;
     };
     if s.matched && s.remote.is_none() {
         // Not connected at first sight; it may be now.
@@ -156,17 +193,24 @@ fn sync_with(fd: c_int, s: &mut Sock, active: &process::Active, generation: u64)
     }
     learn(fd, s, needs);
     if !s.matched {
-        s.matched = true;
         let (view, chain) = s.view_and_chain();
+        if let Some(d) = config.deferred_at_first_sight(active.deferred(protocol), &view) {
+            return load_or_later(d.id);
+        }
         chain.attach_first_sight(config, active.candidates(protocol), &view);
+        s.matched = true;
         if !s.chain.is_empty() {
             publish(fd, s);
         }
-        return;
+        return Synced::Done;
     }
     let (view, chain) = s.view_and_chain();
+    if let Some(d) = config.deferred_at_refresh(chain, &view) {
+        return load_or_later(d.id);
+    }
     let change = chain.refresh(config, &view);
     settle(fd, s, change);
+    Synced::Done
 }
 
 /// Shows a chain change in the socket table (which is also what the
@@ -253,7 +297,8 @@ pub fn sight_by_table(fd: c_int, remote: SocketAddr) -> bool {
     }
     process::with_config(shm, generation, |active| {
         let candidates = active.candidates(PROTO_UDP);
-        if !candidates.is_empty() {
+        let deferred = active.deferred(PROTO_UDP);
+        if !candidates.is_empty() || !deferred.is_empty() {
             let needs = active.needs(PROTO_UDP).unwrap_or_default();
             if needs.local || needs.thread_name {
                 return false;
@@ -266,7 +311,8 @@ pub fn sight_by_table(fd: c_int, remote: SocketAddr) -> bool {
                 thread_name: &[],
                 process_name: process::process_name(),
             };
-            if active.config.any_attaches(candidates, &view) {
+            // A deferred module that attaches: the locked path loads it.
+            if active.config.any_attaches_with(candidates, deferred, &view) {
                 return false;
             }
         }
