@@ -124,6 +124,9 @@ t_tcp_made_before_insmod() {
   # the accepted end of this one has no listener left and a fixed port:
   # its role is unknown, so it is not tapped (logged and counted)
   hold_stream b 4 7016 100000 --close-listener
+  # this one's accepted end sends 5000 bytes before the load, which stay
+  # queued unread at the connecting end
+  hold_stream c 5 7017 100000 --queued 5000
   insmod /l45.ko
   [ "$(param adopted)" = 0 ]
   [ "$(param bypassed)" = 0 ]
@@ -144,7 +147,20 @@ t_tcp_made_before_insmod() {
   [ "$(field 115 bypassed)" = 1 ]
   [ "$(field 113 bypassed)" = 0 ]
   dmesg | grep -q 'TCP 127.0.0.1:7016 -> .* was connected before the load: role unknown, not tapped'
-  $KT revoke 113; $KT revoke 114; $KT revoke 115
+  # Bytes queued before the load are read through the chain as they came:
+  # the receiving stream tag meets them first and does not recognise the
+  # stream, while the sender tags from its first send after the load, so
+  # the application gets the 5000 bytes, then the rest with its 100 tags
+  # (documented, docs/kernel-tap.md "Limits").
+  $KT reg 116 stream-tag --proto tcp --sport 7017 interval=1000
+  $KT reg 117 stream-tag --proto tcp --dport 7017 interval=1000
+  go_stream c 5
+  grep -qx 'received=108200 queued=ok' /tmp/hs.c.out
+  [ "$(field 116 bytes_sent)" = 103200 ]
+  [ "$(field 117 messages_received)" = 0 ]
+  [ "$(field 117 bytes_received)" = 0 ]
+  [ "$(param adopted)" = 4 ]
+  $KT revoke 113; $KT revoke 114; $KT revoke 115; $KT revoke 116; $KT revoke 117
 }
 
 t_rmmod_while_traffic_flows() {
