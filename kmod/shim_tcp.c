@@ -533,7 +533,9 @@ static int l45_tag_recv_direct(struct l45_sk *e, struct sock *sk, struct msghdr 
 
 	*delivered = 0;
 	*direct = false;
-	if (p->interval < L45_TAG_RX_MIN_INTERVAL || !iter_is_ubuf(&msg->msg_iter))
+	/* (MSG_TRUNC on TCP discards the bytes: no tags to read back) */
+	if (p->interval < L45_TAG_RX_MIN_INTERVAL || !iter_is_ubuf(&msg->msg_iter) ||
+	    (flags & MSG_TRUNC))
 		return 0;
 	spin_lock(&e->lock);
 	ok = l45_same_tag(&e->plan, p, true) && !l45_rs_stream_rx(e->rs, p->splice_id, &st0, 0) &&
