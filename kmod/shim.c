@@ -200,6 +200,7 @@ static void l45_free_entry(struct l45_sk *e)
 	kvfree(e->sin);
 	kvfree(e->sout);
 	kfree(e->tag_tx);
+	kfree(e->tag_rxd);
 	kfree(e);
 }
 

@@ -40,6 +40,7 @@ struct l45_sk {
 	u8 *sout;			/* chain output; [tx_off, tx_len) not yet taken by TCP */
 	size_t sout_cap, tx_off, tx_len;
 	struct l45_tag_tx *tag_tx;	/* stream-tag sends built in place (shim_tcp.c) */
+	struct l45_tag_rxd *tag_rxd;	/* stream-tag receives into the application's pages */
 	bool bypassed;			/* a connection older than the module whose role is unknown */
 };
 

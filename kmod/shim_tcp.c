@@ -10,7 +10,8 @@
  *   `bypassed` statistic of each module that selects it);
  * - stream-tag sends built from the application's own pages plus the tag
  *   (no copy of the application's bytes in the tap: TCP copies them once,
- *   as it does for any send), and stream-tag receives stripped in place;
+ *   as it does for any send), and stream-tag receives that TCP copies
+ *   straight into the application's buffer, tags behind the payload;
  * - the stream receive path (bytes held for the application, MSG_PEEK,
  *   MSG_WAITALL).
  * Locks as in shim.c.
@@ -402,6 +403,200 @@ long l45_tag_deliver(struct msghdr *msg, const struct l45_plan *p, const u8 *in,
 	return out + k;
 }
 
+/* ---------- stream-tag receives into the application's buffer ----------
+ * On a recognised stream, a receive into one user buffer (read, recv,
+ * recvfrom, a one-element recvmsg: ITER_UBUF) hands TCP an iovec list
+ * over that buffer: the payload between the tags goes straight where the
+ * application wants it, contiguous from the start, and the tags behind
+ * it, in the part of the buffer the receive does not return; TCP's copy
+ * (copy_to_user, as untapped) is the only one, no page is pinned. The
+ * tags are then read back (their bytes only) and checked. TCP is asked
+ * for at most what the buffer holds, so a tag out of step is handled in
+ * place: the bytes from its first wrong byte on, which the module hands
+ * to the application as they came, are rebuilt in wire order and written
+ * after the payload before them. At most 90 intervals a step, as for
+ * sends. Smaller intervals, other buffers (readv, kernel-made), peeks
+ * and held bytes go the way above (l45_tag_scan). */
+#define L45_TAG_RX_MIN_INTERVAL 64
+#define L45_TAG_RX_TAGS (L45_TAG_STEP_TAGS + 2)
+#define L45_TAG_RX_SEGS (2 * L45_TAG_RX_TAGS + 1)
+
+struct l45_tag_rxd {
+	u8 tags[L45_TAG_RX_TAGS * 64];		/* what came where tags were due */
+	struct iovec wire[L45_TAG_RX_SEGS];	/* payload spans, then tag spans, in wire order */
+};
+
+/* Lays out at most `room` wire bytes from state `st` over the user buffer
+ * at `base`: payload spans from base on, tag spans after all of them
+ * (from *tags_at). Returns the wire bytes laid out, their segments in *nw. */
+static size_t l45_tag_rx_layout(struct l45_tag_rxd *t, const struct l45_plan *p,
+				struct l45_tag_rx st, char __user *base, size_t room, unsigned int *nw,
+				char __user **tags_at)
+{
+	size_t wire = 0, pay = 0, tags = 0, m;
+	unsigned int n = 0, k, ntags = 0;
+
+	while (wire < room && n < L45_TAG_RX_SEGS) {
+		if (st.tag_left) {
+			if (ntags == L45_TAG_RX_TAGS)
+				break;
+			m = min_t(size_t, st.tag_left, room - wire);
+			t->wire[n].iov_base = NULL;	/* a tag: placed below */
+			st.tag_left -= m;
+			ntags++;
+		} else {
+			m = min_t(size_t, st.until_tag, room - wire);
+			t->wire[n].iov_base = base + pay;
+			pay += m;
+			st.until_tag -= m;
+			if (!st.until_tag) {
+				st.tag_left = p->splice_len;
+				st.until_tag = p->interval;
+			}
+		}
+		t->wire[n++].iov_len = m;
+		wire += m;
+	}
+	*tags_at = base + pay;
+	for (k = 0; k < n; k++)
+		if (!t->wire[k].iov_base) {
+			t->wire[k].iov_base = base + pay + tags;
+			tags += t->wire[k].iov_len;
+		}
+	*nw = n;
+	return wire;
+}
+
+/* Checks the tags among the `n` wire bytes received as l45_tag_rx_layout
+ * laid them out (`tags`: the tag bytes, in order) and moves *st past
+ * them. Returns the wire offset from which the bytes are the
+ * application's as they came (a tag out of step), or n; *pay is the
+ * payload before that offset. */
+static size_t l45_tag_rx_check(const u8 *tags, const struct l45_plan *p, struct l45_tag_rx *st,
+			       size_t n, size_t *pay)
+{
+	size_t at = 0, m, ok, pos;
+
+	*pay = 0;
+	while (at < n) {
+		if (st->tag_left) {
+			pos = p->splice_len - st->tag_left;
+			m = min_t(size_t, st->tag_left, n - at);
+			ok = m;
+			if (memcmp(tags, p->splice_bytes + pos, m))
+				for (ok = 0; tags[ok] == p->splice_bytes[pos + ok]; ok++)
+					;
+			tags += m;
+			st->tag_left -= ok;
+			at += ok;
+			if (ok < m) {	/* out of step: stop stripping rather than eat data */
+				st->recognition = L45_RECOG_NOT_MINE;
+				return at;
+			}
+			continue;
+		}
+		m = min_t(size_t, st->until_tag, n - at);
+		at += m;
+		*pay += m;
+		st->until_tag -= m;
+		if (!st->until_tag) {
+			st->tag_left = p->splice_len;
+			st->until_tag = p->interval;
+		}
+	}
+	return n;
+}
+
+/* One receive of at most `want` wire bytes (want is at most what the
+ * application's buffer still takes) on a stream whose receiving side is
+ * the stream tag `p`, straight into the application's buffer. Returns
+ * what TCP's recvmsg returned (wire bytes, 0 at the end of the stream, or
+ * an error), with the application's bytes delivered (msg advanced past
+ * them) in *delivered; or, with *direct false, nothing was done
+ * (recognition pending, the chain changed, a buffer this path does not
+ * take): the caller goes through the entry's buffer. Caller holds
+ * rx_mutex and no spinlock; flags have MSG_DONTWAIT and neither MSG_PEEK
+ * nor MSG_WAITALL. */
+static int l45_tag_recv_direct(struct l45_sk *e, struct sock *sk, struct msghdr *msg,
+			       size_t want, int flags, int *addr_len, const struct l45_plan *p,
+			       int (*orig)(struct sock *, struct msghdr *, size_t, int, int *),
+			       size_t *delivered, bool *direct)
+{
+	struct l45_tag_rxd *t = e->tag_rxd;
+	struct l45_tag_rx st0, st;
+	struct iov_iter saved, it;
+	size_t room, plain, pay, tail, tag_bytes, at, m;
+	char __user *base, *tags_at;
+	unsigned int nw, k;
+	bool ok;
+	int n;
+
+	*delivered = 0;
+	*direct = false;
+	/* (MSG_TRUNC on TCP discards the bytes: no tags to read back) */
+	if (p->interval < L45_TAG_RX_MIN_INTERVAL || !iter_is_ubuf(&msg->msg_iter) ||
+	    (flags & MSG_TRUNC))
+		return 0;
+	spin_lock(&e->lock);
+	ok = l45_same_tag(&e->plan, p, true) && !l45_rs_stream_rx(e->rs, p->splice_id, &st0, 0) &&
+	     st0.recognition != L45_RECOG_UNKNOWN;
+	spin_unlock(&e->lock);
+	if (!ok)
+		return 0;
+	*direct = true;
+	if (st0.recognition == L45_RECOG_NOT_MINE) {	/* the bytes as they are */
+		n = orig(sk, msg, want, flags, addr_len);
+		*delivered = max(n, 0);
+		return n;
+	}
+	if (!t) {
+		t = kmalloc(sizeof(*t), GFP_KERNEL);
+		if (!t)
+			return -ENOMEM;
+		e->tag_rxd = t;
+	}
+	want = min3(want, iov_iter_count(&msg->msg_iter), (size_t)p->interval * L45_TAG_STEP_TAGS);
+	base = iter_iov_addr(&msg->msg_iter);
+	room = l45_tag_rx_layout(t, p, st0, base, want, &nw, &tags_at);
+	iov_iter_init(&it, ITER_DEST, t->wire, nw, room);
+	saved = msg->msg_iter;
+	msg->msg_iter = it;
+	n = orig(sk, msg, room, flags, addr_len);
+	msg->msg_iter = saved;
+	if (n <= 0)
+		return n;
+
+	/* The tags' bytes lie behind all the payload laid out (contiguous,
+	 * in order): read back those that came, check them. */
+	for (k = 0, at = 0, tag_bytes = 0; k < nw && at < n; k++) {
+		m = min_t(size_t, t->wire[k].iov_len, n - at);
+		if (t->wire[k].iov_base >= (void __user *)tags_at)
+			tag_bytes += m;
+		at += m;
+	}
+	if (copy_from_user(t->tags, tags_at, tag_bytes))
+		return -EFAULT;
+	st = st0;
+	plain = l45_tag_rx_check(t->tags, p, &st, n, &pay);
+	tail = n - plain;
+	if (tail) {	/* out of step: the rest in wire order, after the payload */
+		iov_iter_init(&it, ITER_SOURCE, t->wire, nw, n);
+		iov_iter_advance(&it, plain);
+		if (copy_from_iter(e->rin, tail, &it) != tail)
+			return -EFAULT;
+	}
+	iov_iter_advance(&msg->msg_iter, pay);
+	if (tail && copy_to_iter(e->rin, tail, &msg->msg_iter) != tail)
+		return -EFAULT;
+	spin_lock(&e->lock);
+	if (l45_same_tag(&e->plan, p, true))
+		l45_rs_stream_rx(e->rs, p->splice_id, &st, 1);
+	spin_unlock(&e->lock);
+	*delivered = pay + tail;
+	l45_rs_count(p->splice_slot, p->splice_id, 1, *delivered);
+	return n;
+}
+
 /* ---------- stream receive ---------- */
 
 /* Room for `need` more bytes after the held ones (moved to the front
@@ -437,11 +632,12 @@ int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_
 		    int *addr_len, int (*orig)(struct sock *, struct msghdr *, size_t, int, int *))
 {
 	bool peek = flags & MSG_PEEK;
-	size_t copied = 0, growth, cap, out_len, want;
+	size_t copied = 0, growth, cap, out_len, want, delivered;
 	struct l45_tag_rx st0;
 	struct l45_plan tp;
 	struct l45_view v;
-	int n, verdict, ret = 0;
+	int n, verdict, rflags, ret = 0;
+	bool direct;
 	long timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT), plain, got;
 
 	if (mutex_lock_interruptible(&e->rx_mutex))
@@ -496,13 +692,26 @@ int l45_recv_stream(struct l45_sk *e, struct sock *sk, struct msghdr *msg, size_
 			ret = copied ? copied : -ENOMEM;
 			goto out;
 		}
-		n = l45_recv_kbuf(sk, msg, e->rin, want,
-				  (flags & ~(MSG_PEEK | MSG_WAITALL)) | MSG_DONTWAIT, addr_len, orig);
+		rflags = (flags & ~(MSG_PEEK | MSG_WAITALL)) | MSG_DONTWAIT;
+		direct = false;
+		if (tp.recv == L45_PLAN_STREAM_TAG && !peek && !e->rx_len)
+			n = l45_tag_recv_direct(e, sk, msg, want, rflags, addr_len, &tp, orig,
+						&delivered, &direct);
+		if (!direct)
+			n = l45_recv_kbuf(sk, msg, e->rin, want, rflags, addr_len, orig);
 		if (n == -EAGAIN && timeo)
 			continue;	/* another reader took it; wait again */
 		if (n < 0) {
 			ret = copied ? copied : n;
 			goto out;
+		}
+		if (direct && n) {	/* in the application's buffer already */
+			copied += delivered;
+			if (copied == len || (copied && !(flags & MSG_WAITALL))) {
+				ret = copied;
+				goto out;
+			}
+			continue;
 		}
 		/* The chain writes straight after the held bytes; a stream tag
 		 * that has recognised its stream is stripped in place instead

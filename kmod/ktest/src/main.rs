@@ -103,7 +103,12 @@ fn run(args: &[String]) -> Result<()> {
         "dns-loop" => dns_loop(host(args), num(args, 1, "port")?, num(args, 2, "count")?, opt(args, "--until")),
         "hold" => hold(host(args), num(args, 1, "port")?),
         "broken-tag" => tagged::broken_tag(num(args, 1, "port")?, num(args, 2, "interval")?, num(args, 3, "break")?, num(args, 4, "count")?),
-        "hold-stream" => hold_stream(num(args, 1, "port")?, num(args, 2, "bytes")?, args.iter().any(|a| a == "--close-listener")),
+        "hold-stream" => hold_stream(
+            num(args, 1, "port")?,
+            num(args, 2, "bytes")?,
+            args.iter().any(|a| a == "--close-listener"),
+            opt(args, "--queued").map(str::parse).transpose().map_err(|_| anyhow!("bad --queued"))?,
+        ),
         "netconf" => netconf(args),
         "netconf-challenge" => netconf_challenge(args),
         "netconf-notify" => netconf_notify(args),
