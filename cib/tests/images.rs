@@ -62,3 +62,45 @@ fn an_image_kind_needs_an_install_on_the_device() {
         Err(CibError::InvalidParameter { .. })
     ));
 }
+
+#[test]
+fn a_module_naming_its_image_is_built_before_any_install_and_remembers_it() {
+    let mut cib = cib_with("d1");
+    cib.record_image(&image()).unwrap();
+    let sha = image().sha256;
+    let mut m = NewModule::new("d1", "xor", "udp-xor-mask");
+    m.parameters = vec![("mask".into(), "5a".into())];
+    // An image the CIB does not know, or of another kind, is refused and
+    // builds nothing.
+    m.image = Some("cd".repeat(32));
+    let e = cib.construct_and_deploy(&[m.clone()], None).unwrap_err();
+    assert!(e.to_string().contains("is not a recorded image"), "{e}");
+    let mut other = image();
+    other.sha256 = "ef".repeat(32);
+    other.kind = "dns-0x20".into();
+    cib.record_image(&other).unwrap();
+    m.image = Some(other.sha256.clone());
+    let e = cib.construct_and_deploy(&[m.clone()], None).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("is an image of kind dns-0x20, not udp-xor-mask"),
+        "{e}"
+    );
+    assert!(cib.modules_of_device("d1").unwrap().is_empty());
+    // Its own image: built without an install (the deploy installs it).
+    m.image = Some(sha.clone());
+    let built = cib.construct_and_deploy(&[m], None).unwrap();
+    assert_eq!(built[0].0.image.as_deref(), Some(sha.as_str()));
+    assert_eq!(
+        cib.module("d1", built[0].0.module_id).unwrap().image,
+        Some(sha.clone())
+    );
+    // Installs are recorded, looked up and removed.
+    assert!(!cib.has_image_install("d1", &sha).unwrap());
+    cib.record_image_install("d1", &sha).unwrap();
+    assert!(cib.has_image_install("d1", &sha).unwrap());
+    assert_eq!(cib.images_of_kind("udp-xor-mask").unwrap(), vec![image()]);
+    assert!(cib.remove_image_install("d1", &sha).unwrap());
+    assert!(!cib.remove_image_install("d1", &sha).unwrap());
+    assert!(cib.image_installs().unwrap().is_empty());
+}

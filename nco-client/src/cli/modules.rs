@@ -127,6 +127,7 @@ fn print_modules(json: bool, ms: &[Module]) {
                     ("created_at", json_time(m.created_at)),
                     ("deployed_at", json_opt_time(m.deployed_at)),
                     ("revoked_at", json_opt_time(m.revoked_at)),
+                    ("image", m.image.as_deref().map_or(Json::Null, Json::str)),
                 ])
             }))
         },

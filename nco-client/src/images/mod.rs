@@ -1,12 +1,15 @@
 //! Module images on the NCO side: the signing key (`key`), building and
-//! signing a kind crate into an image (`build`), and pushing images to
-//! devices, each device getting the one built for its target (`push`).
+//! signing a kind crate into an image (`build`), pushing images to
+//! devices, each device getting the one built for its target (`push`), and
+//! the image step of a deploy request (`install`).
 //! The manifest format and the signature are `l45_images`'.
 
 pub mod build;
+pub mod install;
 pub mod kernel_build;
 pub mod key;
 pub mod push;
+pub mod remove;
 
 use std::path::{Path, PathBuf};
 

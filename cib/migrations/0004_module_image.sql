@@ -1,0 +1,5 @@
+-- CIB schema, version 4: a module deployed with its image
+-- (`l45-nco modules deploy --image`). Its deploy request installs that
+-- image on the device first (unless the device already holds it), so the
+-- image is a step of the request and resumes with it after a crash.
+ALTER TABLE module ADD COLUMN image_sha256 TEXT REFERENCES image(sha256);
