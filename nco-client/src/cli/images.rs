@@ -161,8 +161,7 @@ impl ImagesCmd {
                 if devices.is_empty() {
                     eprintln!("l45-nco: no device is recorded as holding {image}; name devices with --device");
                 }
-                let outcomes =
-                    remove::remove(&nco, digests, devices, g.concurrency.max(1)).await;
+                let outcomes = remove::remove(&nco, digests, devices, g.concurrency.max(1)).await;
                 let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
                 print_removals(g.json, &outcomes);
                 Ok(if failed == 0 {
@@ -240,7 +239,9 @@ fn resolve_images(nco: &l45_nco::Nco, image: &str) -> anyhow::Result<Vec<String>
         .map(|i| i.sha256)
         .collect();
     if of_kind.is_empty() {
-        anyhow::bail!("{image:?} is neither a SHA-256 nor the kind of a recorded image (see images list)");
+        anyhow::bail!(
+            "{image:?} is neither a SHA-256 nor the kind of a recorded image (see images list)"
+        );
     }
     Ok(of_kind)
 }

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::device_xml;
-use crate::netconf::{NetconfError, Session};
 use crate::nco::NcoError;
+use crate::netconf::{NetconfError, Session};
 use crate::Nco;
 
 use super::push::install_input;

@@ -23,7 +23,9 @@ async fn remove_one(nco: &Nco, device: &str, sha256: &str) -> Result<bool, Strin
     let removed = match session.remove_image(sha256).await {
         Ok(()) => true,
         // Not (or no longer) there: what the removal wants.
-        Err(NetconfError::RpcFailed(errs)) if errs.iter().all(|e| e.error_tag == "data-missing") => {
+        Err(NetconfError::RpcFailed(errs))
+            if errs.iter().all(|e| e.error_tag == "data-missing") =>
+        {
             false
         }
         Err(e) => return Err(format!("{device}: remove-image: {e}")),
