@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 
 from conftest import NCO, Nco, free_port_block
-from taplab import NS, Capture, Dnsmasq, TapAgent, dig, free_port, wait_for
+from taplab import BASE, NS, Capture, Dnsmasq, TapAgent, dig, free_port, wait_for
 from test_images_e2e import EXAMPLE, KEY, trust
 
 NSMAP = {"l": NS}
@@ -31,6 +31,15 @@ def installed_kinds(dev):
     """Kind names of the device's running modules of an installed kind."""
     data = dev.nc.get_config(source="running", filter=("subtree", f'<customizations xmlns="{NS}"/>')).data_ele
     return [k.text for k in data.iterfind(".//l:installed/l:kind-name", NSMAP)]
+
+
+def untrust(dev):
+    """Removes the NCO's key from the device's trusted signers: from then
+    on the device refuses any install-module of the NCO's images, so a
+    deploy that succeeds did not send one."""
+    dev.nc.edit_config(target="running", config=(
+        f'<config xmlns="{BASE}"><images xmlns="{NS}" xmlns:nc="{BASE}">'
+        f'<trusted-signer nc:operation="delete"><name>nco</name></trusted-signer></images></config>'))
 
 
 def cib_rows(path, sql):
@@ -111,11 +120,13 @@ def test_deploy_with_image_installs_once_per_device_and_resumes_after_a_kill(nco
     other.json("images", "push", built["path"], "--device", "late")
     by_hand = images_state(late)
     assert list(by_hand) == [sha]
+    untrust(late)
     assert cib_rows(nco.cib, "SELECT count(*) FROM image_install i JOIN device d ON d.id = i.device_id"
                              " WHERE d.name = 'late'")[0][0] == 0
 
     # The NCO restarts as a service and finishes the request: the device
-    # holds the digest, so it is not sent again; the CIB learns it holds it.
+    # holds the digest, so it is not sent again (it would refuse it now:
+    # the NCO's key is no longer trusted there); the CIB learns it holds it.
     nco.serve("--state-req-window", "3600", "--sec-check-window", "3600")
     wait_for(lambda: cib_rows(nco.cib, "SELECT count(*) FROM request WHERE state = 'confirmed'")[0][0] == 3,
              60, "the late device's deploy confirmed")
@@ -125,9 +136,12 @@ def test_deploy_with_image_installs_once_per_device_and_resumes_after_a_kill(nco
     listed = nco.json("images", "list")
     assert [(i["sha256"], sorted(i["devices"])) for i in listed] == [(sha, ["client", "late", "server"])], listed
 
-    # A second deploy with the same image: the image step is a no-op.
+    # A second deploy with the same image: the image step is a no-op (no
+    # device trusts the NCO's key any more, so a resent image would fail).
     installs_before = {d: len(history_events(nco, d, "image-installed")) for d in ("client", "server", "late")}
     assert installs_before == {"client": 1, "server": 1, "late": 1}, installs_before
+    for dev in (client_dev, server_dev):
+        untrust(dev)
     again = nco.json("modules", "deploy", "--device", "client", "--device", "server", "--device", "late",
                      "--name", "xor2", "--kind", "udp-xor-mask", "--image", built["path"],
                      "--protocol", "tcp", "--param", f"key={KEY.hex()}")

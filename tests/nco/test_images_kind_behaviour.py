@@ -4,8 +4,9 @@ statistics, the security challenge, activated false, deprecated, revoke,
 and rotation to and from it with immediate attach under a dig loop."""
 import json
 import os
+import subprocess
 
-from taplab import NS, Capture, DigLoop, Dnsmasq, dig
+from taplab import AGENT, NS, Capture, DigLoop, Dnsmasq, dig, stop_process
 from test_images_deploy import build_image, cib_rows, images_state, installed_kinds
 from test_images_e2e import KEY, trust
 
@@ -147,3 +148,41 @@ def test_rotation_to_and_from_an_installed_kind_loses_no_query(nco, make_tap, tm
     out = nco.json("images", "remove", "udp-xor-mask")
     assert sorted((o["device"], o["removed"]) for o in out) == [("client", True), ("server", True)], out
     assert images_state(client) == {} and images_state(server) == {}
+
+
+def restart(dev):
+    """Stops the device's agent and starts it again on the same state
+    directory, control file and port (the tapped processes live on)."""
+    from ncclient import manager
+    dev.nc.close_session()
+    stop_process(dev.proc)
+    dev.proc = subprocess.Popen(
+        [AGENT, "--listen", f"{dev.host}:{dev.port}", "--state-dir", str(dev.dir / "state"),
+         "--authorized-keys", f"admin:{dev.key}.pub", "--tap", "userspace", "--tap-shm", str(dev.shm)],
+        stdout=subprocess.PIPE, stderr=dev.log, text=True)
+    line = dev.proc.stdout.readline()
+    assert "listening on" in line, f"agent did not start again: {line!r}"
+    dev.nc = manager.connect(host=dev.host, port=dev.port, username="admin", key_filename=str(dev.key),
+                             hostkey_verify=False, allow_agent=False, look_for_keys=False, timeout=60)
+
+
+def test_an_agent_restart_keeps_the_image_and_the_modules_using_it(nco, make_tap, tmp_path, cleanup):
+    client, server, dns, built = lab(nco, make_tap, tmp_path, cleanup)
+    cid, sid = deploy_xor(nco, built, dns)
+    wire = Wire(tmp_path, dns, client.env())
+    assert masked(wire.queries())
+    for dev in (client, server):
+        restart(dev)
+        assert list(images_state(dev)) == [built["sha256"]]
+        assert installed_kinds(dev) == ["udp-xor-mask"]
+    log = (client.dir / "agent.log").read_text()
+    assert "stored module image loaded" in log
+    # Traffic is customized as before; the NCO finds its modules, with the
+    # keys it holds, and the device's host key it pinned.
+    assert masked(wire.queries())
+    nco.json("monitor")
+    assert not [a for a in nco.json("alerts") if a["kind"] in ("missing-on-device", "unknown-module-on-device",
+                                                            "host-key-mismatch")]
+    results = nco.json("security-check")
+    assert sorted((r["device"], r["module"], r["passed"]) for r in results) == [
+        ("client", cid, True), ("server", sid, True)], results
