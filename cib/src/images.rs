@@ -18,10 +18,12 @@ fn image_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Image> {
         built_at: r.get(5)?,
         path: r.get(6)?,
         recorded_at: Timestamp(r.get(7)?),
+        signature: r.get(8)?,
     })
 }
 
-const IMAGE_COLUMNS: &str = "sha256, kind, target, size, signer, built_at, path, recorded_at";
+const IMAGE_COLUMNS: &str =
+    "sha256, kind, target, size, signer, built_at, path, recorded_at, signature";
 
 /// The kinds of every recorded image.
 pub(crate) fn image_kinds(conn: &Connection) -> Result<Vec<String>> {
@@ -68,10 +70,12 @@ impl Cib {
     pub fn record_image(&mut self, image: &Image) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO image (sha256, kind, target, size, signer, built_at, path, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO image (sha256, kind, target, size, signer, built_at, path, recorded_at,
+                     signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (sha256) DO UPDATE SET path = excluded.path,
-                     recorded_at = excluded.recorded_at",
+                     recorded_at = excluded.recorded_at,
+                     signature = coalesce(excluded.signature, image.signature)",
                 params![
                     image.sha256,
                     image.kind,
@@ -80,7 +84,8 @@ impl Cib {
                     image.signer,
                     image.built_at,
                     image.path,
-                    image.recorded_at.0
+                    image.recorded_at.0,
+                    image.signature
                 ],
             )?;
             tx.execute(

@@ -739,6 +739,9 @@ pub struct Image {
     pub built_at: String,
     /// Where the image file was when recorded.
     pub path: String,
+    /// Ed25519 signature over the manifest, lowercase hex (`None`: recorded
+    /// before the CIB kept signatures).
+    pub signature: Option<String>,
     pub recorded_at: Timestamp,
 }
 

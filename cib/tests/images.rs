@@ -27,6 +27,7 @@ fn image() -> Image {
         built_at: "2026-12-06T03:40:00Z".into(),
         path: "images/udp-xor-mask.so".into(),
         recorded_at: Timestamp(1),
+        signature: Some("5e".repeat(64)),
     }
 }
 

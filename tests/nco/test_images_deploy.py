@@ -135,6 +135,9 @@ def test_deploy_with_image_installs_once_per_device_and_resumes_after_a_kill(nco
     assert installed_kinds(late) == ["udp-xor-mask"]
     listed = nco.json("images", "list")
     assert [(i["sha256"], sorted(i["devices"])) for i in listed] == [(sha, ["client", "late", "server"])], listed
+    # The CIB keeps the signature that vouches for the image.
+    with open(f"{built['path']}.sig", "rb") as f:
+        assert listed[0]["signature"] == f.read().hex()
 
     # A second deploy with the same image: the image step is a no-op (no
     # device trusts the NCO's key any more, so a resent image would fail).

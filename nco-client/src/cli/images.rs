@@ -187,6 +187,10 @@ impl ImagesCmd {
                                 ("built_at", Json::str(&i.built_at)),
                                 ("path", Json::str(&i.path)),
                                 (
+                                    "signature",
+                                    i.signature.as_deref().map_or(Json::Null, Json::str),
+                                ),
+                                (
                                     "devices",
                                     Json::arr(
                                         installs

@@ -17,7 +17,7 @@ use crate::json::Json;
 #[derive(Subcommand, Debug)]
 pub enum ModulesCmd {
     /// Construct a module instance per device and deploy it.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// List modules in the CIB (every state, revoked included).
     List {
         /// Only this device's modules.

@@ -79,11 +79,15 @@ impl Nco {
             .ok_or_else(|| image_error(sha256, "not recorded in the CIB"))?;
         let image = SignedImage::read(std::path::Path::new(&recorded.path))
             .map_err(|e| image_error(sha256, e.to_string()))?;
-        if image.manifest.sha256_hex != sha256 {
+        let signature_changed = recorded
+            .signature
+            .as_ref()
+            .is_some_and(|s| *s != image.signature_hex());
+        if image.manifest.sha256_hex != sha256 || signature_changed {
             return Err(image_error(
                 sha256,
                 format!(
-                    "{} now holds another image ({}); build or push it again",
+                    "{} now holds another image or signature ({}); build or push it again",
                     recorded.path, image.manifest.sha256_hex
                 ),
             ));

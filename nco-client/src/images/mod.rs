@@ -105,6 +105,11 @@ impl SignedImage {
         })
     }
 
+    /// The signature in lowercase hex, as the CIB records it.
+    pub fn signature_hex(&self) -> String {
+        self.signature.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The CIB's record of it.
     pub fn record(&self) -> l45_cib::Image {
         l45_cib::Image {
@@ -116,6 +121,7 @@ impl SignedImage {
             built_at: self.manifest.built_at.clone(),
             path: self.path.display().to_string(),
             recorded_at: l45_cib::Timestamp::now(),
+            signature: Some(self.signature_hex()),
         }
     }
 }
