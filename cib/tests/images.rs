@@ -105,3 +105,42 @@ fn a_module_naming_its_image_is_built_before_any_install_and_remembers_it() {
     assert!(!cib.remove_image_install("d1", &sha).unwrap());
     assert!(cib.image_installs().unwrap().is_empty());
 }
+
+#[test]
+fn a_version_3_cib_is_upgraded_and_its_images_gain_a_signature_when_recorded_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cib.sqlite");
+    {
+        // The schema as version 3 left it, with one image recorded.
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        for sql in [
+            include_str!("../migrations/0001_initial.sql"),
+            include_str!("../migrations/0002_call_home.sql"),
+            include_str!("../migrations/0003_images.sql"),
+        ] {
+            raw.execute_batch(sql).unwrap();
+        }
+        raw.pragma_update(None, "user_version", 3).unwrap();
+        let i = image();
+        raw.execute(
+            "INSERT INTO image (sha256, kind, target, size, signer, built_at, path, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            rusqlite::params![i.sha256, i.kind, i.target, 1, i.signer, i.built_at, i.path, 1],
+        )
+        .unwrap();
+    }
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut cib = Cib::open(&path).unwrap();
+    assert_eq!(cib.schema_version().unwrap(), 4);
+    let old = cib.images().unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].signature, None);
+    // Recording it again adds the signature; recording it without one
+    // keeps it.
+    cib.record_image(&image()).unwrap();
+    assert_eq!(cib.images().unwrap()[0].signature, image().signature);
+    let mut unsigned = image();
+    unsigned.signature = None;
+    cib.record_image(&unsigned).unwrap();
+    assert_eq!(cib.images().unwrap()[0].signature, image().signature);
+}
