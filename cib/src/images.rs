@@ -4,7 +4,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::error::Result;
+use crate::error::{CibError, Result};
 use crate::types::{Image, ImageInstall, Timestamp};
 use crate::{device_row, record_history, Cib};
 
@@ -18,10 +18,12 @@ fn image_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Image> {
         built_at: r.get(5)?,
         path: r.get(6)?,
         recorded_at: Timestamp(r.get(7)?),
+        signature: r.get(8)?,
     })
 }
 
-const IMAGE_COLUMNS: &str = "sha256, kind, target, size, signer, built_at, path, recorded_at";
+const IMAGE_COLUMNS: &str =
+    "sha256, kind, target, size, signer, built_at, path, recorded_at, signature";
 
 /// The kinds of every recorded image.
 pub(crate) fn image_kinds(conn: &Connection) -> Result<Vec<String>> {
@@ -41,16 +43,39 @@ pub(crate) fn installed_on(conn: &Connection, device: &str, kind: &str) -> Resul
     )?)
 }
 
+/// A module that names `sha256` as its image must be of that image's kind,
+/// and the image must be recorded.
+pub(crate) fn check_module_image(conn: &Connection, sha256: &str, kind: &str) -> Result<()> {
+    let recorded: Option<String> = conn
+        .query_row("SELECT kind FROM image WHERE sha256 = ?1", [sha256], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match recorded {
+        None => Err(CibError::invalid(
+            "image",
+            format!("{sha256} is not a recorded image (l45-nco images build or push records it)"),
+        )),
+        Some(k) if k != kind => Err(CibError::invalid(
+            "image",
+            format!("{sha256} is an image of kind {k}, not {kind}"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 impl Cib {
     /// Records an image (again: its path and time are updated) and makes
     /// its kind known.
     pub fn record_image(&mut self, image: &Image) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO image (sha256, kind, target, size, signer, built_at, path, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO image (sha256, kind, target, size, signer, built_at, path, recorded_at,
+                     signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (sha256) DO UPDATE SET path = excluded.path,
-                     recorded_at = excluded.recorded_at",
+                     recorded_at = excluded.recorded_at,
+                     signature = coalesce(excluded.signature, image.signature)",
                 params![
                     image.sha256,
                     image.kind,
@@ -59,7 +84,8 @@ impl Cib {
                     image.signer,
                     image.built_at,
                     image.path,
-                    image.recorded_at.0
+                    image.recorded_at.0,
+                    image.signature
                 ],
             )?;
             tx.execute(
@@ -127,6 +153,41 @@ impl Cib {
                 installed_at: Timestamp(r.get(2)?),
             })
         })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether the CIB records that `device` holds image `sha256`.
+    pub fn has_image_install(&self, device: &str, sha256: &str) -> Result<bool> {
+        let row = device_row(&self.conn, device)?;
+        Ok(self.conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM image_install WHERE device_id = ?1 AND sha256 = ?2)",
+            params![row, sha256],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records that `device` no longer holds image `sha256` (its
+    /// `remove-image` succeeded, or it answered that it has no such image).
+    /// Returns whether the CIB had recorded the install.
+    pub fn remove_image_install(&mut self, device: &str, sha256: &str) -> Result<bool> {
+        let now = Timestamp::now();
+        self.write(|tx| {
+            let row = device_row(tx, device)?;
+            let n = tx.execute(
+                "DELETE FROM image_install WHERE device_id = ?1 AND sha256 = ?2",
+                params![row, sha256],
+            )?;
+            record_history(tx, now, Some(device), None, "image-removed", sha256)?;
+            Ok(n > 0)
+        })
+    }
+
+    /// The recorded images of `kind`, newest first.
+    pub fn images_of_kind(&self, kind: &str) -> Result<Vec<Image>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM image WHERE kind = ?1 ORDER BY recorded_at DESC, sha256"
+        ))?;
+        let rows = stmt.query_map([kind], image_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

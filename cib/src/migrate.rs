@@ -25,6 +25,10 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_images",
         sql: include_str!("../migrations/0003_images.sql"),
     },
+    Migration {
+        name: "0004_module_image",
+        sql: include_str!("../migrations/0004_module_image.sql"),
+    },
 ];
 
 /// The schema version this program writes.

@@ -41,12 +41,19 @@ fn allocate_module_id(conn: &Connection, device: &str) -> Result<u32> {
 /// Inserts one module (validated by the caller) in the caller's transaction.
 fn insert_module(conn: &Connection, m: &NewModule, now: Timestamp) -> Result<Module> {
     let device = device_row(conn, &m.device)?;
-    // Built for what the device said it can run at its last check-in.
-    if let Some(reason) = crate::rows::device_lacks(conn, &m.device, &m.kind)? {
-        return Err(CibError::DeviceCannot {
-            device: m.device.clone(),
-            reason,
-        });
+    match &m.image {
+        // Its deploy installs the image first: the image must be one of
+        // this kind that the CIB recorded.
+        Some(sha256) => crate::images::check_module_image(conn, sha256, &m.kind)?,
+        // Built for what the device said it can run at its last check-in.
+        None => {
+            if let Some(reason) = crate::rows::device_lacks(conn, &m.device, &m.kind)? {
+                return Err(CibError::DeviceCannot {
+                    device: m.device.clone(),
+                    reason,
+                });
+            }
+        }
     }
     let name_taken: bool = conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM module WHERE device_id = ?1 AND name = ?2 AND status <> 'revoked')",
@@ -65,8 +72,9 @@ fn insert_module(conn: &Connection, m: &NewModule, now: Timestamp) -> Result<Mod
     conn.execute(
         "INSERT INTO module (device_id, module_id, name, kind, priority, activated, attach,
             match_protocol, match_source_address, match_source_port, match_destination_address,
-            match_destination_port, match_thread_name, match_process_name, security_key, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            match_destination_port, match_thread_name, match_process_name, security_key, created_at,
+            image_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             device,
             module_id,
@@ -83,7 +91,8 @@ fn insert_module(conn: &Connection, m: &NewModule, now: Timestamp) -> Result<Mod
             r.thread_name,
             r.process_name,
             key.as_slice(),
-            now.0
+            now.0,
+            m.image
         ],
     )?;
     let row = conn.last_insert_rowid();

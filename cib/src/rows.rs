@@ -152,7 +152,8 @@ const MODULE_COLUMNS: &str =
     "m.id, d.name, m.module_id, m.name, m.kind, m.priority, m.activated, m.deprecated,
      m.attach, m.match_protocol, m.match_source_address, m.match_source_port,
      m.match_destination_address, m.match_destination_port, m.match_thread_name,
-     m.match_process_name, m.security_key, m.status, m.created_at, m.deployed_at, m.revoked_at";
+     m.match_process_name, m.security_key, m.status, m.created_at, m.deployed_at, m.revoked_at,
+     m.image_sha256";
 
 /// A module row as read, before its parameters are attached.
 struct RawModule {
@@ -199,6 +200,7 @@ fn raw_module(r: &Row<'_>) -> rusqlite::Result<RawModule> {
             created_at: Timestamp(r.get(18)?),
             deployed_at: opt_ts(r.get(19)?),
             revoked_at: opt_ts(r.get(20)?),
+            image: r.get(21)?,
         },
     })
 }

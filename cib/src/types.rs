@@ -351,6 +351,10 @@ pub struct NewModule {
     pub activated: bool,
     pub attach: Attach,
     pub match_rules: MatchRules,
+    /// SHA-256 of a recorded image of `kind` that the deploy installs on
+    /// the device first (`modules deploy --image`); `None`: the kind is
+    /// built in or already installed.
+    pub image: Option<String>,
 }
 
 impl NewModule {
@@ -365,6 +369,7 @@ impl NewModule {
             activated: true,
             attach: Attach::NewSockets,
             match_rules: MatchRules::default(),
+            image: None,
         }
     }
 }
@@ -392,6 +397,8 @@ pub struct Module {
     pub created_at: Timestamp,
     pub deployed_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// The image its deploy installs first (`NewModule::image`).
+    pub image: Option<String>,
 }
 
 impl fmt::Debug for Module {
@@ -412,6 +419,7 @@ impl fmt::Debug for Module {
             .field("created_at", &self.created_at)
             .field("deployed_at", &self.deployed_at)
             .field("revoked_at", &self.revoked_at)
+            .field("image", &self.image)
             .finish()
     }
 }
@@ -731,6 +739,9 @@ pub struct Image {
     pub built_at: String,
     /// Where the image file was when recorded.
     pub path: String,
+    /// Ed25519 signature over the manifest, lowercase hex (`None`: recorded
+    /// before the CIB kept signatures).
+    pub signature: Option<String>,
     pub recorded_at: Timestamp,
 }
 

@@ -19,10 +19,10 @@ fn migrations_run_from_empty_and_reopening_is_idempotent() {
     let path = dir.path().join("cib.sqlite");
     {
         let cib = Cib::open(&path).unwrap();
-        assert_eq!(cib.schema_version().unwrap(), 3);
+        assert_eq!(cib.schema_version().unwrap(), 4);
     }
     let cib = Cib::open(&path).unwrap();
-    assert_eq!(cib.schema_version().unwrap(), 3);
+    assert_eq!(cib.schema_version().unwrap(), 4);
     let kinds: Vec<String> = cib
         .module_kinds()
         .unwrap()

@@ -300,6 +300,27 @@ pub fn parse_bypassed(body: &str) -> Option<Bypassed> {
     })
 }
 
+/// The subtree filter that reads the digests of the images a device holds
+/// (`/l45:images/image/sha256`).
+pub fn installed_images_filter() -> String {
+    format!("<images xmlns=\"{L45_NS}\"><image><sha256/></image></images>")
+}
+
+/// The SHA-256 of every image in the content of `<data>` of a `get` with
+/// [`installed_images_filter`].
+pub fn parse_installed_images(data: &str) -> Result<Vec<String>, ReportError> {
+    let wrapped = format!("<data>{data}</data>");
+    let root = xml::parse(wrapped.as_bytes()).map_err(|e| ReportError::Xml(e.to_string()))?;
+    Ok(root
+        .children
+        .iter()
+        .filter(|c| c.is(L45_NS, "images"))
+        .flat_map(|images| images.children.iter().filter(|c| c.is(L45_NS, "image")))
+        .filter_map(|image| text(image, "sha256"))
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Reads `<nonce>` and `<ciphertext>` of a `challenge` reply.
 pub fn parse_challenge_answer(output: &str) -> Option<(Vec<u8>, Vec<u8>)> {
     let wrapped = format!("<challenge-output>{output}</challenge-output>");
@@ -337,7 +358,24 @@ mod tests {
             created_at: Timestamp(0),
             deployed_at: None,
             revoked_at: None,
+            image: None,
         }
+    }
+
+    #[test]
+    fn installed_images_are_read_from_the_images_state() {
+        let data = format!(
+            "<images xmlns=\"{L45_NS}\"><image><sha256>{a}</sha256></image>\
+             <image><sha256>{b}</sha256></image></images>",
+            a = "a".repeat(64),
+            b = "b".repeat(64)
+        );
+        assert_eq!(
+            parse_installed_images(&data).unwrap(),
+            vec!["a".repeat(64), "b".repeat(64)]
+        );
+        assert!(parse_installed_images("").unwrap().is_empty());
+        assert!(parse_installed_images("<images").is_err());
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub enum NcoError {
     Random(String),
     #[error("middlebox: {0}")]
     Middlebox(String),
+    #[error("image {sha256}: {reason}")]
+    Image { sha256: String, reason: String },
 }
 
 /// What one wave of due requests did.
@@ -120,6 +122,8 @@ pub struct Nco {
     /// Devices whose state arrives by YANG-push (`push.rs`): monitor
     /// rounds do not poll them.
     pub(crate) pushing: Mutex<HashSet<String>>,
+    /// `install-module` inputs of images, built once (`images/install.rs`).
+    pub(crate) image_inputs: crate::images::install::InputCache,
 }
 
 fn now() -> Timestamp {
@@ -162,6 +166,7 @@ impl Nco {
             call_home_route: Mutex::new(Route::Called),
             held: Mutex::new(std::collections::HashMap::new()),
             pushing: Mutex::new(HashSet::new()),
+            image_inputs: Default::default(),
         })
     }
 
@@ -334,7 +339,9 @@ impl Nco {
         for (r, e) in failures {
             let (message, kind) = match &e {
                 NcoError::Device { source, .. } => (source.to_string(), failure_kind(source)),
-                NcoError::HostKey { .. } => (e.to_string(), Failure::Permanent),
+                NcoError::HostKey { .. } | NcoError::Image { .. } => {
+                    (e.to_string(), Failure::Permanent)
+                }
                 other => (other.to_string(), Failure::Transient),
             };
             tracing::warn!(device = %r.device, module = r.module_id, action = %r.action, error = %message, "request failed");
@@ -364,6 +371,11 @@ impl Nco {
         match r.action {
             Action::Deploy => {
                 let m = self.cib().module(&r.device, r.module_id)?;
+                // The image first (once per device: one it holds is not
+                // sent again), then the module that uses it.
+                if let Some(sha256) = &m.image {
+                    self.ensure_image(&session, &r.device, sha256).await?;
+                }
                 edit(device_xml::module_entry(&m)).await.map_err(dev)
             }
             Action::Revoke => match session.revoke_module(r.module_id).await {

@@ -1,12 +1,17 @@
 //! `modules deploy`: construct one module instance per device and deploy
-//! it, now or at a time.
+//! it, now or at a time; with `--image`, each device's deploy installs the
+//! kind's image first.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::{bail, Context as _};
 use clap::Args;
 use l45_cib::{Attach, MatchRules, NewModule, Protocol, Request, Timestamp};
-use l45_nco::Nco;
+use l45_nco::images::{push, SignedImage};
+use l45_nco::{device_xml, Nco};
 
 use super::output::print_requests;
 use super::time::parse_time;
@@ -21,9 +26,15 @@ pub struct DeployArgs {
     /// modules).
     #[arg(long)]
     name: String,
-    /// Module kind (YANG identity), e.g. dns-front-tag.
+    /// Module kind (YANG identity), e.g. dns-front-tag, or the kind of an
+    /// image.
     #[arg(long)]
     kind: String,
+    /// A signed image of the kind (IMAGE.manifest and IMAGE.sig beside
+    /// it; repeat, one per target): each device's deploy installs the one
+    /// built for its target first, unless the device already holds it.
+    #[arg(long = "image", value_name = "IMAGE")]
+    images: Vec<PathBuf>,
     /// Kind parameter NAME=VALUE (repeat), e.g. tag=XTAGXdig.
     #[arg(long = "param", value_parser = parse_pair)]
     params: Vec<(String, String)>,
@@ -72,7 +83,7 @@ pub struct DeployArgs {
 }
 
 impl DeployArgs {
-    fn new_modules(&self) -> Vec<NewModule> {
+    fn new_modules(&self, images: &BTreeMap<String, String>) -> Vec<NewModule> {
         let protocol = self.protocol.as_deref().and_then(Protocol::parse);
         self.devices
             .iter()
@@ -97,14 +108,16 @@ impl DeployArgs {
                     thread_name: self.thread.clone(),
                     process_name: self.process.clone(),
                 },
+                image: images.get(d).cloned(),
             })
             .collect()
     }
 
     pub async fn run(&self, g: &Global, nco: &Arc<Nco>) -> anyhow::Result<ExitCode> {
+        let images = self.image_per_device(nco).await?;
         let built = nco
             .cib()
-            .construct_and_deploy(&self.new_modules(), self.at)?;
+            .construct_and_deploy(&self.new_modules(&images), self.at)?;
         let ids: Vec<i64> = built.iter().map(|(_, r)| r.id).collect();
         if self.no_wait || self.at.is_some() {
             let reqs: Vec<Request> = built.into_iter().map(|(_, r)| r).collect();
@@ -117,6 +130,55 @@ impl DeployArgs {
         }
         print_requests(g.json, &done);
         Ok(exit_for(&done))
+    }
+}
+
+impl DeployArgs {
+    /// The image each device's deploy installs (device → SHA-256), every
+    /// image given recorded in the CIB. One image goes to every device (a
+    /// device of another target refuses it with `target-mismatch`); of
+    /// several, each device gets the one built for the target its check-in
+    /// names, read from the device now.
+    async fn image_per_device(&self, nco: &Arc<Nco>) -> anyhow::Result<BTreeMap<String, String>> {
+        if self.images.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let read: Vec<SignedImage> = self
+            .images
+            .iter()
+            .map(|p| SignedImage::read(p))
+            .collect::<Result<_, _>>()?;
+        for i in &read {
+            if i.manifest.kind != self.kind {
+                bail!(
+                    "{} is an image of kind {}, not {}",
+                    i.path.display(),
+                    i.manifest.kind,
+                    self.kind
+                );
+            }
+            nco.cib()
+                .record_image(&i.record())
+                .with_context(|| format!("recording {}", i.path.display()))?;
+        }
+        let mut chosen = BTreeMap::new();
+        for d in &self.devices {
+            let image = match read.as_slice() {
+                [only] => only,
+                several => {
+                    let session = nco.session(d).await?;
+                    let data = session
+                        .get(Some(&device_xml::device_filter()))
+                        .await
+                        .with_context(|| format!("{d}: reading its check-in data"))?;
+                    let checkin = device_xml::parse_device(&data)
+                        .with_context(|| format!("{d}: check-in data"))?;
+                    push::choose(d, &checkin, several).map_err(anyhow::Error::msg)?
+                }
+            };
+            chosen.insert(d.clone(), image.manifest.sha256_hex.clone());
+        }
+        Ok(chosen)
     }
 }
 

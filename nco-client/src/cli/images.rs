@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use l45_nco::images::{build, key, push, SignedImage};
+use l45_nco::images::{build, key, push, remove, SignedImage};
 use l45_nco::NcoConfig;
 
 use super::output::{emit, json_time, time_cell};
@@ -54,6 +54,17 @@ pub enum ImagesCmd {
     },
     /// Images the CIB knows and the devices that installed them.
     List,
+    /// Remove an image from devices (remove-image); a device refuses while
+    /// a module uses it. The CIB forgets the install where it is gone.
+    Remove {
+        /// The image's SHA-256 (hex), or a kind: every recorded image of
+        /// that kind.
+        image: String,
+        /// Device to remove it from (repeatable). Default: every device
+        /// the CIB records as holding it.
+        #[arg(long = "device")]
+        devices: Vec<String>,
+    },
 }
 
 impl ImagesCmd {
@@ -131,6 +142,34 @@ impl ImagesCmd {
                     ExitCode::from(2)
                 })
             }
+            ImagesCmd::Remove { image, devices } => {
+                let nco = g.open_nco(NcoConfig::default())?;
+                let digests = resolve_images(&nco, image)?;
+                let devices = if devices.is_empty() {
+                    let mut holders: Vec<String> = nco
+                        .cib()
+                        .image_installs()?
+                        .into_iter()
+                        .filter(|i| digests.contains(&i.sha256))
+                        .map(|i| i.device)
+                        .collect();
+                    holders.dedup();
+                    holders
+                } else {
+                    devices.clone()
+                };
+                if devices.is_empty() {
+                    eprintln!("l45-nco: no device is recorded as holding {image}; name devices with --device");
+                }
+                let outcomes = remove::remove(&nco, digests, devices, g.concurrency.max(1)).await;
+                let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+                print_removals(g.json, &outcomes);
+                Ok(if failed == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                })
+            }
             ImagesCmd::List => {
                 let nco = g.open_nco(NcoConfig::default())?;
                 let images = nco.cib().images()?;
@@ -147,6 +186,10 @@ impl ImagesCmd {
                                 ("signer", Json::str(&i.signer)),
                                 ("built_at", Json::str(&i.built_at)),
                                 ("path", Json::str(&i.path)),
+                                (
+                                    "signature",
+                                    i.signature.as_deref().map_or(Json::Null, Json::str),
+                                ),
                                 (
                                     "devices",
                                     Json::arr(
@@ -185,6 +228,66 @@ impl ImagesCmd {
             }
         }
     }
+}
+
+/// The digests `image` names: itself when it is a SHA-256, else every
+/// recorded image of that kind.
+fn resolve_images(nco: &l45_nco::Nco, image: &str) -> anyhow::Result<Vec<String>> {
+    if image.len() == 64 && image.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(vec![image.to_ascii_lowercase()]);
+    }
+    let of_kind: Vec<String> = nco
+        .cib()
+        .images_of_kind(image)?
+        .into_iter()
+        .map(|i| i.sha256)
+        .collect();
+    if of_kind.is_empty() {
+        anyhow::bail!(
+            "{image:?} is neither a SHA-256 nor the kind of a recorded image (see images list)"
+        );
+    }
+    Ok(of_kind)
+}
+
+fn print_removals(json: bool, outcomes: &[remove::RemoveOutcome]) {
+    emit(
+        json,
+        || {
+            Json::arr(outcomes.iter().map(|o| {
+                Json::obj([
+                    ("device", Json::str(&o.device)),
+                    ("sha256", Json::str(&o.sha256)),
+                    ("ok", Json::Bool(o.result.is_ok())),
+                    (
+                        "removed",
+                        o.result.as_ref().map_or(Json::Null, |r| Json::Bool(*r)),
+                    ),
+                    (
+                        "error",
+                        o.result.as_ref().err().map_or(Json::Null, |e| Json::str(e)),
+                    ),
+                ])
+            }))
+        },
+        &["device", "sha256", "result"],
+        || {
+            outcomes
+                .iter()
+                .map(|o| {
+                    vec![
+                        o.device.clone(),
+                        o.sha256[..16.min(o.sha256.len())].to_string(),
+                        match &o.result {
+                            Ok(true) => "removed".to_string(),
+                            Ok(false) => "was not on the device".to_string(),
+                            Err(e) => format!("FAILED: {e}"),
+                        },
+                    ]
+                })
+                .collect()
+        },
+    );
 }
 
 fn print_images(json: bool, images: &[SignedImage]) {

@@ -17,7 +17,7 @@ use crate::json::Json;
 #[derive(Subcommand, Debug)]
 pub enum ModulesCmd {
     /// Construct a module instance per device and deploy it.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// List modules in the CIB (every state, revoked included).
     List {
         /// Only this device's modules.
@@ -127,6 +127,7 @@ fn print_modules(json: bool, ms: &[Module]) {
                     ("created_at", json_time(m.created_at)),
                     ("deployed_at", json_opt_time(m.deployed_at)),
                     ("revoked_at", json_opt_time(m.revoked_at)),
+                    ("image", m.image.as_deref().map_or(Json::Null, Json::str)),
                 ])
             }))
         },

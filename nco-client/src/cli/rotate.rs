@@ -1,7 +1,11 @@
 //! `rotate`: replace a customization with a new module on live traffic.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use l45_nco::images::SignedImage;
 
 use clap::Args;
 use l45_nco::nco::{parse_duration, Overlap, RotationPlan, RotationStep};
@@ -22,6 +26,11 @@ pub struct RotateArgs {
     /// Kind (YANG identity) of the new module, e.g. dns-compression.
     #[arg(long)]
     to_kind: String,
+    /// A signed image of the new kind (IMAGE.manifest and IMAGE.sig beside
+    /// it): the new module's deploy installs it first on every device that
+    /// does not hold it.
+    #[arg(long, value_name = "IMAGE")]
+    to_image: Option<PathBuf>,
     /// Kind parameter of the new module, NAME=VALUE (repeat).
     #[arg(long = "param", value_parser = parse_pair)]
     params: Vec<(String, String)>,
@@ -51,11 +60,30 @@ pub struct RotateArgs {
 impl RotateArgs {
     pub async fn run(&self, g: &Global) -> anyhow::Result<ExitCode> {
         let nco = g.open_nco(NcoConfig::default())?;
+        let to_image = match &self.to_image {
+            Some(path) => {
+                let image = SignedImage::read(path)?;
+                if image.manifest.kind != self.to_kind {
+                    bail!(
+                        "{} is an image of kind {}, not {}",
+                        path.display(),
+                        image.manifest.kind,
+                        self.to_kind
+                    );
+                }
+                nco.cib()
+                    .record_image(&image.record())
+                    .with_context(|| format!("recording {}", path.display()))?;
+                Some(image.manifest.sha256_hex)
+            }
+            None => None,
+        };
         let plan = RotationPlan {
             from: self.from.clone(),
             to_name: self.to_name.clone(),
             to_kind: self.to_kind.clone(),
             to_parameters: self.params.clone(),
+            to_image,
             receivers: or_role(&nco, &self.receivers, "server")?,
             senders: or_role(&nco, &self.senders, "client")?,
             step_timeout: Duration::from_secs(g.timeout),

@@ -1,12 +1,15 @@
 //! Module images on the NCO side: the signing key (`key`), building and
-//! signing a kind crate into an image (`build`), and pushing images to
-//! devices, each device getting the one built for its target (`push`).
+//! signing a kind crate into an image (`build`), pushing images to
+//! devices, each device getting the one built for its target (`push`), and
+//! the image step of a deploy request (`install`).
 //! The manifest format and the signature are `l45_images`'.
 
 pub mod build;
+pub mod install;
 pub mod kernel_build;
 pub mod key;
 pub mod push;
+pub mod remove;
 
 use std::path::{Path, PathBuf};
 
@@ -102,6 +105,11 @@ impl SignedImage {
         })
     }
 
+    /// The signature in lowercase hex, as the CIB records it.
+    pub fn signature_hex(&self) -> String {
+        self.signature.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The CIB's record of it.
     pub fn record(&self) -> l45_cib::Image {
         l45_cib::Image {
@@ -113,6 +121,7 @@ impl SignedImage {
             built_at: self.manifest.built_at.clone(),
             path: self.path.display().to_string(),
             recorded_at: l45_cib::Timestamp::now(),
+            signature: Some(self.signature_hex()),
         }
     }
 }

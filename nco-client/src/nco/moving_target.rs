@@ -127,6 +127,7 @@ impl Nco {
             to_name: to_name.clone(),
             to_kind: template.kind.clone(),
             to_parameters,
+            to_image: None,
             receivers,
             senders,
             step_timeout: mt.step_timeout,

@@ -74,6 +74,9 @@ pub struct RotationPlan {
     pub to_name: String,
     pub to_kind: String,
     pub to_parameters: Vec<(String, String)>,
+    /// A recorded image of `to_kind` (SHA-256) that the new module's deploy
+    /// installs first where a device lacks it (`rotate --to-image`).
+    pub to_image: Option<String>,
     pub receivers: Vec<String>,
     pub senders: Vec<String>,
     /// Per-step deadline.
@@ -226,6 +229,7 @@ impl Nco {
                     l45_cib::Attach::Immediate
                 },
                 match_rules: m1.match_rules.clone(),
+                image: plan.to_image.clone(),
             })
             .collect();
         let built = self.cib().construct_and_deploy(&news, None)?;

@@ -210,4 +210,17 @@ impl Session {
     pub async fn install_module(&self, input: &str) -> Result<String, NetconfError> {
         self.call_l45("install-module", input).await?.into_data()
     }
+
+    /// `remove-image`: unloads and deletes an installed image; the device
+    /// refuses (`in-use`) while a module uses it.
+    pub async fn remove_image(&self, sha256: &str) -> Result<(), NetconfError> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(NetconfError::InvalidRequest(format!(
+                "not a SHA-256 in hex: {sha256:?}"
+            )));
+        }
+        self.call_l45("remove-image", &format!("<sha256>{sha256}</sha256>"))
+            .await?
+            .into_ok()
+    }
 }
