@@ -18,6 +18,9 @@
 #               L45_LIFE_TLS_BYTES file, unloaded, tapped and stream-tagged
 #               (every 1000 bytes, the client's tap buffering what it
 #               receives until a tag is whole), L45_LIFE_TLS_ROUNDS rounds.
+# Sizes: the L45_LIFE_* variables below (kernel_lifecycle.py sets them in
+# the first lines of the copy it boots: vm-test.sh puts only its own
+# variables on the kernel command line); defaults are its --quick sizes.
 # Output lines: "LIFE <part> ..." (parsed by kernel_lifecycle.py), "EXP
 # ..." for what went wrong. Times are guest wall time in microseconds
 # (busybox adjtimex).
@@ -50,8 +53,8 @@ chains() { $KT sockets | sed "s/^/LIFE sockets $1 /"; }
 sleep_ms() { usleep $(($1 * 1000)); }
 
 challenges=${L45_LIFE_CHALLENGES:-20}
-interval=${L45_LIFE_INTERVAL_MS:-1000}
-phase=${L45_LIFE_PHASE_MS:-10000}
+interval=${L45_LIFE_INTERVAL_MS:-500}
+phase=${L45_LIFE_PHASE_MS:-8000}
 act_bytes=${L45_LIFE_ACT_BYTES:-1000000}
 tcp_bytes=${L45_LIFE_TCP_BYTES:-20000000}
 tls_bytes=${L45_LIFE_TLS_BYTES:-4000000}
