@@ -102,12 +102,7 @@ fn run(args: &[String]) -> Result<()> {
         "tcp-serve" => tcp_serve(host(args), num(args, 1, "port")?, num(args, 2, "bytes")?, num(args, 3, "connections")?),
         "tcp-get" => tcp_get(host(args), num(args, 1, "port")?, num(args, 2, "bytes")?),
         "dns-loop" => dns_loop(host(args), num(args, 1, "port")?, num(args, 2, "count")?, opt(args, "--until")),
-        "dns-timeline" => timeline::dns_timeline(
-            num(args, 1, "port")?,
-            num(args, 2, "interval ms")?,
-            num(args, 3, "timeout ms")?,
-            opt(args, "--until").ok_or_else(|| anyhow!("missing --until FILE"))?,
-        ),
+        "dns-timeline" => timeline::run(args),
         "hold" => hold(host(args), num(args, 1, "port")?),
         "broken-tag" => tagged::broken_tag(num(args, 1, "port")?, num(args, 2, "interval")?, num(args, 3, "break")?, num(args, 4, "count")?),
         "hold-stream" => hold_stream(num(args, 1, "port")?, num(args, 2, "bytes")?, args.iter().any(|a| a == "--close-listener")),

@@ -8,7 +8,19 @@ use std::io::Write;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
+
+use crate::{num, opt};
+
+/// The `dns-timeline` subcommand's arguments (see [`dns_timeline`]).
+pub fn run(args: &[String]) -> Result<()> {
+    dns_timeline(
+        num(args, 1, "port")?,
+        num(args, 2, "interval ms")?,
+        num(args, 3, "timeout ms")?,
+        opt(args, "--until").ok_or_else(|| anyhow!("missing --until FILE"))?,
+    )
+}
 
 /// Microseconds since the Unix epoch (the clock the VM script's
 /// `adjtimex` reads, so its event marks line up with these lines).
@@ -26,7 +38,7 @@ fn unix_us() -> Result<u128> {
 /// `query N t_us=SENT answered=0|1 rtt_us=R` (R the time to the answer, or
 /// to giving up). Dropped queries are the point, not a failure: the exit
 /// status is non-zero only if the socket itself fails.
-pub fn dns_timeline(port: u16, interval_ms: u64, timeout_ms: u64, until: &str) -> Result<()> {
+fn dns_timeline(port: u16, interval_ms: u64, timeout_ms: u64, until: &str) -> Result<()> {
     let s = UdpSocket::bind(("127.0.0.1", 0))?;
     s.connect(("127.0.0.1", port))?;
     let interval = Duration::from_millis(interval_ms);
