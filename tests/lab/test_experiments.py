@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -87,3 +88,36 @@ def test_rotation_under_impairment_with_overlap_loses_nothing_to_the_rotation(tm
     # the rotation happened: queries arrived under both modules
     forms = {q["form on the wire"] for q in queries}
     assert {"front tag (M1)", "compression (M2)"} <= forms, forms
+
+
+@pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="kmod/vm-test.sh needs qemu")
+def test_kernel_lifecycle_in_the_vm_attaches_activates_and_deprecates(tmp_path):
+    """kernel_lifecycle.py --smoke: one boot of the kernel-tap VM
+    (kmod/vm/experiments-lifecycle.sh). The module attached immediately to
+    dnsmasq's live socket drops the queries, and only while attached; the
+    activated rate limit delays the download; after the deprecation only
+    the flow connected before it is tagged; challenges through the agent
+    pass and the wrong key fails; HTTPS through the stream tag arrives
+    intact."""
+    run_script("kernel_lifecycle", "--smoke", "--out", str(tmp_path), timeout=1800)
+    f = json.loads((tmp_path / "kernel_lifecycle.json").read_text())["figures"]
+    assert f["problems reported in the VM"] == "none", f
+    assert f["challenge passed"] == f["challenge rounds"] == 3, f
+    assert f["challenge under a wrong key"] == "passed=0, rpc-error in the reply: True", f
+    queries = rows(tmp_path / "kernel_lifecycle-attach.csv")
+    events = {r["event"]: float(r["t_s"]) for r in rows(tmp_path / "kernel_lifecycle-events.csv")}
+    attach = next(t for e, t in events.items() if "attach immediate" in e)
+    revoke = events["module revoked"]
+    before = [q["answered"] for q in queries if float(q["t_s"]) < attach]
+    during = [q["answered"] for q in queries if attach + 0.05 < float(q["t_s"]) < revoke]
+    after = [q["answered"] for q in queries if float(q["t_s"]) > revoke]
+    assert before and during and after, queries
+    assert set(before) == {"1"} and set(during) == {"0"} and set(after) == {"1"}, queries
+    # 100000 bytes in 16 KiB sends: 7 sends, each delayed 100 ms once activated
+    assert f["activate: download, module deactivated s"] < 0.3, f
+    assert f["activate: download, module activated s"] >= 0.6, f
+    assert f["deprecate: H1 (connected before the deprecation) intact"], f
+    assert f["deprecate: H2 (connected after) intact"], f
+    assert f["deprecate: only H1 customized"] is True, f
+    for cfg in ("unloaded", "tapped", "tagged"):
+        assert f[f"https {cfg} intact"] == "1 of 1", f

@@ -22,10 +22,11 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 # In the order of the dissertation's claims: overhead, lifecycle, security,
 # middleboxes, then scale and the two-device rotation; then the rotations
-# under impairment, and the overhead with the kernel tap (in the qemu VM).
+# under impairment, and the kernel tap (in the qemu VM): overhead, then lifecycle.
 EXPERIMENTS = ["dns_overhead", "http_overhead", "attach", "activate", "deprecate", "rotation_single",
                "challenge", "dissector", "middlebox_dns", "middlebox_http", "distribution", "rotation_two",
-               "rotation_single_impaired", "rotation_two_impaired", "kernel_overhead"]
+               "rotation_single_impaired", "rotation_two_impaired", "kernel_overhead",
+               "kernel_lifecycle"]
 # Experiments that are another script run with options: name → (script, options).
 VARIANTS = {
     "rotation_single_impaired": ("rotation_single", ["--impair", "--overlap", "none", "until-idle"]),

@@ -20,6 +20,7 @@ mod fuzz;
 mod held;
 mod kinds;
 mod tagged;
+mod timeline;
 use held::{hold, hold_stream};
 
 fn main() {
@@ -101,6 +102,7 @@ fn run(args: &[String]) -> Result<()> {
         "tcp-serve" => tcp_serve(host(args), num(args, 1, "port")?, num(args, 2, "bytes")?, num(args, 3, "connections")?),
         "tcp-get" => tcp_get(host(args), num(args, 1, "port")?, num(args, 2, "bytes")?),
         "dns-loop" => dns_loop(host(args), num(args, 1, "port")?, num(args, 2, "count")?, opt(args, "--until")),
+        "dns-timeline" => timeline::run(args),
         "hold" => hold(host(args), num(args, 1, "port")?),
         "broken-tag" => tagged::broken_tag(num(args, 1, "port")?, num(args, 2, "interval")?, num(args, 3, "break")?, num(args, 4, "count")?),
         "hold-stream" => hold_stream(
@@ -114,7 +116,7 @@ fn run(args: &[String]) -> Result<()> {
         "netconf-notify" => netconf_notify(args),
         _ => bail!(
             "usage: l45-ktest reg|revoke|activate|deprecate|prio|stats|report|sockets|challenge|malformed|fuzz-netlink|\
-             tcp-serve|tcp-get|dns-loop|hold|hold-stream|broken-tag|netconf ..."
+             tcp-serve|tcp-get|dns-loop|dns-timeline|hold|hold-stream|broken-tag|netconf ..."
         ),
     }
 }
