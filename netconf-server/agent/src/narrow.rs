@@ -163,6 +163,90 @@ pub fn tops_within(filter: &Filter, tops: &[(&str, &str)]) -> bool {
     })
 }
 
+/// The entries a one-path filter selects as whole entries, decided from
+/// their stored text without libyang: the path is
+/// `/l45:customizations/l45:module` with predicates on leaves directly
+/// under `module` only (what a subtree content match on such leaves
+/// becomes), each such leaf's name is one the entry's schema has nowhere
+/// else (so a `<leaf>` element in the stored text is that leaf), and every
+/// entry's text decides every predicate. The comparisons are those of
+/// [`reach`] (the literal and its canonical form against the stored,
+/// canonical text; a leaf whose default matches is not decided), so on
+/// such a path the superset it returns is exact. `None` when any of this
+/// does not hold: the caller reads the general way. `visible` as for
+/// [`reach`] (and the caller shows whole entries only to a reader who may
+/// read all of them).
+pub fn whole_entries(
+    filter: &Filter,
+    schema: &ListSchema,
+    modules: &ModuleMap,
+    visible: Visible,
+) -> Option<BTreeSet<u32>> {
+    let Filter::XPaths(paths) = filter else {
+        return None;
+    };
+    let [path] = paths.as_slice() else {
+        return None;
+    };
+    if !visible.modules || !visible.keys {
+        return None;
+    }
+    let steps = parse_path(path)?;
+    let [_, list] = steps.as_slice() else {
+        return None;
+    };
+    let Need::Where { key, content } = need_of(&steps, schema)? else {
+        return None;
+    };
+    if list.name != "module" {
+        return None;
+    }
+    let named_once = |leaf: &str| {
+        schema.leaves.iter().filter(|l| l.name == leaf).count() == 1
+            && !schema
+                .containers
+                .iter()
+                .any(|c| c.iter().any(|name| name == leaf))
+            && !schema
+                .cases
+                .iter()
+                .any(|(_, _, c)| c.as_deref() == Some(leaf))
+    };
+    if !content
+        .iter()
+        .all(|c| c.parents.is_empty() && named_once(&c.leaf))
+    {
+        return None;
+    }
+    let matchers: Vec<Matcher> = content.iter().map(Matcher::new).collect();
+    let selects = |e: &str| -> Option<bool> {
+        for m in &matchers {
+            if !m.decides(e)? {
+                return Some(false);
+            }
+        }
+        Some(true)
+    };
+    let mut out = BTreeSet::new();
+    match key {
+        Some(id) => {
+            if let Some((id, e)) = id.and_then(|id| modules.get_key_value(&id)) {
+                if selects(e)? {
+                    out.insert(*id);
+                }
+            }
+        }
+        None => {
+            for (id, e) in modules {
+                if selects(e)? {
+                    out.insert(*id);
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
 /// What a parsed path needs of the module list; `None`: not understood.
 fn need_of(steps: &[Step], schema: &ListSchema) -> Option<Need> {
     let (top, rest) = steps.split_first()?;
@@ -286,9 +370,21 @@ impl<'c> Matcher<'c> {
     /// text is one of the values. Errs on the side of yes (an entity it
     /// does not know).
     fn holds(&self, entry: &str) -> bool {
+        self.decides(entry).unwrap_or(true)
+    }
+
+    /// Whether the entry holds the content, when its stored text decides
+    /// it: `Some(true)` for a `<leaf>` element whose text is one of the
+    /// values, `Some(false)` when no `<leaf>` element holds one, `None`
+    /// when the text alone cannot tell (an entity this does not know, an
+    /// element of that name that is not a leaf). A `<leaf>` anywhere in
+    /// the entry counts: exact only for a name the entry's schema has
+    /// once (see [`whole_entries`]).
+    fn decides(&self, entry: &str) -> Option<bool> {
         let mut rest = entry.as_bytes();
         let open_len = self.open.needle().len();
         let close = self.close.needle();
+        let mut unsure = false;
         while let Some(at) = self.open.find(rest) {
             rest = &rest[at + open_len..];
             // The text ends at the first `<`: the end tag for a leaf, else
@@ -296,32 +392,33 @@ impl<'c> Matcher<'c> {
             // end tag: on entries of a few hundred bytes each search's
             // set-up costs more than the scan.)
             let Some(end) = memchr::memchr(b'<', rest) else {
-                return true;
+                return None;
             };
             if !rest[end..].starts_with(close) {
                 if memchr::memmem::find(&rest[end..], close).is_none() {
-                    return true;
+                    return None;
                 }
+                unsure = true;
                 continue;
             }
             let text = &rest[..end];
             let Ok(text) = std::str::from_utf8(text) else {
-                return true;
+                return None;
             };
             if !text.contains('&') {
                 if self.content.values.iter().any(|v| v == text) {
-                    return true;
+                    return Some(true);
                 }
                 continue;
             }
             match unescape(text) {
-                Some(t) if self.content.values.contains(&t) => return true,
+                Some(t) if self.content.values.contains(&t) => return Some(true),
                 Some(_) => {}
-                None => return true,
+                None => return None,
             }
         }
         // A leaf printed empty (`<leaf/>`) cannot hold a non-empty value.
-        false
+        (!unsure).then_some(false)
     }
 }
 
@@ -677,6 +774,108 @@ mod tests {
         ] {
             assert_eq!(reach_of(&[&p]), None, "{p}");
         }
+    }
+
+    fn whole_of(paths: &[&str]) -> Option<Vec<u32>> {
+        let f = Filter::XPaths(paths.iter().map(|p| p.to_string()).collect());
+        whole_entries(&f, schema().expect("schema"), &store(), ALL).map(|s| s.into_iter().collect())
+    }
+
+    #[test]
+    fn whole_entries_by_leaves_under_module_are_exact() {
+        assert_eq!(
+            whole_of(&[&format!("{C}/module[priority='7']")]),
+            Some(vec![1, 10])
+        );
+        assert_eq!(
+            whole_of(&[&format!("{C}/module[priority='007']")]),
+            Some(vec![1, 10])
+        );
+        assert_eq!(
+            whole_of(&[&format!("{C}/module[name='b & c']")]),
+            Some(vec![2])
+        );
+        assert_eq!(
+            whole_of(&[&format!("{C}/module[name='a'][priority='7']")]),
+            Some(vec![1])
+        );
+        assert_eq!(
+            whole_of(&[&format!("{C}/module[id='3'][name='a']")]),
+            Some(vec![3])
+        );
+        assert_eq!(
+            whole_of(&[&format!("{C}/module[id='3'][name='x']")]),
+            Some(vec![])
+        );
+        assert_eq!(whole_of(&[&format!("{C}/module[id='3']")]), Some(vec![3]));
+        assert_eq!(whole_of(&[&format!("{C}/module[id='4']")]), Some(vec![]));
+        assert_eq!(
+            whole_of(&[&format!("{C}/module[priority='8']")]),
+            Some(vec![])
+        );
+        assert_eq!(
+            whole_of(&[&format!("{C}/module[activated='false']")]),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn whole_entries_only_where_the_text_decides() {
+        let visible_but_no_keys = Visible {
+            modules: true,
+            keys: false,
+        };
+        let f = Filter::XPaths(vec![format!("{C}/module[name='a']")]);
+        assert_eq!(
+            whole_entries(&f, schema().expect("schema"), &store(), visible_but_no_keys),
+            None
+        );
+        for p in [
+            // Not whole entries, or not only leaves under `module`.
+            format!("{C}/module[name='a']/name"),
+            format!("{C}/module/name[.='a']"),
+            format!("{C}/module/parameters/stream-tag[interval='500']"),
+            format!("{C}/module"),
+            C.to_string(),
+            // The default matches, or a value the analysis does not read.
+            format!("{C}/module[priority='100']"),
+            format!("{C}/module[kind='dns-front-tag']"),
+            "/ietf-netconf-acm:nacm".to_string(),
+        ] {
+            assert_eq!(whole_of(&[&p]), None, "{p}");
+        }
+        assert_eq!(
+            whole_of(&[
+                &format!("{C}/module[name='a']"),
+                &format!("{C}/module[name='x']")
+            ]),
+            None
+        );
+        // A leaf name used twice in the entry's schema (`tag` under
+        // parameters and elsewhere) is not decided by its text.
+        let schema = schema().expect("schema");
+        let twice: Vec<&str> = schema
+            .leaves
+            .iter()
+            .filter(|l| l.parents.is_empty())
+            .map(|l| l.name.as_str())
+            .filter(|n| schema.leaves.iter().filter(|l| l.name == *n).count() > 1)
+            .collect();
+        for name in twice {
+            assert_eq!(
+                whole_of(&[&format!("{C}/module[{name}='1']")]),
+                None,
+                "{name}"
+            );
+        }
+        // An entity the scan does not know: only libyang can tell.
+        let mut odd = store();
+        odd.insert(
+            30,
+            Arc::from("<module><id>30</id><name>&weird;</name><kind>dns-front-tag</kind></module>"),
+        );
+        let f = Filter::XPaths(vec![format!("{C}/module[name='a']")]);
+        assert_eq!(whole_entries(&f, schema, &odd, ALL), None);
     }
 
     #[test]
