@@ -47,9 +47,12 @@ Then the same reads through a client that is not the bottleneck
 chunked framing, every reply parsed whole by lxml as it arrives), for
 our agent and netconfd: one entry by key, the N/100-entry content match
 (L45_BENCH_OPENSSH_REPEAT times, default 21), full get-config and full
-`get` (5 times each). For the full `get` it also prints that client's
-floor: the same read with the reply not parsed (ssh and the framing
-only) and lxml's parse of the same bytes offline. L45_BENCH_OPENSSH=0
+`get` (5 times each), each reply parsed into an lxml tree; the full `get`
+again parsed by libexpat without a tree. Each row adds the client's CPU
+per read (this process: framing and parse; the ssh child: decryption).
+For the full `get` it also prints that client's floor: the same read with
+the reply not parsed (ssh and the framing only) and the CPU time of
+either parse of the same bytes offline. L45_BENCH_OPENSSH=0
 skips these rows; L45_BENCH_OPENSSH_CIPHER picks `ssh -c` (default:
 OpenSSH's choice, chacha20-poly1305 with our agent).
 
@@ -66,6 +69,7 @@ import time
 from ncclient import manager
 import ncclient.transport.session as ncsession
 
+from lxml import etree
 from nc_openssh import OpenSshNetconf, negotiated_cipher
 
 # Diagnostic only: ncclient has no option for its session loop's polling
@@ -262,6 +266,7 @@ def reads(label, n, m, log, repeat=5, pid=None, ssh=None):
         ("full get with state", lambda: m.get(), n),
     ]
     earlier_peak = 0
+    print(f"  read {'(ncclient)':<30} load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     for name, call, want in rows:
         if name == "full get with state" and pid:
             earlier_peak = rss(pid)["VmHWM"]
@@ -306,43 +311,60 @@ def openssh_reads(n, ssh, log, pid):
     cipher = os.environ.get("L45_BENCH_OPENSSH_CIPHER") or None
     many = int(os.environ.get("L45_BENCH_OPENSSH_REPEAT", "21"))
     print(f"  read {'OpenSSH client':<30} ssh -s netconf, cipher {negotiated_cipher(host, port, user, key, cipher)}, "
-          "lxml parse of each reply as it arrives", flush=True)
+          f"each reply parsed as it arrives; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     key_filter = f'<customizations xmlns="{NS}"><module><id>{n // 2}</id></module></customizations>'
     content = f'<customizations xmlns="{NS}"><module><priority>7</priority></module></customizations>'
     rows = [
-        ("one entry by key, subtree", f'<get-config><source><running/></source><filter type="subtree">{key_filter}</filter></get-config>', 1, 5),
-        (f"{n // 100} entries (priority 7)", f'<get-config><source><running/></source><filter type="subtree">{content}</filter></get-config>', n // 100, many),
-        ("full get-config", "<get-config><source><running/></source></get-config>", n, 5),
-        ("full get with state", "<get/>", n, 5),
+        ("one entry by key, subtree", f'<get-config><source><running/></source><filter type="subtree">{key_filter}</filter></get-config>', 1, 5, "lxml"),
+        (f"{n // 100} entries (priority 7)", f'<get-config><source><running/></source><filter type="subtree">{content}</filter></get-config>', n // 100, many, "lxml"),
+        ("full get-config", "<get-config><source><running/></source></get-config>", n, 5, "lxml"),
+        ("full get with state", "<get/>", n, 5, "lxml"),
+        ("full get, expat (no tree)", "<get/>", n, 5, "expat"),
     ]
     module = f"{{{NS}}}module"
+    sizes = {}
     with OpenSshNetconf(host, port, user, key, cipher) as s:
-        for name, body, want, times in rows:
-            ends, servers = [], []
+        for name, body, want, times, parse in rows:
+            ends, servers, client = [], [], [0.0, 0.0]
             cpu0 = sched(pid) if pid else None
             for _ in range(times):
                 log.take()
-                t, root = timed(lambda: s.rpc(body))
-                got = sum(1 for e in root.iter(module) if e.find(f"{{{NS}}}id") is not None)
-                assert got == want, f"OpenSSH {name}: {got} entries, want {want}"
+                c0 = s.cpu()
+                t, got = timed(lambda: s.rpc(body, parse))
+                client = [c + b - a for c, a, b in zip(client, c0, s.cpu())]
                 ends.append(t)
                 ms = log.server_ms()
                 if ms is not None:
                     servers.append(ms)
+                if parse == "lxml":
+                    root = got
+                    got = sum(1 for e in root.iter(module) if e.find(f"{{{NS}}}id") is not None)
+                    assert got == want, f"OpenSSH {name}: {got} entries, want {want}"
+                else:  # (the lxml row's reply, give or take a counter's digits)
+                    assert abs(got - sizes[body]) < sizes[body] // 20, (name, got, sizes[body])
             cpu = cpu_text(pid, cpu0, times)
+            if parse == "lxml":
+                sizes[body] = len(etree.tostring(root))
             ends.sort()
             servers.sort()
             server = f"server {servers[len(servers) // 2]:8.1f} ms (min {servers[0]:.1f}{cpu})" if servers else f"server      n/a{cpu}"
             print(f"  read {'  ' + name:<30} end to end {ends[len(ends) // 2] * 1000:8.1f} ms (min {ends[0] * 1000:.1f}, "
-                  f"{times} reads), {server}; {want} entries", flush=True)
+                  f"{times} reads), {server}; client CPU {client[0] / times * 1000:.1f} ms (python: framing, parse) + "
+                  f"{client[1] / times * 1000:.1f} ms (ssh) per read; {want} entries", flush=True)
         # The floor of this client on the full get: ssh and the framing
         # alone (the reply not parsed), and lxml's parse of the same bytes.
-        transport = sorted(timed(lambda: s.rpc("<get/>", parse=False))[0] for _ in range(3))
+        transport = sorted(timed(lambda: s.rpc("<get/>", None))[0] for _ in range(3))
         raw = s.rpc_bytes("<get/>")
-        parse = min(timed(lambda: s.parse_offline(raw))[0] for _ in range(3))
+
+        def cpu_of(parse):
+            t = time.process_time()
+            s.parse_offline(raw, parse)
+            return time.process_time() - t
+        lxml_cpu = min(cpu_of("lxml") for _ in range(3))
+        expat_cpu = min(cpu_of("expat") for _ in range(3))
         print(f"  read {'  client floor, full get':<30} ssh + framing, no parse {transport[1] * 1000:.1f} ms (median of 3, "
-              f"min {transport[0] * 1000:.1f}); lxml parse of the same {len(raw) / 1e6:.1f} MB offline {parse * 1000:.1f} ms (best of 3)",
-              flush=True)
+              f"min {transport[0] * 1000:.1f}); parse of the same {len(raw) / 1e6:.1f} MB offline, CPU: lxml tree "
+              f"{lxml_cpu * 1000:.1f} ms, expat {expat_cpu * 1000:.1f} ms (best of 3)", flush=True)
 
 
 def steps(label, n, connect, pid, log=ServerLog(), ssh=None):

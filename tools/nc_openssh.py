@@ -18,6 +18,7 @@ prints each read's time and the median/best.
 import argparse
 import fcntl
 import os
+import pyexpat
 import re
 import subprocess
 import time
@@ -126,19 +127,30 @@ class OpenSshNetconf:
             raise ReplyError(etree.tostring(err, encoding="unicode"))
         return root
 
-    def rpc(self, body, parse=True):
-        """Sends `<rpc>body</rpc>`; returns the parsed `<rpc-reply>` (lxml
-        root). `parse=False`: the reply is read and dropped (the transport's
-        own time), returns None."""
+    def rpc(self, body, parse="lxml"):
+        """Sends `<rpc>body</rpc>` and reads the reply, parsed as it
+        arrives. `parse`: "lxml" builds the tree and returns its root
+        (`<rpc-reply>`, checked); "expat" parses it whole (well-formedness,
+        namespaces; libexpat, no handlers, no tree) and returns its size in
+        bytes; None only reads it (the transport's own time), returns its
+        size."""
         self._send(body)
-        if not parse:
-            for _ in self._pieces():
-                pass
-            return None
-        parser = etree.XMLParser(huge_tree=True)
+        size = 0
+        if parse == "lxml":
+            parser = etree.XMLParser(huge_tree=True)
+            for piece in self._pieces():
+                parser.feed(piece)
+            return self._reply(parser.close())
+        if parse == "expat":
+            parser = pyexpat.ParserCreate(namespace_separator=" ")
+            for piece in self._pieces():
+                parser.Parse(piece, False)
+                size += len(piece)
+            parser.Parse(b"", True)
+            return size
         for piece in self._pieces():
-            parser.feed(piece)
-        return self._reply(parser.close())
+            size += len(piece)
+        return size
 
     def rpc_bytes(self, body):
         """The reply's bytes, unparsed."""
@@ -146,12 +158,25 @@ class OpenSshNetconf:
         return b"".join(self._pieces())
 
     @staticmethod
-    def parse_offline(raw, piece=64 * 1024):
+    def parse_offline(raw, parse="lxml", piece=64 * 1024):
         """`raw` parsed as `rpc` parses a reply (fed in pieces)."""
+        if parse == "expat":
+            parser = pyexpat.ParserCreate(namespace_separator=" ")
+            for i in range(0, len(raw), piece):
+                parser.Parse(raw[i:i + piece], False)
+            parser.Parse(b"", True)
+            return len(raw)
         parser = etree.XMLParser(huge_tree=True)
         for i in range(0, len(raw), piece):
             parser.feed(raw[i:i + piece])
         return OpenSshNetconf._reply(parser.close())
+
+    def cpu(self):
+        """CPU seconds so far of this process (the framing and the parse)
+        and of the ssh child (decryption, pipe writes)."""
+        with open(f"/proc/{self.proc.pid}/schedstat") as f:
+            ssh = int(f.read().split()[0]) / 1e9
+        return time.process_time(), ssh
 
     def close(self):
         try:
@@ -193,15 +218,18 @@ def main():
     ap.add_argument("--cipher")
     ap.add_argument("--rpc", default="<get/>")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--parse", choices=["lxml", "expat", "none"], default="lxml")
     a = ap.parse_args()
+    parse = None if a.parse == "none" else a.parse
     print("cipher:", negotiated_cipher(a.host, a.port, a.user, a.key, a.cipher))
     times = []
     with OpenSshNetconf(a.host, a.port, a.user, a.key, a.cipher) as s:
         for _ in range(a.repeat):
             t = time.perf_counter()
-            root = s.rpc(a.rpc)
+            got = s.rpc(a.rpc, parse)
             times.append(time.perf_counter() - t)
-            print(f"{times[-1] * 1000:.1f} ms, {sum(1 for _ in root.iter())} elements", flush=True)
+            what = f"{sum(1 for _ in got.iter())} elements" if parse == "lxml" else f"{got} bytes"
+            print(f"{times[-1] * 1000:.1f} ms, {what}", flush=True)
     times.sort()
     print(f"median {times[len(times) // 2] * 1000:.1f} ms, best {times[0] * 1000:.1f} ms of {len(times)}")
 
