@@ -347,6 +347,20 @@ fn content_of(schema: &ListSchema, parents: &[String], leaf: &str, text: &str) -
     })
 }
 
+/// What an entry's stored text says of a [`Content`].
+enum Scan {
+    /// A `<leaf>` element holds one of the values.
+    Yes,
+    /// No `<leaf>` element does.
+    No,
+    /// No `<leaf>` element does, but an element of that name is not a
+    /// leaf (a container): which one the path means is not told by the
+    /// text.
+    NoLeafButContainer,
+    /// The text cannot tell (an entity this does not know, no end tag).
+    Unknown,
+}
+
 /// A [`Content`] test with its searchers built once (a scan runs it on
 /// every stored entry).
 struct Matcher<'c> {
@@ -370,7 +384,7 @@ impl<'c> Matcher<'c> {
     /// text is one of the values. Errs on the side of yes (an entity it
     /// does not know).
     fn holds(&self, entry: &str) -> bool {
-        self.decides(entry).unwrap_or(true)
+        !matches!(self.scan(entry), Scan::No | Scan::NoLeafButContainer)
     }
 
     /// Whether the entry holds the content, when its stored text decides
@@ -381,10 +395,19 @@ impl<'c> Matcher<'c> {
     /// the entry counts: exact only for a name the entry's schema has
     /// once (see [`whole_entries`]).
     fn decides(&self, entry: &str) -> Option<bool> {
+        match self.scan(entry) {
+            Scan::Yes => Some(true),
+            Scan::No => Some(false),
+            Scan::NoLeafButContainer | Scan::Unknown => None,
+        }
+    }
+
+    /// The `<leaf>` elements of the entry against the values.
+    fn scan(&self, entry: &str) -> Scan {
         let mut rest = entry.as_bytes();
         let open_len = self.open.needle().len();
         let close = self.close.needle();
-        let mut unsure = false;
+        let mut container = false;
         while let Some(at) = self.open.find(rest) {
             rest = &rest[at + open_len..];
             // The text ends at the first `<`: the end tag for a leaf, else
@@ -392,33 +415,37 @@ impl<'c> Matcher<'c> {
             // end tag: on entries of a few hundred bytes each search's
             // set-up costs more than the scan.)
             let Some(end) = memchr::memchr(b'<', rest) else {
-                return None;
+                return Scan::Unknown;
             };
             if !rest[end..].starts_with(close) {
                 if memchr::memmem::find(&rest[end..], close).is_none() {
-                    return None;
+                    return Scan::Unknown;
                 }
-                unsure = true;
+                container = true;
                 continue;
             }
             let text = &rest[..end];
             let Ok(text) = std::str::from_utf8(text) else {
-                return None;
+                return Scan::Unknown;
             };
             if !text.contains('&') {
                 if self.content.values.iter().any(|v| v == text) {
-                    return Some(true);
+                    return Scan::Yes;
                 }
                 continue;
             }
             match unescape(text) {
-                Some(t) if self.content.values.contains(&t) => return Some(true),
+                Some(t) if self.content.values.contains(&t) => return Scan::Yes,
                 Some(_) => {}
-                None => return None,
+                None => return Scan::Unknown,
             }
         }
         // A leaf printed empty (`<leaf/>`) cannot hold a non-empty value.
-        (!unsure).then_some(false)
+        if container {
+            Scan::NoLeafButContainer
+        } else {
+            Scan::No
+        }
     }
 }
 
@@ -893,6 +920,19 @@ mod tests {
         assert!(holds(&e, "name", "a<b"));
         assert!(!holds(&e, "name", "a"));
         assert!(!holds(&e, "tag", "1"));
+        // ... but the text does not decide it exactly.
+        let tag = Content {
+            parents: Vec::new(),
+            leaf: "tag".into(),
+            values: vec!["1".into()],
+        };
+        assert_eq!(Matcher::new(&tag).decides(&e), None);
+        let name = Content {
+            parents: Vec::new(),
+            leaf: "name".into(),
+            values: vec!["a".into()],
+        };
+        assert_eq!(Matcher::new(&name).decides(&e), Some(false));
         let odd: Entry = Arc::from("<module><name>&weird;</name></module>");
         assert!(holds(&odd, "name", "a"));
     }
