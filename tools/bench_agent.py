@@ -299,7 +299,10 @@ def reads(label, n, m, log, repeat=5, pid=None, ssh=None):
             print(f"  read {'  client floor, same bytes':<30} ncclient framing {framing * 1000:.1f} ms + reply parse "
                   f"{parse * 1000:.1f} ms = {(framing + parse) * 1000:.1f} ms (offline, best of 3)", flush=True)
     if ssh and os.environ.get("L45_BENCH_OPENSSH", "1") != "0":
-        openssh_reads(n, ssh, log, pid)
+        try:
+            openssh_reads(n, ssh, log, pid)
+        except Exception as e:  # report, keep the other rows
+            print(f"  read {'OpenSSH client':<30} failed: {e!r}", flush=True)
     # (the peak before the reset, for the run's peak)
     return earlier_peak
 

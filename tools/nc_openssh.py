@@ -20,6 +20,7 @@ import fcntl
 import os
 import pyexpat
 import re
+import select
 import subprocess
 import time
 
@@ -39,7 +40,8 @@ class ReplyError(Exception):
 class OpenSshNetconf:
     """One NETCONF session on an `ssh -s` child process."""
 
-    def __init__(self, host, port, user, key, cipher=None, extra_ssh_options=()):
+    def __init__(self, host, port, user, key, cipher=None, extra_ssh_options=(), timeout=300):
+        self.timeout = timeout
         cmd = ["ssh", "-s", "-p", str(port), "-i", str(key), "-l", user,
                "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
@@ -55,19 +57,25 @@ class OpenSshNetconf:
             pass  # (a smaller pipe only costs more reads)
         self.buf = bytearray()
         self.message_id = 0
+        # Our hello first, as soon as the channel is open (as ncclient
+        # does): yuma123's netconfd loses an rpc that reaches it in the
+        # same read as the client's hello.
+        self._write(f'<?xml version="1.0" encoding="UTF-8"?><hello xmlns="{BASE}"><capabilities>'
+                    "<capability>urn:ietf:params:netconf:base:1.1</capability></capabilities></hello>".encode() + EOM)
         hello = self._read_eom()
         self.server_hello = etree.fromstring(hello)
         caps = [c.text for c in self.server_hello.iter(f"{{{BASE}}}capability")]
         if "urn:ietf:params:netconf:base:1.1" not in caps:
             raise ReplyError("the server does not offer base:1.1 (chunked framing)")
-        self._write(f'<?xml version="1.0" encoding="UTF-8"?><hello xmlns="{BASE}"><capabilities>'
-                    "<capability>urn:ietf:params:netconf:base:1.1</capability></capabilities></hello>".encode() + EOM)
 
     def _write(self, data):
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
     def _fill(self):
+        if not select.select([self.out], [], [], self.timeout)[0]:
+            raise ReplyError(f"nothing from the server for {self.timeout} s; "
+                             f"buffered {len(self.buf)} bytes, ending {bytes(self.buf[-120:])!r}")
         data = os.read(self.out, READ)
         if not data:
             raise ReplyError(f"ssh ended (exit {self.proc.poll()})")
