@@ -30,8 +30,9 @@ filter), one entry with state (`get`), `/nacm` only, a content match on a
 non-key leaf (priority 7: N/100 entries), full get-config and full `get`
 with state; end to end (ncclient) and, for our agent, the server's parse +
 handle + send from its debug log, and the server process's CPU time per
-read (user + system of all its threads from /proc/PID/stat, 10 ms ticks,
-over the repeats: a figure a busy machine moves less than wall time).
+read and its time waiting for a core (the sums over its threads of
+/proc/PID/task/*/schedstat, over the repeats: CPU is a figure a busy
+machine moves less than wall time, the wait is what the load adds).
 
 After the full `get` it also times ncclient's own work on that reply's
 bytes, offline (no server, no SSH): its chunked-framing decoder fed
@@ -40,6 +41,20 @@ chunks, then the reply parse (`parse_root` + `GetReply.parse`, lxml).
 That is the client's floor under the end-to-end figure, measured in the
 same run (paramiko's decryption and its session loop's select() come on
 top of it).
+
+Then the same reads through a client that is not the bottleneck
+(`tools/nc_openssh.py`: OpenSSH's `ssh -s ... netconf` as the transport,
+chunked framing, every reply parsed whole by lxml as it arrives), for
+our agent and netconfd: one entry by key, the N/100-entry content match
+(L45_BENCH_OPENSSH_REPEAT times, default 21), full get-config and full
+`get` (5 times each), each reply parsed into an lxml tree; the full `get`
+again parsed by libexpat without a tree. Each row adds the client's CPU
+per read (this process: framing and parse; the ssh child: decryption).
+For the full `get` it also prints that client's floor: the same read with
+the reply not parsed (ssh and the framing only) and the CPU time of
+either parse of the same bytes offline. L45_BENCH_OPENSSH=0
+skips these rows; L45_BENCH_OPENSSH_CIPHER picks `ssh -c` (default:
+OpenSSH's choice, chacha20-poly1305 with our agent).
 
 L45_BENCH_NCCLIENT_TICK (diagnostic): see below.
 """
@@ -53,6 +68,9 @@ import time
 
 from ncclient import manager
 import ncclient.transport.session as ncsession
+
+from lxml import etree
+from nc_openssh import OpenSshNetconf, negotiated_cipher
 
 # Diagnostic only: ncclient has no option for its session loop's polling
 # tick (`TICK = 0.1`, a module constant: a queued request waits until the
@@ -202,10 +220,27 @@ def client_floor(raw, repeat=3):
     return min(framing), min(parse)
 
 
-def cpu_s(pid):
-    """The process's user + system CPU time so far (all threads, ticks)."""
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+def sched(pid):
+    """The process's CPU time and its time runnable but waiting for a core
+    so far, in seconds: the sums over its threads of
+    /proc/PID/task/TID/schedstat (nanoseconds; threads that ended since
+    are not counted, the agent keeps its threads between reads)."""
+    cpu = wait = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            f = open(f"/proc/{pid}/task/{task}/schedstat").read().split()
+        except OSError:
+            continue  # (the thread just ended)
+        cpu, wait = cpu + int(f[0]), wait + int(f[1])
+    return cpu / 1e9, wait / 1e9
+
+
+def cpu_text(pid, before, times):
+    """CPU and run-queue wait per read since `before` (a `sched`)."""
+    if not pid:
+        return ""
+    cpu, wait = sched(pid)
+    return f", CPU {(cpu - before[0]) / times * 1000:.1f} ms/read, waited for a core {(wait - before[1]) / times * 1000:.1f} ms/read"
 
 
 def reset_peak(pid):
@@ -214,9 +249,10 @@ def reset_peak(pid):
         f.write("5")
 
 
-def reads(label, n, m, log, repeat=5, pid=None):
+def reads(label, n, m, log, repeat=5, pid=None, ssh=None):
     """The read rows of issue 18: each read `repeat` times, medians of the
-    client's time (end to end) and of the server's parse + handle + send."""
+    client's time (end to end) and of the server's parse + handle + send.
+    `ssh` (host, port, user, key): also the OpenSSH client's rows."""
     key = n // 2
     one = f'<customizations xmlns="{NS}"><module><id>{key}</id></module></customizations>'
     rows = [
@@ -230,13 +266,14 @@ def reads(label, n, m, log, repeat=5, pid=None):
         ("full get with state", lambda: m.get(), n),
     ]
     earlier_peak = 0
+    print(f"  read {'(ncclient)':<30} load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     for name, call, want in rows:
         if name == "full get with state" and pid:
             earlier_peak = rss(pid)["VmHWM"]
             reset_peak(pid)
             before = rss(pid)["VmRSS"]
         ends, servers, size, raw = [], [], 0, None
-        cpu0 = cpu_s(pid) if pid else None
+        cpu0 = sched(pid) if pid else None
         for _ in range(repeat):
             log.take()
             t, r = timed(call)
@@ -248,7 +285,7 @@ def reads(label, n, m, log, repeat=5, pid=None):
             ms = log.server_ms()
             if ms is not None:
                 servers.append(ms)
-        cpu = f", CPU {(cpu_s(pid) - cpu0) / repeat * 1000:.0f} ms/read" if pid else ""
+        cpu = cpu_text(pid, cpu0, repeat)
         ends.sort()
         servers.sort()
         server = f"server {servers[len(servers) // 2]:8.1f} ms (min {servers[0]:.1f}{cpu})" if servers else f"server      n/a{cpu}"
@@ -261,11 +298,79 @@ def reads(label, n, m, log, repeat=5, pid=None):
             framing, parse = client_floor(raw)
             print(f"  read {'  client floor, same bytes':<30} ncclient framing {framing * 1000:.1f} ms + reply parse "
                   f"{parse * 1000:.1f} ms = {(framing + parse) * 1000:.1f} ms (offline, best of 3)", flush=True)
+    if ssh and os.environ.get("L45_BENCH_OPENSSH", "1") != "0":
+        try:
+            openssh_reads(n, ssh, log, pid)
+        except Exception as e:  # report, keep the other rows
+            print(f"  read {'OpenSSH client':<30} failed: {e!r}", flush=True)
     # (the peak before the reset, for the run's peak)
     return earlier_peak
 
 
-def steps(label, n, connect, pid, log=ServerLog()):
+def openssh_reads(n, ssh, log, pid):
+    """Reads through OpenSSH + lxml (tools/nc_openssh.py): the end to end
+    without ncclient's own cost, and that client's floor on the full get."""
+    host, port, user, key = ssh
+    cipher = os.environ.get("L45_BENCH_OPENSSH_CIPHER") or None
+    many = int(os.environ.get("L45_BENCH_OPENSSH_REPEAT", "21"))
+    print(f"  read {'OpenSSH client':<30} ssh -s netconf, cipher {negotiated_cipher(host, port, user, key, cipher)}, "
+          f"each reply parsed as it arrives; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    key_filter = f'<customizations xmlns="{NS}"><module><id>{n // 2}</id></module></customizations>'
+    content = f'<customizations xmlns="{NS}"><module><priority>7</priority></module></customizations>'
+    rows = [
+        ("one entry by key, subtree", f'<get-config><source><running/></source><filter type="subtree">{key_filter}</filter></get-config>', 1, 5, "lxml"),
+        (f"{n // 100} entries (priority 7)", f'<get-config><source><running/></source><filter type="subtree">{content}</filter></get-config>', n // 100, many, "lxml"),
+        ("full get-config", "<get-config><source><running/></source></get-config>", n, 5, "lxml"),
+        ("full get with state", "<get/>", n, 5, "lxml"),
+        ("full get, expat (no tree)", "<get/>", n, 5, "expat"),
+    ]
+    module = f"{{{NS}}}module"
+    sizes = {}
+    with OpenSshNetconf(host, port, user, key, cipher) as s:
+        for name, body, want, times, parse in rows:
+            ends, servers, client = [], [], [0.0, 0.0]
+            cpu0 = sched(pid) if pid else None
+            for _ in range(times):
+                log.take()
+                c0 = s.cpu()
+                t, got = timed(lambda: s.rpc(body, parse))
+                client = [c + b - a for c, a, b in zip(client, c0, s.cpu())]
+                ends.append(t)
+                ms = log.server_ms()
+                if ms is not None:
+                    servers.append(ms)
+                if parse == "lxml":
+                    root = got
+                    got = sum(1 for e in root.iter(module) if e.find(f"{{{NS}}}id") is not None)
+                    assert got == want, f"OpenSSH {name}: {got} entries, want {want}"
+                else:  # (the lxml row's reply, give or take a counter's digits)
+                    assert abs(got - sizes[body]) < sizes[body] // 20, (name, got, sizes[body])
+            cpu = cpu_text(pid, cpu0, times)
+            if parse == "lxml":
+                sizes[body] = len(etree.tostring(root))
+            ends.sort()
+            servers.sort()
+            server = f"server {servers[len(servers) // 2]:8.1f} ms (min {servers[0]:.1f}{cpu})" if servers else f"server      n/a{cpu}"
+            print(f"  read {'  ' + name:<30} end to end {ends[len(ends) // 2] * 1000:8.1f} ms (min {ends[0] * 1000:.1f}, "
+                  f"{times} reads), {server}; client CPU {client[0] / times * 1000:.1f} ms (python: framing, parse) + "
+                  f"{client[1] / times * 1000:.1f} ms (ssh) per read; {want} entries", flush=True)
+        # The floor of this client on the full get: ssh and the framing
+        # alone (the reply not parsed), and lxml's parse of the same bytes.
+        transport = sorted(timed(lambda: s.rpc("<get/>", None))[0] for _ in range(3))
+        raw = s.rpc_bytes("<get/>")
+
+        def cpu_of(parse):
+            t = time.process_time()
+            s.parse_offline(raw, parse)
+            return time.process_time() - t
+        lxml_cpu = min(cpu_of("lxml") for _ in range(3))
+        expat_cpu = min(cpu_of("expat") for _ in range(3))
+        print(f"  read {'  client floor, full get':<30} ssh + framing, no parse {transport[1] * 1000:.1f} ms (median of 3, "
+              f"min {transport[0] * 1000:.1f}); parse of the same {len(raw) / 1e6:.1f} MB offline, CPU: lxml tree "
+              f"{lxml_cpu * 1000:.1f} ms, expat {expat_cpu * 1000:.1f} ms (best of 3)", flush=True)
+
+
+def steps(label, n, connect, pid, log=ServerLog(), ssh=None):
     idle = rss(pid)
     log.take()
     with connect() as m:
@@ -282,7 +387,7 @@ def steps(label, n, connect, pid, log=ServerLog()):
             import io
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
-                earlier_peak = reads(label, n, m, log, pid=pid)
+                earlier_peak = reads(label, n, m, log, pid=pid, ssh=ssh)
             read_lines = buf.getvalue().splitlines()
         small = load_xml(1, start=n // 2)
         t_small, _ = timed(lambda: m.edit_config(target="running", config=small))
@@ -364,7 +469,8 @@ def run_netconfd(n):
         time.sleep(0.5)
         # timeout is also ncclient's rpc timeout: netconfd's 50k load took 589 s
         steps("netconfd", n, lambda: manager.connect(host="127.0.0.1", port=port, username=user, key_filename=str(d / "k"),
-                                                     hostkey_verify=False, allow_agent=False, look_for_keys=False, timeout=3600), ncd.pid)
+                                                     hostkey_verify=False, allow_agent=False, look_for_keys=False, timeout=3600), ncd.pid,
+              ssh=("127.0.0.1", port, user, d / "k"))
     finally:
         for p in (ncd, sshd):
             p.terminate()
@@ -387,7 +493,7 @@ def run(n, agent=AGENT, label="l45-agent"):
     port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
     steps(label, n, lambda: manager.connect(host="127.0.0.1", port=port, username="admin", key_filename=str(d / "k"),
                                             hostkey_verify=False, allow_agent=False, look_for_keys=False, timeout=600), p.pid,
-          ServerLog(log))
+          ServerLog(log), ssh=("127.0.0.1", port, "admin", d / "k"))
     p.terminate()
     p.wait()
 

@@ -396,6 +396,42 @@ def test_openssh_netconf_subsystem(agent):
     assert 'message-id="2"' in out.stdout and "<ok/>" in out.stdout
 
 
+def test_openssh_chunked_reads_with_each_cipher(agent):
+    """`ssh -s` with chunked framing (tools/nc_openssh.py, the read
+    benchmark's fast client), with every cipher OpenSSH and the agent
+    share: a content-match read, the whole list, and a reply of several
+    64 KiB chunks are the replies ncclient gets, byte for byte."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools"))
+    from lxml import etree
+    from nc_openssh import OpenSshNetconf, negotiated_cipher
+    mods = "".join(f"<module><id>{i}</id><name>{'n' * 50}{i}</name><kind>l45:dns-front-tag</kind>"
+                   f"<priority>{i % 3}</priority></module>" for i in range(1, 3001))
+    content = f'<customizations xmlns="{NS}"><module><priority>2</priority></module></customizations>'
+    with agent.connect() as m:
+        m.edit_config(target="running", config=f'<config xmlns="{BASE}"><customizations xmlns="{NS}" xmlns:l45="{NS}">{mods}</customizations></config>')
+        want_content = m.get_config("running", filter=("subtree", content))
+        want_all = m.get_config("running")
+    assert ids(want_content) == list(range(2, 3001, 3))
+    assert len(want_all.data_xml) > 4 * 65536  # several chunks
+    rpcs = [
+        (f'<get-config><source><running/></source><filter type="subtree">{content}</filter></get-config>', want_content),
+        ("<get-config><source><running/></source></get-config>", want_all),
+    ]
+    offered = subprocess.run(["ssh", "-Q", "cipher"], capture_output=True, text=True, check=True).stdout.split()
+    tried = []
+    for cipher in ("chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr"):
+        if cipher not in offered:
+            continue
+        assert negotiated_cipher("127.0.0.1", agent.port, "admin", agent.key, cipher).startswith(cipher)
+        with OpenSshNetconf("127.0.0.1", agent.port, "admin", agent.key, cipher) as s:
+            for body, want in rpcs:
+                data = s.rpc(body).find(f"{{{BASE}}}data")
+                c14n = etree.tostring(data, method="c14n", exclusive=True)
+                assert c14n == etree.tostring(want.data_ele, method="c14n", exclusive=True), (cipher, body[:80])
+        tried.append(cipher)
+    assert "chacha20-poly1305@openssh.com" in tried, tried
+
+
 def test_netconf_console2(agent):
     with agent.connect() as m:
         m.edit_config(target="running", config=module_xml(60, name="console"))

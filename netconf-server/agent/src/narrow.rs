@@ -163,6 +163,90 @@ pub fn tops_within(filter: &Filter, tops: &[(&str, &str)]) -> bool {
     })
 }
 
+/// The entries a one-path filter selects as whole entries, decided from
+/// their stored text without libyang: the path is
+/// `/l45:customizations/l45:module` with predicates on leaves directly
+/// under `module` only (what a subtree content match on such leaves
+/// becomes), each such leaf's name is one the entry's schema has nowhere
+/// else (so a `<leaf>` element in the stored text is that leaf), and every
+/// entry's text decides every predicate. The comparisons are those of
+/// [`reach`] (the literal and its canonical form against the stored,
+/// canonical text; a leaf whose default matches is not decided), so on
+/// such a path the superset it returns is exact. `None` when any of this
+/// does not hold: the caller reads the general way. `visible` as for
+/// [`reach`] (and the caller shows whole entries only to a reader who may
+/// read all of them).
+pub fn whole_entries(
+    filter: &Filter,
+    schema: &ListSchema,
+    modules: &ModuleMap,
+    visible: Visible,
+) -> Option<BTreeSet<u32>> {
+    let Filter::XPaths(paths) = filter else {
+        return None;
+    };
+    let [path] = paths.as_slice() else {
+        return None;
+    };
+    if !visible.modules || !visible.keys {
+        return None;
+    }
+    let steps = parse_path(path)?;
+    let [_, list] = steps.as_slice() else {
+        return None;
+    };
+    let Need::Where { key, content } = need_of(&steps, schema)? else {
+        return None;
+    };
+    if list.name != "module" {
+        return None;
+    }
+    let named_once = |leaf: &str| {
+        schema.leaves.iter().filter(|l| l.name == leaf).count() == 1
+            && !schema
+                .containers
+                .iter()
+                .any(|c| c.iter().any(|name| name == leaf))
+            && !schema
+                .cases
+                .iter()
+                .any(|(_, _, c)| c.as_deref() == Some(leaf))
+    };
+    if !content
+        .iter()
+        .all(|c| c.parents.is_empty() && named_once(&c.leaf))
+    {
+        return None;
+    }
+    let matchers: Vec<Matcher> = content.iter().map(Matcher::new).collect();
+    let selects = |e: &str| -> Option<bool> {
+        for m in &matchers {
+            if !m.decides(e)? {
+                return Some(false);
+            }
+        }
+        Some(true)
+    };
+    let mut out = BTreeSet::new();
+    match key {
+        Some(id) => {
+            if let Some((id, e)) = id.and_then(|id| modules.get_key_value(&id)) {
+                if selects(e)? {
+                    out.insert(*id);
+                }
+            }
+        }
+        None => {
+            for (id, e) in modules {
+                if selects(e)? {
+                    out.insert(*id);
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
 /// What a parsed path needs of the module list; `None`: not understood.
 fn need_of(steps: &[Step], schema: &ListSchema) -> Option<Need> {
     let (top, rest) = steps.split_first()?;
@@ -263,6 +347,20 @@ fn content_of(schema: &ListSchema, parents: &[String], leaf: &str, text: &str) -
     })
 }
 
+/// What an entry's stored text says of a [`Content`].
+enum Scan {
+    /// A `<leaf>` element holds one of the values.
+    Yes,
+    /// No `<leaf>` element does.
+    No,
+    /// No `<leaf>` element does, but an element of that name is not a
+    /// leaf (a container): which one the path means is not told by the
+    /// text.
+    NoLeafButContainer,
+    /// The text cannot tell (an entity this does not know, no end tag).
+    Unknown,
+}
+
 /// A [`Content`] test with its searchers built once (a scan runs it on
 /// every stored entry).
 struct Matcher<'c> {
@@ -286,9 +384,30 @@ impl<'c> Matcher<'c> {
     /// text is one of the values. Errs on the side of yes (an entity it
     /// does not know).
     fn holds(&self, entry: &str) -> bool {
+        !matches!(self.scan(entry), Scan::No | Scan::NoLeafButContainer)
+    }
+
+    /// Whether the entry holds the content, when its stored text decides
+    /// it: `Some(true)` for a `<leaf>` element whose text is one of the
+    /// values, `Some(false)` when no `<leaf>` element holds one, `None`
+    /// when the text alone cannot tell (an entity this does not know, an
+    /// element of that name that is not a leaf). A `<leaf>` anywhere in
+    /// the entry counts: exact only for a name the entry's schema has
+    /// once (see [`whole_entries`]).
+    fn decides(&self, entry: &str) -> Option<bool> {
+        match self.scan(entry) {
+            Scan::Yes => Some(true),
+            Scan::No => Some(false),
+            Scan::NoLeafButContainer | Scan::Unknown => None,
+        }
+    }
+
+    /// The `<leaf>` elements of the entry against the values.
+    fn scan(&self, entry: &str) -> Scan {
         let mut rest = entry.as_bytes();
         let open_len = self.open.needle().len();
         let close = self.close.needle();
+        let mut container = false;
         while let Some(at) = self.open.find(rest) {
             rest = &rest[at + open_len..];
             // The text ends at the first `<`: the end tag for a leaf, else
@@ -296,32 +415,37 @@ impl<'c> Matcher<'c> {
             // end tag: on entries of a few hundred bytes each search's
             // set-up costs more than the scan.)
             let Some(end) = memchr::memchr(b'<', rest) else {
-                return true;
+                return Scan::Unknown;
             };
             if !rest[end..].starts_with(close) {
                 if memchr::memmem::find(&rest[end..], close).is_none() {
-                    return true;
+                    return Scan::Unknown;
                 }
+                container = true;
                 continue;
             }
             let text = &rest[..end];
             let Ok(text) = std::str::from_utf8(text) else {
-                return true;
+                return Scan::Unknown;
             };
             if !text.contains('&') {
                 if self.content.values.iter().any(|v| v == text) {
-                    return true;
+                    return Scan::Yes;
                 }
                 continue;
             }
             match unescape(text) {
-                Some(t) if self.content.values.contains(&t) => return true,
+                Some(t) if self.content.values.contains(&t) => return Scan::Yes,
                 Some(_) => {}
-                None => return true,
+                None => return Scan::Unknown,
             }
         }
         // A leaf printed empty (`<leaf/>`) cannot hold a non-empty value.
-        false
+        if container {
+            Scan::NoLeafButContainer
+        } else {
+            Scan::No
+        }
     }
 }
 
@@ -491,210 +615,4 @@ impl Parser<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::datastore::{schema, Entry};
-    use std::sync::Arc;
-
-    fn store() -> ModuleMap {
-        let mut m = ModuleMap::new();
-        for (id, name, prio) in [
-            (1, "a", 7),
-            (2, "b &amp; c", 100),
-            (3, "a", 100),
-            (10, "x", 7),
-        ] {
-            let p = if prio == 100 {
-                String::new()
-            } else {
-                format!("<priority>{prio}</priority>")
-            };
-            m.insert(
-                id,
-                Arc::from(format!(
-                    "<module><id>{id}</id><name>{name}</name><kind>dns-front-tag</kind>{p}</module>"
-                )),
-            );
-        }
-        m.insert(
-            20,
-            Arc::from(
-                "<module><id>20</id><name>s</name><kind>stream-tag</kind><parameters><stream-tag><interval>500</interval><tag>TT</tag></stream-tag></parameters></module>",
-            ),
-        );
-        m
-    }
-
-    const ALL: Visible = Visible {
-        modules: true,
-        keys: true,
-    };
-
-    fn reach_as(paths: &[&str], visible: Visible) -> Option<Reach> {
-        let f = Filter::XPaths(paths.iter().map(|p| p.to_string()).collect());
-        reach(&f, schema().expect("schema"), &store(), visible)
-    }
-
-    fn reach_of(paths: &[&str]) -> Option<Reach> {
-        reach_as(paths, ALL)
-    }
-
-    #[test]
-    fn tops_of_understood_paths() {
-        let tops = [("layer45-customization", "customizations")];
-        let f = |p: &[&str]| Filter::XPaths(p.iter().map(|p| p.to_string()).collect());
-        assert!(tops_within(&f(&[&format!("{C}/module[id='1']")]), &tops));
-        assert!(!tops_within(
-            &f(&[&format!("{C}/module[id='1']"), "/ietf-netconf-acm:nacm"]),
-            &tops
-        ));
-        assert!(!tops_within(&f(&[&format!("{C}/module[id>1]")]), &tops));
-        assert!(!tops_within(&Filter::All, &tops));
-    }
-
-    #[test]
-    fn hidden_values_are_not_looked_at() {
-        let key =
-            format!("{C}/module/security[key='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=']");
-        let no_keys = Visible {
-            modules: true,
-            keys: false,
-        };
-        assert_eq!(reach_as(&[&key], ALL), ids(&[]));
-        assert_eq!(reach_as(&[&key], no_keys), None);
-        assert_eq!(
-            reach_as(&[&format!("{C}/module[name='a']")], no_keys),
-            ids(&[1, 3])
-        );
-        let nothing = Visible {
-            modules: false,
-            keys: false,
-        };
-        assert_eq!(reach_as(&[&format!("{C}/module[name='a']")], nothing), None);
-        assert_eq!(reach_as(&[&format!("{C}/module[id='1']")], nothing), None);
-        // Other top nodes need no look at the entries.
-        assert_eq!(reach_as(&["/ietf-netconf-acm:nacm"], nothing), ids(&[]));
-    }
-
-    fn ids(v: &[u32]) -> Option<Reach> {
-        Some(Reach::Entries(v.iter().copied().collect()))
-    }
-
-    const C: &str = "/layer45-customization:customizations";
-
-    #[test]
-    fn key_predicates_select_one_entry() {
-        assert_eq!(reach_of(&[&format!("{C}/module[id='3']")]), ids(&[3]));
-        assert_eq!(reach_of(&[&format!("{C}/module[id=3]")]), ids(&[3]));
-        assert_eq!(
-            reach_of(&[&format!(
-                "{C}/layer45-customization:module[layer45-customization:id = \"10\"]/name"
-            )]),
-            ids(&[10])
-        );
-        // Absent, or two keys at once: nothing.
-        assert_eq!(reach_of(&[&format!("{C}/module[id='4']")]), ids(&[]));
-        assert_eq!(
-            reach_of(&[&format!("{C}/module[id='1'][id='3']")]),
-            ids(&[])
-        );
-        // The subtree form of <module><id>1</id><name/></module>.
-        assert_eq!(
-            reach_of(&[
-                &format!("{C}/module[id='1']/id"),
-                &format!("{C}/module[id='1']/name")
-            ]),
-            ids(&[1])
-        );
-    }
-
-    #[test]
-    fn content_matches_scan_the_entries() {
-        assert_eq!(reach_of(&[&format!("{C}/module[name='a']")]), ids(&[1, 3]));
-        assert_eq!(reach_of(&[&format!("{C}/module[name='b & c']")]), ids(&[2]));
-        assert_eq!(
-            reach_of(&[&format!("{C}/module[priority='7']")]),
-            ids(&[1, 10])
-        );
-        // The default is not in the stored text: not narrowed.
-        assert_eq!(reach_of(&[&format!("{C}/module[priority='100']")]), None);
-        assert_eq!(reach_of(&[&format!("{C}/module[activated='true']")]), None);
-        assert_eq!(
-            reach_of(&[&format!("{C}/module[activated='false']")]),
-            ids(&[])
-        );
-        // A non-canonical literal: its canonical form counts too.
-        assert_eq!(
-            reach_of(&[&format!("{C}/module[priority='007']")]),
-            ids(&[1, 10])
-        );
-        assert_eq!(
-            reach_of(&[&format!("{C}/module[id='3'][name='a']")]),
-            ids(&[3])
-        );
-        assert_eq!(
-            reach_of(&[&format!("{C}/module[id='1'][name='x']")]),
-            ids(&[])
-        );
-        assert_eq!(reach_of(&[&format!("{C}/module/name[.='x']")]), ids(&[10]));
-        assert_eq!(
-            reach_of(&[&format!("{C}/module/parameters/stream-tag[interval='500']")]),
-            ids(&[20])
-        );
-    }
-
-    #[test]
-    fn other_top_nodes_need_no_entry() {
-        assert_eq!(reach_of(&["/ietf-netconf-acm:nacm"]), ids(&[]));
-        assert_eq!(reach_of(&[]), ids(&[]));
-        assert_eq!(reach_of(&[&format!("{C}/socket")]), ids(&[]));
-        assert_eq!(reach_of(&[C]), Some(Reach::All));
-        assert_eq!(reach_of(&[&format!("{C}/module/name")]), Some(Reach::All));
-    }
-
-    #[test]
-    fn anything_else_is_not_narrowed() {
-        for p in [
-            format!("{C}/module[id>'3']"),
-            format!("{C}//module[id='3']"),
-            format!("{C}/module[id='3']/.."),
-            format!("{C}/*[id='3']"),
-            format!("{C}/module[position()=1]"),
-            format!("{C}/module[id='3'] | /ietf-netconf-acm:nacm"),
-            format!("{C}[module/id='3']"),
-            format!("{C}/module[kind='dns-front-tag']"),
-            format!("{C}/module[name=7]"),
-            format!("{C}/module[state/state='registered']"),
-            format!("{C}/module[unknown='1']"),
-            format!("{C}/module[id='x']"),
-            format!("{C}/module[name='']"),
-            format!("{C}/module[.='3']"),
-            format!("{C}/ietf-netconf-acm:module[id='3']"),
-            format!("{C}/child::module[id='3']"),
-            "/customizations/module[id='3']".to_string(),
-            "customizations".to_string(),
-            String::new(),
-        ] {
-            assert_eq!(reach_of(&[&p]), None, "{p}");
-        }
-    }
-
-    #[test]
-    fn holds_reads_escaped_text_and_skips_containers() {
-        let e: Entry =
-            Arc::from("<module><id>1</id><name>a&lt;b</name><tag><x>1</x></tag></module>");
-        let holds = |e: &Entry, leaf: &str, v: &str| {
-            let c = Content {
-                parents: Vec::new(),
-                leaf: leaf.into(),
-                values: vec![v.into()],
-            };
-            Matcher::new(&c).holds(e)
-        };
-        assert!(holds(&e, "name", "a<b"));
-        assert!(!holds(&e, "name", "a"));
-        assert!(!holds(&e, "tag", "1"));
-        let odd: Entry = Arc::from("<module><name>&weird;</name></module>");
-        assert!(holds(&odd, "name", "a"));
-    }
-}
+mod tests;

@@ -383,7 +383,8 @@ impl Part {
 
 /// Frames one outgoing message handed over piece by piece (as it is
 /// generated) into parts of at most `max_part` message bytes each; with
-/// chunked framing every part is one whole chunk. A part never ends inside
+/// chunked framing every part is one whole chunk (the last followed by the
+/// end-of-message marker). A part never ends inside
 /// a UTF-8 character (peers such as ncclient decode each chunk on its
 /// own), unless `max_part` is smaller than one character. The message is
 /// never held whole: each part is handed to `emit` once full.
@@ -443,37 +444,42 @@ impl PartEncoder {
 
     /// Hands the part being filled to `emit` (nothing when it is empty).
     fn flush(&mut self, emit: &mut impl FnMut(Part)) {
-        let payload = self.payload();
-        if payload == 0 {
+        if self.payload() == 0 {
             return;
         }
-        let start = match self.framing {
-            Framing::EndOfMessage => HEAD_ROOM,
-            Framing::Chunked => {
+        let start = self.frame_head();
+        let bytes = std::mem::replace(&mut self.buf, Self::fresh(self.max_part));
+        emit(Part { bytes, start });
+    }
+
+    /// Writes the chunk header of the part being filled into its head room
+    /// (chunked framing, a part with payload); returns where the part's
+    /// bytes start.
+    fn frame_head(&mut self) -> usize {
+        let payload = self.payload();
+        match self.framing {
+            Framing::Chunked if payload > 0 => {
                 let head = format!("\n#{payload}\n");
                 let start = HEAD_ROOM - head.len();
                 self.buf[start..HEAD_ROOM].copy_from_slice(head.as_bytes());
                 start
             }
-        };
-        let bytes = std::mem::replace(&mut self.buf, Self::fresh(self.max_part));
-        emit(Part { bytes, start });
+            _ => HEAD_ROOM,
+        }
     }
 
-    /// Ends the message: its last part, then the end-of-message marker.
+    /// Ends the message: its last part with the end-of-message marker
+    /// after it, in the same part (one write, one SSH packet, one wake-up
+    /// of the peer less than a part of its own).
     pub fn finish(mut self, emit: &mut impl FnMut(Part)) {
-        self.flush(emit);
         let end: &[u8] = match self.framing {
             Framing::EndOfMessage => EOM,
             Framing::Chunked => b"\n##\n",
         };
+        let start = self.frame_head();
         let mut bytes = std::mem::take(&mut self.buf);
-        bytes.truncate(HEAD_ROOM);
         bytes.extend_from_slice(end);
-        emit(Part {
-            bytes,
-            start: HEAD_ROOM,
-        });
+        emit(Part { bytes, start });
     }
 }
 
@@ -783,8 +789,14 @@ mod tests {
                 assert_eq!(d.buffered(), 0);
                 // Every chunk is whole UTF-8 and at most `max` bytes (a
                 // character longer than `max` alone excepted).
-                for p in &parts[..parts.len() - 1] {
-                    let b = p.as_bytes();
+                let last = parts.last().expect("a part").as_bytes();
+                assert!(last.ends_with(b"\n##\n"));
+                for b in parts
+                    .iter()
+                    .map(Part::as_bytes)
+                    .map(|b| b.strip_suffix(b"\n##\n").unwrap_or(b))
+                    .filter(|b| !b.is_empty())
+                {
                     let nl = b[2..].iter().position(|&c| c == b'\n').unwrap() + 2;
                     let chunk = std::str::from_utf8(&b[nl + 1..]).expect("whole characters");
                     assert!(chunk.len() <= max || chunk.chars().count() == 1);

@@ -164,6 +164,9 @@ impl Agent {
         if let Some(body) = self.read_stored(s, nacm, &read, "<data>")? {
             return Ok((body, After::Continue));
         }
+        if let Some(body) = self.entries_matched(s, nacm, &read)? {
+            return Ok((Body::Text(body), After::Continue));
+        }
         let (full, narrowed) = self.read_visible(s, nacm, &read)?;
         if let Some(body) = entries_as_stored(s, nacm, &read, &full, narrowed.as_ref())? {
             return Ok((Body::Text(body), After::Continue));
@@ -199,6 +202,60 @@ impl Agent {
             return self.get_stored_with_state(s, nacm, data_open);
         }
         Ok(None)
+    }
+
+    /// A config read whose one path selects whole module entries by the
+    /// values of leaves directly under `module`, decided from the stored
+    /// text ([`narrow::whole_entries`]): those entries' stored text, as
+    /// [`entries_as_stored`] answers the same read from a narrowed libyang
+    /// tree, without building one (at 100k entries, a content match on
+    /// 1 000 of them spent most of its time parsing and validating them).
+    /// The same conditions as there (explicit mode, module-level NACM with
+    /// the keys readable) and as for narrowing (a validated datastore);
+    /// `None` when they do not hold or nothing is selected (the general
+    /// read then answers).
+    fn entries_matched(
+        &self,
+        s: &SessionInfo,
+        nacm: &Nacm,
+        read: &Read<'_>,
+    ) -> Result<Option<String>, OpError> {
+        if self.opts.engine != Engine::Auto
+            || read.with_state
+            || read.flags.bits() != DataPrinterFlags::WD_EXPLICIT.bits()
+            || !nacm.data_rules(&s.username, Access::Read).is_empty()
+        {
+            return Ok(None);
+        }
+        let visible = Visible {
+            modules: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, false),
+            keys: nacm.may(&s.username, l45_yang::L45_MODULE, Access::Read, true),
+        };
+        let stores = self.stores();
+        if read.ds == Datastore::Candidate && stores.candidate_unvalidated {
+            return Ok(None);
+        }
+        let store = stores.get(read.ds);
+        let Ok(schema) = schema() else {
+            return Ok(None);
+        };
+        let Some(ids) = narrow::whole_entries(read.filter, schema, &store.modules, visible) else {
+            return Ok(None);
+        };
+        let entries: Vec<&str> = ids
+            .iter()
+            .filter_map(|id| store.modules.get(id).map(|e| &**e))
+            .collect();
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        tracing::debug!(
+            datastore = ?read.ds,
+            entries = entries.len(),
+            stored = store.modules.len(),
+            "read answered with the stored entries its filter selects"
+        );
+        Ok(Some(stored_entries_body(entries.into_iter())))
     }
 
     /// The general read: the datastore's tree (narrowed to what the filter
@@ -496,12 +553,7 @@ fn entries_as_stored(
     let set = full
         .find_xpath(xpath)
         .map_err(|e| filter::bad_expression(xpath, &e))?;
-    let size: usize = entries.values().map(|e| e.len()).sum();
-    let mut body = String::with_capacity(size + 128);
-    body.push_str("<data><customizations xmlns=\"");
-    body.push_str(l45_yang::L45_NAMESPACE);
-    body.push_str("\">");
-    let mut any = false;
+    let mut selected = Vec::new();
     for node in set {
         let whole_entry = node.schema().name() == "module"
             && node.schema().module().name() == l45_yang::L45_MODULE
@@ -517,14 +569,27 @@ fn entries_as_stored(
         let (true, Some(entry)) = (whole_entry, id.and_then(|id| entries.get(&id))) else {
             return Ok(None);
         };
-        body.push_str(entry);
-        any = true;
+        selected.push(&**entry);
     }
-    if !any {
+    if selected.is_empty() {
         return Ok(None);
     }
+    Ok(Some(stored_entries_body(selected.into_iter())))
+}
+
+/// `<data>` with the module list of these stored entries (in the order
+/// given: the list's, by id).
+fn stored_entries_body<'e>(entries: impl Iterator<Item = &'e str> + Clone) -> String {
+    let size: usize = entries.clone().map(str::len).sum();
+    let mut body = String::with_capacity(size + 128);
+    body.push_str("<data><customizations xmlns=\"");
+    body.push_str(l45_yang::L45_NAMESPACE);
+    body.push_str("\">");
+    for entry in entries {
+        body.push_str(entry);
+    }
     body.push_str("</customizations></data>");
-    Ok(Some(body))
+    body
 }
 
 /// A [`ReplySink`] as a `fmt::Write`.
