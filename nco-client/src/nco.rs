@@ -122,8 +122,8 @@ pub struct Nco {
     /// Devices whose state arrives by YANG-push (`push.rs`): monitor
     /// rounds do not poll them.
     pub(crate) pushing: Mutex<HashSet<String>>,
-    /// `install-module` inputs of images, built once (`images/install.rs`).
-    pub(crate) image_inputs: crate::images::install::InputCache,
+    /// `install-module` inputs of images, built once (`images/input_cache.rs`).
+    pub(crate) image_inputs: crate::images::input_cache::InputCache,
 }
 
 fn now() -> Timestamp {

@@ -7,8 +7,7 @@
 //! resent after a crash, or run by two requests of one device at once,
 //! leaves one image.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::device_xml;
 use crate::nco::NcoError;
@@ -25,28 +24,6 @@ pub enum ImageStep {
     AlreadyHeld,
     /// `install-module` was sent and accepted.
     Installed,
-}
-
-/// `install-module` inputs by SHA-256, built once per process: a wave to
-/// many devices reads and encodes an image once.
-#[derive(Default)]
-pub(crate) struct InputCache(Mutex<HashMap<String, Arc<String>>>);
-
-impl InputCache {
-    fn get(&self, sha256: &str) -> Option<Arc<String>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(sha256)
-            .cloned()
-    }
-
-    fn put(&self, sha256: &str, input: Arc<String>) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sha256.to_string(), input);
-    }
 }
 
 fn image_error(sha256: &str, reason: impl Into<String>) -> NcoError {

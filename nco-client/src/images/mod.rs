@@ -5,6 +5,7 @@
 //! The manifest format and the signature are `l45_images`'.
 
 pub mod build;
+pub(crate) mod input_cache;
 pub mod install;
 pub mod kernel_build;
 pub mod key;
