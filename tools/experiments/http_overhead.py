@@ -12,6 +12,7 @@ byte (SHA-256) against the file. Writes http_overhead.csv and
 http_overhead.png (box plots, HTTP and HTTPS side by side)."""
 import hashlib
 import pathlib
+import statistics
 import sys
 import tempfile
 
@@ -126,6 +127,11 @@ def report(out, rows, mbytes, trials):
             out.figure(f"{proto} {c} MB/s", round(mbytes * 1.048576 / x.mean(by[c]), 1))
             if c != "baseline":
                 out.figure(f"{proto} {c} mean overhead %", round(100 * (x.mean(by[c]) / base - 1), 2))
+                # the same trial's baseline as reference: how far single
+                # trials scatter says what difference the means can resolve
+                paired = [100 * (t / b - 1) for t, b in zip(by[c], by["baseline"])]
+                if len(paired) > 1:
+                    out.figure(f"{proto} {c} per-trial ratio sd %", round(statistics.stdev(paired), 2))
         ax.boxplot([by[c] for c in CONFIGS], tick_labels=["Linux baseline", "Layer 4.5 tap", "tap + stream tag"],
                    showmeans=True)
         ax.set_ylabel(f"seconds for {mbytes} MiB")
