@@ -83,8 +83,11 @@ def render(out=ROOT / "docs" / "experiments", template=HERE / "experiments.md.in
         if info.get("complete") is False:
             f = info["figures"]
             partial = f", stopped after {f.get('trials')} of {f.get('trials asked')} trials"
+        # Where a run wrote its files (--out) changes none of its figures,
+        # and this page shows them from docs/experiments/: not repeated.
+        command = re.sub(r" --out \S+", "", info["command"])
         return (m.group(0) + f"\n\n*{info['mode']} run{partial}, finished {info['finished']}: "
-                f"`sudo {info['command']}`; {host_load(info)}*")
+                f"`sudo {command}`; {host_load(info)}*")
     text = re.sub(r"!\[[^\]]*\]\(experiments/(([a-z_]+))\.png\)", provenance, text)
     target.write_text(text)
     return target
