@@ -54,6 +54,24 @@ def build_image(work, kb, env):
     return build()
 
 
+def reuse_signing_key(env, secret):
+    """Gives the fresh CIB named by env["L45_CIB"] the signing key of an
+    earlier one (its secret bytes), created owner-only (0600) as the NCO
+    creates its own, so one signed image serves every run."""
+    key_file = pathlib.Path(env["L45_CIB"] + ".image-key")
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secret)
+    finally:
+        os.close(fd)
+
+
+def public_key(env):
+    """The NCO's image-signing public key (base64) for the CIB in env."""
+    p = subprocess.run([NCO, "--json", "images", "key"], env=env, check=True, capture_output=True, text=True)
+    return json.loads(p.stdout)["public_key"]
+
+
 def cpu_seconds(pid):
     """User + system CPU seconds of a running process."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -129,14 +147,10 @@ def main():
                 (top / "key").write_bytes(key_file.read_bytes())
                 print(f"image {image}: {size} bytes", flush=True)
             else:
-                # The same signing key for every run's CIB (0600 at creation).
-                key_file = pathlib.Path(str(work / "cib.sqlite") + ".image-key")
-                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                os.write(fd, (top / "key").read_bytes())
-                os.close(fd)
+                # The same signing key for every run's CIB.
+                reuse_signing_key(env, (top / "key").read_bytes())
             image = (top / "image").read_text()
-            public = json.loads(subprocess.run([NCO, "--json", "images", "key"], env=env, check=True,
-                                               capture_output=True, text=True).stdout)["public_key"]
+            public = public_key(env)
             t, agent_cpu, nco_cpu = run_one(n, work, image, public, env)
             results.append((n, t, agent_cpu, nco_cpu))
             print(f"N={n:5}: {t:7.3f} s  ({1000 * t / n:6.2f} ms/device)", flush=True)

@@ -90,6 +90,17 @@ def test_rotation_under_impairment_with_overlap_loses_nothing_to_the_rotation(tm
     assert {"front tag (M1)", "compression (M2)"} <= forms, forms
 
 
+def test_distribution_pushes_a_signed_600_kib_image_to_every_emulated_device(tmp_path):
+    """Figure 3.1's round: a real image built and signed by the NCO,
+    installed through `images push` on every emulated device (run_one
+    checks the CIB's install rows and every device's image store)."""
+    run_script("distribution", "--smoke", "--out", str(tmp_path))
+    (row,) = rows(tmp_path / "distribution.csv")
+    assert int(row["devices"]) == 3
+    assert int(row["image bytes"]) >= 600 * 1024, row
+    assert 0.0 < float(row["seconds"]) < 60, row
+    summary = json.loads((tmp_path / "distribution.json").read_text())
+    assert summary["mode"] == "smoke" and summary["host load"]["end"]["cpus"] >= 1, summary
 @pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="kmod/vm-test.sh needs qemu")
 def test_kernel_lifecycle_in_the_vm_attaches_activates_and_deprecates(tmp_path):
     """kernel_lifecycle.py --smoke: one boot of the kernel-tap VM

@@ -95,6 +95,8 @@ def report(out, rows, queries, trials):
         if c != "baseline":
             out.figure(f"{c} mean overhead %", round(100 * (x.mean(by[c]) / base - 1), 2))
             out.figure(f"{c} mean extra s", round(x.mean(by[c]) - base, 4))
+            # one slow trial moves a mean of 15 a lot on a shared host; the median less
+            out.figure(f"{c} median overhead %", round(100 * (x.median(by[c]) / x.median(by["baseline"]) - 1), 2))
     plt = x.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.boxplot([by[c] for c in CONFIGS], tick_labels=["Linux baseline", "Layer 4.5 tap", "tap + front tag"],

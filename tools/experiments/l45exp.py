@@ -89,7 +89,11 @@ class Output:
         self.summary = {"experiment": name, "mode": args.mode,
                         "command": " ".join([f".venv/bin/python tools/experiments/{script or name}.py"]
                                             + sys.argv[1:]),
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         "finished": None, "figures": {}}
+        # The host is shared: its load average at the start and the end
+        # says how noisy the run's absolute times are.
+        self.summary["host load"] = {"start": host_load()}
 
     def csv(self, header, rows, part=None):
         path = self.dir / (f"{self.name}-{part}.csv" if part else f"{self.name}.csv")
@@ -112,7 +116,14 @@ class Output:
 
     def done(self):
         self.summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.summary["host load"]["end"] = host_load()
         (self.dir / f"{self.name}.json").write_text(json.dumps(self.summary, indent=1) + "\n")
+
+
+def host_load():
+    """The host's load averages (1, 5, 15 min) and its CPU count."""
+    one, five, fifteen = os.getloadavg()
+    return {"1 min": round(one, 2), "5 min": round(five, 2), "15 min": round(fifteen, 2), "cpus": os.cpu_count()}
 
 
 def pyplot():

@@ -24,6 +24,17 @@ def load(out):
     return summaries
 
 
+def host_load(info):
+    """The host's load average during a run, as its JSON recorded it."""
+    h = info.get("host load")
+    if not h:
+        return "host load not recorded (run before the scripts recorded it)"
+    start, end = h["start"], h.get("end", {})
+    started = f"started {info['started']}, " if info.get("started") else ""
+    return (f"{started}host load average (1 min) {start['1 min']} at the start, {end.get('1 min', '?')} "
+            f"at the end, 15 min {end.get('15 min', '?')}, on {start['cpus']} CPUs")
+
+
 def fmt(v):
     if isinstance(v, dict):
         return ", ".join(f"{k}: {fmt(x)}" for k, x in v.items())
@@ -68,8 +79,15 @@ def render(out=ROOT / "docs" / "experiments", template=HERE / "experiments.md.in
         info = s.get(name)
         if not info:
             return m.group(0) + "\n\n*(not run)*"
-        return (m.group(0) + f"\n\n*{info['mode']} run, finished {info['finished']}: "
-                f"`sudo {info['command']}`*")
+        partial = ""
+        if info.get("complete") is False:
+            f = info["figures"]
+            partial = f", stopped after {f.get('trials')} of {f.get('trials asked')} trials"
+        # Where a run wrote its files (--out) changes none of its figures,
+        # and this page shows them from docs/experiments/: not repeated.
+        command = re.sub(r" --out \S+", "", info["command"])
+        return (m.group(0) + f"\n\n*{info['mode']} run{partial}, finished {info['finished']}: "
+                f"`sudo {command}`; {host_load(info)}*")
     text = re.sub(r"!\[[^\]]*\]\(experiments/(([a-z_]+))\.png\)", provenance, text)
     target.write_text(text)
     return target
