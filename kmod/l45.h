@@ -216,6 +216,8 @@ struct l45_plan {
 	u32 splice_id;
 	u32 interval;		/* L45_PLAN_STREAM_TAG: payload bytes between tags */
 	u8 splice_bytes[64];	/* the inserted bytes (the tag for L45_PLAN_STREAM_TAG) */
+	u32 delay_slot;		/* the rate limit doing the delay, for its counters */
+	u32 delay_id;
 };
 
 /* A stream tag's receiving side (l45_rs_stream_rx): the shim strips the

@@ -178,6 +178,8 @@ pub struct Plan {
     splice_id: u32,
     interval: u32,
     splice_bytes: [u8; l45mod::MAX_TAG],
+    delay_slot: u32,
+    delay_id: u32,
 }
 
 const PLAN_NONE: u8 = 0;

@@ -622,8 +622,12 @@ static int l45_sendmsg_common(struct sock *sk, struct msghdr *msg, size_t size, 
 		return orig(sk, msg, size);
 
 	l45_plan_now(e, sk, &p);
-	if (p.send && p.delay_ms)
+	if (p.send && p.delay_ms) {
 		msleep_interruptible(p.delay_ms);	/* no lock is held */
+		/* the delaying module counts the bytes it held back, as the
+		 * user-space tap does (and so is not idle while it delays) */
+		l45_rs_count(p.delay_slot, p.delay_id, 0, size);
+	}
 	if (p.send < L45_PLAN_BYTES && !(tcp && READ_ONCE(e->tx_len)))
 		return orig(sk, msg, size);	/* bytes untouched: no buffer, no mutex */
 	if (p.send == L45_PLAN_SPLICE && size + p.splice_len <= L45_SMALL_DGRAM)

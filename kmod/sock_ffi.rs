@@ -92,6 +92,8 @@ pub unsafe extern "C" fn l45_rs_sock_plan(s: *const c_void, out: *mut Plan) {
         splice_id: 0,
         interval: 0,
         splice_bytes: [0; l45mod::MAX_TAG],
+        delay_slot: 0,
+        delay_id: 0,
     };
     let (mut send_first, mut send_n, mut recv_first, mut recv_n) = (None, 0, None, 0);
     for a in s.entries().filter(|a| a.activated) {
@@ -101,6 +103,7 @@ pub unsafe extern "C" fn l45_rs_sock_plan(s: *const c_void, out: *mut Plan) {
                 Params::RateLimit { delay_ms } => {
                     if p.delay_ms == 0 {
                         p.delay_ms = delay_ms;
+                        (p.delay_slot, p.delay_id) = (a.slot as u32, a.id);
                     }
                 }
                 _ => {
