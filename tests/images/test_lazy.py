@@ -2,9 +2,9 @@
 (user-space tap) that gets the image over NETCONF (`install-module`,
 signed by a key the test trusts) and modules of the kind in its running
 configuration: a process loads the image only when a socket of its own
-meets the kind — then it shows in /proc/PID/maps as the sealed memory file
-it was loaded from (`memfd:l45-kind`) — and a process under the same
-table whose sockets never meet it maps nothing of it. After a revoke, a
+meets the kind — then it shows in /proc/PID/maps as the file it was
+loaded from (the published copy, `CONTROL.kind-<sha256>`) — and a process
+under the same table whose sockets never meet it maps nothing of it. After a revoke, a
 live process's new and old sockets go plain. A socket first seen inside a
 signal handler gets no image kind there (nothing is loaded in a handler),
 and gets it at its next call outside."""
@@ -30,7 +30,9 @@ from taplab import BASE, NS, TapAgent, free_port, module, stop_process  # noqa: 
 
 KEY = bytes.fromhex("a55a01")
 MARKER = b"L45x"
-MAPPED = "memfd:l45-kind"
+# The loader maps the copy the agent published beside the control file
+# (CONTROL.kind-<sha256>).
+MAPPED = ".kind-"
 
 # A tapped program that blocks on its standard input between commands, so
 # its maps can be read while it lives. Commands (one line each, answered

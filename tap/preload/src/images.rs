@@ -2,11 +2,11 @@
 //! image by kind and SHA-256 (`l45_tap_shm::ImageRef`). Parsing the table
 //! loads nothing (`loaded` only looks); the first time a socket's chain
 //! would include such a module (`process::resolve`), outside any signal
-//! handler, the process reads the copy the agent published next to the
+//! handler, the process opens the copy the agent published next to the
 //! control file — only if it may trust it as it trusts the control file —
-//! checks the digest of the bytes it read and loads exactly those
-//! (`l45_tap_shm::image::load`). A process whose sockets never meet the
-//! kind maps nothing of it. A module whose image cannot be loaded is
+//! checks the digest of the open file and loads that same file
+//! (`l45_tap_shm::image::load_published`). A process whose sockets never
+//! meet the kind maps nothing of it. A module whose image cannot be loaded is
 //! rejected like one of an unknown kind: its sockets in this process stay
 //! uncustomized (nothing is lost), and the process adds one to the
 //! module's `errors` counter.
@@ -44,9 +44,7 @@ pub fn kind(image: &ImageRef) -> Option<Kind> {
     }
     let control = l45_tap_shm::control_path_of_this_process();
     let path = image::published_path(&control, &image.sha256);
-    let k = image::read_trusted(&path)
-        .and_then(|bytes| image::load(&bytes, &image.sha256, name))
-        .ok()?;
+    let k = image::load_published(&path, &image.sha256, name).ok()?;
     loaded.push((image.sha256, k));
     Some(Kind::External(k))
 }

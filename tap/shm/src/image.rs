@@ -10,11 +10,13 @@
 //! the digest (`ImageRef`). A process reads the copy only if the control
 //! file's trust rule holds for it too (`trusted_control`: owner root, the
 //! process's user or the directory's owner; not writable by group or
-//! others), checks the digest of the bytes it read, and loads exactly
-//! those bytes from an anonymous memory file (`memfd_create`, then
-//! `dlopen` of `/proc/self/fd/N`): what runs is what was checked, whoever
-//! renames files meanwhile. An image is never unloaded (`dlclose`): a
-//! table or a socket's chain may still point into it.
+//! others), checks the digest of the file it opened and loads that same
+//! open file (`load_published`: `dlopen` of `/proc/self/fd/N`): what runs
+//! is what was checked, whoever renames files meanwhile, and the image's
+//! pages are the page cache's, shared by the processes that load it. Bytes
+//! already in memory (the agent's own copy) load from an anonymous memory
+//! file (`load`: `memfd_create`, sealed). An image is never unloaded
+//! (`dlclose`): a table or a socket's chain may still point into it.
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
@@ -156,15 +158,16 @@ pub fn published_path(control: &Path, sha256: &[u8; 32]) -> PathBuf {
     control.with_file_name(name)
 }
 
-/// Reads the file at `path` if a process of this user may trust it (the
-/// control file's rule), at most `IMAGE_MAX` bytes; no symlinks.
-pub fn read_trusted(path: &Path) -> Result<Vec<u8>, ImageError> {
+/// Opens the file at `path` if a process of this user may trust it (the
+/// control file's rule): a regular file of at most `IMAGE_MAX` bytes; no
+/// symlinks.
+fn open_trusted(path: &Path) -> Result<std::fs::File, ImageError> {
     let shown = || path.display().to_string();
     let read_err = |source| ImageError::Read {
         path: shown(),
         source,
     };
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
@@ -189,7 +192,19 @@ pub fn read_trusted(path: &Path) -> Result<Vec<u8>, ImageError> {
     if meta.len() > IMAGE_MAX {
         return Err(ImageError::TooLarge(meta.len()));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    Ok(file)
+}
+
+/// Reads the file at `path` if a process of this user may trust it (the
+/// control file's rule), at most `IMAGE_MAX` bytes; no symlinks.
+pub fn read_trusted(path: &Path) -> Result<Vec<u8>, ImageError> {
+    let mut file = open_trusted(path)?;
+    let read_err = |source| ImageError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let len = file.metadata().map_err(read_err)?.len();
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     // Bounded even if the owner grows the file meanwhile.
     (&mut file)
         .take(IMAGE_MAX + 1)
@@ -199,6 +214,52 @@ pub fn read_trusted(path: &Path) -> Result<Vec<u8>, ImageError> {
         return Err(ImageError::TooLarge(bytes.len() as u64));
     }
     Ok(bytes)
+}
+
+/// Loads the image the agent published at `path` into this process, if
+/// the process may trust the file (`read_trusted`'s rule) and its bytes
+/// have digest `sha256`. The digest is taken over the opened file, a page
+/// at a time, and the loader maps that same file through its descriptor
+/// (`/proc/self/fd/N`): no copy of the image in this process, and the
+/// pages are the page cache's, shared by every process that loads it.
+/// What runs is what was checked: renames do not reach an open file, only
+/// its owner could write it (the control file's rule), and the agent
+/// never does (it publishes under a new name and renames).
+pub fn load_published(
+    path: &Path,
+    sha256: &[u8; 32],
+    kind: &str,
+) -> Result<ExternalKind, ImageError> {
+    let mut file = open_trusted(path)?;
+    let mut hasher = Sha256::new();
+    let mut page = [0u8; 4096];
+    let mut total = 0u64;
+    loop {
+        let n = match file.read(&mut page) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(ImageError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        total += n as u64;
+        if total > IMAGE_MAX {
+            return Err(ImageError::TooLarge(total));
+        }
+        hasher.update(&page[..n]);
+    }
+    let found: [u8; 32] = hasher.finalize().into();
+    if &found != sha256 {
+        return Err(ImageError::Digest {
+            expected: hex(sha256),
+            found: hex(&found),
+        });
+    }
+    load_fd(OwnedFd::from(file), kind)
 }
 
 /// Checks that `bytes` have digest `expected`.
@@ -266,7 +327,12 @@ pub fn publish(control: &Path, bytes: &[u8], sha256: &[u8; 32]) -> Result<PathBu
 /// the process's life.
 pub fn load(bytes: &[u8], sha256: &[u8; 32], kind: &str) -> Result<ExternalKind, ImageError> {
     verify(bytes, sha256)?;
-    let fd = memfd(bytes)?;
+    load_fd(memfd(bytes)?, kind)
+}
+
+/// Loads the image open at `fd` (its bytes checked by the caller) and
+/// checks its kind table and name; `fd` stays open for ever.
+fn load_fd(fd: OwnedFd, kind: &str) -> Result<ExternalKind, ImageError> {
     let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|e| ImageError::Load(e.to_string()))?;
     // The loader knows an object by the name it was opened under: were the

@@ -139,14 +139,17 @@ fn a_loaded_image_kind_is_checked_at_prepare_and_reaches_processes() {
     assert_eq!(images[0].1.kind_name(), "udp-xor-mask");
     assert_eq!(images[0].1.sha256, sha);
 
-    // What a tapped process does (tap/preload/src/images.rs): read the
-    // published copy it trusts, check the digest, load, run.
+    // What a tapped process does (tap/preload/src/images.rs): open the
+    // published copy it trusts, check the open file's digest, load it, run.
     let config = Config::from_used_with(g, used.iter().map(|(i, s)| (*i, s)), |slot| {
         let (_, r) = images.iter().find(|(i, _)| *i == slot)?;
-        let bytes = image::read_trusted(&image::published_path(&path, &r.sha256)).ok()?;
-        image::load(&bytes, &r.sha256, r.kind_name())
-            .ok()
-            .map(l45_modules::Kind::External)
+        image::load_published(
+            &image::published_path(&path, &r.sha256),
+            &r.sha256,
+            r.kind_name(),
+        )
+        .ok()
+        .map(l45_modules::Kind::External)
     });
     assert!(config.rejected.is_empty(), "{:?}", config.rejected);
     let m = &config.modules[0].instance;
@@ -162,6 +165,23 @@ fn a_loaded_image_kind_is_checked_at_prepare_and_reaches_processes() {
         SendVerdict::Customized(7)
     );
     assert_eq!(&out[..7], b"L45x\xa5\x5a\xa4");
+
+    // The same file with one byte flipped is refused by its digest (a
+    // trusted copy: mode 0644, this user's, in this user's directory).
+    let published_bytes = std::fs::read(&published).expect("published copy");
+    let mut flipped = published_bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let other = dir.path().join("flipped.kind");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&other)
+        .expect("copy");
+    std::io::Write::write_all(&mut f, &flipped).expect("write copy");
+    let e = image::load_published(&other, &sha, "udp-xor-mask").expect_err("flipped byte");
+    assert!(matches!(e, image::ImageError::Digest { .. }), "{e}");
 
     // Not unloaded while a module uses it; then unloaded, and its copy gone.
     let e = tap.unload_kind("udp-xor-mask").expect_err("in use");
