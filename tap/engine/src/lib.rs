@@ -249,21 +249,7 @@ impl Config {
         slots: impl IntoIterator<Item = (usize, &'a ModuleSlot)>,
         mut external: impl FnMut(usize) -> Option<Kind>,
     ) -> Config {
-        let mut c = Config {
-            generation,
-            ..Config::default()
-        };
-        for (slot, s) in slots {
-            if !s.used() {
-                continue;
-            }
-            let kind = match s.kind {
-                0 => external(slot),
-                code => Kind::from_code(code),
-            };
-            c.add(slot, s, kind);
-        }
-        c
+        Config::from_used_resolving(generation, slots, |slot| Some(external(slot)))
     }
 
     /// As `from_used_with`, except that a slot of a kind that is not built
@@ -275,6 +261,17 @@ impl Config {
         slots: impl IntoIterator<Item = (usize, &'a ModuleSlot)>,
         mut loaded: impl FnMut(usize) -> Option<Kind>,
     ) -> Config {
+        Config::from_used_resolving(generation, slots, |slot| loaded(slot).map(Some))
+    }
+
+    /// The used slots as modules; a slot of a kind that is not built in
+    /// gets `external(slot index)`: `Some(kind)` (`Some(None)`: rejected),
+    /// or `None`: deferred.
+    fn from_used_resolving<'a>(
+        generation: u64,
+        slots: impl IntoIterator<Item = (usize, &'a ModuleSlot)>,
+        mut external: impl FnMut(usize) -> Option<Option<Kind>>,
+    ) -> Config {
         let mut c = Config {
             generation,
             ..Config::default()
@@ -284,8 +281,8 @@ impl Config {
                 continue;
             }
             let kind = match s.kind {
-                0 => match loaded(slot) {
-                    Some(kind) => Some(kind),
+                0 => match external(slot) {
+                    Some(kind) => kind,
                     None => {
                         c.deferred.push(DeferredSpec {
                             slot,
